@@ -1,0 +1,120 @@
+"""Framework adapters, loaded lazily by name.
+
+``load_adapter(spec)`` accepts:
+
+- a short name: ``torch``, ``jax``, ``numpy`` (the in-house NumPy backprop engine);
+- a name registered by another package in the ``gradoracle.adapters`` entry-point group;
+- a ``package.module:Class`` path (the class is instantiated with no arguments);
+
+optionally followed by ``?key=value&key=value`` constructor options, e.g.
+``torch?device=cuda``.  Importing this package imports neither torch nor jax.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from adapters.base import Adapter, AdapterBase, ForwardFn, VJPResult
+
+__all__ = [
+    "BUILTIN_ADAPTERS",
+    "Adapter",
+    "AdapterBase",
+    "AdapterLoadError",
+    "ForwardFn",
+    "VJPResult",
+    "available_adapter_names",
+    "load_adapter",
+]
+
+#: Short names of the adapters that ship with gradoracle, as ``module:Class`` paths.
+BUILTIN_ADAPTERS: dict[str, str] = {
+    "numpy": "adapters.numpy_engine:NumpyEngineAdapter",
+    "torch": "adapters.torch_adapter:TorchAdapter",
+    "jax": "adapters.jax_adapter:JaxAdapter",
+}
+
+ENTRY_POINT_GROUP = "gradoracle.adapters"
+
+
+class AdapterLoadError(ValueError):
+    """An adapter spec that names nothing loadable; the message says how to fix it."""
+
+
+def _registered() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_adapter_names() -> list[str]:
+    """Short names that ``load_adapter`` understands (built-in and entry points)."""
+    return sorted(set(BUILTIN_ADAPTERS) | set(_registered()))
+
+
+def _parse_options(text: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for part in filter(None, text.split("&")):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise AdapterLoadError(f"adapter option {part!r} is not of the form key=value")
+        options[key] = value
+    return options
+
+
+def _load_path(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise AdapterLoadError(f"adapter path {path!r} must look like 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AdapterLoadError(
+            f"cannot import module {module_name!r} for adapter {path!r}: {exc}. "
+            "Is it installed, or on sys.path (run from the directory that holds it)?"
+        ) from exc
+    try:
+        obj: Any = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise AdapterLoadError(f"module {module_name!r} has no attribute {attr!r}") from exc
+    return obj
+
+
+def load_adapter(spec: str | Adapter) -> Adapter:
+    """Instantiate the adapter that ``spec`` names (see the module docstring)."""
+    if not isinstance(spec, str):
+        return spec
+    spec = spec.strip()
+    target, _, opt_text = spec.partition("?")
+    options = _parse_options(opt_text)
+    if ":" in target:
+        obj = _load_path(target)
+    elif target in BUILTIN_ADAPTERS:
+        obj = _load_path(BUILTIN_ADAPTERS[target])
+    elif target in (registered := _registered()):
+        try:
+            obj = registered[target].load()
+        except Exception as exc:  # a third-party entry point may fail in any way
+            raise AdapterLoadError(f"entry point {target!r} failed to load: {exc!r}") from exc
+    else:
+        known = available_adapter_names()
+        close = difflib.get_close_matches(target, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise AdapterLoadError(
+            f"unknown adapter {target!r}.{hint} Known adapters: {', '.join(known)}; "
+            "or give a 'package.module:Class' path."
+        )
+    try:
+        adapter = obj(**options) if isinstance(obj, type) else obj
+    except TypeError as exc:
+        raise AdapterLoadError(f"adapter {target!r} does not accept options {options}: {exc}") from exc
+    missing = [m for m in ("name", "vjp", "forward", "available", "ops") if not hasattr(adapter, m)]
+    if missing:
+        raise AdapterLoadError(
+            f"{target!r} is not an adapter: it lacks {', '.join(missing)} "
+            "(see adapters.base.Adapter for the protocol)"
+        )
+    return adapter

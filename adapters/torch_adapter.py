@@ -1,0 +1,310 @@
+"""PyTorch adapter: runs an identity's forward with the functions PyTorch users call.
+
+The ops namespace (:class:`TorchOps`) is written with the public API a model author
+uses (``x @ W``, ``torch.relu``, ``F.conv2d``, ``F.cross_entropy``, ...), so the
+gradients under test are the ones those calls produce.  Reverse mode is
+``torch.autograd.grad``; forward mode is ``torch.func.jvp``.
+
+Importing this module does not import torch: torch is imported on first use (the
+``ops`` property, ``available()``, or a conversion), so ``gradoracle list`` and the
+pytest plugin stay cheap and work without torch installed.  Torch's global settings
+(thread count, default dtype, grad mode outside our own ``no_grad`` blocks) are never
+changed.
+
+Notes for the report:
+
+- ``softmax_cross_entropy`` is ``F.cross_entropy(z[None], y[None])``: a batch of one
+  row with class-probability targets (float ``y`` of the logits' shape).  With the
+  default ``reduction="mean"`` the batch mean over one row is that row's
+  ``-sum_k y_k log softmax(z)_k``; ``label_smoothing`` stays 0.
+- An input named in ``wrt`` that the output does not depend on gets zeros (torch's
+  ``allow_unused=True`` answers ``None`` for it).  If torch ever answered ``None`` for
+  an input the output does use, the zeros disagree with finite differences and the
+  runner reports it: the adapter never invents a non-zero gradient.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from adapters.base import AdapterBase, ForwardFn, VJPResult
+from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
+
+__all__ = ["TorchAdapter", "TorchOps"]
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _import_torch() -> tuple[Any, Any]:
+    """``(torch, torch.nn.functional)``, imported on demand."""
+    import torch
+    import torch.nn.functional as F
+
+    return torch, F
+
+
+class TorchOps:
+    """The :mod:`oracle.ops` namespace spelled with PyTorch's public API."""
+
+    def __init__(self) -> None:
+        self._torch, self._F = _import_torch()
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b`` (the ``@`` operator, i.e. ``torch.matmul``)."""
+        return a @ b
+
+    def add(self, a: Any, b: Any) -> Any:
+        """``a + b``."""
+        return a + b
+
+    def relu(self, x: Any) -> Any:
+        """``max(0, x)`` via ``torch.relu``."""
+        return self._torch.relu(x)
+
+    def leaky_relu(self, x: Any) -> Any:
+        """``x if x > 0 else 0.01 x`` via ``F.leaky_relu(x, 0.01)``."""
+        return self._F.leaky_relu(x, LEAKY_RELU_SLOPE)
+
+    def sigmoid(self, x: Any) -> Any:
+        """``1 / (1 + exp(-x))`` via ``torch.sigmoid``."""
+        return self._torch.sigmoid(x)
+
+    def tanh(self, x: Any) -> Any:
+        """``tanh(x)``."""
+        return self._torch.tanh(x)
+
+    def exp(self, x: Any) -> Any:
+        """``exp(x)``."""
+        return self._torch.exp(x)
+
+    def log(self, x: Any) -> Any:
+        """``log(x)``."""
+        return self._torch.log(x)
+
+    def softplus(self, x: Any) -> Any:
+        """``log(1 + exp(x))`` via ``F.softplus`` (beta 1; linear above threshold 20)."""
+        return self._F.softplus(x)
+
+    def sin(self, x: Any) -> Any:
+        """``sin(x)``."""
+        return self._torch.sin(x)
+
+    def square(self, x: Any) -> Any:
+        """``x * x`` via ``torch.square``."""
+        return self._torch.square(x)
+
+    def abs(self, x: Any) -> Any:
+        """``|x|`` via ``torch.abs``."""
+        return self._torch.abs(x)
+
+    def elu(self, x: Any) -> Any:
+        """``x if x > 0 else exp(x) - 1`` via ``F.elu`` (alpha 1)."""
+        return self._F.elu(x, alpha=ELU_ALPHA)
+
+    def silu(self, x: Any) -> Any:
+        """``x * sigmoid(x)`` via ``F.silu``."""
+        return self._F.silu(x)
+
+    def gelu(self, x: Any) -> Any:
+        """``x/2 (1 + erf(x / sqrt 2))`` via ``F.gelu(x, approximate="none")``."""
+        return self._F.gelu(x, approximate="none")
+
+    def softmax_cross_entropy(self, logits: Any, target: Any) -> Any:
+        """``-sum_k y_k log softmax(z)_k`` via ``F.cross_entropy`` with probability targets."""
+        return self._F.cross_entropy(logits[None], target[None])
+
+    def conv2d(self, x: Any, k: Any) -> Any:
+        """Valid cross-correlation ``Z[u,v] = sum_{a,b} X[u+a,v+b] K[a,b]`` via ``F.conv2d``."""
+        return self._F.conv2d(x[None, None], k[None, None])[0, 0]
+
+    def max_pool2d(self, x: Any, k: int, stride: int | None = None) -> Any:
+        """Max over k x k windows, stride ``s`` (default k), floor mode, via ``F.max_pool2d``."""
+        s = k if stride is None else stride
+        return self._F.max_pool2d(x[None, None], k, stride=s, ceil_mode=False)[0, 0]
+
+    def avg_pool2d(self, x: Any, k: int, stride: int | None = None) -> Any:
+        """Mean over k x k windows, stride ``s`` (default k), floor mode, via ``F.avg_pool2d``."""
+        s = k if stride is None else stride
+        return self._F.avg_pool2d(x[None, None], k, stride=s, ceil_mode=False)[0, 0]
+
+    def sum(self, x: Any) -> Any:
+        """Sum of all elements (0-D) via ``torch.sum``."""
+        return self._torch.sum(x)
+
+    def maximum_zero(self, x: Any) -> Any:
+        """``torch.maximum(x, zeros_like(x))``."""
+        return self._torch.maximum(x, self._torch.zeros_like(x))
+
+    def clamp_min_zero(self, x: Any) -> Any:
+        """``torch.clamp(x, min=0)``."""
+        return self._torch.clamp(x, min=0)
+
+
+class TorchAdapter(AdapterBase):
+    """PyTorch under test: ``torch.autograd.grad`` for ``u^T J``, ``torch.func.jvp`` for ``J v``.
+
+    ``device`` is ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.  Asking for
+    a device this machine does not have raises ``ValueError`` at construction (the user
+    asked for it explicitly, so a silent skip would hide a misconfigured CI job); a
+    missing torch installation is reported by :meth:`available` instead.
+    """
+
+    name = "torch"
+    dtypes = ("float64", "float32")
+    has_jvp = True
+
+    def __init__(self, device: str = "cpu") -> None:
+        device = str(device).strip().lower()
+        if not _DEVICE_PATTERN.match(device):
+            raise ValueError(
+                f"torch adapter: unknown device {device!r}; use device=cpu, device=cuda or "
+                "device=cuda:N (e.g. --adapter 'torch?device=cuda')"
+            )
+        self.device = device
+        if device != "cpu":
+            problem = self._device_problem()
+            if problem:
+                raise ValueError(problem)
+
+    def _device_problem(self) -> str:
+        """Why ``self.device`` cannot be used here ('' when it can, or when torch is missing)."""
+        try:
+            torch, _ = _import_torch()
+        except ImportError:
+            return ""  # reported by available()
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+                return (
+                    f"torch adapter: device {self.device!r} requested but CUDA is not available "
+                    f"(torch {torch.__version__}, {build}). Use device=cpu, or run on a machine "
+                    "with a GPU and a CUDA build of torch."
+                )
+            index = int(self.device.partition(":")[2] or 0)
+            if index >= torch.cuda.device_count():
+                return (
+                    f"torch adapter: device {self.device!r} requested but only "
+                    f"{torch.cuda.device_count()} CUDA device(s) exist; use cuda:0 .. "
+                    f"cuda:{torch.cuda.device_count() - 1}."
+                )
+        return ""
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` when torch imports and the device exists, else ``(False, why)``."""
+        try:
+            _import_torch()
+        except ImportError as exc:
+            return False, f"torch is not installed ({exc}); pip install 'gradoracle[torch]'"
+        problem = self._device_problem()
+        return (not problem, problem)
+
+    @cached_property
+    def ops(self) -> TorchOps:
+        """The PyTorch ops namespace (imports torch on first access)."""
+        return TorchOps()
+
+    def supported_ops(self) -> frozenset[str]:
+        """All of :data:`oracle.ops.ALL_OPS`."""
+        from oracle.ops import ALL_OPS
+
+        return frozenset(ALL_OPS)
+
+    def _torch_dtype(self, dtype: str) -> Any:
+        torch, _ = _import_torch()
+        if dtype not in self.dtypes:
+            raise ValueError(f"torch adapter: unsupported dtype {dtype!r}; use one of {self.dtypes}")
+        return getattr(torch, dtype)
+
+    def from_numpy(self, a: np.ndarray, dtype: str) -> Any:
+        """A fresh torch tensor of ``dtype`` on the adapter's device (never shares memory with ``a``)."""
+        torch, _ = _import_torch()
+        return torch.tensor(np.asarray(a), dtype=self._torch_dtype(dtype), device=self.device)
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        """A writable NumPy copy of tensor ``t`` (detached, on the CPU), in ``t``'s own dtype."""
+        return np.array(t.detach().cpu().numpy(), copy=True)
+
+    def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        """``fn(ops, inputs)`` under ``torch.no_grad()`` (no graph is recorded)."""
+        torch, _ = _import_torch()
+        args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+        with torch.no_grad():
+            out = fn(self.ops, args)
+        return self.to_numpy(out)
+
+    def vjp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        """Output and ``u^T J`` for each name in ``wrt`` via ``torch.autograd.grad``.
+
+        Inputs outside ``wrt`` are constant tensors (``requires_grad=False``).
+        """
+        torch, _ = _import_torch()
+        unknown = [name for name in wrt if name not in inputs]
+        if unknown:
+            raise KeyError(f"torch adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+        args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+        leaves = [args[name].requires_grad_(True) for name in wrt]
+        with torch.enable_grad():
+            out = fn(self.ops, args)
+        output = self.to_numpy(out)
+        if tuple(np.shape(cotangent)) != tuple(out.shape):
+            raise ValueError(
+                f"torch adapter: cotangent shape {np.shape(cotangent)} != output shape {tuple(out.shape)}"
+            )
+        if not leaves:
+            return VJPResult(output=output, grads={})
+        if not out.requires_grad:
+            # The output depends on none of the wrt inputs: every u^T J is zero.
+            zeros = {name: np.zeros_like(self.to_numpy(args[name])) for name in wrt}
+            return VJPResult(output=output, grads=zeros)
+        u = torch.tensor(np.asarray(cotangent), dtype=out.dtype, device=out.device)
+        raw = torch.autograd.grad(out, leaves, grad_outputs=u, allow_unused=True)
+        grads: dict[str, np.ndarray] = {}
+        for name, leaf, g in zip(wrt, leaves, raw, strict=True):
+            grads[name] = np.zeros_like(self.to_numpy(leaf)) if g is None else self.to_numpy(g)
+        return VJPResult(output=output, grads=grads)
+
+    def jvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Output and ``J v`` via ``torch.func.jvp``; inputs without a tangent are constants."""
+        torch, _ = _import_torch()
+        unknown = [name for name in tangents if name not in inputs]
+        if unknown:
+            raise KeyError(f"torch adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
+        args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+        names = list(tangents)
+        if not names:
+            with torch.no_grad():
+                out = fn(self.ops, args)
+            output = self.to_numpy(out)
+            return output, np.zeros_like(output)
+        for name in names:
+            if tuple(np.shape(tangents[name])) != tuple(args[name].shape):
+                raise ValueError(
+                    f"torch adapter: tangent {name!r} has shape {np.shape(tangents[name])}, "
+                    f"input has {tuple(args[name].shape)}"
+                )
+        primals = tuple(args[name] for name in names)
+        tans = tuple(self.from_numpy(tangents[name], dtype) for name in names)
+
+        def f(*xs: Any) -> Any:
+            return fn(self.ops, {**args, **dict(zip(names, xs, strict=True))})
+
+        out, jv = torch.func.jvp(f, primals, tans)
+        return self.to_numpy(out), self.to_numpy(jv)

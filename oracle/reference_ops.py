@@ -1,0 +1,123 @@
+"""The oracle's own forward: plain NumPy implementations of :mod:`oracle.ops`.
+
+This namespace runs an identity's forward in NumPy (float64 for the reference, or the
+dtype under test for the rounding-noise estimate).  It is forward-only: the oracle's
+gradients come from the closed forms in :mod:`oracle.identities`, never from
+differentiating this code.  Every function preserves its input's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
+
+_erf_ufunc = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """``erf(x)`` elementwise, in the dtype of ``x`` (math.erf is correctly rounded to ~1 ulp)."""
+    x = np.asarray(x)
+    return np.asarray(_erf_ufunc(x), dtype=np.float64).astype(x.dtype, copy=False)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` evaluated without overflow for either sign of ``x``."""
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """``z - max z - log sum exp(z - max z)``."""
+    shifted = z - np.max(z)
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def correlate2d_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Valid cross-correlation ``Z[u,v] = sum_{a,b} X[u+a, v+b] K[a,b]``."""
+    windows = sliding_window_view(x, k.shape)
+    return np.einsum("uvab,ab->uv", windows, k)
+
+
+def pool_windows(x: np.ndarray, k: int, stride: int | None) -> np.ndarray:
+    """The (Ho, Wo, k, k) windows of a k x k pool with ``stride`` (default k), floor mode."""
+    s = k if stride is None else stride
+    return sliding_window_view(x, (k, k))[::s, ::s]
+
+
+class ReferenceOps:
+    """Forward-only NumPy ops with the semantics documented in :mod:`oracle.ops`."""
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.matmul(a, b)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+    def relu(self, x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, x, np.zeros_like(x))
+
+    def leaky_relu(self, x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, x, x * x.dtype.type(LEAKY_RELU_SLOPE))
+
+    def sigmoid(self, x: np.ndarray) -> np.ndarray:
+        return sigmoid(x)
+
+    def tanh(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(x)
+
+    def exp(self, x: np.ndarray) -> np.ndarray:
+        return np.exp(x)
+
+    def log(self, x: np.ndarray) -> np.ndarray:
+        return np.log(x)
+
+    def softplus(self, x: np.ndarray) -> np.ndarray:
+        return np.logaddexp(np.zeros_like(x), x)
+
+    def sin(self, x: np.ndarray) -> np.ndarray:
+        return np.sin(x)
+
+    def square(self, x: np.ndarray) -> np.ndarray:
+        return x * x
+
+    def abs(self, x: np.ndarray) -> np.ndarray:
+        return np.abs(x)
+
+    def elu(self, x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, x, x.dtype.type(ELU_ALPHA) * np.expm1(np.minimum(x, 0)))
+
+    def silu(self, x: np.ndarray) -> np.ndarray:
+        return x * sigmoid(x)
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        half = x.dtype.type(0.5)
+        return half * x * (1 + erf(x / x.dtype.type(math.sqrt(2.0))))
+
+    def softmax_cross_entropy(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return -np.sum(target * log_softmax(logits))
+
+    def conv2d(self, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return correlate2d_valid(x, k)
+
+    def max_pool2d(self, x: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
+        return pool_windows(x, k, stride).max(axis=(2, 3))
+
+    def avg_pool2d(self, x: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
+        return pool_windows(x, k, stride).mean(axis=(2, 3))
+
+    def sum(self, x: np.ndarray) -> np.ndarray:
+        return np.sum(x)
+
+    def maximum_zero(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, np.zeros_like(x))
+
+    def clamp_min_zero(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(x, 0, None)
+
+
+REFERENCE_OPS = ReferenceOps()

@@ -1,0 +1,629 @@
+"""The check engine shared by the CLI and the pytest plugin.
+
+``check(identity, adapter, dtype, settings) -> CheckResult`` draws inputs with the
+identity's Hypothesis strategy and, for every example, compares three ways:
+
+1. the adapter's forward against the reference forward (does it compute the same function?);
+2. the adapter's autodiff ``u^T J`` against the closed-form reference (is it right?);
+3. the autodiff against central finite differences of the adapter's own forward
+   (is its backward the derivative of its forward?);
+
+and, as a self-test of the oracle, the closed form against finite differences of the
+reference forward.  Agreement pattern -> fault (:class:`oracle.results.Fault`).  The
+runner never prints and never lets an adapter's exception escape: everything becomes
+a :class:`CheckResult`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import seed as hypothesis_seed
+from hypothesis import settings as hypothesis_settings
+
+from oracle import finite_differences as fd
+from oracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
+from oracle.results import (
+    FAULT_TEXT,
+    KIND_TEXT,
+    AdapterContractError,
+    AdapterCrash,
+    CheckResult,
+    ErrorStat,
+    Fault,
+    GradientMismatch,
+    Verdict,
+    WorstElement,
+)
+from oracle.strategies import Example
+from oracle.tolerances import Tolerance, tolerance_for
+
+DTYPES: tuple[str, ...] = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Knobs of one check; the defaults are the conformance settings."""
+
+    examples: int = 30
+    seed: int = 0
+    directions: int = 2
+    full_jacobian_max: int = 12
+    timeout_s: float | None = 60.0
+    shrink: bool = True
+    fd_dtype: str | None = None  # default: float64 when the adapter supports it
+
+    def with_(self, **changes: Any) -> CheckSettings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass
+class Comparison:
+    """One comparison on one example: worst error, what it was allowed, where."""
+
+    kind: str
+    input: str
+    abs_error: float
+    scale: float
+    allowed: float
+    index: list[int] = field(default_factory=list)
+    autodiff: float | None = None
+    analytic: float | None = None
+    fd: float | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.abs_error / self.allowed if self.allowed > 0 else (0.0 if self.abs_error == 0 else np.inf)
+
+    @property
+    def rel_error(self) -> float:
+        return self.abs_error / self.scale if self.scale > 0 else self.abs_error
+
+    @property
+    def failed(self) -> bool:
+        return not self.abs_error <= self.allowed
+
+
+@dataclass
+class ExampleOutcome:
+    """Everything one example showed."""
+
+    example: Example
+    comparisons: list[Comparison] = field(default_factory=list)
+    fault: Fault = Fault.NONE
+    crash: str | None = None
+    contract: str | None = None
+    skipped_directions: int = 0
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.failed]
+
+    @property
+    def passed(self) -> bool:
+        return self.fault == Fault.NONE
+
+
+# ------------------------------------------------------------------ one example
+
+
+def _fd_dtype(adapter: Any, dtype: str, settings: CheckSettings) -> str:
+    if settings.fd_dtype:
+        return settings.fd_dtype
+    return "float64" if "float64" in getattr(adapter, "dtypes", DTYPES) else dtype
+
+
+def _cotangent(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(rng.uniform(-1.0, 1.0, size=shape))
+
+
+def _compare_arrays(kind: str, name: str, got: np.ndarray, ref: np.ndarray, allowed: float) -> Comparison:
+    g = np.asarray(got, dtype=np.float64)
+    diff = np.abs(g - ref)
+    flat = int(np.argmax(diff)) if diff.size else 0
+    index = [int(i) for i in np.unravel_index(flat, diff.shape)] if diff.size else []
+    return Comparison(
+        kind=kind,
+        input=name,
+        abs_error=float(diff.reshape(-1)[flat]) if diff.size else 0.0,
+        scale=float(np.max(np.abs(ref))) if ref.size else 0.0,
+        allowed=allowed,
+        index=index,
+        autodiff=float(g.reshape(-1)[flat]) if g.size else None,
+        analytic=float(np.asarray(ref).reshape(-1)[flat]) if ref.size else None,
+    )
+
+
+def _validate_vjp(result: Any, ident: Identity, ref_out: np.ndarray, inputs: Mapping[str, np.ndarray], dtype: str) -> None:
+    out = getattr(result, "output", None)
+    grads = getattr(result, "grads", None)
+    if out is None or grads is None:
+        raise AdapterContractError(f"vjp returned {type(result).__name__}, not a VJPResult(output, grads)")
+    out = np.asarray(out)
+    if out.shape != ref_out.shape:
+        raise AdapterContractError(f"forward output has shape {list(out.shape)}, expected {list(ref_out.shape)}")
+    if out.dtype != np.dtype(dtype):
+        raise AdapterContractError(f"forward output has dtype {out.dtype}, expected {dtype}")
+    for name in ident.wrt:
+        if name not in grads or grads[name] is None:
+            raise AdapterContractError(f"no gradient returned for input {name!r}")
+        g = np.asarray(grads[name])
+        if g.shape != inputs[name].shape:
+            raise AdapterContractError(
+                f"gradient for {name!r} has shape {list(g.shape)}, expected {list(inputs[name].shape)}"
+            )
+        if g.dtype != np.dtype(dtype):
+            raise AdapterContractError(f"gradient for {name!r} has dtype {g.dtype}, expected {dtype}")
+        if not np.all(np.isfinite(g)):
+            bad = np.argwhere(~np.isfinite(g))[0].tolist()
+            raise AdapterContractError(f"gradient for {name!r} is not finite at {bad}: {g[tuple(bad)]}")
+    if not np.all(np.isfinite(out)):
+        raise AdapterContractError("forward output is not finite")
+
+
+def _kink_safe_step(
+    ident: Identity, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], d: Mapping[str, np.ndarray], h: float
+) -> float | None:
+    """The largest ``h' <= h`` (halving) with no kink between ``x - 2h' v`` and ``x + 2h' v``."""
+    if ident.smooth_pattern is None:
+        return h
+    base = ident.smooth_pattern(inputs, params)
+    for _ in range(8):
+        if all(
+            np.array_equal(ident.smooth_pattern(fd.perturbed(inputs, d, t, np.float64), params), base)
+            for t in (2 * h, -2 * h)
+        ):
+            return h
+        h /= 2
+    return None
+
+
+def _fd_comparisons(
+    kind: str,
+    forward: fd.Forward,
+    ident: Identity,
+    inputs: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    u: np.ndarray,
+    grads: Mapping[str, np.ndarray],
+    dirs: Sequence[Mapping[str, np.ndarray]],
+    fd_dtype: str,
+    tol: Tolerance,
+    slack: Mapping[str, float],
+    outcome: ExampleOutcome,
+    ref_grads: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Compare ``<g, v>`` with ``D(h) ~ u^T J v`` for every direction ``v``; worst one recorded."""
+    h0 = fd.step_size(fd_dtype, inputs)
+    worst: Comparison | None = None
+    for k, d in enumerate(dirs):
+        h = _kink_safe_step(ident, inputs, params, d, h0)
+        if h is None:
+            outcome.skipped_directions += 1
+            continue
+        p = sum(float(np.sum(np.asarray(grads[n], dtype=np.float64) * d[n])) for n in d)
+        mag = sum(float(np.sum(np.abs(np.asarray(grads[n], dtype=np.float64) * d[n]))) for n in d)
+        gmax = max(float(np.max(np.abs(grads[n]))) if grads[n].size else 0.0 for n in d)
+        vmax = max(float(np.max(np.abs(d[n]))) if d[n].size else 0.0 for n in d)
+        mag = max(mag, gmax * vmax)
+        extra = sum(slack.get(n, 0.0) * float(np.sum(np.abs(d[n]))) for n in d)
+        value = fd.central_difference(forward, inputs, u, d, h, fd_dtype)
+        allowed = tol.fd_allowed(mag) + extra
+        if abs(p - value) > allowed:
+            rich = fd.richardson(forward, inputs, u, d, h, fd_dtype, d_h=value)
+            value, allowed = rich.value, tol.fd_allowed(mag, rich.error) + extra
+        basis = fd.is_basis(d)
+        name, index = ("projection", [k]) if basis is None else (basis[0], list(np.unravel_index(basis[1], grads[basis[0]].shape)))
+        analytic = None
+        if ref_grads is not None:
+            analytic = sum(float(np.sum(ref_grads[n] * d[n])) for n in d)
+        comp = Comparison(
+            kind=kind,
+            input=name,
+            abs_error=abs(p - value),
+            scale=mag,
+            allowed=allowed,
+            index=[int(i) for i in index],
+            autodiff=p if kind == "fd" else None,
+            analytic=p if kind == "oracle" else analytic,
+            fd=value,
+        )
+        if worst is None or comp.ratio > worst.ratio:
+            worst = comp
+    if worst is not None:
+        outcome.comparisons.append(worst)
+
+
+def evaluate_example(
+    identity: Identity | str,
+    adapter: Any,
+    dtype: str,
+    example: Example,
+    settings: CheckSettings | None = None,
+) -> ExampleOutcome:
+    """Run the three-way comparison on one example (see the module docstring)."""
+    ident = get_identity(identity)
+    settings = settings or CheckSettings()
+    params = example.params
+    ident.check_shapes(example.inputs, params)
+    outcome = ExampleOutcome(example)
+    tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
+
+    def fn(ops: Any, arrays: Mapping[str, Any]) -> Any:
+        return ident.forward(ops, arrays, params)
+
+    rng = np.random.default_rng(example.seed)
+    master = {k: np.asarray(v, dtype=np.float64) for k, v in example.inputs.items()}
+    x_d = {k: v.astype(dtype) for k, v in master.items()}
+    x_d64 = {k: v.astype(np.float64) for k, v in x_d.items()}  # exact: the inputs the adapter sees
+    x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
+
+    ref_out = ident.reference_forward(x_d64, params)
+    u = _cotangent(rng, ref_out.shape)
+    u_d = u.astype(dtype)
+    u_d64 = u_d.astype(np.float64)
+
+    # 1. the adapter's forward and backward, in the dtype under test
+    try:
+        result = adapter.vjp(fn, x_d, ident.wrt, u_d, dtype)
+    except Exception as exc:  # any adapter failure becomes a record
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {type(exc).__name__}: {exc}"
+        return outcome
+    try:
+        _validate_vjp(result, ident, ref_out, x_d, dtype)
+    except AdapterContractError as exc:
+        outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+        return outcome
+    out = np.asarray(result.output)
+    grads = {n: np.asarray(result.grads[n]) for n in ident.wrt}
+
+    # 2. the closed form, and the oracle's own rounding in float32 (the noise term eta)
+    ref = ident.gradient(x_d64, params, u_d64)
+    ref32 = ident.gradient(x_32, params, u_d64.astype(np.float32))
+    allowed: dict[str, float] = {}
+    for name in ident.wrt:
+        r = np.asarray(ref[name], dtype=np.float64)
+        eta = float(np.max(np.abs(np.asarray(ref32[name], dtype=np.float64) - r))) if r.size else 0.0
+        allowed[name] = tol.allowed(float(np.max(np.abs(r))) if r.size else 0.0, eta)
+        outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name]))
+    out32 = np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
+    eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
+    ref_norm = float(np.max(np.abs(ref_out))) if ref_out.size else 0.0
+    outcome.comparisons.append(_compare_arrays("forward", "output", out, ref_out, tol.allowed(ref_norm, eta_f)))
+
+    # 3. finite differences of the adapter's own forward (float64 when it can)
+    fd_dtype = _fd_dtype(adapter, dtype, settings)
+    shapes = {n: x_d[n].shape for n in ident.wrt}
+    dirs = fd.directions(rng, shapes, settings.directions, settings.full_jacobian_max)
+
+    def adapter_forward(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(adapter.forward(fn, arrays, fd_dtype))
+
+    try:
+        _fd_comparisons(
+            "fd", adapter_forward, ident, x_d64, params, u_d64, grads, dirs, fd_dtype, tol, allowed, outcome, ref
+        )
+    except Exception as exc:  # the adapter's forward may fail on its own
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
+        return outcome
+
+    # 4. the oracle itself: closed form vs finite differences of the reference forward, float64
+    ref_master = ident.gradient(master, params, u) if dtype != "float64" else ref
+    tol64 = tolerance_for("float64")
+    _fd_comparisons(
+        "oracle",
+        lambda a: ident.reference_forward(a, params),
+        ident,
+        master,
+        params,
+        u,
+        ref_master,
+        dirs,
+        "float64",
+        tol64,
+        {},
+        outcome,
+    )
+
+    failed = {c.kind for c in outcome.failures}
+    if "oracle" in failed:
+        outcome.fault = Fault.ORACLE
+    elif "forward" in failed:
+        outcome.fault = Fault.FORWARD
+    elif failed & {"analytic", "fd"}:
+        outcome.fault = Fault.BACKWARD
+    return outcome
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def _adapter_spec(adapter: Any, spec: str | None) -> str:
+    if spec:
+        return spec
+    cls = type(adapter)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example) -> str:
+    """A runnable Python snippet that reproduces one example's check."""
+    lines = ["import numpy as np", "from oracle import reproduce", "", "inputs = {"]
+    for name, arr in example.inputs.items():
+        lines.append(f"    {name!r}: np.array({np.asarray(arr, dtype=np.float64).tolist()!r}),")
+    lines.append("}")
+    lines.append(
+        f"reproduce({ident.name!r}, {adapter_spec!r}, {dtype!r}, inputs, params={dict(example.params)!r}, "
+        f"seed={example.seed})  # raises GradientMismatch while the fault is there"
+    )
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.9g}"
+
+
+def describe_outcome(
+    ident: Identity, adapter_name: str, dtype: str, outcome: ExampleOutcome, tol: Tolerance, repro: str
+) -> tuple[str, WorstElement | None]:
+    """The failure message (identity, adapter, input, worst element, three values, tolerance, repro)."""
+    head = f"{ident.name} [{ident.source}] / adapter {adapter_name} / {dtype}"
+    ex = outcome.example
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in ex.inputs.items())
+    worst: WorstElement | None = None
+    lines = [f"gradient check failed: {head}", f"  fault: {outcome.fault} - {FAULT_TEXT[outcome.fault]}"]
+    if outcome.crash or outcome.contract:
+        lines.append(f"  {outcome.crash or outcome.contract}")
+    else:
+        failures = sorted(outcome.failures, key=lambda c: -c.ratio)
+        w = failures[0]
+        analytic_cmp = {c.input: c for c in outcome.comparisons if c.kind == "analytic"}
+        fd_value = w.fd
+        autodiff, analytic = w.autodiff, w.analytic
+        if w.kind == "analytic":
+            fd_cmp = next(
+                (c for c in outcome.comparisons if c.kind == "fd" and c.input == w.input and c.index == w.index), None
+            )
+            fd_value = fd_cmp.fd if fd_cmp else None
+        worst = WorstElement(
+            kind=w.kind,
+            input=w.input,
+            index=w.index,
+            autodiff=autodiff,
+            analytic=analytic,
+            fd=fd_value,
+            abs_error=w.abs_error,
+            allowed=w.allowed,
+        )
+        where = f"input {w.input!r}" + (f", element {w.index}" if w.input != "projection" else f", direction {w.index}")
+        lines.append(f"  worst: {KIND_TEXT[w.kind]}, {where}")
+        lines.append(
+            f"    autodiff = {_fmt(autodiff)}   analytic = {_fmt(analytic)}   finite differences = {_fmt(fd_value)}"
+        )
+        lines.append(
+            f"    |error| = {w.abs_error:.3e} > allowed {w.allowed:.3e} (error/tolerance = {w.ratio:.3g})"
+        )
+        for c in failures[1:4]:
+            lines.append(f"  also: {KIND_TEXT[c.kind]} on {c.input!r}: error/tolerance = {c.ratio:.3g}")
+        ok = [n for n, c in analytic_cmp.items() if not c.failed]
+        if ok:
+            lines.append(f"  inputs whose gradient matched the notes: {', '.join(ok)}")
+    lines.append(f"  tolerance: {tol.describe()}")
+    lines.append(f"  example: {shapes}, params={dict(ex.params)}, seed={ex.seed}")
+    lines.append("  repro:")
+    lines.extend("    " + line for line in repro.splitlines())
+    return "\n".join(lines), worst
+
+
+def reproduce(
+    identity: str,
+    adapter: Any,
+    dtype: str,
+    inputs: Mapping[str, Any],
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    settings: CheckSettings | None = None,
+) -> ExampleOutcome:
+    """Re-run one example; raise :class:`GradientMismatch` with the full diagnostic if it fails."""
+    from adapters import load_adapter
+
+    ident = get_identity(identity)
+    spec = adapter if isinstance(adapter, str) else None
+    ad = load_adapter(adapter)
+    example = Example({k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}, dict(params or {}), seed)
+    settings = settings or CheckSettings()
+    outcome = evaluate_example(ident, ad, dtype, example, settings)
+    if not outcome.passed:
+        tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
+        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
+        message, worst = describe_outcome(ident, ad.name, dtype, outcome, tol, repro)
+        raise GradientMismatch(
+            message, identity=ident.name, adapter=ad.name, dtype=dtype, fault=outcome.fault, worst=worst, repro=repro
+        )
+    return outcome
+
+
+# ----------------------------------------------------------------------- a check
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _call_with_timeout(func: Any, timeout: float | None) -> Any:
+    if timeout is None:
+        return func()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="gradoracle-check")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _Timeout(f"adapter did not return within {timeout:g} s (per-example timeout)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def check(
+    identity: Identity | str,
+    adapter: Any,
+    dtype: str = "float64",
+    settings: CheckSettings | None = None,
+) -> CheckResult:
+    """Check one identity on one adapter in one dtype over Hypothesis-drawn examples."""
+    from adapters import AdapterLoadError, load_adapter
+
+    start = time.perf_counter()
+    settings = settings or CheckSettings()
+    spec = adapter if isinstance(adapter, str) else None
+    adapter_label = spec.partition("?")[0] if spec else getattr(adapter, "name", "?")
+    try:
+        ident = get_identity(identity)
+    except UnknownIdentityError as exc:
+        return CheckResult(str(identity), "", adapter_label, dtype, Verdict.ERROR, Fault.NONE, str(exc))
+
+    def result(verdict: Verdict, fault: Fault = Fault.NONE, message: str = "", **kw: Any) -> CheckResult:
+        return CheckResult(
+            ident.name,
+            ident.source,
+            adapter_label,
+            dtype,
+            verdict,
+            fault,
+            message,
+            duration_s=time.perf_counter() - start,
+            **kw,
+        )
+
+    if dtype not in DTYPES:
+        return result(Verdict.ERROR, message=f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    try:
+        ad = load_adapter(adapter)
+        adapter_label = str(getattr(ad, "name", adapter_label))
+        available, why = ad.available()
+    except (AdapterLoadError, Exception) as exc:
+        return result(Verdict.ERROR, Fault.ADAPTER, f"adapter {adapter_label!r} failed to load: {exc}")
+    if not available:
+        return result(Verdict.SKIP, message=f"adapter {adapter_label!r} is not available: {why}")
+    if dtype not in getattr(ad, "dtypes", DTYPES):
+        return result(Verdict.SKIP, message=f"adapter {adapter_label!r} does not support {dtype}")
+    try:
+        missing = sorted(ident.ops - set(ad.supported_ops()))
+    except Exception as exc:
+        return result(Verdict.ERROR, Fault.ADAPTER, f"supported_ops() raised {type(exc).__name__}: {exc}")
+    if missing:
+        return result(Verdict.SKIP, message=f"adapter {adapter_label!r} does not implement {', '.join(missing)}")
+
+    fd_dtype = _fd_dtype(ad, dtype, settings)
+    tol = tolerance_for(dtype, fd_dtype)
+    stats: dict[str, dict[str, ErrorStat]] = {}
+    state: dict[str, Any] = {"examples": 0, "last": None, "timeout": None}
+
+    def body(example: Example) -> None:
+        if state["timeout"] is not None:
+            raise AdapterCrash(state["timeout"])
+        try:
+            outcome = _call_with_timeout(
+                lambda: evaluate_example(ident, ad, dtype, example, settings), settings.timeout_s
+            )
+        except _Timeout as exc:
+            state["timeout"] = str(exc)
+            outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+        state["examples"] += 1
+        state["last"] = outcome
+        for c in outcome.comparisons:
+            stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(c.abs_error, c.rel_error, c.ratio)
+        if not outcome.passed:
+            repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
+            message, worst = describe_outcome(ident, adapter_label, dtype, outcome, tol, repro)
+            raise GradientMismatch(
+                message,
+                identity=ident.name,
+                adapter=adapter_label,
+                dtype=dtype,
+                fault=outcome.fault,
+                worst=worst,
+                repro=repro,
+            )
+
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if settings.shrink else [])
+    test = given(ident.strategy())(body)
+    test = hypothesis_settings(
+        max_examples=settings.examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )(test)
+    test = hypothesis_seed(settings.seed)(test)
+    common = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
+    try:
+        test()
+    except GradientMismatch as exc:
+        last: ExampleOutcome | None = state["last"]
+        crashed = last is not None and last.crash is not None
+        counter = None
+        if last is not None:
+            counter = {
+                "inputs": {k: np.asarray(v).tolist() for k, v in last.example.inputs.items()},
+                "params": dict(last.example.params),
+                "seed": last.example.seed,
+            }
+        return result(
+            Verdict.ERROR if crashed else Verdict.FAIL,
+            exc.fault,
+            str(exc),
+            examples=state["examples"],
+            errors=stats,
+            worst=exc.worst,
+            counterexample=counter,
+            repro=exc.repro,
+            **common,
+        )
+    except InvalidShapeError as exc:
+        return result(Verdict.ERROR, Fault.NONE, f"invalid input shapes: {exc}", examples=state["examples"], **common)
+    except Exception as exc:  # Hypothesis errors (flaky failures, ...) become records too
+        return result(
+            Verdict.ERROR,
+            Fault.ADAPTER,
+            f"{type(exc).__name__}: {exc}",
+            examples=state["examples"],
+            errors=stats,
+            **common,
+        )
+    return result(Verdict.PASS, examples=state["examples"], errors=stats, **common)
+
+
+def run_checks(
+    identities: Sequence[Identity | str],
+    adapters: Sequence[Any],
+    dtypes: Sequence[str],
+    settings: CheckSettings | None = None,
+    progress: Any = None,
+) -> list[CheckResult]:
+    """Every identity x adapter x dtype, in that order; ``progress(result)`` after each."""
+    out: list[CheckResult] = []
+    for adapter in adapters:
+        for dtype in dtypes:
+            for identity in identities:
+                res = check(identity, adapter, dtype, settings)
+                out.append(res)
+                if progress is not None:
+                    progress(res)
+    return out
