@@ -38,9 +38,9 @@ JAX.  Overlapping windows (stride < k) accumulate; pixels left over at the botto
 edge in floor mode get gradient 0.
 
 dtype: every rule computes in the dtype of its inputs (float32 in, float32 arithmetic,
-float32 out).  Python float constants are "weak" under NumPy 2 (NEP 50), so they never
-upcast; the one non-NumPy kernel, ``math.erf`` for gelu, is evaluated in double and
-rounded back to the input dtype.
+float32 out).  Constants are Python floats, which never upcast an array (weak scalars,
+NEP 50; value-based casting before NumPy 2); the one non-NumPy kernel, ``math.erf``
+for gelu, is evaluated in double and rounded back to the input dtype.
 
 Writing a mutant (a deliberately wrong engine, for testing the oracle)
 ----------------------------------------------------------------------

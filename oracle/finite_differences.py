@@ -59,9 +59,13 @@ def projected(f: Forward, inputs: Arrays, u: np.ndarray, direction: Arrays, t: f
     return float(np.sum(np.asarray(u, dtype=np.float64) * out))
 
 
-def central_difference(f: Forward, inputs: Arrays, u: np.ndarray, direction: Arrays, h: float, dtype: str) -> float:
+def central_difference(
+    f: Forward, inputs: Arrays, u: np.ndarray, direction: Arrays, h: float, dtype: str
+) -> float:
     """``D(h) = (s(h) - s(-h)) / 2h ~ u^T J v``."""
-    return (projected(f, inputs, u, direction, h, dtype) - projected(f, inputs, u, direction, -h, dtype)) / (2 * h)
+    return (projected(f, inputs, u, direction, h, dtype) - projected(f, inputs, u, direction, -h, dtype)) / (
+        2 * h
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,13 @@ class Richardson:
 
 
 def richardson(
-    f: Forward, inputs: Arrays, u: np.ndarray, direction: Arrays, h: float, dtype: str, d_h: float | None = None
+    f: Forward,
+    inputs: Arrays,
+    u: np.ndarray,
+    direction: Arrays,
+    h: float,
+    dtype: str,
+    d_h: float | None = None,
 ) -> Richardson:
     """``D_R = (4 D(h) - D(2h)) / 3`` with error estimate ``|D(h) - D(2h)|``."""
     d1 = central_difference(f, inputs, u, direction, h, dtype) if d_h is None else d_h

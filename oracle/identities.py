@@ -256,9 +256,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
     Elementwise("softplus", sigmoid, "sigma(x)", scale=4.0),
     Elementwise("sin", np.cos, "cos(x)", scale=4.0),
     Elementwise("square", lambda x: 2 * x, "2 x"),
-    Elementwise(
-        "abs", np.sign, "sign(x)", "nonzero", "x = 0 (left derivative -1, right derivative 1)"
-    ),
+    Elementwise("abs", np.sign, "sign(x)", "nonzero", "x = 0 (left derivative -1, right derivative 1)"),
     Elementwise(
         "elu",
         lambda x: np.where(x > 0, _t(x, 1.0), _t(x, ELU_ALPHA) * np.exp(np.minimum(x, 0))),
@@ -267,7 +265,10 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "x = 0 (differentiable for alpha = 1, but f'' jumps: kept away like a kink)",
     ),
     Elementwise(
-        "silu", lambda x: sigmoid(x) * (1 + x * (1 - sigmoid(x))), "sigma(x) (1 + x (1 - sigma(x)))", scale=4.0
+        "silu",
+        lambda x: sigmoid(x) * (1 + x * (1 - sigmoid(x))),
+        "sigma(x) (1 + x (1 - sigma(x)))",
+        scale=4.0,
     ),
     Elementwise(
         "gelu",
@@ -449,7 +450,9 @@ def _logit_inputs(draw: st.DrawFn) -> S.Example:
     m, soft, seed, scale = draw(S.dims(2, 10)), draw(st.booleans()), draw(S.SEEDS), draw(S.SCALES)
     rng = S.rng_for(seed)
     return S.Example(
-        {"z2": S.uniform(rng, (m,), 2 * scale), "y": S.target_vector(rng, m, soft)}, {"soft_target": soft}, seed
+        {"z2": S.uniform(rng, (m,), 2 * scale), "y": S.target_vector(rng, m, soft)},
+        {"soft_target": soft},
+        seed,
     )
 
 
@@ -762,7 +765,10 @@ def _build() -> dict[str, Identity]:
             name="max-pool",
             source="notes:max-pool",
             family="pool",
-            formula="Z = MaxPool_k(X), k x k windows, stride k;  dJ/dx_ij = delta_uv if x_ij = max(window_uv) else 0",
+            formula=(
+                "Z = MaxPool_k(X), k x k windows, stride k;  "
+                "dJ/dx_ij = delta_uv if x_ij = max(window_uv) else 0"
+            ),
             forward=_max_pool_forward,
             wrt=("X",),
             reference_gradient=_grad_max_pool,
@@ -824,9 +830,7 @@ def get_identity(name: str | Identity) -> Identity:
         return IDENTITIES[name]
     close = difflib.get_close_matches(name, list(IDENTITIES), n=4, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise UnknownIdentityError(
-        f"unknown identity {name!r}.{hint} Run 'gradoracle list' for the catalogue."
-    )
+    raise UnknownIdentityError(f"unknown identity {name!r}.{hint} Run 'gradoracle list' for the catalogue.")
 
 
 def select_identities(names: list[str] | None) -> list[Identity]:

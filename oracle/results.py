@@ -160,5 +160,5 @@ class AdapterContractError(Exception):
     """The adapter returned something the protocol forbids (wrong shape, dtype, NaN, ...)."""
 
 
-class AdapterCrash(Exception):
+class AdapterCrashError(Exception):
     """The adapter raised or hung; wraps the original exception's text."""

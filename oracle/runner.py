@@ -33,7 +33,7 @@ from oracle.results import (
     FAULT_TEXT,
     KIND_TEXT,
     AdapterContractError,
-    AdapterCrash,
+    AdapterCrashError,
     CheckResult,
     ErrorStat,
     Fault,
@@ -141,14 +141,18 @@ def _compare_arrays(kind: str, name: str, got: np.ndarray, ref: np.ndarray, allo
     )
 
 
-def _validate_vjp(result: Any, ident: Identity, ref_out: np.ndarray, inputs: Mapping[str, np.ndarray], dtype: str) -> None:
+def _validate_vjp(
+    result: Any, ident: Identity, ref_out: np.ndarray, inputs: Mapping[str, np.ndarray], dtype: str
+) -> None:
     out = getattr(result, "output", None)
     grads = getattr(result, "grads", None)
     if out is None or grads is None:
         raise AdapterContractError(f"vjp returned {type(result).__name__}, not a VJPResult(output, grads)")
     out = np.asarray(out)
     if out.shape != ref_out.shape:
-        raise AdapterContractError(f"forward output has shape {list(out.shape)}, expected {list(ref_out.shape)}")
+        raise AdapterContractError(
+            f"forward output has shape {list(out.shape)}, expected {list(ref_out.shape)}"
+        )
     if out.dtype != np.dtype(dtype):
         raise AdapterContractError(f"forward output has dtype {out.dtype}, expected {dtype}")
     for name in ident.wrt:
@@ -169,7 +173,11 @@ def _validate_vjp(result: Any, ident: Identity, ref_out: np.ndarray, inputs: Map
 
 
 def _kink_safe_step(
-    ident: Identity, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], d: Mapping[str, np.ndarray], h: float
+    ident: Identity,
+    inputs: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    d: Mapping[str, np.ndarray],
+    h: float,
 ) -> float | None:
     """The largest ``h' <= h`` (halving) with no kink between ``x - 2h' v`` and ``x + 2h' v``."""
     if ident.smooth_pattern is None:
@@ -177,7 +185,7 @@ def _kink_safe_step(
     base = ident.smooth_pattern(inputs, params)
     for _ in range(8):
         if all(
-            np.array_equal(ident.smooth_pattern(fd.perturbed(inputs, d, t, np.float64), params), base)
+            np.array_equal(ident.smooth_pattern(fd.perturbed(inputs, d, t, "float64"), params), base)
             for t in (2 * h, -2 * h)
         ):
             return h
@@ -220,7 +228,11 @@ def _fd_comparisons(
             rich = fd.richardson(forward, inputs, u, d, h, fd_dtype, d_h=value)
             value, allowed = rich.value, tol.fd_allowed(mag, rich.error) + extra
         basis = fd.is_basis(d)
-        name, index = ("projection", [k]) if basis is None else (basis[0], list(np.unravel_index(basis[1], grads[basis[0]].shape)))
+        name, index = (
+            ("projection", [k])
+            if basis is None
+            else (basis[0], list(np.unravel_index(basis[1], grads[basis[0]].shape)))
+        )
         analytic = None
         if ref_grads is not None:
             analytic = sum(float(np.sum(ref_grads[n] * d[n])) for n in d)
@@ -296,7 +308,9 @@ def evaluate_example(
     out32 = np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
     eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
     ref_norm = float(np.max(np.abs(ref_out))) if ref_out.size else 0.0
-    outcome.comparisons.append(_compare_arrays("forward", "output", out, ref_out, tol.allowed(ref_norm, eta_f)))
+    outcome.comparisons.append(
+        _compare_arrays("forward", "output", out, ref_out, tol.allowed(ref_norm, eta_f))
+    )
 
     # 3. finite differences of the adapter's own forward (float64 when it can)
     fd_dtype = _fd_dtype(adapter, dtype, settings)
@@ -308,7 +322,19 @@ def evaluate_example(
 
     try:
         _fd_comparisons(
-            "fd", adapter_forward, ident, x_d64, params, u_d64, grads, dirs, fd_dtype, tol, allowed, outcome, ref
+            "fd",
+            adapter_forward,
+            ident,
+            x_d64,
+            params,
+            u_d64,
+            grads,
+            dirs,
+            fd_dtype,
+            tol,
+            allowed,
+            outcome,
+            ref,
         )
     except Exception as exc:  # the adapter's forward may fail on its own
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
@@ -388,7 +414,12 @@ def describe_outcome(
         autodiff, analytic = w.autodiff, w.analytic
         if w.kind == "analytic":
             fd_cmp = next(
-                (c for c in outcome.comparisons if c.kind == "fd" and c.input == w.input and c.index == w.index), None
+                (
+                    c
+                    for c in outcome.comparisons
+                    if c.kind == "fd" and c.input == w.input and c.index == w.index
+                ),
+                None,
             )
             fd_value = fd_cmp.fd if fd_cmp else None
         worst = WorstElement(
@@ -401,10 +432,13 @@ def describe_outcome(
             abs_error=w.abs_error,
             allowed=w.allowed,
         )
-        where = f"input {w.input!r}" + (f", element {w.index}" if w.input != "projection" else f", direction {w.index}")
+        where = f"input {w.input!r}" + (
+            f", element {w.index}" if w.input != "projection" else f", direction {w.index}"
+        )
         lines.append(f"  worst: {KIND_TEXT[w.kind]}, {where}")
         lines.append(
-            f"    autodiff = {_fmt(autodiff)}   analytic = {_fmt(analytic)}   finite differences = {_fmt(fd_value)}"
+            f"    autodiff = {_fmt(autodiff)}   analytic = {_fmt(analytic)}   "
+            f"finite differences = {_fmt(fd_value)}"
         )
         lines.append(
             f"    |error| = {w.abs_error:.3e} > allowed {w.allowed:.3e} (error/tolerance = {w.ratio:.3g})"
@@ -436,7 +470,9 @@ def reproduce(
     ident = get_identity(identity)
     spec = adapter if isinstance(adapter, str) else None
     ad = load_adapter(adapter)
-    example = Example({k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}, dict(params or {}), seed)
+    example = Example(
+        {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}, dict(params or {}), seed
+    )
     settings = settings or CheckSettings()
     outcome = evaluate_example(ident, ad, dtype, example, settings)
     if not outcome.passed:
@@ -444,7 +480,13 @@ def reproduce(
         repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
         message, worst = describe_outcome(ident, ad.name, dtype, outcome, tol, repro)
         raise GradientMismatch(
-            message, identity=ident.name, adapter=ad.name, dtype=dtype, fault=outcome.fault, worst=worst, repro=repro
+            message,
+            identity=ident.name,
+            adapter=ad.name,
+            dtype=dtype,
+            fault=outcome.fault,
+            worst=worst,
+            repro=repro,
         )
     return outcome
 
@@ -452,8 +494,8 @@ def reproduce(
 # ----------------------------------------------------------------------- a check
 
 
-class _Timeout(Exception):
-    pass
+class _TimeoutError(Exception):
+    """An adapter call that did not return within the per-example timeout."""
 
 
 def _call_with_timeout(func: Any, timeout: float | None) -> Any:
@@ -471,7 +513,7 @@ def _call_with_timeout(func: Any, timeout: float | None) -> Any:
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise _Timeout(f"adapter did not return within {timeout:g} s (per-example timeout)")
+        raise _TimeoutError(f"adapter did not return within {timeout:g} s (per-example timeout)")
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -525,7 +567,9 @@ def check(
     except Exception as exc:
         return result(Verdict.ERROR, Fault.ADAPTER, f"supported_ops() raised {type(exc).__name__}: {exc}")
     if missing:
-        return result(Verdict.SKIP, message=f"adapter {adapter_label!r} does not implement {', '.join(missing)}")
+        return result(
+            Verdict.SKIP, message=f"adapter {adapter_label!r} does not implement {', '.join(missing)}"
+        )
 
     fd_dtype = _fd_dtype(ad, dtype, settings)
     tol = tolerance_for(dtype, fd_dtype)
@@ -534,18 +578,20 @@ def check(
 
     def body(example: Example) -> None:
         if state["timeout"] is not None:
-            raise AdapterCrash(state["timeout"])
+            raise AdapterCrashError(state["timeout"])
         try:
             outcome = _call_with_timeout(
                 lambda: evaluate_example(ident, ad, dtype, example, settings), settings.timeout_s
             )
-        except _Timeout as exc:
+        except _TimeoutError as exc:
             state["timeout"] = str(exc)
             outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
         state["examples"] += 1
         state["last"] = outcome
         for c in outcome.comparisons:
-            stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(c.abs_error, c.rel_error, c.ratio)
+            stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
+                c.abs_error, c.rel_error, c.ratio
+            )
         if not outcome.passed:
             repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
             message, worst = describe_outcome(ident, adapter_label, dtype, outcome, tol, repro)
@@ -572,7 +618,7 @@ def check(
         print_blob=False,
     )(test)
     test = hypothesis_seed(settings.seed)(test)
-    common = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
+    common: dict[str, Any] = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
     try:
         test()
     except GradientMismatch as exc:
@@ -597,7 +643,9 @@ def check(
             **common,
         )
     except InvalidShapeError as exc:
-        return result(Verdict.ERROR, Fault.NONE, f"invalid input shapes: {exc}", examples=state["examples"], **common)
+        return result(
+            Verdict.ERROR, Fault.NONE, f"invalid input shapes: {exc}", examples=state["examples"], **common
+        )
     except Exception as exc:  # Hypothesis errors (flaky failures, ...) become records too
         return result(
             Verdict.ERROR,

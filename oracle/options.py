@@ -1,0 +1,155 @@
+"""Options shared by the CLI and the pytest plugin, defined once.
+
+Each :class:`SharedOption` knows its CLI flag (``--adapter``), its pytest flag
+(``--gradoracle-adapter``), its ini key (``gradoracle_adapter``), its type and default.
+:func:`add_to_argparse` and :func:`add_to_pytest` register the same set on each
+front-end, and :func:`run_config` turns the parsed values into a :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oracle.runner import DTYPES, CheckSettings
+
+DEFAULT_ADAPTERS: tuple[str, ...] = ("numpy", "torch", "jax")
+
+
+@dataclass(frozen=True)
+class SharedOption:
+    """One option as both front-ends spell it."""
+
+    name: str  # dest, and the CLI flag without dashes
+    help: str
+    multiple: bool = False
+    type: Callable[[str], Any] = str
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def pytest_flag(self) -> str:
+        return "--gradoracle-" + self.name.replace("_", "-")
+
+    @property
+    def ini_key(self) -> str:
+        return "gradoracle_" + self.name
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _dtype(text: str) -> str:
+    if text not in DTYPES:
+        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {', '.join(DTYPES)}")
+    return text
+
+
+SHARED_OPTIONS: tuple[SharedOption, ...] = (
+    SharedOption(
+        "adapter",
+        "adapter to put under test: a short name (numpy, torch, jax), an entry point of the "
+        "'gradoracle.adapters' group, or 'package.module:Class'; repeatable",
+        multiple=True,
+        metavar="NAME_OR_PATH",
+    ),
+    SharedOption(
+        "identity",
+        "identity to check (a name from 'gradoracle list', a 'notes:' source label, or a family); "
+        "repeatable; default: all",
+        multiple=True,
+        metavar="NAME",
+    ),
+    SharedOption(
+        "dtype", "dtype to check; repeatable; default: float64 and float32", multiple=True, type=_dtype
+    ),
+    SharedOption(
+        "examples", "Hypothesis examples per check (default 30)", type=_positive_int, default=30, metavar="N"
+    ),
+    SharedOption(
+        "seed", "seed for Hypothesis and the random directions (default 0)", type=int, default=0, metavar="S"
+    ),
+    SharedOption(
+        "known_deviations",
+        "TOML file of known deviations (identity, adapter, dtype, reason, link)",
+        type=Path,
+        metavar="FILE",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run, resolved from either front-end."""
+
+    adapters: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = DTYPES
+    examples: int = 30
+    seed: int = 0
+    known_deviations: Path | None = None
+    settings: CheckSettings = field(default_factory=CheckSettings)
+
+
+def add_to_argparse(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    """Register the shared options on a CLI sub-command."""
+    for opt in SHARED_OPTIONS:
+        if opt.name in exclude:
+            continue
+        kwargs: dict[str, Any] = {"help": opt.help, "dest": opt.name, "type": opt.type}
+        if opt.metavar:
+            kwargs["metavar"] = opt.metavar
+        if opt.multiple:
+            kwargs.update(action="append", default=[])
+        else:
+            kwargs["default"] = opt.default
+        parser.add_argument(opt.cli_flag, **kwargs)
+
+
+def add_to_pytest(parser: Any) -> None:
+    """Register the shared options in the ``gradoracle`` group of pytest, each also an ini key."""
+    group = parser.getgroup("gradoracle", "gradient conformance checks (gradoracle)")
+    for opt in SHARED_OPTIONS:
+        kwargs: dict[str, Any] = {"help": opt.help, "dest": "gradoracle_" + opt.name}
+        if opt.metavar:
+            kwargs["metavar"] = opt.metavar
+        if opt.multiple:
+            kwargs.update(action="append", default=[])
+        else:
+            kwargs["default"] = None
+        group.addoption(opt.pytest_flag, **kwargs)
+        parser.addini(
+            opt.ini_key,
+            help=opt.help,
+            type="args" if opt.multiple else "string",
+            default=[] if opt.multiple else None,
+        )
+
+
+def run_config(values: dict[str, Any], settings: CheckSettings | None = None) -> RunConfig:
+    """A :class:`RunConfig` from parsed values (missing or empty values take the defaults)."""
+    examples = values.get("examples") or 30
+    seed = values.get("seed")
+    seed = 0 if seed is None else int(seed)
+    base = settings or CheckSettings()
+    return RunConfig(
+        adapters=tuple(values.get("adapter") or ()),
+        identities=tuple(values.get("identity") or ()),
+        dtypes=tuple(dict.fromkeys(values.get("dtype") or DTYPES)),
+        examples=int(examples),
+        seed=seed,
+        known_deviations=Path(values["known_deviations"]) if values.get("known_deviations") else None,
+        settings=base.with_(examples=int(examples), seed=seed),
+    )
