@@ -98,6 +98,7 @@ def _vjp_from_jacobian(jac: JacobianFn) -> ReferenceFn:
             out[name] = (u.reshape(-1) @ J).reshape(inputs[name].shape)
         return out
 
+    vjp.__doc__ = f"``u^T J`` from the full Jacobian. {jac.__doc__}"
     return vjp
 
 
@@ -295,6 +296,8 @@ def _elementwise_identity(f: Elementwise) -> Identity:
     def vjp(a: Arrays, p: Params, u: np.ndarray) -> dict[str, np.ndarray]:
         # u^T diag(f'(x)) = u * f'(x): the diagonal Jacobian applied without forming it.
         return {"x": u * f.derivative(a["x"])}
+
+    vjp.__doc__ = f"Identity 4: ``u^T diag(f'(x)) = u * f'(x)`` with ``f'(x) = {f.derivative_text}``."
 
     @st.composite
     def inputs(draw: st.DrawFn) -> S.Example:

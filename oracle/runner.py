@@ -578,14 +578,16 @@ def check(
 
     def body(example: Example) -> None:
         if state["timeout"] is not None:
-            raise AdapterCrashError(state["timeout"])
-        try:
-            outcome = _call_with_timeout(
-                lambda: evaluate_example(ident, ad, dtype, example, settings), settings.timeout_s
-            )
-        except _TimeoutError as exc:
-            state["timeout"] = str(exc)
-            outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+            # the adapter hung once: do not call it again (its thread may still be busy)
+            outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=state["timeout"])
+        else:
+            try:
+                outcome = _call_with_timeout(
+                    lambda: evaluate_example(ident, ad, dtype, example, settings), settings.timeout_s
+                )
+            except _TimeoutError as exc:
+                state["timeout"] = str(exc)
+                outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
         state["examples"] += 1
         state["last"] = outcome
         for c in outcome.comparisons:

@@ -1,0 +1,137 @@
+"""Deliberately broken adapters: one per fault a real adapter can have (issue 3, item 10).
+
+Loadable by path (``broken_adapters:RaisingAdapter``) with ``tests/`` on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from adapters.base import ForwardFn, VJPResult
+from adapters.numpy_engine import NumpyEngineAdapter, Rules
+
+
+class _Post(NumpyEngineAdapter):
+    """The correct NumPy engine with its vjp result post-processed by ``mangle``."""
+
+    def __init__(self) -> None:
+        super().__init__(name=type(self).__name__)
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        raise NotImplementedError
+
+    def vjp(
+        self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], wrt: Sequence[str], cotangent: np.ndarray, dtype: str
+    ) -> VJPResult:
+        return self.mangle(super().vjp(fn, inputs, wrt, cotangent, dtype), dtype)
+
+
+class RaisingAdapter(_Post):
+    """vjp raises, with a hostile message."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        raise RuntimeError("backward kernel exploded <script>alert('x')</script>")
+
+
+class WrongShapeAdapter(_Post):
+    """Gradients come back flattened."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        return VJPResult(result.output, {k: v.reshape(-1)[:-1] if v.size > 1 else v.reshape(1, 1)
+                                         for k, v in result.grads.items()})
+
+
+class WrongDtypeAdapter(_Post):
+    """Gradients come back in float16."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        return VJPResult(result.output, {k: v.astype(np.float16) for k, v in result.grads.items()})
+
+
+class MissingGradAdapter(_Post):
+    """The last input's gradient is missing."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        grads = dict(result.grads)
+        grads.pop(sorted(grads)[-1])
+        return VJPResult(result.output, grads)
+
+
+class NaNAdapter(_Post):
+    """One gradient element is NaN."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        grads = {k: v.copy() for k, v in result.grads.items()}
+        first = sorted(grads)[0]
+        grads[first].reshape(-1)[0] = np.nan
+        return VJPResult(result.output, grads)
+
+
+class HangingAdapter(_Post):
+    """vjp never returns (well, not for an hour)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        time.sleep(3600)
+        return result
+
+
+class ScaledAdapter(_Post):
+    """Every gradient off by a factor 1 + 1e-3 (forward correct): a backward fault."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        return VJPResult(result.output, {k: v * v.dtype.type(1.001) for k, v in result.grads.items()})
+
+
+class NoRot180Rules(Rules):
+    """Input gradient of conv as a full correlation with K instead of rot180(K)."""
+
+    def conv2d_input_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return super().conv2d_input_grad(delta, x, k[::-1, ::-1])
+
+
+class NoRot180Adapter(NumpyEngineAdapter):
+    def __init__(self) -> None:
+        super().__init__(rules=NoRot180Rules(), name="no-rot180")
+
+
+class TrueConvolutionRules(Rules):
+    """Forward is a true convolution (kernel flipped) and the backward is consistent with it:
+    a different function than the notes' cross-correlation, so the fault is the forward."""
+
+    def conv2d_forward(self, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return super().conv2d_forward(x, k[::-1, ::-1])
+
+    def conv2d_input_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return super().conv2d_input_grad(delta, x, k[::-1, ::-1])
+
+    def conv2d_filter_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return super().conv2d_filter_grad(delta, x, k)[::-1, ::-1]
+
+
+class TrueConvolutionAdapter(NumpyEngineAdapter):
+    def __init__(self) -> None:
+        super().__init__(rules=TrueConvolutionRules(), name="true-convolution")
+
+
+class LastIndexMaxPoolRules(Rules):
+    """Max-pool router sends delta to the window's last pixel instead of its maximum."""
+
+    def max_pool2d_backward(self, delta: np.ndarray, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        good = super().max_pool2d_backward(delta, x, *args, **kwargs)
+        return np.roll(good, 1, axis=1)
+
+
+class WrongPixelMaxPoolAdapter(NumpyEngineAdapter):
+    def __init__(self) -> None:
+        super().__init__(rules=LastIndexMaxPoolRules(), name="wrong-pixel")
+
+
+class UnavailableAdapter(NumpyEngineAdapter):
+    """Says its framework is not installed."""
+
+    def available(self) -> tuple[bool, str]:
+        return False, "frobnicate is not installed (pip install frobnicate)"
