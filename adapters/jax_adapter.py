@@ -12,27 +12,46 @@ float64 without touching global state
     is float32 again in a default process).  float32 work does not touch the flag.
 
 Eager or jit
-    ``JaxAdapter(jit="auto" | "always" | "never")``.  ``never`` runs ``jax.vjp`` /
-    ``jax.jvp`` / the forward eagerly (op by op).  ``always`` wraps each in ``jax.jit``,
-    cached per (fn, input shapes, wrt/tangent names, dtype).  ``auto`` (default) runs a
-    key eagerly until it has been seen ``AUTO_JIT_AFTER`` times, then compiles it: a
-    Hypothesis example with a fresh shape never pays a compile, while the finite
-    difference forward, called dozens of times on one shape, gets compiled once.
-    The jit modes assume ``fn`` is a pure function of its inputs (the usual JAX rule);
-    state it closes over is baked in when it is traced.
+    ``JaxAdapter(jit="auto" | "always" | "never")`` (``--adapter 'jax?jit=always'``).
+    ``never`` runs ``jax.vjp`` / ``jax.jvp`` / the forward eagerly, op by op.  ``always``
+    wraps each in ``jax.jit`` on its first call, cached per (fn object, input shapes,
+    wrt/tangent names, dtype).  ``auto`` (default) runs a key eagerly and compiles it
+    once it has been called :data:`AUTO_JIT_AFTER` times (32 for vjp/jvp, 256 for the
+    forward): "rent until the rent paid equals the purchase price", the price being one
+    compile (~30-130 ms below) and the rent the per-call saving of compiled code
+    (~1-3 ms for a vjp, ~0.1-0.2 ms for a forward).  ``auto`` also runs a ``fn`` that
+    jit cannot trace (Python ``if`` on array values) eagerly from then on; ``always``
+    raises JAX's ``ConcretizationTypeError`` for it.  The jit modes assume ``fn`` is a
+    pure function of its inputs: state it closes over is baked in when it is traced.
 
-    Measured on the development machine (2 CPU cores, jax 0.10.2 CPU, float64, median
-    ms per call; script ``python -m adapters.jax_adapter`` = :func:`_benchmark`):
+    What decided it (jax 0.10.2 CPU, float64, a shared 2-core machine at load 5-7, so
+    process CPU time in ms; ``_benchmark()`` at the bottom of this module)::
 
-    ================================== ======== ========= =============== ===========
-    case                               eager    eager     jit             jit
-                                       repeated new shape new shape       repeated
-    ================================== ======== ========= =============== ===========
-    vjp, 128x128 matvec (W @ x)        BENCH1
-    vjp, 64x64 conv2d k=3 -> sum       BENCH2
-    forward, 128x128 matvec            BENCH3
-    forward, 64x64 conv2d k=3          BENCH4
-    ================================== ======== ========= =============== ===========
+        per call (median of 15)       eager      eager       jit         jit
+                                      repeated   new shape   new shape   repeated
+        vjp 128x128 matvec              0.84       83          60         0.20
+        forward 128x128 matvec          0.13       28          29         0.13
+        vjp 64x64 conv k=3 -> sum       3.1       263         132         0.34
+        forward 64x64 conv k=3 -> sum   0.32        9.4        56         0.16
+
+        per Hypothesis-like example   never      always      auto
+        (new fn object, small shapes
+        that sometimes recur, 1 vjp +
+        40 forwards; mean of 40-60)
+        MLP, dims 1..8                145-180    230-270     150-190
+        conv, k 1..4, H,W k..10       145-225    115-150     150-230
+
+    Eager JAX compiles every primitive once per new shape (a new shape costs an eager
+    vjp more than one jit compile of the whole vjp), but those per-primitive caches are
+    global, while a jit cache entry belongs to one ``fn`` object and one shape.  With
+    Hypothesis' small, recurring shapes and a new ``fn`` per example the two come out
+    within ~1.5x of each other, eager ahead on the multi-op MLP and jit on the conv; the
+    finite-difference forward never amortises a compile over the ~10-200 calls an
+    example makes.  So ``auto`` is eager until a key has clearly recurred; use
+    ``jit=always`` for large or conv-heavy shapes.  For scale, the torch adapter spends
+    ~7-9 ms CPU on the same examples: XLA compilation is JAX's whole cost here, so a
+    runner that keeps shapes in a small set (and reuses one ``fn`` object per identity
+    and parameters) keeps JAX checks cheap in any mode.
 
 Outputs come back as writable NumPy copies in the dtype JAX produced (the adapter never
 casts, so a framework that silently changes dtype is visible to the runner).
@@ -52,26 +71,47 @@ import numpy as np
 from adapters.base import AdapterBase, ForwardFn, VJPResult
 from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
-__all__ = ["AUTO_JIT_AFTER", "JaxAdapter", "JaxOps"]
+__all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps"]
 
-#: In ``jit="auto"`` mode, a (fn, shapes, dtype) key is compiled on this many-th call.
-AUTO_JIT_AFTER = 3
+#: In ``jit="auto"`` mode, the call (1 = first) on which a (fn, shapes, dtype) key of
+#: ``vjp``/``jvp`` and of ``forward`` is compiled.
+AUTO_JIT_AFTER: dict[str, int] = {"vjp": 32, "jvp": 32, "forward": 256}
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 256
 JIT_MODES: tuple[str, ...] = ("auto", "always", "never")
 
 
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    """``cache[key] = value`` as the most recent entry, dropping the oldest past :data:`CACHE_SIZE`."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
 class JaxOps:
     """The :mod:`oracle.ops` namespace spelled with ``jax.numpy``, ``jax.nn`` and ``lax``."""
 
-    def __init__(self) -> None:
+    # jax is imported on the first op, not when the namespace is made: merely looking at an
+    # adapter's ``ops`` (``hasattr(adapter, "ops")``) must not import the framework.
+
+    @cached_property
+    def _jax(self) -> Any:
         import jax
+
+        return jax
+
+    @cached_property
+    def _jnp(self) -> Any:
         import jax.numpy as jnp
+
+        return jnp
+
+    @cached_property
+    def _lax(self) -> Any:
         from jax import lax
 
-        self._jax = jax
-        self._jnp = jnp
-        self._lax = lax
+        return lax
 
     def matmul(self, a: Any, b: Any) -> Any:
         """``a @ b`` via ``jnp.matmul``."""
@@ -191,6 +231,7 @@ class JaxAdapter(AdapterBase):
         self._lock = threading.Lock()
         self._compiled: OrderedDict[tuple[Any, ...], Callable[..., Any]] = OrderedDict()
         self._seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self._untraceable: OrderedDict[Any, bool] = OrderedDict()
 
     # -- availability, ops, conversions ---------------------------------------------------
 
@@ -204,7 +245,7 @@ class JaxAdapter(AdapterBase):
 
     @cached_property
     def ops(self) -> JaxOps:
-        """The JAX ops namespace (imports jax on first access)."""
+        """The JAX ops namespace (jax is imported by its first op)."""
         return JaxOps()
 
     def supported_ops(self) -> frozenset[str]:
@@ -243,33 +284,57 @@ class JaxAdapter(AdapterBase):
 
     # -- jit cache ------------------------------------------------------------------------
 
-    def _runner(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
-        """``build()`` itself (eager) or its ``jax.jit``, per the jit mode and the key's history."""
+    def _call(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], *args: Any) -> Any:
+        """``build()(*args)``, eagerly or through a cached ``jax.jit`` per the mode (module docstring).
+
+        ``key`` is ``(kind, fn, shapes, names..., dtype)``; in ``auto`` mode a ``fn`` that
+        jit cannot trace (Python control flow on array values) runs eagerly from then on.
+        """
         if self.jit == "never":
-            return build()
+            return build()(*args)
+        kind, fn = key[0], key[1]
         try:
             hash(key)
         except TypeError:  # an unhashable fn cannot be cached: run it eagerly
-            return build()
+            return build()(*args)
         with self._lock:
             compiled = self._compiled.get(key)
             if compiled is not None:
                 self._compiled.move_to_end(key)
-                return compiled
-            if self.jit == "auto":
+            elif self.jit == "auto":
                 count = self._seen.pop(key, 0) + 1
-                if count < AUTO_JIT_AFTER:
-                    self._seen[key] = count
-                    while len(self._seen) > CACHE_SIZE:
-                        self._seen.popitem(last=False)
-                    return build()
-            import jax
+                if fn in self._untraceable or count < AUTO_JIT_AFTER[kind]:
+                    _remember(self._seen, key, count)
+                    compiled = None
+                else:
+                    compiled = self._compile(key, build)
+            else:
+                compiled = self._compile(key, build)
+        if compiled is None:
+            return build()(*args)
+        if self.jit == "always":
+            return compiled(*args)
+        import jax
 
-            compiled = jax.jit(build())
-            self._compiled[key] = compiled
-            while len(self._compiled) > CACHE_SIZE:
-                self._compiled.popitem(last=False)
-            return compiled
+        untraceable = (
+            jax.errors.ConcretizationTypeError,
+            jax.errors.TracerArrayConversionError,
+            jax.errors.TracerIntegerConversionError,
+        )
+        try:
+            return compiled(*args)
+        except untraceable:
+            with self._lock:
+                self._compiled.pop(key, None)
+                _remember(self._untraceable, fn, True)
+            return build()(*args)
+
+    def _compile(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+        import jax
+
+        compiled: Callable[..., Any] = jax.jit(build())
+        _remember(self._compiled, key, compiled)
+        return compiled
 
     @staticmethod
     def _shapes(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -288,9 +353,8 @@ class JaxAdapter(AdapterBase):
             return run
 
         with self.precision(dtype):
-            run = self._runner(("forward", fn, self._shapes(inputs), dtype), build)
             args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
-            return self.to_numpy(run(args))
+            return self.to_numpy(self._call(("forward", fn, self._shapes(inputs), dtype), build, args))
 
     def vjp(
         self,
@@ -322,11 +386,11 @@ class JaxAdapter(AdapterBase):
             return run
 
         with self.precision(dtype):
-            run = self._runner(("vjp", fn, self._shapes(inputs), names, dtype), build)
             args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
             diff = {name: args[name] for name in names}
             const = {k: v for k, v in args.items() if k not in diff}
-            out, grads = run(diff, const, self.from_numpy(np.asarray(cotangent), dtype))
+            u = self.from_numpy(np.asarray(cotangent), dtype)
+            out, grads = self._call(("vjp", fn, self._shapes(inputs), names, dtype), build, diff, const, u)
             return VJPResult(
                 output=self.to_numpy(out),
                 grads={name: self.to_numpy(grads[name]) for name in names},
@@ -355,7 +419,6 @@ class JaxAdapter(AdapterBase):
             return run
 
         with self.precision(dtype):
-            run = self._runner(("jvp", fn, self._shapes(inputs), names, dtype), build)
             args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
             primal = {name: args[name] for name in names}
             const = {k: v for k, v in args.items() if k not in primal}
@@ -366,22 +429,35 @@ class JaxAdapter(AdapterBase):
                         f"jax adapter: tangent {name!r} has shape {tangent[name].shape}, "
                         f"input has {primal[name].shape}"
                     )
-            out, jv = run(primal, const, tangent)
+            key = ("jvp", fn, self._shapes(inputs), names, dtype)
+            out, jv = self._call(key, build, primal, const, tangent)
             return self.to_numpy(out), self.to_numpy(jv)
 
 
+def _benchmark(
+    clock: str = "cpu", calls: int = 15, examples: int = 40, forwards: int = 40, dtype: str = "float64"
+) -> dict[str, list[float]]:
+    """Timings (ms) behind the table in the module docstring.
 
-def _benchmark(calls: int = 15, dtype: str = "float64") -> list[tuple[str, float, float, float, float]]:
-    """Median ms per call: (case, eager repeated, eager new shape, jit new shape, jit repeated).
+    Run ``python -c "from adapters.jax_adapter import _benchmark as b; print(*b().items(), sep='\\n')"``.
+    ``clock="cpu"`` (process CPU time, all threads) is robust on a shared machine;
+    ``"wall"`` is what a user waits.
 
-    Used for the table in the module docstring; run it with
-    ``python -c "from adapters.jax_adapter import _benchmark; print(*_benchmark(), sep='\\n')"``.
-    "new shape" grows the inputs by one row and column on every call, as Hypothesis does;
-    "repeated" calls one shape again.  Each figure includes the NumPy conversions.
+    - ``"vjp <case>"`` / ``"forward <case>"``: median per call of [eager repeated shape,
+      eager new shape, jit new shape, jit repeated shape]; "new shape" grows every input
+      by one row and column per call.  The first call of a series is not timed.
+    - ``"example <case>"``: mean per Hypothesis-like example for jit modes [never, always,
+      auto]: small random shapes as :mod:`oracle.strategies` draws them (so shapes
+      recur), a new ``fn`` object per example, then 1 vjp + ``forwards`` forwards.
+      Compilation caches are cleared before each mode.
     """
     import time
 
+    import jax
+
+    tick = time.process_time if clock == "cpu" else time.perf_counter
     rng = np.random.default_rng(0)
+    Inputs = tuple[dict[str, np.ndarray], np.ndarray]
 
     def matvec(ops: Any, v: Mapping[str, Any]) -> Any:
         return ops.matmul(v["W"], v["x"])
@@ -389,39 +465,79 @@ def _benchmark(calls: int = 15, dtype: str = "float64") -> list[tuple[str, float
     def conv(ops: Any, v: Mapping[str, Any]) -> Any:
         return ops.sum(ops.conv2d(v["X"], v["K"]))
 
-    def matvec_inputs(i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def mlp(ops: Any, v: Mapping[str, Any]) -> Any:
+        h = ops.relu(ops.add(ops.matmul(v["W1"], v["x"]), v["b1"]))
+        return ops.softmax_cross_entropy(ops.add(ops.matmul(v["W2"], h), v["b2"]), v["y"])
+
+    def big_matvec(i: int) -> Inputs:
         n = 128 + i
         return {"W": rng.standard_normal((n, n)), "x": rng.standard_normal(n)}, rng.standard_normal(n)
 
-    def conv_inputs(i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def big_conv(i: int) -> Inputs:
         n = 64 + i
         return {"X": rng.standard_normal((n, n)), "K": rng.standard_normal((3, 3))}, np.array(1.0)
 
-    cases: list[tuple[str, ForwardFn, Callable[[int], tuple[dict[str, np.ndarray], np.ndarray]], str]] = [
-        ("vjp 128x128 matvec", matvec, matvec_inputs, "vjp"),
-        ("vjp 64x64 conv k=3 -> sum", conv, conv_inputs, "vjp"),
-        ("forward 128x128 matvec", matvec, matvec_inputs, "forward"),
-        ("forward 64x64 conv k=3", conv, conv_inputs, "forward"),
+    def small_mlp(i: int) -> Inputs:
+        n, h, m = (int(d) for d in rng.integers(1, 9, size=3))
+        shapes = {"W1": (h, n), "x": (n,), "b1": (h,), "W2": (m, h), "b2": (m,)}
+        inputs = {k: rng.standard_normal(shape) for k, shape in shapes.items()}
+        return {**inputs, "y": np.eye(m)[0]}, np.array(1.0)
+
+    def small_conv(i: int) -> Inputs:
+        k = int(rng.integers(1, 5))
+        H, W = (int(d) for d in rng.integers(k, 11, size=2))
+        return {"X": rng.standard_normal((H, W)), "K": rng.standard_normal((k, k))}, np.array(1.0)
+
+    def wrt(inputs: Mapping[str, np.ndarray]) -> list[str]:
+        return [k for k in inputs if k != "y"]
+
+    rows: dict[str, list[float]] = {}
+    micro: list[tuple[str, ForwardFn, Callable[[int], Inputs]]] = [
+        ("128x128 matvec", matvec, big_matvec),
+        ("64x64 conv k=3 -> sum", conv, big_conv),
     ]
-    rows = []
-    for label, fn, make, kind in cases:
+    for label, fn, make in micro:
         data = [make(i) for i in range(calls + 1)]
-        figures = []
-        for mode, fresh in (("never", False), ("never", True), ("always", True), ("always", False)):
+        for kind in ("vjp", "forward"):
+            row = rows.setdefault(f"{kind} {label}", [])
+            for mode, fresh in (("never", False), ("never", True), ("always", True), ("always", False)):
+                adapter = JaxAdapter(jit=mode)
+
+                def step(
+                    i: int, a: JaxAdapter = adapter, k: str = kind, f: ForwardFn = fn, d: list[Inputs] = data
+                ) -> object:
+                    inputs, u = d[i]
+                    if k == "forward":
+                        return a.forward(f, inputs, dtype)
+                    return a.vjp(f, inputs, wrt(inputs), u, dtype)
+
+                step(0)
+                times = []
+                for i in range(1, calls + 1):
+                    t0 = tick()
+                    step(i if fresh else 0)
+                    times.append(tick() - t0)
+                row.append(float(np.median(times)) * 1e3)
+
+    realistic: list[tuple[str, ForwardFn, Callable[[int], Inputs]]] = [
+        ("MLP, dims 1..8", mlp, small_mlp),
+        ("conv k 1..4, H,W k..10", conv, small_conv),
+    ]
+    for label, fn, make in realistic:
+        data = [make(i) for i in range(examples)]
+        row = rows.setdefault(f"example {label}", [])
+        for mode in ("never", "always", "auto"):
+            jax.clear_caches()
             adapter = JaxAdapter(jit=mode)
+            adapter.forward(fn, data[0][0], dtype)  # imports and first dispatch, not timed
+            t0 = tick()
+            for inputs, u in data:
 
-            def call(i: int, adapter: JaxAdapter = adapter, kind: str = kind, fn: ForwardFn = fn) -> Any:
-                inputs, u = data[i]
-                if kind == "forward":
-                    return adapter.forward(fn, inputs, dtype)
-                return adapter.vjp(fn, inputs, list(inputs), u, dtype)
+                def g(ops: Any, v: Mapping[str, Any], f: ForwardFn = fn) -> Any:
+                    return f(ops, v)
 
-            call(0)  # warm-up: imports, first dispatch, and the compile for "repeated"
-            times = []
-            for i in range(1, calls + 1):
-                t0 = time.perf_counter()
-                call(i if fresh else 0)
-                times.append(time.perf_counter() - t0)
-            figures.append(float(np.median(times)) * 1e3)
-        rows.append((label, *figures))
+                adapter.vjp(g, inputs, wrt(inputs), u, dtype)
+                for _ in range(forwards):
+                    adapter.forward(g, inputs, dtype)
+            row.append((tick() - t0) / examples * 1e3)
     return rows

@@ -26,6 +26,7 @@ Notes for the report:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -51,8 +52,16 @@ def _import_torch() -> tuple[Any, Any]:
 class TorchOps:
     """The :mod:`oracle.ops` namespace spelled with PyTorch's public API."""
 
-    def __init__(self) -> None:
-        self._torch, self._F = _import_torch()
+    # torch is imported on the first op, not when the namespace is made: merely looking at
+    # an adapter's ``ops`` (``hasattr(adapter, "ops")``) must not import the framework.
+
+    @cached_property
+    def _torch(self) -> Any:
+        return _import_torch()[0]
+
+    @cached_property
+    def _F(self) -> Any:
+        return _import_torch()[1]
 
     def matmul(self, a: Any, b: Any) -> Any:
         """``a @ b`` (the ``@`` operator, i.e. ``torch.matmul``)."""
@@ -205,7 +214,7 @@ class TorchAdapter(AdapterBase):
 
     @cached_property
     def ops(self) -> TorchOps:
-        """The PyTorch ops namespace (imports torch on first access)."""
+        """The PyTorch ops namespace (torch is imported by its first op)."""
         return TorchOps()
 
     def supported_ops(self) -> frozenset[str]:
@@ -306,5 +315,11 @@ class TorchAdapter(AdapterBase):
         def f(*xs: Any) -> Any:
             return fn(self.ops, {**args, **dict(zip(names, xs, strict=True))})
 
-        out, jv = torch.func.jvp(f, primals, tans)
+        with warnings.catch_warnings():
+            # torch's forward-AD decompositions are built with torch.jit.script on first use,
+            # which warns about its own deprecation; that warning is torch's, not the user's.
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
+            )
+            out, jv = torch.func.jvp(f, primals, tans)
         return self.to_numpy(out), self.to_numpy(jv)

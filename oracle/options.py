@@ -12,9 +12,13 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oracle.runner import DTYPES, CheckSettings
+if TYPE_CHECKING:
+    from oracle.runner import CheckSettings
+
+#: The dtypes a check can run in (``oracle.runner.DTYPES`` is this tuple).
+DTYPES: tuple[str, ...] = ("float64", "float32")
 
 DEFAULT_ADAPTERS: tuple[str, ...] = ("numpy", "torch", "jax")
 
@@ -100,7 +104,14 @@ class RunConfig:
     examples: int = 30
     seed: int = 0
     known_deviations: Path | None = None
-    settings: CheckSettings = field(default_factory=CheckSettings)
+    settings: CheckSettings = field(default_factory=lambda: _check_settings())
+
+
+def _check_settings(**kwargs: Any) -> CheckSettings:
+    """``CheckSettings(**kwargs)``, importing the runner (NumPy, Hypothesis) only when needed."""
+    from oracle.runner import CheckSettings
+
+    return CheckSettings(**kwargs)
 
 
 def add_to_argparse(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
@@ -143,7 +154,7 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
     examples = values.get("examples") or 30
     seed = values.get("seed")
     seed = 0 if seed is None else int(seed)
-    base = settings or CheckSettings()
+    base = settings or _check_settings()
     return RunConfig(
         adapters=tuple(values.get("adapter") or ()),
         identities=tuple(values.get("identity") or ()),

@@ -1,1 +1,531 @@
-"""gradoracle's pytest plugin (registered through the ``pytest11`` entry point)."""
+"""gradoracle's pytest plugin (registered through the ``pytest11`` entry point).
+
+Active once gradoracle is installed; ``-p no:gradoracle`` disables it.  It adds:
+
+- the ``gradoracle`` option group (``--gradoracle-adapter``, ``-identity``, ``-dtype``,
+  ``-examples``, ``-seed``, ``-known-deviations``, ``-report``), each also an ini key
+  ``gradoracle_<name>``;
+- with at least one adapter, the conformance suite as pytest items, one per
+  identity x adapter x dtype (``gradoracle::conv-input[torch-float32]``), selectable with
+  ``-k``, working under pytest-xdist, failing with the oracle's diagnostic; known
+  deviations become xfail; a "gradoracle conformance" terminal summary (the matrix and
+  stale deviation entries); ``--gradoracle-report DIR`` writes the report files;
+- the ``gradoracle`` fixture (:class:`oracle.user_checks.GradOracle`) with which a test
+  checks a function of its own.
+
+Loading this module imports nothing beyond pytest and the standard library: the option
+definitions are read in ``pytest_addoption`` and everything numeric is imported inside the
+hooks that need it, only when the suite or the fixture is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from oracle.deviations import Deviation, DeviationOutcome
+    from oracle.results import CheckResult
+    from oracle.runner import CheckSettings
+    from oracle.user_checks import GradOracle
+
+#: ``user_properties`` key under which an item carries its result (JSON) to the controller.
+RESULT_PROPERTY = "gradoracle_result"
+#: Node id of the virtual collector that holds the conformance items.
+SUITE_NODE = "gradoracle"
+REPORT_FORMATS: tuple[str, ...] = ("json", "md", "html", "junit")
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The shared options (``oracle.options``) plus ``--gradoracle-report``."""
+    from oracle.options import add_to_pytest
+
+    add_to_pytest(parser)
+    help_text = (
+        "write the conformance report files (json, md, html, junit; as 'gradoracle report') to DIR "
+        "at the end of the session"
+    )
+    parser.getgroup("gradoracle").addoption(
+        "--gradoracle-report", dest="gradoracle_report", default=None, metavar="DIR", help=help_text
+    )
+    parser.addini("gradoracle_report", help=help_text, type="string", default=None)
+
+
+@dataclass
+class PluginConfig:
+    """The options as resolved for this session (command line over ini file)."""
+
+    adapters: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
+    examples: int = 30
+    seed: int = 0
+    known_deviations: Path | None = None
+    report_dir: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # option -> "command line" | ini path
+
+
+def _ini_base(config: pytest.Config) -> Path:
+    inipath = getattr(config, "inipath", None)
+    return Path(inipath).parent if inipath else Path(config.invocation_params.dir)
+
+
+def _resolve_options(config: pytest.Config) -> PluginConfig:
+    """Command line first, then the ini key; values checked with the shared option types."""
+    from oracle.options import SHARED_OPTIONS
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    ini_name = str(getattr(config, "inipath", None) or "the ini file")
+    invocation = Path(config.invocation_params.dir)
+    options = [(o.name, o.pytest_flag, o.ini_key, o.multiple, o.type) for o in SHARED_OPTIONS]
+    options.append(("report", "--gradoracle-report", "gradoracle_report", False, Path))
+    for name, flag, ini_key, multiple, kind in options:
+        cli = config.getoption("gradoracle_" + name, default=None)
+        raw: Any
+        if multiple:
+            raw, where = (
+                (list(cli), "command line") if cli else (list(config.getini(ini_key) or []), ini_name)
+            )
+        else:
+            ini_value = config.getini(ini_key)
+            raw, where = (cli, "command line") if cli is not None else (ini_value or None, ini_name)
+        if raw is None or raw == []:
+            continue
+        label = f"{flag} (ini key {ini_key}, from {where})"
+        try:
+            converted = [kind(v) for v in raw] if multiple else kind(raw)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            raise pytest.UsageError(f"gradoracle: bad value {raw!r} for {label}: {exc}") from exc
+        if isinstance(converted, Path) and not converted.is_absolute():
+            converted = (invocation if where == "command line" else _ini_base(config)) / converted
+        values[name] = converted
+        sources[name] = where
+    defaults = {o.name: o.default for o in SHARED_OPTIONS}
+    return PluginConfig(
+        adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
+        identities=tuple(values.get("identity", ())),
+        dtypes=tuple(dict.fromkeys(values.get("dtype", ()))),
+        examples=int(values.get("examples", defaults["examples"])),
+        seed=int(values.get("seed", defaults["seed"])),
+        known_deviations=values.get("known_deviations"),
+        report_dir=values.get("report"),
+        sources=sources,
+    )
+
+
+_CONFIG_KEY = pytest.StashKey[PluginConfig]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Resolve the options; with adapters, register the conformance suite for this session."""
+    config.addinivalue_line("markers", "gradoracle: a gradoracle conformance check (added by the plugin)")
+    options = _resolve_options(config)
+    config.stash[_CONFIG_KEY] = options
+    if options.adapters:
+        config.pluginmanager.register(ConformanceSuite(config, options), "gradoracle-conformance")
+    elif "command line" in (options.sources.get("report"), options.sources.get("known_deviations")):
+        # from the ini file they simply wait for a session that runs the suite
+        from_cli = options.sources.get("report") == "command line"
+        flag = "--gradoracle-report" if from_cli else "--gradoracle-known-deviations"
+        raise pytest.UsageError(
+            f"gradoracle: {flag} needs the conformance suite: name an adapter with --gradoracle-adapter "
+            "(or the ini key gradoracle_adapter)"
+        )
+
+
+# ------------------------------------------------------------------------- the fixture
+
+
+@pytest.fixture
+def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
+    """Check a function of your own: ``gradoracle.check(forward, vjp=..., inputs=..., identity=...)``.
+
+    See :mod:`oracle.user_checks`; examples and seed default to ``--gradoracle-examples``
+    and ``--gradoracle-seed``.
+    """
+    from oracle.user_checks import GradOracle
+
+    options = request.config.stash.get(_CONFIG_KEY, None) or PluginConfig()
+    return GradOracle(examples=options.examples, seed=options.seed)
+
+
+# ---------------------------------------------------------------- the conformance suite
+
+
+class CheckFailed(Exception):
+    """Raised by an item whose check failed or errored; carries the result for repr_failure."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+class ConformanceItem(pytest.Item):
+    """One identity x adapter x dtype check, run through :func:`oracle.runner.check`."""
+
+    def __init__(
+        self,
+        *,
+        identity: str,
+        family: str,
+        source: str,
+        spec: str,
+        adapter_label: str,
+        dtype: str,
+        suite: ConformanceSuite,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.identity = identity
+        self.spec = spec
+        self.adapter_label = adapter_label
+        self.dtype = dtype
+        self.suite = suite
+        self.add_marker("gradoracle")
+        self.extra_keyword_matches.update({family, source, adapter_label, dtype})
+
+    def runtest(self) -> None:
+        """Run the check; map its verdict to a pytest outcome (skip, xfail, failure)."""
+        from oracle.results import Verdict
+        from oracle.runner import check
+
+        result = check(self.identity, self.spec, self.dtype, self.suite.settings)
+        # the raw result travels to the controller, which applies the known deviations once
+        payload = {"label": self.adapter_label, "result": result.to_dict()}
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(payload, default=str)))
+        if result.verdict == Verdict.SKIP:
+            # reported at the item ("gradoracle:1: reason"), not at this line of the plugin
+            raise pytest.skip.Exception(result.message, _use_item_location=True)
+        if result.verdict in (Verdict.FAIL, Verdict.ERROR):
+            deviation = next((d for d in self.suite.deviations if d.matches(result)), None)
+            if deviation is not None:
+                link = f" ({deviation.link})" if deviation.link else ""
+                pytest.xfail(f"known deviation: {deviation.reason}{link}")
+            raise CheckFailed(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        """The oracle's diagnostic (worst element, three values, tolerance, repro) verbatim."""
+        if isinstance(excinfo.value, CheckFailed):
+            r = excinfo.value.result
+            tail = (
+                f"(verdict {r.verdict}: {r.examples} Hypothesis example(s) run, the failing one shrunk; "
+                f"--gradoracle-seed {self.suite.settings.seed}, "
+                f"--gradoracle-examples {self.suite.settings.examples})"
+            )
+            return f"{r.message}\n{tail}"
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, 0, f"gradoracle: {self.name}"
+
+
+class SuiteCollector(pytest.Collector):
+    """The virtual collector ``gradoracle`` holding every conformance item."""
+
+    def __init__(self, *, suite: ConformanceSuite, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.suite = suite
+
+    def collect(self) -> Iterator[ConformanceItem]:
+        for ident in self.suite.identities:
+            for spec, label in self.suite.adapter_labels:
+                for dtype in self.suite.dtypes:
+                    yield ConformanceItem.from_parent(
+                        self,
+                        name=f"{ident.name}[{label}-{dtype}]",
+                        identity=ident.name,
+                        family=ident.family,
+                        source=ident.source,
+                        spec=spec,
+                        adapter_label=label,
+                        dtype=dtype,
+                        suite=self.suite,
+                    )
+
+
+def _adapter_label(spec: str, adapter: Any, taken: set[str]) -> str:
+    """The adapter's own name, made unique (and free of id-breaking characters)."""
+    name = str(getattr(adapter, "name", "") or spec)
+    label = "".join(c if c.isalnum() or c in "_.:-" else "_" for c in name)
+    if label in taken:
+        label = "".join(c if c.isalnum() or c in "_.-" else "_" for c in spec)
+    while label in taken:
+        label += "_"
+    taken.add(label)
+    return label
+
+
+class ConformanceSuite:
+    """The session-level plugin registered when adapters are given."""
+
+    def __init__(self, config: pytest.Config, options: PluginConfig) -> None:
+        from adapters import AdapterLoadError, load_adapter
+        from oracle.deviations import DeviationFileError, load_deviations
+        from oracle.identities import UnknownIdentityError, select_identities
+        from oracle.options import run_config
+        from oracle.runner import DTYPES
+
+        self.config = config
+        self.options = options
+        run = run_config({"examples": options.examples, "seed": options.seed})
+        self.settings: CheckSettings = run.settings
+        self.dtypes: tuple[str, ...] = options.dtypes or DTYPES
+        try:
+            self.identities = select_identities(list(options.identities))
+        except UnknownIdentityError as exc:
+            raise pytest.UsageError(f"gradoracle: --gradoracle-identity: {exc}") from exc
+        self.deviations: list[Deviation] = []
+        if options.known_deviations is not None:
+            try:
+                self.deviations = load_deviations(options.known_deviations)
+            except DeviationFileError as exc:
+                raise pytest.UsageError(f"gradoracle: --gradoracle-known-deviations: {exc}") from exc
+        if any(":" in spec.partition("?")[0] for spec in options.adapters):
+            # 'mymod:MyAdapter' next to the tests must import under the `pytest` script too
+            for folder in (str(config.rootpath), str(config.invocation_params.dir)):
+                if folder not in sys.path:
+                    sys.path.append(folder)
+        taken: set[str] = set()
+        self.adapter_labels: list[tuple[str, str]] = []
+        for spec in options.adapters:
+            try:
+                adapter = load_adapter(spec)
+            except AdapterLoadError as exc:
+                raise pytest.UsageError(f"gradoracle: --gradoracle-adapter {spec}: {exc}") from exc
+            except Exception as exc:  # the user's module or constructor failed in its own way
+                raise pytest.UsageError(
+                    f"gradoracle: --gradoracle-adapter {spec}: loading it raised {type(exc).__name__}: {exc}"
+                ) from exc
+            self.adapter_labels.append((spec, _adapter_label(spec, adapter, taken)))
+        self.results: list[tuple[str, CheckResult]] = []  # (adapter label, result), in report order
+        self.written: dict[str, Path] = {}
+        self.report_problem: str | None = None
+        self._outcome: DeviationOutcome | None = None
+        self.started = time.perf_counter()
+
+    def pytest_report_header(self) -> list[str]:
+        adapters = ", ".join(
+            f"{label} ({spec})" if label != spec else label for spec, label in self.adapter_labels
+        )
+        lines = [
+            f"gradoracle: adapters {adapters}; {len(self.identities)} identities x {', '.join(self.dtypes)}; "
+            f"{self.settings.examples} examples per check, seed {self.settings.seed}"
+        ]
+        if self.options.known_deviations is not None:
+            lines.append(f"gradoracle: known deviations from {self.options.known_deviations}")
+        return lines
+
+    # ---- collection -------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> None:
+        """Append the conformance items (before -k / -m deselection, which run after this)."""
+        collector = SuiteCollector.from_parent(
+            session, name=SUITE_NODE, path=session.config.rootpath / SUITE_NODE, nodeid=SUITE_NODE, suite=self
+        )
+        # the standard collection protocol: counted by the terminal ("collected N items"), and a
+        # crash in collect() becomes a collection error instead of an internal error
+        report = collector.ihook.pytest_make_collect_report(collector=collector)
+        collector.ihook.pytest_collectreport(report=report)
+        if report.passed:
+            items.extend(x for x in report.result if isinstance(x, pytest.Item))
+
+    # ---- results, from this process or (under xdist) from the workers ------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from oracle.results import CheckResult
+
+        if report.when != "call":  # the teardown report carries the same user_properties
+            return
+        for key, value in report.user_properties:
+            if key == RESULT_PROPERTY and isinstance(value, str):
+                payload = json.loads(value)
+                self.results.append((payload["label"], CheckResult.from_dict(payload["result"])))
+
+    def _is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def _ordered(self) -> list[tuple[str, CheckResult]]:
+        """The results in suite order (identity, adapter, dtype), whatever order workers sent them in."""
+        idents = {i.name: n for n, i in enumerate(self.identities)}
+        labels = {label: n for n, (_, label) in enumerate(self.adapter_labels)}
+        dtypes = {d: n for n, d in enumerate(self.dtypes)}
+        return sorted(
+            self.results,
+            key=lambda lr: (
+                idents.get(lr[1].identity, -1),
+                labels.get(lr[0], -1),
+                dtypes.get(lr[1].dtype, -1),
+            ),
+        )
+
+    def _deviation_outcome(self) -> DeviationOutcome | None:
+        """Apply the known deviations to every result, once (as ``gradoracle report`` does)."""
+        if self.options.known_deviations is None:
+            return None
+        if self._outcome is None:
+            from oracle.reporting.known_deviations import apply_known_deviations
+
+            self._outcome = apply_known_deviations([r for _, r in self.results], self.deviations)
+        return self._outcome
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the report files (controller only) once every result is in."""
+        if self._is_worker() or self.options.report_dir is None or not self.results:
+            return
+        import dataclasses
+
+        from adapters import load_adapter
+        from oracle.conventions import run_probes
+        from oracle.reporting import write_reports
+
+        results = [r for _, r in self._ordered()]
+        deviations = self._deviation_outcome()
+        probes: list[Any] = []
+        for spec, _ in self.adapter_labels:
+            adapter = load_adapter(spec)
+            if adapter.available()[0]:
+                probes.extend(run_probes([adapter], self.dtypes))
+        workers = getattr(self.config.option, "numprocesses", None)
+        meta: dict[str, Any] = {
+            "front_end": "pytest plugin",
+            "invocation": " ".join(["pytest", *self.config.invocation_params.args]),
+            "adapters": list(self.options.adapters),
+            "identities": [i.name for i in self.identities],
+            "dtypes": list(self.dtypes),
+            "examples": self.settings.examples,
+            "seed": self.settings.seed,
+            "settings": dataclasses.asdict(self.settings),
+            "jobs": workers if isinstance(workers, int) and workers > 0 else 1,
+            "shard": None,
+            "planned_checks": len(self.identities) * len(self.adapter_labels) * len(self.dtypes),
+            "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+            "duration_s": time.perf_counter() - self.started,
+        }
+        if self.options.known_deviations is not None:
+            meta["known_deviations"] = {
+                "file": str(self.options.known_deviations),
+                "entries": [d.to_dict() for d in self.deviations],
+            }
+        formats = list(REPORT_FORMATS)
+        missing = [m for m in ("jinja2", "matplotlib") if importlib.util.find_spec(m) is None]
+        if missing:  # the HTML page needs the 'report' extra; the other files do not
+            formats.remove("html")
+            self.report_problem = (
+                f"report.html not written: {', '.join(missing)} not installed "
+                "(pip install 'gradoracle[report]')"
+            )
+        try:
+            self.written = write_reports(
+                results, probes, self.options.report_dir, formats, meta=meta, deviations=deviations
+            )
+        except (OSError, ValueError, ImportError) as exc:
+            self.report_problem = f"cannot write the report to {self.options.report_dir}: {exc}"
+
+    # ---- the terminal summary ----------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self._is_worker() or (not self.results and not self.report_problem):
+            return
+        terminalreporter.write_sep("=", "gradoracle conformance")
+        markup = bool(getattr(terminalreporter._tw, "hasmarkup", False))
+        width = int(getattr(terminalreporter._tw, "fullwidth", 120))
+        if self.results:
+            outcome = self._deviation_outcome()
+            rows = [i.name for i in self.identities]
+            columns = [f"{label}-{dtype}" for _, label in self.adapter_labels for dtype in self.dtypes]
+            terminalreporter.write(matrix_text(self._ordered(), markup, width, rows, columns))
+            for line in outcome.warnings() if outcome is not None else []:
+                terminalreporter.write_line(f"WARNING: {line}", yellow=True, bold=True)
+        for fmt, path in self.written.items():
+            terminalreporter.write_line(f"gradoracle report ({fmt}): {path}")
+        if self.report_problem:
+            terminalreporter.write_line(f"WARNING: {self.report_problem}", red=True)
+
+
+# ---------------------------------------------------------------------------- the matrix
+
+
+def _cell(result: CheckResult) -> tuple[str, str]:
+    """``verdict max-rel-error`` and a colour for one matrix cell."""
+    verdict = str(result.verdict)
+    colour = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "xfail": "cyan"}
+    kind = "analytic" if "analytic" in result.errors else "fd"
+    err = f" {result.max_rel(kind):.1e}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
+    shown = verdict.upper() if verdict in ("fail", "error") else verdict
+    return f"{shown}{err}", colour.get(verdict, "white")
+
+
+def matrix_text(
+    results: Sequence[tuple[str, CheckResult]],
+    markup: bool,
+    width: int,
+    row_order: Sequence[str] = (),
+    column_order: Sequence[str] = (),
+) -> str:
+    """The conformance matrix: identities x (adapter-dtype), verdict and max relative error.
+
+    Rows and columns follow ``row_order`` / ``column_order`` (the suite's order, whatever
+    order xdist workers reported in); those without a result are left out.
+    """
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    cells_by_row: dict[str, dict[str, CheckResult]] = {}
+    for label, r in results:
+        cells_by_row.setdefault(r.identity, {})[f"{label}-{r.dtype}"] = r
+    seen_columns = {col for cells in cells_by_row.values() for col in cells}
+    columns = [c for c in column_order if c in seen_columns]
+    columns += sorted(seen_columns - set(columns))
+    row_names = [n for n in row_order if n in cells_by_row]
+    row_names += [n for n in cells_by_row if n not in row_names]
+    rows = {n: cells_by_row[n] for n in row_names}
+    table = Table()
+    table.add_column("identity", no_wrap=True)
+    for col in columns:
+        label, _, dtype = col.rpartition("-")
+        table.add_column(f"{label}\n{dtype}", no_wrap=True)
+    for identity, cells in rows.items():
+        rendered = []
+        for col in columns:
+            if col not in cells:
+                rendered.append("")
+                continue
+            text, colour = _cell(cells[col])
+            rendered.append(f"[{colour}]{text}[/]" if markup else text)
+        table.add_row(identity, *rendered)
+    counts: dict[str, int] = {}
+    for _, r in results:
+        counts[str(r.verdict)] = counts.get(str(r.verdict), 0) + 1
+    buffer = StringIO()
+    console = Console(
+        file=buffer,
+        width=max(width, 8 + 16 * (len(columns) + 2)),  # never truncate a cell
+        force_terminal=markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+        markup=markup,
+    )
+    console.print(table)
+    console.print(
+        "cells: verdict and max relative error, autodiff vs analytic "
+        "(vs finite differences where there is no closed form)",
+        soft_wrap=True,
+    )
+    console.print(", ".join(f"{n} {v}" for v, n in sorted(counts.items())), markup=False)
+    return buffer.getvalue()

@@ -25,7 +25,12 @@ class _Post(NumpyEngineAdapter):
         raise NotImplementedError
 
     def vjp(
-        self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], wrt: Sequence[str], cotangent: np.ndarray, dtype: str
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
     ) -> VJPResult:
         return self.mangle(super().vjp(fn, inputs, wrt, cotangent, dtype), dtype)
 
@@ -41,8 +46,10 @@ class WrongShapeAdapter(_Post):
     """Gradients come back flattened."""
 
     def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
-        return VJPResult(result.output, {k: v.reshape(-1)[:-1] if v.size > 1 else v.reshape(1, 1)
-                                         for k, v in result.grads.items()})
+        return VJPResult(
+            result.output,
+            {k: v.reshape(-1)[:-1] if v.size > 1 else v.reshape(1, 1) for k, v in result.grads.items()},
+        )
 
 
 class WrongDtypeAdapter(_Post):

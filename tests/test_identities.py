@@ -62,16 +62,35 @@ def test_every_source_label_of_the_notes_is_encoded() -> None:
 
 
 def test_identity_4_covers_every_elementwise_function_of_the_issue() -> None:
-    wanted = {"relu", "leaky_relu", "sigmoid", "tanh", "exp", "log", "softplus", "sin", "square", "abs",
-              "elu", "silu", "gelu"}
+    wanted = {
+        "relu",
+        "leaky_relu",
+        "sigmoid",
+        "tanh",
+        "exp",
+        "log",
+        "softplus",
+        "sin",
+        "square",
+        "abs",
+        "elu",
+        "silu",
+        "gelu",
+    }
     got = {next(iter(i.ops)) for i in all_identities() if i.source == "notes:identity-4"}
     assert got == wanted
 
 
 def test_mlp_steps_a_to_e_are_identities_of_their_own() -> None:
     steps = [i.name for i in all_identities() if i.source == "notes:mlp"]
-    assert steps == ["mlp", "mlp-a-logits", "mlp-b-output-params", "mlp-c-hidden-activation",
-                     "mlp-d-relu-mask", "mlp-e-hidden-params"]
+    assert steps == [
+        "mlp",
+        "mlp-a-logits",
+        "mlp-b-output-params",
+        "mlp-c-hidden-activation",
+        "mlp-d-relu-mask",
+        "mlp-e-hidden-params",
+    ]
 
 
 def test_records_are_frozen_and_complete() -> None:
@@ -79,7 +98,9 @@ def test_records_are_frozen_and_complete() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             ident.name = "x"  # type: ignore[misc]
         assert ident.formula and ident.wrt and ident.nondifferentiable and ident.kink_policy
-        assert ident.reference_gradient.__doc__, f"{ident.name}: reference gradient needs its formula docstring"
+        assert ident.reference_gradient.__doc__, (
+            f"{ident.name}: reference gradient needs its formula docstring"
+        )
 
 
 def test_unknown_name_suggests_close_names() -> None:
@@ -167,7 +188,11 @@ def test_pinned_matvec_2x2() -> None:
 
 
 def test_pinned_vecmat() -> None:
-    x, W, delta = np.array([1.0, 2.0]), np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), np.array([1.0, 0.0, -1.0])
+    x, W, delta = (
+        np.array([1.0, 2.0]),
+        np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]),
+        np.array([1.0, 0.0, -1.0]),
+    )
     ident = get_identity("vecmat-weight-grad")
     assert ident.reference_forward({"W": W, "x": x}).tolist() == [9.0, 12.0, 15.0]
     g = ident.gradient({"W": W, "x": x}, {}, delta)
@@ -193,7 +218,10 @@ def test_pinned_conv_3x3_with_2x2_kernel() -> None:
     X = np.arange(1.0, 10.0).reshape(3, 3)
     K = np.array([[1.0, 0.0], [0.0, -1.0]])
     delta = np.array([[1.0, 2.0], [3.0, 4.0]])
-    assert get_identity("conv-filter").reference_forward({"X": X, "K": K}).tolist() == [[-4.0, -4.0], [-4.0, -4.0]]
+    assert get_identity("conv-filter").reference_forward({"X": X, "K": K}).tolist() == [
+        [-4.0, -4.0],
+        [-4.0, -4.0],
+    ]
     dK = get_identity("conv-filter").gradient({"X": X, "K": K}, {}, delta)["K"]
     assert dK.tolist() == [[37.0, 47.0], [67.0, 77.0]]  # X * delta
     dX = get_identity("conv-input").gradient({"X": X, "K": K}, {}, delta)["X"]
@@ -247,7 +275,10 @@ WRONG_REFERENCES = {
     # identity 6 with dJ/dx = delta W instead of delta W^T (square W, so the shapes still fit)
     "W instead of W^T": ("vecmat-weight-grad", lambda a, p, d: {"W": np.outer(a["x"], d), "x": d @ a["W"]}),
     # identity 5 with dJ/dW = x delta^T instead of delta x^T (square W)
-    "outer product reversed": ("matvec-weight-grad", lambda a, p, d: {"W": np.outer(a["x"], d), "x": a["W"].T @ d}),
+    "outer product reversed": (
+        "matvec-weight-grad",
+        lambda a, p, d: {"W": np.outer(a["x"], d), "x": a["W"].T @ d},
+    ),
     "conv input gradient without rot180": (
         "conv-input",
         lambda a, p, d: {
@@ -295,7 +326,10 @@ def test_wrong_rule_is_rejected_on_random_inputs_too(seed: int) -> None:
     rng = np.random.default_rng(seed)
     k = int(rng.integers(2, 4))
     ex = Example({"X": rng.uniform(-1, 1, size=(k * 2, k * 2 + 1))}, {"k": k}, seed)
-    assert self_check_error(_wrong("avg-pool", WRONG_REFERENCES["avg pool divided by k instead of k^2"][1]), ex) > 0.4
+    assert (
+        self_check_error(_wrong("avg-pool", WRONG_REFERENCES["avg pool divided by k instead of k^2"][1]), ex)
+        > 0.4
+    )
 
 
 # -------------------------------------------------------------- strategies & kinks
@@ -320,7 +354,9 @@ def test_kink_inputs_keep_their_margin(name: str) -> None:
             X = ex.inputs["X"]
             ho, wo = X.shape[0] // k, X.shape[1] // k
             if k > 1:
-                win = np.sort(X[: ho * k, : wo * k].reshape(ho, k, wo, k).transpose(0, 2, 1, 3).reshape(ho, wo, -1))
+                win = np.sort(
+                    X[: ho * k, : wo * k].reshape(ho, k, wo, k).transpose(0, 2, 1, 3).reshape(ho, wo, -1)
+                )
                 assert np.min(win[..., -1] - win[..., -2]) >= KINK_MARGIN - 1e-12
 
     prop()
@@ -347,6 +383,8 @@ def test_soft_targets_sum_to_one_exactly_in_float32() -> None:
         ("matvec-weight-grad", {"W": np.zeros((2, 3)), "x": np.zeros(2)}, {}, "W of shape"),
     ],
 )
-def test_impossible_shapes_are_rejected_with_a_reason(name: str, inputs: dict, params: dict, match: str) -> None:
+def test_impossible_shapes_are_rejected_with_a_reason(
+    name: str, inputs: dict, params: dict, match: str
+) -> None:
     with pytest.raises(InvalidShapeError, match=match):
         get_identity(name).gradient(inputs, params, np.zeros(1))

@@ -31,12 +31,30 @@ def test_correct_engine_passes_and_records_errors() -> None:
 @pytest.mark.parametrize(
     ("adapter", "identity", "verdict", "fault", "needle"),
     [
-        ("broken_adapters:RaisingAdapter", "matvec-weight-grad", Verdict.ERROR, Fault.ADAPTER, "vjp raised RuntimeError"),
+        (
+            "broken_adapters:RaisingAdapter",
+            "matvec-weight-grad",
+            Verdict.ERROR,
+            Fault.ADAPTER,
+            "vjp raised RuntimeError",
+        ),
         ("broken_adapters:WrongShapeAdapter", "matvec-weight-grad", Verdict.FAIL, Fault.ADAPTER, "has shape"),
         ("broken_adapters:WrongDtypeAdapter", "conv-input", Verdict.FAIL, Fault.ADAPTER, "has dtype float16"),
-        ("broken_adapters:MissingGradAdapter", "mlp", Verdict.FAIL, Fault.ADAPTER, "no gradient returned for input 'x'"),
+        (
+            "broken_adapters:MissingGradAdapter",
+            "mlp",
+            Verdict.FAIL,
+            Fault.ADAPTER,
+            "no gradient returned for input 'x'",
+        ),
         ("broken_adapters:NaNAdapter", "avg-pool", Verdict.FAIL, Fault.ADAPTER, "is not finite"),
-        ("broken_adapters:NoRot180Adapter", "conv-input", Verdict.FAIL, Fault.BACKWARD, "autodiff vs analytic"),
+        (
+            "broken_adapters:NoRot180Adapter",
+            "conv-input",
+            Verdict.FAIL,
+            Fault.BACKWARD,
+            "autodiff vs analytic",
+        ),
         ("broken_adapters:WrongPixelMaxPoolAdapter", "max-pool", Verdict.FAIL, Fault.BACKWARD, "input 'X'"),
         ("broken_adapters:ScaledAdapter", "mlp", Verdict.FAIL, Fault.BACKWARD, "error/tolerance"),
         ("broken_adapters:TrueConvolutionAdapter", "conv-filter", Verdict.FAIL, Fault.FORWARD, "forward"),
@@ -85,15 +103,29 @@ def test_unavailable_unknown_and_unsupported() -> None:
 def test_failure_message_names_everything_and_the_repro_reproduces_it(tmp_path: Path) -> None:
     r = check("conv-input", "broken_adapters:NoRot180Adapter", "float32", FAST)
     msg = r.message
-    for piece in ("conv-input", "notes:conv-input", "no-rot180", "float32", "input 'X'", "autodiff =",
-                  "analytic =", "finite differences =", "tolerance:", "repro:"):
+    for piece in (
+        "conv-input",
+        "notes:conv-input",
+        "no-rot180",
+        "float32",
+        "input 'X'",
+        "autodiff =",
+        "analytic =",
+        "finite differences =",
+        "tolerance:",
+        "repro:",
+    ):
         assert piece in msg, piece
     assert r.worst is not None and r.worst.input == "X" and r.worst.abs_error > r.worst.allowed
     # the snippet runs on its own (fresh interpreter) and raises GradientMismatch
     script = tmp_path / "repro.py"
     script.write_text(r.repro or "")
     proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env={"PYTHONPATH": str(TESTS)}, timeout=120
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(TESTS)},
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "GradientMismatch" in proc.stderr and "conv-input" in proc.stderr
@@ -121,8 +153,12 @@ def test_shrinking_gives_a_small_counterexample() -> None:
 
 
 def test_step_size_is_the_cube_root_of_eps_times_magnitude() -> None:
-    assert fd.step_size("float64", {"x": np.array([0.5])}) == pytest.approx(np.finfo(np.float64).eps ** (1 / 3))
-    assert fd.step_size("float32", {"x": np.array([-4.0])}) == pytest.approx(4 * np.finfo(np.float32).eps ** (1 / 3))
+    assert fd.step_size("float64", {"x": np.array([0.5])}) == pytest.approx(
+        np.finfo(np.float64).eps ** (1 / 3)
+    )
+    assert fd.step_size("float32", {"x": np.array([-4.0])}) == pytest.approx(
+        4 * np.finfo(np.float32).eps ** (1 / 3)
+    )
 
 
 def test_central_differences_and_richardson() -> None:

@@ -1,0 +1,110 @@
+"""Report writers: ``report.json``, ``report.md``, ``report.html`` and ``junit.xml``.
+
+:func:`write_reports` is the one entry point (the CLI's ``report``/``merge`` and the
+pytest plugin's ``--gradoracle-report DIR`` call it); :func:`load_report` reads a
+``report.json`` back for ``gradoracle merge``.  Every file is written atomically
+(:mod:`oracle.reporting.atomic`).  Importing this package imports neither torch, jax,
+matplotlib nor jinja2; the HTML writer imports the last two when it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from oracle.deviations import DeviationOutcome
+from oracle.reporting.atomic import atomic_write_bytes, atomic_write_text
+from oracle.reporting.json_report import (
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    ReportFormatError,
+    build_document,
+    load_report,
+    load_schema,
+    render_json,
+    validate_document,
+)
+from oracle.results import CheckResult
+
+#: Format name -> file name, in the order they are written.
+FILE_NAMES: dict[str, str] = {
+    "json": "report.json",
+    "md": "report.md",
+    "html": "report.html",
+    "junit": "junit.xml",
+}
+FORMATS: tuple[str, ...] = tuple(FILE_NAMES)
+
+__all__ = [
+    "FILE_NAMES",
+    "FORMATS",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "ReportFormatError",
+    "build_document",
+    "load_report",
+    "load_schema",
+    "normalize_formats",
+    "validate_document",
+    "write_reports",
+]
+
+
+def normalize_formats(formats: Sequence[str] | str) -> list[str]:
+    """Format names from a list and/or comma-separated strings; ``ValueError`` for unknown ones."""
+    items = [formats] if isinstance(formats, str) else list(formats)
+    names = [p.strip().lower() for item in items for p in str(item).split(",") if p.strip()]
+    aliases = {"markdown": "md", "xml": "junit"}
+    names = [aliases.get(n, n) for n in names]
+    unknown = sorted(set(names) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if not names:
+        raise ValueError(f"no report format given; choose from {', '.join(FORMATS)}")
+    return [f for f in FORMATS if f in names]
+
+
+def write_reports(
+    results: Sequence[CheckResult],
+    conventions: Sequence[Any],
+    out_dir: Path,
+    formats: Sequence[str] = FORMATS,
+    meta: Mapping[str, Any] | None = None,
+    deviations: DeviationOutcome | None = None,
+) -> dict[str, Path]:
+    """Write the reports of ``results`` into ``out_dir``; ``{format: path}`` of the files written.
+
+    ``conventions`` are :class:`oracle.conventions.ProbeResult` (or their dicts);
+    ``meta`` describes the run (see :func:`build_document`); ``deviations`` is the
+    :class:`oracle.deviations.DeviationOutcome` of the run, if a known-deviations file
+    was used.  Failures without gradients in their counterexample get them first (by
+    re-running the counterexample on the adapter named in the repro) for the HTML pictures.
+    """
+    chosen = normalize_formats(formats)
+    out = Path(out_dir)
+    if "html" in chosen:
+        from oracle.reporting.gradients import attach_gradients
+
+        for r in results:
+            attach_gradients(r)
+    document = build_document(results, conventions, meta, deviations)
+    written: dict[str, Path] = {}
+    for fmt in chosen:
+        path = out / FILE_NAMES[fmt]
+        if fmt == "json":
+            atomic_write_text(path, render_json(document))
+        elif fmt == "md":
+            from oracle.reporting.markdown import render_markdown
+
+            atomic_write_text(path, render_markdown(document))
+        elif fmt == "html":
+            from oracle.reporting.html_report import render_html
+
+            atomic_write_text(path, render_html(document))
+        else:
+            from oracle.reporting.junit import render_junit
+
+            atomic_write_bytes(path, render_junit(document))
+        written[fmt] = path
+    return written

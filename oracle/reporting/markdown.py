@@ -1,0 +1,199 @@
+"""``report.md``: the matrix, the convention table and every failure, as GitHub Markdown.
+
+Readable as a GitHub Actions step summary (``cat reports/report.md >> $GITHUB_STEP_SUMMARY``).
+Free text from adapters and exceptions only appears inside fenced code blocks (fenced
+with more backticks than the text contains) or with Markdown/HTML metacharacters
+escaped, so it cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from oracle.reporting.tables import (
+    DETAILED_VERDICTS,
+    VERDICT_ICON,
+    agrees_text,
+    build_matrix,
+    convention_rows,
+    fmt_error,
+    fmt_number,
+    headline_error,
+    message_without_repro,
+    summary_line,
+    versions_line,
+)
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
+def escape(text: Any) -> str:
+    """Text safe inside a Markdown table cell or paragraph (metacharacters escaped, one line)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\r", " ").replace("\n", " ")
+
+
+def fence(text: str, lang: str = "text") -> str:
+    """``text`` in a fenced code block longer than any backtick run inside it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def _cell(record: Mapping[str, Any] | None) -> str:
+    if record is None:
+        return ""
+    verdict = str(record["verdict"])
+    err = fmt_error(headline_error(record))
+    return f"{VERDICT_ICON.get(verdict, '')} {verdict}" + (f" {err}" if err else "")
+
+
+def _matrix(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    m = build_matrix(results)
+    if not m.rows:
+        return ["_No checks in this report._"]
+    header = ["identity", "source", *(f"{a} {d}" for a, d in m.columns)]
+    lines = ["| " + " | ".join(escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for identity, source in m.rows:
+        cells = [_cell(m.cell(identity, col)) for col in m.columns]
+        lines.append("| " + " | ".join([escape(identity), escape(source), *cells]) + " |")
+    lines.append("")
+    lines.append(
+        "Each cell: verdict and the worst relative error of the framework's gradient against the "
+        "analytic one, |autodiff - analytic| / |analytic| (infinity norm, worst input and example). "
+        + " ".join(f"{icon} {v}" for v, icon in VERDICT_ICON.items())
+    )
+    return lines
+
+
+def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = convention_rows(conventions)
+    if not rows:
+        return ["_No convention probes in this report._"]
+    lines = [
+        "| probe | adapter | dtype | observed convention | notes' formula | agrees |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        observed = ("error: " if r["is_error"] else "") + str(r["observed"])
+        lines.append(
+            "| "
+            + " | ".join(
+                escape(x)
+                for x in (
+                    r["probe"],
+                    r["adapter"],
+                    r["dtype"],
+                    observed,
+                    r["notes_text"],
+                    agrees_text(r["agrees"]),
+                )
+            )
+            + " |"
+        )
+    return lines
+
+
+def _details(record: Mapping[str, Any]) -> list[str]:
+    verdict = str(record["verdict"])
+    fault = str(record.get("fault", "none"))
+    title = f"### {VERDICT_ICON.get(verdict, '')} {escape(record['id'])}: {verdict}"
+    if fault != "none":
+        title += f" ({escape(fault)} fault)"
+    lines = [title, ""]
+    deviation = record.get("deviation")
+    if verdict == "xfail" and deviation:
+        link = str(deviation.get("link") or "")
+        lines.append(
+            f"Expected deviation: {escape(deviation.get('reason', ''))}"
+            + (f" ({escape(link)})" if link else "")
+        )
+        lines.append("")
+    worst = record.get("worst")
+    if worst:
+        lines.append(
+            f"Worst element: input {escape(worst.get('input'))} {escape(worst.get('index'))} "
+            f"({escape(worst.get('kind'))}): autodiff {fmt_number(worst.get('autodiff'))}, "
+            f"analytic {fmt_number(worst.get('analytic'))}, "
+            f"finite differences {fmt_number(worst.get('fd'))}; "
+            f"|error| {fmt_number(worst.get('abs_error'))} > allowed {fmt_number(worst.get('allowed'))}."
+        )
+        lines.append("")
+    lines.append(fence(message_without_repro(record) or "(no message)"))
+    if record.get("repro"):
+        lines += ["", "Repro (runs on its own):", "", fence(str(record["repro"]), "python")]
+    lines.append("")
+    return lines
+
+
+def _deviations(known: Mapping[str, Any] | None) -> list[str]:
+    if not known:
+        return []
+    items = [
+        f"- expected deviation {escape(m.get('id'))}: {escape(m.get('reason'))}"
+        for m in known.get("matched", [])
+    ]
+    items += [
+        f"- ⚠️ stale (now passes; remove the entry): {escape(d['identity'])} / {escape(d['adapter'])} / "
+        f"{escape(d['dtype'])}: {escape(d.get('reason'))}"
+        for d in known.get("stale", [])
+    ]
+    items += [
+        f"- ⚠️ matches no check of this run: {escape(d['identity'])} / {escape(d['adapter'])} / "
+        f"{escape(d['dtype'])}"
+        for d in known.get("unmatched", [])
+    ]
+    source = [f"From {escape(known['file'])}.", ""] if known.get("file") else []
+    return [
+        "## Known deviations",
+        "",
+        *source,
+        *(items or ["No entry matched a failure; none is stale."]),
+        "",
+    ]
+
+
+def render_markdown(document: Mapping[str, Any]) -> str:
+    """The Markdown report of a document."""
+    results = document["results"]
+    run = document.get("run") or {}
+    env = document.get("environment") or {}
+    lines = ["# gradoracle report", "", f"**{escape(summary_line(document))}**", ""]
+    facts = [
+        f"seed {escape(env.get('seed'))}",
+        f"{escape(run.get('examples', env.get('hypothesis', {}).get('max_examples')))} examples per check",
+    ]
+    if run.get("shard"):
+        facts.append(f"shard {escape(run['shard'])}")
+    if run.get("merged_from"):
+        facts.append(f"merged from {len(run['merged_from'])} reports")
+    lines += [
+        f"{escape(versions_line(document))}; device {escape(env.get('device', '?'))}; "
+        + "; ".join(facts)
+        + ".",
+        "",
+    ]
+    not_run = [r for r in results if r["verdict"] == "not-run"]
+    if run.get("interrupted") or not_run:
+        lines += [
+            f"> ⏸️ **The run was interrupted**: {len(not_run)} check(s) did not run and are marked not-run.",
+            "",
+        ]
+    lines += ["## Verdicts", "", *_matrix(results), ""]
+    lines += ["## Conventions at non-differentiable points", ""]
+    lines += [
+        "What each framework returns where the derivative is not defined: a finding, never a failure.",
+        "",
+        *_conventions(document.get("conventions") or []),
+        "",
+    ]
+    lines += _deviations(document.get("known_deviations"))
+    detailed = [r for r in results if r["verdict"] in DETAILED_VERDICTS]
+    lines += ["## Failures", ""]
+    if detailed:
+        for r in detailed:
+            lines += _details(r)
+    else:
+        lines += ["None.", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,744 @@
+"""Check your own function's gradients with the oracle's machinery.
+
+A test in another repository checks a function of its own: its framework's autodiff (a
+custom ``torch.autograd.Function``, a ``jax.custom_vjp``, any adapter) or a hand-written
+backward, against central finite differences of its forward and, when the identity is in
+the catalogue (``identity="max-pool"``) or the user supplies a closed form
+(``reference=...``), against that analytic gradient, over Hypothesis-drawn inputs::
+
+    def matvec(W, x):
+        return W @ x
+
+    def matvec_backward(g, W, x):  # dJ/dW = g x^T, dJ/dx = W^T g
+        return {"W": np.outer(g, x), "x": W.T @ g}
+
+    def test_matvec(gradoracle):  # the pytest fixture; or call check_gradients directly
+        gradoracle.check(matvec, vjp=matvec_backward,
+                         inputs={"W": ("n", "m"), "x": ("m",)}, identity="matvec-weight-grad")
+
+Calling conventions (the names are the input names):
+
+- ``forward(**inputs, **params) -> output``;
+- ``vjp(cotangent, **inputs, **params) -> {name: u^T J}`` (or a tuple in ``wrt`` order, or
+  one array when there is one input), ``u`` being ``cotangent``;
+- ``reference(cotangent, **inputs, **params)``: the same, as a NumPy closed form.
+
+Params a function does not take are not passed to it (the catalogue strategies carry
+extra ones, such as ``soft_target``).  ``inputs`` maps each name to a shape (a tuple of ints or
+strings naming a dimension drawn once per example: ``("n", "m")``), a fixed array, or a
+Hypothesis strategy of arrays; or is one strategy of dicts; or is omitted with a catalogue
+``identity``, whose own strategy (kept away from kinks) is then used.
+
+Internally this builds an ad-hoc :class:`oracle.identities.Identity` and an adapter that
+wraps the user's function, and runs :func:`oracle.runner.check`: the failure message is the
+suite's (worst element, the three values, the tolerance, the shrunk example), with a repro
+snippet that calls :func:`check_gradients_at` on the failing example.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from adapters.base import AdapterBase, ForwardFn, VJPResult
+from oracle.identities import Identity, InvalidShapeError, get_identity
+from oracle.reference_ops import REFERENCE_OPS
+from oracle.results import FAULT_TEXT, CheckResult, Fault, GradientMismatch, Verdict
+from oracle.runner import (
+    DTYPES,
+    CheckSettings,
+    ExampleOutcome,
+    _fd_dtype,
+    check,
+    describe_outcome,
+    evaluate_example,
+)
+from oracle.strategies import SEEDS, Example
+from oracle.tolerances import tolerance_for
+
+__all__ = [
+    "FrameworkUnavailableError",
+    "GradOracle",
+    "UserCheckError",
+    "UserFunctionAdapter",
+    "check_gradients",
+    "check_gradients_at",
+    "user_identity",
+]
+
+Shape = tuple[int | str, ...]
+InputSpec = Any  # a shape, an int (a vector's length), an array, or a Hypothesis strategy of arrays
+
+#: Text for an "oracle" fault when the closed form is the user's own ``reference``.
+USER_REFERENCE_FAULT = (
+    "your reference gradient disagrees with finite differences of your forward "
+    "(the reference, not the backward, is wrong)"
+)
+
+
+class UserCheckError(ValueError):
+    """A user check that cannot run as asked; the message says what to change."""
+
+
+class FrameworkUnavailableError(RuntimeError):
+    """The framework named by ``framework=`` is not installed here (the fixture skips)."""
+
+
+# ----------------------------------------------------------------- the user's function
+
+
+def _accepted(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
+    """(keyword names ``fn`` accepts or None for ``**kwargs``, whether it takes a positional first)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None, True
+    params = list(sig.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None, True
+    names = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return names, bool(params)
+
+
+def _label(fn: Callable[..., Any] | None) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "forward" if name == "<lambda>" else str(name)
+
+
+@dataclass(frozen=True)
+class _UserCallables:
+    """The user's forward / vjp / reference and how to call them."""
+
+    forward: Callable[..., Any]
+    vjp: Callable[..., Any] | None
+    reference: Callable[..., Any] | None
+    wrt: tuple[str, ...]
+
+    @staticmethod
+    def _call(
+        fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
+    ) -> Any:
+        names, _ = _accepted(fn)
+        kwargs = dict(a)
+        kwargs.update({k: v for k, v in p.items() if names is None or k in names})
+        return fn(*args, **kwargs)
+
+    def run_forward(self, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
+        return self._call(self.forward, (), a, p)
+
+    def grads(
+        self, fn: Callable[..., Any], u: Any, a: Mapping[str, Any], p: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Call a vjp-like ``fn(u, **a, **p)`` and normalise its answer to ``{name: grad}``."""
+        out = self._call(fn, (u,), a, p)
+        what = f"{_label(fn)}(cotangent, **inputs)"
+        if isinstance(out, Mapping):
+            missing = [n for n in self.wrt if n not in out]
+            if missing:
+                raise UserCheckError(f"{what} returned no gradient for {missing}; it returned {sorted(out)}")
+            return {n: out[n] for n in self.wrt}
+        if isinstance(out, tuple | list):
+            if len(out) != len(self.wrt):
+                raise UserCheckError(
+                    f"{what} returned {len(out)} gradients for {len(self.wrt)} inputs {list(self.wrt)}; "
+                    "return a dict {name: gradient} or a tuple in that order"
+                )
+            return dict(zip(self.wrt, out, strict=True))
+        if len(self.wrt) == 1:
+            return {self.wrt[0]: out}
+        raise UserCheckError(
+            f"{what} returned one {type(out).__name__} for {len(self.wrt)} inputs {list(self.wrt)}; "
+            "return a dict {name: gradient}"
+        )
+
+
+class _Recorder:
+    """The "ops" handed to the user's forward on the NumPy path: it only records the params."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+
+class UserFunctionAdapter(AdapterBase):
+    """An adapter around a user's function: a hand-written NumPy ``vjp``, or a framework's autodiff.
+
+    With ``inner`` (a framework adapter such as ``torch`` or ``jax``) the forward runs on
+    that framework's arrays and ``u^T J`` comes from its autodiff; without, inputs are
+    NumPy arrays and ``u^T J`` comes from the user's ``vjp``.
+    """
+
+    has_jvp = False
+
+    def __init__(self, user: _UserCallables, inner: Any = None) -> None:
+        self.user = user
+        self.inner = inner
+        if inner is None:
+            self.name = f"vjp:{_label(user.vjp)}"
+            self.dtypes: tuple[str, ...] = DTYPES
+        else:
+            self.name = str(getattr(inner, "name", "framework"))
+            self.dtypes = tuple(getattr(inner, "dtypes", DTYPES))
+
+    def available(self) -> tuple[bool, str]:
+        """The framework's availability (NumPy: always)."""
+        if self.inner is None:
+            return True, ""
+        ok, why = self.inner.available()
+        return bool(ok), str(why)
+
+    def supported_ops(self) -> frozenset[str]:
+        """None of the catalogue's ops: the user's forward is called as a whole."""
+        return frozenset()
+
+    @property
+    def ops(self) -> Any:
+        return self.inner.ops if self.inner is not None else _Recorder()
+
+    def _arrays(self, inputs: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+        return {k: np.array(v, dtype=dtype) for k, v in inputs.items()}
+
+    def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        """The user's forward on ``inputs`` in ``dtype``, as NumPy."""
+        if self.inner is not None:
+            return np.asarray(self.inner.forward(fn, inputs, dtype))
+        return np.asarray(fn(_Recorder(), self._arrays(inputs, dtype)))
+
+    def vjp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        """Output and ``u^T J``: the framework's autodiff, or the user's ``vjp``."""
+        if self.inner is not None:
+            result: VJPResult = self.inner.vjp(fn, inputs, wrt, cotangent, dtype)
+            return result
+        assert self.user.vjp is not None  # guaranteed by check_gradients
+        arrays = self._arrays(inputs, dtype)
+        recorder = _Recorder()
+        output = np.asarray(fn(recorder, arrays))
+        u = np.asarray(cotangent, dtype=dtype)
+        grads = self.user.grads(self.user.vjp, u, arrays, recorder.params)
+        return VJPResult(output=output, grads={n: np.asarray(grads[n]) for n in wrt})
+
+
+# ----------------------------------------------------------------------- the identity
+
+
+def _shape_of(name: str, spec: Any) -> Shape | None:
+    """``spec`` as a shape (ints and dimension names), or None when it is not a shape."""
+    if isinstance(spec, bool):
+        return None
+    if isinstance(spec, int):
+        return (spec,)
+    if isinstance(spec, tuple | list) and all(
+        isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)) for d in spec
+    ):
+        if any(isinstance(d, int) and d < 0 for d in spec):
+            raise UserCheckError(f"input {name!r}: negative dimension in shape {tuple(spec)}")
+        if spec and all(isinstance(d, int) for d in spec) and isinstance(spec, list):
+            return None  # a list of ints is a (vector) value, not a shape; use a tuple for a shape
+        return tuple(spec)
+    return None
+
+
+def _input_strategy(
+    inputs: Any,
+    params: Mapping[str, Any],
+    scale: float,
+    max_dim: int,
+    validate: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], None] | None,
+) -> st.SearchStrategy[Example]:
+    """Examples drawn from the user's input spec (see the module docstring)."""
+    if isinstance(inputs, st.SearchStrategy):
+        whole: st.SearchStrategy[Any] | None = inputs
+        specs: dict[str, Any] = {}
+    elif isinstance(inputs, Mapping):
+        whole = None
+        specs = dict(inputs)
+    else:
+        raise UserCheckError(
+            f"inputs must be a dict {{name: shape | array | strategy}} or a Hypothesis strategy of dicts, "
+            f"not {type(inputs).__name__}"
+        )
+    shapes = {name: _shape_of(name, spec) for name, spec in specs.items()}
+    fixed = {
+        name: np.asarray(spec, dtype=np.float64)
+        for name, spec in specs.items()
+        if shapes[name] is None and not isinstance(spec, st.SearchStrategy)
+    }
+
+    @st.composite
+    def draw_example(draw: st.DrawFn) -> Example:
+        seed = draw(SEEDS)
+        rng = np.random.default_rng(seed)
+        dims: dict[str, int] = {}
+        arrays: dict[str, np.ndarray] = {}
+        if whole is not None:
+            drawn = draw(whole)
+            if not isinstance(drawn, Mapping):
+                raise UserCheckError(
+                    f"the inputs strategy drew a {type(drawn).__name__}, not a dict of arrays"
+                )
+            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in drawn.items()}
+        for name, spec in specs.items():
+            shape = shapes[name]
+            if shape is not None:
+                concrete = []
+                for d in shape:
+                    if isinstance(d, str):
+                        if d not in dims:
+                            dims[d] = draw(st.integers(1, max_dim))
+                        concrete.append(dims[d])
+                    else:
+                        concrete.append(d)
+                arrays[name] = rng.uniform(-scale, scale, size=tuple(concrete))
+            elif name in fixed:
+                arrays[name] = fixed[name]
+            else:
+                arrays[name] = np.asarray(draw(spec), dtype=np.float64)
+        p = {k: draw(v) if isinstance(v, st.SearchStrategy) else v for k, v in params.items()}
+        if validate is not None:
+            try:
+                validate(arrays, p)
+            except InvalidShapeError:
+                assume(False)
+        return Example(arrays, p, seed)
+
+    return draw_example()
+
+
+def _validate_fixed_shapes(
+    validate: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], None],
+    inputs: Mapping[str, Any],
+    params: Mapping[str, Any],
+) -> None:
+    """Catalogue shape rules, up front, when no shape or param is drawn (else Hypothesis filters)."""
+    shapes = {name: _shape_of(name, spec) for name, spec in inputs.items()}
+    drawn = any(isinstance(v, st.SearchStrategy) for v in [*inputs.values(), *params.values()])
+    if drawn or any(s is not None and any(isinstance(d, str) for d in s) for s in shapes.values()):
+        return
+    arrays = {
+        name: np.zeros(tuple(int(d) for d in shape))
+        if shape is not None
+        else np.asarray(inputs[name], dtype=float)
+        for name, shape in shapes.items()
+    }
+    try:
+        validate(arrays, params)
+    except InvalidShapeError as exc:
+        raise UserCheckError(f"these inputs cannot be used with the identity: {exc}") from exc
+    except KeyError as exc:
+        raise UserCheckError(f"the identity also needs the input {exc}; add it to inputs") from exc
+
+
+def _check_names(
+    what: str, fn: Callable[..., Any], names: Sequence[str], params: Sequence[str], positional: bool
+) -> None:
+    accepted, has_params = _accepted(fn)
+    if positional and not has_params:
+        raise UserCheckError(f"{what} {_label(fn)!r} must take the cotangent as its first argument")
+    if accepted is None:
+        return
+    missing = [n for n in names if n not in accepted]
+    if missing:
+        raise UserCheckError(
+            f"{what} {_label(fn)!r} does not take the input(s) {missing} as keyword arguments; "
+            f"it takes {sorted(accepted)}. Name its parameters after the inputs ({list(names)}), "
+            "or accept **kwargs"
+        )
+
+
+def user_identity(
+    forward: Callable[..., Any],
+    inputs: Any = None,
+    *,
+    wrt: Sequence[str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    identity: str | Identity | None = None,
+    reference: Callable[..., Any] | None = None,
+    inner: Any = None,
+    vjp: Callable[..., Any] | None = None,
+    scale: float = 1.0,
+    max_dim: int = 6,
+    name: str | None = None,
+) -> tuple[Identity, _UserCallables]:
+    """The ad-hoc :class:`Identity` for a user function, and the callables it wraps.
+
+    The reference forward is the catalogue identity's (so the "forward" comparison checks
+    that the user's function computes the notes' function) or, without one, the user's
+    own forward in float64; the reference gradient is the catalogue's closed form, the
+    user's ``reference``, or none (finite differences only).
+    """
+    if identity is not None and reference is not None:
+        raise UserCheckError(
+            "give either identity= (a catalogue closed form) or reference= (yours), not both"
+        )
+    cat = get_identity(identity) if identity is not None else None
+    params = dict(params or {})
+    if inputs is None:
+        if cat is None:
+            raise UserCheckError(
+                "say what to draw: inputs={'x': (3,), 'W': ('n', 'm')} (shapes, arrays or Hypothesis "
+                "strategies), a strategy of dicts, or identity=<catalogue name> to use its inputs"
+            )
+        if params:
+            raise UserCheckError("params= needs inputs=; the catalogue strategy draws its own params")
+        strategy = cat.strategy
+        names: list[str] = list(dict.fromkeys([*cat.wrt]))
+    else:
+        validate = cat.validate if cat is not None else None
+        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate)
+
+        def strategy() -> st.SearchStrategy[Example]:
+            return strategy_obj
+
+        names = list(inputs) if isinstance(inputs, Mapping) else []
+    wrt_names = tuple(wrt) if wrt is not None else (cat.wrt if cat is not None else tuple(names))
+    if not wrt_names:
+        raise UserCheckError("wrt= is needed when inputs is a strategy: name the inputs to differentiate")
+    if cat is not None and names and (absent := [n for n in cat.wrt if n not in names]):
+        raise UserCheckError(
+            f"identity {cat.name!r} differentiates w.r.t. {list(cat.wrt)}; your inputs are {names} "
+            f"(no {absent}). "
+            "Name your inputs (and your function's parameters) like the identity's"
+        )
+    if cat is not None and cat.validate is not None and isinstance(inputs, Mapping):
+        _validate_fixed_shapes(cat.validate, inputs, params)
+    if names and (unknown := [n for n in wrt_names if n not in names]):
+        raise UserCheckError(f"wrt names {unknown} are not inputs ({names})")
+    if names:
+        _check_names("forward", forward, names, list(params), positional=False)
+        if vjp is not None:
+            _check_names("vjp", vjp, names, list(params), positional=True)
+        if reference is not None:
+            _check_names("reference", reference, names, list(params), positional=True)
+    user = _UserCallables(forward, vjp, reference, wrt_names)
+
+    def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
+        """The user's forward on the adapter's arrays; the reference forward on NumPy."""
+        if ops is REFERENCE_OPS:
+            if cat is not None:
+                return cat.forward(ops, a, p)
+            if inner is not None:
+                dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
+                return inner.forward(lambda _ops, arrays: user.run_forward(arrays, p), a, dtype)
+            return np.asarray(user.run_forward(a, p))
+        if isinstance(ops, _Recorder):
+            ops.params = dict(p)
+        return user.run_forward(a, p)
+
+    reference_gradient: Any = None
+    if cat is not None:
+        reference_gradient = cat.reference_gradient
+        source = f"{cat.source}, identity {cat.name}"
+    elif reference is not None:
+
+        def reference_gradient(
+            a: Mapping[str, np.ndarray], p: Mapping[str, Any], u: np.ndarray
+        ) -> dict[str, Any]:
+            grads = user.grads(reference, u, a, p)
+            return {n: np.asarray(g) for n, g in grads.items()}
+
+        source = f"your reference {_label(reference)}"
+    else:
+        source = "finite differences only"
+    label = name or _label(forward)
+    ident = Identity(
+        name=label,
+        source=source,
+        family="user",
+        formula=(cat.formula if cat is not None else f"user function {label}"),
+        forward=run_forward,
+        wrt=wrt_names,
+        reference_gradient=reference_gradient,
+        strategy=strategy,
+        ops=frozenset(),
+        nondifferentiable=cat.nondifferentiable if cat is not None else "unknown (user function)",
+        kink_policy=cat.kink_policy if cat is not None else "none",
+        smooth_pattern=cat.smooth_pattern if cat is not None else None,
+        validate=cat.validate if cat is not None else None,
+    )
+    return ident, user
+
+
+# ------------------------------------------------------------------------ the checks
+
+
+def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
+    """The framework adapter (None for a NumPy function with a hand-written vjp)."""
+    if framework in (None, "numpy"):
+        if vjp is None:
+            raise UserCheckError(
+                "nothing to check: give vjp= (your hand-written backward for a NumPy forward) or "
+                "framework='torch' | 'jax' | 'package.module:Adapter' to check that framework's autodiff"
+            )
+        return None
+    if vjp is not None:
+        raise UserCheckError(
+            f"vjp= is for NumPy functions; with framework={framework!r} the framework's autodiff is "
+            "checked (put your backward in a torch.autograd.Function / jax.custom_vjp)"
+        )
+    from adapters import AdapterLoadError, load_adapter
+
+    try:
+        inner = load_adapter(framework)
+    except AdapterLoadError as exc:
+        raise UserCheckError(str(exc)) from exc
+    ok, why = inner.available()
+    if not ok:
+        raise FrameworkUnavailableError(f"framework {framework!r} is not available: {why}")
+    return inner
+
+
+def _repro(
+    forward: Callable[..., Any],
+    vjp: Callable[..., Any] | None,
+    reference: Callable[..., Any] | None,
+    framework: Any,
+    identity: Any,
+    wrt: Sequence[str],
+    dtype: str,
+    counter: Mapping[str, Any],
+) -> str:
+    """A snippet calling :func:`check_gradients_at` on the failing example."""
+    fns = [f for f in (forward, vjp, reference) if f is not None]
+    lines = ["import numpy as np", "from oracle.user_checks import check_gradients_at"]
+    by_module: dict[str, list[str]] = {}
+    for f in fns:
+        module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")
+        if module and qual and "<" not in qual:
+            by_module.setdefault(module, []).append(qual.split(".")[0])
+        else:
+            lines.append(f"# {_label(f)} is defined inline or locally: bring it into scope here")
+    for module, quals in by_module.items():
+        lines.append(f"from {module} import {', '.join(dict.fromkeys(quals))}  # the functions under test")
+    lines.append("")
+    lines.append("inputs = {")
+    for n, v in counter["inputs"].items():
+        lines.append(f"    {n!r}: np.array({v!r}),")
+    lines.append("}")
+    args = [_label(forward), "inputs", f"params={dict(counter.get('params') or {})!r}"]
+    args += [f"seed={counter.get('seed', 0)}", f"dtype={dtype!r}", f"wrt={tuple(wrt)!r}"]
+    if vjp is not None:
+        args.append(f"vjp={_label(vjp)}")
+    if framework not in (None, "numpy"):
+        args.append(f"framework={framework if isinstance(framework, str) else type(framework).__name__!r}")
+    if identity is not None:
+        args.append(f"identity={identity if isinstance(identity, str) else identity.name!r}")
+    if reference is not None:
+        args.append(f"reference={_label(reference)}")
+    lines.append(f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there")
+    return "\n".join(lines)
+
+
+def _rewrite_message(message: str, repro: str | None, user_reference: bool) -> str:
+    """The runner's message with the user-facing repro and fault text."""
+    if user_reference:
+        message = message.replace(FAULT_TEXT[Fault.ORACLE], USER_REFERENCE_FAULT)
+    if repro is not None and "\n  repro:\n" in message:
+        head = message.split("\n  repro:\n", 1)[0]
+        message = head + "\n  repro:\n" + "\n".join("    " + line for line in repro.splitlines())
+    return message
+
+
+def _mismatch(results: Sequence[CheckResult]) -> GradientMismatch:
+    first = results[0]
+    return GradientMismatch(
+        "\n\n".join(r.message for r in results),
+        identity=first.identity,
+        adapter=first.adapter,
+        dtype=first.dtype,
+        fault=first.fault,
+        worst=first.worst,
+        repro=first.repro,
+    )
+
+
+def check_gradients(
+    forward: Callable[..., Any],
+    inputs: Any = None,
+    *,
+    vjp: Callable[..., Any] | None = None,
+    framework: Any = None,
+    wrt: Sequence[str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    identity: str | Identity | None = None,
+    reference: Callable[..., Any] | None = None,
+    dtypes: Sequence[str] | str = ("float64",),
+    examples: int = 30,
+    seed: int = 0,
+    scale: float = 1.0,
+    max_dim: int = 6,
+    name: str | None = None,
+    settings: CheckSettings | None = None,
+) -> list[CheckResult]:
+    """Check ``forward``'s gradients (autodiff or ``vjp``) over Hypothesis-drawn inputs.
+
+    Compares ``u^T J`` with central finite differences of ``forward`` and, with ``identity``
+    or ``reference``, with the closed form; raises :class:`GradientMismatch` (the suite's
+    diagnostic, shrunk example and repro) when any dtype fails, returns one
+    :class:`CheckResult` per dtype otherwise.  :class:`FrameworkUnavailableError` when
+    ``framework`` is not installed; :class:`UserCheckError` for arguments that cannot work.
+    """
+    __tracebackhide__ = True
+    dtype_list = [dtypes] if isinstance(dtypes, str) else list(dtypes)
+    bad = [d for d in dtype_list if d not in DTYPES]
+    if bad or not dtype_list:
+        raise UserCheckError(f"dtypes {bad or '[]'}: choose from {', '.join(DTYPES)}")
+    if examples < 1:
+        raise UserCheckError(f"examples must be a positive integer, got {examples}")
+    inner = _inner_adapter(framework, vjp)
+    ident, user = user_identity(
+        forward,
+        inputs,
+        wrt=wrt,
+        params=params,
+        identity=identity,
+        reference=reference,
+        inner=inner,
+        vjp=vjp,
+        scale=scale,
+        max_dim=max_dim,
+        name=name,
+    )
+    adapter = UserFunctionAdapter(user, inner)
+    unsupported = [d for d in dtype_list if d not in adapter.dtypes]
+    if unsupported:
+        raise UserCheckError(
+            f"framework {adapter.name!r} does not support {unsupported}; it has {adapter.dtypes}"
+        )
+    run_settings = (settings or CheckSettings()).with_(examples=int(examples), seed=int(seed))
+    results = []
+    for dtype in dtype_list:
+        res = check(ident, adapter, dtype, run_settings)
+        if res.counterexample is not None and res.repro is not None:
+            res.repro = _repro(
+                forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample
+            )
+        res.message = _rewrite_message(res.message, res.repro, reference is not None)
+        results.append(res)
+    failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
+    if failed:
+        raise _mismatch(failed)
+    return results
+
+
+def check_gradients_at(
+    forward: Callable[..., Any],
+    inputs: Mapping[str, Any],
+    *,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    dtype: str = "float64",
+    vjp: Callable[..., Any] | None = None,
+    framework: Any = None,
+    wrt: Sequence[str] | None = None,
+    identity: str | Identity | None = None,
+    reference: Callable[..., Any] | None = None,
+    name: str | None = None,
+    settings: CheckSettings | None = None,
+) -> ExampleOutcome:
+    """One example (fixed arrays; ``seed`` fixes the cotangent and directions); raises on failure.
+
+    The repro snippets of :func:`check_gradients` call this.
+    """
+    __tracebackhide__ = True
+    if dtype not in DTYPES:
+        raise UserCheckError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    inner = _inner_adapter(framework, vjp)
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    ident, user = user_identity(
+        forward,
+        dict(arrays),
+        wrt=wrt,
+        params=params,
+        identity=identity,
+        reference=reference,
+        inner=inner,
+        vjp=vjp,
+        name=name,
+    )
+    adapter = UserFunctionAdapter(user, inner)
+    settings = settings or CheckSettings()
+    example = Example(arrays, dict(params or {}), int(seed))
+    outcome = evaluate_example(ident, adapter, dtype, example, settings)
+    if not outcome.passed:
+        tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
+        counter = {
+            "inputs": {k: v.tolist() for k, v in arrays.items()},
+            "params": example.params,
+            "seed": seed,
+        }
+        repro = _repro(forward, vjp, reference, framework, identity, ident.wrt, dtype, counter)
+        message, worst = describe_outcome(ident, adapter.name, dtype, outcome, tol, repro)
+        raise GradientMismatch(
+            _rewrite_message(message, None, reference is not None),
+            identity=ident.name,
+            adapter=adapter.name,
+            dtype=dtype,
+            fault=outcome.fault,
+            worst=worst,
+            repro=repro,
+        )
+    return outcome
+
+
+# ------------------------------------------------------------------------ the fixture
+
+
+@dataclass(frozen=True)
+class GradOracle:
+    """What the ``gradoracle`` pytest fixture returns.
+
+    ``check`` and ``check_at`` are :func:`check_gradients` and :func:`check_gradients_at`
+    with the session's ``--gradoracle-examples`` / ``--gradoracle-seed`` as defaults, and a
+    framework that is not installed turns into a skip with the reason.
+    """
+
+    examples: int = 30
+    seed: int = 0
+
+    def check(self, forward: Callable[..., Any], inputs: Any = None, **kwargs: Any) -> list[CheckResult]:
+        """:func:`check_gradients` (see there for the arguments)."""
+        __tracebackhide__ = True
+        kwargs.setdefault("examples", self.examples)
+        kwargs.setdefault("seed", self.seed)
+        try:
+            return check_gradients(forward, inputs, **kwargs)
+        except FrameworkUnavailableError as exc:
+            import pytest
+
+            pytest.skip(str(exc))
+
+    def check_at(
+        self, forward: Callable[..., Any], inputs: Mapping[str, Any], **kwargs: Any
+    ) -> ExampleOutcome:
+        """:func:`check_gradients_at` (one fixed example)."""
+        __tracebackhide__ = True
+        try:
+            return check_gradients_at(forward, inputs, **kwargs)
+        except FrameworkUnavailableError as exc:
+            import pytest
+
+            pytest.skip(str(exc))
+
+    def identity(self, name: str) -> Identity:
+        """A catalogue identity (to read its formula or draw from its strategy)."""
+        return get_identity(name)
+
+    def with_(self, **changes: Any) -> GradOracle:
+        """A copy with other defaults."""
+        return replace(self, **changes)
