@@ -111,7 +111,10 @@ def load_adapter(spec: str | Adapter) -> Adapter:
         adapter = obj(**options) if isinstance(obj, type) else obj
     except TypeError as exc:
         raise AdapterLoadError(f"adapter {target!r} does not accept options {options}: {exc}") from exc
-    missing = [m for m in ("name", "vjp", "forward", "available", "ops") if not hasattr(adapter, m)]
+    except ValueError as exc:  # e.g. torch?device=cuda on a machine without CUDA
+        raise AdapterLoadError(f"adapter {spec!r}: {exc}") from exc
+    # look the members up on the class: reading ``ops`` on the instance may import the framework
+    missing = [m for m in ("name", "vjp", "forward", "available", "ops") if not hasattr(type(adapter), m)]
     if missing:
         raise AdapterLoadError(
             f"{target!r} is not an adapter: it lacks {', '.join(missing)} "

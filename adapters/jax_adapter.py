@@ -53,6 +53,11 @@ Eager or jit
     runner that keeps shapes in a small set (and reuses one ``fn`` object per identity
     and parameters) keeps JAX checks cheap in any mode.
 
+Seen at non-differentiable points (jax 0.10.2, vjp): relu'(0) = 0, leaky_relu'(0) = 1,
+abs'(0) = 1, elu'(0) = 1, ``jnp.maximum(x, 0)`` and ``jnp.clip(x, min=0)`` at 0 split
+0.5/0.5; a ``reduce_window`` max-pool window with tied maxima routes the whole gradient
+to the first maximum in row-major order (vjp and jvp alike).
+
 Outputs come back as writable NumPy copies in the dtype JAX produced (the adapter never
 casts, so a framework that silently changes dtype is visible to the runner).
 """

@@ -5,9 +5,10 @@ uses (``x @ W``, ``torch.relu``, ``F.conv2d``, ``F.cross_entropy``, ...), so the
 gradients under test are the ones those calls produce.  Reverse mode is
 ``torch.autograd.grad``; forward mode is ``torch.func.jvp``.
 
-Importing this module does not import torch: torch is imported on first use (the
-``ops`` property, ``available()``, or a conversion), so ``gradoracle list`` and the
-pytest plugin stay cheap and work without torch installed.  Torch's global settings
+Importing this module, constructing a CPU adapter or reading its ``ops`` does not
+import torch: it is imported by ``available()``, the first op or the first
+conversion, so ``gradoracle list`` and the pytest plugin stay cheap and work without
+torch installed.  Torch's global settings
 (thread count, default dtype, grad mode outside our own ``no_grad`` blocks) are never
 changed.
 
@@ -21,6 +22,13 @@ Notes for the report:
   ``allow_unused=True`` answers ``None`` for it).  If torch ever answered ``None`` for
   an input the output does use, the zeros disagree with finite differences and the
   runner reports it: the adapter never invents a non-zero gradient.
+- ``F.softplus`` (beta 1) returns ``x`` itself for ``x > 20`` (its ``threshold``), so
+  there it differs from ``log(1 + exp(x))`` by ``log1p(exp(-x)) < 2.1e-9`` and its
+  derivative is exactly 1 instead of ``sigmoid(x)``.
+- Seen at non-differentiable points (torch 2.13, vjp): relu'(0) = 0, leaky_relu'(0) =
+  0.01, abs'(0) = 0, elu'(0) = 1, ``maximum(x, 0)`` at 0 splits 0.5/0.5,
+  ``clamp(x, min=0)``'(0) = 1; a max-pool window with tied maxima routes the whole
+  gradient to the first maximum in row-major order (vjp and jvp alike).
 """
 
 from __future__ import annotations

@@ -226,7 +226,8 @@ def _list_mutants() -> int:
     from adapters.mutants import CONTROLS, all_mutants
 
     table = Table(title="gradoracle mutant catalogue")
-    for col in ("mutant", "adapter", "rule", "expected", "dtypes", "targets", "bug"):
+    table.add_column("mutant", no_wrap=True)
+    for col in ("adapter", "rule", "expected", "dtypes", "targets", "bug"):
         table.add_column(col, overflow="fold")
     for m in [*all_mutants(), *CONTROLS.values()]:
         table.add_row(

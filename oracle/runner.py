@@ -252,6 +252,26 @@ def _fd_comparisons(
         outcome.comparisons.append(worst)
 
 
+_FORWARDS: dict[tuple[Any, str], Any] = {}
+
+
+def forward_for(ident: Identity, params: Mapping[str, Any]) -> Any:
+    """``fn(ops, inputs)`` for an identity and its hyperparameters: one stable object per pair,
+    so adapters that cache compiled code per function (JAX's jit) reuse it across examples."""
+    key = (ident.forward, repr(sorted(params.items())))
+    fn = _FORWARDS.get(key)
+    if fn is None:
+        forward = ident.forward
+        frozen = dict(params)
+
+        def fn(ops: Any, arrays: Mapping[str, Any]) -> Any:
+            return forward(ops, arrays, frozen)
+
+        fn.__qualname__ = f"{ident.name}{frozen or ''}"
+        _FORWARDS[key] = fn
+    return fn
+
+
 def evaluate_example(
     identity: Identity | str,
     adapter: Any,
@@ -266,9 +286,7 @@ def evaluate_example(
     ident.check_shapes(example.inputs, params)
     outcome = ExampleOutcome(example)
     tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
-
-    def fn(ops: Any, arrays: Mapping[str, Any]) -> Any:
-        return ident.forward(ops, arrays, params)
+    fn = forward_for(ident, params)
 
     rng = np.random.default_rng(example.seed)
     master = {k: np.asarray(v, dtype=np.float64) for k, v in example.inputs.items()}

@@ -209,7 +209,8 @@ class MutantRow:
         return "not-run"  # skip (adapter unavailable) or interrupted
 
 
-def _row_from_result(result: CheckResult, expected: Fault) -> MutantRow:
+def row_from_result(result: CheckResult, expected: Fault) -> MutantRow:
+    """The kill-matrix row of one mutant check (run with ``shrink=False``)."""
     caught = result.verdict in (Verdict.FAIL, Verdict.ERROR)
     head = result.message.split("\n  repro:")[0]
     return MutantRow(
@@ -424,7 +425,7 @@ def run_selftest(
 
     outcome = run_matrix(tasks, mutant_settings(examples, seed), jobs, on_start, on_result)
     for result, (report, expected) in zip(outcome.results, owners, strict=True):
-        report.rows.append(_row_from_result(result, expected))
+        report.rows.append(row_from_result(result, expected))
 
     unavailable: dict[str, str] = {}
     pairs: list[tuple[str, str]] = []

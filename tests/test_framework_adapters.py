@@ -238,6 +238,11 @@ def test_unused_input_gets_zero_gradient(adapter: Any, dtype: str) -> None:
     assert not np.any(res.grads["b"])
 
 
+def test_cotangent_of_the_wrong_shape_is_an_error(adapter: Any) -> None:
+    with pytest.raises(ValueError, match=r"cotangent shape \(3,\) != output shape \(2,\)"):
+        adapter.vjp(_matvec, {"W": _W, "x": _x}, ["x"], np.ones(3), "float64")
+
+
 def test_jvp_of_matvec_is_jacobian_times_tangent(adapter: Any, dtype: str) -> None:
     assert adapter.has_jvp
     dW = np.array([[0.0, 1.0, 0.0], [2.0, 0.0, -1.0]])
