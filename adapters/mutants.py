@@ -1192,18 +1192,64 @@ def get_mutant(name: str) -> Mutant:
 class MutantAdapter:
     """``load_adapter`` entry for mutants: ``adapters.mutants:MutantAdapter?name=<mutant>``.
 
-    A thin proxy: every attribute comes from the mutant's real adapter.
+    Delegates every member of the adapter protocol to the mutant's real adapter.
     """
+
+    name: str = "mutant"
 
     def __init__(self, name: str) -> None:
         self.mutant = get_mutant(name)
-        self._inner = self.mutant.build()
-        self.name: str = self._inner.name
+        self.inner = self.mutant.build()
+        self.name = self.inner.name
 
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("_") or attr == "mutant":
-            raise AttributeError(attr)
-        return getattr(self._inner, attr)
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        """The real adapter's dtypes."""
+        return tuple(self.inner.dtypes)
+
+    @property
+    def has_jvp(self) -> bool:
+        """Whether the real adapter has forward mode."""
+        return bool(self.inner.has_jvp)
+
+    @property
+    def ops(self) -> Any:
+        """The real adapter's (mutated) ops namespace."""
+        return self.inner.ops
+
+    def available(self) -> tuple[bool, str]:
+        """The real adapter's availability."""
+        ok, why = self.inner.available()
+        return bool(ok), str(why)
+
+    def supported_ops(self) -> frozenset[str]:
+        """The real adapter's ops."""
+        return frozenset(self.inner.supported_ops())
+
+    def from_numpy(self, a: np.ndarray, dtype: str) -> Any:
+        """Delegated."""
+        return self.inner.from_numpy(a, dtype)
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        """Delegated."""
+        return np.asarray(self.inner.to_numpy(t))
+
+    def forward(self, fn: Any, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        """Delegated."""
+        return np.asarray(self.inner.forward(fn, inputs, dtype))
+
+    def vjp(
+        self, fn: Any, inputs: Mapping[str, np.ndarray], wrt: Sequence[str], cotangent: np.ndarray, dtype: str
+    ) -> Any:
+        """Delegated."""
+        return self.inner.vjp(fn, inputs, wrt, cotangent, dtype)
+
+    def jvp(
+        self, fn: Any, inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray], dtype: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Delegated."""
+        out, jv = self.inner.jvp(fn, inputs, tangents, dtype)
+        return np.asarray(out), np.asarray(jv)
 
     def __repr__(self) -> str:
         return f"<MutantAdapter {self.mutant.name!r}>"

@@ -137,9 +137,17 @@ def register(subparsers: Any) -> None:
 
 
 def _chosen_formats(values: Sequence[Sequence[str]] | None) -> list[str]:
-    if not values:
-        return list(FORMATS)
-    return normalize_formats([f for group in values for f in group])
+    """The formats asked for (all by default); HTML without its libraries is a usage error."""
+    import importlib.util
+
+    formats = list(FORMATS) if not values else normalize_formats([f for group in values for f in group])
+    missing = [m for m in ("jinja2", "matplotlib") if importlib.util.find_spec(m) is None]
+    if "html" in formats and missing:
+        raise UsageError(
+            f"report.html needs {' and '.join(missing)}: pip install 'gradoracle[report]', "
+            "or leave html out (--format json,md,junit)"
+        )
+    return formats
 
 
 def _load_deviation_entries(path: Path | None) -> list[Any] | None:

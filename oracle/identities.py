@@ -60,6 +60,8 @@ class Identity:
     nondifferentiable: str = "none: smooth everywhere on the drawn domain"
     kink_policy: str = "none needed"
     reference_jacobian: JacobianFn | None = None
+    magnitude: ReferenceFn | None = None
+    forward_magnitude: Callable[[Arrays, Params], np.ndarray] | None = None
     smooth_pattern: PatternFn | None = None
     validate: Callable[[Arrays, Params], None] | None = None
     doc: str = ""
@@ -79,6 +81,33 @@ class Identity:
             raise InvalidShapeError(f"{self.name}: missing input(s) {', '.join(missing)}")
         if self.validate is not None:
             self.validate(inputs, params or {})
+
+    def gradient_magnitude(
+        self, inputs: Arrays, params: Params | None, cotangent: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Per element, the magnitude of the terms the gradient is computed from.
+
+        This is the scale of the componentwise rounding-error bound
+        ``|fl(g)_i - g_i| <= c eps sum_k |t_ik|`` (``g_i = sum_k t_ik``).  For identities made
+        of sums of products (matmul, conv, average pooling) it is the closed form applied to
+        ``|inputs|`` and ``|u|``; identities with cancellation in a derivative formula
+        (``yhat - y``, ``1 - tanh^2``, ...) or with kinks supply their own ``magnitude``.
+        """
+        params = params or {}
+        u = np.asarray(cotangent)
+        if self.magnitude is not None:
+            return {k: np.abs(v) for k, v in self.magnitude(inputs, params, u).items()}
+        if self.reference_gradient is None:
+            raise ValueError(f"identity {self.name!r} has no closed form, hence no magnitude")
+        absolute = {k: np.abs(v) for k, v in inputs.items()}
+        return {k: np.abs(v) for k, v in self.reference_gradient(absolute, params, np.abs(u)).items()}
+
+    def output_magnitude(self, inputs: Arrays, params: Params | None = None) -> np.ndarray:
+        """Per element, the magnitude of the terms the forward output is computed from."""
+        params = params or {}
+        if self.forward_magnitude is not None:
+            return np.abs(self.forward_magnitude(inputs, params))
+        return np.abs(self.reference_forward({k: np.abs(v) for k, v in inputs.items()}, params))
 
     def gradient(self, inputs: Arrays, params: Params | None, cotangent: np.ndarray) -> dict[str, np.ndarray]:
         """Closed-form ``dJ/d input`` for every name in ``wrt`` given ``u = dJ/dz``."""
@@ -232,6 +261,10 @@ class Elementwise:
     domain: str = "real"  # "real", "positive", "nonzero"
     kink: str = ""
     scale: float = 2.0
+    #: magnitude of the terms in f'(x) (cancellation-free bound); default |f'(x)|
+    term_magnitude: Callable[[np.ndarray], np.ndarray] | None = None
+    #: magnitude of the terms in f(x); default |f(x)| + |x f'(x)|
+    value_magnitude: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _t(x: np.ndarray, v: float) -> Any:
@@ -255,12 +288,24 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "nonzero",
         f"x = 0 (left derivative {LEAKY_RELU_SLOPE}, right derivative 1)",
     ),
-    Elementwise("sigmoid", lambda x: sigmoid(x) * (1 - sigmoid(x)), "sigma(x) (1 - sigma(x))", scale=4.0),
-    Elementwise("tanh", lambda x: 1 - np.tanh(x) ** 2, "1 - tanh(x)^2", scale=3.0),
+    Elementwise(
+        "sigmoid",
+        lambda x: sigmoid(x) * (1 - sigmoid(x)),
+        "sigma(x) (1 - sigma(x))",
+        scale=4.0,
+        term_magnitude=lambda x: sigmoid(x) * (1 + sigmoid(x)),
+    ),
+    Elementwise(
+        "tanh",
+        lambda x: 1 - np.tanh(x) ** 2,
+        "1 - tanh(x)^2",
+        scale=3.0,
+        term_magnitude=lambda x: 1 + np.tanh(x) ** 2,
+    ),
     Elementwise("exp", np.exp, "exp(x)", scale=3.0),
     Elementwise("log", lambda x: 1 / x, "1 / x", "positive"),
     Elementwise("softplus", sigmoid, "sigma(x)", scale=4.0),
-    Elementwise("sin", np.cos, "cos(x)", scale=4.0),
+    Elementwise("sin", np.cos, "cos(x)", scale=4.0, term_magnitude=lambda x: np.ones_like(x)),
     Elementwise("square", lambda x: 2 * x, "2 x"),
     Elementwise("abs", np.sign, "sign(x)", "nonzero", "x = 0 (left derivative -1, right derivative 1)"),
     Elementwise(
@@ -275,12 +320,19 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         lambda x: sigmoid(x) * (1 + x * (1 - sigmoid(x))),
         "sigma(x) (1 + x (1 - sigma(x)))",
         scale=4.0,
+        term_magnitude=lambda x: sigmoid(x) * (1 + np.abs(x) * (1 + sigmoid(x))),
     ),
     Elementwise(
         "gelu",
         lambda x: 0.5 * (1 + erf(x / _t(x, math.sqrt(2.0)))) + x * np.exp(-0.5 * x * x) / _t(x, _SQRT_2PI),
         "Phi(x) + x phi(x)  (exact erf form)",
         scale=3.0,
+        term_magnitude=lambda x: (
+            0.5 * (1 + np.abs(erf(x / _t(x, math.sqrt(2.0)))))
+            + np.abs(x) * np.exp(-0.5 * x * x) / _t(x, _SQRT_2PI)
+        ),
+        # x/2 (1 + erf(x / sqrt 2)): the 1 + erf cancels for x << 0
+        value_magnitude=lambda x: 0.5 * np.abs(x) * (1 + np.abs(erf(x / _t(x, math.sqrt(2.0))))),
     ),
 )
 
@@ -303,6 +355,16 @@ def _elementwise_identity(f: Elementwise) -> Identity:
         return {"x": u * f.derivative(a["x"])}
 
     vjp.__doc__ = f"Identity 4: ``u^T diag(f'(x)) = u * f'(x)`` with ``f'(x) = {f.derivative_text}``."
+
+    def magnitude(a: Arrays, p: Params, u: np.ndarray) -> dict[str, np.ndarray]:
+        terms = f.term_magnitude or (lambda x: np.abs(f.derivative(x)))
+        return {"x": np.abs(u) * np.abs(terms(a["x"]))}
+
+    def forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+        # f(x) to a few ulps of |f(x)|, plus the input's own rounding carried through f'
+        x = a["x"]
+        value = np.abs(getattr(REFERENCE_OPS, op)(x)) + np.abs(x) * np.abs(f.derivative(x))
+        return value if f.value_magnitude is None else np.maximum(value, f.value_magnitude(x))
 
     @st.composite
     def inputs(draw: st.DrawFn) -> S.Example:
@@ -331,6 +393,8 @@ def _elementwise_identity(f: Elementwise) -> Identity:
         wrt=("x",),
         reference_gradient=vjp,
         reference_jacobian=jacobian,
+        magnitude=magnitude,
+        forward_magnitude=forward_magnitude,
         strategy=inputs,
         ops=frozenset({op}),
         nondifferentiable=f.kink or "none",
@@ -396,6 +460,110 @@ def _mlp_backward(a: Arrays, c: np.ndarray) -> dict[str, np.ndarray]:
     db1 = delta1  # E: delta1
     dx = a["W1"].T @ delta1  # identity 1 applied once more
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "x": dx, "h": dh, "z1": delta1, "z2": delta2}
+
+
+def _delta2_magnitude(z2_terms: np.ndarray, z2: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Terms of ``delta2 = yhat - y``: ``|yhat| (1 + |terms of z2|) + |y|``, times ``|c|``.
+
+    ``yhat`` carries a relative error of a few ulps times the magnitude of the terms of
+    ``z2`` (softmax is computed from z2 - max z2), and ``- y`` cancels it when ``yhat ~ y``.
+    """
+    return np.abs(c) * (_softmax(z2) * (1 + z2_terms + np.max(z2_terms)) + np.abs(y))
+
+
+def _mlp_magnitude_chain(a: Arrays, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Steps A-E with every product taken in absolute value (the rounding-error scale)."""
+    z1 = a["W1"] @ a["x"] + a["b1"]
+    h = np.maximum(z1, 0)
+    z1_terms = np.abs(a["W1"]) @ np.abs(a["x"]) + np.abs(a["b1"])
+    z2 = a["W2"] @ h + a["b2"]
+    z2_terms = np.abs(a["W2"]) @ (z1_terms * (z1 > 0)) + np.abs(a["b2"])
+    d2 = _delta2_magnitude(z2_terms, z2, a["y"], c)
+    dh = np.abs(a["W2"]).T @ d2
+    d1 = dh * (z1 > 0)
+    return {
+        "W1": np.outer(d1, np.abs(a["x"])),
+        "b1": d1,
+        "W2": np.outer(d2, np.abs(h)),
+        "b2": d2,
+        "x": np.abs(a["W1"]).T @ d1,
+    }
+
+
+def _mlp_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Magnitude of the terms of every gradient of the whole network."""
+    return _mlp_magnitude_chain(a, c)
+
+
+def _mlp_e_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Magnitude of the terms of dJ/dW1, dJ/db1."""
+    g = _mlp_magnitude_chain(a, c)
+    return {"W1": g["W1"], "b1": g["b1"]}
+
+
+def _output_layer_terms(a: Arrays, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z2 = a["W2"] @ a["h"] + a["b2"]
+    terms = np.abs(a["W2"]) @ np.abs(a["h"]) + np.abs(a["b2"])
+    return _delta2_magnitude(terms, z2, a["y"], c), terms
+
+
+def _step_a_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``yhat - y``."""
+    return {"z2": _delta2_magnitude(np.abs(a["z2"]), a["z2"], a["y"], c)}
+
+
+def _step_b_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``delta2 h^T`` and ``delta2``."""
+    d2, _ = _output_layer_terms(a, c)
+    return {"W2": np.outer(d2, np.abs(a["h"])), "b2": d2}
+
+
+def _step_c_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``W2^T delta2``."""
+    d2, _ = _output_layer_terms(a, c)
+    return {"h": np.abs(a["W2"]).T @ d2}
+
+
+def _step_d_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``(W2^T delta2) * 1(z1 > 0)``."""
+    z1 = a["z1"]
+    h = np.maximum(z1, 0)
+    terms = np.abs(a["W2"]) @ h + np.abs(a["b2"])
+    d2 = _delta2_magnitude(terms, a["W2"] @ h + a["b2"], a["y"], c)
+    return {"z1": (np.abs(a["W2"]).T @ d2) * (z1 > 0)}
+
+
+def _ce_forward_magnitude(z2: np.ndarray, z2_terms: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Terms of ``J = logsumexp(z2) - sum y z2``: ``max|z2| + log m + sum |y| |terms of z2|``."""
+    return np.asarray(np.max(np.abs(z2)) + np.log(z2.size) + np.sum(np.abs(y) * (1 + z2_terms)))
+
+
+def _mlp_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    z1 = a["W1"] @ a["x"] + a["b1"]
+    terms1 = np.abs(a["W1"]) @ np.abs(a["x"]) + np.abs(a["b1"])
+    z2 = a["W2"] @ np.maximum(z1, 0) + a["b2"]
+    terms2 = np.abs(a["W2"]) @ (terms1 * (z1 > 0)) + np.abs(a["b2"])
+    return _ce_forward_magnitude(z2, terms2, a["y"])
+
+
+def _step_a_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    return _ce_forward_magnitude(a["z2"], np.abs(a["z2"]), a["y"])
+
+
+def _output_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    terms = np.abs(a["W2"]) @ np.abs(a["h"]) + np.abs(a["b2"])
+    return _ce_forward_magnitude(a["W2"] @ a["h"] + a["b2"], terms, a["y"])
+
+
+def _relu_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    h = np.maximum(a["z1"], 0)
+    terms = np.abs(a["W2"]) @ h + np.abs(a["b2"])
+    return _ce_forward_magnitude(a["W2"] @ h + a["b2"], terms, a["y"])
+
+
+def _max_pool_magnitude(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]:
+    """The router moves values without arithmetic: the magnitude is |dJ/dX| itself."""
+    return {"X": np.abs(_grad_max_pool(a, p, delta)["X"])}
 
 
 def _grad_mlp(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
@@ -672,6 +840,8 @@ def _build() -> dict[str, Identity]:
             forward=_mlp_forward,
             wrt=("W1", "b1", "W2", "b2", "x"),
             reference_gradient=_grad_mlp,
+            magnitude=_mlp_magnitude,
+            forward_magnitude=_mlp_forward_magnitude,
             strategy=_mlp_inputs,
             ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
             nondifferentiable=_MLP_NOTE,
@@ -687,6 +857,8 @@ def _build() -> dict[str, Identity]:
             forward=_mlp_step_a_forward,
             wrt=("z2",),
             reference_gradient=_grad_step_a,
+            magnitude=_step_a_magnitude,
+            forward_magnitude=_step_a_forward_magnitude,
             strategy=_logit_inputs,
             ops=frozenset({"softmax_cross_entropy"}),
             validate=_check_mlp,
@@ -699,6 +871,8 @@ def _build() -> dict[str, Identity]:
             forward=_mlp_output_forward,
             wrt=("W2", "b2"),
             reference_gradient=_grad_step_b,
+            magnitude=_step_b_magnitude,
+            forward_magnitude=_output_forward_magnitude,
             strategy=_output_layer_inputs,
             ops=frozenset({"matmul", "add", "softmax_cross_entropy"}),
             validate=_check_mlp,
@@ -711,6 +885,8 @@ def _build() -> dict[str, Identity]:
             forward=_mlp_output_forward,
             wrt=("h",),
             reference_gradient=_grad_step_c,
+            magnitude=_step_c_magnitude,
+            forward_magnitude=_output_forward_magnitude,
             strategy=_output_layer_inputs,
             ops=frozenset({"matmul", "add", "softmax_cross_entropy"}),
             validate=_check_mlp,
@@ -723,6 +899,8 @@ def _build() -> dict[str, Identity]:
             forward=_mlp_relu_forward,
             wrt=("z1",),
             reference_gradient=_grad_step_d,
+            magnitude=_step_d_magnitude,
+            forward_magnitude=_relu_forward_magnitude,
             strategy=_relu_layer_inputs,
             ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
             nondifferentiable=_MLP_NOTE,
@@ -738,6 +916,8 @@ def _build() -> dict[str, Identity]:
             forward=_mlp_forward,
             wrt=("W1", "b1"),
             reference_gradient=_grad_step_e,
+            magnitude=_mlp_e_magnitude,
+            forward_magnitude=_mlp_forward_magnitude,
             strategy=_mlp_inputs,
             ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
             nondifferentiable=_MLP_NOTE,
@@ -780,6 +960,7 @@ def _build() -> dict[str, Identity]:
             forward=_max_pool_forward,
             wrt=("X",),
             reference_gradient=_grad_max_pool,
+            magnitude=_max_pool_magnitude,
             strategy=lambda: _pool_inputs(True),
             ops=frozenset({"max_pool2d"}),
             nondifferentiable="tied maxima inside a window (the router has no single target)",

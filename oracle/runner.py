@@ -123,17 +123,23 @@ def _cotangent(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(rng.uniform(-1.0, 1.0, size=shape))
 
 
-def _compare_arrays(kind: str, name: str, got: np.ndarray, ref: np.ndarray, allowed: float) -> Comparison:
+def _compare_arrays(
+    kind: str, name: str, got: np.ndarray, ref: np.ndarray, allowed: np.ndarray
+) -> Comparison:
+    """Element-wise ``|got - ref| <= allowed``; records the element with the worst ratio."""
     g = np.asarray(got, dtype=np.float64)
     diff = np.abs(g - ref)
-    flat = int(np.argmax(diff)) if diff.size else 0
+    allowed = np.broadcast_to(np.asarray(allowed, dtype=np.float64), diff.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / allowed)
+    flat = int(np.argmax(ratio)) if diff.size else 0
     index = [int(i) for i in np.unravel_index(flat, diff.shape)] if diff.size else []
     return Comparison(
         kind=kind,
         input=name,
         abs_error=float(diff.reshape(-1)[flat]) if diff.size else 0.0,
         scale=float(np.max(np.abs(ref))) if ref.size else 0.0,
-        allowed=allowed,
+        allowed=float(allowed.reshape(-1)[flat]) if diff.size else 0.0,
         index=index,
         autodiff=float(g.reshape(-1)[flat]) if g.size else None,
         analytic=float(np.asarray(ref).reshape(-1)[flat]) if ref.size else None,
@@ -203,12 +209,20 @@ def _fd_comparisons(
     dirs: Sequence[Mapping[str, np.ndarray]],
     fd_dtype: str,
     tol: Tolerance,
-    slack: Mapping[str, float],
+    slack: Mapping[str, np.ndarray],
     outcome: ExampleOutcome,
     ref_grads: Mapping[str, np.ndarray] | None = None,
+    output_scale: float = 0.0,
 ) -> None:
-    """Compare ``<g, v>`` with ``D(h) ~ u^T J v`` for every direction ``v``; worst one recorded."""
+    """Compare ``<g, v>`` with ``D(h) ~ u^T J v`` for every direction ``v``; worst one recorded.
+
+    ``output_scale`` is ``sum_i |u_i| m_i`` over the output's term magnitudes: each
+    evaluation of ``s(t) = <u, f(x + t v)>`` is off by up to ~``eps * output_scale``, so
+    ``D(h)`` carries a rounding error up to ``~eps * output_scale / h`` (the textbook term),
+    which the allowance includes deterministically (a Richardson estimate may be lucky).
+    """
     h0 = fd.step_size(fd_dtype, inputs)
+    eps_fd = fd.machine_epsilon(fd_dtype)
     worst: Comparison | None = None
     for k, d in enumerate(dirs):
         h = _kink_safe_step(ident, inputs, params, d, h0)
@@ -220,7 +234,8 @@ def _fd_comparisons(
         gmax = max(float(np.max(np.abs(grads[n]))) if grads[n].size else 0.0 for n in d)
         vmax = max(float(np.max(np.abs(d[n]))) if d[n].size else 0.0 for n in d)
         mag = max(mag, gmax * vmax)
-        extra = sum(slack.get(n, 0.0) * float(np.sum(np.abs(d[n]))) for n in d)
+        extra = sum(float(np.sum(np.abs(d[n]) * slack[n])) for n in d if n in slack)
+        extra += 16 * eps_fd * output_scale / h
         value = fd.central_difference(forward, inputs, u, d, h, fd_dtype)
         allowed = tol.fd_allowed(mag) + extra
         if abs(p - value) > allowed:
@@ -313,29 +328,33 @@ def evaluate_example(
     out = np.asarray(result.output)
     grads = {n: np.asarray(result.grads[n]) for n in ident.wrt}
 
-    # 2. the closed form, and the oracle's own rounding in float32 (the noise term eta).
-    # An identity without a closed form (an ad-hoc user check) is compared with finite
-    # differences only; its rounding room is then taken from the autodiff gradient's norm.
+    # 2. the closed form, with the tolerance model of oracle.tolerances: per element, the
+    # magnitude of the terms the gradient is computed from, plus the oracle's own float32
+    # rounding (eta).  An identity without a closed form (an ad-hoc user check) is compared
+    # with finite differences only; its rounding room then comes from the autodiff gradient.
     has_reference = ident.reference_gradient is not None
     ref: dict[str, np.ndarray] | None = None
-    allowed: dict[str, float] = {}
+    allowed: dict[str, np.ndarray] = {}
     if has_reference:
         ref = ident.gradient(x_d64, params, u_d64)
         ref32 = ident.gradient(x_32, params, u_d64.astype(np.float32))
+        mags = ident.gradient_magnitude(x_d64, params, u_d64)
         for name in ident.wrt:
             r = np.asarray(ref[name], dtype=np.float64)
             eta = float(np.max(np.abs(np.asarray(ref32[name], dtype=np.float64) - r))) if r.size else 0.0
-            allowed[name] = tol.allowed(float(np.max(np.abs(r))) if r.size else 0.0, eta)
+            allowed[name] = tol.allowed(np.maximum(mags[name], np.abs(r)), eta)
             outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name]))
     else:
         for name in ident.wrt:
             g64 = np.asarray(grads[name], dtype=np.float64)
-            allowed[name] = tol.allowed(float(np.max(np.abs(g64))) if g64.size else 0.0, 0.0)
+            allowed[name] = tol.allowed(
+                np.full(g64.shape, float(np.max(np.abs(g64))) if g64.size else 0.0), 0.0
+            )
     out32 = np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
     eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
-    ref_norm = float(np.max(np.abs(ref_out))) if ref_out.size else 0.0
+    out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
     outcome.comparisons.append(
-        _compare_arrays("forward", "output", out, ref_out, tol.allowed(ref_norm, eta_f))
+        _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f))
     )
 
     # 3. finite differences of the adapter's own forward (float64 when it can)
@@ -361,6 +380,7 @@ def evaluate_example(
             allowed,
             outcome,
             ref,
+            output_scale=float(np.sum(np.abs(u_d64) * out_mag)),
         )
     except Exception as exc:  # the adapter's forward may fail on its own
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
@@ -383,6 +403,9 @@ def evaluate_example(
             tol64,
             {},
             outcome,
+            output_scale=float(
+                np.sum(np.abs(u) * np.maximum(ident.output_magnitude(master, params), np.abs(ref_out)))
+            ),
         )
 
     failed = {c.kind for c in outcome.failures}

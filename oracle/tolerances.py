@@ -2,40 +2,46 @@
 
 **What is compared.**  A gradient ``g`` from a framework against the closed-form
 reference ``r`` (float64, on the very same inputs: the dtype-rounded inputs are
-upcast exactly), norm-wise:
+upcast exactly), element by element:
 
-    max_i |g_i - r_i|  <=  atol + rtol * ||r||_inf + kappa * eta * eps_dtype / eps_32.
+    |g_i - r_i|  <=  atol + rtol * m_i + kappa * eta * eps_dtype / eps_32.
 
-Element-wise relative error is meaningless where a gradient element is a small
-difference of large terms (``yhat - y``, a correlation of signed values); norm-wise
-error is the quantity floating-point error analysis bounds.
+**The magnitude** ``m_i`` is the scale of the classical componentwise rounding-error
+bound: if ``r_i = sum_k t_ik`` then any floating-point evaluation satisfies
+``|fl(r_i) - r_i| <= gamma_n sum_k |t_ik|`` with ``gamma_n ~ n eps``.  The oracle computes
+``m_i = sum_k |t_ik|`` for every identity (:meth:`oracle.identities.Identity.gradient_magnitude`:
+the closed form applied to absolute values, with cancelling steps such as ``yhat - y`` or
+``1 - tanh^2`` replaced by the sum of the magnitudes of their terms).  Where a gradient
+element is a small difference of large terms (the MLP's ``yhat - y`` when the prediction
+is nearly right, a correlation of signed values), ``m_i`` is large and so is the room a
+correct float32 implementation needs; where there is no cancellation, ``m_i = |r_i|`` and
+the bound is relative.  (A norm-wise ``||g - r|| <= rtol ||r||`` fails correct float32
+frameworks in exactly the cancellation cases; an element-wise relative bound fails them
+wherever a gradient element is near zero.)
 
-**The rounding noise term** ``eta``.  A correct float32 implementation's error depends on
-the conditioning of the particular input (cancellation in ``yhat - y`` when the
-prediction is nearly right; long signed sums in a large correlation).  The oracle
-measures that conditioning on the spot: ``eta = ||r_32 - r||_inf`` where ``r_32`` is the
-same closed form evaluated in float32 arithmetic.  Any correct float32 framework
-suffers rounding of the same order as the oracle's own float32 evaluation (different
-summation orders change it by small factors, which ``kappa`` covers); for float64 checks
-``eta`` is scaled down by ``eps_64 / eps_32``.
+**The rounding noise term** ``eta = ||r_32 - r||_inf``, where ``r_32`` is the same closed form
+evaluated in float32 arithmetic, is a measured sample of the rounding for this input; it
+covers conditioning the magnitudes miss (scaled by ``eps / eps_32`` for float64 checks).
 
-**rtol** is ``128 eps``: room for ``O(sqrt(n))`` accumulated rounding in sums of up to
-thousands of terms plus differences in library elementary functions (a few ulps).
-float64: 2.8e-14; float32: 1.5e-5.  **atol** is ``eps^2``: exact zeros (a masked ReLU,
-an edge pixel in floor-mode pooling) must come out as zeros, up to denormal noise.
+**rtol** is ``128 eps``: ``gamma_n`` for sums of up to ~100 terms in the worst case, and
+for thousands of terms at the ``sqrt(n) eps`` that blocked and pairwise summation give, plus
+a few ulps of difference in library elementary functions.  float64: 2.8e-14; float32:
+1.5e-5.  **atol** is ``eps^2``: exact zeros (a masked ReLU, an edge pixel in floor-mode
+pooling) must come out as zeros, up to denormal noise.
 
-**Why it is safe and still sharp.**  The bound sits at least two orders of magnitude above
-the errors correct frameworks produce (measured by the false-positive campaign: see the
-README for the error/tolerance distribution) and at least two orders of magnitude below
-the effect of any real bug: a missing transpose, a missing rot180 or a wrong pool
-divisor changes the gradient by O(1) relative; a gradient off by a factor ``1 + 1e-3``
-is caught in float32 and float64 alike.
+**Why it is safe and still sharp.**  Correct frameworks stay orders of magnitude below the
+bound (the false-positive campaign records the error/tolerance distribution: see the
+README), and a real bug is far above it: a missing transpose, a missing rot180 or a
+wrong pool divisor changes a gradient by O(1) relative, and a gradient off by a factor
+``1 + 1e-3`` is caught in float32 and float64 wherever ``m_i < 66 |r_i|``, i.e. unless
+every element is a cancellation of terms 66 times larger than itself.
 
 **Finite differences** are compared with their own tolerance (``fd_rtol``, relative to
-``sum_i |g_i v_i|``): they run in float64 whenever the adapter supports it, where the
-truncation and rounding error of ``D(h)`` is ``~eps^(2/3) = 4e-11`` relative.  A direction
-that misses the fast bound gets a Richardson error estimate before it is declared a
-failure (see :mod:`oracle.finite_differences`).
+``sum_i |g_i v_i|``, plus the analytic room projected on the direction): they run in
+float64 whenever the adapter supports it, where the truncation and rounding error of
+``D(h)`` is ``~eps^(2/3) = 4e-11`` relative.  A direction that misses the fast bound gets a
+Richardson error estimate before it is declared a failure (see
+:mod:`oracle.finite_differences`).
 """
 
 from __future__ import annotations
@@ -60,9 +66,13 @@ class Tolerance:
     fd_rtol: float
     fd_safety: float
 
-    def allowed(self, ref_norm: float, noise: float) -> float:
-        """``atol + rtol ||r||_inf + kappa eta eps / eps_32``."""
-        return self.atol + self.rtol * ref_norm + self.kappa * noise * (self.eps / EPS32)
+    def allowed(self, magnitude: np.ndarray | float, noise: float) -> np.ndarray:
+        """Per element ``atol + rtol m_i + kappa eta eps / eps_32`` (``m_i``: magnitude of the terms)."""
+        return (
+            self.atol
+            + self.rtol * np.asarray(magnitude, dtype=np.float64)
+            + self.kappa * noise * (self.eps / EPS32)
+        )
 
     def fd_allowed(self, magnitude: float, error_estimate: float = 0.0) -> float:
         """``fd_rtol * sum|g v| + fd_safety * (Richardson error estimate)`` for one direction."""
@@ -71,9 +81,9 @@ class Tolerance:
     def describe(self) -> str:
         """One line naming the numbers, for failure messages."""
         return (
-            f"{self.dtype}: |g - r|_inf <= {self.atol:.1e} + {self.rtol:.1e}*||r||_inf "
-            f"+ {self.kappa:g}*eta*{self.eps / EPS32:.1e} (eta = the oracle's own {self.dtype} rounding); "
-            f"finite differences: {self.fd_rtol:.1e} relative"
+            f"{self.dtype}: |g_i - r_i| <= {self.atol:.1e} + {self.rtol:.1e}*m_i "
+            f"+ {self.kappa:g}*eta*{self.eps / EPS32:.1e} (m_i = magnitude of the terms of element i, "
+            f"eta = the oracle's own float32 rounding); finite differences: {self.fd_rtol:.1e} relative"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def test_tolerance_model_numbers() -> None:
     assert t64.rtol == pytest.approx(128 * 2.220446049250313e-16)
     assert t32.rtol == pytest.approx(128 * 1.1920929e-07)
     # a 1e-3 relative bug is above the float32 bound on a well-conditioned gradient
-    assert t32.allowed(ref_norm=1.0, noise=1e-7) < 1e-3 * 1.0
+    assert t32.allowed(magnitude=1.0, noise=1e-7) < 1e-3 * 1.0
     assert "float32" in t32.describe() and "eta" in t32.describe()
 
 
