@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
     )
     from oracle.runner import CheckSettings, ExampleOutcome, check, evaluate_example, reproduce, run_checks
     from oracle.strategies import Example
+    from oracle.reporting import load_report, write_reports
     from oracle.tolerances import Tolerance, tolerance_for
     from oracle.user_checks import (
         FrameworkUnavailableError,
@@ -70,6 +71,8 @@ _EXPORTS: dict[str, str] = {
     "Example": "oracle.strategies",
     "Tolerance": "oracle.tolerances",
     "tolerance_for": "oracle.tolerances",
+    "write_reports": "oracle.reporting",
+    "load_report": "oracle.reporting",
     "FrameworkUnavailableError": "oracle.user_checks",
     "GradOracle": "oracle.user_checks",
     "UserCheckError": "oracle.user_checks",
@@ -109,10 +112,12 @@ __all__ = [
     "check_gradients_at",
     "evaluate_example",
     "get_identity",
+    "load_report",
     "reproduce",
     "run_checks",
     "select_identities",
     "tolerance_for",
+    "write_reports",
 ]
 
 
