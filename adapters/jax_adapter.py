@@ -15,14 +15,14 @@ Eager or jit
     ``JaxAdapter(jit="auto" | "always" | "never")`` (``--adapter 'jax?jit=always'``).
     ``never`` runs ``jax.vjp`` / ``jax.jvp`` / the forward eagerly, op by op.  ``always``
     wraps each in ``jax.jit`` on its first call, cached per (fn object, input shapes,
-    wrt/tangent names, dtype).  ``auto`` (default) runs a key eagerly and compiles it
-    once it has been called :data:`AUTO_JIT_AFTER` times (32 for vjp/jvp, 256 for the
-    forward): "rent until the rent paid equals the purchase price", the price being one
-    compile (~30-130 ms below) and the rent the per-call saving of compiled code
-    (~1-3 ms for a vjp, ~0.1-0.2 ms for a forward).  ``auto`` also runs a ``fn`` that
-    jit cannot trace (Python ``if`` on array values) eagerly from then on; ``always``
-    raises JAX's ``ConcretizationTypeError`` for it.  The jit modes assume ``fn`` is a
-    pure function of its inputs: state it closes over is baked in when it is traced.
+    wrt/tangent names, dtype).  ``auto`` (default) compiles a key once it has been
+    called :data:`AUTO_JIT_AFTER` times (now 1: on its first call, see below) and runs a
+    ``fn`` that jit cannot trace (Python ``if`` on array values) eagerly from then on;
+    ``always`` raises JAX's ``ConcretizationTypeError`` for it.  Compiled functions and
+    call counts are process-wide: a report loads a fresh adapter for every check, and
+    the next check of the same identity (or of another identity with the same forward)
+    reuses them.  The jit modes assume ``fn`` is a pure function of its inputs: state it
+    closes over is baked in when it is traced.
 
     What decided it (jax 0.10.2 CPU, float64, a shared 2-core machine at load 5-7, so
     process CPU time in ms; ``_benchmark()`` at the bottom of this module)::
@@ -47,11 +47,32 @@ Eager or jit
     Hypothesis' small, recurring shapes and a new ``fn`` per example the two come out
     within ~1.5x of each other, eager ahead on the multi-op MLP and jit on the conv; the
     finite-difference forward never amortises a compile over the ~10-200 calls an
-    example makes.  So ``auto`` is eager until a key has clearly recurred; use
-    ``jit=always`` for large or conv-heavy shapes.  For scale, the torch adapter spends
-    ~7-9 ms CPU on the same examples: XLA compilation is JAX's whole cost here, so a
-    runner that keeps shapes in a small set (and reuses one ``fn`` object per identity
-    and parameters) keeps JAX checks cheap in any mode.
+    example makes.  For scale, the torch adapter spends ~7-9 ms CPU on the same
+    examples: XLA compilation is JAX's whole cost here.
+
+    That table was for a new ``fn`` per example and every size in a range.  The runner
+    now passes one ``fn`` per (identity, parameters) and :mod:`oracle.strategies` draws
+    shapes from small menus, so keys recur, and compiling on the first call wins.
+    Measured (process CPU, load 2.5-3.5) on relu, gelu, matvec-weight-grad, mlp,
+    mlp-a-logits, conv-input, max-pool and avg-pool x float64, float32 x 100 examples,
+    a fresh adapter per check as a report runs them::
+
+        eager (never)                                  35.3 s
+        auto, eager for the first 32 vjp / 256 fwd    36.6 s
+        auto, eager for the first 2 calls              48.2 s   (eager compiles every
+                                                                  primitive, then jit
+                                                                  compiles it all again)
+        jit on the first call (auto now, always)       25.0 s
+          with XLA_FLAGS below                         12.3 s   (never: 25.7 s)
+
+    ``XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true
+    --xla_cpu_use_fusion_emitters=false"`` makes each XLA compilation ~3x cheaper (vjp of
+    the MLP 159 -> 53 ms, of conv-input 87 -> 25 ms; forward 80 -> 33 ms).  It changes
+    how XLA generates code (LLVM optimisation off, legacy fusion emitters), not what the
+    program computes; the adapter never sets it (it is process-wide and must be set
+    before JAX starts): a front-end or the user may.  JAX's persistent compilation cache
+    (``JAX_COMPILATION_CACHE_DIR``, ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``)
+    cuts a repeated run's compilations ~10x (a jitted vjp at a new shape 231 -> 23 ms).
 
 Seen at non-differentiable points (jax 0.10.2, vjp): relu'(0) = 0, leaky_relu'(0) = 1,
 abs'(0) = 1, elu'(0) = 1, ``jnp.maximum(x, 0)`` and ``jnp.clip(x, min=0)`` at 0 split
@@ -76,13 +97,13 @@ import numpy as np
 from adapters.base import AdapterBase, ForwardFn, VJPResult
 from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
-__all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps"]
+__all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps", "clear_cache"]
 
 #: In ``jit="auto"`` mode, the call (1 = first) on which a (fn, shapes, dtype) key of
-#: ``vjp``/``jvp`` and of ``forward`` is compiled.
-AUTO_JIT_AFTER: dict[str, int] = {"vjp": 32, "jvp": 32, "forward": 256}
+#: ``vjp``/``jvp`` and of ``forward`` is compiled (module docstring: first call is best).
+AUTO_JIT_AFTER: dict[str, int] = {"vjp": 1, "jvp": 1, "forward": 1}
 #: How many compiled functions (and call counters) are kept, least recently used first out.
-CACHE_SIZE = 256
+CACHE_SIZE = 1024
 JIT_MODES: tuple[str, ...] = ("auto", "always", "never")
 
 
@@ -92,6 +113,43 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
     cache.move_to_end(key)
     while len(cache) > CACHE_SIZE:
         cache.popitem(last=False)
+
+
+_LOCK = threading.Lock()
+#: Process-wide: compiled functions, call counts (``auto`` mode) and fns jit cannot trace.
+_COMPILED: OrderedDict[tuple[Any, ...], Callable[..., Any]] = OrderedDict()
+_SEEN: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+_UNTRACEABLE: OrderedDict[Any, bool] = OrderedDict()
+
+
+def _compile(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    """``jax.jit(build())``, remembered under ``key`` (the caller holds :data:`_LOCK`)."""
+    import jax
+
+    compiled: Callable[..., Any] = jax.jit(build())
+    _remember(_COMPILED, key, compiled)
+    return compiled
+
+
+def _cast(arrays: Mapping[str, Any], dtype: str) -> dict[str, np.ndarray]:
+    """Each array as NumPy in ``dtype`` (no copy when it already is)."""
+    return {k: np.asarray(v, dtype=dtype) for k, v in arrays.items()}
+
+
+def _to_jax(tree: Any) -> Any:
+    """The NumPy arrays of a pytree as JAX arrays (in the current precision scope)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
+def clear_cache() -> None:
+    """Forget every compiled function, call count and untraceable fn of this process."""
+    with _LOCK:
+        _COMPILED.clear()
+        _SEEN.clear()
+        _UNTRACEABLE.clear()
 
 
 class JaxOps:
@@ -233,10 +291,9 @@ class JaxAdapter(AdapterBase):
         if jit not in JIT_MODES:
             raise ValueError(f"jax adapter: jit={jit!r}; use one of {', '.join(JIT_MODES)}")
         self.jit = jit
-        self._lock = threading.Lock()
+        # The compiled functions this adapter has used (entries of the process-wide cache).
         self._compiled: OrderedDict[tuple[Any, ...], Callable[..., Any]] = OrderedDict()
-        self._seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
-        self._untraceable: OrderedDict[Any, bool] = OrderedDict()
+        self._untraceable = _UNTRACEABLE
 
     # -- availability, ops, conversions ---------------------------------------------------
 
@@ -292,31 +349,38 @@ class JaxAdapter(AdapterBase):
     def _call(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], *args: Any) -> Any:
         """``build()(*args)``, eagerly or through a cached ``jax.jit`` per the mode (module docstring).
 
-        ``key`` is ``(kind, fn, shapes, names..., dtype)``; in ``auto`` mode a ``fn`` that
-        jit cannot trace (Python control flow on array values) runs eagerly from then on.
+        ``args`` are pytrees of NumPy arrays already in the dtype: a compiled function
+        takes them as they are (jit's own transfer is ~50 us cheaper per call than
+        ``jnp.asarray`` of each input), the eager path converts them to JAX arrays first
+        (so that every op is JAX's).  Call inside :meth:`precision`.
+
+        ``key`` is ``(kind, fn, shapes, names..., dtype)``.  Compiled functions and call
+        counts live in a process-wide cache, so a fresh adapter (one per check in a
+        report) reuses what earlier checks compiled.  In ``auto`` mode a ``fn`` that jit
+        cannot trace (Python control flow on array values) runs eagerly from then on.
         """
         if self.jit == "never":
-            return build()(*args)
+            return build()(*_to_jax(args))
         kind, fn = key[0], key[1]
         try:
             hash(key)
         except TypeError:  # an unhashable fn cannot be cached: run it eagerly
-            return build()(*args)
-        with self._lock:
-            compiled = self._compiled.get(key)
+            return build()(*_to_jax(args))
+        with _LOCK:
+            compiled = _COMPILED.get(key)
             if compiled is not None:
-                self._compiled.move_to_end(key)
+                _COMPILED.move_to_end(key)
             elif self.jit == "auto":
-                count = self._seen.pop(key, 0) + 1
-                if fn in self._untraceable or count < AUTO_JIT_AFTER[kind]:
-                    _remember(self._seen, key, count)
-                    compiled = None
+                count = _SEEN.pop(key, 0) + 1
+                if fn in _UNTRACEABLE or count < AUTO_JIT_AFTER[kind]:
+                    _remember(_SEEN, key, count)
                 else:
-                    compiled = self._compile(key, build)
+                    compiled = _compile(key, build)
             else:
-                compiled = self._compile(key, build)
+                compiled = _compile(key, build)
         if compiled is None:
-            return build()(*args)
+            return build()(*_to_jax(args))
+        _remember(self._compiled, key, compiled)
         if self.jit == "always":
             return compiled(*args)
         import jax
@@ -329,17 +393,11 @@ class JaxAdapter(AdapterBase):
         try:
             return compiled(*args)
         except untraceable:
-            with self._lock:
+            with _LOCK:
+                _COMPILED.pop(key, None)
                 self._compiled.pop(key, None)
-                _remember(self._untraceable, fn, True)
-            return build()(*args)
-
-    def _compile(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
-        import jax
-
-        compiled: Callable[..., Any] = jax.jit(build())
-        _remember(self._compiled, key, compiled)
-        return compiled
+                _remember(_UNTRACEABLE, fn, True)
+            return build()(*_to_jax(args))
 
     @staticmethod
     def _shapes(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -358,7 +416,7 @@ class JaxAdapter(AdapterBase):
             return run
 
         with self.precision(dtype):
-            args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+            args = _cast(inputs, dtype)
             return self.to_numpy(self._call(("forward", fn, self._shapes(inputs), dtype), build, args))
 
     def vjp(
@@ -391,10 +449,10 @@ class JaxAdapter(AdapterBase):
             return run
 
         with self.precision(dtype):
-            args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+            args = _cast(inputs, dtype)
             diff = {name: args[name] for name in names}
             const = {k: v for k, v in args.items() if k not in diff}
-            u = self.from_numpy(np.asarray(cotangent), dtype)
+            u = np.asarray(cotangent, dtype=dtype)
             out, grads = self._call(("vjp", fn, self._shapes(inputs), names, dtype), build, diff, const, u)
             return VJPResult(
                 output=self.to_numpy(out),
@@ -424,10 +482,10 @@ class JaxAdapter(AdapterBase):
             return run
 
         with self.precision(dtype):
-            args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+            args = _cast(inputs, dtype)
             primal = {name: args[name] for name in names}
             const = {k: v for k, v in args.items() if k not in primal}
-            tangent = {name: self.from_numpy(np.asarray(tangents[name]), dtype) for name in names}
+            tangent = _cast({name: tangents[name] for name in names}, dtype)
             for name in names:
                 if tangent[name].shape != primal[name].shape:
                     raise ValueError(

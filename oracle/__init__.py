@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
         select_identities,
     )
     from oracle.ops import ALL_OPS, ELEMENTWISE_OPS, Ops
+    from oracle.reporting import load_report, write_reports
     from oracle.results import (
         AdapterContractError,
         CheckResult,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
     )
     from oracle.runner import CheckSettings, ExampleOutcome, check, evaluate_example, reproduce, run_checks
     from oracle.strategies import Example
-    from oracle.reporting import load_report, write_reports
     from oracle.tolerances import Tolerance, tolerance_for
     from oracle.user_checks import (
         FrameworkUnavailableError,

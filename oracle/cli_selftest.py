@@ -187,6 +187,9 @@ def register(subparsers: Any) -> None:
         "--time-budget", type=_minutes, metavar="MIN", help="start no new work unit after MIN minutes"
     )
     g.add_argument("--fresh", action="store_true", help="discard the saved units of an earlier run")
+    g.add_argument(
+        "--report-only", action="store_true", help="run nothing: rewrite the report from the saved units"
+    )
     p.set_defaults(func=cmd_selftest)
 
 
@@ -353,7 +356,7 @@ def _mutants(args: argparse.Namespace) -> int:
 
 def _fp(args: argparse.Namespace) -> int:
     from oracle.identities import select_identities
-    from oracle.selftest import plan_fp_units, run_fp_campaign
+    from oracle.selftest import aggregate_fp, plan_fp_units, run_fp_campaign
 
     specs = _correct_specs(args.adapter)
     try:
@@ -370,15 +373,18 @@ def _fp(args: argparse.Namespace) -> int:
             task, completed=done, description=f"{unit.identity} [{record['adapter_name']}-{unit.dtype}]"
         )
 
-    with progress:
-        report = run_fp_campaign(
-            units,
-            args.out,
-            jobs=args.jobs,
-            time_budget_s=args.time_budget * 60 if args.time_budget else None,
-            fresh=args.fresh,
-            on_unit=on_unit,
-        )
+    if args.report_only:
+        report = aggregate_fp(args.out)
+    else:
+        with progress:
+            report = run_fp_campaign(
+                units,
+                args.out,
+                jobs=args.jobs,
+                time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                fresh=args.fresh,
+                on_unit=on_unit,
+            )
     d = report.to_dict()
     table = Table(
         title=f"False-positive campaign: {d['examples']:,} examples, {d['false_failures']} false failures"
@@ -402,7 +408,14 @@ def _fp(args: argparse.Namespace) -> int:
 
 
 def _threshold(args: argparse.Namespace) -> int:
-    from oracle.selftest import PERTURBATIONS, TOOLS, families, plan_threshold_units, run_threshold_campaign
+    from oracle.selftest import (
+        PERTURBATIONS,
+        TOOLS,
+        aggregate_thresholds,
+        families,
+        plan_threshold_units,
+        run_threshold_campaign,
+    )
 
     base = args.base_adapter or ("torch" if importlib.util.find_spec("torch") else "numpy")
     try:
@@ -426,15 +439,18 @@ def _threshold(args: argparse.Namespace) -> int:
             task, completed=done, description=f"{unit.tool} {unit.family} {unit.dtype} {unit.kind}"
         )
 
-    with progress:
-        report = run_threshold_campaign(
-            units,
-            args.out,
-            jobs=args.jobs,
-            time_budget_s=args.time_budget * 60 if args.time_budget else None,
-            fresh=args.fresh,
-            on_unit=on_unit,
-        )
+    if args.report_only:
+        report = aggregate_thresholds(args.out)
+    else:
+        with progress:
+            report = run_threshold_campaign(
+                units,
+                args.out,
+                jobs=args.jobs,
+                time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                fresh=args.fresh,
+                on_unit=on_unit,
+            )
     table = Table(title="Detection thresholds (smallest eps caught in >= 99% of checks)")
     for col in ("tool", "family", "dtype", "perturbation", "threshold", "false failures at eps=0"):
         table.add_column(col)

@@ -140,8 +140,10 @@ def directions(
 
 def is_basis(direction: Arrays) -> tuple[str, int] | None:
     """``(name, flat index)`` when ``direction`` is a basis vector, else ``None``."""
-    hits = [(n, np.flatnonzero(v)) for n, v in direction.items()]
-    nz = [(n, idx) for n, idx in hits if idx.size]
-    if len(nz) == 1 and nz[0][1].size == 1 and direction[nz[0][0]].reshape(-1)[nz[0][1][0]] == 1.0:
-        return nz[0][0], int(nz[0][1][0])
-    return None
+    # count_nonzero first: it allocates nothing, so a dense random direction is rejected
+    # without building index arrays as large as the input.
+    if sum(int(np.count_nonzero(v)) for v in direction.values()) != 1:
+        return None
+    name = next(n for n, v in direction.items() if np.count_nonzero(v))
+    j = int(np.flatnonzero(direction[name])[0])
+    return (name, j) if direction[name].reshape(-1)[j] == 1.0 else None

@@ -210,14 +210,14 @@ def _vecmat_forward(ops: Any, a: Arrays, p: Params) -> Any:
 
 @st.composite
 def _matvec_inputs(draw: st.DrawFn) -> S.Example:
-    n, m, scale, seed = draw(S.dims()), draw(S.dims()), draw(S.SCALES), draw(S.SEEDS)
+    (n, m), scale, seed = draw(S.shapes(S.MATRIX_SHAPES)), draw(S.SCALES), draw(S.SEEDS)
     rng = S.rng_for(seed)
     return S.Example({"W": S.uniform(rng, (n, m), scale), "x": S.uniform(rng, (m,), scale)}, {}, seed)
 
 
 @st.composite
 def _vecmat_inputs(draw: st.DrawFn) -> S.Example:
-    n, m, scale, seed = draw(S.dims()), draw(S.dims()), draw(S.SCALES), draw(S.SEEDS)
+    (n, m), scale, seed = draw(S.shapes(S.MATRIX_SHAPES)), draw(S.SCALES), draw(S.SEEDS)
     rng = S.rng_for(seed)
     return S.Example({"x": S.uniform(rng, (n,), scale), "W": S.uniform(rng, (n, m), scale)}, {}, seed)
 
@@ -603,7 +603,7 @@ def _grad_step_e(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _mlp_sizes(draw: st.DrawFn) -> tuple[int, int, int, bool, int]:
-    n, h, m = draw(S.dims(1, 8)), draw(S.dims(1, 8)), draw(S.dims(2, 6))
+    n, h, m = draw(S.shapes(S.MLP_SHAPES))
     return n, h, m, draw(st.booleans()), draw(S.SEEDS)
 
 
@@ -618,7 +618,7 @@ def _mlp_inputs(draw: st.DrawFn) -> S.Example:
     W2 = S.uniform(rng, (m, h), 1.0)
     b2 = S.uniform(rng, (m,), 0.5)
     y = S.target_vector(rng, m, soft)
-    return S.Example({"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "y": y}, {"soft_target": soft}, seed)
+    return S.Example({"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "y": y}, {}, seed)
 
 
 @st.composite
@@ -627,7 +627,7 @@ def _logit_inputs(draw: st.DrawFn) -> S.Example:
     rng = S.rng_for(seed)
     return S.Example(
         {"z2": S.uniform(rng, (m,), 2 * scale), "y": S.target_vector(rng, m, soft)},
-        {"soft_target": soft},
+        {},
         seed,
     )
 
@@ -643,7 +643,7 @@ def _output_layer_inputs(draw: st.DrawFn) -> S.Example:
             "b2": S.uniform(rng, (m,), 0.5),
             "y": S.target_vector(rng, m, soft),
         },
-        {"soft_target": soft},
+        {},
         seed,
     )
 
@@ -659,7 +659,7 @@ def _relu_layer_inputs(draw: st.DrawFn) -> S.Example:
             "b2": S.uniform(rng, (m,), 0.5),
             "y": S.target_vector(rng, m, soft),
         },
-        {"soft_target": soft},
+        {},
         seed,
     )
 
@@ -695,8 +695,7 @@ def _grad_conv_input(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.nd
 
 @st.composite
 def _conv_inputs(draw: st.DrawFn) -> S.Example:
-    k = draw(st.integers(1, 4))
-    H, W = draw(S.dims(k, 10)), draw(S.dims(k, 10))
+    k, H, W = draw(S.shapes(S.CONV_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
     rng = S.rng_for(seed)
     return S.Example({"X": S.uniform(rng, (H, W), scale), "K": S.uniform(rng, (k, k), scale)}, {}, seed)
@@ -743,8 +742,7 @@ def _grad_avg_pool(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndar
 
 @st.composite
 def _pool_inputs(draw: st.DrawFn, separate_maxima: bool) -> S.Example:
-    k = draw(st.integers(1, 4))
-    H, W = draw(S.dims(k, 10)), draw(S.dims(k, 10))
+    k, H, W = draw(S.shapes(S.POOL_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
     X = S.uniform(S.rng_for(seed), (H, W), scale)
     if separate_maxima:

@@ -16,6 +16,7 @@ a :class:`CheckResult`.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -183,11 +184,16 @@ def _kink_safe_step(
     params: Mapping[str, Any],
     d: Mapping[str, np.ndarray],
     h: float,
+    base: np.ndarray | None = None,
 ) -> float | None:
-    """The largest ``h' <= h`` (halving) with no kink between ``x - 2h' v`` and ``x + 2h' v``."""
+    """The largest ``h' <= h`` (halving) with no kink between ``x - 2h' v`` and ``x + 2h' v``.
+
+    ``base`` is ``smooth_pattern(inputs)`` when the caller has it already.
+    """
     if ident.smooth_pattern is None:
         return h
-    base = ident.smooth_pattern(inputs, params)
+    if base is None:
+        base = ident.smooth_pattern(inputs, params)
     for _ in range(8):
         if all(
             np.array_equal(ident.smooth_pattern(fd.perturbed(inputs, d, t, "float64"), params), base)
@@ -196,6 +202,20 @@ def _kink_safe_step(
             return h
         h /= 2
     return None
+
+
+def _kink_safe_steps(
+    ident: Identity,
+    inputs: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    dirs: Sequence[Mapping[str, np.ndarray]],
+    h: float,
+) -> list[float | None]:
+    """:func:`_kink_safe_step` for every direction (the unperturbed pattern computed once)."""
+    if ident.smooth_pattern is None:
+        return [h] * len(dirs)
+    base = ident.smooth_pattern(inputs, params)
+    return [_kink_safe_step(ident, inputs, params, d, h, base) for d in dirs]
 
 
 def _fd_comparisons(
@@ -213,8 +233,12 @@ def _fd_comparisons(
     outcome: ExampleOutcome,
     ref_grads: Mapping[str, np.ndarray] | None = None,
     output_scale: float = 0.0,
+    steps: Sequence[float | None] | None = None,
 ) -> None:
     """Compare ``<g, v>`` with ``D(h) ~ u^T J v`` for every direction ``v``; worst one recorded.
+
+    ``steps`` are the kink-safe steps of the directions (:func:`_kink_safe_steps`) when the
+    caller has them already.
 
     ``output_scale`` is ``sum_i |u_i| m_i`` over the output's term magnitudes: each
     evaluation of ``s(t) = <u, f(x + t v)>`` is off by up to ~``eps * output_scale``, so
@@ -223,15 +247,19 @@ def _fd_comparisons(
     """
     h0 = fd.step_size(fd_dtype, inputs)
     eps_fd = fd.machine_epsilon(fd_dtype)
+    if steps is None:
+        steps = _kink_safe_steps(ident, inputs, params, dirs, h0)
+    g64 = {n: np.asarray(grads[n], dtype=np.float64) for n in grads}
+    gabs = {n: float(np.max(np.abs(g))) if g.size else 0.0 for n, g in g64.items()}
     worst: Comparison | None = None
     for k, d in enumerate(dirs):
-        h = _kink_safe_step(ident, inputs, params, d, h0)
+        h = steps[k]
         if h is None:
             outcome.skipped_directions += 1
             continue
-        p = sum(float(np.sum(np.asarray(grads[n], dtype=np.float64) * d[n])) for n in d)
-        mag = sum(float(np.sum(np.abs(np.asarray(grads[n], dtype=np.float64) * d[n]))) for n in d)
-        gmax = max(float(np.max(np.abs(grads[n]))) if grads[n].size else 0.0 for n in d)
+        p = sum(float(np.sum(g64[n] * d[n])) for n in d)
+        mag = sum(float(np.sum(np.abs(g64[n] * d[n]))) for n in d)
+        gmax = max(gabs[n] for n in d)
         vmax = max(float(np.max(np.abs(d[n]))) if d[n].size else 0.0 for n in d)
         mag = max(mag, gmax * vmax)
         extra = sum(float(np.sum(np.abs(d[n]) * slack[n])) for n in d if n in slack)
@@ -362,6 +390,11 @@ def evaluate_example(
     shapes = {n: x_d[n].shape for n in ident.wrt}
     dirs = fd.directions(rng, shapes, settings.directions, settings.full_jacobian_max)
 
+    # In float64 the adapter's inputs, cotangent and FD dtype are the master's, so both
+    # finite-difference passes share the kink-safe steps and the output magnitudes.
+    same_point = dtype == "float64" and fd_dtype == "float64"
+    steps = _kink_safe_steps(ident, x_d64, params, dirs, fd.step_size(fd_dtype, x_d64))
+
     def adapter_forward(arrays: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(adapter.forward(fn, arrays, fd_dtype))
 
@@ -381,6 +414,7 @@ def evaluate_example(
             outcome,
             ref,
             output_scale=float(np.sum(np.abs(u_d64) * out_mag)),
+            steps=steps,
         )
     except Exception as exc:  # the adapter's forward may fail on its own
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
@@ -390,6 +424,9 @@ def evaluate_example(
     if ref is not None:
         ref_master = ident.gradient(master, params, u) if dtype != "float64" else ref
         tol64 = tolerance_for("float64")
+        master_mag = (
+            out_mag if same_point else np.maximum(ident.output_magnitude(master, params), np.abs(ref_out))
+        )
         _fd_comparisons(
             "oracle",
             lambda a: ident.reference_forward(a, params),
@@ -403,9 +440,8 @@ def evaluate_example(
             tol64,
             {},
             outcome,
-            output_scale=float(
-                np.sum(np.abs(u) * np.maximum(ident.output_magnitude(master, params), np.abs(ref_out)))
-            ),
+            output_scale=float(np.sum(np.abs(u) * master_mag)),
+            steps=steps if same_point else None,
         )
 
     failed = {c.kind for c in outcome.failures}
@@ -548,25 +584,50 @@ class _TimeoutError(Exception):
     """An adapter call that did not return within the per-example timeout."""
 
 
-def _call_with_timeout(func: Any, timeout: float | None) -> Any:
-    if timeout is None:
-        return func()
-    box: dict[str, Any] = {}
+class _ExampleWorker:
+    """One daemon thread that runs every example of a check, each with a timeout.
 
-    def target() -> None:
+    A thread per example cost ~0.8 ms CPU and ~2-3 ms wall per example here (measured
+    over the 56 numpy checks x 50 examples: 5.4 s CPU / 11.6 s wall with a thread per
+    example, 3.2 s / 3.3 s without); handing work to one waiting thread costs ~13 us.
+    A call that does not return in time is abandoned (the thread is a daemon and gets
+    no more work: the check stops calling the adapter).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while (func := self._jobs.get()) is not None:
+            try:
+                self._results.put((True, func()))
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._results.put((False, exc))
+
+    def call(self, func: Any, timeout: float | None) -> Any:
+        """``func()`` in the worker thread; :class:`_TimeoutError` after ``timeout`` seconds."""
+        if timeout is None:
+            return func()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="gradoracle-check")
+            self._thread.start()
+        self._jobs.put(func)
         try:
-            box["value"] = func()
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
+            ok, value = self._results.get(timeout=timeout)
+        except queue.Empty:
+            raise _TimeoutError(
+                f"adapter did not return within {timeout:g} s (per-example timeout)"
+            ) from None
+        if not ok:
+            raise value
+        return value
 
-    worker = threading.Thread(target=target, daemon=True, name="gradoracle-check")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise _TimeoutError(f"adapter did not return within {timeout:g} s (per-example timeout)")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    def close(self) -> None:
+        """Let the thread end once it is idle."""
+        if self._thread is not None:
+            self._jobs.put(None)
 
 
 def check(
@@ -625,6 +686,7 @@ def check(
     tol = tolerance_for(dtype, fd_dtype)
     stats: dict[str, dict[str, ErrorStat]] = {}
     state: dict[str, Any] = {"examples": 0, "last": None, "timeout": None}
+    worker = _ExampleWorker()
 
     def body(example: Example) -> None:
         if state["timeout"] is not None:
@@ -632,7 +694,7 @@ def check(
             outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=state["timeout"])
         else:
             try:
-                outcome = _call_with_timeout(
+                outcome = worker.call(
                     lambda: evaluate_example(ident, ad, dtype, example, settings), settings.timeout_s
                 )
             except _TimeoutError as exc:
@@ -672,7 +734,10 @@ def check(
     test = hypothesis_seed(settings.seed)(test)
     common: dict[str, Any] = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
     try:
-        test()
+        try:
+            test()
+        finally:
+            worker.close()
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
         crashed = last is not None and last.crash is not None

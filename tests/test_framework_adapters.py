@@ -358,6 +358,7 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
     from adapters.jax_adapter import JaxAdapter
 
     monkeypatch.setattr(jax_adapter, "AUTO_JIT_AFTER", {"vjp": 2, "jvp": 2, "forward": 3})
+    jax_adapter.clear_cache()  # the cache is process-wide: start from an empty one
     adapter = JaxAdapter(jit=mode)
     for i in range(4):  # past the auto thresholds, so the compiled path runs too
         if mode == "auto" and i == 1:
@@ -368,6 +369,12 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
     # Different values on a cached shape are not baked in.
     _close(adapter.forward(_matvec, {"W": 2 * _W, "x": _x}, "float64"), 2 * _W @ _x, "float64")
     assert (len(adapter._compiled) > 0) == (mode != "never")
+    # A fresh adapter (the matrix loads one per check) reuses what this one compiled:
+    # its very first call takes the compiled path, without counting up to the threshold.
+    fresh = JaxAdapter(jit=mode)
+    _close(fresh.forward(_matvec, {"W": _W, "x": _x}, "float64"), _W @ _x, "float64")
+    assert (len(fresh._compiled) > 0) == (mode != "never")
+    jax_adapter.clear_cache()
 
 
 def test_jax_auto_falls_back_to_eager_for_value_dependent_control_flow(

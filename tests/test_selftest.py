@@ -267,11 +267,27 @@ def test_fp_campaign_tiny_records_zero_false_failures_and_resumes(tmp_path: Path
         assert kinds["all"]["count"] == 24
         assert 0 < kinds["all"]["max"] < 1
         assert sum(kinds["all"]["decades"].values()) + kinds["all"]["zeros"] == 24
-    assert "0 false failures in 48 examples" in (tmp_path / "fp_campaign.md").read_text()
+    assert "0 false failures (0 distinct) in 48 examples" in (tmp_path / "fp_campaign.md").read_text()
+    assert 0 < data["distinct_examples"] <= data["examples"]
+    assert S.code_fingerprint(S.adapter_modules("numpy")) in data["code"]
     lines = (tmp_path / S.FP_PARTS).read_text().splitlines()
     again = S.run_fp_campaign(units, tmp_path)  # resumes: nothing left to run
     assert (tmp_path / S.FP_PARTS).read_text().splitlines() == lines
     assert again.examples == report.examples
+
+
+def test_fp_units_computed_by_other_code_are_listed_apart(tmp_path: Path) -> None:
+    units = S.plan_fp_units(["numpy"], ["float64"], ["avg-pool"], 4, [0], chunk=4)
+    S.run_fp_campaign(units, tmp_path)
+    record = json.loads((tmp_path / S.FP_PARTS).read_text().splitlines()[0])
+    record.update(code_at_run="000000000000", key="other", examples=1, failures=7)
+    with (tmp_path / S.FP_PARTS).open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    report = S.aggregate_fp(tmp_path)
+    assert report.stale_units == 1 and report.false_failures == 0 and report.examples == 4
+    md = (tmp_path / "fp_campaign.md").read_text()
+    assert "(the tree now)" in md and "1 units computed by other code versions listed apart" in md
+    assert "| numpy | 000000000000 | float64 | 1 | 7 |" in md
 
 
 def test_fp_campaign_counts_failures_of_a_wrong_adapter(tmp_path: Path) -> None:
@@ -288,6 +304,12 @@ def test_cli_fp_campaign_exit_codes(tmp_path: Path) -> None:
     assert main([*base, "--adapter", "numpy", "--out", str(tmp_path / "ok")]) == 0
     wrong = get_mutant("avg-pool-divided-by-k").spec
     assert main([*base, "--adapter", wrong, "--out", str(tmp_path / "bad")]) == 1
+    # --report-only runs nothing and rewrites the report from the saved units
+    parts = (tmp_path / "bad" / S.FP_PARTS).read_text()
+    (tmp_path / "bad" / "fp_campaign.md").unlink()
+    assert main(["selftest", "--campaign", "fp", "--report-only", "--out", str(tmp_path / "bad")]) == 1
+    assert (tmp_path / "bad" / S.FP_PARTS).read_text() == parts
+    assert "false failures" in (tmp_path / "bad" / "fp_campaign.md").read_text()
 
 
 # ------------------------------------------------------------------- detection threshold

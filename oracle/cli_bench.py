@@ -1,0 +1,251 @@
+"""``gradoracle bench``: the cost of a gradient check side by side with gradcheck and check_grads.
+
+Runs :mod:`oracle.bench` (linear n in 8, 32, 128, 512; conv input 16..128 with k=3; the
+MLP; both poolings), prints the table of costs as multiples of one forward+backward, the
+evaluations and detection power per check and the issue's targets, and writes
+``bench.json`` and ``bench.md`` into ``--out`` (default ``reports/``).
+
+Exit codes: 0 the bench ran (a tool that failed is a record in the tables, not an exit
+code); 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from oracle.cli import EXIT_OK, UsageError, console
+
+DEFAULT_OUT = Path("reports")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _size(text: str) -> tuple[str, list[int]]:
+    """``OP=N,N,...`` -> (op, [N, ...])."""
+    op, sep, values = text.partition("=")
+    try:
+        sizes = [int(v) for v in values.replace(" ", "").split(",") if v]
+    except ValueError:
+        sizes = []
+    if not sep or not op or not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--size takes OP=N[,N...] with positive sizes, e.g. linear=8,128; got {text!r}"
+        )
+    return op, sizes
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` sub-command."""
+    from oracle.bench import BENCH_OPS, GRADORACLE_ADAPTERS, REFERENCE_TOOLS
+
+    p = subparsers.add_parser(
+        "bench",
+        help="time a gradient check against gradcheck and check_grads, as multiples of forward+backward",
+        description="Measure, side by side on the same ops and sizes (float64), the cost of one gradoracle "
+        "check per adapter, of torch.autograd.gradcheck (slow and fast), of jax.test_util.check_grads and of "
+        "one plain forward+backward; show detection power beside the cost; write bench.json and bench.md.",
+    )
+    p.add_argument(
+        "--op", action="append", default=[], choices=BENCH_OPS, help="op to bench; repeatable (default: all)"
+    )
+    p.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        type=_size,
+        metavar="OP=N[,N...]",
+        help="sizes of one op, e.g. linear=8,128; repeatable (defaults: linear 8,32,128,512; conv, "
+        "max-pool, avg-pool 16,32,64,128; mlp 8,32,128)",
+    )
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help=f"gradoracle adapter to time; repeatable (default: {', '.join(GRADORACLE_ADAPTERS)})",
+    )
+    p.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        choices=REFERENCE_TOOLS,
+        help="reference tool to time; repeatable (default: all)",
+    )
+    p.add_argument("--no-reference-tools", action="store_true", help="time only gradoracle and the baselines")
+    p.add_argument(
+        "--repeats", type=_positive_int, default=5, metavar="N", help="timed batches per tool (default 5)"
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="time budget per tool and case; a slow gradcheck predicted to take longer is not run "
+        "(default 10)",
+    )
+    p.add_argument("--no-detection", action="store_true", help="skip the detection-power measurement")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads during the bench (default 1: tiny ops, shared machine)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke configuration: one or two small sizes per op, 3 repeats, short budget",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"output directory for bench.json and bench.md (default {DEFAULT_OUT}/)",
+    )
+    p.set_defaults(func=cmd_bench)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from oracle.bench import GRADORACLE_ADAPTERS, REFERENCE_TOOLS, BenchConfig, BenchError, plan_cases
+
+    sizes: dict[str, list[int]] = {}
+    for op, values in args.size:
+        sizes.setdefault(op, []).extend(values)
+    try:
+        cases = plan_cases(args.op or None, sizes, quick=args.quick)
+    except BenchError as exc:
+        raise UsageError(str(exc)) from exc
+    adapters = tuple(args.adapter) or GRADORACLE_ADAPTERS
+    if args.adapter:
+        from oracle.cli import resolve_adapters
+
+        resolve_adapters(adapters, explicit=True)  # an unknown or missing adapter is a usage error
+    else:
+        from oracle.bench import framework_available
+
+        adapters = tuple(a for a in adapters if framework_available(a)[0])
+    tools = () if args.no_reference_tools else (tuple(args.tool) or REFERENCE_TOOLS)
+    return BenchConfig(
+        cases=cases,
+        adapters=adapters,
+        reference_tools=tools,
+        repeats=3 if args.quick and args.repeats == 5 else args.repeats,
+        max_seconds=min(args.max_seconds, 5.0) if args.quick else args.max_seconds,
+        detection=not args.no_detection,
+        threads=args.threads,
+    )
+
+
+def cost_table(report: Any) -> Table:
+    """Cases x tools: the baselines' times and every check's cost in forward+backwards."""
+    from oracle.bench import _tool_columns, fmt_ratio, fmt_seconds
+
+    tools = _tool_columns(report)
+    table = Table(title="Cost of one check (float64, CPU time) as a multiple of one forward+backward")
+    table.add_column("case")
+    for t in tools:
+        table.add_column(escape(t), justify="right")
+    for c in report.cases:
+        cells = []
+        for t in tools:
+            m = c.measurements.get(t)
+            cells.append(fmt_seconds(m.cpu_s) if t.startswith("fwd+bwd") and m is not None else fmt_ratio(m))
+        table.add_row(escape(c.label), *(escape(cell) for cell in cells))
+    return table
+
+
+def detection_table(report: Any) -> Table:
+    """Cases x checks: evaluations per check and the smallest relative gradient error caught."""
+    from oracle.bench import _tool_columns, fmt_detect
+
+    tools = [t for t in _tool_columns(report) if not t.startswith("fwd+bwd")]
+    table = Table(title="Evaluations per check / smallest relative gradient error caught")
+    table.add_column("case")
+    for t in tools:
+        table.add_column(escape(t), justify="right")
+    for c in report.cases:
+        cells = []
+        for t in tools:
+            m = c.measurements.get(t)
+            evals = "" if m is None or m.evals is None else str(m.evals)
+            cells.append(f"{evals} / {fmt_detect(m)}" if m is not None and m.status == "ok" else "")
+        table.add_row(escape(c.label), *(escape(cell) for cell in cells))
+    return table
+
+
+def targets_table(report: Any) -> Table:
+    """The issue's targets with the measured value and whether each is met."""
+    from oracle.bench import fmt_seconds, targets
+
+    table = Table(title="Targets (issue 7) measured by this run")
+    table.add_column("target", overflow="fold")
+    table.add_column("measured", justify="right")
+    table.add_column("met")
+    for t in targets(report):
+        v = t["value"]
+        shown = "" if v is None else (fmt_seconds(v) if t["unit"] == "s" else f"{v:.3g}")
+        met = "n/a" if t["met"] is None else ("[green]yes[/]" if t["met"] else "[red]no[/]")
+        table.add_row(escape(t["target"]), shown, met)
+    return table
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the bench, print the side-by-side tables, write bench.json and bench.md."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from oracle.bench import run_bench, write_bench
+
+    config = _config(args)
+    out = console()
+    command = (
+        "gradoracle " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "gradoracle bench"
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+        disable=not out.is_terminal,
+    ) as progress:
+        task = progress.add_task("bench", total=None)
+
+        def on_tool(case: Any, tool: str) -> None:
+            progress.update(task, description=f"{case.label}: {tool}")
+
+        report = run_bench(config, on_tool=on_tool)
+    out.print(cost_table(report))
+    out.print(detection_table(report))
+    out.print(targets_table(report))
+    paths = write_bench(report, args.out, command)
+    out.print(
+        f"load average {report.load_average['start']} -> {report.load_average['end']}; "
+        f"{report.duration_s:.0f} s; wrote {', '.join(str(p) for p in paths)}"
+    )
+    return EXIT_OK

@@ -1,0 +1,291 @@
+"""The bench machinery (oracle.bench, ``gradoracle bench``) on tiny sizes: cases, timing,
+ratios, evaluation counts, detection power, the files written and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from oracle import bench as B
+from oracle.cli import main
+from oracle.runner import CheckSettings
+from oracle.strategies import KINK_MARGIN
+
+# ---------------------------------------------------------------------------- cases
+
+
+def test_default_cases_are_the_issue_sizes() -> None:
+    cases = B.plan_cases()
+    by_op = {op: [c.size for c in cases if c.op == op] for op in B.BENCH_OPS}
+    assert by_op["linear"] == [8, 32, 128, 512]
+    assert by_op["conv"] == [16, 32, 64, 128]
+    assert by_op["max-pool"] == by_op["avg-pool"] == [16, 32, 64, 128]
+    assert by_op["mlp"]
+    quick = B.plan_cases(quick=True)
+    assert {c.op for c in quick} == set(B.BENCH_OPS) and len(quick) < len(cases)
+    custom = B.plan_cases(["linear"], {"linear": [4, 2, 4]})
+    assert [(c.op, c.size) for c in custom] == [("linear", 2), ("linear", 4)]
+
+
+def test_bad_cases_are_rejected_with_what_fits() -> None:
+    with pytest.raises(B.BenchError, match="choose from"):
+        B.plan_cases(["lineaar"])
+    with pytest.raises(B.BenchError, match="--size names unknown op"):
+        B.plan_cases(None, {"nope": [4]})
+    with pytest.raises(B.BenchError, match="size >= 3"):
+        B.BenchCase("conv", 2)
+
+
+@pytest.mark.parametrize("op", B.BENCH_OPS)
+def test_examples_fit_their_identity(op: str) -> None:
+    case = B.BenchCase(op, 6)
+    ex = case.example()
+    ident = case.identity
+    ident.check_shapes(ex.inputs, ex.params)
+    assert np.all(np.isfinite(ident.reference_forward(ex.inputs, ex.params)))
+    assert case.elements == sum(ex.inputs[n].size for n in ident.wrt)
+    assert case.example().inputs.keys() == ex.inputs.keys()
+    for name, value in ex.inputs.items():  # deterministic
+        np.testing.assert_array_equal(case.example().inputs[name], value)
+    if op == "mlp":  # kept away from the ReLU kink like the identity's own strategy
+        z1 = ex.inputs["W1"] @ ex.inputs["x"] + ex.inputs["b1"]
+        assert np.min(np.abs(z1)) >= 2 * KINK_MARGIN - 1e-12
+
+
+def test_perturb_has_the_asked_relative_size() -> None:
+    rng = np.random.default_rng(0)
+    g, n = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    p = B.perturb(g, 1e-3, n)
+    assert np.linalg.norm(p - g) / np.linalg.norm(g) == pytest.approx(1e-3)
+    np.testing.assert_array_equal(B.perturb(g, 0.0, n), g)
+    assert B.perturb(g.astype(np.float32), 1e-3, n).dtype == np.float32
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def test_time_calls_counts_every_call_and_keeps_the_cold_one_apart() -> None:
+    calls: list[int] = []
+
+    def call() -> bool:
+        calls.append(1)
+        return True
+
+    t = B.time_calls(call, repeats=3, min_time_s=0.0, budget_s=10.0)
+    assert t.calls == len(calls) == 2 + 3
+    assert t.passed and t.cpu_s >= 0 and t.first_cpu_s >= 0
+
+    outcomes = iter([True, False] + [True] * 100)
+    assert not B.time_calls(lambda: next(outcomes), repeats=1, min_time_s=0.0).passed
+
+
+def test_time_calls_does_not_repeat_a_call_over_half_the_budget() -> None:
+    calls: list[int] = []
+
+    def slow() -> bool:
+        calls.append(1)
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+        return True
+
+    t = B.time_calls(slow, repeats=5, min_time_s=0.0, budget_s=0.01)
+    assert len(calls) == t.calls == 1  # the cold call already took over half the budget
+    assert t.cpu_s >= 0.015
+    calls.clear()
+    t = B.time_calls(slow, repeats=5, min_time_s=0.0, budget_s=10.0)
+    assert len(calls) == t.calls == 2 + 5  # within budget: cold, calibration, 5 batches of one
+
+
+# ---------------------------------------------------------- evaluations and detection
+
+
+def test_evaluations_per_check_do_not_grow_with_size() -> None:
+    settings = CheckSettings()
+    for op, sizes in (("linear", (4, 16, 64)), ("conv", (5, 12, 40)), ("avg-pool", (4, 16, 48))):
+        counts = [B.GradoracleTool(B.BenchCase(op, n), "numpy").evaluations() for n in sizes]
+        # one vjp + two evaluations per random direction, whatever the input size
+        assert counts == [1 + 2 * settings.directions] * len(sizes), (op, counts)
+
+
+def test_the_evaluation_counter_sees_growth_where_there_is_growth() -> None:
+    pytest.importorskip("torch")
+    # slow gradcheck perturbs every input element: its count must grow (negative control)
+    small = B.GradcheckTool(B.BenchCase("linear", 2), fast=False).evaluations()
+    large = B.GradcheckTool(B.BenchCase("linear", 4), fast=False).evaluations()
+    assert large > small >= 2 * (2 * 2 + 2)
+
+
+def test_gradoracle_catches_a_perturbed_gradient_and_passes_the_correct_one() -> None:
+    tool = B.GradoracleTool(B.BenchCase("linear", 4), "numpy")
+    assert tool.run()
+    assert tool.caught(1e-3)
+    assert not tool.caught(0.0)
+
+
+# ------------------------------------------------------------------ ratios and skipping
+
+
+class _FakeTool(B.Tool):
+    """A tool whose cost, evaluations and detection floor are given."""
+
+    def __init__(self, name: str, case: B.BenchCase, cost: float, floor: float) -> None:
+        super().__init__(case)
+        self.name, self.cost, self.floor = name, cost, floor
+
+    def run(self) -> bool:
+        return True
+
+    def evaluations(self) -> int:
+        return 7
+
+    def caught(self, eps: float) -> bool:
+        return eps >= self.floor
+
+
+COSTS = {"fwd+bwd[numpy]": 2e-5, "fwd+bwd[torch]": 1e-5, "gradoracle[numpy]": 3e-4, "gradcheck": 4e-3}
+
+
+@pytest.fixture
+def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    def make(name: str, case: B.BenchCase) -> B.Tool:
+        return _FakeTool(name, case, COSTS[name], 1e-6)
+
+    def timing(call: Any, *args: Any) -> B.Timing:
+        cost = call.__self__.cost
+        return B.Timing(cost, cost, 10 * cost, 10 * cost, 3, True)
+
+    monkeypatch.setattr(B, "make_tool", make)
+    monkeypatch.setattr(B, "time_calls", timing)
+    monkeypatch.setattr(B, "framework_available", lambda fw: (True, ""))
+
+
+@pytest.mark.usefixtures("fake_tools")
+def test_ratio_is_cost_over_the_tool_frameworks_forward_backward() -> None:
+    config = B.BenchConfig(cases=[], adapters=("numpy",), reference_tools=("gradcheck",))
+    res = B.run_case(B.BenchCase("linear", 4), config)
+    m = res.measurements
+    assert list(m) == ["fwd+bwd[numpy]", "fwd+bwd[torch]", "gradoracle[numpy]", "gradcheck"]
+    assert m["gradoracle[numpy]"].ratio == pytest.approx(3e-4 / 2e-5)
+    assert m["gradcheck"].ratio == pytest.approx(4e-3 / 1e-5)
+    assert m["fwd+bwd[torch]"].ratio == 1.0
+    assert m["gradcheck"].evals == 7
+    assert m["gradcheck"].detect_eps == pytest.approx(1e-6) and m["gradcheck"].detect_status == "measured"
+    assert m["gradoracle[numpy]"].new_shape_s == pytest.approx(9 * 3e-4)
+
+
+@pytest.mark.usefixtures("fake_tools")
+def test_a_slow_gradcheck_predicted_over_budget_is_not_run_but_estimated() -> None:
+    config = B.BenchConfig(cases=[], adapters=("numpy",), reference_tools=("gradcheck",), max_seconds=1.0)
+    prev = B.run_case(B.BenchCase("linear", 4), config)
+    big = B.BenchCase("linear", 64)
+    res = B.run_case(big, config, prev)
+    g = res.measurements["gradcheck"]
+    assert g.status == "skipped" and g.cpu_s is None
+    # quadratic in the number of input elements (its forward grows with them too)
+    assert g.estimate_s == pytest.approx(4e-3 * (big.elements / prev.elements) ** 2)
+    assert g.ratio == pytest.approx(g.estimate_s / 1e-5)
+    assert "est." in B.fmt_ratio(g)
+    assert res.measurements["gradoracle[numpy]"].status == "ok"
+
+
+def test_one_broken_tool_is_a_record_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = B.BenchConfig(cases=[], adapters=("numpy", "no_such_module:Adapter"), reference_tools=())
+    res = B.run_case(B.BenchCase("linear", 3), config)
+    bad = res.measurements["gradoracle[no_such_module:Adapter]"]
+    assert bad.status == "error" and bad.note
+    assert res.measurements["gradoracle[numpy]"].status == "ok"
+
+
+# ----------------------------------------------------------------------- the files
+
+
+def _tiny_report() -> B.BenchReport:
+    config = B.BenchConfig(
+        cases=[B.BenchCase("linear", 4), B.BenchCase("linear", 16)],
+        adapters=("numpy",),
+        reference_tools=(),
+        repeats=1,
+        min_time_s=0.0,
+        max_seconds=2.0,
+    )
+    return B.run_bench(config)
+
+
+def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    report = _tiny_report()
+    paths = B.write_bench(report, tmp_path, "gradoracle bench --test")
+    assert sorted(p.name for p in paths) == ["bench.json", "bench.md"]
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["schema"] == "gradoracle-bench/1" and data["command"] == "gradoracle bench --test"
+    assert [c["label"] for c in data["cases"]] == ["linear W 4x4", "linear W 16x16"]
+    for c in data["cases"]:
+        check = c["tools"]["gradoracle[numpy]"]
+        assert check["status"] == "ok" and check["ratio"] > 0 and check["passed"] is True
+        assert check["ratio"] == pytest.approx(check["cpu_s"] / c["tools"]["fwd+bwd[numpy]"]["cpu_s"])
+        assert check["detect_eps"] is not None
+    flat = [t for t in data["targets"] if "flat as linear" in t["target"]]
+    assert len(flat) == 1 and "evaluations 5 -> 5" in flat[0]["target"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "| linear W 16x16 |" in md and "gradoracle[numpy]" in md and "## Targets (issue 7)" in md
+
+
+def test_cli_bench_prints_the_table_and_writes_the_files(tmp_path: Path, capsys: Any) -> None:
+    code = main(
+        [
+            "bench",
+            "--op",
+            "linear",
+            "--size",
+            "linear=3",
+            "--adapter",
+            "numpy",
+            "--no-reference-tools",
+            "--repeats",
+            "1",
+            "--no-detection",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "linear W 3x3" in out and "gradoracle[numpy]" in out
+    assert (tmp_path / "bench.json").exists() and (tmp_path / "bench.md").exists()
+
+
+def test_cli_bench_usage_errors(tmp_path: Path, capsys: Any) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--size", "linear", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "OP=N" in capsys.readouterr().err
+    assert main(["bench", "--size", "nope=4", "--out", str(tmp_path)]) == 2
+    assert "unknown op 'nope'" in capsys.readouterr().err
+    assert main(["bench", "--adapter", "no_such_module:Adapter", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "bench.json").exists()
+
+
+# --------------------------------------------------------- the reference tools, live
+
+
+def test_gradcheck_and_check_grads_run_side_by_side() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    config = B.BenchConfig(cases=[], adapters=("numpy",), repeats=1, min_time_s=0.0, max_seconds=5.0)
+    res = B.run_case(B.BenchCase("linear", 3), config)
+    for name in ("fwd+bwd[torch]", "fwd+bwd[jax]", "gradcheck", "gradcheck-fast", "check_grads"):
+        m = res.measurements[name]
+        assert m.status == "ok", (name, m.note)
+        assert m.cpu_s is not None and m.cpu_s > 0
+    for name in B.REFERENCE_TOOLS:
+        m = res.measurements[name]
+        assert m.passed is True and m.evals and m.evals > 0, name
+        assert m.detect_status == "measured" and m.detect_eps is not None, name
+    # slow gradcheck perturbs each of the 12 inputs twice; fast mode and check_grads do not
+    assert res.measurements["gradcheck"].evals > res.measurements["gradcheck-fast"].evals
+    assert res.measurements["check_grads"].evals < res.measurements["gradcheck"].evals
