@@ -1000,7 +1000,8 @@ def fmt_detect(m: Measurement | None) -> str:
     if m is None or m.status != "ok":
         return ""
     if m.detect_status == "measured" and m.detect_eps is not None:
-        return f"{m.detect_eps:.0e}"
+        floor = m.detect_eps <= DETECTION_GRID[-1]  # caught all the way down the grid
+        return f"{'<=' if floor else ''}{m.detect_eps:.0e}"
     return {"never caught": "none", "false failure": "false fail", "not measured": "-"}.get(
         m.detect_status, ""
     )
@@ -1038,7 +1039,8 @@ def markdown(report: BenchReport, command: str = "gradoracle bench") -> str:
         "",
         "Evaluations: framework calls (forwards and backwards) of one check.  Detection: the smallest "
         "relative gradient error `eps` (gradient replaced by `g + eps ||g|| n/||n||`) the check still "
-        "rejects, on the grid 1e-1 .. 1e-14 (`none`: not even 1e-1; `-`: not measured).",
+        "rejects, on the grid 1e-1 .. 1e-14 (`<=1e-14`: caught down to the grid's end; `none`: not even "
+        "1e-1; `-`: not measured).",
         "",
     ]
     header = ["case", *[f"{t} evals" for t in check_cols], *[f"{t} catches" for t in check_cols]]
