@@ -1731,11 +1731,18 @@ def threshold_markdown(report: ThresholdReport) -> str:
 
 
 def aggregate_thresholds(out: Path, complete: bool = True, duration_s: float = 0.0) -> ThresholdReport:
-    """Aggregate ``out/thresholds.parts.jsonl`` into ``thresholds.json/md``."""
+    """Aggregate ``out/thresholds.parts.jsonl`` into ``thresholds.json/md``.
+
+    Several runs may share the parts file: per tool x family x dtype x perturbation the
+    unit with the most checks (then the latest) is reported.
+    """
     latest: dict[str, dict[str, Any]] = {}
     parts = _read_parts(Path(out) / THRESHOLD_PARTS)
-    for p in parts:
-        latest[p["key"]] = p
+    for p in parts:  # one unit per measurement: the one with the most checks, then the latest
+        slot = f"{p['tool']}|{p['family']}|{p['dtype']}|{p['kind']}"
+        kept = latest.get(slot)
+        if kept is None or (p["checks"], p["fp_checks"]) >= (kept["checks"], kept["fp_checks"]):
+            latest[slot] = p
     other = sum(
         1 for p in latest.values() if p.get("code_at_run") != _threshold_code(p["tool"], p["base_adapter"])
     )
