@@ -403,7 +403,11 @@ def _fp(args: argparse.Namespace) -> int:
         )
     out.print(table)
     status = "complete" if report.complete else "stopped early (rerun the same command to resume)"
-    out.print(f"{d['units']}/{d['planned_units']} units, {status}; wrote {args.out}/fp_campaign.json and .md")
+    if args.report_only:
+        status = "report rewritten from the saved units"
+    else:
+        status = f"this command's {d['planned_units']} units {status}"
+    out.print(f"{d['units']} units in the report; {status}; wrote {args.out}/fp_campaign.json and .md")
     return EXIT_NONCONFORMANCE if report.false_failures else EXIT_OK
 
 

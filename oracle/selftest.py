@@ -1029,8 +1029,9 @@ def fp_markdown(report: FPCampaignReport) -> str:
         "",
         f"**{d['false_failures']} false failures ({d['distinct_false_failures']} distinct) in "
         f"{d['examples']:,} examples ({d['distinct_examples']:,} distinct)** on correct adapters "
-        f"({d['units']} units of {d['planned_units'] or d['units']} planned"
-        f"{'' if d['complete'] else ', stopped early'}; "
+        f"({d['units']} units"
+        f"{f'; the last run planned {p} and ' if (p := d['planned_units']) else ''}"
+        f"{('completed them' if d['complete'] else 'stopped early') if d['planned_units'] else ''}; "
         f"{d['examples_per_check']['min']:,} to {d['examples_per_check']['max']:,} examples "
         f"({d['examples_per_check']['distinct_min']:,} to {d['examples_per_check']['distinct_max']:,} "
         f"distinct) per identity x adapter x dtype; seeds {d['seeds']}; code: {d['code']}"
