@@ -17,7 +17,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from adapters.base import Adapter, AdapterBase, ForwardFn, VJPResult
+from gradoracle.adapters.base import Adapter, AdapterBase, ForwardFn, VJPResult
 
 __all__ = [
     "BUILTIN_ADAPTERS",
@@ -32,9 +32,9 @@ __all__ = [
 
 #: Short names of the adapters that ship with gradoracle, as ``module:Class`` paths.
 BUILTIN_ADAPTERS: dict[str, str] = {
-    "numpy": "adapters.numpy_engine:NumpyEngineAdapter",
-    "torch": "adapters.torch_adapter:TorchAdapter",
-    "jax": "adapters.jax_adapter:JaxAdapter",
+    "numpy": "gradoracle.adapters.numpy_engine:NumpyEngineAdapter",
+    "torch": "gradoracle.adapters.torch_adapter:TorchAdapter",
+    "jax": "gradoracle.adapters.jax_adapter:JaxAdapter",
 }
 
 ENTRY_POINT_GROUP = "gradoracle.adapters"
@@ -118,6 +118,6 @@ def load_adapter(spec: str | Adapter) -> Adapter:
     if missing:
         raise AdapterLoadError(
             f"{target!r} is not an adapter: it lacks {', '.join(missing)} "
-            "(see adapters.base.Adapter for the protocol)"
+            "(see gradoracle.adapters.base.Adapter for the protocol)"
         )
     return adapter

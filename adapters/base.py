@@ -40,7 +40,7 @@ class Adapter(Protocol):
     - ``name``: short name used in ids and reports (``torch``, ``jax``, ``numpy``).
     - ``dtypes``: the dtype names it supports, out of ``"float64"``, ``"float32"``.
     - ``available()``: ``(True, "")`` when the framework imports, else ``(False, why)``.
-    - ``supported_ops()``: names out of :data:`oracle.ops.ALL_OPS` its ops implement.
+    - ``supported_ops()``: names out of :data:`gradoracle.ops.ALL_OPS` its ops implement.
     - ``ops``: the ops namespace (built lazily; only touched after ``available()``).
     - ``from_numpy(a, dtype)`` / ``to_numpy(t)``: conversions at the boundary.
     - ``forward(fn, inputs, dtype)``: run ``fn`` on NumPy inputs, return a NumPy output.
@@ -91,7 +91,7 @@ class AdapterBase:
 
     def supported_ops(self) -> frozenset[str]:
         """Names of the ops this adapter's namespace implements (default: all it defines)."""
-        from oracle.ops import ALL_OPS
+        from gradoracle.ops import ALL_OPS
 
         return frozenset(op for op in ALL_OPS if callable(getattr(self.ops, op, None)))
 

@@ -51,7 +51,7 @@ Eager or jit
     examples: XLA compilation is JAX's whole cost here.
 
     That table was for a new ``fn`` per example and every size in a range.  The runner
-    now passes one ``fn`` per (identity, parameters) and :mod:`oracle.strategies` draws
+    now passes one ``fn`` per (identity, parameters) and :mod:`gradoracle.strategies` draws
     shapes from small menus, so keys recur, and compiling on the first call wins.
     Measured (process CPU, load 2.5-3.5) on relu, gelu, matvec-weight-grad, mlp,
     mlp-a-logits, conv-input, max-pool and avg-pool x float64, float32 x 100 examples,
@@ -94,8 +94,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import AdapterBase, ForwardFn, VJPResult
-from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 __all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps", "clear_cache"]
 
@@ -153,7 +153,7 @@ def clear_cache() -> None:
 
 
 class JaxOps:
-    """The :mod:`oracle.ops` namespace spelled with ``jax.numpy``, ``jax.nn`` and ``lax``."""
+    """The :mod:`gradoracle.ops` namespace spelled with ``jax.numpy``, ``jax.nn`` and ``lax``."""
 
     # jax is imported on the first op, not when the namespace is made: merely looking at an
     # adapter's ``ops`` (``hasattr(adapter, "ops")``) must not import the framework.
@@ -311,8 +311,8 @@ class JaxAdapter(AdapterBase):
         return JaxOps()
 
     def supported_ops(self) -> frozenset[str]:
-        """All of :data:`oracle.ops.ALL_OPS`."""
-        from oracle.ops import ALL_OPS
+        """All of :data:`gradoracle.ops.ALL_OPS`."""
+        from gradoracle.ops import ALL_OPS
 
         return frozenset(ALL_OPS)
 
@@ -502,7 +502,7 @@ def _benchmark(
 ) -> dict[str, list[float]]:
     """Timings (ms) behind the table in the module docstring.
 
-    Run ``python -c "from adapters.jax_adapter import _benchmark as b; print(*b().items(), sep='\\n')"``.
+    Run ``python -c "from gradoracle.adapters.jax_adapter import _benchmark as b; print(*b().items(), sep='\\n')"``.
     ``clock="cpu"`` (process CPU time, all threads) is robust on a shared machine;
     ``"wall"`` is what a user waits.
 
@@ -510,7 +510,7 @@ def _benchmark(
       eager new shape, jit new shape, jit repeated shape]; "new shape" grows every input
       by one row and column per call.  The first call of a series is not timed.
     - ``"example <case>"``: mean per Hypothesis-like example for jit modes [never, always,
-      auto]: small random shapes as :mod:`oracle.strategies` draws them (so shapes
+      auto]: small random shapes as :mod:`gradoracle.strategies` draws them (so shapes
       recur), a new ``fn`` object per example, then 1 vjp + ``forwards`` forwards.
       Compilation caches are cleared before each mode.
     """

@@ -68,8 +68,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from adapters.base import SUPPORTED_DTYPES, AdapterBase, ForwardFn, VJPResult
-from oracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.adapters.base import SUPPORTED_DTYPES, AdapterBase, ForwardFn, VJPResult
+from gradoracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
 
 __all__ = [
     "GradientShapeError",
@@ -535,7 +535,7 @@ def _sum_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class TapeOps:
-    """The ``ops`` namespace of :mod:`oracle.ops`, recording onto the tape via ``rules``.
+    """The ``ops`` namespace of :mod:`gradoracle.ops`, recording onto the tape via ``rules``.
 
     An op is recorded (parents and backward closure kept) only when one of its inputs
     requires a gradient; otherwise it returns a constant tensor.
@@ -727,7 +727,7 @@ class NumpyEngineAdapter(AdapterBase):
         return True, ""
 
     def supported_ops(self) -> frozenset[str]:
-        """Every op of :data:`oracle.ops.ALL_OPS`."""
+        """Every op of :data:`gradoracle.ops.ALL_OPS`."""
         return frozenset(ALL_OPS)
 
     @property

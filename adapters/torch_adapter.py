@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import AdapterBase, ForwardFn, VJPResult
-from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 __all__ = ["TorchAdapter", "TorchOps"]
 
@@ -58,7 +58,7 @@ def _import_torch() -> tuple[Any, Any]:
 
 
 class TorchOps:
-    """The :mod:`oracle.ops` namespace spelled with PyTorch's public API."""
+    """The :mod:`gradoracle.ops` namespace spelled with PyTorch's public API."""
 
     # torch is imported on the first op, not when the namespace is made: merely looking at
     # an adapter's ``ops`` (``hasattr(adapter, "ops")``) must not import the framework.
@@ -226,8 +226,8 @@ class TorchAdapter(AdapterBase):
         return TorchOps()
 
     def supported_ops(self) -> frozenset[str]:
-        """All of :data:`oracle.ops.ALL_OPS`."""
-        from oracle.ops import ALL_OPS
+        """All of :data:`gradoracle.ops.ALL_OPS`."""
+        from gradoracle.ops import ALL_OPS
 
         return frozenset(ALL_OPS)
 

@@ -2,7 +2,7 @@
 
 Importing this package imports neither torch nor jax; adapters load lazily by name.
 The public names below are imported on first access (PEP 562), so that loading the
-pytest plugin (``oracle.pytest_plugin``) does not import NumPy or the catalogue.
+pytest plugin (``gradoracle.pytest_plugin``) does not import NumPy or the catalogue.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first access
-    from oracle.identities import (
+    from gradoracle.identities import (
         IDENTITIES,
         SOURCES,
         Identity,
@@ -21,9 +21,9 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
         get_identity,
         select_identities,
     )
-    from oracle.ops import ALL_OPS, ELEMENTWISE_OPS, Ops
-    from oracle.reporting import load_report, write_reports
-    from oracle.results import (
+    from gradoracle.ops import ALL_OPS, ELEMENTWISE_OPS, Ops
+    from gradoracle.reporting import load_report, write_reports
+    from gradoracle.results import (
         AdapterContractError,
         CheckResult,
         ErrorStat,
@@ -32,10 +32,17 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
         Verdict,
         WorstElement,
     )
-    from oracle.runner import CheckSettings, ExampleOutcome, check, evaluate_example, reproduce, run_checks
-    from oracle.strategies import Example
-    from oracle.tolerances import Tolerance, tolerance_for
-    from oracle.user_checks import (
+    from gradoracle.runner import (
+        CheckSettings,
+        ExampleOutcome,
+        check,
+        evaluate_example,
+        reproduce,
+        run_checks,
+    )
+    from gradoracle.strategies import Example
+    from gradoracle.tolerances import Tolerance, tolerance_for
+    from gradoracle.user_checks import (
         FrameworkUnavailableError,
         GradOracle,
         UserCheckError,
@@ -44,43 +51,54 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
     )
 
 _EXPORTS: dict[str, str] = {
-    "IDENTITIES": "oracle.identities",
-    "SOURCES": "oracle.identities",
-    "Identity": "oracle.identities",
-    "InvalidShapeError": "oracle.identities",
-    "UnknownIdentityError": "oracle.identities",
-    "all_identities": "oracle.identities",
-    "get_identity": "oracle.identities",
-    "select_identities": "oracle.identities",
-    "ALL_OPS": "oracle.ops",
-    "ELEMENTWISE_OPS": "oracle.ops",
-    "Ops": "oracle.ops",
-    "AdapterContractError": "oracle.results",
-    "CheckResult": "oracle.results",
-    "ErrorStat": "oracle.results",
-    "Fault": "oracle.results",
-    "GradientMismatch": "oracle.results",
-    "Verdict": "oracle.results",
-    "WorstElement": "oracle.results",
-    "CheckSettings": "oracle.runner",
-    "ExampleOutcome": "oracle.runner",
-    "check": "oracle.runner",
-    "evaluate_example": "oracle.runner",
-    "reproduce": "oracle.runner",
-    "run_checks": "oracle.runner",
-    "Example": "oracle.strategies",
-    "Tolerance": "oracle.tolerances",
-    "tolerance_for": "oracle.tolerances",
-    "write_reports": "oracle.reporting",
-    "load_report": "oracle.reporting",
-    "FrameworkUnavailableError": "oracle.user_checks",
-    "GradOracle": "oracle.user_checks",
-    "UserCheckError": "oracle.user_checks",
-    "check_gradients": "oracle.user_checks",
-    "check_gradients_at": "oracle.user_checks",
+    "IDENTITIES": "gradoracle.identities",
+    "SOURCES": "gradoracle.identities",
+    "Identity": "gradoracle.identities",
+    "InvalidShapeError": "gradoracle.identities",
+    "UnknownIdentityError": "gradoracle.identities",
+    "all_identities": "gradoracle.identities",
+    "get_identity": "gradoracle.identities",
+    "select_identities": "gradoracle.identities",
+    "ALL_OPS": "gradoracle.ops",
+    "ELEMENTWISE_OPS": "gradoracle.ops",
+    "Ops": "gradoracle.ops",
+    "AdapterContractError": "gradoracle.results",
+    "CheckResult": "gradoracle.results",
+    "ErrorStat": "gradoracle.results",
+    "Fault": "gradoracle.results",
+    "GradientMismatch": "gradoracle.results",
+    "Verdict": "gradoracle.results",
+    "WorstElement": "gradoracle.results",
+    "CheckSettings": "gradoracle.runner",
+    "ExampleOutcome": "gradoracle.runner",
+    "check": "gradoracle.runner",
+    "evaluate_example": "gradoracle.runner",
+    "reproduce": "gradoracle.runner",
+    "run_checks": "gradoracle.runner",
+    "Example": "gradoracle.strategies",
+    "Tolerance": "gradoracle.tolerances",
+    "tolerance_for": "gradoracle.tolerances",
+    "write_reports": "gradoracle.reporting",
+    "load_report": "gradoracle.reporting",
+    "FrameworkUnavailableError": "gradoracle.user_checks",
+    "GradOracle": "gradoracle.user_checks",
+    "UserCheckError": "gradoracle.user_checks",
+    "check_gradients": "gradoracle.user_checks",
+    "check_gradients_at": "gradoracle.user_checks",
 }
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version from the installed distribution's metadata (pyproject.toml is the one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gradoracle")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = [
     "ALL_OPS",
@@ -127,4 +145,4 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'oracle' has no attribute {name!r}")
+    raise AttributeError(f"module 'gradoracle' has no attribute {name!r}")

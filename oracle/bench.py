@@ -7,8 +7,8 @@ in one process and on the same float64 inputs:
 
 - one plain forward+backward in each framework (the unit of cost): PyTorch eager
   ``autograd.grad``, JAX ``jax.jit(vjp)`` compiled once, the NumPy engine's ``vjp``;
-- one gradoracle check of that input per adapter: :func:`oracle.runner.evaluate_example`
-  with the default :class:`oracle.runner.CheckSettings` (the three-way comparison of one
+- one gradoracle check of that input per adapter: :func:`gradoracle.runner.evaluate_example`
+  with the default :class:`gradoracle.runner.CheckSettings` (the three-way comparison of one
   Hypothesis example: autodiff vs closed form vs finite differences, and the oracle's
   own finite-difference self-test);
 - ``torch.autograd.gradcheck`` (slow mode, the default, and ``fast_mode=True``) and
@@ -28,7 +28,7 @@ misses bugs is no win).  Slow gradcheck calls predicted to take longer than
 ``max_seconds`` (from the previous size: its cost is quadratic in the number of input
 elements) are not run; the prediction is shown, marked as an estimate.
 
-Nothing here prints; :mod:`oracle.cli_bench` renders the tables and writes the files.
+Nothing here prints; :mod:`gradoracle.cli.bench` renders the tables and writes the files.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from oracle.identities import Identity, get_identity
-from oracle.strategies import Example, push_preactivation_from_kinks, separate_window_maxima
+from gradoracle.identities import Identity, get_identity
+from gradoracle.strategies import Example, push_preactivation_from_kinks, separate_window_maxima
 
 #: The ops of the bench, in table order, and the identity each one checks.
 OP_IDENTITY: dict[str, str] = {
@@ -245,7 +245,7 @@ class _PerturbedAdapter(_CountingAdapter):
     def vjp(
         self, fn: Any, inputs: Mapping[str, np.ndarray], wrt: Sequence[str], cotangent: Any, dtype: str
     ) -> Any:
-        from adapters.base import VJPResult
+        from gradoracle.adapters.base import VJPResult
 
         result = self.base.vjp(fn, inputs, wrt, cotangent, dtype)
         grads = {n: perturb(np.asarray(result.grads[n]), self.eps, self.noise[n]) for n in wrt}
@@ -277,11 +277,11 @@ class Tool:
 
 
 class GradoracleTool(Tool):
-    """One :func:`oracle.runner.evaluate_example` at the default settings, float64."""
+    """One :func:`gradoracle.runner.evaluate_example` at the default settings, float64."""
 
     def __init__(self, case: BenchCase, spec: str) -> None:
-        from adapters import load_adapter
-        from oracle.runner import CheckSettings
+        from gradoracle.adapters import load_adapter
+        from gradoracle.runner import CheckSettings
 
         super().__init__(case)
         self.spec = spec
@@ -291,7 +291,7 @@ class GradoracleTool(Tool):
         self.settings = CheckSettings()
 
     def _outcome(self, adapter: Any) -> Any:
-        from oracle.runner import evaluate_example
+        from gradoracle.runner import evaluate_example
 
         return evaluate_example(self.ident, adapter, "float64", self.example, self.settings)
 
@@ -314,8 +314,8 @@ class NumpyFwdBwd(Tool):
     framework = "numpy"
 
     def __init__(self, case: BenchCase) -> None:
-        from adapters import load_adapter
-        from oracle.runner import forward_for
+        from gradoracle.adapters import load_adapter
+        from gradoracle.runner import forward_for
 
         super().__init__(case)
         self.adapter = load_adapter("numpy")
@@ -337,7 +337,7 @@ class _TorchBase(Tool):
     def __init__(self, case: BenchCase) -> None:
         import torch
 
-        from adapters.torch_adapter import TorchOps
+        from gradoracle.adapters.torch_adapter import TorchOps
 
         super().__init__(case)
         self.torch = torch
@@ -450,7 +450,7 @@ class _JaxBase(Tool):
         import jax
         import jax.numpy as jnp
 
-        from adapters.jax_adapter import JaxOps
+        from gradoracle.adapters.jax_adapter import JaxOps
 
         super().__init__(case)
         self.jax, self.jnp = jax, jnp
@@ -877,7 +877,7 @@ def run_bench(
     on_case: Callable[[CaseResult], None] | None = None,
 ) -> BenchReport:
     """Run every case of ``config`` in order; ``on_tool``/``on_case`` report progress."""
-    from oracle.reporting.environment import collect_environment
+    from gradoracle.reporting.environment import collect_environment
 
     start = time.perf_counter()
     load_start = _load()
@@ -1086,7 +1086,7 @@ def write_bench(report: BenchReport, out: Path, command: str = "gradoracle bench
     """Write ``bench.json`` and ``bench.md`` into ``out`` (atomically)."""
     import json
 
-    from oracle.reporting.atomic import atomic_write_text
+    from gradoracle.reporting.atomic import atomic_write_text
 
     data = report.to_dict()
     data["command"] = command

@@ -23,7 +23,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from oracle.results import CheckResult, Verdict
+from gradoracle.results import CheckResult, Verdict
 
 
 class DeviationFileError(ValueError):

@@ -2,7 +2,7 @@
 
 A *matrix* is every identity x adapter x dtype.  :func:`plan_tasks` lists it in one
 canonical order (:func:`sort_key`: the notes' order of identities, then the built-in
-adapters in :data:`oracle.options.DEFAULT_ADAPTERS` order followed by others by name,
+adapters in :data:`gradoracle.options.DEFAULT_ADAPTERS` order followed by others by name,
 then float64 before float32), so the order never depends on how the flags were written.
 
 - ``--shard K/N`` keeps every N-th task starting at the K-th (:func:`select_shard`);
@@ -30,10 +30,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from oracle.identities import IDENTITIES, Identity
-from oracle.options import DEFAULT_ADAPTERS
-from oracle.results import CheckResult, Fault, Verdict
-from oracle.runner import DTYPES, CheckSettings, check
+from gradoracle.identities import IDENTITIES, Identity
+from gradoracle.options import DEFAULT_ADAPTERS
+from gradoracle.results import CheckResult, Fault, Verdict
+from gradoracle.runner import DTYPES, CheckSettings, check
 
 #: Message of the records of checks an interruption kept from running.
 NOT_RUN_MESSAGE = "not run: the run was interrupted (Ctrl-C) before this check finished"
@@ -158,7 +158,7 @@ def run_task(task: CheckTask, settings: CheckSettings) -> CheckResult:
     The counterexample of a failure gains ``adapter_spec`` and ``gradients`` (autodiff and
     analytic gradient per input at the counterexample) for the report's pictures.
     """
-    from oracle.reporting.gradients import attach_gradients
+    from gradoracle.reporting.gradients import attach_gradients
 
     result = check(task.identity, task.adapter_spec, task.dtype, settings)
     if result.counterexample is not None:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from oracle.runner import CheckSettings
+    from gradoracle.runner import CheckSettings
 
-#: The dtypes a check can run in (``oracle.runner.DTYPES`` is this tuple).
+#: The dtypes a check can run in (``gradoracle.runner.DTYPES`` is this tuple).
 DTYPES: tuple[str, ...] = ("float64", "float32")
 
 DEFAULT_ADAPTERS: tuple[str, ...] = ("numpy", "torch", "jax")
@@ -109,7 +109,7 @@ class RunConfig:
 
 def _check_settings(**kwargs: Any) -> CheckSettings:
     """``CheckSettings(**kwargs)``, importing the runner (NumPy, Hypothesis) only when needed."""
-    from oracle.runner import CheckSettings
+    from gradoracle.runner import CheckSettings
 
     return CheckSettings(**kwargs)
 

@@ -10,7 +10,7 @@ Active once gradoracle is installed; ``-p no:gradoracle`` disables it.  It adds:
   ``-k``, working under pytest-xdist, failing with the oracle's diagnostic; known
   deviations become xfail; a "gradoracle conformance" terminal summary (the matrix and
   stale deviation entries); ``--gradoracle-report DIR`` writes the report files;
-- the ``gradoracle`` fixture (:class:`oracle.user_checks.GradOracle`) with which a test
+- the ``gradoracle`` fixture (:class:`gradoracle.user_checks.GradOracle`) with which a test
   checks a function of its own.
 
 Loading this module imports nothing beyond pytest and the standard library: the option
@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from oracle.deviations import Deviation, DeviationOutcome
-    from oracle.results import CheckResult
-    from oracle.runner import CheckSettings
-    from oracle.user_checks import GradOracle
+    from gradoracle.deviations import Deviation, DeviationOutcome
+    from gradoracle.results import CheckResult
+    from gradoracle.runner import CheckSettings
+    from gradoracle.user_checks import GradOracle
 
 #: ``user_properties`` key under which an item carries its result (JSON) to the controller.
 RESULT_PROPERTY = "gradoracle_result"
@@ -49,8 +49,8 @@ REPORT_FORMATS: tuple[str, ...] = ("json", "md", "html", "junit")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The shared options (``oracle.options``) plus ``--gradoracle-report``."""
-    from oracle.options import add_to_pytest
+    """The shared options (``gradoracle.options``) plus ``--gradoracle-report``."""
+    from gradoracle.options import add_to_pytest
 
     add_to_pytest(parser)
     help_text = (
@@ -84,7 +84,7 @@ def _ini_base(config: pytest.Config) -> Path:
 
 def _resolve_options(config: pytest.Config) -> PluginConfig:
     """Command line first, then the ini key; values checked with the shared option types."""
-    from oracle.options import SHARED_OPTIONS
+    from gradoracle.options import SHARED_OPTIONS
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -153,10 +153,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
     """Check a function of your own: ``gradoracle.check(forward, vjp=..., inputs=..., identity=...)``.
 
-    See :mod:`oracle.user_checks`; examples and seed default to ``--gradoracle-examples``
+    See :mod:`gradoracle.user_checks`; examples and seed default to ``--gradoracle-examples``
     and ``--gradoracle-seed``.
     """
-    from oracle.user_checks import GradOracle
+    from gradoracle.user_checks import GradOracle
 
     options = request.config.stash.get(_CONFIG_KEY, None) or PluginConfig()
     return GradOracle(examples=options.examples, seed=options.seed)
@@ -174,7 +174,7 @@ class CheckFailed(Exception):
 
 
 class ConformanceItem(pytest.Item):
-    """One identity x adapter x dtype check, run through :func:`oracle.runner.check`."""
+    """One identity x adapter x dtype check, run through :func:`gradoracle.runner.check`."""
 
     def __init__(
         self,
@@ -199,8 +199,8 @@ class ConformanceItem(pytest.Item):
 
     def runtest(self) -> None:
         """Run the check; map its verdict to a pytest outcome (skip, xfail, failure)."""
-        from oracle.results import Verdict
-        from oracle.runner import check
+        from gradoracle.results import Verdict
+        from gradoracle.runner import check
 
         result = check(self.identity, self.spec, self.dtype, self.suite.settings)
         # the raw result travels to the controller, which applies the known deviations once
@@ -272,11 +272,11 @@ class ConformanceSuite:
     """The session-level plugin registered when adapters are given."""
 
     def __init__(self, config: pytest.Config, options: PluginConfig) -> None:
-        from adapters import AdapterLoadError, load_adapter
-        from oracle.deviations import DeviationFileError, load_deviations
-        from oracle.identities import UnknownIdentityError, select_identities
-        from oracle.options import run_config
-        from oracle.runner import DTYPES
+        from gradoracle.adapters import AdapterLoadError, load_adapter
+        from gradoracle.deviations import DeviationFileError, load_deviations
+        from gradoracle.identities import UnknownIdentityError, select_identities
+        from gradoracle.options import run_config
+        from gradoracle.runner import DTYPES
 
         self.config = config
         self.options = options
@@ -346,7 +346,7 @@ class ConformanceSuite:
     # ---- results, from this process or (under xdist) from the workers ------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from oracle.results import CheckResult
+        from gradoracle.results import CheckResult
 
         if report.when != "call":  # the teardown report carries the same user_properties
             return
@@ -377,7 +377,7 @@ class ConformanceSuite:
         if self.options.known_deviations is None:
             return None
         if self._outcome is None:
-            from oracle.reporting.known_deviations import apply_known_deviations
+            from gradoracle.reporting.known_deviations import apply_known_deviations
 
             self._outcome = apply_known_deviations([r for _, r in self.results], self.deviations)
         return self._outcome
@@ -388,9 +388,9 @@ class ConformanceSuite:
             return
         import dataclasses
 
-        from adapters import load_adapter
-        from oracle.conventions import run_probes
-        from oracle.reporting import write_reports
+        from gradoracle.adapters import load_adapter
+        from gradoracle.conventions import run_probes
+        from gradoracle.reporting import write_reports
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()

@@ -1,8 +1,8 @@
-"""The oracle's own forward: plain NumPy implementations of :mod:`oracle.ops`.
+"""The oracle's own forward: plain NumPy implementations of :mod:`gradoracle.ops`.
 
 This namespace runs an identity's forward in NumPy (float64 for the reference, or the
 dtype under test for the rounding-noise estimate).  It is forward-only: the oracle's
-gradients come from the closed forms in :mod:`oracle.identities`, never from
+gradients come from the closed forms in :mod:`gradoracle.identities`, never from
 differentiating this code.  Every function preserves its input's dtype.
 """
 
@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 _erf_ufunc = np.frompyfunc(math.erf, 1, 1)
 
@@ -50,7 +50,7 @@ def pool_windows(x: np.ndarray, k: int, stride: int | None) -> np.ndarray:
 
 
 class ReferenceOps:
-    """Forward-only NumPy ops with the semantics documented in :mod:`oracle.ops`."""
+    """Forward-only NumPy ops with the semantics documented in :mod:`gradoracle.ops`."""
 
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.matmul(a, b)

@@ -9,7 +9,7 @@ identity's Hypothesis strategy and, for every example, compares three ways:
    (is its backward the derivative of its forward?);
 
 and, as a self-test of the oracle, the closed form against finite differences of the
-reference forward.  Agreement pattern -> fault (:class:`oracle.results.Fault`).  The
+reference forward.  Agreement pattern -> fault (:class:`gradoracle.results.Fault`).  The
 runner never prints and never lets an adapter's exception escape: everything becomes
 a :class:`CheckResult`.
 """
@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
 
-from oracle import finite_differences as fd
-from oracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
-from oracle.results import (
+from gradoracle import finite_differences as fd
+from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
+from gradoracle.results import (
     FAULT_TEXT,
     KIND_TEXT,
     AdapterContractError,
@@ -41,8 +41,8 @@ from oracle.results import (
     Verdict,
     WorstElement,
 )
-from oracle.strategies import Example
-from oracle.tolerances import Tolerance, tolerance_for
+from gradoracle.strategies import Example
+from gradoracle.tolerances import Tolerance, tolerance_for
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 
@@ -356,7 +356,7 @@ def evaluate_example(
     out = np.asarray(result.output)
     grads = {n: np.asarray(result.grads[n]) for n in ident.wrt}
 
-    # 2. the closed form, with the tolerance model of oracle.tolerances: per element, the
+    # 2. the closed form, with the tolerance model of gradoracle.tolerances: per element, the
     # magnitude of the terms the gradient is computed from, plus the oracle's own float32
     # rounding (eta).  An identity without a closed form (an ad-hoc user check) is compared
     # with finite differences only; its rounding room then comes from the autodiff gradient.
@@ -466,7 +466,7 @@ def _adapter_spec(adapter: Any, spec: str | None) -> str:
 
 def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example) -> str:
     """A runnable Python snippet that reproduces one example's check."""
-    lines = ["import numpy as np", "from oracle import reproduce", "", "inputs = {"]
+    lines = ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
     for name, arr in example.inputs.items():
         lines.append(f"    {name!r}: np.array({np.asarray(arr, dtype=np.float64).tolist()!r}),")
     lines.append("}")
@@ -551,7 +551,7 @@ def reproduce(
     settings: CheckSettings | None = None,
 ) -> ExampleOutcome:
     """Re-run one example; raise :class:`GradientMismatch` with the full diagnostic if it fails."""
-    from adapters import load_adapter
+    from gradoracle.adapters import load_adapter
 
     ident = get_identity(identity)
     spec = adapter if isinstance(adapter, str) else None
@@ -637,7 +637,7 @@ def check(
     settings: CheckSettings | None = None,
 ) -> CheckResult:
     """Check one identity on one adapter in one dtype over Hypothesis-drawn examples."""
-    from adapters import AdapterLoadError, load_adapter
+    from gradoracle.adapters import AdapterLoadError, load_adapter
 
     start = time.perf_counter()
     settings = settings or CheckSettings()

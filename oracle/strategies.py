@@ -13,14 +13,14 @@ Shapes come from small menus (:data:`VECTOR_SIZES`, :data:`MATRIX_SHAPES`,
 a gradient rule can get wrong (1x1, square, tall, wide, a kernel or pool window as large
 as the input, pool windows that tile the input exactly or leave rows and columns over),
 instead of every size in a range.  Each new shape costs a compiling framework (JAX/XLA)
-a compilation (30-250 ms per program, see :mod:`adapters.jax_adapter`); with a menu the
+a compilation (30-250 ms per program, see :mod:`gradoracle.adapters.jax_adapter`); with a menu the
 same few shapes recur across the examples of a check and across identities, so those
 compilations are amortised.  Over 100 examples, the 28 identities see 199 distinct
 (identity, shape) pairs instead of 725 (measured with Hypothesis seed 0).
 
 Inputs are kept a margin :data:`KINK_MARGIN` away from non-differentiable points (ReLU,
 leaky ReLU, abs and ELU at 0, tied maxima in a max-pool window).  The margin is larger
-than any perturbation finite differences make (see :mod:`oracle.finite_differences`:
+than any perturbation finite differences make (see :mod:`gradoracle.finite_differences`:
 the largest step is ``eps32**(1/3) * 2 ~ 1e-2`` per coordinate, for float32-only
 adapters; float64 steps are ~1e-5), and the runner additionally verifies that no
 finite-difference evaluation crosses a kink.

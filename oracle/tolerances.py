@@ -9,7 +9,7 @@ upcast exactly), element by element:
 **The magnitude** ``m_i`` is the scale of the classical componentwise rounding-error
 bound: if ``r_i = sum_k t_ik`` then any floating-point evaluation satisfies
 ``|fl(r_i) - r_i| <= gamma_n sum_k |t_ik|`` with ``gamma_n ~ n eps``.  The oracle computes
-``m_i = sum_k |t_ik|`` for every identity (:meth:`oracle.identities.Identity.gradient_magnitude`:
+``m_i = sum_k |t_ik|`` for every identity (:meth:`gradoracle.identities.Identity.gradient_magnitude`:
 the closed form applied to absolute values, with cancelling steps such as ``yhat - y`` or
 ``1 - tanh^2`` replaced by the sum of the magnitudes of their terms).  Where a gradient
 element is a small difference of large terms (the MLP's ``yhat - y`` when the prediction
@@ -41,7 +41,7 @@ every element is a cancellation of terms 66 times larger than itself.
 float64 whenever the adapter supports it, where the truncation and rounding error of
 ``D(h)`` is ``~eps^(2/3) = 4e-11`` relative.  A direction that misses the fast bound gets a
 Richardson error estimate before it is declared a failure (see
-:mod:`oracle.finite_differences`).
+:mod:`gradoracle.finite_differences`).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ strings naming a dimension drawn once per example: ``("n", "m")``), a fixed arra
 Hypothesis strategy of arrays; or is one strategy of dicts; or is omitted with a catalogue
 ``identity``, whose own strategy (kept away from kinks) is then used.
 
-Internally this builds an ad-hoc :class:`oracle.identities.Identity` and an adapter that
-wraps the user's function, and runs :func:`oracle.runner.check`: the failure message is the
+Internally this builds an ad-hoc :class:`gradoracle.identities.Identity` and an adapter that
+wraps the user's function, and runs :func:`gradoracle.runner.check`: the failure message is the
 suite's (worst element, the three values, the tolerance, the shrunk example), with a repro
 snippet that calls :func:`check_gradients_at` on the failing example.
 """
@@ -46,11 +46,11 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from adapters.base import AdapterBase, ForwardFn, VJPResult
-from oracle.identities import Identity, InvalidShapeError, get_identity
-from oracle.reference_ops import REFERENCE_OPS
-from oracle.results import FAULT_TEXT, CheckResult, Fault, GradientMismatch, Verdict
-from oracle.runner import (
+from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.identities import Identity, InvalidShapeError, get_identity
+from gradoracle.reference_ops import REFERENCE_OPS
+from gradoracle.results import FAULT_TEXT, CheckResult, Fault, GradientMismatch, Verdict
+from gradoracle.runner import (
     DTYPES,
     CheckSettings,
     ExampleOutcome,
@@ -59,8 +59,8 @@ from oracle.runner import (
     describe_outcome,
     evaluate_example,
 )
-from oracle.strategies import SEEDS, Example
-from oracle.tolerances import tolerance_for
+from gradoracle.strategies import SEEDS, Example
+from gradoracle.tolerances import tolerance_for
 
 __all__ = [
     "FrameworkUnavailableError",
@@ -491,7 +491,7 @@ def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
             f"vjp= is for NumPy functions; with framework={framework!r} the framework's autodiff is "
             "checked (put your backward in a torch.autograd.Function / jax.custom_vjp)"
         )
-    from adapters import AdapterLoadError, load_adapter
+    from gradoracle.adapters import AdapterLoadError, load_adapter
 
     try:
         inner = load_adapter(framework)
@@ -515,7 +515,7 @@ def _repro(
 ) -> str:
     """A snippet calling :func:`check_gradients_at` on the failing example."""
     fns = [f for f in (forward, vjp, reference) if f is not None]
-    lines = ["import numpy as np", "from oracle.user_checks import check_gradients_at"]
+    lines = ["import numpy as np", "from gradoracle.user_checks import check_gradients_at"]
     by_module: dict[str, list[str]] = {}
     for f in fns:
         module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")

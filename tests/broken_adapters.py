@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import ForwardFn, VJPResult
-from adapters.numpy_engine import NumpyEngineAdapter, Rules
+from gradoracle.adapters.base import ForwardFn, VJPResult
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, Rules
 
 
 class _Post(NumpyEngineAdapter):

@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("autograd", reason="HIPS autograd is not installed (pip install autograd)")
 
-from oracle.results import Fault, Verdict
-from oracle.runner import CheckSettings, check
+from gradoracle.results import Fault, Verdict
+from gradoracle.runner import CheckSettings, check
 
 pytest_plugins = ["pytester"]
 

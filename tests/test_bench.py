@@ -1,4 +1,4 @@
-"""The bench machinery (oracle.bench, ``gradoracle bench``) on tiny sizes: cases, timing,
+"""The bench machinery (gradoracle.bench, ``gradoracle bench``) on tiny sizes: cases, timing,
 ratios, evaluation counts, detection power, the files written and the CLI."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from oracle import bench as B
-from oracle.cli import main
-from oracle.runner import CheckSettings
-from oracle.strategies import KINK_MARGIN
+from gradoracle import bench as B
+from gradoracle.cli import main
+from gradoracle.runner import CheckSettings
+from gradoracle.strategies import KINK_MARGIN
 
 # ---------------------------------------------------------------------------- cases
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from oracle.cli import main
-from oracle.identities import SOURCES, all_identities
+from gradoracle.cli import main
+from gradoracle.identities import SOURCES, all_identities
 
 TESTS = Path(__file__).parent
 
@@ -19,7 +19,7 @@ TESTS = Path(__file__).parent
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "oracle.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "gradoracle.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from adapters import load_adapter
-from oracle import CheckSettings, Verdict, all_identities, check
-from oracle.conventions import PROBES, run_probes
+from gradoracle.adapters import load_adapter
+from gradoracle import CheckSettings, Verdict, all_identities, check
+from gradoracle.conventions import PROBES, run_probes
 
 ADAPTERS = ("numpy", "torch", "jax")
 DTYPES = ("float64", "float32")

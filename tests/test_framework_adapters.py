@@ -1,7 +1,7 @@
 """The PyTorch and JAX adapters: ops semantics, dtypes, vjp/jvp, laziness, loading.
 
-Expected values are plain NumPy written here from the semantics in :mod:`oracle.ops`
-(not taken from :mod:`oracle.reference_ops`), so a wrong op in either place shows up.
+Expected values are plain NumPy written here from the semantics in :mod:`gradoracle.ops`
+(not taken from :mod:`gradoracle.reference_ops`), so a wrong op in either place shows up.
 Tests that need a framework skip, with a reason, when it is not installed.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters import load_adapter
-from oracle.ops import ALL_OPS
+from gradoracle.adapters import load_adapter
+from gradoracle.ops import ALL_OPS
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("torch", "jax")
@@ -281,8 +281,8 @@ def _run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_modules_import_neither_framework() -> None:
     code = (
-        "import sys, adapters.torch_adapter, adapters.jax_adapter\n"
-        "from adapters import load_adapter\n"
+        "import sys, gradoracle.adapters.torch_adapter, gradoracle.adapters.jax_adapter\n"
+        "from gradoracle.adapters import load_adapter\n"
         "load_adapter('torch'), load_adapter('jax')\n"
         "bad = sorted(m for m in ('torch', 'jax', 'jaxlib') if m in sys.modules)\n"
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
@@ -297,7 +297,7 @@ def test_missing_framework_is_reported_by_available() -> None:
     code = (
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['jax'] = None  # makes 'import torch' fail\n"
-        "from adapters import load_adapter\n"
+        "from gradoracle.adapters import load_adapter\n"
         "for name in ('torch', 'jax'):\n"
         "    ok, why = load_adapter(name).available()\n"
         "    assert not ok and f'gradoracle[{name}]' in why, (name, ok, why)\n"
@@ -354,8 +354,8 @@ def test_jax_float64_is_scoped_not_global() -> None:
 @pytest.mark.parametrize("mode", ["never", "always", "auto"])
 def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("jax")
-    from adapters import jax_adapter
-    from adapters.jax_adapter import JaxAdapter
+    from gradoracle.adapters import jax_adapter
+    from gradoracle.adapters.jax_adapter import JaxAdapter
 
     monkeypatch.setattr(jax_adapter, "AUTO_JIT_AFTER", {"vjp": 2, "jvp": 2, "forward": 3})
     jax_adapter.clear_cache()  # the cache is process-wide: start from an empty one
@@ -381,8 +381,8 @@ def test_jax_auto_falls_back_to_eager_for_value_dependent_control_flow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     jax = pytest.importorskip("jax")
-    from adapters import jax_adapter
-    from adapters.jax_adapter import JaxAdapter
+    from gradoracle.adapters import jax_adapter
+    from gradoracle.adapters.jax_adapter import JaxAdapter
 
     monkeypatch.setattr(jax_adapter, "AUTO_JIT_AFTER", {"vjp": 1, "jvp": 1, "forward": 1})
 

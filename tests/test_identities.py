@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oracle import finite_differences as fd
-from oracle.identities import (
+from gradoracle import finite_differences as fd
+from gradoracle.identities import (
     IDENTITIES,
     SOURCES,
     Identity,
@@ -22,8 +22,8 @@ from oracle.identities import (
     get_identity,
     select_identities,
 )
-from oracle.reference_ops import correlate2d_valid
-from oracle.strategies import KINK_MARGIN, Example
+from gradoracle.reference_ops import correlate2d_valid
+from gradoracle.strategies import KINK_MARGIN, Example
 
 SELF_CHECK = settings(
     max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None
@@ -167,7 +167,7 @@ def test_varied_shapes(name: str, shapes: dict[str, tuple[int, ...]], params: di
     rng = np.random.default_rng(7)
     inputs = {k: rng.uniform(-1, 1, size=s) for k, s in shapes.items()}
     if name == "max-pool":
-        from oracle.strategies import separate_window_maxima
+        from gradoracle.strategies import separate_window_maxima
 
         inputs["X"] = separate_window_maxima(inputs["X"], params["k"])
     assert self_check_error(get_identity(name), Example(inputs, params, 3)) < 1e-6
@@ -363,7 +363,7 @@ def test_kink_inputs_keep_their_margin(name: str) -> None:
 
 
 def test_soft_targets_sum_to_one_exactly_in_float32() -> None:
-    from oracle.strategies import target_vector
+    from gradoracle.strategies import target_vector
 
     for seed in range(50):
         y = target_vector(np.random.default_rng(seed), 7, soft=True)

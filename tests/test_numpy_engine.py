@@ -27,10 +27,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import adapters.numpy_engine as engine_module
-from adapters import Adapter, load_adapter
-from adapters.numpy_engine import GradientShapeError, NumpyEngineAdapter, Rules, Tensor
-from oracle.ops import ALL_OPS, LEAKY_RELU_SLOPE
+import gradoracle.adapters.numpy_engine as engine_module
+from gradoracle.adapters import Adapter, load_adapter
+from gradoracle.adapters.numpy_engine import GradientShapeError, NumpyEngineAdapter, Rules, Tensor
+from gradoracle.ops import ALL_OPS, LEAKY_RELU_SLOPE
 
 ENGINE = NumpyEngineAdapter()
 FAST = settings(max_examples=30, deadline=None)
@@ -799,12 +799,16 @@ def test_engine_source_imports_nothing_from_the_oracle_but_ops() -> None:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute):
             called = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
             assert called not in {"__import__", "import_module"}, "dynamic import in the engine"
-    oracle_imports = {name for name in imported if name.split(".")[0] == "oracle"}
+    oracle_imports = {
+        name
+        for name in imported
+        if name.split(".")[0] == "gradoracle" and not name.startswith("gradoracle.adapters")
+    }
     assert oracle_imports <= {
-        "oracle.ops",
-        "oracle.ops.ALL_OPS",
-        "oracle.ops.ELU_ALPHA",
-        "oracle.ops.LEAKY_RELU_SLOPE",
+        "gradoracle.ops",
+        "gradoracle.ops.ALL_OPS",
+        "gradoracle.ops.ELU_ALPHA",
+        "gradoracle.ops.LEAKY_RELU_SLOPE",
     }
     assert not any("identit" in name or "reference" in name for name in imported)
 
@@ -820,10 +824,10 @@ def test_engine_calls_no_oracle_code_at_runtime() -> None:
         import sys
         from pathlib import Path
         import numpy as np
-        import oracle.ops
+        import gradoracle.ops
         before = set(sys.modules)
-        from adapters.numpy_engine import NumpyEngineAdapter
-        oracle_dir = str(Path(oracle.ops.__file__).parent)
+        from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
+        oracle_dir = str(Path(gradoracle.ops.__file__).parent)
         called = set()
         def profile(frame, event, arg):
             if event == "call" and frame.f_code.co_filename.startswith(oracle_dir):
@@ -837,7 +841,10 @@ def test_engine_calls_no_oracle_code_at_runtime() -> None:
         e.vjp(cnn, {"a": np.eye(6), "b": np.ones((2, 2))}, ["a", "b"], np.array(1.0), "float64")
         e.forward(cnn, {"a": np.eye(6), "b": np.ones((2, 2))}, "float64")
         sys.setprofile(None)
-        new = sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "oracle")
+        new = sorted(
+            m for m in set(sys.modules) - before
+            if m.split(".")[0] == "gradoracle" and not m.startswith("gradoracle.adapters")
+        )
         print(";".join(new + sorted(called)))
         """
     )

@@ -10,7 +10,7 @@ ops only), then runs pytest in it with ``--gradoracle-adapter mymod:MiniAdapter`
 - ids, ``--co``, ``-k``, skip reasons, known deviations (xfail, stale, unmatched), ini
   keys (and the command line winning over them), usage errors, ``-p no:gradoracle``,
   pytest-xdist, the console script, the terminal matrix and ``--gradoracle-report``;
-- the ``gradoracle`` fixture / :func:`oracle.user_checks.check_gradients` on correct and
+- the ``gradoracle`` fixture / :func:`gradoracle.user_checks.check_gradients` on correct and
   wrong hand-written backwards, a wrong user reference, a forward that computes another
   function, a torch ``autograd.Function``;
 - loading the plugin imports neither torch nor jax.
@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from adapters.base import AdapterBase
-from oracle.results import Fault, GradientMismatch, Verdict
-from oracle.user_checks import (
+from gradoracle.adapters.base import AdapterBase
+from gradoracle.results import Fault, GradientMismatch, Verdict
+from gradoracle.user_checks import (
     USER_REFERENCE_FAULT,
     FrameworkUnavailableError,
     GradOracle,
@@ -49,7 +49,7 @@ MINI_AUTODIFF = '''
 """mini: a tiny tape with hand-written backward rules, and its gradoracle adapter."""
 import numpy as np
 
-from adapters.base import VJPResult
+from gradoracle.adapters.base import VJPResult
 
 
 class T:
@@ -439,7 +439,7 @@ def test_report_needs_an_adapter(pytester: pytest.Pytester) -> None:
 
 
 def test_report_dir_gets_the_report_files(other_repo: pytest.Pytester) -> None:
-    from oracle.reporting import FILE_NAMES, validate_document
+    from gradoracle.reporting import FILE_NAMES, validate_document
 
     other_repo.makefile(
         ".toml",
@@ -482,7 +482,7 @@ def test_disabled_with_p_no_gradoracle(pytester: pytest.Pytester) -> None:
         import sys
 
         def test_plugin_module_not_loaded():
-            assert "oracle.pytest_plugin" not in sys.modules
+            assert "gradoracle.pytest_plugin" not in sys.modules
         """
     )
     off = pytester.runpytest_subprocess("-p", "no:gradoracle", "-p", "no:cacheprovider")
@@ -529,13 +529,13 @@ def test_console_script_finds_the_adapter_module_next_to_the_tests(other_repo: p
 
 
 def test_loading_the_plugin_imports_neither_torch_nor_jax(pytester: pytest.Pytester) -> None:
-    code = "import sys, oracle.pytest_plugin; print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
+    code = "import sys, gradoracle.pytest_plugin; print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # the plugin module itself adds nothing to what pytest and the oracle package import
     code = (
-        "import sys, pytest, oracle; before = set(sys.modules); import oracle.pytest_plugin; "
-        "print(sorted(m for m in set(sys.modules) - before if not m.startswith('oracle.pytest_plugin')))"
+        "import sys, pytest, gradoracle; before = set(sys.modules); import gradoracle.pytest_plugin; "
+        "print(sorted(m for m in set(sys.modules) - before if not m.startswith('gradoracle.pytest_plugin')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

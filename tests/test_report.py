@@ -31,21 +31,21 @@ from typing import Any
 import jsonschema
 import pytest
 
-import oracle.matrix as matrix
-from oracle.cli import main
-from oracle.identities import select_identities
-from oracle.matrix import ShardError, parse_shard, plan_tasks, run_matrix, select_shard
-from oracle.reporting import (
+import gradoracle.matrix as matrix
+from gradoracle.cli import main
+from gradoracle.identities import select_identities
+from gradoracle.matrix import ShardError, parse_shard, plan_tasks, run_matrix, select_shard
+from gradoracle.reporting import (
     ReportFormatError,
     load_report,
     load_schema,
     validate_document,
     write_reports,
 )
-from oracle.reporting.atomic import atomic_write_text
-from oracle.reporting.html_report import heat_colour
-from oracle.results import Verdict
-from oracle.runner import CheckSettings
+from gradoracle.reporting.atomic import atomic_write_text
+from gradoracle.reporting.html_report import heat_colour
+from gradoracle.results import Verdict
+from gradoracle.runner import CheckSettings
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE = "<script>alert(1)</script>"
@@ -57,7 +57,7 @@ ADAPTERS_SOURCE = f'''
 import os
 import time
 
-from adapters.numpy_engine import NumpyEngineAdapter, Rules
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, Rules
 
 
 class DoubledMatmulRules(Rules):
@@ -490,7 +490,7 @@ def test_keyboard_interrupt_keeps_results_and_marks_the_rest(
 def _sigint_run(adapter_dir: Path, tmp_path: Path, jobs: int) -> tuple[int, str, dict[str, Any]]:
     marker = tmp_path / "started"
     env = dict(os.environ, PYTHONPATH=f"{adapter_dir}{os.pathsep}{REPO}", GRO_SLOW_MARKER=str(marker))
-    cli = "import sys; from oracle.cli import main; sys.exit(main())"
+    cli = "import sys; from gradoracle.cli import main; sys.exit(main())"
     cmd = [sys.executable, "-c", cli, "report", "--adapter", f"{MODULE}:Slow", "--jobs", str(jobs)]
     proc = subprocess.Popen(
         [*cmd, "--out", str(tmp_path / "out"), *small(examples=3)],
@@ -687,7 +687,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(
 def test_a_writer_crash_leaves_no_half_written_report(
     broken_report: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import oracle.reporting.html_report as html_report
+    import gradoracle.reporting.html_report as html_report
 
     results, conventions, meta = load_report(broken_report["out"] / "report.json")
     (tmp_path / "report.html").write_text("previous page", encoding="utf-8")
@@ -714,8 +714,8 @@ def test_reporting_imports_no_framework() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import oracle.cli_report, oracle.matrix, oracle.reporting
-        from oracle.reporting.environment import collect_environment
+        import gradoracle.cli.report, gradoracle.matrix, gradoracle.reporting
+        from gradoracle.reporting.environment import collect_environment
         env = collect_environment()
         assert env["packages"]["numpy"], env
         bad = [m for m in ("torch", "jax", "matplotlib", "jinja2") if m in sys.modules]

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oracle import CheckSettings, Fault, GradientMismatch, Verdict, check, reproduce
-from oracle import finite_differences as fd
-from oracle.tolerances import tolerance_for
+from gradoracle import CheckSettings, Fault, GradientMismatch, Verdict, check, reproduce
+from gradoracle import finite_differences as fd
+from gradoracle.tolerances import tolerance_for
 
 TESTS = Path(__file__).parent
 FAST = CheckSettings(examples=8, seed=1, timeout_s=20.0)
@@ -187,13 +187,13 @@ def test_directions_full_for_small_inputs_projected_for_large() -> None:
 
 def test_cost_does_not_grow_with_input_size() -> None:
     """Projected FD: the number of forward evaluations per example is constant in the size."""
-    from oracle.identities import get_identity
-    from oracle.runner import evaluate_example
-    from oracle.strategies import Example
+    from gradoracle.identities import get_identity
+    from gradoracle.runner import evaluate_example
+    from gradoracle.strategies import Example
 
     calls: list[int] = []
 
-    from adapters.numpy_engine import NumpyEngineAdapter
+    from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
 
     class Counting(NumpyEngineAdapter):
         def forward(self, fn, inputs, dtype):  # type: ignore[no-untyped-def]
@@ -226,8 +226,8 @@ def test_oracle_import_does_not_import_frameworks() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import oracle, oracle.cli, oracle.runner, oracle.conventions, adapters
-        import adapters.torch_adapter, adapters.jax_adapter
+        import gradoracle, gradoracle.cli, gradoracle.runner, gradoracle.conventions, adapters
+        import gradoracle.adapters.torch_adapter, gradoracle.adapters.jax_adapter
         bad = [m for m in ("torch", "jax", "jaxlib", "matplotlib") if m in sys.modules]
         assert not bad, bad
         """

@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters import load_adapter
-from adapters.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
-from adapters.numpy_engine import NumpyEngineAdapter
-from oracle import selftest as S
-from oracle.cli import main
-from oracle.identities import SOURCES, all_identities, get_identity
-from oracle.results import Fault
-from oracle.runner import CheckSettings, check
+from gradoracle.adapters import load_adapter
+from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
+from gradoracle import selftest as S
+from gradoracle.cli import main
+from gradoracle.identities import SOURCES, all_identities, get_identity
+from gradoracle.results import Fault
+from gradoracle.runner import CheckSettings, check
 
 CI_EXAMPLES = 20
 HAS = {fw: find_spec(fw) is not None for fw in ("torch", "jax")}
@@ -80,7 +80,7 @@ def test_catalogue_tests_localisation() -> None:
 
 def test_importing_the_catalogue_and_engine_stays_light() -> None:
     code = (
-        "import sys, adapters.mutants, oracle.selftest, oracle.cli_selftest; "
+        "import sys, gradoracle.selftest.mutants, gradoracle.selftest, gradoracle.cli.selftest; "
         "print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@
 :func:`write_reports` is the one entry point (the CLI's ``report``/``merge`` and the
 pytest plugin's ``--gradoracle-report DIR`` call it); :func:`load_report` reads a
 ``report.json`` back for ``gradoracle merge``.  Every file is written atomically
-(:mod:`oracle.reporting.atomic`).  Importing this package imports neither torch, jax,
+(:mod:`gradoracle.reporting.atomic`).  Importing this package imports neither torch, jax,
 matplotlib nor jinja2; the HTML writer imports the last two when it runs.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from oracle.deviations import DeviationOutcome
-from oracle.reporting.atomic import atomic_write_bytes, atomic_write_text
-from oracle.reporting.json_report import (
+from gradoracle.deviations import DeviationOutcome
+from gradoracle.reporting.atomic import atomic_write_bytes, atomic_write_text
+from gradoracle.reporting.json_report import (
     SCHEMA_PATH,
     SCHEMA_VERSION,
     ReportFormatError,
@@ -25,7 +25,7 @@ from oracle.reporting.json_report import (
     render_json,
     validate_document,
 )
-from oracle.results import CheckResult
+from gradoracle.results import CheckResult
 
 #: Format name -> file name, in the order they are written.
 FILE_NAMES: dict[str, str] = {
@@ -75,16 +75,16 @@ def write_reports(
 ) -> dict[str, Path]:
     """Write the reports of ``results`` into ``out_dir``; ``{format: path}`` of the files written.
 
-    ``conventions`` are :class:`oracle.conventions.ProbeResult` (or their dicts);
+    ``conventions`` are :class:`gradoracle.conventions.ProbeResult` (or their dicts);
     ``meta`` describes the run (see :func:`build_document`); ``deviations`` is the
-    :class:`oracle.deviations.DeviationOutcome` of the run, if a known-deviations file
+    :class:`gradoracle.deviations.DeviationOutcome` of the run, if a known-deviations file
     was used.  Failures without gradients in their counterexample get them first (by
     re-running the counterexample on the adapter named in the repro) for the HTML pictures.
     """
     chosen = normalize_formats(formats)
     out = Path(out_dir)
     if "html" in chosen:
-        from oracle.reporting.gradients import attach_gradients
+        from gradoracle.reporting.gradients import attach_gradients
 
         for r in results:
             attach_gradients(r)
@@ -95,15 +95,15 @@ def write_reports(
         if fmt == "json":
             atomic_write_text(path, render_json(document))
         elif fmt == "md":
-            from oracle.reporting.markdown import render_markdown
+            from gradoracle.reporting.markdown import render_markdown
 
             atomic_write_text(path, render_markdown(document))
         elif fmt == "html":
-            from oracle.reporting.html_report import render_html
+            from gradoracle.reporting.html_report import render_html
 
             atomic_write_text(path, render_html(document))
         else:
-            from oracle.reporting.junit import render_junit
+            from gradoracle.reporting.junit import render_junit
 
             atomic_write_bytes(path, render_junit(document))
         written[fmt] = path

@@ -133,7 +133,7 @@ def collect_environment() -> dict[str, Any]:
 
 
 def hypothesis_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The Hypothesis settings every check runs under (as :func:`oracle.runner.check` applies them)."""
+    """The Hypothesis settings every check runs under (as :func:`gradoracle.runner.check` applies them)."""
     s = dict(settings or {})
     shrink = bool(s.get("shrink", True))
     return {

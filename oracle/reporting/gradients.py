@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from oracle.identities import get_identity
-from oracle.results import CheckResult, Verdict
-from oracle.runner import _cotangent
+from gradoracle.identities import get_identity
+from gradoracle.results import CheckResult, Verdict
+from gradoracle.runner import _cotangent
 
 
 def adapter_spec_from_repro(repro: str | None) -> str | None:
@@ -51,7 +51,7 @@ def failure_gradients(
     ``adapter`` is an adapter object or a spec string.  Exceptions from the adapter
     propagate; :func:`attach_gradients` turns them into "no picture".
     """
-    from adapters import load_adapter
+    from gradoracle.adapters import load_adapter
 
     ident = get_identity(identity)
     ad = load_adapter(adapter)

@@ -1,14 +1,14 @@
 """``report.html``: one self-contained page (no network): heatmap, conventions, failure pictures.
 
 - The matrix is a heatmap: each cell's colour is ``log10`` of its relative error
-  (:func:`oracle.reporting.tables.headline_error`) on a fixed scale from 1e-16 to 1
+  (:func:`gradoracle.reporting.tables.headline_error`) on a fixed scale from 1e-16 to 1
   (viridis), so two reports' colours mean the same; failing cells are outlined in red.
 - For every failure whose counterexample carries its gradients (see
-  :mod:`oracle.reporting.gradients`) three panels are drawn with matplotlib (Agg, no
+  :mod:`gradoracle.reporting.gradients`) three panels are drawn with matplotlib (Agg, no
   display): the analytic gradient, the framework's gradient and their difference;
   matrices and images as images (leading axes sliced at 0), vectors as curves.  PNGs
   are embedded as ``data:`` URIs.
-- The page is rendered by jinja2 with autoescaping on: every text from adapters and
+- The page is rendered by jinja2 with autoescaping on: every text from gradoracle.adapters and
   exceptions is HTML-escaped, and a deviation's link is only a link when it is http(s).
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from oracle.reporting.tables import (
+from gradoracle.reporting.tables import (
     DETAILED_VERDICTS,
     VERDICT_ICON,
     agrees_text,
@@ -216,7 +216,7 @@ def render_html(document: Mapping[str, Any]) -> str:
     ]
     known = document.get("known_deviations")
     env = document.get("environment") or {}
-    loader = jinja2.PackageLoader("oracle", "templates")
+    loader = jinja2.PackageLoader("gradoracle", "templates")
     jenv = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
     template = jenv.get_template("report.html.j2")
     return template.render(

@@ -6,7 +6,7 @@ The document (schema: ``oracle/report.schema.json``)::
     generator        {"name": "gradoracle", "version": ...}
     created          UTC time the report was written (ISO 8601)
     environment      Python, platform, package versions, device, threads, BLAS,
-                     seed and the Hypothesis settings (see oracle.reporting.environment)
+                     seed and the Hypothesis settings (see gradoracle.reporting.environment)
     run              what was run: adapters, identities, dtypes, examples, seed, jobs,
                      shard, planned_checks, interrupted, duration_s, command, ...
     summary          total, counts per verdict, status (conform | nonconformance | incomplete)
@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from oracle.deviations import DeviationOutcome
-from oracle.results import KINDS, CheckResult, Verdict
+from gradoracle.deviations import DeviationOutcome
+from gradoracle.results import KINDS, CheckResult, Verdict
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "report.schema.json"
@@ -142,10 +142,10 @@ def build_document(
     ``meta`` becomes the ``run`` section, except three keys: ``environment`` (default:
     :func:`collect_environment` of this process), ``created`` (default: now) and
     ``known_deviations`` (``{"file", "entries"}`` to record next to ``deviations``, a
-    :class:`oracle.deviations.DeviationOutcome`).
+    :class:`gradoracle.deviations.DeviationOutcome`).
     """
-    from oracle import __version__
-    from oracle.reporting.environment import collect_environment, hypothesis_settings
+    from gradoracle import __version__
+    from gradoracle.reporting.environment import collect_environment, hypothesis_settings
 
     run = dict(_encode(dict(meta or {})))
     environment = run.pop("environment", None) or collect_environment()
@@ -235,11 +235,11 @@ def validate_document(document: Mapping[str, Any], origin: str = "<report>") -> 
 def load_report(path: str | Path) -> tuple[list[CheckResult], list[Any], dict[str, Any]]:
     """``(results, conventions, meta)`` of a ``report.json`` (or of a directory holding one).
 
-    ``conventions`` are :class:`oracle.conventions.ProbeResult`; ``meta`` is the ``run``
+    ``conventions`` are :class:`gradoracle.conventions.ProbeResult`; ``meta`` is the ``run``
     section plus ``environment``, ``created``, ``known_deviations`` and ``summary``, so
     ``write_reports(results, conventions, out, meta=meta)`` writes the report again.
     """
-    from oracle.conventions import ProbeResult
+    from gradoracle.conventions import ProbeResult
 
     path = Path(path)
     if path.is_dir():

@@ -1,6 +1,6 @@
 """Known deviations in reports: apply them remembering what they hid, and undo them for merges.
 
-:func:`oracle.deviations.apply_deviations` turns matched failures into ``xfail``.  A
+:func:`gradoracle.deviations.apply_deviations` turns matched failures into ``xfail``.  A
 report also keeps the verdict each one had (``deviation["original_verdict"]``), so
 ``gradoracle merge`` can undo the shards' matching and match the whole sweep at once:
 an entry unmatched in one shard may match in another, and "stale" only makes sense
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from oracle.deviations import Deviation, DeviationOutcome, apply_deviations
-from oracle.results import CheckResult, Fault, Verdict
+from gradoracle.deviations import Deviation, DeviationOutcome, apply_deviations
+from gradoracle.results import CheckResult, Fault, Verdict
 
 
 def apply_known_deviations(results: Sequence[CheckResult], entries: Sequence[Deviation]) -> DeviationOutcome:

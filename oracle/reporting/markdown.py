@@ -1,7 +1,7 @@
 """``report.md``: the matrix, the convention table and every failure, as GitHub Markdown.
 
 Readable as a GitHub Actions step summary (``cat reports/report.md >> $GITHUB_STEP_SUMMARY``).
-Free text from adapters and exceptions only appears inside fenced code blocks (fenced
+Free text from gradoracle.adapters and exceptions only appears inside fenced code blocks (fenced
 with more backticks than the text contains) or with Markdown/HTML metacharacters
 escaped, so it cannot inject markup.
 """
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oracle.reporting.tables import (
+from gradoracle.reporting.tables import (
     DETAILED_VERDICTS,
     VERDICT_ICON,
     agrees_text,

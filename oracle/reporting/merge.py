@@ -1,7 +1,7 @@
 """Joining shard reports (``gradoracle merge``) into the report of the whole sweep.
 
 Results are keyed by id (``identity-adapter-dtype``) and put in the canonical order of
-:func:`oracle.matrix.result_sort_key`, so merging the N shards of ``--shard K/N`` gives
+:func:`gradoracle.matrix.result_sort_key`, so merging the N shards of ``--shard K/N`` gives
 the same results, in the same order, as the unsharded run.  A check present in two
 reports is kept once when both agree (or one of them is ``not-run``); two different
 verdicts for one check are a :class:`MergeError`.  Convention probes are deduplicated
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from oracle.results import CheckResult, Verdict
+from gradoracle.results import CheckResult, Verdict
 
 
 class MergeError(ValueError):
@@ -68,7 +68,7 @@ def _shard_warnings(reports: Sequence[LoadedReport]) -> list[str]:
 
 def merge_reports(reports: Sequence[LoadedReport]) -> Merged:
     """Join ``reports`` (see the module docstring)."""
-    from oracle.matrix import result_sort_key
+    from gradoracle.matrix import result_sort_key
 
     if not reports:
         raise MergeError("nothing to merge: give at least one report.json")

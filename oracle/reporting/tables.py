@@ -1,6 +1,6 @@
 """The views every human-readable format shares: the verdict matrix and the convention table.
 
-All of them read the report *document* (:func:`oracle.reporting.json_report.build_document`),
+All of them read the report *document* (:func:`gradoracle.reporting.json_report.build_document`),
 so Markdown, HTML and JUnit always show what ``report.json`` holds.
 """
 

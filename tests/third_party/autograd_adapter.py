@@ -4,7 +4,7 @@ This is the worked example of putting a framework outside the core under test: o
 loadable as ``autograd_adapter:AutogradAdapter`` (with this folder on ``sys.path``) by
 ``gradoracle check --adapter`` or ``pytest --gradoracle-adapter``.
 
-Every op of :mod:`oracle.ops` is written the way an autograd user writes it, with
+Every op of :mod:`gradoracle.ops` is written the way an autograd user writes it, with
 ``autograd.numpy`` / ``autograd.scipy.special``: ``np.maximum(x, 0)`` for ReLU,
 ``logsumexp`` for the cross-entropy, slicing + ``einsum`` for the convolution, and
 gather + ``np.max`` / ``np.mean`` over the window axis for pooling.  Reverse mode is
@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import AdapterBase, ForwardFn, VJPResult
-from oracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
 class AutogradOps:
-    """The :mod:`oracle.ops` namespace in ``autograd.numpy``."""
+    """The :mod:`gradoracle.ops` namespace in ``autograd.numpy``."""
 
     def __init__(self) -> None:
         import autograd.numpy as anp
@@ -185,7 +185,7 @@ class AutogradAdapter(AdapterBase):
         return AutogradOps()
 
     def supported_ops(self) -> frozenset[str]:
-        """Every op of :data:`oracle.ops.ALL_OPS`."""
+        """Every op of :data:`gradoracle.ops.ALL_OPS`."""
         return frozenset(ALL_OPS)
 
     def from_numpy(self, a: np.ndarray, dtype: str) -> np.ndarray:

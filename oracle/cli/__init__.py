@@ -18,16 +18,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from oracle import options as shared
-from oracle.identities import UnknownIdentityError, all_identities, get_identity
+from gradoracle import __version__
+from gradoracle import options as shared
+from gradoracle.identities import UnknownIdentityError, all_identities, get_identity
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 
 #: Modules contributing sub-commands beyond list / explain / check.
 COMMAND_MODULES: tuple[str, ...] = (
-    "oracle.cli_report",
-    "oracle.cli_selftest",
-    "oracle.cli_bench",
+    "gradoracle.cli.report",
+    "gradoracle.cli.selftest",
+    "gradoracle.cli.bench",
 )
 
 
@@ -98,7 +99,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
     """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError."""
-    from adapters import AdapterLoadError, load_adapter
+    from gradoracle.adapters import AdapterLoadError, load_adapter
 
     loaded = []
     for name in names:
@@ -177,7 +178,7 @@ def run_with_progress(
     """Run every check with a rich progress bar (transient; plain text when not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from oracle.runner import check
+    from gradoracle.runner import check
 
     results = []
     total = len(identities) * len(adapters) * len(dtypes)
@@ -202,8 +203,8 @@ def run_with_progress(
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the conformance checks and print the verdicts; exit 1 on any nonconformance."""
-    from oracle.conventions import run_probes
-    from oracle.identities import select_identities
+    from gradoracle.conventions import run_probes
+    from gradoracle.identities import select_identities
 
     config = shared.run_config(vars(args))
     specs, explicit = adapter_specs(config.adapters)
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Gradient-verification oracle: checks framework gradients against the notes' "
         "closed forms and finite differences.",
     )
+    parser.add_argument("--version", action="version", version=f"gradoracle {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list the identities of the catalogue")

@@ -1,6 +1,6 @@
 """``gradoracle selftest``: kill the mutant catalogue, pass the correct adapters, run campaigns.
 
-``--campaign mutants`` (default) runs every mutant of :mod:`adapters.mutants` on its
+``--campaign mutants`` (default) runs every mutant of :mod:`gradoracle.selftest.mutants` on its
 targets and the correct adapters on every identity, prints the kill matrix and writes
 ``selftest.json``/``selftest.md`` into ``--out``.  ``--campaign fp`` runs the
 false-positive campaign, ``--campaign threshold`` the detection-threshold measurement
@@ -22,9 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from oracle.cli import EXIT_NONCONFORMANCE, EXIT_OK, UsageError, console
-from oracle.identities import all_identities
-from oracle.runner import DTYPES
+from gradoracle.cli import EXIT_NONCONFORMANCE, EXIT_OK, UsageError, console
+from gradoracle.identities import all_identities
+from gradoracle.runner import DTYPES
 
 DEFAULT_OUT = Path("reports")
 
@@ -63,7 +63,7 @@ def _minutes(text: str) -> float:
 
 def register(subparsers: Any) -> None:
     """Add the ``selftest`` sub-command."""
-    from oracle.selftest import PERTURBATIONS, TOOLS
+    from gradoracle.selftest import PERTURBATIONS, TOOLS
 
     p = subparsers.add_parser(
         "selftest",
@@ -226,7 +226,7 @@ def _progress(out: Console, total: int, label: str) -> Any:
 
 
 def _list_mutants() -> int:
-    from adapters.mutants import CONTROLS, all_mutants
+    from gradoracle.selftest.mutants import CONTROLS, all_mutants
 
     table = Table(title="gradoracle mutant catalogue")
     table.add_column("mutant", no_wrap=True)
@@ -248,7 +248,7 @@ def _list_mutants() -> int:
 
 def kill_table(report: Any) -> Table:
     """The kill matrix as a rich table."""
-    from oracle.selftest import kill_cell
+    from gradoracle.selftest import kill_cell
 
     colour = {"killed": "green", "survived": "red", "mislocalised": "red", "skipped": "yellow"}
     table = Table(title=f"Kill matrix: {len(report.mutants)} mutants")
@@ -267,7 +267,7 @@ def kill_table(report: Any) -> Table:
 
 
 def _correct_specs(values: Sequence[str]) -> list[str]:
-    from oracle.selftest import DEFAULT_CORRECT_ADAPTERS
+    from gradoracle.selftest import DEFAULT_CORRECT_ADAPTERS
 
     if values:
         return list(values)
@@ -279,9 +279,9 @@ def _correct_specs(values: Sequence[str]) -> list[str]:
 
 
 def _mutants(args: argparse.Namespace) -> int:
-    from adapters import AdapterLoadError, load_adapter
-    from adapters.mutants import UnknownMutantError
-    from oracle.selftest import run_selftest, select_mutants, write_selftest
+    from gradoracle.adapters import AdapterLoadError, load_adapter
+    from gradoracle.selftest.mutants import UnknownMutantError
+    from gradoracle.selftest import run_selftest, select_mutants, write_selftest
 
     try:
         mutants = select_mutants(args.mutant)
@@ -355,8 +355,8 @@ def _mutants(args: argparse.Namespace) -> int:
 
 
 def _fp(args: argparse.Namespace) -> int:
-    from oracle.identities import select_identities
-    from oracle.selftest import aggregate_fp, plan_fp_units, run_fp_campaign
+    from gradoracle.identities import select_identities
+    from gradoracle.selftest import aggregate_fp, plan_fp_units, run_fp_campaign
 
     specs = _correct_specs(args.adapter)
     try:
@@ -412,7 +412,7 @@ def _fp(args: argparse.Namespace) -> int:
 
 
 def _threshold(args: argparse.Namespace) -> int:
-    from oracle.selftest import (
+    from gradoracle.selftest import (
         PERTURBATIONS,
         TOOLS,
         aggregate_thresholds,

@@ -1,7 +1,7 @@
 """Every identity of ``notes/gradient-notes.md`` as a declarative record.
 
 Each :class:`Identity` holds the forward (written once against the ops namespace of
-:mod:`oracle.ops`, so every adapter runs literally the same computation), the
+:mod:`gradoracle.ops`, so every adapter runs literally the same computation), the
 closed-form reference gradient written from the notes' formula in NumPy (never from
 autodiff), a Hypothesis strategy for its inputs, and its non-differentiable points with
 the policy for them.  Reference gradients are vector-Jacobian products: given the
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from oracle import strategies as S
-from oracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
-from oracle.reference_ops import REFERENCE_OPS, correlate2d_valid, erf, sigmoid
+from gradoracle import strategies as S
+from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.reference_ops import REFERENCE_OPS, correlate2d_valid, erf, sigmoid
 
 Arrays = Mapping[str, np.ndarray]
 Params = Mapping[str, Any]

@@ -5,21 +5,21 @@ bug: a named, documented variant of an adapter whose backward (or, for a few, fo
 breaks one rule of ``notes/gradient-notes.md``.  It carries
 
 - ``targets``: the identities it must be caught on (where the broken rule is exercised);
-- ``expected_fault``: the localisation the runner must report (:class:`oracle.results.Fault`):
+- ``expected_fault``: the localisation the runner must report (:class:`gradoracle.results.Fault`):
   ``BACKWARD`` for a wrong backward rule, ``FORWARD`` for a forward that computes another
   function (its backward consistent with it), ``ADAPTER`` for a rule whose gradient has
   the wrong shape (the engine refuses it);
 - ``dtypes``: where the bug exists (the float16-accumulation bug is float32-only);
 - a factory building the adapter.
 
-Most mutants are :class:`adapters.numpy_engine.Rules` subclasses run by the in-house
+Most mutants are :class:`gradoracle.adapters.numpy_engine.Rules` subclasses run by the in-house
 engine; some wrap one op of the PyTorch adapter in a ``torch.autograd.Function`` with a
 wrong backward, or one op of the JAX adapter in a ``jax.custom_vjp``.  torch and jax are
 imported only inside the factories, so importing this module stays light.
 
 Loading by spec string (for repro snippets, ``--jobs`` workers and ``gradoracle check``)::
 
-    load_adapter("adapters.mutants:MutantAdapter?name=relu-mask-missing")
+    load_adapter("gradoracle.selftest.mutants:MutantAdapter?name=relu-mask-missing")
 
 :data:`CONTROLS` holds negative controls that are *not* bugs (a correct engine under a
 mutant's name); they are left out of the default catalogue and must *survive*.
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import VJPResult
-from adapters.numpy_engine import (
+from gradoracle.adapters.base import VJPResult
+from gradoracle.adapters.numpy_engine import (
     NumpyEngineAdapter,
     Rules,
     Tensor,
@@ -44,7 +44,7 @@ from adapters.numpy_engine import (
     _pool_windows,
     _stable_sigmoid,
 )
-from oracle.results import Fault
+from gradoracle.results import Fault
 
 __all__ = [
     "CATALOGUE",
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 BOTH: tuple[str, ...] = ("float64", "float32")
-SPEC_PREFIX = "adapters.mutants:MutantAdapter?name="
+SPEC_PREFIX = "gradoracle.selftest.mutants:MutantAdapter?name="
 
 
 class UnknownMutantError(KeyError):
@@ -108,7 +108,7 @@ class Mutant:
 
 
 def mutant_spec(name: str) -> str:
-    """``adapters.mutants:MutantAdapter?name=<name>``: the spec ``load_adapter`` understands."""
+    """``gradoracle.selftest.mutants:MutantAdapter?name=<name>``: the spec ``load_adapter`` understands."""
     return SPEC_PREFIX + name
 
 
@@ -542,7 +542,7 @@ def _torch_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
     """A :class:`TorchAdapter` whose ops namespace is ``ops_factory()``."""
     from functools import cached_property
 
-    from adapters.torch_adapter import TorchAdapter
+    from gradoracle.adapters.torch_adapter import TorchAdapter
 
     class MutantTorchAdapter(TorchAdapter):
         @cached_property
@@ -557,7 +557,7 @@ def _torch_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
 def _torch_relu_mask_inverted(name: str) -> Any:
     import torch
 
-    from adapters.torch_adapter import TorchOps
+    from gradoracle.adapters.torch_adapter import TorchOps
 
     class ReluInverted(torch.autograd.Function):
         @staticmethod
@@ -582,7 +582,7 @@ def _torch_conv_input_no_rot180(name: str) -> Any:
     import torch.nn.functional as F
     from torch.nn import grad as nn_grad
 
-    from adapters.torch_adapter import TorchOps
+    from gradoracle.adapters.torch_adapter import TorchOps
 
     class ConvNoRot(torch.autograd.Function):
         @staticmethod
@@ -611,7 +611,7 @@ def _torch_softmax_ce_forgot_y(name: str) -> Any:
     import torch
     import torch.nn.functional as F
 
-    from adapters.torch_adapter import TorchOps
+    from gradoracle.adapters.torch_adapter import TorchOps
 
     class CEForgotY(torch.autograd.Function):
         @staticmethod
@@ -645,7 +645,7 @@ def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
     """
     from functools import cached_property
 
-    from adapters.jax_adapter import JaxAdapter
+    from gradoracle.adapters.jax_adapter import JaxAdapter
 
     class MutantJaxAdapter(JaxAdapter):
         @cached_property
@@ -660,7 +660,7 @@ def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
 def _jax_sigmoid_missing_one_minus(name: str) -> Any:
     import jax
 
-    from adapters.jax_adapter import JaxOps
+    from gradoracle.adapters.jax_adapter import JaxOps
 
     @jax.custom_vjp
     def sigmoid(x: Any) -> Any:
@@ -689,7 +689,7 @@ def _jax_avg_pool_divided_by_k(name: str) -> Any:
     import jax.numpy as jnp
     from jax import lax
 
-    from adapters.jax_adapter import JaxOps
+    from gradoracle.adapters.jax_adapter import JaxOps
 
     @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
     def avg_pool(x: Any, k: int, s: int) -> Any:
@@ -720,7 +720,7 @@ def _jax_matmul_outer_reversed(name: str) -> Any:
     import jax
     import jax.numpy as jnp
 
-    from adapters.jax_adapter import JaxOps
+    from gradoracle.adapters.jax_adapter import JaxOps
 
     @jax.custom_vjp
     def matmul(a: Any, b: Any) -> Any:
@@ -1190,7 +1190,7 @@ def get_mutant(name: str) -> Mutant:
 
 
 class MutantAdapter:
-    """``load_adapter`` entry for mutants: ``adapters.mutants:MutantAdapter?name=<mutant>``.
+    """``load_adapter`` entry for mutants: ``gradoracle.selftest.mutants:MutantAdapter?name=<mutant>``.
 
     Delegates every member of the adapter protocol to the mutant's real adapter.
     """

@@ -25,8 +25,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from oracle import options as shared
-from oracle.cli import (
+from gradoracle import options as shared
+from gradoracle.cli import (
     EXIT_NONCONFORMANCE,
     EXIT_OK,
     UsageError,
@@ -36,11 +36,11 @@ from oracle.cli import (
     resolve_adapters,
     results_table,
 )
-from oracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
-from oracle.reporting import FORMATS, normalize_formats, write_reports
-from oracle.reporting.json_report import result_record, summarize
-from oracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
-from oracle.results import CheckResult, Verdict
+from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
+from gradoracle.reporting import FORMATS, normalize_formats, write_reports
+from gradoracle.reporting.json_report import result_record, summarize
+from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
+from gradoracle.results import CheckResult, Verdict
 
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
@@ -151,7 +151,7 @@ def _chosen_formats(values: Sequence[Sequence[str]] | None) -> list[str]:
 
 
 def _load_deviation_entries(path: Path | None) -> list[Any] | None:
-    from oracle.deviations import DeviationFileError, load_deviations
+    from gradoracle.deviations import DeviationFileError, load_deviations
 
     if path is None:
         return None
@@ -191,7 +191,7 @@ def _load_adapters(specs: Sequence[str], explicit: bool, out: Console) -> list[t
 
 def _run_probes(adapters: Sequence[tuple[str, Any]], dtypes: Sequence[str]) -> tuple[list[Any], bool]:
     """Convention probes per adapter; ``(probes, interrupted)``."""
-    from oracle.conventions import run_probes
+    from gradoracle.conventions import run_probes
 
     probes: list[Any] = []
     try:
@@ -340,8 +340,8 @@ def _check_out_dir(path: Path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the matrix and the probes, write the reports, print the summary."""
-    from oracle.identities import select_identities
-    from oracle.reporting.known_deviations import apply_known_deviations
+    from gradoracle.identities import select_identities
+    from gradoracle.reporting.known_deviations import apply_known_deviations
 
     start = time.perf_counter()
     out = console()
@@ -395,13 +395,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Join shard reports, reapply the known deviations to the union, write the merged report."""
-    from oracle.reporting import ReportFormatError, load_report
-    from oracle.reporting.known_deviations import (
+    from gradoracle.reporting import ReportFormatError, load_report
+    from gradoracle.reporting.known_deviations import (
         apply_known_deviations,
         entries_from_dicts,
         undo_known_deviations,
     )
-    from oracle.reporting.merge import LoadedReport, MergeError, deviation_entries, merge_reports
+    from gradoracle.reporting.merge import LoadedReport, MergeError, deviation_entries, merge_reports
 
     out = console()
     formats = _chosen_formats(args.formats)

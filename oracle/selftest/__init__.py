@@ -1,8 +1,8 @@
 """The oracle's self-test: mutants it must kill, correct adapters it must pass, two campaigns.
 
-**Mutants** (``gradoracle selftest``).  Every mutant of :mod:`adapters.mutants` runs on
+**Mutants** (``gradoracle selftest``).  Every mutant of :mod:`gradoracle.selftest.mutants` runs on
 each of its target identities and dtypes through the normal runner
-(:func:`oracle.matrix.run_matrix` -> :func:`oracle.runner.check`) with the default
+(:func:`gradoracle.matrix.run_matrix` -> :func:`gradoracle.runner.check`) with the default
 settings except ``shrink=False``: shrinking only makes the counterexample smaller, and
 without it ``CheckResult.examples - 1`` is exactly the number of examples drawn until
 the first failing one (Hypothesis replays a failing example once to report it).  A
@@ -13,7 +13,7 @@ default settings.  The result is a kill matrix, written as ``selftest.json`` and
 ``selftest.md``.
 
 **False-positive campaign** (``--campaign fp``).  Correct adapters, many examples per
-identity x adapter x dtype: each example goes through :func:`oracle.runner.evaluate_example`
+identity x adapter x dtype: each example goes through :func:`gradoracle.runner.evaluate_example`
 (the runner's per-example three-way comparison), and the error/tolerance ratio of every
 comparison is recorded in a log-histogram (20 bins per decade) per dtype and kind.  Work
 is cut into units of ``chunk`` examples, each persisted to ``fp_campaign.parts.jsonl`` as
@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from oracle.identities import Identity, all_identities, get_identity
-from oracle.results import CheckResult, Fault, Verdict
-from oracle.runner import DTYPES, CheckSettings, evaluate_example
+from gradoracle.identities import Identity, all_identities, get_identity
+from gradoracle.results import CheckResult, Fault, Verdict
+from gradoracle.runner import DTYPES, CheckSettings, evaluate_example
 
 #: The correct adapters of the default self-test.  JAX runs eagerly: the runner builds a
 #: fresh forward closure per example, so ``jit="auto"`` would compile once per example
@@ -74,13 +74,13 @@ Callback = Callable[..., None]
 
 
 def _write(path: Path, text: str) -> Path:
-    from oracle.reporting.atomic import atomic_write_text
+    from gradoracle.reporting.atomic import atomic_write_text
 
     return atomic_write_text(path, text)
 
 
 def _versions() -> dict[str, str | None]:
-    from oracle.reporting.environment import package_versions
+    from gradoracle.reporting.environment import package_versions
 
     return package_versions()
 
@@ -91,20 +91,20 @@ def _versions() -> dict[str, str | None]:
 #: (and a resumed run recomputes them); an edit to another adapter does not invalidate
 #: them.  This module's own report-writing code is deliberately not part of it.
 FINGERPRINT_MODULES: tuple[str, ...] = (
-    "oracle.runner",
-    "oracle.tolerances",
-    "oracle.identities",
-    "oracle.finite_differences",
-    "oracle.strategies",
-    "oracle.reference_ops",
-    "oracle.ops",
-    "adapters.base",
+    "gradoracle.runner",
+    "gradoracle.tolerances",
+    "gradoracle.identities",
+    "gradoracle.finite_differences",
+    "gradoracle.strategies",
+    "gradoracle.reference_ops",
+    "gradoracle.ops",
+    "gradoracle.adapters.base",
 )
 #: What the threshold tools other than gradoracle run on.
 TOOL_MODULES: dict[str, tuple[str, ...]] = {
-    "gradcheck": ("adapters.torch_adapter",),
-    "gradcheck-tuned": ("adapters.torch_adapter",),
-    "check_grads": ("adapters.jax_adapter",),
+    "gradcheck": ("gradoracle.adapters.torch_adapter",),
+    "gradcheck-tuned": ("gradoracle.adapters.torch_adapter",),
+    "check_grads": ("gradoracle.adapters.jax_adapter",),
 }
 _FINGERPRINTS: dict[tuple[str, ...], str] = {}
 
@@ -133,7 +133,7 @@ def code_fingerprint(extra: Sequence[str] = ()) -> str:
 
 def adapter_modules(spec: str) -> tuple[str, ...]:
     """The modules that define the adapter ``spec`` names (for a mutant, also its real adapter's)."""
-    from adapters import load_adapter
+    from gradoracle.adapters import load_adapter
 
     adapter = load_adapter(spec)
     modules = {type(adapter).__module__}
@@ -434,7 +434,7 @@ class SelftestReport:
 
 def select_mutants(names: Sequence[str] | None) -> list[Any]:
     """The named mutants (controls allowed), or the whole default catalogue."""
-    from adapters.mutants import all_mutants, get_mutant
+    from gradoracle.selftest.mutants import all_mutants, get_mutant
 
     if not names:
         return all_mutants()
@@ -465,9 +465,9 @@ def run_selftest(
     whose framework is not installed is reported as skipped; so is a correct adapter
     that is not available (listed in ``unavailable``).
     """
-    from adapters import load_adapter
-    from oracle.identities import select_identities
-    from oracle.matrix import CheckTask, plan_tasks, run_matrix
+    from gradoracle.adapters import load_adapter
+    from gradoracle.identities import select_identities
+    from gradoracle.matrix import CheckTask, plan_tasks, run_matrix
 
     start = time.perf_counter()
     chosen = list(mutants) if mutants is not None else select_mutants(None)
@@ -761,7 +761,7 @@ def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings as hypothesis_settings
 
-    from adapters import load_adapter
+    from gradoracle.adapters import load_adapter
 
     start = time.perf_counter()
     ident = get_identity(unit.identity)
@@ -1040,7 +1040,7 @@ def fp_markdown(report: FPCampaignReport) -> str:
         "An example Hypothesis draws twice within a unit is evaluated once; one drawn again by another "
         "unit is evaluated again and counted again ('distinct' counts each once).",
         "",
-        "Each example is one call of `oracle.runner.evaluate_example` at the default settings; the ratio is "
+        "Each example is one call of `gradoracle.runner.evaluate_example` at the default settings; the ratio is "
         "error / tolerance of a comparison (a check fails above 1).  'all' is the worst comparison of "
         "the example.",
         "",
@@ -1288,7 +1288,7 @@ class PerturbedAdapter:
         self, fn: Any, inputs: Mapping[str, np.ndarray], wrt: Sequence[str], cotangent: np.ndarray, dtype: str
     ) -> Any:
         """The base vjp with every gradient perturbed."""
-        from adapters.base import VJPResult
+        from gradoracle.adapters.base import VJPResult
 
         result = self.base.vjp(fn, inputs, wrt, cotangent, dtype)
         crc = zlib.crc32(np.asarray(cotangent, dtype=np.float64).tobytes())
@@ -1375,15 +1375,15 @@ class _Trials:
         raise ValueError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
 
     def _adapter(self) -> Any:
-        from adapters import load_adapter
+        from gradoracle.adapters import load_adapter
 
         if self._base is None:
             self._base = load_adapter(self.unit.base_adapter)
         return self._base
 
     def _gradoracle(self, eps: float, j: int) -> tuple[bool, str]:
-        """One :func:`oracle.runner.check` at the default settings (shrinking off)."""
-        from oracle.runner import check
+        """One :func:`gradoracle.runner.check` at the default settings (shrinking off)."""
+        from gradoracle.runner import check
 
         ident = self.members[j % len(self.members)]
         adapter = PerturbedAdapter(self._adapter(), eps, self.unit.kind, seed=self.unit.seed * 100_003 + j)
@@ -1394,7 +1394,7 @@ class _Trials:
         return caught, (f"{result.verdict}/{result.fault}: {result.message[:200]}" if odd else "")
 
     def _gradoracle_example(self, ident: Identity, example: Any, eps: float, seed: int) -> tuple[bool, str]:
-        """One :func:`oracle.runner.evaluate_example` on the single-example tools' example."""
+        """One :func:`gradoracle.runner.evaluate_example` on the single-example tools' example."""
         adapter = PerturbedAdapter(self._adapter(), eps, self.unit.kind, seed=seed)
         outcome = evaluate_example(ident, adapter, self.unit.dtype, example, CheckSettings())
         odd = outcome.fault not in (Fault.NONE, Fault.BACKWARD)
@@ -1415,7 +1415,7 @@ def _torch_function(
     """The identity's forward (PyTorch ops) as a torch function whose backward is perturbed."""
     import torch
 
-    from adapters.torch_adapter import TorchOps
+    from gradoracle.adapters.torch_adapter import TorchOps
 
     ops = TorchOps()
     tdtype = getattr(torch, dtype)
@@ -1477,7 +1477,7 @@ def _check_grads_caught(
     import jax.numpy as jnp
     from jax.test_util import check_grads
 
-    from adapters.jax_adapter import JaxOps
+    from gradoracle.adapters.jax_adapter import JaxOps
 
     ops = JaxOps()
     names = list(ident.wrt)

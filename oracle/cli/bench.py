@@ -1,6 +1,6 @@
 """``gradoracle bench``: the cost of a gradient check side by side with gradcheck and check_grads.
 
-Runs :mod:`oracle.bench` (linear n in 8, 32, 128, 512; conv input 16..128 with k=3; the
+Runs :mod:`gradoracle.bench` (linear n in 8, 32, 128, 512; conv input 16..128 with k=3; the
 MLP; both poolings), prints the table of costs as multiples of one forward+backward, the
 evaluations and detection power per check and the issue's targets, and writes
 ``bench.json`` and ``bench.md`` into ``--out`` (default ``reports/``).
@@ -20,7 +20,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from oracle.cli import EXIT_OK, UsageError, console
+from gradoracle.cli import EXIT_OK, UsageError, console
 
 DEFAULT_OUT = Path("reports")
 
@@ -61,7 +61,7 @@ def _size(text: str) -> tuple[str, list[int]]:
 
 def register(subparsers: Any) -> None:
     """Add the ``bench`` sub-command."""
-    from oracle.bench import BENCH_OPS, GRADORACLE_ADAPTERS, REFERENCE_TOOLS
+    from gradoracle.bench import BENCH_OPS, GRADORACLE_ADAPTERS, REFERENCE_TOOLS
 
     p = subparsers.add_parser(
         "bench",
@@ -132,7 +132,7 @@ def register(subparsers: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from oracle.bench import GRADORACLE_ADAPTERS, REFERENCE_TOOLS, BenchConfig, BenchError, plan_cases
+    from gradoracle.bench import GRADORACLE_ADAPTERS, REFERENCE_TOOLS, BenchConfig, BenchError, plan_cases
 
     sizes: dict[str, list[int]] = {}
     for op, values in args.size:
@@ -143,11 +143,11 @@ def _config(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from exc
     adapters = tuple(args.adapter) or GRADORACLE_ADAPTERS
     if args.adapter:
-        from oracle.cli import resolve_adapters
+        from gradoracle.cli import resolve_adapters
 
         resolve_adapters(adapters, explicit=True)  # an unknown or missing adapter is a usage error
     else:
-        from oracle.bench import framework_available
+        from gradoracle.bench import framework_available
 
         adapters = tuple(a for a in adapters if framework_available(a)[0])
     tools = () if args.no_reference_tools else (tuple(args.tool) or REFERENCE_TOOLS)
@@ -164,7 +164,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def cost_table(report: Any) -> Table:
     """Cases x tools: the baselines' times and every check's cost in forward+backwards."""
-    from oracle.bench import _tool_columns, fmt_ratio, fmt_seconds
+    from gradoracle.bench import _tool_columns, fmt_ratio, fmt_seconds
 
     tools = _tool_columns(report)
     table = Table(title="Cost of one check (float64, CPU time) as a multiple of one forward+backward")
@@ -182,7 +182,7 @@ def cost_table(report: Any) -> Table:
 
 def detection_table(report: Any) -> Table:
     """Cases x checks: evaluations per check and the smallest relative gradient error caught."""
-    from oracle.bench import _tool_columns, fmt_detect
+    from gradoracle.bench import _tool_columns, fmt_detect
 
     tools = [t for t in _tool_columns(report) if not t.startswith("fwd+bwd")]
     table = Table(title="Evaluations per check / smallest relative gradient error caught")
@@ -201,7 +201,7 @@ def detection_table(report: Any) -> Table:
 
 def targets_table(report: Any) -> Table:
     """The issue's targets with the measured value and whether each is met."""
-    from oracle.bench import fmt_seconds, targets
+    from gradoracle.bench import fmt_seconds, targets
 
     table = Table(title="Targets (issue 7) measured by this run")
     table.add_column("target", overflow="fold")
@@ -219,7 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench, print the side-by-side tables, write bench.json and bench.md."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from oracle.bench import run_bench, write_bench
+    from gradoracle.bench import run_bench, write_bench
 
     config = _config(args)
     out = console()
