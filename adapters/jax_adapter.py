@@ -93,7 +93,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
@@ -502,7 +501,8 @@ def _benchmark(
 ) -> dict[str, list[float]]:
     """Timings (ms) behind the table in the module docstring.
 
-    Run ``python -c "from gradoracle.adapters.jax_adapter import _benchmark as b; print(*b().items(), sep='\\n')"``.
+    Run ``python -c "from gradoracle.adapters.jax_adapter import _benchmark as b;
+    print(*b().items(), sep='\\n')"`` (one line).
     ``clock="cpu"`` (process CPU time, all threads) is robust on a shared machine;
     ``"wall"`` is what a user waits.
 

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from gradoracle.identities import Identity, get_identity
 from gradoracle.strategies import Example, push_preactivation_from_kinks, separate_window_maxima
 
@@ -336,7 +335,6 @@ class _TorchBase(Tool):
 
     def __init__(self, case: BenchCase) -> None:
         import torch
-
         from gradoracle.adapters.torch_adapter import TorchOps
 
         super().__init__(case)
@@ -449,7 +447,6 @@ class _JaxBase(Tool):
     def __init__(self, case: BenchCase) -> None:
         import jax
         import jax.numpy as jnp
-
         from gradoracle.adapters.jax_adapter import JaxOps
 
         super().__init__(case)

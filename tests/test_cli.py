@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from gradoracle.cli import main
 from gradoracle.identities import SOURCES, all_identities
 

@@ -26,15 +26,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from gradoracle.adapters import load_adapter
-from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
-from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
 from gradoracle import selftest as S
+from gradoracle.adapters import load_adapter
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
 from gradoracle.cli import main
 from gradoracle.identities import SOURCES, all_identities, get_identity
 from gradoracle.results import Fault
 from gradoracle.runner import CheckSettings, check
+from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
 
 CI_EXAMPLES = 20
 HAS = {fw: find_spec(fw) is not None for fw in ("torch", "jax")}

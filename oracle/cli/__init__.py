@@ -15,12 +15,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gradoracle import __version__
 from gradoracle import options as shared
 from gradoracle.identities import UnknownIdentityError, all_identities, get_identity
+from rich.console import Console
+from rich.table import Table
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 
@@ -176,9 +175,8 @@ def run_with_progress(
     identities: Sequence[Any], adapters: Sequence[Any], dtypes: Sequence[str], settings: Any, out: Console
 ) -> list[Any]:
     """Run every check with a rich progress bar (transient; plain text when not a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from gradoracle.runner import check
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     results = []
     total = len(identities) * len(adapters) * len(dtypes)

@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gradoracle.cli import EXIT_OK, UsageError, console
 from rich.markup import escape
 from rich.table import Table
-
-from gradoracle.cli import EXIT_OK, UsageError, console
 
 DEFAULT_OUT = Path("reports")
 
@@ -217,9 +216,8 @@ def targets_table(report: Any) -> Table:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench, print the side-by-side tables, write bench.json and bench.md."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from gradoracle.bench import run_bench, write_bench
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     config = _config(args)
     out = console()

@@ -22,9 +22,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gradoracle import options as shared
 from gradoracle.cli import (
     EXIT_NONCONFORMANCE,
@@ -41,6 +38,8 @@ from gradoracle.reporting import FORMATS, normalize_formats, write_reports
 from gradoracle.reporting.json_report import result_record, summarize
 from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
 from gradoracle.results import CheckResult, Verdict
+from rich.console import Console
+from rich.table import Table
 
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130

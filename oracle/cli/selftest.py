@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gradoracle.cli import EXIT_NONCONFORMANCE, EXIT_OK, UsageError, console
 from gradoracle.identities import all_identities
 from gradoracle.runner import DTYPES
+from rich.console import Console
+from rich.table import Table
 
 DEFAULT_OUT = Path("reports")
 
@@ -280,8 +279,8 @@ def _correct_specs(values: Sequence[str]) -> list[str]:
 
 def _mutants(args: argparse.Namespace) -> int:
     from gradoracle.adapters import AdapterLoadError, load_adapter
-    from gradoracle.selftest.mutants import UnknownMutantError
     from gradoracle.selftest import run_selftest, select_mutants, write_selftest
+    from gradoracle.selftest.mutants import UnknownMutantError
 
     try:
         mutants = select_mutants(args.mutant)

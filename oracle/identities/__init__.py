@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
-
 from gradoracle import strategies as S
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 from gradoracle.reference_ops import REFERENCE_OPS, correlate2d_valid, erf, sigmoid
+from hypothesis import strategies as st
 
 Arrays = Mapping[str, np.ndarray]
 Params = Mapping[str, Any]

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from gradoracle.identities import Identity, all_identities, get_identity
 from gradoracle.results import CheckResult, Fault, Verdict
 from gradoracle.runner import DTYPES, CheckSettings, evaluate_example
@@ -757,11 +756,10 @@ def plan_fp_units(
 
 def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
     """Evaluate ``unit.size`` Hypothesis-drawn examples; histogram every error/tolerance ratio."""
+    from gradoracle.adapters import load_adapter
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings as hypothesis_settings
-
-    from gradoracle.adapters import load_adapter
 
     start = time.perf_counter()
     ident = get_identity(unit.identity)
@@ -1040,7 +1038,8 @@ def fp_markdown(report: FPCampaignReport) -> str:
         "An example Hypothesis draws twice within a unit is evaluated once; one drawn again by another "
         "unit is evaluated again and counted again ('distinct' counts each once).",
         "",
-        "Each example is one call of `gradoracle.runner.evaluate_example` at the default settings; the ratio is "
+        "Each example is one call of `gradoracle.runner.evaluate_example` at the default settings; "
+        "the ratio is "
         "error / tolerance of a comparison (a check fails above 1).  'all' is the worst comparison of "
         "the example.",
         "",
@@ -1414,7 +1413,6 @@ def _torch_function(
 ) -> tuple[Any, list[Any]]:
     """The identity's forward (PyTorch ops) as a torch function whose backward is perturbed."""
     import torch
-
     from gradoracle.adapters.torch_adapter import TorchOps
 
     ops = TorchOps()
@@ -1475,9 +1473,8 @@ def _check_grads_caught(
 
     import jax
     import jax.numpy as jnp
-    from jax.test_util import check_grads
-
     from gradoracle.adapters.jax_adapter import JaxOps
+    from jax.test_util import check_grads
 
     ops = JaxOps()
     names = list(ident.wrt)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from gradoracle.adapters.base import VJPResult
 from gradoracle.adapters.numpy_engine import (
     NumpyEngineAdapter,
@@ -556,7 +555,6 @@ def _torch_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
 
 def _torch_relu_mask_inverted(name: str) -> Any:
     import torch
-
     from gradoracle.adapters.torch_adapter import TorchOps
 
     class ReluInverted(torch.autograd.Function):
@@ -580,9 +578,8 @@ def _torch_relu_mask_inverted(name: str) -> Any:
 def _torch_conv_input_no_rot180(name: str) -> Any:
     import torch
     import torch.nn.functional as F
-    from torch.nn import grad as nn_grad
-
     from gradoracle.adapters.torch_adapter import TorchOps
+    from torch.nn import grad as nn_grad
 
     class ConvNoRot(torch.autograd.Function):
         @staticmethod
@@ -610,7 +607,6 @@ def _torch_conv_input_no_rot180(name: str) -> Any:
 def _torch_softmax_ce_forgot_y(name: str) -> Any:
     import torch
     import torch.nn.functional as F
-
     from gradoracle.adapters.torch_adapter import TorchOps
 
     class CEForgotY(torch.autograd.Function):
@@ -659,7 +655,6 @@ def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
 
 def _jax_sigmoid_missing_one_minus(name: str) -> Any:
     import jax
-
     from gradoracle.adapters.jax_adapter import JaxOps
 
     @jax.custom_vjp
@@ -687,9 +682,8 @@ def _jax_avg_pool_divided_by_k(name: str) -> Any:
 
     import jax
     import jax.numpy as jnp
-    from jax import lax
-
     from gradoracle.adapters.jax_adapter import JaxOps
+    from jax import lax
 
     @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
     def avg_pool(x: Any, k: int, s: int) -> Any:
@@ -719,7 +713,6 @@ def _jax_avg_pool_divided_by_k(name: str) -> Any:
 def _jax_matmul_outer_reversed(name: str) -> Any:
     import jax
     import jax.numpy as jnp
-
     from gradoracle.adapters.jax_adapter import JaxOps
 
     @jax.custom_vjp
