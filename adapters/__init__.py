@@ -2,7 +2,8 @@
 
 ``load_adapter(spec)`` accepts:
 
-- a short name: ``torch``, ``jax``, ``numpy`` (the in-house NumPy backprop engine);
+- a short name: ``torch``, ``jax``, ``numpy`` (the in-house NumPy backprop engine),
+  ``autograd`` (the shipped example adapter for HIPS autograd);
 - a name registered by another package in the ``gradoracle.adapters`` entry-point group;
 - a ``package.module:Class`` path (the class is instantiated with no arguments);
 
@@ -35,6 +36,8 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "numpy": "gradoracle.adapters.numpy_engine:NumpyEngineAdapter",
     "torch": "gradoracle.adapters.torch_adapter:TorchAdapter",
     "jax": "gradoracle.adapters.jax_adapter:JaxAdapter",
+    # a shipped example written only against the public protocol; needs `pip install autograd`
+    "autograd": "gradoracle.adapters.autograd_adapter:AutogradAdapter",
 }
 
 ENTRY_POINT_GROUP = "gradoracle.adapters"

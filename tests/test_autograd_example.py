@@ -1,19 +1,18 @@
 """The README's worked example: HIPS autograd, a framework outside the core, under test.
 
-``tests/third_party/autograd_adapter.py`` is one adapter class written the way another
-project would write it.  These tests run the whole conformance suite against it through
-the pytest plugin (as its users would: ``pytest --gradoracle-adapter
-autograd_adapter:AutogradAdapter``), check a deliberately wrong variant is caught (negative
+``adapters/autograd_adapter.py`` (``gradoracle.adapters.autograd_adapter``) is one adapter class
+written the way another project would write it, shipped as an example and selectable as
+``autograd``.  These tests run the whole conformance suite against it through the pytest plugin
+(as its users would: ``pytest --gradoracle-adapter autograd``, and as a copied file loaded by
+``module:Class``), check a deliberately wrong variant is caught (negative
 control), and pin down the conventions the adapter's docstring reports for autograd at
 non-differentiable points.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -21,24 +20,17 @@ import pytest
 
 pytest.importorskip("autograd", reason="HIPS autograd is not installed (pip install autograd)")
 
+from gradoracle.adapters import autograd_adapter, load_adapter
 from gradoracle.results import Fault, Verdict
 from gradoracle.runner import CheckSettings, check
 
 pytest_plugins = ["pytester"]
 
-ADAPTER_FILE = Path(__file__).parent / "third_party" / "autograd_adapter.py"
+ADAPTER_FILE = Path(autograd_adapter.__file__)
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("autograd_adapter", ADAPTER_FILE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-autograd_adapter = _load()
+def test_selectable_by_short_name() -> None:
+    assert type(load_adapter("autograd")) is autograd_adapter.AutogradAdapter
 
 
 def test_whole_conformance_suite_through_the_plugin(pytester: pytest.Pytester) -> None:

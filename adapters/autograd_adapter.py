@@ -1,8 +1,10 @@
-"""A gradoracle adapter for HIPS autograd (https://github.com/HIPS/autograd), kept outside the core.
+"""A gradoracle adapter for HIPS autograd (https://github.com/HIPS/autograd): a shipped example.
 
 This is the worked example of putting a framework outside the core under test: one class,
-loadable as ``autograd_adapter:AutogradAdapter`` (with this folder on ``sys.path``) by
-``gradoracle check --adapter`` or ``pytest --gradoracle-adapter``.
+written only against the public protocol (:mod:`gradoracle.adapters.base`, :mod:`gradoracle.ops`),
+as a third party would write it. It ships inside the package and is selectable by its short
+name when autograd is installed (``pip install autograd``): ``gradoracle check --adapter autograd``
+or ``pytest --gradoracle-adapter autograd``; copy this file to start an adapter of your own.
 
 Every op of :mod:`gradoracle.ops` is written the way an autograd user writes it, with
 ``autograd.numpy`` / ``autograd.scipy.special``: ``np.maximum(x, 0)`` for ReLU,
@@ -33,6 +35,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
 
