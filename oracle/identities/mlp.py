@@ -1,0 +1,386 @@
+"""The notes' one-hidden-layer MLP (ReLU hidden layer, softmax cross-entropy loss): the whole
+network, then steps A-E of its backward pass one at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gradoracle import strategies as S
+from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+from hypothesis import strategies as st
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    """``softmax(z)_i = e^{z_i} / sum_j e^{z_j}``, shifted by max z for stability."""
+    e = np.exp(z - np.max(z))
+    return e / np.sum(e)
+
+
+def _delta2(z2: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Step A: ``delta2 = dJ/dz2 = (yhat - y)``, scaled by the upstream scalar ``c``."""
+    return c * (_softmax(z2) - y)
+
+
+def _check_mlp(inputs: Arrays, params: Params) -> None:
+    y = inputs["y"]
+    if y.ndim != 1:
+        raise InvalidShapeError(f"the target y must be a vector; got y{list(y.shape)}")
+    if "z2" in inputs and inputs["z2"].shape != y.shape:
+        raise InvalidShapeError(f"logits z2{list(inputs['z2'].shape)} and target y{list(y.shape)} differ")
+
+
+# ----------------------------------------------------- forwards, closed forms, draws
+
+
+def _mlp_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``J = CE(y, softmax(W2 ReLU(W1 x + b1) + b2))``."""
+    z1 = ops.add(ops.matmul(a["W1"], a["x"]), a["b1"])
+    h = ops.relu(z1)
+    z2 = ops.add(ops.matmul(a["W2"], h), a["b2"])
+    return ops.softmax_cross_entropy(z2, a["y"])
+
+
+def _mlp_step_a_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``J = CE(y, softmax(z2))``."""
+    return ops.softmax_cross_entropy(a["z2"], a["y"])
+
+
+def _mlp_output_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``J = CE(y, softmax(W2 h + b2))``."""
+    return ops.softmax_cross_entropy(ops.add(ops.matmul(a["W2"], a["h"]), a["b2"]), a["y"])
+
+
+def _mlp_relu_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``J = CE(y, softmax(W2 ReLU(z1) + b2))``."""
+    return ops.softmax_cross_entropy(ops.add(ops.matmul(a["W2"], ops.relu(a["z1"])), a["b2"]), a["y"])
+
+
+def _mlp_backward(a: Arrays, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Steps A-E of the notes for the whole network (upstream scalar ``c``)."""
+    z1 = a["W1"] @ a["x"] + a["b1"]
+    h = np.maximum(z1, 0)
+    z2 = a["W2"] @ h + a["b2"]
+    delta2 = _delta2(z2, a["y"], c)  # A: yhat - y
+    dW2 = np.outer(delta2, h)  # B: delta2 h^T
+    db2 = delta2  # B: delta2
+    dh = a["W2"].T @ delta2  # C: W2^T delta2
+    delta1 = dh * (z1 > 0)  # D: dh * 1(z1 > 0)
+    dW1 = np.outer(delta1, a["x"])  # E: delta1 x^T
+    db1 = delta1  # E: delta1
+    dx = a["W1"].T @ delta1  # identity 1 applied once more
+    return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "x": dx, "h": dh, "z1": delta1, "z2": delta2}
+
+
+def _delta2_magnitude(z2_terms: np.ndarray, z2: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Terms of ``delta2 = yhat - y``: ``|yhat| (1 + |terms of z2|) + |y|``, times ``|c|``.
+
+    ``yhat`` carries a relative error of a few ulps times the magnitude of the terms of
+    ``z2`` (softmax is computed from z2 - max z2), and ``- y`` cancels it when ``yhat ~ y``.
+    """
+    return np.abs(c) * (_softmax(z2) * (1 + z2_terms + np.max(z2_terms)) + np.abs(y))
+
+
+def _mlp_magnitude_chain(a: Arrays, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Steps A-E with every product taken in absolute value (the rounding-error scale)."""
+    z1 = a["W1"] @ a["x"] + a["b1"]
+    h = np.maximum(z1, 0)
+    z1_terms = np.abs(a["W1"]) @ np.abs(a["x"]) + np.abs(a["b1"])
+    z2 = a["W2"] @ h + a["b2"]
+    z2_terms = np.abs(a["W2"]) @ (z1_terms * (z1 > 0)) + np.abs(a["b2"])
+    d2 = _delta2_magnitude(z2_terms, z2, a["y"], c)
+    dh = np.abs(a["W2"]).T @ d2
+    d1 = dh * (z1 > 0)
+    return {
+        "W1": np.outer(d1, np.abs(a["x"])),
+        "b1": d1,
+        "W2": np.outer(d2, np.abs(h)),
+        "b2": d2,
+        "x": np.abs(a["W1"]).T @ d1,
+    }
+
+
+def _mlp_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Magnitude of the terms of every gradient of the whole network."""
+    return _mlp_magnitude_chain(a, c)
+
+
+def _mlp_e_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Magnitude of the terms of dJ/dW1, dJ/db1."""
+    g = _mlp_magnitude_chain(a, c)
+    return {"W1": g["W1"], "b1": g["b1"]}
+
+
+def _output_layer_terms(a: Arrays, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z2 = a["W2"] @ a["h"] + a["b2"]
+    terms = np.abs(a["W2"]) @ np.abs(a["h"]) + np.abs(a["b2"])
+    return _delta2_magnitude(terms, z2, a["y"], c), terms
+
+
+def _step_a_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``yhat - y``."""
+    return {"z2": _delta2_magnitude(np.abs(a["z2"]), a["z2"], a["y"], c)}
+
+
+def _step_b_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``delta2 h^T`` and ``delta2``."""
+    d2, _ = _output_layer_terms(a, c)
+    return {"W2": np.outer(d2, np.abs(a["h"])), "b2": d2}
+
+
+def _step_c_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``W2^T delta2``."""
+    d2, _ = _output_layer_terms(a, c)
+    return {"h": np.abs(a["W2"]).T @ d2}
+
+
+def _step_d_magnitude(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Terms of ``(W2^T delta2) * 1(z1 > 0)``."""
+    z1 = a["z1"]
+    h = np.maximum(z1, 0)
+    terms = np.abs(a["W2"]) @ h + np.abs(a["b2"])
+    d2 = _delta2_magnitude(terms, a["W2"] @ h + a["b2"], a["y"], c)
+    return {"z1": (np.abs(a["W2"]).T @ d2) * (z1 > 0)}
+
+
+def _ce_forward_magnitude(z2: np.ndarray, z2_terms: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Terms of ``J = logsumexp(z2) - sum y z2``: ``max|z2| + log m + sum |y| |terms of z2|``."""
+    return np.asarray(np.max(np.abs(z2)) + np.log(z2.size) + np.sum(np.abs(y) * (1 + z2_terms)))
+
+
+def _mlp_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    z1 = a["W1"] @ a["x"] + a["b1"]
+    terms1 = np.abs(a["W1"]) @ np.abs(a["x"]) + np.abs(a["b1"])
+    z2 = a["W2"] @ np.maximum(z1, 0) + a["b2"]
+    terms2 = np.abs(a["W2"]) @ (terms1 * (z1 > 0)) + np.abs(a["b2"])
+    return _ce_forward_magnitude(z2, terms2, a["y"])
+
+
+def _step_a_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    return _ce_forward_magnitude(a["z2"], np.abs(a["z2"]), a["y"])
+
+
+def _output_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    terms = np.abs(a["W2"]) @ np.abs(a["h"]) + np.abs(a["b2"])
+    return _ce_forward_magnitude(a["W2"] @ a["h"] + a["b2"], terms, a["y"])
+
+
+def _relu_forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
+    h = np.maximum(a["z1"], 0)
+    terms = np.abs(a["W2"]) @ h + np.abs(a["b2"])
+    return _ce_forward_magnitude(a["W2"] @ h + a["b2"], terms, a["y"])
+
+
+def _grad_mlp(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """The whole network: dW1 = delta1 x^T, db1 = delta1, dW2 = delta2 h^T, db2 = delta2, dx = W1^T delta1."""
+    g = _mlp_backward(a, c)
+    return {k: g[k] for k in ("W1", "b1", "W2", "b2", "x")}
+
+
+def _grad_step_a(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Step A: ``dJ/dz2 = yhat - y`` with ``yhat = softmax(z2)``."""
+    return {"z2": _delta2(a["z2"], a["y"], c)}
+
+
+def _grad_step_b(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Step B: ``dJ/dW2 = delta2 h^T``, ``dJ/db2 = delta2``."""
+    delta2 = _delta2(a["W2"] @ a["h"] + a["b2"], a["y"], c)
+    return {"W2": np.outer(delta2, a["h"]), "b2": delta2}
+
+
+def _grad_step_c(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Step C: ``dJ/dh = W2^T delta2``."""
+    delta2 = _delta2(a["W2"] @ a["h"] + a["b2"], a["y"], c)
+    return {"h": a["W2"].T @ delta2}
+
+
+def _grad_step_d(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Step D: ``delta1 = dJ/dz1 = (W2^T delta2) * 1(z1 > 0)``."""
+    z1 = a["z1"]
+    delta2 = _delta2(a["W2"] @ np.maximum(z1, 0) + a["b2"], a["y"], c)
+    return {"z1": (a["W2"].T @ delta2) * (z1 > 0)}
+
+
+def _grad_step_e(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
+    """Step E: ``dJ/dW1 = delta1 x^T``, ``dJ/db1 = delta1``."""
+    g = _mlp_backward(a, c)
+    return {"W1": g["W1"], "b1": g["b1"]}
+
+
+def _mlp_sizes(draw: st.DrawFn) -> tuple[int, int, int, bool, int]:
+    n, h, m = draw(S.shapes(S.MLP_SHAPES))
+    return n, h, m, draw(st.booleans()), draw(S.SEEDS)
+
+
+@st.composite
+def _mlp_inputs(draw: st.DrawFn) -> S.Example:
+    n, h, m, soft, seed = _mlp_sizes(draw)
+    rng = S.rng_for(seed)
+    x = S.uniform(rng, (n,), 1.0)
+    W1 = S.uniform(rng, (h, n), 1.0)
+    b1 = S.uniform(rng, (h,), 0.5)
+    b1 = S.push_preactivation_from_kinks(W1 @ x + b1, b1)
+    W2 = S.uniform(rng, (m, h), 1.0)
+    b2 = S.uniform(rng, (m,), 0.5)
+    y = S.target_vector(rng, m, soft)
+    return S.Example({"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "y": y}, {}, seed)
+
+
+@st.composite
+def _logit_inputs(draw: st.DrawFn) -> S.Example:
+    m, soft, seed, scale = draw(S.dims(2, 10)), draw(st.booleans()), draw(S.SEEDS), draw(S.SCALES)
+    rng = S.rng_for(seed)
+    return S.Example(
+        {"z2": S.uniform(rng, (m,), 2 * scale), "y": S.target_vector(rng, m, soft)},
+        {},
+        seed,
+    )
+
+
+@st.composite
+def _output_layer_inputs(draw: st.DrawFn) -> S.Example:
+    _, h, m, soft, seed = _mlp_sizes(draw)
+    rng = S.rng_for(seed)
+    return S.Example(
+        {
+            "h": np.abs(S.uniform(rng, (h,), 1.0)),
+            "W2": S.uniform(rng, (m, h), 1.0),
+            "b2": S.uniform(rng, (m,), 0.5),
+            "y": S.target_vector(rng, m, soft),
+        },
+        {},
+        seed,
+    )
+
+
+@st.composite
+def _relu_layer_inputs(draw: st.DrawFn) -> S.Example:
+    _, h, m, soft, seed = _mlp_sizes(draw)
+    rng = S.rng_for(seed)
+    return S.Example(
+        {
+            "z1": S.away_from_zero(rng, (h,), 1.0, 2 * S.KINK_MARGIN),
+            "W2": S.uniform(rng, (m, h), 1.0),
+            "b2": S.uniform(rng, (m,), 0.5),
+            "y": S.target_vector(rng, m, soft),
+        },
+        {},
+        seed,
+    )
+
+
+def _mlp_pattern(a: Arrays, p: Params) -> np.ndarray:
+    return np.asarray(a["W1"] @ a["x"] + a["b1"] > 0)
+
+
+def _z1_pattern(a: Arrays, p: Params) -> np.ndarray:
+    return np.asarray(a["z1"] > 0)
+
+
+# ----------------------------------------------------------------------- records
+
+_MLP_NOTE = "ReLU at z1 = 0 (left derivative 0, right derivative 1)"
+_MLP_POLICY = f"b1 shifted so that |W1 x + b1| >= {2 * S.KINK_MARGIN}; soft and one-hot targets drawn"
+
+
+#: The whole network, then steps A-E.
+RECORDS: tuple[Identity, ...] = (
+    Identity(
+        name="mlp",
+        source="notes:mlp",
+        family="mlp",
+        formula=(
+            "z1 = W1 x + b1, h = ReLU(z1), z2 = W2 h + b2, yhat = softmax(z2), J = -sum y log yhat;  "
+            "delta2 = yhat - y, dW2 = delta2 h^T, db2 = delta2, dh = W2^T delta2, "
+            "delta1 = dh * 1(z1 > 0), dW1 = delta1 x^T, db1 = delta1, dx = W1^T delta1"
+        ),
+        forward=_mlp_forward,
+        wrt=("W1", "b1", "W2", "b2", "x"),
+        reference_gradient=_grad_mlp,
+        magnitude=_mlp_magnitude,
+        forward_magnitude=_mlp_forward_magnitude,
+        strategy=_mlp_inputs,
+        ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
+        nondifferentiable=_MLP_NOTE,
+        kink_policy=_MLP_POLICY,
+        smooth_pattern=_mlp_pattern,
+        validate=_check_mlp,
+    ),
+    Identity(
+        name="mlp-a-logits",
+        source="notes:mlp",
+        family="mlp",
+        formula="Step A: J = CE(y, softmax(z2));  delta2 = dJ/dz2 = yhat - y",
+        forward=_mlp_step_a_forward,
+        wrt=("z2",),
+        reference_gradient=_grad_step_a,
+        magnitude=_step_a_magnitude,
+        forward_magnitude=_step_a_forward_magnitude,
+        strategy=_logit_inputs,
+        ops=frozenset({"softmax_cross_entropy"}),
+        validate=_check_mlp,
+    ),
+    Identity(
+        name="mlp-b-output-params",
+        source="notes:mlp",
+        family="mlp",
+        formula="Step B: z2 = W2 h + b2;  dJ/dW2 = delta2 h^T,  dJ/db2 = delta2",
+        forward=_mlp_output_forward,
+        wrt=("W2", "b2"),
+        reference_gradient=_grad_step_b,
+        magnitude=_step_b_magnitude,
+        forward_magnitude=_output_forward_magnitude,
+        strategy=_output_layer_inputs,
+        ops=frozenset({"matmul", "add", "softmax_cross_entropy"}),
+        validate=_check_mlp,
+    ),
+    Identity(
+        name="mlp-c-hidden-activation",
+        source="notes:mlp",
+        family="mlp",
+        formula="Step C: z2 = W2 h + b2;  dJ/dh = W2^T delta2",
+        forward=_mlp_output_forward,
+        wrt=("h",),
+        reference_gradient=_grad_step_c,
+        magnitude=_step_c_magnitude,
+        forward_magnitude=_output_forward_magnitude,
+        strategy=_output_layer_inputs,
+        ops=frozenset({"matmul", "add", "softmax_cross_entropy"}),
+        validate=_check_mlp,
+    ),
+    Identity(
+        name="mlp-d-relu-mask",
+        source="notes:mlp",
+        family="mlp",
+        formula="Step D: h = ReLU(z1), z2 = W2 h + b2;  delta1 = dJ/dz1 = (W2^T delta2) * 1(z1 > 0)",
+        forward=_mlp_relu_forward,
+        wrt=("z1",),
+        reference_gradient=_grad_step_d,
+        magnitude=_step_d_magnitude,
+        forward_magnitude=_relu_forward_magnitude,
+        strategy=_relu_layer_inputs,
+        ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
+        nondifferentiable=_MLP_NOTE,
+        kink_policy=f"z1 drawn with |z1| >= {2 * S.KINK_MARGIN}",
+        smooth_pattern=_z1_pattern,
+        validate=_check_mlp,
+    ),
+    Identity(
+        name="mlp-e-hidden-params",
+        source="notes:mlp",
+        family="mlp",
+        formula="Step E: z1 = W1 x + b1;  dJ/dW1 = delta1 x^T,  dJ/db1 = delta1",
+        forward=_mlp_forward,
+        wrt=("W1", "b1"),
+        reference_gradient=_grad_step_e,
+        magnitude=_mlp_e_magnitude,
+        forward_magnitude=_mlp_forward_magnitude,
+        strategy=_mlp_inputs,
+        ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
+        nondifferentiable=_MLP_NOTE,
+        kink_policy=_MLP_POLICY,
+        smooth_pattern=_mlp_pattern,
+        validate=_check_mlp,
+    ),
+)
