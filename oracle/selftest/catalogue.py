@@ -1,0 +1,563 @@
+"""The mutant catalogue: one declarative :class:`Mutant` record per deliberately wrong adapter.
+
+Each record names the bug, the notes' rule it breaks, the identities it must be caught on,
+the fault the runner must report, the framework and the factory building it (the factories
+are in :mod:`gradoracle.selftest.mutant_rules` and
+:mod:`gradoracle.selftest.mutant_frameworks`).  :mod:`gradoracle.selftest.mutants` is the
+public entry point (and the ``load_adapter`` spec target).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gradoracle.results import Fault
+from gradoracle.selftest.mutant_frameworks import (
+    _jax_avg_pool_divided_by_k,
+    _jax_matmul_outer_reversed,
+    _jax_sigmoid_missing_one_minus,
+    _torch_conv_input_no_rot180,
+    _torch_relu_mask_inverted,
+    _torch_softmax_ce_forgot_y,
+)
+from gradoracle.selftest.mutant_rules import (
+    AbsSignLost,
+    AvgPoolDividedByK,
+    AvgPoolNotDivided,
+    BiasGradSummed,
+    ConvFilterDeltaFlipped,
+    ConvFilterFloat16Accumulation,
+    ConvInputNoRot180,
+    ConvInputPadKMinus2,
+    ConvInputPadShifted,
+    CorrectRules,
+    CrossEntropyMeanOverClasses,
+    EluUsesOutput,
+    ExpDerivativeFromInput,
+    GeluTanhApproximation,
+    LeakyReluSlopeDropped,
+    LogReciprocalForgotten,
+    MatmulOverwritesInput,
+    MatmulScaledPermille,
+    MaxPoolRouteAll,
+    MaxPoolRouteCorner,
+    MaxPoolRouteLast,
+    OuterReversed,
+    ReluMaskInverted,
+    ReluMaskMissing,
+    SigmoidMissingOneMinus,
+    SiluProductRuleDropped,
+    SinDerivativeSign,
+    SoftmaxCEForgotY,
+    SoftmaxCESignFlipped,
+    SoftplusSigmoidSign,
+    SquareFactorTwoMissing,
+    SumPoolForward,
+    TanhNotSquared,
+    TrueConvolution,
+    VecmatOuterReversed,
+    VecmatWNotTransposed,
+    WNotTransposed,
+    _numpy,
+    _pass_through_dropped,
+)
+
+BOTH: tuple[str, ...] = ("float64", "float32")
+SPEC_PREFIX = "gradoracle.selftest.mutants:MutantAdapter?name="
+
+
+class UnknownMutantError(KeyError):
+    """A mutant name that is not in the catalogue; the message suggests close names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberately wrong adapter and what the oracle must say about it."""
+
+    name: str
+    description: str
+    rule: str  # the notes' rule it breaks (a ``notes:`` source label)
+    targets: tuple[str, ...]
+    expected_fault: Fault
+    framework: str  # "numpy", "torch" or "jax"
+    factory: Callable[[str], Any]
+    dtypes: tuple[str, ...] = BOTH
+    control: bool = False  # a negative control: not a bug, must survive
+
+    @property
+    def adapter_name(self) -> str:
+        """The adapter name the mutant reports (``mutant:<name>``)."""
+        return f"mutant:{self.name}"
+
+    @property
+    def spec(self) -> str:
+        """The ``load_adapter`` spec string of this mutant."""
+        return mutant_spec(self.name)
+
+    def build(self) -> Any:
+        """A fresh adapter instance (imports torch/jax for those mutants)."""
+        return self.factory(self.adapter_name)
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the mutant's framework is installed (numpy mutants always are)."""
+        if self.framework == "numpy":
+            return True, ""
+        import importlib.util
+
+        if importlib.util.find_spec(self.framework) is None:
+            return False, f"{self.framework} is not installed"
+        return True, ""
+
+
+def mutant_spec(name: str) -> str:
+    """``gradoracle.selftest.mutants:MutantAdapter?name=<name>``: the spec ``load_adapter`` understands."""
+    return SPEC_PREFIX + name
+
+
+# ======================================================================================
+# The catalogue
+# ======================================================================================
+
+B, F_, A = Fault.BACKWARD, Fault.FORWARD, Fault.ADAPTER
+MLP_CE = ("mlp-a-logits", "mlp-b-output-params", "mlp-c-hidden-activation", "mlp")
+
+_ENTRIES: tuple[Mutant, ...] = (
+    # identities 1, 2, 5, 6
+    Mutant(
+        "matvec-w-not-transposed",
+        "z = W x: dJ/dx = W delta (W.reshape(m, n) for non-square W) instead of W^T delta",
+        "notes:identity-1",
+        ("matvec-jacobian", "matvec-weight-grad", "mlp-c-hidden-activation", "mlp"),
+        B,
+        "numpy",
+        _numpy(WNotTransposed),
+    ),
+    Mutant(
+        "vecmat-w-not-transposed",
+        "z = x W: dJ/dx = delta W (reshaped) instead of delta W^T",
+        "notes:identity-2",
+        ("vecmat-jacobian", "vecmat-weight-grad"),
+        B,
+        "numpy",
+        _numpy(VecmatWNotTransposed),
+    ),
+    Mutant(
+        "identity-pass-through-dropped",
+        "z = x: an output that is an input unchanged gets gradient 0 instead of u (J = 0, not I)",
+        "notes:identity-3",
+        ("identity-jacobian",),
+        B,
+        "numpy",
+        _pass_through_dropped,
+    ),
+    Mutant(
+        "matvec-outer-reversed",
+        "z = W x: dJ/dW = (x delta^T) reshaped to W's shape instead of delta x^T",
+        "notes:identity-5",
+        ("matvec-weight-grad", "mlp-b-output-params", "mlp-e-hidden-params", "mlp"),
+        B,
+        "numpy",
+        _numpy(OuterReversed),
+    ),
+    Mutant(
+        "vecmat-outer-reversed",
+        "z = x W: dJ/dW = (delta^T x) reshaped instead of x^T delta",
+        "notes:identity-6",
+        ("vecmat-weight-grad",),
+        B,
+        "numpy",
+        _numpy(VecmatOuterReversed),
+    ),
+    Mutant(
+        "matmul-scaled-1e-3",
+        "every matmul gradient multiplied by 1 + 1e-3 (a detection-threshold case)",
+        "notes:identity-5",
+        ("matvec-jacobian", "vecmat-jacobian", "matvec-weight-grad", "vecmat-weight-grad", "mlp"),
+        B,
+        "numpy",
+        _numpy(MatmulScaledPermille),
+    ),
+    Mutant(
+        "matmul-backward-overwrites-input",
+        "z = W x: the backward writes W^T delta into the saved x in place, then dJ/dW = delta x^T reads it",
+        "notes:identity-5",
+        ("matvec-weight-grad", "mlp-b-output-params", "mlp"),
+        B,
+        "numpy",
+        _numpy(MatmulOverwritesInput),
+    ),
+    # identity 4
+    Mutant(
+        "relu-mask-missing",
+        "ReLU backward passes delta unmasked (1(x > 0) forgotten)",
+        "notes:identity-4",
+        ("elementwise-relu", "mlp-d-relu-mask", "mlp"),
+        B,
+        "numpy",
+        _numpy(ReluMaskMissing),
+    ),
+    Mutant(
+        "relu-mask-inverted",
+        "ReLU backward masks with 1(x <= 0) instead of 1(x > 0)",
+        "notes:identity-4",
+        ("elementwise-relu", "mlp-d-relu-mask", "mlp-e-hidden-params", "mlp"),
+        B,
+        "numpy",
+        _numpy(ReluMaskInverted),
+    ),
+    Mutant(
+        "leaky-relu-slope-dropped",
+        "leaky_relu' = 0 for x < 0 (the 0.01 slope dropped)",
+        "notes:identity-4",
+        ("elementwise-leaky-relu",),
+        B,
+        "numpy",
+        _numpy(LeakyReluSlopeDropped),
+    ),
+    Mutant(
+        "sigmoid-missing-one-minus",
+        "sigmoid' = s instead of s (1 - s)",
+        "notes:identity-4",
+        ("elementwise-sigmoid",),
+        B,
+        "numpy",
+        _numpy(SigmoidMissingOneMinus),
+    ),
+    Mutant(
+        "tanh-not-squared",
+        "tanh' = 1 - tanh instead of 1 - tanh^2",
+        "notes:identity-4",
+        ("elementwise-tanh",),
+        B,
+        "numpy",
+        _numpy(TanhNotSquared),
+    ),
+    Mutant(
+        "exp-derivative-from-input",
+        "exp' computed as x (the cached input) instead of exp(x) (the output)",
+        "notes:identity-4",
+        ("elementwise-exp",),
+        B,
+        "numpy",
+        _numpy(ExpDerivativeFromInput),
+    ),
+    Mutant(
+        "log-reciprocal-forgotten",
+        "log' = x instead of 1 / x",
+        "notes:identity-4",
+        ("elementwise-log",),
+        B,
+        "numpy",
+        _numpy(LogReciprocalForgotten),
+    ),
+    Mutant(
+        "softplus-sigmoid-sign",
+        "softplus' = sigmoid(-x) instead of sigmoid(x)",
+        "notes:identity-4",
+        ("elementwise-softplus",),
+        B,
+        "numpy",
+        _numpy(SoftplusSigmoidSign),
+    ),
+    Mutant(
+        "sin-derivative-sign",
+        "sin' = -cos instead of cos",
+        "notes:identity-4",
+        ("elementwise-sin",),
+        B,
+        "numpy",
+        _numpy(SinDerivativeSign),
+    ),
+    Mutant(
+        "square-factor-two-missing",
+        "(x^2)' = x instead of 2 x",
+        "notes:identity-4",
+        ("elementwise-square",),
+        B,
+        "numpy",
+        _numpy(SquareFactorTwoMissing),
+    ),
+    Mutant(
+        "abs-sign-lost",
+        "|x|' = 1 instead of sign(x)",
+        "notes:identity-4",
+        ("elementwise-abs",),
+        B,
+        "numpy",
+        _numpy(AbsSignLost),
+    ),
+    Mutant(
+        "elu-uses-output",
+        "elu' for x < 0 = exp(x) - 1 (the output) instead of exp(x)",
+        "notes:identity-4",
+        ("elementwise-elu",),
+        B,
+        "numpy",
+        _numpy(EluUsesOutput),
+    ),
+    Mutant(
+        "silu-product-rule-dropped",
+        "silu' = sigmoid(x): the x s (1 - s) term of the product rule dropped",
+        "notes:identity-4",
+        ("elementwise-silu",),
+        B,
+        "numpy",
+        _numpy(SiluProductRuleDropped),
+    ),
+    Mutant(
+        "gelu-tanh-approximation",
+        "GELU backward is the tanh approximation's derivative while the forward is the exact erf form",
+        "notes:identity-4",
+        ("elementwise-gelu",),
+        B,
+        "numpy",
+        _numpy(GeluTanhApproximation),
+    ),
+    # MLP
+    Mutant(
+        "softmax-ce-forgot-y",
+        "delta2 = yhat (the - y of yhat - y forgotten)",
+        "notes:mlp",
+        MLP_CE,
+        B,
+        "numpy",
+        _numpy(SoftmaxCEForgotY),
+    ),
+    Mutant(
+        "softmax-ce-sign-flipped",
+        "delta2 = y - yhat (sign flipped)",
+        "notes:mlp",
+        MLP_CE,
+        B,
+        "numpy",
+        _numpy(SoftmaxCESignFlipped),
+    ),
+    Mutant(
+        "bias-grad-summed",
+        "dJ/db = sum(delta) in every entry (reduced over the wrong axis) instead of delta",
+        "notes:mlp",
+        ("mlp-b-output-params", "mlp-e-hidden-params", "mlp"),
+        B,
+        "numpy",
+        _numpy(BiasGradSummed),
+    ),
+    Mutant(
+        "cross-entropy-mean-over-classes",
+        "FORWARD: J = -mean_k y_k log yhat_k (mean, not sum), with the consistent backward (yhat - y)/m",
+        "notes:mlp",
+        ("mlp-a-logits", "mlp"),
+        F_,
+        "numpy",
+        _numpy(CrossEntropyMeanOverClasses),
+    ),
+    # conv
+    Mutant(
+        "conv-filter-delta-flipped",
+        "dJ/dK = X * rot180(delta) instead of X * delta",
+        "notes:conv-filter",
+        ("conv-filter",),
+        B,
+        "numpy",
+        _numpy(ConvFilterDeltaFlipped),
+    ),
+    Mutant(
+        "conv-filter-float16-accumulation",
+        "float32 dJ/dK computed and accumulated in float16",
+        "notes:conv-filter",
+        ("conv-filter",),
+        B,
+        "numpy",
+        _numpy(ConvFilterFloat16Accumulation),
+        dtypes=("float32",),
+    ),
+    Mutant(
+        "conv-input-no-rot180",
+        "dJ/dX = pad(delta, k-1) * K: the rot180 of the kernel forgotten",
+        "notes:conv-input",
+        ("conv-input",),
+        B,
+        "numpy",
+        _numpy(ConvInputNoRot180),
+    ),
+    Mutant(
+        "conv-input-pad-shifted",
+        "delta padded by k-2 before and k after instead of k-1 on both sides (dJ/dX shifted a pixel)",
+        "notes:conv-input",
+        ("conv-input",),
+        B,
+        "numpy",
+        _numpy(ConvInputPadShifted),
+    ),
+    Mutant(
+        "conv-input-pad-k-minus-2",
+        "delta padded by k-2 on both sides: dJ/dX has the wrong shape (the engine rejects it: ADAPTER)",
+        "notes:conv-input",
+        ("conv-input",),
+        A,
+        "numpy",
+        _numpy(ConvInputPadKMinus2),
+    ),
+    Mutant(
+        "conv-true-convolution",
+        "FORWARD: a true convolution (kernel flipped) instead of a cross-correlation, backward consistent",
+        "notes:conv-filter",
+        ("conv-filter", "conv-input"),
+        F_,
+        "numpy",
+        _numpy(TrueConvolution),
+    ),
+    # pooling
+    Mutant(
+        "max-pool-route-last",
+        "max-pool router sends delta to the last (bottom-right) pixel of every window",
+        "notes:max-pool",
+        ("max-pool",),
+        B,
+        "numpy",
+        _numpy(MaxPoolRouteLast),
+    ),
+    Mutant(
+        "max-pool-route-corner",
+        "max-pool router sends delta to a fixed corner (top-left) of every window",
+        "notes:max-pool",
+        ("max-pool",),
+        B,
+        "numpy",
+        _numpy(MaxPoolRouteCorner),
+    ),
+    Mutant(
+        "max-pool-route-all",
+        "max-pool router sends delta to every pixel of the window",
+        "notes:max-pool",
+        ("max-pool",),
+        B,
+        "numpy",
+        _numpy(MaxPoolRouteAll),
+    ),
+    Mutant(
+        "avg-pool-divided-by-k",
+        "average-pool backward spreads delta / k instead of delta / k^2",
+        "notes:avg-pool",
+        ("avg-pool",),
+        B,
+        "numpy",
+        _numpy(AvgPoolDividedByK),
+    ),
+    Mutant(
+        "avg-pool-not-divided",
+        "average-pool backward spreads delta undivided (1/k^2 forgotten)",
+        "notes:avg-pool",
+        ("avg-pool",),
+        B,
+        "numpy",
+        _numpy(AvgPoolNotDivided),
+    ),
+    Mutant(
+        "avg-pool-forward-sum",
+        "FORWARD: the average pool computes the window sum; its backward spreads delta undivided",
+        "notes:avg-pool",
+        ("avg-pool",),
+        F_,
+        "numpy",
+        _numpy(SumPoolForward),
+    ),
+    # PyTorch wrappers
+    Mutant(
+        "torch-relu-mask-inverted",
+        "PyTorch: torch.relu swapped for an autograd.Function whose backward masks with 1(x <= 0)",
+        "notes:mlp",
+        ("elementwise-relu", "mlp-d-relu-mask", "mlp"),
+        B,
+        "torch",
+        _torch_relu_mask_inverted,
+    ),
+    Mutant(
+        "torch-conv-input-no-rot180",
+        "PyTorch: F.conv2d swapped for an autograd.Function whose input gradient skips rot180(K)",
+        "notes:conv-input",
+        ("conv-input",),
+        B,
+        "torch",
+        _torch_conv_input_no_rot180,
+    ),
+    Mutant(
+        "torch-softmax-ce-forgot-y",
+        "PyTorch: F.cross_entropy swapped for an autograd.Function whose backward returns yhat",
+        "notes:mlp",
+        ("mlp-a-logits", "mlp"),
+        B,
+        "torch",
+        _torch_softmax_ce_forgot_y,
+    ),
+    # JAX wrappers
+    Mutant(
+        "jax-sigmoid-missing-one-minus",
+        "JAX: jax.nn.sigmoid swapped for a custom_vjp whose backward is g * s (1 - s missing)",
+        "notes:identity-4",
+        ("elementwise-sigmoid",),
+        B,
+        "jax",
+        _jax_sigmoid_missing_one_minus,
+    ),
+    Mutant(
+        "jax-avg-pool-divided-by-k",
+        "JAX: the average pool swapped for a custom_vjp that spreads g / k instead of g / k^2",
+        "notes:avg-pool",
+        ("avg-pool",),
+        B,
+        "jax",
+        _jax_avg_pool_divided_by_k,
+    ),
+    Mutant(
+        "jax-matmul-outer-reversed",
+        "JAX: jnp.matmul swapped for a custom_vjp whose dJ/dW for W x is (x g^T) reshaped",
+        "notes:identity-5",
+        ("matvec-weight-grad", "mlp-b-output-params"),
+        B,
+        "jax",
+        _jax_matmul_outer_reversed,
+    ),
+)
+
+_CONTROL_ENTRIES: tuple[Mutant, ...] = (
+    Mutant(
+        "control-correct-numpy",
+        "negative control: the unmodified NumPy engine under a mutant's name (must survive)",
+        "notes:identity-4",
+        ("elementwise-sigmoid", "mlp", "conv-input", "max-pool"),
+        B,
+        "numpy",
+        _numpy(CorrectRules),
+        control=True,
+    ),
+)
+
+#: Every mutant of the default catalogue, by name.
+CATALOGUE: dict[str, Mutant] = {m.name: m for m in _ENTRIES}
+#: Negative controls (correct adapters under a mutant's name), selectable by name only.
+CONTROLS: dict[str, Mutant] = {m.name: m for m in _CONTROL_ENTRIES}
+
+
+def all_mutants() -> list[Mutant]:
+    """The default catalogue (controls excluded), in catalogue order."""
+    return list(CATALOGUE.values())
+
+
+def get_mutant(name: str) -> Mutant:
+    """The mutant (or control) called ``name``; suggests close names when unknown."""
+    if name in CATALOGUE:
+        return CATALOGUE[name]
+    if name in CONTROLS:
+        return CONTROLS[name]
+    known = [*CATALOGUE, *CONTROLS]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownMutantError(
+        f"unknown mutant {name!r}.{hint} Run 'gradoracle selftest --list-mutants' for the catalogue."
+    )

@@ -1,0 +1,252 @@
+"""The false-positive campaign (``gradoracle selftest --campaign fp``): planning and running.
+
+Correct adapters, many examples per identity x adapter x dtype: each example goes through
+:func:`gradoracle.runner.evaluate_example` (the runner's per-example three-way comparison),
+and the error/tolerance ratio of every comparison is recorded in a
+:class:`~gradoracle.selftest.fp_report.RatioHistogram` per dtype and kind.  Work is cut into
+units of ``chunk`` examples, each persisted to ``fp_campaign.parts.jsonl`` as it finishes,
+so a run can be stopped and resumed; the report (``fp_campaign.json/md``) aggregates every
+unit in that file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gradoracle.identities import get_identity
+from gradoracle.runner import CheckSettings, evaluate_example
+from gradoracle.selftest.common import (
+    Callback,
+    _append_part,
+    _read_parts,
+    _spawn_pool,
+    _write,
+    adapter_modules,
+    code_fingerprint,
+    example_digest,
+)
+from gradoracle.selftest.fp_report import FP_KINDS, FPCampaignReport, RatioHistogram, fp_markdown
+
+FP_FILES = ("fp_campaign.json", "fp_campaign.md")
+FP_PARTS = "fp_campaign.parts.jsonl"
+
+
+@dataclass(frozen=True)
+class FPUnit:
+    """A chunk of the campaign: ``size`` examples of one identity x adapter x dtype."""
+
+    adapter: str
+    dtype: str
+    identity: str
+    seed: int
+    chunk: int
+    size: int
+    code: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identifies the unit in the parts file (resumption skips keys already there)."""
+        return f"{self.adapter}|{self.dtype}|{self.identity}|{self.seed}|{self.chunk}|{self.size}|{self.code}"
+
+    @property
+    def hypothesis_seed(self) -> int:
+        """The Hypothesis seed of this chunk: distinct per (seed, chunk)."""
+        return self.seed * 1_000_003 + self.chunk
+
+
+def plan_fp_units(
+    adapters: Sequence[str],
+    dtypes: Sequence[str],
+    identities: Sequence[str],
+    examples_per_check: int,
+    seeds: Sequence[int],
+    chunk: int = 500,
+) -> list[FPUnit]:
+    """Units covering ``examples_per_check`` examples per identity x adapter x dtype.
+
+    The examples are split evenly across ``seeds``, each share cut into chunks of at
+    most ``chunk``.  Units come chunk-major (every check's first chunk, then every
+    second chunk, ...), so a run stopped early leaves every check with similar counts.
+    """
+    if examples_per_check < 1 or chunk < 1 or not seeds:
+        raise ValueError("examples_per_check and chunk must be >= 1 and at least one seed given")
+    per_seed = [
+        examples_per_check // len(seeds) + (i < examples_per_check % len(seeds)) for i in range(len(seeds))
+    ]
+    layers: list[list[FPUnit]] = []
+    for seed, total in zip(seeds, per_seed, strict=True):
+        for c in range(math.ceil(total / chunk)):
+            size = min(chunk, total - c * chunk)
+            while len(layers) <= c:
+                layers.append([])
+            layers[c].extend(
+                FPUnit(a, d, i, seed, c, size, code_fingerprint(adapter_modules(a)))
+                for a in adapters
+                for d in dtypes
+                for i in identities
+            )
+    return [u for layer in layers for u in layer]
+
+
+def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
+    """Evaluate ``unit.size`` Hypothesis-drawn examples; histogram every error/tolerance ratio."""
+    from gradoracle.adapters import load_adapter
+    from hypothesis import HealthCheck, Phase, given
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import settings as hypothesis_settings
+
+    start = time.perf_counter()
+    ident = get_identity(unit.identity)
+    adapter = load_adapter(unit.adapter)
+    code = code_fingerprint(adapter_modules(unit.adapter))  # now: the code just imported
+    settings = CheckSettings()
+    hists = {k: RatioHistogram() for k in FP_KINDS}
+    failures: list[dict[str, Any]] = []
+    state = {"examples": 0, "failures": 0, "skipped_directions": 0, "repeats": 0}
+    digests: list[bytes] = []
+    seen: set[bytes] = set()
+    failing: list[bytes] = []
+
+    def body(example: Any) -> None:
+        digest = example_digest(example)
+        if digest in seen:  # Hypothesis repeats simple examples; one evaluation is enough
+            state["repeats"] += 1
+            return
+        seen.add(digest)
+        digests.append(digest)
+        outcome = evaluate_example(ident, adapter, unit.dtype, example, settings)
+        state["examples"] += 1
+        state["skipped_directions"] += outcome.skipped_directions
+        per_kind: dict[str, float] = {}
+        for c in outcome.comparisons:
+            per_kind[c.kind] = max(per_kind.get(c.kind, 0.0), c.ratio)
+        for kind, ratio in per_kind.items():
+            hists[kind].add(ratio)
+        hists["all"].add(max(per_kind.values(), default=0.0))
+        if not outcome.passed:
+            state["failures"] += 1
+            failing.append(digest)
+            if len(failures) < 5:
+                worst = max(outcome.failures, key=lambda c: c.ratio, default=None)
+                failures.append(
+                    {
+                        "identity": ident.name,
+                        "adapter": adapter.name,
+                        "dtype": unit.dtype,
+                        "fault": str(outcome.fault),
+                        "kind": worst.kind if worst else None,
+                        "input": worst.input if worst else None,
+                        "ratio": worst.ratio if worst else None,
+                        "crash": outcome.crash or outcome.contract,
+                        "shapes": {k: list(np.shape(v)) for k, v in example.inputs.items()},
+                        "params": dict(example.params),
+                        "example_seed": example.seed,
+                        "unit": unit.key,
+                        "inputs": {k: np.asarray(v).tolist() for k, v in example.inputs.items()},
+                    }
+                )
+
+    test = given(ident.strategy())(body)
+    test = hypothesis_settings(
+        max_examples=unit.size,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )(test)
+    hypothesis_seed(unit.hypothesis_seed)(test)()
+    return {
+        "key": unit.key,
+        **asdict(unit),
+        "code_at_run": code,
+        "adapter_name": adapter.name,
+        "examples": state["examples"],
+        "repeats_skipped": state["repeats"],
+        "digests": base64.b64encode(b"".join(digests)).decode("ascii"),
+        "failing_digests": [d.hex() for d in failing],
+        "failures": state["failures"],
+        "failure_details": failures,
+        "skipped_directions": state["skipped_directions"],
+        "histograms": {k: h.to_dict() for k, h in hists.items()},
+        "duration_s": round(time.perf_counter() - start, 3),
+    }
+
+
+def aggregate_fp(
+    out: Path, planned_units: int = 0, complete: bool = True, duration_s: float = 0.0
+) -> FPCampaignReport:
+    """Aggregate ``out/fp_campaign.parts.jsonl`` and write ``fp_campaign.json/md``.
+
+    Units computed by different code (different :func:`code_fingerprint`) are never
+    mixed: per adapter, the code version with the most examples is reported, and the
+    report says whether it is the code in the tree now; other versions are listed apart.
+    """
+    parts = _read_parts(Path(out) / FP_PARTS)
+    chosen: dict[str, str] = {}
+    for spec in dict.fromkeys(p["adapter"] for p in parts):
+        counts: dict[str, int] = {}
+        for p in parts:
+            if p["adapter"] == spec:
+                code = str(p.get("code_at_run"))
+                counts[code] = counts.get(code, 0) + int(p["examples"])
+        chosen[spec] = max(counts, key=lambda c: counts[c])
+    current = [p for p in parts if str(p.get("code_at_run")) == chosen[p["adapter"]]]
+    stale = [p for p in parts if str(p.get("code_at_run")) != chosen[p["adapter"]]]
+    notes = []
+    for spec, code in chosen.items():
+        now = code_fingerprint(adapter_modules(spec))
+        notes.append(f"{spec} {code}" + (" (the tree now)" if code == now else f" (the tree now: {now})"))
+    report = FPCampaignReport(
+        current, planned_units, complete, duration_s, len(stale), "; ".join(notes), stale
+    )
+    _write(Path(out) / FP_FILES[0], json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    _write(Path(out) / FP_FILES[1], fp_markdown(report))
+    return report
+
+
+def run_fp_campaign(
+    units: Sequence[FPUnit],
+    out: Path,
+    jobs: int = 1,
+    time_budget_s: float | None = None,
+    fresh: bool = False,
+    on_unit: Callback | None = None,
+) -> FPCampaignReport:
+    """Run the units not yet in the parts file, then aggregate and write the report.
+
+    ``on_unit(unit, record, done, total)`` after each unit.  No unit starts after
+    ``time_budget_s``; Ctrl-C stops the run.  Either way the report covers every unit
+    finished so far (and rerunning the same command resumes).
+    """
+    out = Path(out)
+    parts_path = out / FP_PARTS
+    if fresh and parts_path.exists():
+        parts_path.unlink()
+    done_keys = {p["key"] for p in _read_parts(parts_path)}
+    todo = [u for u in units if u.key not in done_keys]
+    start = time.perf_counter()
+    counter = {"done": len(units) - len(todo)}
+
+    def on_done(unit: FPUnit, record: dict[str, Any]) -> None:
+        _append_part(parts_path, record)
+        counter["done"] += 1
+        if on_unit is not None:
+            on_unit(unit, record, counter["done"], len(units))
+
+    def should_stop() -> bool:
+        return time_budget_s is not None and time.perf_counter() - start > time_budget_s
+
+    complete = False
+    try:
+        complete = _spawn_pool(run_fp_unit, todo, jobs, on_done, should_stop)
+    except KeyboardInterrupt:
+        complete = False
+    return aggregate_fp(out, len(units), complete, time.perf_counter() - start)

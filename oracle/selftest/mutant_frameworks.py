@@ -1,0 +1,217 @@
+"""PyTorch and JAX mutants: one op of the real adapter swapped for a wrong backward.
+
+A PyTorch mutant wraps one op in a ``torch.autograd.Function``, a JAX mutant in a
+``jax.custom_vjp``.  torch and jax are imported only inside the factories, so importing this
+module stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# ======================================================================================
+# PyTorch mutants: one op swapped for a torch.autograd.Function with a wrong backward
+# ======================================================================================
+
+
+def _torch_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
+    """A :class:`TorchAdapter` whose ops namespace is ``ops_factory()``."""
+    from functools import cached_property
+
+    from gradoracle.adapters.torch_adapter import TorchAdapter
+
+    class MutantTorchAdapter(TorchAdapter):
+        @cached_property
+        def ops(self) -> Any:
+            return ops_factory()
+
+    adapter = MutantTorchAdapter()
+    adapter.name = name
+    return adapter
+
+
+def _torch_relu_mask_inverted(name: str) -> Any:
+    import torch
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class ReluInverted(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            ctx.save_for_backward(x)
+            return torch.relu(x)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return g * (x <= 0).to(g.dtype)
+
+    class Ops(TorchOps):
+        def relu(self, x: Any) -> Any:
+            return ReluInverted.apply(x)
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_conv_input_no_rot180(name: str) -> Any:
+    import torch
+    import torch.nn.functional as F
+    from gradoracle.adapters.torch_adapter import TorchOps
+    from torch.nn import grad as nn_grad
+
+    class ConvNoRot(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, k: Any) -> Any:
+            ctx.save_for_backward(x, k)
+            return F.conv2d(x[None, None], k[None, None])[0, 0]
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            x, k = ctx.saved_tensors
+            g4 = g[None, None]
+            # conv_transpose2d(g, K) is the full correlation with rot180(K); flipping K first
+            # cancels the rotation: the bug.
+            gx = F.conv_transpose2d(g4, k.flip(0, 1)[None, None])[0, 0]
+            gk = nn_grad.conv2d_weight(x[None, None], (1, 1, *k.shape), g4)[0, 0]
+            return gx, gk
+
+    class Ops(TorchOps):
+        def conv2d(self, x: Any, k: Any) -> Any:
+            return ConvNoRot.apply(x, k)
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_softmax_ce_forgot_y(name: str) -> Any:
+    import torch
+    import torch.nn.functional as F
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class CEForgotY(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, z: Any, y: Any) -> Any:
+            logp = F.log_softmax(z, dim=0)
+            ctx.save_for_backward(logp)
+            return -(y * logp).sum()
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (logp,) = ctx.saved_tensors
+            return logp.exp() * g, -logp * g
+
+    class Ops(TorchOps):
+        def softmax_cross_entropy(self, logits: Any, target: Any) -> Any:
+            return CEForgotY.apply(logits, target)
+
+    return _torch_adapter(name, Ops)
+
+
+# ======================================================================================
+# JAX mutants: one op swapped for a jax.custom_vjp with a wrong backward
+# ======================================================================================
+
+
+def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
+    """A :class:`JaxAdapter` (eager: ``jit="never"``) whose ops namespace is ``ops_factory()``.
+
+    Eager, because the runner builds a fresh forward closure per example, so ``jit="auto"``
+    would compile once per example; the mutant's arithmetic is the same either way.
+    """
+    from functools import cached_property
+
+    from gradoracle.adapters.jax_adapter import JaxAdapter
+
+    class MutantJaxAdapter(JaxAdapter):
+        @cached_property
+        def ops(self) -> Any:
+            return ops_factory()
+
+    adapter = MutantJaxAdapter(jit="never")
+    adapter.name = name
+    return adapter
+
+
+def _jax_sigmoid_missing_one_minus(name: str) -> Any:
+    import jax
+    from gradoracle.adapters.jax_adapter import JaxOps
+
+    @jax.custom_vjp
+    def sigmoid(x: Any) -> Any:
+        return jax.nn.sigmoid(x)
+
+    def fwd(x: Any) -> tuple[Any, Any]:
+        s = jax.nn.sigmoid(x)
+        return s, s
+
+    def bwd(s: Any, g: Any) -> tuple[Any]:
+        return (g * s,)
+
+    sigmoid.defvjp(fwd, bwd)
+
+    class Ops(JaxOps):
+        def sigmoid(self, x: Any) -> Any:
+            return sigmoid(x)
+
+    return _jax_adapter(name, Ops)
+
+
+def _jax_avg_pool_divided_by_k(name: str) -> Any:
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    from gradoracle.adapters.jax_adapter import JaxOps
+    from jax import lax
+
+    @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+    def avg_pool(x: Any, k: int, s: int) -> Any:
+        return lax.reduce_window(x, 0.0, lax.add, (k, k), (s, s), "VALID") / (k * k)
+
+    def fwd(x: Any, k: int, s: int) -> tuple[Any, Any]:
+        return avg_pool(x, k, s), x
+
+    def bwd(k: int, s: int, x: Any, g: Any) -> tuple[Any]:
+        ho, wo = g.shape
+        share = g / k  # the bug: k, not k^2
+        grad = jnp.zeros_like(x)
+        for a in range(k):
+            for b in range(k):
+                grad = grad.at[a : a + s * (ho - 1) + 1 : s, b : b + s * (wo - 1) + 1 : s].add(share)
+        return (grad,)
+
+    avg_pool.defvjp(fwd, bwd)
+
+    class Ops(JaxOps):
+        def avg_pool2d(self, x: Any, k: int, stride: int | None = None) -> Any:
+            return avg_pool(x, int(k), int(k if stride is None else stride))
+
+    return _jax_adapter(name, Ops)
+
+
+def _jax_matmul_outer_reversed(name: str) -> Any:
+    import jax
+    import jax.numpy as jnp
+    from gradoracle.adapters.jax_adapter import JaxOps
+
+    @jax.custom_vjp
+    def matmul(a: Any, b: Any) -> Any:
+        return jnp.matmul(a, b)
+
+    def fwd(a: Any, b: Any) -> tuple[Any, Any]:
+        return jnp.matmul(a, b), (a, b)
+
+    def bwd(res: Any, g: Any) -> tuple[Any, Any]:
+        a, b = res
+        if a.ndim == 2 and b.ndim == 1:
+            return jnp.outer(b, g).reshape(a.shape), a.T @ g  # the bug: x delta^T
+        if a.ndim == 1 and b.ndim == 2:
+            return b @ g, jnp.outer(a, g)
+        return g @ b.T, a.T @ g
+
+    matmul.defvjp(fwd, bwd)
+
+    class Ops(JaxOps):
+        def matmul(self, a: Any, b: Any) -> Any:
+            return matmul(a, b)
+
+    return _jax_adapter(name, Ops)

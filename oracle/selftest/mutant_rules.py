@@ -1,0 +1,439 @@
+"""NumPy-engine mutants: one :class:`gradoracle.adapters.numpy_engine.Rules` subclass per bug.
+
+Each class breaks one backward (or, for a few, forward) rule of ``notes/gradient-notes.md``,
+grouped by the notes' sections; :func:`_numpy` turns a class into a catalogue factory.  The
+catalogue (:mod:`gradoracle.selftest.catalogue`) says what the oracle must report for each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gradoracle.adapters.base import VJPResult
+from gradoracle.adapters.numpy_engine import (
+    NumpyEngineAdapter,
+    Rules,
+    Tensor,
+    _correlate_valid,
+    _pool_windows,
+    _stable_sigmoid,
+)
+
+
+def _numpy(rules_cls: type[Rules]) -> Callable[[str], Any]:
+    def factory(name: str) -> Any:
+        return NumpyEngineAdapter(rules=rules_cls(), name=name)
+
+    return factory
+
+
+# ---- identities 1, 2, 5, 6: matmul -----------------------------------------------------
+
+
+class WNotTransposed(Rules):
+    """``z = W x``: dJ/dx = W' delta with W' = W.reshape(m, n) instead of W^T.
+
+    For a square W that is W itself (the transpose forgotten); otherwise it is the
+    reshape-for-transpose bug, which keeps the shape right and the values wrong.
+    """
+
+    def matmul_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if a.ndim == 2 and b.ndim == 1:
+            n, m = a.shape
+            return np.outer(delta, b), a.reshape(m, n) @ delta
+        return super().matmul_backward(delta, a, b)
+
+
+class OuterReversed(Rules):
+    """``z = W x``: dJ/dW = (x delta^T).reshape(W.shape): the outer product reversed."""
+
+    def matmul_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if a.ndim == 2 and b.ndim == 1:
+            return np.outer(b, delta).reshape(a.shape), a.T @ delta
+        return super().matmul_backward(delta, a, b)
+
+
+class VecmatWNotTransposed(Rules):
+    """``z = x W``: dJ/dx = delta W' with W' = W.reshape(m, n) instead of W^T."""
+
+    def matmul_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if a.ndim == 1 and b.ndim == 2:
+            n, m = b.shape
+            return delta @ b.reshape(m, n), np.outer(a, delta)
+        return super().matmul_backward(delta, a, b)
+
+
+class VecmatOuterReversed(Rules):
+    """``z = x W``: dJ/dW = (delta^T x).reshape(W.shape) instead of x^T delta."""
+
+    def matmul_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if a.ndim == 1 and b.ndim == 2:
+            return b @ delta, np.outer(delta, a).reshape(b.shape)
+        return super().matmul_backward(delta, a, b)
+
+
+class MatmulScaledPermille(Rules):
+    """Every matmul gradient multiplied by 1 + 1e-3 (a detection-threshold case)."""
+
+    def matmul_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        da, db = super().matmul_backward(delta, a, b)
+        return da * (1.0 + 1e-3), db * (1.0 + 1e-3)
+
+
+class MatmulOverwritesInput(Rules):
+    """``z = W x``: W^T delta is written into the saved x buffer, then dJ/dW = delta x^T reads it.
+
+    A memory-saving backward that reuses its input's storage: dJ/dx is right, dJ/dW
+    becomes delta (W^T delta)^T.
+    """
+
+    def matmul_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if a.ndim == 2 and b.ndim == 1:
+            b[...] = a.T @ delta  # in place: the saved input is gone
+            return np.outer(delta, b), b.copy()
+        return super().matmul_backward(delta, a, b)
+
+
+# ---- identity 3: z = x -----------------------------------------------------------------
+
+
+class PassThroughDroppedAdapter(NumpyEngineAdapter):
+    """An output that *is* an input (``z = x``) gets a zero gradient instead of ``u``.
+
+    The engine seeds the cotangent on recorded op outputs only, so a forward that
+    returns an input unchanged is treated as "does not depend on it".
+    """
+
+    def vjp(
+        self,
+        fn: Any,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        result = super().vjp(fn, inputs, wrt, cotangent, dtype)
+        leaves = {n: Tensor(np.array(v, dtype=dtype), op=f"input:{n}") for n, v in inputs.items()}
+        probe = fn(self.ops, leaves)
+        if isinstance(probe, Tensor) and probe.op.startswith("input:"):
+            return VJPResult(result.output, {n: np.zeros_like(g) for n, g in result.grads.items()})
+        return result
+
+
+def _pass_through_dropped(name: str) -> Any:
+    return PassThroughDroppedAdapter(name=name)
+
+
+# ---- identity 4: elementwise -----------------------------------------------------------
+
+
+class ReluMaskMissing(Rules):
+    """ReLU backward passes delta everywhere: the mask 1(x > 0) forgotten."""
+
+    def relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta.copy()
+
+
+class ReluMaskInverted(Rules):
+    """ReLU backward with the mask inverted: delta * 1(x <= 0)."""
+
+    def relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * (x <= 0).astype(x.dtype)
+
+
+class LeakyReluSlopeDropped(Rules):
+    """leaky_relu' = 0 for x < 0 (the 0.01 slope dropped, as if it were ReLU)."""
+
+    def leaky_relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * (x > 0).astype(x.dtype)
+
+
+class SigmoidMissingOneMinus(Rules):
+    """sigmoid' = s instead of s (1 - s)."""
+
+    def sigmoid_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * z
+
+
+class TanhNotSquared(Rules):
+    """tanh' = 1 - tanh instead of 1 - tanh^2."""
+
+    def tanh_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * (1.0 - z)
+
+
+class ExpDerivativeFromInput(Rules):
+    """exp' computed from the cached input instead of the output: delta * x."""
+
+    def exp_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * x
+
+
+class LogReciprocalForgotten(Rules):
+    """log' = x instead of 1 / x."""
+
+    def log_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * x
+
+
+class SoftplusSigmoidSign(Rules):
+    """softplus' = sigmoid(-x) instead of sigmoid(x) (a sign slip inside the sigmoid)."""
+
+    def softplus_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * _stable_sigmoid(-x)
+
+
+class SinDerivativeSign(Rules):
+    """sin' = -cos instead of cos."""
+
+    def sin_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * -np.cos(x)
+
+
+class SquareFactorTwoMissing(Rules):
+    """(x^2)' = x instead of 2x."""
+
+    def square_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * x
+
+
+class AbsSignLost(Rules):
+    """|x|' = 1 instead of sign(x)."""
+
+    def abs_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta.copy()
+
+
+class EluUsesOutput(Rules):
+    """elu' for x < 0 taken as the output exp(x) - 1 instead of exp(x) (= output + 1)."""
+
+    def elu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * np.where(x > 0, 1.0, z).astype(x.dtype)
+
+
+class SiluProductRuleDropped(Rules):
+    """silu' = sigmoid(x): the x s (1 - s) term of the product rule dropped."""
+
+    def silu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * _stable_sigmoid(x)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+class GeluTanhApproximation(Rules):
+    """GELU backward is the derivative of the tanh approximation, the forward is exact (erf).
+
+    d/dx [x/2 (1 + tanh(c (x + a x^3)))] = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2).
+    """
+
+    def gelu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        t = np.tanh(_GELU_C * (x + _GELU_A * x**3))
+        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * x * x)
+        return delta * d.astype(x.dtype)
+
+
+# ---- MLP: softmax cross-entropy and the bias -------------------------------------------
+
+
+class SoftmaxCEForgotY(Rules):
+    """delta2 = yhat: the "- y" of yhat - y forgotten."""
+
+    def softmax_cross_entropy_backward(
+        self, delta: np.ndarray, z: np.ndarray, y: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        yhat, log_yhat = cache
+        return yhat * delta, -log_yhat * delta
+
+
+class SoftmaxCESignFlipped(Rules):
+    """delta2 = y - yhat: the sign of the softmax/cross-entropy gradient flipped."""
+
+    def softmax_cross_entropy_backward(
+        self, delta: np.ndarray, z: np.ndarray, y: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        yhat, log_yhat = cache
+        return (y - yhat) * delta, -log_yhat * delta
+
+
+class CrossEntropyMeanOverClasses(Rules):
+    """FORWARD bug: J = -mean_k y_k log yhat_k (mean over classes, not the sum).
+
+    The backward is consistent with it ((yhat - y) / m), so only the forward is wrong.
+    """
+
+    def softmax_cross_entropy_forward(
+        self, z: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        loss, cache = super().softmax_cross_entropy_forward(z, y)
+        return np.asarray(loss / z.shape[0]), cache
+
+    def softmax_cross_entropy_backward(
+        self, delta: np.ndarray, z: np.ndarray, y: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        dz, dy = super().softmax_cross_entropy_backward(delta, z, y, cache)
+        m = z.shape[0]
+        return dz / m, dy / m
+
+
+class BiasGradSummed(Rules):
+    """Bias gradient reduced over the wrong axis: dJ/db = sum(delta) in every entry."""
+
+    def add_backward(self, delta: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        da, db = super().add_backward(delta, a, b)
+        return da, np.full_like(db, np.sum(db))
+
+
+# ---- conv --------------------------------------------------------------------------------
+
+
+class ConvFilterDeltaFlipped(Rules):
+    """dJ/dK = X * rot180(delta) instead of X * delta."""
+
+    def conv2d_filter_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return _correlate_valid(x, delta[::-1, ::-1])
+
+
+class ConvInputNoRot180(Rules):
+    """dJ/dX = pad(delta, k-1) * K: the rot180 of the kernel forgotten."""
+
+    def conv2d_input_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        kh, kw = k.shape
+        padded = np.pad(delta, ((kh - 1, kh - 1), (kw - 1, kw - 1)))
+        return _correlate_valid(padded, k)
+
+
+class ConvInputPadShifted(Rules):
+    """delta padded by k-2 before and k after (not k-1 on both sides): dJ/dX shifted one pixel."""
+
+    def conv2d_input_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        kh, kw = k.shape
+        if kh < 2 or kw < 2:
+            return super().conv2d_input_grad(delta, x, k)
+        padded = np.pad(delta, ((kh - 2, kh), (kw - 2, kw)))
+        return _correlate_valid(padded, k[::-1, ::-1])
+
+
+class ConvInputPadKMinus2(Rules):
+    """delta padded by k-2 on both sides: dJ/dX comes out two pixels short (wrong shape)."""
+
+    def conv2d_input_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        kh, kw = k.shape
+        padded = np.pad(delta, ((kh - 2, kh - 2), (kw - 2, kw - 2)))
+        return _correlate_valid(padded, k[::-1, ::-1])
+
+
+class ConvFilterFloat16Accumulation(Rules):
+    """float32 filter gradient computed and accumulated in float16 (float64 untouched)."""
+
+    def conv2d_filter_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        if x.dtype != np.float32:
+            return super().conv2d_filter_grad(delta, x, k)
+        half = _correlate_valid(x.astype(np.float16), delta.astype(np.float16))
+        return np.asarray(half, dtype=np.float32)
+
+
+class TrueConvolution(Rules):
+    """FORWARD bug: a true convolution (kernel flipped) instead of a cross-correlation.
+
+    Backward consistent with it: dJ/dK = rot180(X * delta), dJ/dX = pad(delta) * K.
+    """
+
+    def conv2d_forward(self, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return super().conv2d_forward(x, k[::-1, ::-1])
+
+    def conv2d_filter_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return _correlate_valid(x, delta)[::-1, ::-1].copy()
+
+    def conv2d_input_grad(self, delta: np.ndarray, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        kh, kw = k.shape
+        padded = np.pad(delta, ((kh - 1, kh - 1), (kw - 1, kw - 1)))
+        return _correlate_valid(padded, k)
+
+
+# ---- pooling -------------------------------------------------------------------------------
+
+
+def _route_to_offset(delta: np.ndarray, x: np.ndarray, k: int, stride: int, a: int, b: int) -> np.ndarray:
+    """delta_uv sent to pixel (u s + a, v s + b) of every window."""
+    ho, wo = delta.shape
+    grad = np.zeros_like(x)
+    rows = np.arange(ho)[:, None] * stride + a
+    cols = np.arange(wo)[None, :] * stride + b
+    np.add.at(grad, (np.broadcast_to(rows, (ho, wo)), np.broadcast_to(cols, (ho, wo))), delta)
+    return grad
+
+
+class MaxPoolRouteLast(Rules):
+    """Max-pool router sends delta to the last (bottom-right) pixel of each window."""
+
+    def max_pool2d_backward(
+        self, delta: np.ndarray, x: np.ndarray, k: int, stride: int, argmax: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        return _route_to_offset(delta, x, k, stride, k - 1, k - 1)
+
+
+class MaxPoolRouteCorner(Rules):
+    """Max-pool router sends delta to a fixed corner (top-left) of each window."""
+
+    def max_pool2d_backward(
+        self, delta: np.ndarray, x: np.ndarray, k: int, stride: int, argmax: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        return _route_to_offset(delta, x, k, stride, 0, 0)
+
+
+class MaxPoolRouteAll(Rules):
+    """Max-pool router sends delta to every pixel of the window (an average-pool spread without 1/k^2)."""
+
+    def max_pool2d_backward(
+        self, delta: np.ndarray, x: np.ndarray, k: int, stride: int, argmax: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        grad = np.zeros_like(x)
+        for a in range(k):
+            for b in range(k):
+                grad += _route_to_offset(delta, x, k, stride, a, b)
+        return grad
+
+
+class AvgPoolDividedByK(Rules):
+    """Average-pool spread delta / k instead of delta / k^2."""
+
+    def avg_pool2d_backward(self, delta: np.ndarray, x: np.ndarray, k: int, stride: int) -> np.ndarray:
+        return super().avg_pool2d_backward(delta, x, k, stride) * float(k)
+
+
+class AvgPoolNotDivided(Rules):
+    """Average-pool spread delta undivided (the 1/k^2 forgotten)."""
+
+    def avg_pool2d_backward(self, delta: np.ndarray, x: np.ndarray, k: int, stride: int) -> np.ndarray:
+        return super().avg_pool2d_backward(delta, x, k, stride) * float(k * k)
+
+
+class SumPoolForward(Rules):
+    """FORWARD bug: the average pool computes the window *sum*; its backward spreads delta undivided."""
+
+    def avg_pool2d_forward(self, x: np.ndarray, k: int, stride: int) -> np.ndarray:
+        return np.asarray(_pool_windows(x, k, stride).sum(axis=(2, 3)))
+
+    def avg_pool2d_backward(self, delta: np.ndarray, x: np.ndarray, k: int, stride: int) -> np.ndarray:
+        return super().avg_pool2d_backward(delta, x, k, stride) * float(k * k)
+
+
+class CorrectRules(Rules):
+    """Negative control: the engine's own rules, unchanged."""
