@@ -61,6 +61,8 @@ _FINGERPRINTS: dict[tuple[str, ...], str] = {}
 def code_fingerprint(extra: Sequence[str] = ()) -> str:
     """sha256 (12 hex digits) of the source of :data:`FINGERPRINT_MODULES` plus ``extra`` modules.
 
+    A package's digest covers every ``.py`` file under it.
+
     Computed once per process and module set, i.e. for the code this process imported
     (a file edited later does not change it, which is the point).
     """
@@ -75,7 +77,14 @@ def code_fingerprint(extra: Sequence[str] = ()) -> str:
             origin = spec.origin if spec is not None else None
             digest.update(name.encode())
             if origin and Path(origin).is_file():
-                digest.update(Path(origin).read_bytes())
+                # a package counts with every module in it (the identities are one module per section)
+                files = (
+                    sorted(Path(origin).parent.rglob("*.py"))
+                    if origin.endswith("__init__.py")
+                    else [Path(origin)]
+                )
+                for path in files:
+                    digest.update(path.read_bytes())
         _FINGERPRINTS[key] = digest.hexdigest()[:12]
     return _FINGERPRINTS[key]
 
