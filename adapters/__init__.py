@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -66,6 +68,24 @@ def _parse_options(text: str) -> dict[str, Any]:
     return options
 
 
+def _import_hint(module_name: str, exc: ImportError) -> str:
+    """What is true about a failed import of an adapter's module, and how to fix it."""
+    missing = exc.name or ""
+    if not (isinstance(exc, ModuleNotFoundError) and f"{module_name}.".startswith(f"{missing}.")):
+        return f"{module_name!r} itself was found; the import failed inside it."
+    cwd = os.getcwd()
+    source = module_name.replace(".", "/") + ".py"
+    if any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        return (
+            f"It is not importable from the current directory {cwd} or the installed packages; "
+            f"run from the directory that holds {source} or install it."
+        )
+    return (
+        f"It is not importable from sys.path (which does not hold the current directory {cwd}) "
+        f"or the installed packages; put the directory that holds {source} on sys.path or install it."
+    )
+
+
 def _load_path(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
@@ -73,9 +93,9 @@ def _load_path(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        hint = _import_hint(module_name, exc)
         raise AdapterLoadError(
-            f"cannot import module {module_name!r} for adapter {path!r}: {exc}. "
-            "Is it installed, or on sys.path (run from the directory that holds it)?"
+            f"cannot import module {module_name!r} for adapter {path!r}: {exc}. {hint}"
         ) from exc
     try:
         obj: Any = module

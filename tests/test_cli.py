@@ -18,7 +18,11 @@ TESTS = Path(__file__).parent
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "gradoracle.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "gradoracle.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -103,3 +107,109 @@ def test_help_lists_every_subcommand() -> None:
     proc = run_cli("--help")
     for command in ("list", "explain", "check", "report", "merge", "selftest", "bench"):
         assert command in proc.stdout
+
+
+# ------------------------------------------- module:Class adapters from the current directory
+
+MY_ADAPTER = '''
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
+
+
+class MyAdapter(NumpyEngineAdapter):
+    """The NumPy engine under another name: a correct third-party adapter."""
+
+    def __init__(self) -> None:
+        super().__init__(name="mine")
+'''
+
+
+def run_from(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -P -m gradoracle ARGS`` in ``cwd``, with nothing else putting ``cwd`` on sys.path.
+
+    Plain ``python -m`` prepends the current directory itself, which would hide a CLI that does
+    not; ``-P`` (Python 3.11+) turns that off, so the interpreter sees sys.path as the
+    ``gradoracle`` console script does (its own folder, not the user's).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "gradoracle", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_adapter_path_imports_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "myadapter.py").write_text(MY_ADAPTER, encoding="utf-8")
+    proc = run_from(
+        tmp_path,
+        "check",
+        "--adapter",
+        "myadapter:MyAdapter",
+        "--identity",
+        "matvec-jacobian",
+        "--examples",
+        "3",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mine" in proc.stdout and "2 pass, 0 fail" in proc.stdout
+
+
+def test_missing_adapter_module_says_where_it_was_looked_for(tmp_path: Path) -> None:
+    proc = run_from(tmp_path, "check", "--adapter", "nomodule:Cls", "--identity", "matvec-jacobian")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())  # undo the console's line wrapping
+    assert "cannot import module 'nomodule'" in err
+    assert f"not importable from the current directory {tmp_path} or the installed packages" in err
+    assert "run from the directory that holds nomodule.py or install it" in err
+
+
+def test_cli_leaves_sys_path_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    assert main(["check", "--adapter", "nomodule:Cls", "--identity", "matvec-jacobian"]) == 2
+    assert sys.path == before
+
+
+# --------------------------------------------------- default output directory: reports/latest
+
+
+def test_report_writes_to_reports_latest_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        [
+            "report",
+            "--adapter",
+            "numpy",
+            "--identity",
+            "matvec-jacobian",
+            "--dtype",
+            "float64",
+            "--examples",
+            "3",
+            "--format",
+            "json,md,junit",
+        ]
+    )
+    assert code == 0, capsys.readouterr()
+    latest = tmp_path / "reports" / "latest"
+    assert sorted(p.name for p in latest.iterdir()) == ["junit.xml", "report.json", "report.md"]
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["latest"]  # the reference spot untouched
+
+
+@pytest.mark.parametrize("argv", [["report"], ["merge", "part/report.json"], ["selftest"], ["bench"]])
+def test_every_writing_command_defaults_to_reports_latest(argv: list[str]) -> None:
+    from gradoracle.cli import build_parser
+
+    assert build_parser().parse_args(argv).out == Path("reports/latest")
+
+
+def test_version_and_python_m_gradoracle() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradoracle", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("gradoracle "), proc.stdout + proc.stderr

@@ -3,7 +3,8 @@
 Runs :mod:`gradoracle.bench` (linear n in 8, 32, 128, 512; conv input 16..128 with k=3; the
 MLP; both poolings), prints the table of costs as multiples of one forward+backward, the
 evaluations and detection power per check and the issue's targets, and writes
-``bench.json`` and ``bench.md`` into ``--out`` (default ``reports/``).
+``bench.json`` and ``bench.md`` into ``--out`` (default ``reports/latest/``; the committed
+``reports/bench.md`` is not touched).
 
 Exit codes: 0 the bench ran (a tool that failed is a record in the tables, not an exit
 code); 2 a usage error.
@@ -17,21 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradoracle.cli import EXIT_OK, UsageError, console
+from gradoracle.cli.common import (
+    DEFAULT_OUT,
+    EXIT_OK,
+    OUT_HELP,
+    UsageError,
+    console,
+    positive_int,
+    progress_bar,
+    resolve_adapters,
+)
 from rich.markup import escape
 from rich.table import Table
-
-DEFAULT_OUT = Path("reports")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -97,7 +95,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-reference-tools", action="store_true", help="time only gradoracle and the baselines")
     p.add_argument(
-        "--repeats", type=_positive_int, default=5, metavar="N", help="timed batches per tool (default 5)"
+        "--repeats", type=positive_int, default=5, metavar="N", help="timed batches per tool (default 5)"
     )
     p.add_argument(
         "--max-seconds",
@@ -110,7 +108,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-detection", action="store_true", help="skip the detection-power measurement")
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="torch intra-op threads during the bench (default 1: tiny ops, shared machine)",
@@ -125,7 +123,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=DEFAULT_OUT,
         metavar="DIR",
-        help=f"output directory for bench.json and bench.md (default {DEFAULT_OUT}/)",
+        help=f"output directory for bench.json and bench.md ({OUT_HELP})",
     )
     p.set_defaults(func=cmd_bench)
 
@@ -142,8 +140,6 @@ def _config(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from exc
     adapters = tuple(args.adapter) or GRADORACLE_ADAPTERS
     if args.adapter:
-        from gradoracle.cli import resolve_adapters
-
         resolve_adapters(adapters, explicit=True)  # an unknown or missing adapter is a usage error
     else:
         from gradoracle.bench import framework_available
@@ -217,21 +213,13 @@ def targets_table(report: Any) -> Table:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench, print the side-by-side tables, write bench.json and bench.md."""
     from gradoracle.bench import run_bench, write_bench
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     config = _config(args)
     out = console()
     command = (
         "gradoracle " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "gradoracle bench"
     )
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-        disable=not out.is_terminal,
-    ) as progress:
+    with progress_bar(out, spinner=True) as progress:
         task = progress.add_task("bench", total=None)
 
         def on_tool(case: Any, tool: str) -> None:

@@ -2,7 +2,8 @@
 
 ``--campaign mutants`` (default) runs every mutant of :mod:`gradoracle.selftest.mutants` on its
 targets and the correct adapters on every identity, prints the kill matrix and writes
-``selftest.json``/``selftest.md`` into ``--out``.  ``--campaign fp`` runs the
+``selftest.json``/``selftest.md`` into ``--out`` (default ``reports/latest/``; the committed
+reports in ``reports/`` are not touched).  ``--campaign fp`` runs the
 false-positive campaign, ``--campaign threshold`` the detection-threshold measurement
 (both resumable: rerunning the same command continues where it stopped).
 
@@ -19,23 +20,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradoracle.cli import EXIT_NONCONFORMANCE, EXIT_OK, UsageError, console
+from gradoracle.cli.common import (
+    DEFAULT_OUT,
+    EXIT_NONCONFORMANCE,
+    EXIT_OK,
+    OUT_HELP,
+    UsageError,
+    console,
+    positive_int,
+    progress_bar,
+)
 from gradoracle.identities import all_identities
 from gradoracle.runner import DTYPES
 from rich.console import Console
 from rich.table import Table
-
-DEFAULT_OUT = Path("reports")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _seeds(text: str) -> list[int]:
@@ -85,7 +83,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--list-mutants", action="store_true", help="print the mutant catalogue and exit")
     p.add_argument(
         "--examples",
-        type=_positive_int,
+        type=positive_int,
         default=30,
         metavar="N",
         help="examples per mutant check (default 30)",
@@ -96,9 +94,9 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=DEFAULT_OUT,
         metavar="DIR",
-        help=f"output directory (default {DEFAULT_OUT}/)",
+        help=f"output directory ({OUT_HELP}); the fp and threshold campaigns resume from it",
     )
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes (default 1)")
     p.add_argument(
         "--dtype", action="append", default=[], choices=DTYPES, help="dtype to run; repeatable (default both)"
     )
@@ -114,7 +112,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-correct", action="store_true", help="run only the mutants")
     g.add_argument(
         "--correct-examples",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="examples per correct check (default --examples)",
     )
@@ -131,7 +129,7 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument(
         "--examples-per-check",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="fp: examples per identity x adapter x dtype, split across --seeds (default 10000)",
@@ -141,7 +139,7 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument(
         "--chunk",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         metavar="N",
         help="fp: examples per work unit (default 500)",
@@ -169,13 +167,13 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument(
         "--checks",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         metavar="N",
         help="threshold: checks per eps (default 200)",
     )
     g.add_argument(
-        "--fp-checks", type=_positive_int, metavar="N", help="threshold: checks at eps = 0 (default --checks)"
+        "--fp-checks", type=positive_int, metavar="N", help="threshold: checks at eps = 0 (default --checks)"
     )
     g.add_argument(
         "--base-adapter",
@@ -206,17 +204,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def _progress(out: Console, total: int, label: str) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-        disable=not out.is_terminal,
-    )
+    progress = progress_bar(out)
     task = progress.add_task(label, total=total)
     return progress, task
 

@@ -1,0 +1,78 @@
+"""``gradoracle check``: run the conformance checks in this process and print the verdicts.
+
+Exit codes: 0 every check conforms, 1 a nonconformance, 2 a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from gradoracle import options as shared
+from gradoracle.cli.common import (
+    EXIT_NONCONFORMANCE,
+    EXIT_OK,
+    adapter_specs,
+    console,
+    conventions_table,
+    progress_bar,
+    resolve_adapters,
+    results_table,
+)
+from rich.console import Console
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``check`` sub-command."""
+    p = subparsers.add_parser("check", help="run conformance checks and print a table of verdicts")
+    shared.add_to_argparse(p, exclude=("known_deviations",))
+    p.add_argument(
+        "--no-conventions", dest="conventions", action="store_false", help="do not run the convention probes"
+    )
+    p.set_defaults(func=cmd_check)
+
+
+def run_with_progress(
+    identities: Sequence[Any], adapters: Sequence[Any], dtypes: Sequence[str], settings: Any, out: Console
+) -> list[Any]:
+    """Run every check with a rich progress bar (transient; plain text when not a terminal)."""
+    from gradoracle.runner import check
+
+    results = []
+    total = len(identities) * len(adapters) * len(dtypes)
+    with progress_bar(out) as progress:
+        task = progress.add_task("checking", total=total)
+        for adapter in adapters:
+            for dtype in dtypes:
+                for ident in identities:
+                    progress.update(task, description=f"{ident.name} [{adapter.name}-{dtype}]")
+                    results.append(check(ident, adapter, dtype, settings))
+                    progress.advance(task)
+    return results
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the conformance checks and print the verdicts; exit 1 on any nonconformance."""
+    from gradoracle.conventions import run_probes
+    from gradoracle.identities import select_identities
+
+    config = shared.run_config(vars(args))
+    specs, explicit = adapter_specs(config.adapters)
+    adapters = resolve_adapters(specs, explicit)
+    identities = select_identities(list(config.identities))
+    out = console()
+    results = run_with_progress(identities, adapters, config.dtypes, config.settings, out)
+    out.print(
+        results_table(results, f"gradoracle check: {len(results)} checks, {config.examples} examples each")
+    )
+    for r in results:
+        if r.verdict in ("fail", "error"):
+            out.print(f"\n[bold red]{r.id}[/]: {r.verdict}", markup=True)
+            out.print(r.message, markup=False)
+    if args.conventions:
+        out.print(conventions_table(run_probes(adapters, config.dtypes)))
+    bad = [r for r in results if not r.ok]
+    counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
+    out.print(", ".join(f"{n} {v}" for v, n in counts.items()))
+    return EXIT_NONCONFORMANCE if bad else EXIT_OK

@@ -1,0 +1,362 @@
+"""What the sub-commands share: exit codes, the console, usage errors, adapter loading, tables.
+
+- exit codes and :class:`UsageError` (exit 2 with its message), the rich :func:`console`;
+- :data:`DEFAULT_OUT`: where ``report``, ``merge``, ``selftest`` and ``bench`` write by
+  default (``reports/latest``; ``reports/`` itself holds the committed reference report);
+- adapter specs: :func:`adapter_specs`, :func:`resolve_adapters`, and :func:`cwd_importable`,
+  which gives a ``mod:Class`` spec ``python -m`` semantics (the current directory first on
+  ``sys.path``) for the command that names it;
+- argument types, the progress bar, the results and conventions tables;
+- the report writing of ``report`` and ``merge``: output options, formats, known
+  deviations, the output directory check, the summary and the exit code (:func:`finish`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from gradoracle import options as shared
+from gradoracle.reporting import FORMATS, normalize_formats
+from gradoracle.reporting.json_report import result_record, summarize
+from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
+from gradoracle.results import CheckResult, Verdict
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
+#: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
+EXIT_INTERRUPTED = 130
+
+#: Default ``--out`` of the commands that write files.  ``reports/`` holds the committed
+#: reference report, so a user's run writes beside it and leaves a clone clean.
+DEFAULT_OUT = Path("reports/latest")
+OUT_HELP = "default reports/latest/; the committed reference report in reports/ is left alone"
+
+#: Destinations of every option that takes an adapter spec (check, report, selftest, bench).
+ADAPTER_OPTIONS: tuple[str, ...] = ("adapter", "correct_adapter", "base_adapter")
+
+VERDICT_COLOUR = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "xfail": "cyan"}
+
+
+class UsageError(Exception):
+    """A usage or configuration problem: exit code 2 with this message."""
+
+
+def console(stderr: bool = False) -> Console:
+    """The rich console the CLI writes to (plain when not a terminal)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 130)
+
+
+def positive_int(text: str) -> int:
+    """Argument type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def progress_bar(out: Console, *, spinner: bool = False) -> Progress:
+    """The transient progress display of a command (disabled when ``out`` is not a terminal).
+
+    A bar with ``done/total`` by default; a spinner for work of unknown length.
+    """
+    columns: list[ProgressColumn | str]
+    if spinner:
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    else:
+        columns = [
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ]
+    return Progress(*columns, console=out, transient=True, disable=not out.is_terminal)
+
+
+# ------------------------------------------------------------------------ adapters
+
+
+def _names_a_module_path(spec: str) -> bool:
+    return ":" in spec.partition("?")[0]
+
+
+def module_path_specs(args: argparse.Namespace) -> list[str]:
+    """The adapter specs on the command line that are ``module:Class`` paths."""
+    specs: list[str] = []
+    for dest in ADAPTER_OPTIONS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            specs.append(value)
+        elif value:
+            specs.extend(str(v) for v in value)
+    return [s for s in specs if _names_a_module_path(s)]
+
+
+@contextlib.contextmanager
+def cwd_importable(active: bool) -> Iterator[None]:
+    """While the body runs, put the current directory first on ``sys.path`` when ``active``.
+
+    ``gradoracle check --adapter mymod:MyAdapter`` then imports ``mymod.py`` from where the
+    user stands, as ``python -m`` would; the console script alone has only its own folder
+    there.  Spawned worker processes inherit the entry.  Only the CLI does this: the
+    library imports adapter paths from ``sys.path`` as it is.
+    """
+    if not active:
+        yield
+        return
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(cwd)
+
+
+def adapter_specs(values: Sequence[str]) -> tuple[list[str], bool]:
+    """The adapters asked for, or every built-in one when none was given."""
+    return (list(values), True) if values else (list(shared.DEFAULT_ADAPTERS), False)
+
+
+def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
+    """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError."""
+    from gradoracle.adapters import AdapterLoadError, load_adapter
+
+    loaded = []
+    for name in names:
+        try:
+            adapter = load_adapter(name)
+        except AdapterLoadError as exc:
+            raise UsageError(str(exc)) from exc
+        ok, why = adapter.available()
+        if not ok:
+            if explicit:
+                extra = name.partition("?")[0]
+                raise UsageError(
+                    f"adapter {name!r} was asked for but is not available: {why}. "
+                    f"Install it (pip install 'gradoracle[{extra}]') or drop --adapter {name}."
+                )
+            continue
+        loaded.append(adapter)
+    if not loaded:
+        raise UsageError("no adapter is available; install one (pip install 'gradoracle[torch]') or name one")
+    return loaded
+
+
+# -------------------------------------------------------------------------- tables
+
+
+def results_table(results: Sequence[Any], title: str) -> Table:
+    """The compact table of verdicts and worst errors."""
+    table = Table(title=title)
+    for col in (
+        "identity",
+        "adapter",
+        "dtype",
+        "verdict",
+        "fault",
+        "rel err (analytic)",
+        "rel err (FD)",
+        "err/tol",
+        "examples",
+        "time",
+    ):
+        table.add_column(col, justify="right" if col in ("examples", "time", "err/tol") else "left")
+    for r in results:
+        v = str(r.verdict)
+        table.add_row(
+            r.identity,
+            r.adapter,
+            r.dtype,
+            f"[{VERDICT_COLOUR.get(v, 'white')}]{v}[/]",
+            "" if str(r.fault) == "none" else str(r.fault),
+            f"{r.max_rel('analytic'):.1e}" if r.errors else "",
+            f"{r.max_rel('fd'):.1e}" if r.errors else "",
+            f"{r.max_ratio():.2g}" if r.errors else "",
+            str(r.examples),
+            f"{r.duration_s:.2f}s",
+        )
+    return table
+
+
+def conventions_table(rows: Sequence[Any]) -> Table:
+    """The convention probes: what each framework returns at its kinks."""
+    table = Table(title="Conventions at non-differentiable points (not conformance failures)")
+    for col in ("probe", "adapter", "dtype", "observed convention", "notes' formula", "agrees"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        agrees = "" if r.agrees_with_notes is None else ("yes" if r.agrees_with_notes else "no")
+        table.add_row(r.probe, r.adapter, r.dtype, r.error or r.convention, r.notes_text, agrees)
+    return table
+
+
+def summary_table(results: Sequence[CheckResult], title: str) -> Table:
+    """Counts per adapter and dtype, the worst relative error and the time taken."""
+    groups: dict[tuple[str, str], list[CheckResult]] = {}
+    for r in results:
+        groups.setdefault((r.adapter, r.dtype), []).append(r)
+    table = Table(title=title)
+    verdicts = [str(v) for v in Verdict]
+    for col in ("adapter", "dtype", *verdicts, "worst rel err (analytic)", "time"):
+        table.add_column(col, justify="left" if col in ("adapter", "dtype") else "right")
+    for (adapter, dtype), rs in groups.items():
+        errors = [e for e in (headline_error(result_record(r)) for r in rs) if e is not None]
+        cells = []
+        for v in verdicts:
+            n = sum(1 for r in rs if r.verdict == v)
+            cells.append(f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n else "0")
+        table.add_row(
+            adapter,
+            dtype,
+            *cells,
+            fmt_error(max(errors)) if errors else "",
+            f"{sum(r.duration_s for r in rs):.1f}s",
+        )
+    return table
+
+
+# ------------------------------------------------- report writing (report and merge)
+
+
+def _formats(text: str) -> list[str]:
+    try:
+        return normalize_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--format`` of the commands that write report.json/.md/.html and junit.xml."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"directory the reports are written to ({OUT_HELP})",
+    )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        type=_formats,
+        action="append",
+        metavar="LIST",
+        help=f"comma-separated formats out of {','.join(FORMATS)}; repeatable (default: all four)",
+    )
+
+
+def chosen_formats(values: Sequence[Sequence[str]] | None) -> list[str]:
+    """The formats asked for (all by default); HTML without its libraries is a usage error."""
+    formats = list(FORMATS) if not values else normalize_formats([f for group in values for f in group])
+    missing = [m for m in ("jinja2", "matplotlib") if importlib.util.find_spec(m) is None]
+    if "html" in formats and missing:
+        raise UsageError(
+            f"report.html needs {' and '.join(missing)}: pip install 'gradoracle[report]', "
+            "or leave html out (--format json,md,junit)"
+        )
+    return formats
+
+
+def load_deviation_entries(path: Path | None) -> list[Any] | None:
+    """The known-deviations file's entries (``None`` without a file); a bad file is a UsageError."""
+    from gradoracle.deviations import DeviationFileError, load_deviations
+
+    if path is None:
+        return None
+    try:
+        return load_deviations(path)
+    except DeviationFileError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"known-deviations file {str(path)!r} cannot be read: {exc}") from exc
+
+
+def check_out_dir(path: Path) -> None:
+    """Fail before any work when the reports could not be written to ``path``."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {str(path)!r} is a file, not a directory; name a directory for the reports")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {str(path)!r}: cannot create the report directory: {exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(path)!r}: the directory is not writable; choose another with --out")
+
+
+def _print_conventions(probes: Sequence[Any], out: Console) -> None:
+    if not probes:
+        return
+    rows = convention_rows([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
+    shown = [
+        SimpleNamespace(
+            probe=r["probe"],
+            adapter=r["adapter"],
+            dtype=r["dtype"],
+            error=r["observed"] if r["is_error"] else None,
+            convention=r["observed"],
+            notes_text=r["notes_text"],
+            agrees_with_notes=r["agrees"],
+        )
+        for r in rows
+    ]
+    out.print(conventions_table(shown))
+
+
+def finish(
+    results: Sequence[CheckResult],
+    probes: Sequence[Any],
+    outcome: Any,
+    written: dict[str, Path],
+    interrupted: bool,
+    title: str,
+    out: Console,
+) -> int:
+    """Print the summary, the warnings and the files written; the exit code."""
+    not_ok = [r for r in results if r.verdict not in (Verdict.PASS,)]
+    _print_conventions(probes, out)
+    if not_ok:
+        out.print(results_table(not_ok, "checks that did not pass"))
+    for r in results:
+        if r.verdict in (Verdict.FAIL, Verdict.ERROR):
+            out.print(f"\n[bold red]{r.id}[/]: {r.verdict}")
+            out.print(r.message, markup=False)
+    out.print(summary_table(results, title))
+    err = console(stderr=True)
+    if outcome is not None:
+        for line in outcome.warnings():
+            err.print(f"warning: {line}", markup=False, style="yellow")
+    not_run = [r for r in results if r.verdict == Verdict.NOT_RUN]
+    if interrupted or not_run:
+        err.print(
+            f"interrupted: {len(not_run)} check(s) did not run; they are marked not-run in the reports",
+            markup=False,
+            style="bold yellow",
+        )
+    out.print(summary_line({"summary": summarize(results)}), markup=False)
+    out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False)
+    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results)
+    if bad:
+        return EXIT_NONCONFORMANCE
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
