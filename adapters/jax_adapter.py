@@ -93,6 +93,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 

@@ -66,9 +66,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from gradoracle.adapters.base import SUPPORTED_DTYPES, AdapterBase, ForwardFn, VJPResult
 from gradoracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
-from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "GradientShapeError",

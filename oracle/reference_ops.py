@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 from numpy.lib.stride_tricks import sliding_window_view
+
+from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 _erf_ufunc = np.frompyfunc(math.erf, 1, 1)
 

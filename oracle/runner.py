@@ -24,6 +24,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import seed as hypothesis_seed
+from hypothesis import settings as hypothesis_settings
+
 from gradoracle import finite_differences as fd
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
 from gradoracle.results import (
@@ -39,9 +43,6 @@ from gradoracle.results import (
 )
 from gradoracle.strategies import Example
 from gradoracle.tolerances import Tolerance, tolerance_for
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import seed as hypothesis_seed
-from hypothesis import settings as hypothesis_settings
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 

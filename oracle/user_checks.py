@@ -43,6 +43,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
 from gradoracle.reference_ops import REFERENCE_OPS
@@ -58,8 +61,6 @@ from gradoracle.runner import (
 )
 from gradoracle.strategies import SEEDS, Example
 from gradoracle.tolerances import tolerance_for
-from hypothesis import assume
-from hypothesis import strategies as st
 
 __all__ = [
     "FrameworkUnavailableError",

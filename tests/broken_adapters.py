@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from gradoracle.adapters.base import ForwardFn, VJPResult
 from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, Rules
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from gradoracle import bench as B
 from gradoracle.cli import main
 from gradoracle.runner import CheckSettings

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from gradoracle.cli import main
 from gradoracle.identities import SOURCES, all_identities
 

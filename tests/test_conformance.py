@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from gradoracle import CheckSettings, Verdict, all_identities, check
 from gradoracle.adapters import load_adapter
 from gradoracle.conventions import PROBES, run_probes

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from gradoracle.adapters import load_adapter
 from gradoracle.ops import ALL_OPS
 

@@ -8,6 +8,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from gradoracle import finite_differences as fd
 from gradoracle.identities import (
     IDENTITIES,
@@ -21,8 +24,6 @@ from gradoracle.identities import (
 )
 from gradoracle.reference_ops import correlate2d_valid
 from gradoracle.strategies import KINK_MARGIN, Example
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 SELF_CHECK = settings(
     max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gradoracle.adapters.numpy_engine as engine_module
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradoracle.adapters.numpy_engine as engine_module
 from gradoracle.adapters import Adapter, load_adapter
 from gradoracle.adapters.numpy_engine import GradientShapeError, NumpyEngineAdapter, Rules, Tensor
 from gradoracle.ops import ALL_OPS, LEAKY_RELU_SLOPE
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 ENGINE = NumpyEngineAdapter()
 FAST = settings(max_examples=30, deadline=None)

@@ -29,6 +29,8 @@ from typing import Any
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
+
 from gradoracle.adapters.base import AdapterBase
 from gradoracle.results import Fault, GradientMismatch, Verdict
 from gradoracle.user_checks import (
@@ -39,7 +41,6 @@ from gradoracle.user_checks import (
     check_gradients,
     check_gradients_at,
 )
-from hypothesis import strategies as st
 
 pytest_plugins = ["pytester"]
 

@@ -28,9 +28,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import gradoracle.matrix as matrix
 import jsonschema
 import pytest
+
+import gradoracle.matrix as matrix
 from gradoracle.cli import main
 from gradoracle.identities import select_identities
 from gradoracle.matrix import ShardError, parse_shard, plan_tasks, run_matrix, select_shard

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gradoracle import CheckSettings, Fault, GradientMismatch, Verdict, check, reproduce
 from gradoracle import finite_differences as fd
 from gradoracle.tolerances import tolerance_for

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from gradoracle import selftest as S
 from gradoracle.adapters import load_adapter
 from gradoracle.adapters.numpy_engine import NumpyEngineAdapter

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from gradoracle import specification
 from gradoracle.identities import SOURCES, all_identities
 

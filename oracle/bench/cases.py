@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from gradoracle.identities import Identity, get_identity
 from gradoracle.strategies import Example, push_preactivation_from_kinks, separate_window_maxima
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from gradoracle.bench.cases import TOOL_FRAMEWORK, BenchCase, BenchError, cotangent_for, noise_for, perturb
 
 
@@ -145,6 +146,7 @@ class _TorchBase(Tool):
 
     def __init__(self, case: BenchCase) -> None:
         import torch
+
         from gradoracle.adapters.torch_adapter import TorchOps
 
         super().__init__(case)
@@ -257,6 +259,7 @@ class _JaxBase(Tool):
     def __init__(self, case: BenchCase) -> None:
         import jax
         import jax.numpy as jnp
+
         from gradoracle.adapters.jax_adapter import JaxOps
 
         super().__init__(case)

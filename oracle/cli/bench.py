@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+
 from gradoracle.cli.common import (
     DEFAULT_OUT,
     EXIT_OK,
@@ -28,8 +31,6 @@ from gradoracle.cli.common import (
     progress_bar,
     resolve_adapters,
 )
-from rich.markup import escape
-from rich.table import Table
 
 
 def _positive_float(text: str) -> float:

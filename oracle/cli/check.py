@@ -9,6 +9,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Console
+
 from gradoracle import options as shared
 from gradoracle.cli.common import (
     EXIT_NONCONFORMANCE,
@@ -20,7 +22,6 @@ from gradoracle.cli.common import (
     resolve_adapters,
     results_table,
 )
-from rich.console import Console
 
 
 def register(subparsers: Any) -> None:

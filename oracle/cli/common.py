@@ -23,11 +23,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from gradoracle import options as shared
-from gradoracle.reporting import FORMATS, normalize_formats
-from gradoracle.reporting.json_report import result_record, summarize
-from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
-from gradoracle.results import CheckResult, Verdict
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -39,6 +34,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+from gradoracle import options as shared
+from gradoracle.reporting import FORMATS, normalize_formats
+from gradoracle.reporting.json_report import result_record, summarize
+from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
+from gradoracle.results import CheckResult, Verdict
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).

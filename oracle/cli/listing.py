@@ -7,9 +7,10 @@ import json
 import sys
 from typing import Any
 
+from rich.table import Table
+
 from gradoracle.cli.common import EXIT_OK, console
 from gradoracle.identities import all_identities
-from rich.table import Table
 
 
 def register(subparsers: Any) -> None:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Console
+
 from gradoracle import options as shared
 from gradoracle.cli.common import (
     UsageError,
@@ -36,7 +38,6 @@ from gradoracle.cli.common import (
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
 from gradoracle.reporting import write_reports
 from gradoracle.results import CheckResult, Verdict
-from rich.console import Console
 
 # ------------------------------------------------------------------- argument types
 

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from gradoracle.cli.common import (
     DEFAULT_OUT,
     EXIT_NONCONFORMANCE,
@@ -32,8 +35,6 @@ from gradoracle.cli.common import (
 )
 from gradoracle.identities import all_identities
 from gradoracle.runner import DTYPES
-from rich.console import Console
-from rich.table import Table
 
 
 def _seeds(text: str) -> list[int]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
 from gradoracle import strategies as S
 from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
 from gradoracle.reference_ops import correlate2d_valid
-from hypothesis import strategies as st
 
 
 def _check_conv(inputs: Arrays, params: Params) -> None:

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
 from gradoracle import strategies as S
 from gradoracle.identities.record import Arrays, Identity, Params, PatternFn
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 from gradoracle.reference_ops import REFERENCE_OPS, erf, sigmoid
-from hypothesis import strategies as st
 
 
 @dataclass(frozen=True)

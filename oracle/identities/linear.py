@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
 from gradoracle import strategies as S
 from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params, vjp_from_jacobian
-from hypothesis import strategies as st
 
 # -------------------------------------------------------------------- shape checks
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
 from gradoracle import strategies as S
 from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
-from hypothesis import strategies as st
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

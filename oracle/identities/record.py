@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
 from gradoracle import strategies as S
 from gradoracle.reference_ops import REFERENCE_OPS
-from hypothesis import strategies as st
 
 Arrays = Mapping[str, np.ndarray]
 Params = Mapping[str, Any]

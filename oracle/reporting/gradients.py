@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from gradoracle.identities import get_identity
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.runner import _cotangent

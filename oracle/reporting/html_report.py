@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from gradoracle.reporting.tables import (
     DETAILED_VERDICTS,
     VERDICT_ICON,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gradoracle.identities import Identity, get_identity
 
 Callback = Callable[..., None]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gradoracle.identities import get_identity
 from gradoracle.runner import CheckSettings, evaluate_example
 from gradoracle.selftest.common import (
@@ -98,10 +99,11 @@ def plan_fp_units(
 
 def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
     """Evaluate ``unit.size`` Hypothesis-drawn examples; histogram every error/tolerance ratio."""
-    from gradoracle.adapters import load_adapter
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings as hypothesis_settings
+
+    from gradoracle.adapters import load_adapter
 
     start = time.perf_counter()
     ident = get_identity(unit.identity)

@@ -33,6 +33,7 @@ def _torch_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
 
 def _torch_relu_mask_inverted(name: str) -> Any:
     import torch
+
     from gradoracle.adapters.torch_adapter import TorchOps
 
     class ReluInverted(torch.autograd.Function):
@@ -56,8 +57,9 @@ def _torch_relu_mask_inverted(name: str) -> Any:
 def _torch_conv_input_no_rot180(name: str) -> Any:
     import torch
     import torch.nn.functional as F
-    from gradoracle.adapters.torch_adapter import TorchOps
     from torch.nn import grad as nn_grad
+
+    from gradoracle.adapters.torch_adapter import TorchOps
 
     class ConvNoRot(torch.autograd.Function):
         @staticmethod
@@ -85,6 +87,7 @@ def _torch_conv_input_no_rot180(name: str) -> Any:
 def _torch_softmax_ce_forgot_y(name: str) -> Any:
     import torch
     import torch.nn.functional as F
+
     from gradoracle.adapters.torch_adapter import TorchOps
 
     class CEForgotY(torch.autograd.Function):
@@ -133,6 +136,7 @@ def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
 
 def _jax_sigmoid_missing_one_minus(name: str) -> Any:
     import jax
+
     from gradoracle.adapters.jax_adapter import JaxOps
 
     @jax.custom_vjp
@@ -160,8 +164,9 @@ def _jax_avg_pool_divided_by_k(name: str) -> Any:
 
     import jax
     import jax.numpy as jnp
-    from gradoracle.adapters.jax_adapter import JaxOps
     from jax import lax
+
+    from gradoracle.adapters.jax_adapter import JaxOps
 
     @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
     def avg_pool(x: Any, k: int, s: int) -> Any:
@@ -191,6 +196,7 @@ def _jax_avg_pool_divided_by_k(name: str) -> Any:
 def _jax_matmul_outer_reversed(name: str) -> Any:
     import jax
     import jax.numpy as jnp
+
     from gradoracle.adapters.jax_adapter import JaxOps
 
     @jax.custom_vjp

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from gradoracle.adapters.base import VJPResult
 from gradoracle.adapters.numpy_engine import (
     NumpyEngineAdapter,

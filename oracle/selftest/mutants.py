@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from gradoracle.selftest.catalogue import (
     BOTH,
     CATALOGUE,

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from gradoracle.identities import Identity
 
 PERTURBATIONS: tuple[str, ...] = ("scale", "noise")
@@ -89,6 +90,7 @@ def _torch_function(
 ) -> tuple[Any, list[Any]]:
     """The identity's forward (PyTorch ops) as a torch function whose backward is perturbed."""
     import torch
+
     from gradoracle.adapters.torch_adapter import TorchOps
 
     ops = TorchOps()
@@ -149,8 +151,9 @@ def _check_grads_caught(
 
     import jax
     import jax.numpy as jnp
-    from gradoracle.adapters.jax_adapter import JaxOps
     from jax.test_util import check_grads
+
+    from gradoracle.adapters.jax_adapter import JaxOps
 
     ops = JaxOps()
     names = list(ident.wrt)

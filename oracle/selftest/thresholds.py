@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gradoracle.identities import Identity, all_identities
 from gradoracle.results import Fault, Verdict
 from gradoracle.runner import DTYPES, CheckSettings, evaluate_example
