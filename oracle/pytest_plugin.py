@@ -70,6 +70,7 @@ class PluginConfig:
     adapters: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()  # () = every mode each adapter supports
     examples: int = 30
     seed: int = 0
     known_deviations: Path | None = None
@@ -118,12 +119,19 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
         adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
         identities=tuple(values.get("identity", ())),
         dtypes=tuple(dict.fromkeys(values.get("dtype", ()))),
+        modes=_modes(values.get("mode", ())),
         examples=int(values.get("examples", defaults["examples"])),
         seed=int(values.get("seed", defaults["seed"])),
         known_deviations=values.get("known_deviations"),
         report_dir=values.get("report"),
         sources=sources,
     )
+
+
+def _modes(values: Sequence[str]) -> tuple[str, ...]:
+    from gradoracle.options import modes_from
+
+    return modes_from(values)
 
 
 _CONFIG_KEY = pytest.StashKey[PluginConfig]()
@@ -159,7 +167,7 @@ def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
     from gradoracle.user_checks import GradOracle
 
     options = request.config.stash.get(_CONFIG_KEY, None) or PluginConfig()
-    return GradOracle(examples=options.examples, seed=options.seed)
+    return GradOracle(examples=options.examples, seed=options.seed, modes=options.modes)
 
 
 # ---------------------------------------------------------------- the conformance suite
@@ -186,6 +194,7 @@ class ConformanceItem(pytest.Item):
         adapter_label: str,
         dtype: str,
         suite: ConformanceSuite,
+        mode: str = "vjp",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -193,16 +202,17 @@ class ConformanceItem(pytest.Item):
         self.spec = spec
         self.adapter_label = adapter_label
         self.dtype = dtype
+        self.mode = mode
         self.suite = suite
         self.add_marker("gradoracle")
-        self.extra_keyword_matches.update({family, source, adapter_label, dtype})
+        self.extra_keyword_matches.update({family, source, adapter_label, dtype, mode})
 
     def runtest(self) -> None:
         """Run the check; map its verdict to a pytest outcome (skip, xfail, failure)."""
         from gradoracle.results import Verdict
         from gradoracle.runner import check
 
-        result = check(self.identity, self.spec, self.dtype, self.suite.settings)
+        result = check(self.identity, self.spec, self.dtype, self.suite.settings, self.mode)
         # the raw result travels to the controller, which applies the known deviations once
         payload = {"label": self.adapter_label, "result": result.to_dict()}
         self.user_properties.append((RESULT_PROPERTY, json.dumps(payload, default=str)))
@@ -243,17 +253,20 @@ class SuiteCollector(pytest.Collector):
         for ident in self.suite.identities:
             for spec, label in self.suite.adapter_labels:
                 for dtype in self.suite.dtypes:
-                    yield ConformanceItem.from_parent(
-                        self,
-                        name=f"{ident.name}[{label}-{dtype}]",
-                        identity=ident.name,
-                        family=ident.family,
-                        source=ident.source,
-                        spec=spec,
-                        adapter_label=label,
-                        dtype=dtype,
-                        suite=self.suite,
-                    )
+                    for mode in self.suite.adapter_modes[label]:
+                        suffix = "" if mode == "vjp" else f"-{mode}"
+                        yield ConformanceItem.from_parent(
+                            self,
+                            name=f"{ident.name}[{label}-{dtype}{suffix}]",
+                            identity=ident.name,
+                            family=ident.family,
+                            source=ident.source,
+                            spec=spec,
+                            adapter_label=label,
+                            dtype=dtype,
+                            mode=mode,
+                            suite=self.suite,
+                        )
 
 
 def _adapter_label(spec: str, adapter: Any, taken: set[str]) -> str:
@@ -275,6 +288,7 @@ class ConformanceSuite:
         from gradoracle.adapters import AdapterLoadError, load_adapter
         from gradoracle.deviations import DeviationFileError, load_deviations
         from gradoracle.identities import UnknownIdentityError, select_identities
+        from gradoracle.modes import adapter_modes
         from gradoracle.options import run_config
         from gradoracle.runner import DTYPES
 
@@ -300,6 +314,8 @@ class ConformanceSuite:
                     sys.path.append(folder)
         taken: set[str] = set()
         self.adapter_labels: list[tuple[str, str]] = []
+        #: per adapter label, the modes it runs (--gradoracle-mode, or every mode it supports)
+        self.adapter_modes: dict[str, tuple[str, ...]] = {}
         for spec in options.adapters:
             try:
                 adapter = load_adapter(spec)
@@ -309,7 +325,9 @@ class ConformanceSuite:
                 raise pytest.UsageError(
                     f"gradoracle: --gradoracle-adapter {spec}: loading it raised {type(exc).__name__}: {exc}"
                 ) from exc
-            self.adapter_labels.append((spec, _adapter_label(spec, adapter, taken)))
+            label = _adapter_label(spec, adapter, taken)
+            self.adapter_labels.append((spec, label))
+            self.adapter_modes[label] = options.modes or adapter_modes(adapter)
         self.results: list[tuple[str, CheckResult]] = []  # (adapter label, result), in report order
         self.written: dict[str, Path] = {}
         self.report_problem: str | None = None
@@ -321,7 +339,8 @@ class ConformanceSuite:
             f"{label} ({spec})" if label != spec else label for spec, label in self.adapter_labels
         )
         lines = [
-            f"gradoracle: adapters {adapters}; {len(self.identities)} identities x {', '.join(self.dtypes)}; "
+            f"gradoracle: adapters {adapters}; {len(self.identities)} identities x {', '.join(self.dtypes)}"
+            f"{' x modes ' + ', '.join(self.options.modes) if self.options.modes else ''}; "
             f"{self.settings.examples} examples per check, seed {self.settings.seed}"
         ]
         if self.options.known_deviations is not None:
@@ -363,12 +382,14 @@ class ConformanceSuite:
         idents = {i.name: n for n, i in enumerate(self.identities)}
         labels = {label: n for n, (_, label) in enumerate(self.adapter_labels)}
         dtypes = {d: n for n, d in enumerate(self.dtypes)}
+        modes = {m: n for n, m in enumerate(("vjp", "jvp", "hvp"))}
         return sorted(
             self.results,
             key=lambda lr: (
                 idents.get(lr[1].identity, -1),
                 labels.get(lr[0], -1),
                 dtypes.get(lr[1].dtype, -1),
+                modes.get(lr[1].mode, -1),
             ),
         )
 
@@ -411,7 +432,10 @@ class ConformanceSuite:
             "settings": dataclasses.asdict(self.settings),
             "jobs": workers if isinstance(workers, int) and workers > 0 else 1,
             "shard": None,
-            "planned_checks": len(self.identities) * len(self.adapter_labels) * len(self.dtypes),
+            "modes": list(self.options.modes),
+            "planned_checks": len(self.identities)
+            * len(self.dtypes)
+            * sum(len(self.adapter_modes[label]) for _, label in self.adapter_labels),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
             "duration_s": time.perf_counter() - self.started,
         }
@@ -446,7 +470,12 @@ class ConformanceSuite:
         if self.results:
             outcome = self._deviation_outcome()
             rows = [i.name for i in self.identities]
-            columns = [f"{label}-{dtype}" for _, label in self.adapter_labels for dtype in self.dtypes]
+            columns = [
+                _column(label, dtype, mode)
+                for _, label in self.adapter_labels
+                for dtype in self.dtypes
+                for mode in self.adapter_modes[label]
+            ]
             terminalreporter.write(matrix_text(self._ordered(), markup, width, rows, columns))
             for line in outcome.warnings() if outcome is not None else []:
                 terminalreporter.write_line(f"WARNING: {line}", yellow=True, bold=True)
@@ -459,13 +488,24 @@ class ConformanceSuite:
 # ---------------------------------------------------------------------------- the matrix
 
 
+def _column(label: str, dtype: str, mode: str) -> str:
+    """``torch-float32``, with `` jvp`` / `` hvp`` after the dtype outside reverse mode."""
+    return f"{label}-{dtype}" if mode == "vjp" else f"{label}-{dtype} {mode}"
+
+
 def _cell(result: CheckResult) -> tuple[str, str]:
     """``verdict max-rel-error`` and a colour for one matrix cell."""
     verdict = str(result.verdict)
     colour = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "xfail": "cyan"}
-    kind = "analytic" if "analytic" in result.errors else "fd"
+    from gradoracle.results import MODE_KINDS
+
+    analytic_kind = MODE_KINDS.get(result.mode, MODE_KINDS["vjp"])[0]
+    kind = "analytic" if analytic_kind in result.errors else "fd"
     err = f" {result.max_rel(kind):.1e}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
     shown = verdict.upper() if verdict in ("fail", "error") else verdict
+    precision = result.precision or {}
+    if precision.get("mode"):
+        shown += f" {precision['mode']} {float(precision['bits']):.1f}b"
     return f"{shown}{err}", colour.get(verdict, "white")
 
 
@@ -488,7 +528,7 @@ def matrix_text(
 
     cells_by_row: dict[str, dict[str, CheckResult]] = {}
     for label, r in results:
-        cells_by_row.setdefault(r.identity, {})[f"{label}-{r.dtype}"] = r
+        cells_by_row.setdefault(r.identity, {})[_column(label, r.dtype, r.mode)] = r
     seen_columns = {col for cells in cells_by_row.values() for col in cells}
     columns = [c for c in column_order if c in seen_columns]
     columns += sorted(seen_columns - set(columns))

@@ -26,6 +26,9 @@ class Fault(StrEnum):
     BACKWARD = "backward"  # its backward is not the derivative of its (correct) forward
     ORACLE = "oracle"  # the closed form disagrees with finite differences: an oracle bug
     ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape/dtype, NaN, hang)
+    FORWARD_MODE = "forward-mode"  # its forward-mode J v is not the derivative of its forward
+    SECOND_ORDER = "second-order"  # its Hessian-vector product is not the derivative of its gradient
+    PRECISION = "reduced-precision"  # float32 results at fewer mantissa bits (TF32, bf16): right in float64
 
 
 FAULT_TEXT: dict[Fault, str] = {
@@ -34,15 +37,51 @@ FAULT_TEXT: dict[Fault, str] = {
     Fault.BACKWARD: "the adapter's backward is not the derivative of its forward",
     Fault.ORACLE: "the oracle's closed form disagrees with finite differences (a bug in gradoracle)",
     Fault.ADAPTER: "the adapter broke its contract",
+    Fault.FORWARD_MODE: "the adapter's forward mode (J v) is not the derivative of its forward",
+    Fault.SECOND_ORDER: "the adapter's Hessian-vector product is not the derivative of its gradient",
+    Fault.PRECISION: (
+        "the adapter computes this float32 check at reduced precision (fewer correct mantissa bits than "
+        "float32 has; the same example is right in float64): a precision mode such as TF32 or bf16, not a "
+        "wrong derivative"
+    ),
 }
 
 #: The comparisons made on every example.
-KINDS: tuple[str, ...] = ("forward", "analytic", "fd", "oracle")
+KINDS: tuple[str, ...] = (
+    "forward",
+    "analytic",
+    "fd",
+    "oracle",
+    "jvp-analytic",
+    "jvp-fd",
+    "transpose",
+    "jvp-oracle",
+    "hvp-analytic",
+    "hvp-fd",
+    "hvp-methods",
+    "hvp-oracle",
+)
 KIND_TEXT: dict[str, str] = {
     "forward": "adapter forward vs reference forward",
     "analytic": "autodiff vs analytic",
     "fd": "autodiff vs finite differences of the adapter's forward",
     "oracle": "analytic vs finite differences of the reference forward",
+    "jvp-analytic": "forward-mode J v vs the closed-form directional derivative",
+    "jvp-fd": "forward-mode J v vs finite differences of the adapter's forward",
+    "transpose": "transpose identity u^T (J v) = (u^T J) v between the adapter's forward and reverse modes",
+    "jvp-oracle": "closed-form J v vs finite differences of the reference forward",
+    "hvp-analytic": "Hessian-vector product vs the closed form",
+    "hvp-fd": "Hessian-vector product vs finite differences of the adapter's gradient",
+    "hvp-methods": "reverse-over-reverse vs forward-over-reverse Hessian-vector products",
+    "hvp-oracle": "closed-form H v vs finite differences of the closed-form gradient",
+}
+
+
+#: Per mode, the comparison kinds shown as "analytic" and "finite differences" in tables.
+MODE_KINDS: dict[str, tuple[str, str]] = {
+    "vjp": ("analytic", "fd"),
+    "jvp": ("jvp-analytic", "jvp-fd"),
+    "hvp": ("hvp-analytic", "hvp-fd"),
 }
 
 
@@ -94,11 +133,17 @@ class CheckResult:
     fd_dtype: str = ""
     duration_s: float = 0.0
     deviation: dict[str, Any] | None = None
+    #: ``vjp`` (reverse mode), ``jvp`` (forward mode) or ``hvp`` (second order)
+    mode: str = "vjp"
+    #: float32 checks: effective correct mantissa bits and, when the evidence shows one,
+    #: the reduced-precision mode (:mod:`gradoracle.precision`)
+    precision: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
-        """``identity-adapter-dtype``, the id used in tests and reports."""
-        return f"{self.identity}-{self.adapter}-{self.dtype}"
+        """``identity-adapter-dtype`` (reverse mode) or ``identity-adapter-dtype-mode``."""
+        base = f"{self.identity}-{self.adapter}-{self.dtype}"
+        return base if self.mode == "vjp" else f"{base}-{self.mode}"
 
     @property
     def ok(self) -> bool:
@@ -106,7 +151,12 @@ class CheckResult:
         return self.verdict in (Verdict.PASS, Verdict.SKIP, Verdict.XFAIL)
 
     def max_rel(self, kind: str) -> float:
-        """The worst norm-wise relative error of ``kind`` over all inputs."""
+        """The worst norm-wise relative error of ``kind`` over all inputs.
+
+        ``analytic`` and ``fd`` stand for this result's mode's kinds (:data:`MODE_KINDS`).
+        """
+        kinds = MODE_KINDS.get(self.mode, MODE_KINDS["vjp"])
+        kind = {"analytic": kinds[0], "fd": kinds[1]}.get(kind, kind)
         return max((s.max_rel for s in self.errors.get(kind, {}).values()), default=0.0)
 
     def max_ratio(self, kind: str | None = None) -> float:

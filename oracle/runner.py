@@ -30,6 +30,7 @@ from hypothesis import settings as hypothesis_settings
 
 from gradoracle import finite_differences as fd
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
+from gradoracle.precision import describe_finding, effective_bits, precision_record, reduced_precision_finding
 from gradoracle.results import (
     FAULT_TEXT,
     KIND_TEXT,
@@ -101,6 +102,7 @@ class ExampleOutcome:
     crash: str | None = None
     contract: str | None = None
     skipped_directions: int = 0
+    bits: float | None = None  # effective correct mantissa bits (gradoracle.precision)
 
     @property
     def failures(self) -> list[Comparison]:
@@ -384,6 +386,13 @@ def evaluate_example(
     outcome.comparisons.append(
         _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f))
     )
+    if ref is not None:
+        outcome.bits = effective_bits(
+            {
+                "output": (out, ref_out, out_mag),
+                **{n: (grads[n], ref[n], np.maximum(mags[n], np.abs(ref[n]))) for n in ident.wrt},
+            }
+        )
 
     # 3. finite differences of the adapter's own forward (float64 when it can)
     fd_dtype = _fd_dtype(adapter, dtype, settings)
@@ -464,7 +473,7 @@ def _adapter_spec(adapter: Any, spec: str | None) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example) -> str:
+def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example, mode: str = "vjp") -> str:
     """A runnable Python snippet that reproduces one example's check."""
     lines = ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
     for name, arr in example.inputs.items():
@@ -472,7 +481,8 @@ def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Examp
     lines.append("}")
     lines.append(
         f"reproduce({ident.name!r}, {adapter_spec!r}, {dtype!r}, inputs, params={dict(example.params)!r}, "
-        f"seed={example.seed})  # raises GradientMismatch while the fault is there"
+        f"seed={example.seed}{'' if mode == 'vjp' else f', mode={mode!r}'})  "
+        "# raises GradientMismatch while the fault is there"
     )
     return "\n".join(lines)
 
@@ -482,10 +492,16 @@ def _fmt(x: float | None) -> str:
 
 
 def describe_outcome(
-    ident: Identity, adapter_name: str, dtype: str, outcome: ExampleOutcome, tol: Tolerance, repro: str
+    ident: Identity,
+    adapter_name: str,
+    dtype: str,
+    outcome: ExampleOutcome,
+    tol: Tolerance,
+    repro: str,
+    mode: str = "vjp",
 ) -> tuple[str, WorstElement | None]:
     """The failure message (identity, adapter, input, worst element, three values, tolerance, repro)."""
-    head = f"{ident.name} [{ident.source}] / adapter {adapter_name} / {dtype}"
+    head = f"{ident.name} [{ident.source}] / adapter {adapter_name} / {dtype} / mode {mode}"
     ex = outcome.example
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in ex.inputs.items())
     worst: WorstElement | None = None
@@ -549,8 +565,9 @@ def reproduce(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     settings: CheckSettings | None = None,
+    mode: str = "vjp",
 ) -> ExampleOutcome:
-    """Re-run one example; raise :class:`GradientMismatch` with the full diagnostic if it fails."""
+    """Re-run one example in ``mode``; raise :class:`GradientMismatch` with the full diagnostic on failure."""
     from gradoracle.adapters import load_adapter
 
     ident = get_identity(identity)
@@ -560,11 +577,21 @@ def reproduce(
         {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}, dict(params or {}), seed
     )
     settings = settings or CheckSettings()
-    outcome = evaluate_example(ident, ad, dtype, example, settings)
+    from gradoracle import modes as mode_checks
+
+    if mode not in mode_checks.MODES:
+        raise mode_checks.UnknownModeError(
+            f"unknown mode {mode!r}; use one of {', '.join(mode_checks.MODES)}"
+        )
+    gap = mode_checks.unsupported_reason(ad, mode) or mode_checks.identity_mode_gap(ident, mode)
+    if gap:
+        raise mode_checks.UnknownModeError(gap)
+    evaluate = evaluate_example if mode == "vjp" else mode_checks.EVALUATORS[mode]
+    outcome = evaluate(ident, ad, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
-        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
-        message, worst = describe_outcome(ident, ad.name, dtype, outcome, tol, repro)
+        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example, mode)
+        message, worst = describe_outcome(ident, ad.name, dtype, outcome, tol, repro, mode)
         raise GradientMismatch(
             message,
             identity=ident.name,
@@ -635,8 +662,14 @@ def check(
     adapter: Any,
     dtype: str = "float64",
     settings: CheckSettings | None = None,
+    mode: str = "vjp",
 ) -> CheckResult:
-    """Check one identity on one adapter in one dtype over Hypothesis-drawn examples."""
+    """Check one identity on one adapter in one dtype and one mode over Hypothesis-drawn examples.
+
+    ``mode`` is ``vjp`` (reverse mode, :func:`evaluate_example`), ``jvp`` (forward mode) or
+    ``hvp`` (second order), the last two from :mod:`gradoracle.modes`.
+    """
+    from gradoracle import modes as mode_checks
     from gradoracle.adapters import AdapterLoadError, load_adapter
 
     start = time.perf_counter()
@@ -646,7 +679,9 @@ def check(
     try:
         ident = get_identity(identity)
     except UnknownIdentityError as exc:
-        return CheckResult(str(identity), "", adapter_label, dtype, Verdict.ERROR, Fault.NONE, str(exc))
+        return CheckResult(
+            str(identity), "", adapter_label, dtype, Verdict.ERROR, Fault.NONE, str(exc), mode=mode
+        )
 
     def result(verdict: Verdict, fault: Fault = Fault.NONE, message: str = "", **kw: Any) -> CheckResult:
         return CheckResult(
@@ -658,9 +693,14 @@ def check(
             fault,
             message,
             duration_s=time.perf_counter() - start,
+            mode=mode,
             **kw,
         )
 
+    if mode not in mode_checks.MODES:
+        return result(
+            Verdict.ERROR, message=f"unknown mode {mode!r}; use one of {', '.join(mode_checks.MODES)}"
+        )
     if dtype not in DTYPES:
         return result(Verdict.ERROR, message=f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     try:
@@ -681,6 +721,10 @@ def check(
         return result(
             Verdict.SKIP, message=f"adapter {adapter_label!r} does not implement {', '.join(missing)}"
         )
+    gap = mode_checks.unsupported_reason(ad, mode) or mode_checks.identity_mode_gap(ident, mode)
+    if gap:
+        return result(Verdict.SKIP, message=gap)
+    evaluate = evaluate_example if mode == "vjp" else mode_checks.EVALUATORS[mode]
 
     fd_dtype = _fd_dtype(ad, dtype, settings)
     tol = tolerance_for(dtype, fd_dtype)
@@ -695,20 +739,22 @@ def check(
         else:
             try:
                 outcome = worker.call(
-                    lambda: evaluate_example(ident, ad, dtype, example, settings), settings.timeout_s
+                    lambda: evaluate(ident, ad, dtype, example, settings), settings.timeout_s
                 )
             except _TimeoutError as exc:
                 state["timeout"] = str(exc)
                 outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
         state["examples"] += 1
         state["last"] = outcome
+        if outcome.bits is not None:
+            state["bits"] = min(state.get("bits", outcome.bits), outcome.bits)
         for c in outcome.comparisons:
             stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
                 c.abs_error, c.rel_error, c.ratio
             )
         if not outcome.passed:
-            repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
-            message, worst = describe_outcome(ident, adapter_label, dtype, outcome, tol, repro)
+            repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example, mode)
+            message, worst = describe_outcome(ident, adapter_label, dtype, outcome, tol, repro, mode)
             raise GradientMismatch(
                 message,
                 identity=ident.name,
@@ -748,15 +794,25 @@ def check(
                 "params": dict(last.example.params),
                 "seed": last.example.seed,
             }
+        fault, message, precision = exc.fault, str(exc), None
+        if dtype == "float32" and last is not None and not crashed:
+            finding = reduced_precision_finding(
+                last, lambda: _passes_in_float64(evaluate, ident, ad, last.example, settings)
+            )
+            if finding is not None:
+                fault = Fault.PRECISION
+                message = describe_finding(finding[0], finding[1]) + "\n" + message
+                precision = precision_record(*finding)
         return result(
             Verdict.ERROR if crashed else Verdict.FAIL,
-            exc.fault,
-            str(exc),
+            fault,
+            message,
             examples=state["examples"],
             errors=stats,
             worst=exc.worst,
             counterexample=counter,
             repro=exc.repro,
+            precision=precision,
             **common,
         )
     except InvalidShapeError as exc:
@@ -772,7 +828,22 @@ def check(
             errors=stats,
             **common,
         )
-    return result(Verdict.PASS, examples=state["examples"], errors=stats, **common)
+    bits = state.get("bits") if dtype == "float32" else None
+    return result(
+        Verdict.PASS, examples=state["examples"], errors=stats, precision=precision_record(bits), **common
+    )
+
+
+def _passes_in_float64(
+    evaluate: Any, ident: Identity, adapter: Any, example: Example, settings: CheckSettings
+) -> bool:
+    """Whether ``example`` conforms when the adapter runs it in float64 (a precision finding's proof)."""
+    if "float64" not in getattr(adapter, "dtypes", DTYPES):
+        return False
+    try:
+        return bool(evaluate(ident, adapter, "float64", example, settings).passed)
+    except Exception:  # the float64 run failing in any way: no evidence for a precision mode
+        return False
 
 
 def run_checks(
@@ -781,14 +852,16 @@ def run_checks(
     dtypes: Sequence[str],
     settings: CheckSettings | None = None,
     progress: Any = None,
+    modes: Sequence[str] = ("vjp",),
 ) -> list[CheckResult]:
-    """Every identity x adapter x dtype, in that order; ``progress(result)`` after each."""
+    """Every identity x adapter x dtype x mode, in that order; ``progress(result)`` after each."""
     out: list[CheckResult] = []
     for adapter in adapters:
         for dtype in dtypes:
             for identity in identities:
-                res = check(identity, adapter, dtype, settings)
-                out.append(res)
-                if progress is not None:
-                    progress(res)
+                for mode in modes:
+                    res = check(identity, adapter, dtype, settings, mode)
+                    out.append(res)
+                    if progress is not None:
+                        progress(res)
     return out

@@ -188,6 +188,37 @@ class UserFunctionAdapter(AdapterBase):
         else:
             self.name = str(getattr(inner, "name", "framework"))
             self.dtypes = tuple(getattr(inner, "dtypes", DTYPES))
+            # the framework's forward mode and second order, when it has them
+            self.has_jvp = bool(getattr(inner, "has_jvp", False))
+            self.hvp_methods = tuple(getattr(inner, "hvp_methods", ()) or ())
+
+    def jvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Output and ``J v`` from the framework's forward mode."""
+        if self.inner is None or not self.has_jvp:
+            return super().jvp(fn, inputs, tangents, dtype)
+        out, jv = self.inner.jvp(fn, inputs, tangents, dtype)
+        return np.asarray(out), np.asarray(jv)
+
+    def hvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """``H v`` from the framework's second order."""
+        if self.inner is None or not self.hvp_methods:
+            return super().hvp(fn, inputs, wrt, cotangent, tangents, dtype, method)
+        return dict(self.inner.hvp(fn, inputs, wrt, cotangent, tangents, dtype, method))
 
     def available(self) -> tuple[bool, str]:
         """The framework's availability (NumPy: always)."""
@@ -470,6 +501,17 @@ def user_identity(
         kink_policy=cat.kink_policy if cat is not None else "none",
         smooth_pattern=cat.smooth_pattern if cat is not None else None,
         validate=cat.validate if cat is not None else None,
+        # the catalogue's forward-mode and second-order closed forms, for modes=
+        reference_jvp=cat.reference_jvp if cat is not None else None,
+        jvp_magnitude=cat.jvp_magnitude if cat is not None else None,
+        reference_hvp=cat.reference_hvp
+        if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
+        else None,
+        hvp_magnitude=cat.hvp_magnitude if cat is not None else None,
+        hvp_wrt=cat.hvp_wrt
+        if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
+        else None,
+        magnitude=cat.magnitude if cat is not None else None,
     )
     return ident, user
 
@@ -512,6 +554,7 @@ def _repro(
     wrt: Sequence[str],
     dtype: str,
     counter: Mapping[str, Any],
+    mode: str = "vjp",
 ) -> str:
     """A snippet calling :func:`check_gradients_at` on the failing example."""
     fns = [f for f in (forward, vjp, reference) if f is not None]
@@ -540,6 +583,8 @@ def _repro(
         args.append(f"identity={identity if isinstance(identity, str) else identity.name!r}")
     if reference is not None:
         args.append(f"reference={_label(reference)}")
+    if mode != "vjp":
+        args.append(f"mode={mode!r}")
     lines.append(f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there")
     return "\n".join(lines)
 
@@ -584,8 +629,16 @@ def check_gradients(
     max_dim: int = 6,
     name: str | None = None,
     settings: CheckSettings | None = None,
+    modes: Sequence[str] | str | None = None,
+    skip_unsupported_modes: bool = False,
 ) -> list[CheckResult]:
     """Check ``forward``'s gradients (autodiff or ``vjp``) over Hypothesis-drawn inputs.
+
+    ``modes`` (default ``("vjp",)``): also ``"jvp"`` (the framework's forward mode against
+    the closed form, finite differences and its own reverse mode) and ``"hvp"``
+    (Hessian-vector products; needs a closed form: a catalogue ``identity``).  A mode the
+    function cannot run raises :class:`UserCheckError`, or is left out with
+    ``skip_unsupported_modes`` (the fixture does that for the session's ``--gradoracle-mode``).
 
     Compares ``u^T J`` with central finite differences of ``forward`` and, with ``identity``
     or ``reference``, with the closed form; raises :class:`GradientMismatch` (the suite's
@@ -621,12 +674,13 @@ def check_gradients(
             f"framework {adapter.name!r} does not support {unsupported}; it has {adapter.dtypes}"
         )
     run_settings = (settings or CheckSettings()).with_(examples=int(examples), seed=int(seed))
+    mode_list = _user_modes(modes, adapter, ident, skip_unsupported_modes)
     results = []
-    for dtype in dtype_list:
-        res = check(ident, adapter, dtype, run_settings)
+    for dtype, mode in ((d, m) for m in mode_list for d in dtype_list):
+        res = check(ident, adapter, dtype, run_settings, mode)
         if res.counterexample is not None and res.repro is not None:
             res.repro = _repro(
-                forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample
+                forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample, mode
             )
         res.message = _rewrite_message(res.message, res.repro, reference is not None)
         results.append(res)
@@ -634,6 +688,33 @@ def check_gradients(
     if failed:
         raise _mismatch(failed)
     return results
+
+
+def _user_modes(
+    modes: Sequence[str] | str | None, adapter: Any, ident: Identity, skip_unsupported: bool
+) -> tuple[str, ...]:
+    """The modes to run: validated, each supported by the function (or left out when asked)."""
+    from gradoracle.modes import UnknownModeError, identity_mode_gap, parse_modes, unsupported_reason
+
+    try:
+        chosen = parse_modes([modes] if isinstance(modes, str) else list(modes or ())) or ("vjp",)
+    except UnknownModeError as exc:
+        raise UserCheckError(str(exc)) from None
+    kept = []
+    for mode in chosen:
+        gap = unsupported_reason(adapter, mode) or identity_mode_gap(ident, mode)
+        if gap and mode == "jvp" and adapter.inner is None:
+            gap = (
+                "jvp needs a framework's forward mode: pass framework='torch' or 'jax' (a NumPy vjp has none)"
+            )
+        if gap and mode == "hvp" and not gap.startswith("adapter") and ident.reference_hvp is None:
+            gap = "hvp needs a closed form: pass identity=<catalogue name> (gradoracle list)"
+        if gap:
+            if skip_unsupported:
+                continue
+            raise UserCheckError(f"mode {mode!r} cannot run here: {gap}")
+        kept.append(mode)
+    return tuple(kept) or ("vjp",)
 
 
 def check_gradients_at(
@@ -650,8 +731,11 @@ def check_gradients_at(
     reference: Callable[..., Any] | None = None,
     name: str | None = None,
     settings: CheckSettings | None = None,
+    mode: str = "vjp",
 ) -> ExampleOutcome:
     """One example (fixed arrays; ``seed`` fixes the cotangent and directions); raises on failure.
+
+    ``mode``: ``vjp`` (default), ``jvp`` or ``hvp`` (see :func:`check_gradients`).
 
     The repro snippets of :func:`check_gradients` call this.
     """
@@ -674,7 +758,13 @@ def check_gradients_at(
     adapter = UserFunctionAdapter(user, inner)
     settings = settings or CheckSettings()
     example = Example(arrays, dict(params or {}), int(seed))
-    outcome = evaluate_example(ident, adapter, dtype, example, settings)
+    (mode,) = _user_modes(mode, adapter, ident, skip_unsupported=False)
+    if mode == "vjp":
+        outcome = evaluate_example(ident, adapter, dtype, example, settings)
+    else:
+        from gradoracle.modes import EVALUATORS
+
+        outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
         counter = {
@@ -682,8 +772,8 @@ def check_gradients_at(
             "params": example.params,
             "seed": seed,
         }
-        repro = _repro(forward, vjp, reference, framework, identity, ident.wrt, dtype, counter)
-        message, worst = describe_outcome(ident, adapter.name, dtype, outcome, tol, repro)
+        repro = _repro(forward, vjp, reference, framework, identity, ident.wrt, dtype, counter, mode)
+        message, worst = describe_outcome(ident, adapter.name, dtype, outcome, tol, repro, mode)
         raise GradientMismatch(
             _rewrite_message(message, None, reference is not None),
             identity=ident.name,
@@ -710,12 +800,18 @@ class GradOracle:
 
     examples: int = 30
     seed: int = 0
+    #: the session's ``--gradoracle-mode`` (``()``: reverse mode only); a test's own
+    #: ``modes=`` wins, and session modes the function cannot run are left out
+    modes: tuple[str, ...] = ()
 
     def check(self, forward: Callable[..., Any], inputs: Any = None, **kwargs: Any) -> list[CheckResult]:
-        """:func:`check_gradients` (see there for the arguments)."""
+        """:func:`check_gradients` (see there for the arguments; ``modes=`` selects the modes)."""
         __tracebackhide__ = True
         kwargs.setdefault("examples", self.examples)
         kwargs.setdefault("seed", self.seed)
+        if "modes" not in kwargs and self.modes:
+            kwargs["modes"] = self.modes
+            kwargs.setdefault("skip_unsupported_modes", True)
         try:
             return check_gradients(forward, inputs, **kwargs)
         except FrameworkUnavailableError as exc:

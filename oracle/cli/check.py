@@ -35,21 +35,32 @@ def register(subparsers: Any) -> None:
 
 
 def run_with_progress(
-    identities: Sequence[Any], adapters: Sequence[Any], dtypes: Sequence[str], settings: Any, out: Console
+    identities: Sequence[Any],
+    adapters: Sequence[Any],
+    dtypes: Sequence[str],
+    settings: Any,
+    out: Console,
+    modes: Sequence[str] = (),
 ) -> list[Any]:
-    """Run every check with a rich progress bar (transient; plain text when not a terminal)."""
+    """Run every check with a rich progress bar (transient; plain text when not a terminal).
+
+    ``modes`` empty: every mode each adapter supports.
+    """
+    from gradoracle.modes import adapter_modes
     from gradoracle.runner import check
 
     results = []
-    total = len(identities) * len(adapters) * len(dtypes)
+    chosen = {id(a): tuple(modes) or adapter_modes(a) for a in adapters}
+    total = len(identities) * len(dtypes) * sum(len(m) for m in chosen.values())
     with progress_bar(out) as progress:
         task = progress.add_task("checking", total=total)
         for adapter in adapters:
             for dtype in dtypes:
                 for ident in identities:
-                    progress.update(task, description=f"{ident.name} [{adapter.name}-{dtype}]")
-                    results.append(check(ident, adapter, dtype, settings))
-                    progress.advance(task)
+                    for mode in chosen[id(adapter)]:
+                        progress.update(task, description=f"{ident.name} [{adapter.name}-{dtype}-{mode}]")
+                        results.append(check(ident, adapter, dtype, settings, mode))
+                        progress.advance(task)
     return results
 
 
@@ -63,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     adapters = resolve_adapters(specs, explicit)
     identities = select_identities(list(config.identities))
     out = console()
-    results = run_with_progress(identities, adapters, config.dtypes, config.settings, out)
+    results = run_with_progress(identities, adapters, config.dtypes, config.settings, out, config.modes)
     out.print(
         results_table(results, f"gradoracle check: {len(results)} checks, {config.examples} examples each")
     )

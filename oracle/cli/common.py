@@ -175,6 +175,7 @@ def results_table(results: Sequence[Any], title: str) -> Table:
         "identity",
         "adapter",
         "dtype",
+        "mode",
         "verdict",
         "fault",
         "rel err (analytic)",
@@ -190,8 +191,9 @@ def results_table(results: Sequence[Any], title: str) -> Table:
             r.identity,
             r.adapter,
             r.dtype,
+            getattr(r, "mode", "vjp"),
             f"[{VERDICT_COLOUR.get(v, 'white')}]{v}[/]",
-            "" if str(r.fault) == "none" else str(r.fault),
+            ("" if str(r.fault) == "none" else str(r.fault)) + precision_note(r),
             f"{r.max_rel('analytic'):.1e}" if r.errors else "",
             f"{r.max_rel('fd'):.1e}" if r.errors else "",
             f"{r.max_ratio():.2g}" if r.errors else "",
@@ -361,3 +363,11 @@ def finish(
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def precision_note(result: Any) -> str:
+    """`` (tf32, 10.8 bits)`` for a reduced-precision finding, ``""`` otherwise."""
+    precision = getattr(result, "precision", None) or {}
+    if not precision.get("mode"):
+        return ""
+    return f" ({precision['mode']}, {float(precision['bits']):.1f} bits)"

@@ -167,13 +167,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     adapters = _load_adapters(specs, explicit, out)
     identities = select_identities(list(config.identities))
     check_out_dir(args.out)
-    tasks = plan_tasks(identities, [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes)
+    tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
     shard_note = f", shard {args.shard} ({len(tasks)} of {planned})" if args.shard else ""
     out.print(
         f"gradoracle report: {len(identities)} identities x {len(adapters)} adapters "
-        f"({', '.join(str(ad.name) for _, ad in adapters)}) x {len(config.dtypes)} dtypes{shard_note}, "
+        f"({', '.join(str(ad.name) for _, ad in adapters)}) x {len(config.dtypes)} dtypes x "
+        f"modes {', '.join(config.modes) or 'each adapter supports'}{shard_note} = {planned} checks, "
         f"{config.examples} examples each, seed {config.seed}, {args.jobs} job(s)",
         markup=False,
     )

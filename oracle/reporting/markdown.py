@@ -102,6 +102,13 @@ def _details(record: Mapping[str, Any]) -> list[str]:
     if fault != "none":
         title += f" ({escape(fault)} fault)"
     lines = [title, ""]
+    precision = record.get("precision") or {}
+    if precision.get("mode"):
+        lines.append(
+            f"Reduced precision: {escape(precision.get('bits'))} correct mantissa bits "
+            f"({escape(precision.get('text', precision['mode']))})."
+        )
+        lines.append("")
     deviation = record.get("deviation")
     if verdict == "xfail" and deviation:
         link = str(deviation.get("link") or "")

@@ -41,8 +41,10 @@ def headline_error(record: Mapping[str, Any]) -> float | None:
     examples), from ``max_errors``; vs finite differences for an identity without a closed
     form; None when the check compared nothing (a skip, a crash before any comparison).
     """
+    from gradoracle.results import MODE_KINDS
+
     errors = record.get("max_errors") or {}
-    for kind in ("analytic", "fd"):
+    for kind in MODE_KINDS.get(str(record.get("mode") or "vjp"), MODE_KINDS["vjp"]):
         if kind in errors:
             return as_float(errors[kind]["max_rel"])
     return None
@@ -86,12 +88,20 @@ class Matrix:
         return self.cells.get((identity, *column))
 
 
+def column_of(record: Mapping[str, Any]) -> tuple[str, str]:
+    """The matrix column of a result: ``(adapter, dtype)``, the mode added after the dtype
+    for forward mode and second order (``float32 jvp``)."""
+    mode = str(record.get("mode") or "vjp")
+    dtype = str(record["dtype"])
+    return (str(record["adapter"]), dtype if mode == "vjp" else f"{dtype} {mode}")
+
+
 def build_matrix(results: Sequence[Mapping[str, Any]]) -> Matrix:
     """The verdict matrix, rows and columns in the order the results come in."""
     m = Matrix()
     for r in results:
         row = (str(r["identity"]), str(r.get("source", "")))
-        col = (str(r["adapter"]), str(r["dtype"]))
+        col = column_of(r)
         if row not in m.rows:
             m.rows.append(row)
         if col not in m.columns:
