@@ -58,10 +58,28 @@ def test_catalogue_is_large_named_and_documented() -> None:
         assert m.description and m.targets and m.dtypes, m.name
         assert set(m.targets) <= identities, m.name
         assert set(m.dtypes) <= {"float64", "float32"}, m.name
-        assert m.expected_fault in (Fault.BACKWARD, Fault.FORWARD, Fault.ADAPTER), m.name
+        assert m.expected_fault in (
+            Fault.BACKWARD,
+            Fault.FORWARD,
+            Fault.ADAPTER,
+            Fault.FORWARD_MODE,
+            Fault.SECOND_ORDER,
+            Fault.PRECISION,
+        ), m.name
+        assert m.mode in ("vjp", "jvp", "hvp"), m.name
         assert m.rule in SOURCES, m.name
         assert not m.control
     assert not set(CONTROLS) & set(CATALOGUE)
+
+
+def test_catalogue_covers_the_new_modes() -> None:
+    by_mode = {mode: [m for m in all_mutants() if m.mode == mode] for mode in ("jvp", "hvp")}
+    # forward-mode rules wrong while reverse is right, and the converse (localised by the transpose)
+    assert {m.expected_fault for m in by_mode["jvp"]} == {Fault.FORWARD_MODE, Fault.BACKWARD}
+    assert {m.expected_fault for m in by_mode["hvp"]} == {Fault.SECOND_ORDER}
+    hvp_targets = {t for m in by_mode["hvp"] for t in m.targets}
+    assert {"elementwise-relu", "mlp-a-logits", "mlp"} <= hvp_targets
+    assert {m.framework for m in by_mode["hvp"]} == {"torch", "jax"}
 
 
 def test_catalogue_covers_every_identity_and_source() -> None:
