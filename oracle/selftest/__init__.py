@@ -68,6 +68,7 @@ from gradoracle.selftest.fp_report import (
 )
 from gradoracle.selftest.kill_matrix import (
     DEFAULT_CORRECT_ADAPTERS,
+    PROBE_PREFIX,
     SELFTEST_FILES,
     STATUS_ORDER,
     MutantReport,
@@ -75,6 +76,7 @@ from gradoracle.selftest.kill_matrix import (
     SelftestReport,
     kill_cell,
     mutant_settings,
+    row_from_probe,
     row_from_result,
     run_selftest,
     select_mutants,
@@ -119,6 +121,7 @@ __all__ = [
     "GRADCHECK_TUNED_FLOAT32",
     "GRID",
     "PERTURBATIONS",
+    "PROBE_PREFIX",
     "SELFTEST_FILES",
     "STATUS_ORDER",
     "THRESHOLD_FILES",
@@ -149,6 +152,7 @@ __all__ = [
     "perturb",
     "plan_fp_units",
     "plan_threshold_units",
+    "row_from_probe",
     "row_from_result",
     "run_fp_campaign",
     "run_fp_unit",
