@@ -159,7 +159,7 @@ def _maximum_allowed(a: Arrays) -> AllowedSet:
 def _pool_allowed(k: int, stride: int) -> Callable[[Arrays], AllowedSet]:
     def allowed(a: Arrays) -> AllowedSet:
         x = a["x"]
-        n = len(pool_windows(x.shape, k, stride))  # type: ignore[arg-type]
+        n = len(pool_windows(x.shape, k, stride))
         return WindowRoutings(x, k, stride, np.ones(n))
 
     return allowed
@@ -184,9 +184,7 @@ def _kink_text(op: str, point: float = 0.0) -> Callable[[Arrays, Arrays, str], s
 
 
 def _clamp_text(a: Arrays, g: Arrays, dtype: str) -> str:
-    return (
-        f"clamp' at x = lo: {_g(_at(a['x'], g['x'], -1.0))}, at x = hi: {_g(_at(a['x'], g['x'], 1.0))}"
-    )
+    return f"clamp' at x = lo: {_g(_at(a['x'], g['x'], -1.0))}, at x = hi: {_g(_at(a['x'], g['x'], 1.0))}"
 
 
 def _tie_text(a: Arrays, g: Arrays, dtype: str) -> str:
@@ -226,15 +224,17 @@ def _softplus_text(a: Arrays, g: Arrays, dtype: str) -> str:
 
 def _pool_text(a: Arrays, g: Arrays, k: int, stride: int) -> str:
     x, gx = a["x"], g["x"]
-    windows = pool_windows(x.shape, k, stride)  # type: ignore[arg-type]
+    windows = pool_windows(x.shape, k, stride)
     maxima = []
     for pixels in windows:
         top = max(x[p] for p in pixels)
         maxima.append([p for p in pixels if x[p] == top])
     if all(len(m) == 1 for m in maxima):
-        return "no tie: every window routes to its unique maximum (" + (
-            "gradients accumulate" if stride < k else "one pixel per window"
-        ) + ")"
+        return (
+            "no tie: every window routes to its unique maximum ("
+            + ("gradients accumulate" if stride < k else "one pixel per window")
+            + ")"
+        )
     literal = np.zeros_like(x)
     for m in maxima:
         for p in m:
@@ -312,7 +312,13 @@ def _copies_only(ops: Any, a: Mapping[str, Any]) -> Any:
 
 PROBES: tuple[Probe, ...] = (
     _elementwise_probe(
-        "relu-at-0", "relu", "relu'(x)", _step, _RELU_KINK[0], (0.0, 0.0, 0.0, 1.0, 1.0), "1(z > 0): relu'(0) = 0"
+        "relu-at-0",
+        "relu",
+        "relu'(x)",
+        _step,
+        _RELU_KINK[0],
+        (0.0, 0.0, 0.0, 1.0, 1.0),
+        "1(z > 0): relu'(0) = 0",
     ),
     _elementwise_probe(
         "leaky-relu-at-0",
@@ -324,7 +330,13 @@ PROBES: tuple[Probe, ...] = (
         f"not in the notes (one-sided derivatives {LEAKY_RELU_SLOPE:g} and 1)",
     ),
     _elementwise_probe(
-        "abs-at-0", "abs", "abs'(x)", np.sign, (0.0, -1.0, 1.0), None, "not in the notes (one-sided derivatives -1 and 1)"
+        "abs-at-0",
+        "abs",
+        "abs'(x)",
+        np.sign,
+        (0.0, -1.0, 1.0),
+        None,
+        "not in the notes (one-sided derivatives -1 and 1)",
     ),
     _elementwise_probe(
         "maximum-zero-at-0",
@@ -371,7 +383,8 @@ PROBES: tuple[Probe, ...] = (
     Probe(
         "maximum-same-input",
         "maximum",
-        "d/dx maximum(x, x) at x = -1, 0, 2: the function is x, its derivative 1 (a tie's shares must sum to 1)",
+        "d/dx maximum(x, x) at x = -1, 0, 2: the function is x, its derivative 1 (a tie's shares must "
+        "sum to 1)",
         {"x": (-1.0, 0.0, 2.0)},
         lambda ops, a: ops.maximum(a["x"], a["x"]),
         (1.0, 1.0, 1.0),
@@ -530,10 +543,11 @@ class ProbeResult:
 
     def message(self) -> str:
         """One paragraph: probe, adapter, dtype, the value outside, the allowed set, the repro."""
+        head = f"{self.probe} [{self.adapter}, {self.dtype}]"
         if not self.failed:
-            return f"{self.probe} [{self.adapter}, {self.dtype}]: {self.verdict}: {self.error or self.convention}"
+            return f"{head}: {self.verdict}: {self.error or self.convention}"
         lines = [
-            f"{self.probe} [{self.adapter}, {self.dtype}]: gradient outside the generalised (Clarke) gradient",
+            f"{head}: gradient outside the generalised (Clarke) gradient",
             f"  probe: {self.description}",
             f"  outside: {self.outside}",
             f"  observed: {self.observed}",
@@ -597,7 +611,9 @@ def run_probe(probe: Probe, adapter: Any, dtype: str, spec: str | None = None) -
         for n in probe.wrt:
             g = np.asarray(vjp.grads[n], dtype=np.float64)
             if g.shape != arrays[n].shape:
-                raise ValueError(f"gradient for {n!r} has shape {list(g.shape)}, expected {list(arrays[n].shape)}")
+                raise ValueError(
+                    f"gradient for {n!r} has shape {list(g.shape)}, expected {list(arrays[n].shape)}"
+                )
             grads[n] = g
         if probe.precondition is not None:
             pre_fn, pre_grad, pre_text = probe.precondition
@@ -607,7 +623,8 @@ def run_probe(probe: Probe, adapter: Any, dtype: str, spec: str | None = None) -
             if not np.allclose(got, pre_grad, rtol=1e-4, atol=0.0):
                 res.verdict = ERROR
                 res.error = (
-                    f"cannot judge: the gradient of {pre_text} is {got.reshape(-1).tolist()}, not {pre_grad:g} "
+                    f"cannot judge: the gradient of {pre_text} is {got.reshape(-1).tolist()}, "
+                    f"not {pre_grad:g} "
                     "(a helper op is wrong; its conformance checks say which)"
                 )
                 return res

@@ -201,7 +201,7 @@ class WindowRoutings(AllowedSet):
         if self._maxima:
             return self._maxima
         out = []
-        for pixels in pool_windows(self.x.shape, self.k, self.stride):  # type: ignore[arg-type]
+        for pixels in pool_windows(self.x.shape, self.k, self.stride):
             values = [self.x[p] for p in pixels]
             top = max(values)
             out.append([p for p, v in zip(pixels, values, strict=True) if v == top])
@@ -243,13 +243,15 @@ class WindowRoutings(AllowedSet):
         for p in sorted(reachable):
             if g[p] < -room:
                 return Judgement(
-                    False, f"{self.name}{_index(p)}: got {_fmt(g[p])}, a negative routing weight", -g[p] / room
+                    False,
+                    f"{self.name}{_index(p)}: got {_fmt(g[p])}, a negative routing weight",
+                    -g[p] / room,
                 )
         if abs(float(np.sum(g)) - float(np.sum(c))) > room:
             return Judgement(
                 False,
-                f"the gradient sums to {_fmt(float(np.sum(g)))}, but the windows route {_fmt(float(np.sum(c)))} "
-                "in all (a tie's weights must sum to one)",
+                f"the gradient sums to {_fmt(float(np.sum(g)))}, but the windows route "
+                f"{_fmt(float(np.sum(c)))} in all (a tie's weights must sum to one)",
                 abs(float(np.sum(g)) - float(np.sum(c))) / room,
             )
         for group in _groups(maxima):

@@ -123,7 +123,9 @@ def test_mutant_is_killed_with_the_expected_fault(ci_report: S.SelftestReport, n
         assert row.verdict in ("fail", "error"), (row.identity, row.dtype, row.message)
         # a convention probe fails with outside-subdifferential, an identity with the mutant's fault
         expected = (
-            Fault.OUTSIDE_SUBDIFFERENTIAL if row.identity.startswith(S.PROBE_PREFIX) else mutant.expected_fault
+            Fault.OUTSIDE_SUBDIFFERENTIAL
+            if row.identity.startswith(S.PROBE_PREFIX)
+            else mutant.expected_fault
         )
         assert row.fault == str(expected), (row.identity, row.dtype, row.message)
         assert row.first_failure is not None and 1 <= row.first_failure <= CI_EXAMPLES

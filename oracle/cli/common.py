@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +34,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.markup import escape
 from rich.table import Table
 
 from gradoracle import options as shared
@@ -221,10 +221,7 @@ def conventions_table(rows: Sequence[Any]) -> Table:
             "outside": getattr(r, "outside", ""),
         }
         judged = judged_text(record)
-        if record["verdict"] == "fail":
-            judged = f"[bold red]{escape(judged)}[/]"
-        else:
-            judged = escape(judged)
+        judged = f"[bold red]{escape(judged)}[/]" if record["verdict"] == "fail" else escape(judged)
         table.add_row(
             escape(str(r.probe)),
             escape(str(r.adapter)),
@@ -358,7 +355,9 @@ def _print_conventions(probes: Sequence[Any], out: Console) -> None:
             )
             out.print(f"  outside: {r['outside']}\n  allowed: {r['allowed']}", markup=False)
             if r["repro"]:
-                out.print("  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()), markup=False)
+                out.print(
+                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()), markup=False
+                )
 
 
 def finish(
@@ -398,7 +397,8 @@ def finish(
     failed_probes = probe_failures([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
     if failed_probes:
         out.print(
-            f"{len(failed_probes)} convention probe(s) outside the generalised gradient (outside-subdifferential)",
+            f"{len(failed_probes)} convention probe(s) outside the generalised gradient "
+            "(outside-subdifferential)",
             markup=False,
         )
     bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results) or bool(failed_probes)

@@ -107,7 +107,14 @@ def convention_rows(conventions: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     for c in conventions:
         observed = c.get("error") or c.get("convention") or ""
         verdict = c.get("verdict") or ("error" if c.get("error") else "convention")
-        key = (c.get("probe"), c.get("adapter"), observed, c.get("agrees_with_notes"), verdict, c.get("outside"))
+        key = (
+            c.get("probe"),
+            c.get("adapter"),
+            observed,
+            c.get("agrees_with_notes"),
+            verdict,
+            c.get("outside"),
+        )
         if key in index:
             index[key]["dtypes"].append(c.get("dtype"))
             continue

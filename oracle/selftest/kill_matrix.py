@@ -369,7 +369,9 @@ def _run_mutant_probes(chosen: Sequence[Any], reports: Sequence[MutantReport], d
             for dtype in report.dtypes:
                 begin = time.perf_counter()
                 result = run_probe(get_probe(name), adapter, dtype, m.spec)
-                report.rows.append(row_from_probe(result, Fault.OUTSIDE_SUBDIFFERENTIAL, time.perf_counter() - begin))
+                report.rows.append(
+                    row_from_probe(result, Fault.OUTSIDE_SUBDIFFERENTIAL, time.perf_counter() - begin)
+                )
 
 
 _MARK = {
@@ -467,7 +469,11 @@ def selftest_markdown(report: SelftestReport) -> str:
             )
             for (adapter, dtype), ps in pgroups.items()
         ]
-        lines += ["", "Convention probes of the correct adapters (every value must be a valid convention):", ""]
+        lines += [
+            "",
+            "Convention probes of the correct adapters (every value must be a valid convention):",
+            "",
+        ]
         lines += _md_table(("adapter", "dtype", "valid conventions", "outside / error"), prows)
     if report.failures:
         lines += ["", "## Problems", "", *(f"- {f}" for f in report.failures)]
