@@ -37,6 +37,8 @@ margin: a float32 framework's rounding of them is larger than a few ulps of 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +91,21 @@ def away_from_zero(
     return sign * magnitude
 
 
+_NEAR_DRAWS = [True]
+
+
+@contextmanager
+def ordinary_draws() -> Iterator[None]:
+    """Within this block :func:`off_kink`, :func:`near_point` and :func:`separate_window_maxima`
+    draw as before #13 (``|x| >= margin``, uniform, maxima leading by the margin): for comparing
+    tools whose finite differences cannot work next to a kink (the threshold campaign)."""
+    _NEAR_DRAWS.append(False)
+    try:
+        yield
+    finally:
+        _NEAR_DRAWS.pop()
+
+
 def _log_uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
     return np.asarray(np.exp(rng.uniform(np.log(low), np.log(high), size=shape)))
 
@@ -98,6 +115,8 @@ def off_kink(
 ) -> np.ndarray:
     """Values on both sides of a kink at 0, never at it: about half ordinary (``margin <= |x| <=
     margin + scale``), half log-uniform in ``[2^-124, 1/2]`` (just off the kink, down to a few ulps)."""
+    if not _NEAR_DRAWS[-1]:
+        return away_from_zero(rng, shape, scale, margin)
     ordinary = margin + rng.uniform(0.0, scale, size=shape)
     near = _log_uniform(rng, shape, NEAREST, 0.5)
     sign = np.where(rng.random(size=shape) < 0.5, -1.0, 1.0)
@@ -109,6 +128,8 @@ def near_point(
 ) -> np.ndarray:
     """Values around a smooth point that looks special: ordinary ``[-scale, scale]`` draws, draws
     log-uniformly close to ``point`` on either side (down to 2^-124 away) and ``point`` itself."""
+    if not _NEAR_DRAWS[-1]:
+        return uniform(rng, shape, scale)
     ordinary = rng.uniform(-scale, scale, size=shape)
     sign = np.where(rng.random(size=shape) < 0.5, -1.0, 1.0)
     near = point + sign * _log_uniform(rng, shape, NEAREST, 0.5)
@@ -160,7 +181,7 @@ def separate_window_maxima(
     top = order[:, :, -1] + np.maximum(margin - gap, 0.0)
     top = top.astype(np.float32).astype(np.float64)
     top = np.where(top > order[:, :, -2], top, np.nextafter(order[:, :, -2].astype(np.float32), np.inf))
-    if close is not None:
+    if close is not None and _NEAR_DRAWS[-1]:
         near = order[:, :, -2].astype(np.float32)
         for _ in range(max(int(ulps), 1)):
             near = np.nextafter(near, np.float32(np.inf))

@@ -49,7 +49,7 @@ from gradoracle.selftest.perturbations import (
     _gradcheck_caught,
     _tool_available,
 )
-from gradoracle.strategies import KINK_MARGIN
+from gradoracle.strategies import ordinary_draws
 
 THRESHOLD_FILES = ("thresholds.json", "thresholds.md")
 THRESHOLD_PARTS = "thresholds.parts.jsonl"
@@ -119,9 +119,9 @@ class _Trials:
         ident = self.members[j % len(self.members)]
         if ident.name not in self._pool:
             need = math.ceil(max(self.unit.checks, self.unit.fp_checks) / len(self.members)) + 1
-            drawn = draw_examples(ident, 2 * need + 10, self.unit.seed)
-            usable = [ex for ex in drawn if _has_gradient(ident, ex) and _clear_of_kinks(ident, ex)]
-            self._pool[ident.name] = usable[:need] or drawn
+            with ordinary_draws():  # FD-based tools cannot difference next to a kink
+                drawn = draw_examples(ident, 2 * need + 10, self.unit.seed)
+            self._pool[ident.name] = [ex for ex in drawn if _has_gradient(ident, ex)][:need] or drawn
         pool = self._pool[ident.name]
         return ident, pool[(j // len(self.members)) % len(pool)]
 
@@ -179,28 +179,6 @@ def _has_gradient(ident: Identity, example: Any) -> bool:
     u = np.random.default_rng(example.seed).uniform(0.5, 1.0, size=np.shape(out))
     grads = ident.gradient(example.inputs, example.params, u)
     return any(bool(np.any(np.asarray(g) != 0)) for g in grads.values())
-
-
-def _clear_of_kinks(ident: Identity, example: Any, reach: float = 0.25 * KINK_MARGIN) -> bool:
-    """Whether no input element is within ``reach`` of a kink (its smooth pattern stays put).
-
-    The conformance strategies draw some inputs a few ulps off a kink; the single-example
-    tools compared here (gradcheck, check_grads) difference across it with their own steps,
-    which says nothing about their detection threshold, so those examples are left out.
-    """
-    if ident.smooth_pattern is None:
-        return True
-    base = ident.smooth_pattern(example.inputs, example.params)
-    for name, value in example.inputs.items():
-        arr = np.asarray(value, dtype=np.float64)
-        for i in range(arr.size):
-            for step in (reach, -reach):
-                moved = arr.copy().reshape(-1)
-                moved[i] += step
-                inputs = {**example.inputs, name: moved.reshape(arr.shape)}
-                if not np.array_equal(ident.smooth_pattern(inputs, example.params), base):
-                    return False
-    return True
 
 
 def _catch_rate(trials: _Trials, eps: float, n: int, early_stop: bool) -> dict[str, Any]:
