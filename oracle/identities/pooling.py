@@ -66,7 +66,7 @@ def _grad_avg_pool(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndar
 def _pool_inputs(draw: st.DrawFn, separate_maxima: bool) -> S.Example:
     k, H, W = draw(S.shapes(S.POOL_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     X = S.uniform(rng, (H, W), scale)
     if separate_maxima:
         # in about half of the examples some windows' maxima lead their runner-up by only a few
