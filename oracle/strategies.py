@@ -379,9 +379,14 @@ def separate_window_maxima(
     top = top.astype(np.float32).astype(np.float64)
     top = np.where(top > order[:, :, -2], top, np.nextafter(order[:, :, -2].astype(np.float32), np.inf))
     if close is not None and _NEAR_DRAWS[-1]:
-        near = order[:, :, -2].astype(np.float32)
+        runner = order[:, :, -2].astype(np.float32)
+        near = runner
         for _ in range(max(int(ulps), 1)):
             near = np.nextafter(near, np.float32(np.inf))
+        # next to 0 the float32 ulps are subnormal (flushed to zero by some frameworks): there
+        # the gap is ``ulps`` times 2^-100 instead, still far below any finite-difference step
+        floor = (runner.astype(np.float64) + max(int(ulps), 1) * 2.0**-100).astype(np.float32)
+        near = np.where(np.abs(runner) < 2.0**-100, np.maximum(near, floor), near)
         top = np.where(np.asarray(close, dtype=bool), near.astype(np.float64), top)
     idx = np.argmax(core, axis=2)
     np.put_along_axis(core, idx[:, :, None], top[:, :, None], axis=2)
