@@ -29,6 +29,8 @@ class Fault(StrEnum):
     FORWARD_MODE = "forward-mode"  # its forward-mode J v is not the derivative of its forward
     SECOND_ORDER = "second-order"  # its Hessian-vector product is not the derivative of its gradient
     PRECISION = "reduced-precision"  # float32 results at fewer mantissa bits (TF32, bf16): right in float64
+    # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
+    OUTSIDE_SUBDIFFERENTIAL = "outside-subdifferential"
 
 
 FAULT_TEXT: dict[Fault, str] = {
@@ -43,6 +45,9 @@ FAULT_TEXT: dict[Fault, str] = {
         "the adapter computes this float32 check at reduced precision (fewer correct mantissa bits than "
         "float32 has; the same example is right in float64): a precision mode such as TF32 or bf16, not a "
         "wrong derivative"
+    ),
+    Fault.OUTSIDE_SUBDIFFERENTIAL: (
+        "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
     ),
 }
 
