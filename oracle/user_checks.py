@@ -508,6 +508,7 @@ def user_identity(
         if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
         else None,
         hvp_magnitude=cat.hvp_magnitude if cat is not None else None,
+        hvp_undefined=cat.hvp_undefined if cat is not None else None,
         hvp_wrt=cat.hvp_wrt
         if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
         else None,

@@ -182,6 +182,11 @@ def _policy(f: Elementwise) -> str:
     return "none needed"
 
 
+def _f2_jump(a: Arrays, p: Params) -> dict[str, np.ndarray]:
+    """Where f'' jumps (x = 0 exactly): the second derivative has no single value there."""
+    return {"x": np.asarray(a["x"] == 0)}
+
+
 def _second_order_note(f: Elementwise) -> str:
     if f.domain == "nonzero":
         return (
@@ -190,8 +195,8 @@ def _second_order_note(f: Elementwise) -> str:
         )
     if f.second_derivative_jump:
         return (
-            f"f''(x) = {f.second_text}: checked on both sides; finite differences never straddle 0 "
-            "(at x = 0 exactly the closed form takes the left value)"
+            f"f''(x) = {f.second_text}: checked on both sides, down to 2^-124 from 0; at x = 0 exactly "
+            "f'' has no single value (any is accepted there) and finite differences never straddle 0"
         )
     return f"f''(x) = {f.second_text}"
 
@@ -288,6 +293,7 @@ def _elementwise_identity(f: Elementwise) -> Identity:
         reference_hvp=hvp,
         hvp_magnitude=hvp_magnitude,
         second_order_note=_second_order_note(f),
+        hvp_undefined=_f2_jump if f.second_derivative_jump else None,
     )
 
 

@@ -83,6 +83,10 @@ class Identity:
     hvp_wrt: tuple[str, ...] | None = None
     #: What is checked at the kinks in second order (ReLU, max pooling, ...).
     second_order_note: str = ""
+    #: Per input of the Hessian, the elements where ``H v`` is not defined (a jump of the
+    #: second derivative, ELU's f'' at 0): any value is accepted there, finite differences
+    #: never straddle them (``smooth_pattern``).
+    hvp_undefined: Callable[[Arrays, Params], dict[str, np.ndarray]] | None = None
 
     def run_forward(self, ops: Any, inputs: Arrays, params: Params | None = None) -> Any:
         """``forward(ops, inputs, params)``: the identity's forward on any ops namespace."""
