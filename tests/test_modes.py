@@ -68,6 +68,13 @@ def _examples(ident: Identity, n: int = 6) -> list[Any]:
 # ------------------------------------------------- the closed forms vs finite differences
 
 
+def _step(ident: Identity, a: dict[str, np.ndarray], p: Any, v: dict[str, np.ndarray]) -> float | None:
+    """1e-6, halved until no kink lies within two steps (the runner's kink-safe step)."""
+    from gradoracle.runner import _kink_safe_step
+
+    return _kink_safe_step(ident, a, p, v, 1e-6)
+
+
 def _jvp_error(ident: Identity, jvp: Callable[..., np.ndarray], example: Any) -> tuple[float, float]:
     """(max |closed-form J v - central difference|, scale) at one example, float64."""
     a = {k: np.asarray(v, dtype=np.float64) for k, v in example.inputs.items()}
@@ -76,7 +83,9 @@ def _jvp_error(ident: Identity, jvp: Callable[..., np.ndarray], example: Any) ->
     v = {n: rng.uniform(-1, 1, a[n].shape) for n in ident.wrt}
     out = ident.reference_forward(a, p)
     got = np.asarray(jvp(a, p, v)).reshape(out.shape)
-    h = 1e-6
+    h = _step(ident, a, p, v)
+    if h is None:  # every step crosses a kink (inputs drawn down to 2^-124 from it)
+        return 0.0, 1.0
     numeric = (
         ident.reference_forward(fd.perturbed(a, v, h, "float64"), p)
         - ident.reference_forward(fd.perturbed(a, v, -h, "float64"), p)
@@ -118,7 +127,9 @@ def _hvp_error(
     v = {n: rng.uniform(-1, 1, a[n].shape) for n in names}
     got = hvp(a, p, u, v)
     grad = _full_gradient(ident, p, u)
-    h = 1e-6
+    h = _step(ident, a, p, v)
+    if h is None:
+        return 0.0, 1.0
     gp, gm = grad(fd.perturbed(a, v, h, "float64")), grad(fd.perturbed(a, v, -h, "float64"))
     err = scale = 0.0
     for n in names:
@@ -173,8 +184,8 @@ def test_negative_controls_wrong_closed_forms_are_caught_by_the_same_comparisons
     assert all(e > 1e-4 * s for e, s in errs)
     # ... a ReLU whose second derivative is 1, and a conv Hessian without its cross term.
     relu = get_identity("elementwise-relu")
-    errs = [_hvp_error(relu, lambda a, p, u, t: {"x": u * t["x"]}, ex) for ex in _examples(relu)]
-    assert all(e > 1e-4 * s for e, s in errs)
+    errs = [_hvp_error(relu, lambda a, p, u, t: {"x": u * t["x"]}, ex) for ex in _examples(relu, 10)]
+    assert any(e > 1e-4 * s for e, s in errs)  # (examples whose every step crosses the kink say 0)
     conv = get_identity("conv-filter")
     errs = [
         _hvp_error(conv, lambda a, p, u, t: {n: np.zeros_like(a[n]) for n in t}, ex) for ex in _examples(conv)
@@ -222,10 +233,15 @@ def test_torch_and_jax_conform_in_forward_mode_and_second_order(
     assert result.examples >= min(EXAMPLES, 3)
     assert result.max_ratio() < 1.0
     kinds = set(result.errors)
+    # the oracle's own finite differences run along one direction; near a kink (inputs drawn
+    # down to 2^-124 from it) they may never find a safe step: only kinked identities may lack them
+    kinked = get_identity(identity).smooth_pattern is not None
     if mode == "jvp":
-        assert {"jvp-analytic", "jvp-fd", "transpose", "jvp-oracle", "forward"} <= kinds
+        assert {"jvp-analytic", "jvp-fd", "transpose", "forward"} <= kinds
+        assert kinked or "jvp-oracle" in kinds
     else:
-        assert {"hvp-analytic", "hvp-fd", "hvp-methods", "hvp-oracle"} <= kinds
+        assert {"hvp-analytic", "hvp-fd", "hvp-methods"} <= kinds
+        assert kinked or "hvp-oracle" in kinds
     if dtype == "float32":
         assert result.precision is not None and result.precision["bits"] >= 16
         assert "mode" not in result.precision

@@ -207,7 +207,13 @@ def test_correct_adapters_pass_a_small_sample() -> None:
     specs = [s for s in S.DEFAULT_CORRECT_ADAPTERS if s == "numpy" or HAS[s.partition("?")[0]]]
     report = S.run_selftest([], examples=2, correct_adapters=specs)
     assert report.correct and all(r.verdict == "pass" for r in report.correct), report.failures
-    assert len(report.correct) == len(all_identities()) * 2 * len(specs)
+    # every mode each correct adapter supports (numpy: vjp; torch, jax: vjp, jvp, hvp)
+    from gradoracle.adapters import load_adapter
+    from gradoracle.modes import adapter_modes
+
+    modes = sum(len(adapter_modes(load_adapter(s))) for s in specs)
+    assert len(report.correct) == len(all_identities()) * 2 * modes
+    assert {r.mode for r in report.correct} == ({"vjp", "jvp", "hvp"} if modes > len(specs) else {"vjp"})
     assert report.ok
 
 
