@@ -246,8 +246,35 @@ class TorchAdapter(AdapterBase):
         """A writable NumPy copy of tensor ``t`` (detached, on the CPU), in ``t``'s own dtype."""
         return np.array(t.detach().cpu().numpy(), copy=True)
 
+    def _shared(self, a: np.ndarray, dtype: str) -> Any:
+        """A tensor that shares memory with ``a`` where it can (CPU, ``a`` writable and already
+        C-contiguous in ``dtype``), else a fresh copy: ``torch.from_numpy`` costs ~1 us where
+        ``torch.tensor`` copies (the boundary copies were ~4 framework forward+backwards per
+        check at 16k elements).  Only for arrays the framework cannot write into: leaves
+        that require grad (torch refuses in-place ops on them) and arrays the caller made
+        for this one call."""
+        torch, _ = _import_torch()
+        arr = np.asarray(a)
+        if (
+            self.device == "cpu"
+            and arr.dtype == np.dtype(dtype)
+            and arr.flags.c_contiguous
+            and arr.flags.writeable
+        ):
+            return torch.from_numpy(arr)
+        return self.from_numpy(arr, dtype)
+
+    @staticmethod
+    def _view(t: Any) -> np.ndarray:
+        """``t`` as NumPy without a copy on the CPU (for tensors this adapter just made)."""
+        return np.asarray(t.detach().cpu().numpy())
+
     def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
-        """``fn(ops, inputs)`` under ``torch.no_grad()`` (no graph is recorded)."""
+        """``fn(ops, inputs)`` under ``torch.no_grad()`` (no graph is recorded).
+
+        The input tensors are fresh copies (``fn`` may write into them); the output comes
+        back as a fresh array.
+        """
         torch, _ = _import_torch()
         args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
         with torch.no_grad():
@@ -270,7 +297,11 @@ class TorchAdapter(AdapterBase):
         unknown = [name for name in wrt if name not in inputs]
         if unknown:
             raise KeyError(f"torch adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
-        args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+        # wrt leaves share the caller's memory (an in-place op on a leaf that requires grad
+        # is an error in torch, so fn cannot write into them); constants are copied.
+        args = {
+            k: (self._shared(v, dtype) if k in wrt else self.from_numpy(v, dtype)) for k, v in inputs.items()
+        }
         leaves = [args[name].requires_grad_(True) for name in wrt]
         with torch.enable_grad():
             out = fn(self.ops, args)
@@ -289,7 +320,8 @@ class TorchAdapter(AdapterBase):
         raw = torch.autograd.grad(out, leaves, grad_outputs=u, allow_unused=True)
         grads: dict[str, np.ndarray] = {}
         for name, leaf, g in zip(wrt, leaves, raw, strict=True):
-            grads[name] = np.zeros_like(self.to_numpy(leaf)) if g is None else self.to_numpy(g)
+            # a gradient torch just made is nobody else's: no copy needed
+            grads[name] = np.zeros(tuple(leaf.shape), dtype=dtype) if g is None else self._view(g)
         return VJPResult(output=output, grads=grads)
 
     def jvp(
