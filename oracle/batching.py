@@ -137,7 +137,7 @@ def _vjp_many(adapter: Any, calls: Sequence[VjpCall]) -> list[Any] | None:
     from gradoracle.adapters.base import VJPResult
 
     first = calls[0]
-    if len(calls) < 2 or not supports_batching(adapter)[1] or _unbatchable(adapter, "vjp", first.fn):
+    if not supports_batching(adapter)[1] or _unbatchable(adapter, "vjp", first.fn):
         return None
     try:
         with warnings.catch_warnings():
