@@ -39,7 +39,7 @@ from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
 from gradoracle import finite_differences as fd
-from gradoracle.batching import ForwardCall, Request, VjpCall, drive, run_one
+from gradoracle.batching import ForwardCall, Request, VjpCall, drive, run_one, supports_batching
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
 from gradoracle.results import (
     FAULT_TEXT,
@@ -91,7 +91,8 @@ class CheckSettings:
     oracle_every: int = 4
     #: Examples of one check that share shapes are evaluated together, up to this many per
     #: batch (one vectorised adapter call each for the vjps and the finite-difference
-    #: points, :mod:`gradoracle.batching`); 1: one example at a time, as Hypothesis draws them.
+    #: points, :mod:`gradoracle.batching`), for adapters with ``vjp_batch``/``forward_batch``;
+    #: 1 (or an adapter without them): one example at a time, as Hypothesis draws them.
     batch: int = 32
 
     def with_(self, **changes: Any) -> CheckSettings:
@@ -1001,7 +1002,7 @@ def check(
                 # one example-database entry per check (the closure's source is the same for all)
                 key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}".encode()
                 body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-                if settings.batch > 1 and not settings.reproduce_failure:
+                if settings.batch > 1 and any(supports_batching(ad)) and not settings.reproduce_failure:
                     # Hypothesis chooses the examples (a pass that only records them), the
                     # adapter evaluates them in batches; a clean batch is the whole check.
                     # Otherwise the one-at-a-time pass replays the same examples (answered

@@ -169,11 +169,7 @@ class _WrongFromCall(NumpyEngineAdapter):
 
 @pytest.mark.parametrize("k", [1, 4, 9])
 def test_first_failure_counts_the_examples_until_the_first_failing_one(k: int) -> None:
-    # this adapter's fault depends on the order of its calls, which batching changes (it
-    # evaluates examples grouped by shape): one example at a time, calls follow the drawing
-    # order (for adapters whose answers depend on their inputs only, tests/test_batching.py
-    # shows the batched check reports the same failure after the same number of examples)
-    result = check("elementwise-sin", _WrongFromCall(k), "float64", S.mutant_settings(30, 0).with_(batch=1))
+    result = check("elementwise-sin", _WrongFromCall(k), "float64", S.mutant_settings(30, 0))
     row = S.row_from_result(result, Fault.BACKWARD)
     assert row.status == "killed"
     assert row.first_failure == k
