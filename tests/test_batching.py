@@ -244,3 +244,20 @@ def test_jax_batches_compile_one_program_per_shape_and_kind() -> None:
     assert compile_stats()["programs"] - before == 1
     out = ad.forward_batch(fn, {"x": np.linspace(-1, 1, 70 * 3).reshape(70, 3)}, "float64")
     np.testing.assert_allclose(out, np.sin(np.linspace(-1, 1, 210).reshape(70, 3)), rtol=1e-15)
+
+
+def test_large_inputs_go_one_call_at_a_time() -> None:
+    from gradoracle.batching import LARGE_INPUT_ELEMENTS
+
+    n = int(np.sqrt(LARGE_INPUT_ELEMENTS)) + 1  # W alone is over the limit
+    rng = np.random.default_rng(0)
+    exs = [Example({"W": rng.standard_normal((n, n)), "x": rng.standard_normal(n)}, {}, s) for s in range(2)]
+    ad = CountingEngine()
+    outs = evaluate_examples("matvec-weight-grad", ad, "float64", exs, CheckSettings())
+    assert all(o.passed for o in outs)
+    assert ad.calls["vjp_batch"] == ad.calls["forward_batch"] == 0 and ad.calls["vjp"] == 2
+    small = CountingEngine()
+    evaluate_examples(
+        "matvec-weight-grad", small, "float64", [Example({"W": np.ones((3, 3)), "x": np.ones(3)})]
+    )
+    assert small.calls["vjp_batch"] == 1  # negative control: small inputs are batched
