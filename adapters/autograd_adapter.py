@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
-from gradoracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE, NOTES_OPS
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
@@ -187,8 +187,8 @@ class AutogradAdapter(AdapterBase):
         return AutogradOps()
 
     def supported_ops(self) -> frozenset[str]:
-        """Every op of :data:`gradoracle.ops.ALL_OPS`."""
-        return frozenset(ALL_OPS)
+        """The notes' ops (:data:`gradoracle.ops.NOTES_OPS`); the layer ops are not written for autograd."""
+        return frozenset(NOTES_OPS)
 
     def from_numpy(self, a: np.ndarray, dtype: str) -> np.ndarray:
         """A fresh NumPy array in ``dtype`` (autograd works on NumPy arrays)."""

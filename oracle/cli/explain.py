@@ -28,6 +28,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.print(f"  ops used:           {', '.join(sorted(ident.ops)) or '(none)'}")
     out.print(f"  non-differentiable: {ident.nondifferentiable}")
     out.print(f"  policy:             {ident.kink_policy}")
+    if ident.generalises:
+        out.print(f"  generalises:        {', '.join(ident.generalises)}")
+    if ident.derivation:
+        out.print(f"  derivation:         {ident.derivation}")
+    for name, drawn in ident.parameters:
+        out.print(f"  parameter {name}: {drawn}")
     ref = ident.reference_gradient
     doc = (ref.__doc__ or "").strip()
     if doc:
