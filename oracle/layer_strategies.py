@@ -71,7 +71,7 @@ def bias_between_kinks(z: np.ndarray, b: np.ndarray, margin: float) -> np.ndarra
     return out
 
 
-def distinct_values(rng: np.random.Generator, shape: tuple[int, ...], gap: float) -> np.ndarray:
+def distinct_values(rng: S.ValueSource, shape: tuple[int, ...], gap: float) -> np.ndarray:
     """Values that differ pairwise by at least ``gap`` (a shuffled ladder centred on 0), so every
     pooling window, overlapping or not, has one maximum ahead of its runner-up by ``gap``."""
     size = int(np.prod(shape))
@@ -79,7 +79,9 @@ def distinct_values(rng: np.random.Generator, shape: tuple[int, ...], gap: float
     return rng.permutation(ladder).reshape(shape) + rng.uniform(0, gap / 4)
 
 
-def uniform(seed: int, shapes: dict[str, tuple[int, ...]], scale: float) -> dict[str, np.ndarray]:
-    """Named arrays uniform in ``[-scale, scale]`` from one seed."""
-    rng = S.rng_for(seed)
+def uniform(
+    draw: st.DrawFn, seed: int, shapes: dict[str, tuple[int, ...]], scale: float
+) -> dict[str, np.ndarray]:
+    """Named arrays uniform in ``[-scale, scale]``, drawn through Hypothesis (they shrink) with ``seed``."""
+    rng = S.values_for(draw, seed)
     return {name: S.uniform(rng, shape, scale) for name, shape in shapes.items()}

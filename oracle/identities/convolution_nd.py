@@ -147,7 +147,7 @@ def _conv_inputs(draw: st.DrawFn, rank: int) -> S.Example:
     )
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
     arrays = L.uniform(
-        seed, {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}, scale
+        draw, seed, {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}, scale
     )
     params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     return S.Example(arrays, params, seed)

@@ -87,7 +87,7 @@ def _layer_inputs(draw: st.DrawFn, layout: str) -> S.Example:
         batch, (n_in, n_out) = draw(st.sampled_from(L.BATCH_SHAPES)), draw(S.shapes(S.MATRIX_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
     w_shape = (n_out, n_in) if layout == "torch" else (n_in, n_out)
-    arrays = L.uniform(seed, {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}, scale)
+    arrays = L.uniform(draw, seed, {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}, scale)
     return S.Example(arrays, {}, seed)
 
 

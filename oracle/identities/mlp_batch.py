@@ -184,9 +184,9 @@ def _loss_params(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def _draw_targets(rng: np.random.Generator, n: int, m: int, kind: str) -> np.ndarray:
+def _draw_targets(rng: S.ValueSource, n: int, m: int, kind: str) -> np.ndarray:
     if kind == "index":
-        return rng.integers(0, m, size=n).astype(float)
+        return np.asarray(rng.integers(0, m, size=n), dtype=float)
     return np.stack([S.target_vector(rng, m, soft=True) for _ in range(n)])
 
 
@@ -196,7 +196,7 @@ def _mlp_inputs(draw: st.DrawFn) -> S.Example:
     n_rows = 8 if big else draw(st.sampled_from(L.BATCH_SIZES))
     n, h, m = draw(st.sampled_from(L.LARGE_MLP)) if big else draw(S.shapes(S.MLP_SHAPES))
     params, seed = draw(_loss_params()), draw(S.SEEDS)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     X = S.uniform(rng, (n_rows, n), 1.0)
     W1 = S.uniform(rng, (h, n), 1.0)
     b1 = L.bias_between_kinks(X @ W1.T, S.uniform(rng, (h,), 0.5), 2 * S.KINK_MARGIN)
@@ -212,7 +212,7 @@ def _logit_inputs(draw: st.DrawFn) -> S.Example:
     n_rows = 16 if big else draw(st.sampled_from(L.BATCH_SIZES))
     m = 64 if big else draw(S.dims(2, 10))
     params, seed, scale = draw(_loss_params()), draw(S.SEEDS), draw(S.SCALES)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     Z = S.uniform(rng, (n_rows, m), 2 * scale)
     return S.Example({"Z": Z, "T": _draw_targets(rng, n_rows, m, params["target"])}, params, seed)
 

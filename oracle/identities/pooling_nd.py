@@ -208,7 +208,7 @@ def _pool_inputs(draw: st.DrawFn, kind: str) -> S.Example:
     if kind == "avg":
         params["count_include_pad"] = draw(st.booleans())
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     shape = (n, c, *spatial)
     X = L.distinct_values(rng, shape, 2 * S.KINK_MARGIN) if kind == "max" else S.uniform(rng, shape, scale)
     return S.Example({"X": X}, params, seed)
@@ -221,7 +221,7 @@ def _global_inputs(draw: st.DrawFn) -> S.Example:
     n, c = draw(st.sampled_from(L.BATCH_SIZES)), draw(st.sampled_from((16, 64) if big else CHANNELS))
     spatial = draw(L.per_axis((2, 1, 3, 5), rank))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    return S.Example({"X": S.uniform(S.rng_for(seed), (n, c, *spatial), scale)}, {}, seed)
+    return S.Example({"X": S.uniform(S.values_for(draw, seed), (n, c, *spatial), scale)}, {}, seed)
 
 
 def _check_global(a: Arrays, p: Params) -> None:
