@@ -22,7 +22,7 @@ SETTINGS = CheckSettings(examples=EXAMPLES, seed=20261128)
 #: The layer identities draw a new hyper-parameter configuration almost every example, and each
 #: costs JAX a compilation (~0.2-0.5 s), so the default run checks fewer examples of them;
 #: ``GRADORACLE_LAYER_EXAMPLES`` (or ``GRADORACLE_EXAMPLES``) raises it.
-LAYER_EXAMPLES = int(os.environ.get("GRADORACLE_LAYER_EXAMPLES", os.environ.get("GRADORACLE_EXAMPLES", "6")))
+LAYER_EXAMPLES = int(os.environ.get("GRADORACLE_LAYER_EXAMPLES", os.environ.get("GRADORACLE_EXAMPLES", "4")))
 LAYER_SETTINGS = CheckSettings(examples=LAYER_EXAMPLES, seed=20261128)
 LAYERS = {i.name for i in all_identities() if i.generalises}
 
