@@ -100,8 +100,10 @@ def test_an_exact_name_selects_that_identity_alone_and_family_or_glob_select_mor
     assert [i.name for i in select_identities(["mlp"])] == ["mlp"]
     family = [i.name for i in select_identities(["family:mlp"])]
     assert len(family) == 6 and family[0] == "mlp" and all(n.startswith("mlp") for n in family)
-    assert [i.name for i in select_identities(["mlp*"])] == family
-    assert [i.name for i in select_identities(["notes:mlp"])] == family
+    # the glob matches names: the batched MLP too; the notes' label selects the section and the
+    # layer identities that generalise it (they carry it as their source)
+    assert [i.name for i in select_identities(["mlp*"])] == [*family, "mlp-batch"]
+    assert [i.name for i in select_identities(["notes:mlp"])] == [*family, "mlp-batch", "cross-entropy-batch"]
     assert {i.name for i in select_identities(["family:pool"])} == {"max-pool", "avg-pool"}
     assert len(select_identities(["elementwise"])) == 13  # a family that is no identity's name
     for bad, hint in [("family:nope", "families: "), ("zz*", "matches no identity"), ("mpl", "mlp")]:
