@@ -448,6 +448,16 @@ class JaxOps:
         """``jnp.mean`` over the spatial axes."""
         return self._jnp.mean(x, axis=tuple(range(2, x.ndim)))
 
+    # ---- kinks (#13) -----------------------------------------------------------------
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """``jnp.maximum(a, b)`` (a tie splits the gradient 1/2 : 1/2)."""
+        return self._jnp.maximum(a, b)
+
+    def clamp(self, x: Any, lo: float, hi: float) -> Any:
+        """``jnp.clip(x, lo, hi)`` (1/2 at a bound)."""
+        return self._jnp.clip(x, lo, hi)
+
 
 class JaxAdapter(AdapterBase):
     """JAX under test: ``jax.vjp`` for ``u^T J``, ``jax.jvp`` for ``J v``.

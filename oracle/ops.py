@@ -36,6 +36,12 @@ avg_pool2d(x, k, s)  mean over k x k windows with stride ``s`` (default ``k``), 
 sum(x)               sum of all elements, a 0-D scalar
 maximum_zero(x)      ``maximum(x, 0)`` spelled the framework's way (convention probes)
 clamp_min_zero(x)    ``clamp(x, min=0)`` spelled the framework's way (convention probes)
+-- kinks (#13) ------ ----------------------------------------------------------------
+maximum(a, b)        elementwise ``max(a, b)`` of two arrays of one shape (the framework's
+                     own two-argument maximum); generalised gradient at a tie ``a = b``:
+                     ``{(t, 1 - t): t in [0, 1]}``
+clamp(x, lo, hi)     ``min(max(x, lo), hi)`` for Python floats ``lo < hi``; generalised
+                     gradient at ``x = lo`` and at ``x = hi``: ``[0, 1]``
 ==================== ================================================================
 
 The layers as frameworks ship them (batches, channels, strides, padding, dilation,
@@ -83,6 +89,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+#: Ops added for the kink probes (#13), kept in one block: two-argument maximum and clamp.
+KINK_OPS: tuple[str, ...] = ("maximum", "clamp")
+
 #: The ops of the notes' textbook identities.
 NOTES_OPS: tuple[str, ...] = (
     "matmul",
@@ -123,7 +132,7 @@ LAYER_OPS: tuple[str, ...] = (
 )
 
 #: Every op name an ops namespace may implement; identities declare which they use.
-ALL_OPS: tuple[str, ...] = NOTES_OPS + LAYER_OPS
+ALL_OPS: tuple[str, ...] = NOTES_OPS + KINK_OPS + LAYER_OPS
 
 #: The elementwise functions of notes identity 4.
 ELEMENTWISE_OPS: tuple[str, ...] = (
@@ -205,3 +214,6 @@ class Ops(Protocol):
         count_include_pad: bool,
     ) -> Any: ...
     def global_avg_pool(self, x: Any) -> Any: ...
+    # ---- kinks (#13)
+    def maximum(self, a: Any, b: Any) -> Any: ...
+    def clamp(self, x: Any, lo: float, hi: float) -> Any: ...
