@@ -547,3 +547,21 @@ def test_the_fixture_inside_a_given_test(repo: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*test_inside_given_wrong*", "*gradient check failed*", "*Failing test case*"]
     )
+
+
+# ------------------------------------------------------------------ the cost, measured in the bench
+
+
+def test_drawing_cost_compares_shrinkable_with_seed_drawn_values() -> None:
+    from gradoracle import runner, strategies
+    from gradoracle.bench.drawing import drawing_cost, seed_drawn_values
+
+    saved = strategies.values_for, runner.simplest_values_drawn
+    with seed_drawn_values():
+        # the old way: values from the seed, so a shrunk counterexample keeps generic values
+        old = check("matvec-weight-grad", _ScaledEngine(), "float64", CheckSettings(examples=5))
+        assert not np.all(_values(old.counterexample) * 2 == np.round(_values(old.counterexample) * 2))
+    assert (strategies.values_for, runner.simplest_values_drawn) == saved  # restored
+    cost = drawing_cost(identities=["elementwise-tanh"], dtypes=["float64"], examples=3, rounds=2)
+    assert len(cost.ratios) == 2 and all(r > 0 for r in cost.ratios)
+    assert cost.to_dict()["median_ratio"] == cost.median_ratio
