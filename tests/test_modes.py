@@ -39,7 +39,11 @@ from gradoracle.modes import (
 from gradoracle.precision import effective_bits, name_precision_mode
 from gradoracle.results import CheckResult, Fault
 
-IDENTITIES = [i.name for i in all_identities()]
+#: The notes' identities, which carry closed forms for both new modes; the general layer
+#: identities (issue 14) have none yet: jvp checks them against finite differences and the
+#: transpose identity only, hvp reports them as not checked (tested below).
+IDENTITIES = [i.name for i in all_identities() if i.reference_jvp is not None]
+WITHOUT = [i.name for i in all_identities() if i.reference_hvp is None]
 EXAMPLES = int(os.environ.get("GRADORACLE_MODE_EXAMPLES", "4"))
 SETTINGS = CheckSettings(examples=EXAMPLES, seed=20261130)
 SLOW = CheckSettings(examples=6, seed=3, shrink=False)
@@ -254,6 +258,13 @@ def test_the_numpy_engine_is_reverse_only_and_says_so() -> None:
         result = check("mlp", engine, "float64", SETTINGS, mode)
         assert result.verdict == Verdict.SKIP and words in result.message
         assert result.id == f"mlp-numpy-float64-{mode}"
+
+
+def test_layer_identities_without_closed_forms_say_so() -> None:
+    adapter = _available("torch")
+    for name in WITHOUT[:3]:
+        result = check(name, adapter, "float64", CheckSettings(examples=2, seed=1), "hvp")
+        assert result.verdict == Verdict.SKIP and "not checked" in result.message
 
 
 def test_an_identity_without_a_closed_form_hvp_is_not_checked_never_passed() -> None:

@@ -67,6 +67,12 @@ class Identity:
     smooth_pattern: PatternFn | None = None
     validate: Callable[[Arrays, Params], None] | None = None
     doc: str = ""
+    #: The hyper-parameters the strategy draws, ``(name, what is drawn)`` (layer identities).
+    parameters: tuple[tuple[str, str], ...] = ()
+    #: The notes' sections a general identity generalises (``source`` is the first).
+    generalises: tuple[str, ...] = ()
+    #: How the closed form follows from the notes' rules (shown by ``gradoracle explain``).
+    derivation: str = ""
     #: Closed-form ``J v`` (forward mode); ``None``: forward mode has no closed form here
     #: (it is then checked against finite differences and the transpose identity only).
     reference_jvp: JvpFn | None = None
