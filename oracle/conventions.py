@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from gradoracle.text import FIELD_LIMIT, NAME_LIMIT, CleanText
 
 ProbeForward = Callable[[Any, Mapping[str, Any]], Any]
 
@@ -130,8 +132,18 @@ PROBES: tuple[Probe, ...] = (
 
 
 @dataclass
-class ProbeResult:
-    """What one adapter returned for one probe in one dtype."""
+class ProbeResult(CleanText):
+    """What one adapter returned for one probe in one dtype (text fields cleaned: gradoracle.text)."""
+
+    _text_limits: ClassVar[dict[str, int]] = {
+        "probe": NAME_LIMIT,
+        "adapter": NAME_LIMIT,
+        "dtype": NAME_LIMIT,
+        "description": FIELD_LIMIT,
+        "notes_text": FIELD_LIMIT,
+        "convention": FIELD_LIMIT,
+        "error": FIELD_LIMIT,
+    }
 
     probe: str
     adapter: str

@@ -29,6 +29,7 @@ from gradoracle.cli.common import (
     results_table,
 )
 from gradoracle.identities import UnknownIdentityError
+from gradoracle.text import clean_text
 
 __all__ = [
     "COMMAND_MODULES",
@@ -80,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cwd_importable(bool(module_path_specs(args))):
             code: int = args.func(args)
     except (UnknownIdentityError, UsageError) as exc:
-        console(stderr=True).print(f"gradoracle: error: {exc}", markup=False)
+        console(stderr=True).print(
+            f"gradoracle: error: {clean_text(exc, None)}", markup=False, soft_wrap=True
+        )
         return EXIT_USAGE
     return code
 

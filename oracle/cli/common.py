@@ -40,6 +40,7 @@ from gradoracle.reporting import FORMATS, normalize_formats
 from gradoracle.reporting.json_report import result_record, summarize
 from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
 from gradoracle.results import CheckResult, Verdict
+from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe, plain
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
@@ -150,7 +151,15 @@ def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
             adapter = load_adapter(name)
         except AdapterLoadError as exc:
             raise UsageError(str(exc)) from exc
-        ok, why = adapter.available()
+        try:
+            ok, why = adapter.available()
+        except (Exception, SystemExit) as exc:  # available() must answer, not raise
+            from gradoracle.adapters import describe_failure
+
+            raise UsageError(
+                f"adapter {name!r}: available() raised {describe_failure(exc)}; "
+                "it must return (True, '') or (False, 'why')"
+            ) from exc
         if not ok:
             if explicit:
                 extra = name.partition("?")[0]
@@ -187,10 +196,10 @@ def results_table(results: Sequence[Any], title: str) -> Table:
     for r in results:
         v = str(r.verdict)
         table.add_row(
-            r.identity,
-            r.adapter,
-            r.dtype,
-            f"[{VERDICT_COLOUR.get(v, 'white')}]{v}[/]",
+            plain(r.identity),
+            plain(r.adapter),
+            plain(r.dtype),
+            f"[{VERDICT_COLOUR.get(v, 'white')}]{markup_safe(v)}[/]",
             "" if str(r.fault) == "none" else str(r.fault),
             f"{r.max_rel('analytic'):.1e}" if r.errors else "",
             f"{r.max_rel('fd'):.1e}" if r.errors else "",
@@ -208,7 +217,14 @@ def conventions_table(rows: Sequence[Any]) -> Table:
         table.add_column(col, overflow="fold")
     for r in rows:
         agrees = "" if r.agrees_with_notes is None else ("yes" if r.agrees_with_notes else "no")
-        table.add_row(r.probe, r.adapter, r.dtype, r.error or r.convention, r.notes_text, agrees)
+        table.add_row(
+            plain(r.probe),
+            plain(r.adapter),
+            plain(r.dtype),
+            plain(r.error or r.convention),
+            plain(r.notes_text),
+            agrees,
+        )
     return table
 
 
@@ -228,8 +244,8 @@ def summary_table(results: Sequence[CheckResult], title: str) -> Table:
             n = sum(1 for r in rs if r.verdict == v)
             cells.append(f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n else "0")
         table.add_row(
-            adapter,
-            dtype,
+            plain(adapter),
+            plain(dtype),
             *cells,
             fmt_error(max(errors)) if errors else "",
             f"{sum(r.duration_s for r in rs):.1f}s",
@@ -339,13 +355,13 @@ def finish(
         out.print(results_table(not_ok, "checks that did not pass"))
     for r in results:
         if r.verdict in (Verdict.FAIL, Verdict.ERROR):
-            out.print(f"\n[bold red]{r.id}[/]: {r.verdict}")
-            out.print(r.message, markup=False)
+            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}")
+            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
     out.print(summary_table(results, title))
     err = console(stderr=True)
     if outcome is not None:
         for line in outcome.warnings():
-            err.print(f"warning: {line}", markup=False, style="yellow")
+            err.print(f"warning: {clean_text(line)}", markup=False, style="yellow")
     not_run = [r for r in results if r.verdict == Verdict.NOT_RUN]
     if interrupted or not_run:
         err.print(
@@ -354,7 +370,7 @@ def finish(
             style="bold yellow",
         )
     out.print(summary_line({"summary": summarize(results)}), markup=False)
-    out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False)
+    out.print(clean_text("wrote " + ", ".join(str(p) for p in written.values()), None), markup=False)
     bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results)
     if bad:
         return EXIT_NONCONFORMANCE

@@ -27,6 +27,7 @@ from gradoracle.cli.common import (
 )
 from gradoracle.reporting import write_reports
 from gradoracle.results import Verdict
+from gradoracle.text import clean_text
 
 
 def register(subparsers: Any) -> None:
@@ -76,7 +77,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     err = console(stderr=True)
     for line in merged.warnings:
-        err.print(f"warning: {line}", markup=False, style="yellow")
+        err.print(f"warning: {clean_text(line)}", markup=False, style="yellow")
 
     undo_known_deviations(merged.results)
     if args.known_deviations is not None:

@@ -38,6 +38,7 @@ from gradoracle.cli.common import (
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
 from gradoracle.reporting import write_reports
 from gradoracle.results import CheckResult, Verdict
+from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
 # ------------------------------------------------------------------- argument types
 
@@ -94,7 +95,7 @@ def _load_adapters(specs: Sequence[str], explicit: bool, out: Console) -> list[t
         except UsageError:
             if explicit:
                 raise
-            out.print(f"note: adapter {spec!r} is not installed here; skipped", markup=False)
+            out.print(clean_text(f"note: adapter {spec!r} is not installed here; skipped"), markup=False)
             continue
         loaded.append((spec, adapter))
     if not loaded:
@@ -133,7 +134,7 @@ def _run_with_progress(tasks: Sequence[CheckTask], settings: Any, jobs: int, out
         bar = progress.add_task("checking", total=total)
 
         def on_start(task: CheckTask) -> None:
-            progress.update(bar, description=f"{task.id}")
+            progress.update(bar, description=markup_safe(task.id, NAME_LIMIT))
 
         def on_result(result: CheckResult) -> None:
             state["done"] += 1
@@ -171,9 +172,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
     shard_note = f", shard {args.shard} ({len(tasks)} of {planned})" if args.shard else ""
+    names = ", ".join(clean_text(ad.name, NAME_LIMIT) for _, ad in adapters)
     out.print(
         f"gradoracle report: {len(identities)} identities x {len(adapters)} adapters "
-        f"({', '.join(str(ad.name) for _, ad in adapters)}) x {len(config.dtypes)} dtypes{shard_note}, "
+        f"({names}) x {len(config.dtypes)} dtypes{shard_note}, "
         f"{config.examples} examples each, seed {config.seed}, {args.jobs} job(s)",
         markup=False,
     )

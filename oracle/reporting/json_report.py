@@ -32,6 +32,7 @@ from typing import Any
 
 from gradoracle.deviations import DeviationOutcome
 from gradoracle.results import KINDS, CheckResult, Verdict
+from gradoracle.text import MESSAGE_LIMIT, clean_strings
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "report.schema.json"
@@ -173,7 +174,7 @@ def build_document(
                 if entry not in seen:
                     seen.append(entry)
             known_section["entries"] = seen
-    return {
+    document = {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "gradoracle", "version": __version__},
         "created": created,
@@ -184,6 +185,9 @@ def build_document(
         "conventions": [_encode(_probe_dict(p)) for p in conventions],
         "known_deviations": known_section,
     }
+    # every string is data (no control characters, no lone surrogates, bounded), whatever made it
+    cleaned: dict[str, Any] = clean_strings(document, MESSAGE_LIMIT)
+    return cleaned
 
 
 def render_json(document: Mapping[str, Any]) -> str:
