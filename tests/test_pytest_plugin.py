@@ -529,7 +529,9 @@ def test_console_script_finds_the_adapter_module_next_to_the_tests(other_repo: p
 
 
 def test_loading_the_plugin_imports_neither_torch_nor_jax(pytester: pytest.Pytester) -> None:
-    code = "import sys, gradoracle.pytest_plugin; print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
+    code = (
+        "import sys, gradoracle.pytest_plugin; print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # the plugin module itself adds nothing to what pytest and the oracle package import
