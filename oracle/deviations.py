@@ -31,6 +31,11 @@ def _shown(value: Any) -> str:
     return clean_text(repr(value), 80)
 
 
+class StaleDeviationWarning(UserWarning):
+    """A known deviation whose check now passes (``-W error::gradoracle.StaleDeviationWarning``
+    turns it into a failure)."""
+
+
 class DeviationFileError(ValueError):
     """A known-deviations file that cannot be used; the message names the entry and field."""
 
