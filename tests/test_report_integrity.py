@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -312,3 +313,337 @@ def test_a_good_deviation_file_still_loads(tmp_path: Path) -> None:
     )
     (entry,) = load_deviations(path)
     assert entry.dtype == "float32" and entry.identity == "mlp*"
+
+
+# ------------------------------------------------------------------ honest merges
+
+MERGE_ARGS = ("--adapter", "numpy", "--identity", "matvec-weight-grad", "--identity", "elementwise-relu")
+
+
+def in_process(*args: str) -> int:
+    from gradoracle.cli import main
+
+    try:
+        return main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def shard(tmp_path: Path, name: str, k: int, n: int = 2, *extra: str) -> Path:
+    out = tmp_path / name
+    code = in_process(
+        "report", *MERGE_ARGS, "--dtype", "float64", "--examples", "2", "--format", "json",
+        "--shard", f"{k}/{n}", "--out", str(out), *extra,
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> tuple[Path, Path]:
+    return shard(tmp_path, "s1", 1), shard(tmp_path, "s2", 2)
+
+
+def merge(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any] | None]:
+    out = tmp_path / "merged"
+    code = in_process("merge", *args, "--out", str(out), "--format", "json,md")
+    doc = (
+        json.loads((out / "report.json").read_text(encoding="utf-8"))
+        if (out / "report.json").exists()
+        else None
+    )
+    return code, str(out), doc
+
+
+def test_complete_shards_merge_conforming(
+    shards: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, doc = merge(tmp_path, *map(str, shards))
+    assert code == 0, capsys.readouterr()
+    assert doc and doc["summary"]["status"] == "conform"
+    assert doc["run"]["merge"] == {"complete": True, "consistent": True, "accepted": []}
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "needle"),
+    [
+        ("missing", "missing", "shard(s) 2/2 of 2 missing"),
+        ("duplicate", "duplicate", "shard 1/2 is given twice"),
+        ("same-file-twice", "duplicate", "is given 2 times"),
+    ],
+)
+def test_incomplete_sets_are_refused_unless_accepted(
+    case: str, kind: str, needle: str, shards: tuple[Path, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    s1, s2 = shards
+    if case == "missing":
+        inputs = [s1]
+    elif case == "duplicate":
+        copy_dir = tmp_path / "s1-copy"
+        copy_dir.mkdir()
+        (copy_dir / "report.json").write_bytes((s1 / "report.json").read_bytes())
+        inputs = [s1, copy_dir, s2]
+    else:
+        inputs = [s1, s1, s2]
+    capsys.readouterr()
+    code, out, doc = merge(tmp_path, *map(str, inputs))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and doc is None, err
+    assert needle in err and f"--allow-{kind}" in err
+    code, out, doc = merge(tmp_path, *map(str, inputs), f"--allow-{kind}")
+    err = " ".join(capsys.readouterr().err.split())
+    assert doc is not None and needle in err
+    assert {p["kind"] for p in doc["run"]["merge"]["accepted"]} == {kind}
+    assert needle in (Path(out) / "report.md").read_text(encoding="utf-8").replace("\\", "")
+    if kind == "missing":  # an accepted incomplete set is never called conforming
+        assert code == 1 and doc["summary"]["status"] == "incomplete"
+    else:
+        assert code == 0 and doc["summary"]["status"] == "conform"
+
+
+def test_shards_of_different_seeds_are_refused_unless_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s1 = shard(tmp_path, "s1", 1, 2, "--seed", "1")
+    s2 = shard(tmp_path, "s2", 2, 2, "--seed", "2")
+    capsys.readouterr()
+    code, _, doc = merge(tmp_path, str(s1), str(s2))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and doc is None and "different seeds" in err and "--allow-mixed" in err
+    code, _, doc = merge(tmp_path, str(s1), str(s2), "--allow-mixed")
+    assert code == 0 and doc is not None
+    assert any("different seeds" in p["detail"] for p in doc["run"]["merge"]["accepted"])
+    assert doc["run"]["merge"]["consistent"] is False
+
+
+def test_shards_of_different_versions_are_refused(
+    shards: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s1, s2 = shards
+    doc = json.loads((s2 / "report.json").read_text(encoding="utf-8"))
+    doc["environment"]["packages"]["numpy"] = "0.0.1"
+    other = tmp_path / "s2-old-numpy"
+    other.mkdir()
+    (other / "report.json").write_text(json.dumps(doc), encoding="utf-8")
+    capsys.readouterr()
+    code, _, merged = merge(tmp_path, str(s1), str(other))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and merged is None
+    assert "different package versions" in err and "numpy" in err and "0.0.1" in err
+
+
+def test_unsharded_reports_of_different_adapters_still_merge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Negative control: joining full runs of different adapters is a legitimate union."""
+    outs = []
+    for adapter in ("numpy", "broken_adapters:ScaledAdapter"):
+        out = tmp_path / adapter.replace(":", "_")
+        args = ["--adapter", adapter, "--identity", "elementwise-relu", "--dtype", "float64"]
+        in_process("report", *args, "--examples", "2", "--format", "json", "--out", str(out))
+        outs.append(str(out))
+    code, _, doc = merge(tmp_path, *outs)
+    assert code == 1, capsys.readouterr()  # the scaled adapter fails; the merge itself is accepted
+    assert doc and doc["run"]["merge"]["accepted"] == []
+
+
+# ------------------------------------------------------------------ atomic report sets
+
+
+@pytest.fixture
+def full_set(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    args = ["--adapter", "numpy", "--identity", "elementwise-relu", "--dtype", "float64", "--examples", "2"]
+    assert in_process("report", *args, "--out", str(out)) == 0
+    return out
+
+
+def set_snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_every_file_of_a_set_carries_its_run_id(full_set: Path) -> None:
+    from gradoracle.reporting.reportset import read_manifest, verify_report_set
+
+    manifest = read_manifest(full_set)
+    assert manifest is not None
+    run_id = manifest["run_id"]
+    assert sorted(manifest["files"]) == sorted(REPORT_FILES)
+    assert json.loads((full_set / "report.json").read_text(encoding="utf-8"))["run_id"] == run_id
+    assert f"run {run_id}" in (full_set / "report.md").read_text(encoding="utf-8").replace("\\", "")
+    assert f'content="{run_id}"' in (full_set / "report.html").read_text(encoding="utf-8")
+    props = {p.get("name"): p.get("value") for p in ET.parse(full_set / "junit.xml").iter("property")}
+    assert props["gradoracle.run_id"] == run_id
+    assert verify_report_set(full_set) is None
+    # negative control: a file changed after the set was written is caught
+    (full_set / "report.md").write_text("# edited\n", encoding="utf-8")
+    problem = verify_report_set(full_set)
+    assert problem and "report.md" in problem
+
+
+def test_a_set_with_fewer_formats_replaces_the_whole_previous_set(full_set: Path) -> None:
+    args = ["--adapter", "numpy", "--identity", "elementwise-relu", "--dtype", "float64", "--examples", "2"]
+    (full_set / "notes.txt").write_text("mine", encoding="utf-8")
+    assert in_process("report", *args, "--format", "json", "--out", str(full_set)) == 0
+    assert sorted(set_snapshot(full_set)) == ["notes.txt", "report-set.json", "report.json"]
+
+
+def test_disk_full_while_writing_keeps_the_previous_set(
+    full_set: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import gradoracle.reporting.reportset as reportset
+
+    before = set_snapshot(full_set)
+    real = reportset._write_synced
+    calls = {"n": 0}
+
+    def fill_disk(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(reportset, "_write_synced", fill_disk)
+    args = ["--adapter", "numpy", "--identity", "elementwise-relu", "--dtype", "float64", "--examples", "2"]
+    capsys.readouterr()
+    assert in_process("report", *args, "--seed", "7", "--out", str(full_set)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "No space left on device" in err and "unchanged" in err
+    assert set_snapshot(full_set) == before
+    assert not list(full_set.glob(".gradoracle-staging-*"))
+
+
+def test_ctrl_c_during_the_switch_waits_for_it(full_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    import gradoracle.reporting.reportset as reportset
+    from gradoracle.reporting import load_report, write_reports
+
+    results, probes, meta = load_report(full_set)
+    real = os.replace
+    calls = {"n": 0}
+
+    def interrupted_replace(src: Any, dst: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # twice: a double Ctrl-C in the middle of the switch
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        real(src, dst)
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set from the main thread")
+    monkeypatch.setattr(reportset.os, "replace", interrupted_replace)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_reports(results, probes, full_set, meta=meta)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(reportset.os, "replace", real)
+    assert reportset.verify_report_set(full_set) is None
+    run_id = reportset.read_manifest(full_set)["run_id"]  # type: ignore[index]
+    assert json.loads((full_set / "report.json").read_text(encoding="utf-8"))["run_id"] == run_id
+    assert run_id != meta["run_id"]  # the new set, complete
+
+
+KILL_MID_SWITCH = """
+import json, os, signal, sys
+import gradoracle.reporting.reportset as reportset
+from gradoracle.reporting import load_report, write_reports
+
+out = sys.argv[1]
+results, probes, meta = load_report(out)
+real = os.replace
+calls = {"n": 0}
+
+def killed(src, dst):
+    calls["n"] += 1
+    if calls["n"] == 3:  # two files of the new set are in place, two of the old one remain
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+
+reportset.os.replace = killed
+write_reports(results, probes, out, meta=meta)
+"""
+
+
+def test_sigkill_mid_switch_is_detected_and_finished_by_the_next_reader(full_set: Path) -> None:
+    from gradoracle.reporting import load_report
+    from gradoracle.reporting.reportset import read_manifest, verify_report_set
+
+    old_id = read_manifest(full_set)["run_id"]  # type: ignore[index]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_SWITCH, str(full_set)], capture_output=True, timeout=120
+    )
+    assert proc.returncode == -9, proc.stderr
+    problem = verify_report_set(full_set)
+    assert problem and "being switched in" in problem  # a reader is told, not given a mix
+    load_report(full_set)  # the next reader (or writer) finishes the switch
+    assert verify_report_set(full_set) is None
+    new_id = read_manifest(full_set)["run_id"]  # type: ignore[index]
+    assert new_id != old_id
+    assert json.loads((full_set / "report.json").read_text(encoding="utf-8"))["run_id"] == new_id
+    assert f"run {new_id}" in (full_set / "report.md").read_text(encoding="utf-8").replace("\\", "")
+    assert not list(full_set.glob(".gradoracle-staging-*"))
+
+
+def test_a_second_run_on_the_same_out_is_refused_with_a_clear_message(full_set: Path) -> None:
+    from gradoracle.reporting.reportset import report_dir_lock
+
+    before = set_snapshot(full_set)
+    args = ["report", "--adapter", "numpy", "--identity", "elementwise-relu", "--examples", "2"]
+    with report_dir_lock(full_set):  # another run is writing here
+        proc = gradoracle(*args, "--out", str(full_set))
+        merged = gradoracle("merge", str(full_set), "--out", str(full_set))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    text = " ".join(proc.stderr.split())
+    assert "another gradoracle run is writing" in text and f"pid {os.getpid()}" in text and "--out" in text
+    assert merged.returncode == 2 and "another gradoracle run" in merged.stderr
+    assert set_snapshot(full_set) == before
+    # negative control: once the lock is free, the same command runs
+    assert gradoracle(*args, "--out", str(full_set)).returncode == 0
+
+
+def test_plugin_messages_and_report_are_clean_for_hostile_adapter_text(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    args = ["--gradoracle-adapter", "broken_adapters:HostileTextAdapter", "--gradoracle-identity"]
+    args += ["elementwise-relu", "--gradoracle-dtype", "float64", "--gradoracle-examples", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--gradoracle-report", "out"],
+        capture_output=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    output = proc.stdout.decode("utf-8") + proc.stderr.decode("utf-8")  # strict: no lone surrogate
+    assert proc.returncode == 1, output[-3000:]
+    assert unsafe_chars(output) == []
+    assert "characters cut; the original was" in output and "RuntimeError" in output
+    for name in REPORT_FILES:
+        raw = (tmp_path / "out" / name).read_bytes()
+        assert len(raw) < 512 * 1024 and unsafe_chars(raw.decode("utf-8")) == [], name
+    jsonschema.validate(json.loads((tmp_path / "out" / "report.json").read_bytes()), load_schema())
+
+
+def test_ctrl_c_while_rendering_keeps_the_previous_set_and_exits_130(
+    full_set: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gradoracle.reporting.markdown as markdown
+
+    before = set_snapshot(full_set)
+
+    def interrupted(document: Any) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(markdown, "render_markdown", interrupted)
+    args = ["--adapter", "numpy", "--identity", "elementwise-relu", "--dtype", "float64", "--examples", "2"]
+    capsys.readouterr()
+    assert in_process("report", *args, "--seed", "3", "--out", str(full_set)) == 130
+    assert "no report set was left half written" in " ".join(capsys.readouterr().err.split())
+    assert set_snapshot(full_set) == before
+    assert not list(full_set.glob(".gradoracle-staging-*"))

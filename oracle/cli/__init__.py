@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from gradoracle import __version__
 from gradoracle.cli.common import (
+    EXIT_INTERRUPTED,
     EXIT_NONCONFORMANCE,
     EXIT_OK,
     EXIT_USAGE,
@@ -85,6 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"gradoracle: error: {clean_text(exc, None)}", markup=False, soft_wrap=True
         )
         return EXIT_USAGE
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one marks checks not-run and writes)
+        console(stderr=True).print(
+            "gradoracle: interrupted; no report set was left half written (the previous one, if any, "
+            "is unchanged)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
     return code
 
 

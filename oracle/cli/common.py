@@ -308,8 +308,12 @@ def load_deviation_entries(path: Path | None) -> list[Any] | None:
         raise UsageError(f"known-deviations file {str(path)!r} cannot be read: {exc}") from exc
 
 
-def check_out_dir(path: Path) -> None:
-    """Fail before any work when the reports could not be written to ``path``."""
+def check_out_dir(path: Path, stack: contextlib.ExitStack | None = None) -> None:
+    """Fail before any work when the reports could not be written to ``path``.
+
+    With ``stack``, also take the directory's lock for as long as ``stack`` is open: a
+    second run on the same ``--out`` stops here with a usage error naming the first.
+    """
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a directory; name a directory for the reports")
     try:
@@ -318,6 +322,38 @@ def check_out_dir(path: Path) -> None:
         raise UsageError(f"--out {str(path)!r}: cannot create the report directory: {exc}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"--out {str(path)!r}: the directory is not writable; choose another with --out")
+    if stack is not None:
+        from gradoracle.reporting.reportset import ReportDirLocked, report_dir_lock
+
+        try:
+            stack.enter_context(report_dir_lock(path))
+        except ReportDirLocked as exc:
+            raise UsageError(str(exc)) from exc
+        except OSError as exc:
+            raise UsageError(f"--out {str(path)!r}: cannot lock the report directory: {exc}") from exc
+
+
+def write_report_files(
+    results: Sequence[CheckResult],
+    probes: Sequence[Any],
+    out_dir: Path,
+    formats: Sequence[str],
+    meta: dict[str, Any],
+    deviations: Any,
+) -> dict[str, Path]:
+    """:func:`gradoracle.reporting.write_reports`; a file-system error (disk full) is a UsageError.
+
+    The report set is written as a unit, so the message can say the previous reports are intact.
+    """
+    from gradoracle.reporting import write_reports
+
+    try:
+        return write_reports(results, probes, out_dir, formats, meta=meta, deviations=deviations)
+    except OSError as exc:
+        raise UsageError(
+            f"could not write the reports to {str(out_dir)!r}: {exc}; the reports that were there are "
+            "unchanged (a report set is written as a unit)"
+        ) from exc
 
 
 def _print_conventions(probes: Sequence[Any], out: Console) -> None:

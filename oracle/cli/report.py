@@ -15,6 +15,7 @@ reports, the rest marked not-run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -34,9 +35,9 @@ from gradoracle.cli.common import (
     load_deviation_entries,
     progress_bar,
     resolve_adapters,
+    write_report_files,
 )
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
-from gradoracle.reporting import write_reports
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
@@ -156,6 +157,11 @@ def _run_with_progress(tasks: Sequence[CheckTask], settings: Any, jobs: int, out
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the matrix and the probes, write the reports, print the summary."""
+    with contextlib.ExitStack() as stack:  # holds the --out directory's lock until the reports are written
+        return _cmd_report(args, stack)
+
+
+def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from gradoracle.identities import select_identities
     from gradoracle.reporting.known_deviations import apply_known_deviations
 
@@ -167,7 +173,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     specs, explicit = adapter_specs(config.adapters)
     adapters = _load_adapters(specs, explicit, out)
     identities = select_identities(list(config.identities))
-    check_out_dir(args.out)
+    check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes)
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
@@ -205,6 +211,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             "file": str(config.known_deviations),
             "entries": [e.to_dict() for e in entries],
         }
-    written = write_reports(results, probes, args.out, formats, meta=meta, deviations=deviations)
+    written = write_report_files(results, probes, args.out, formats, meta, deviations)
     title = f"gradoracle report: {len(results)} checks, {config.examples} examples each"
     return finish(results, probes, deviations, written, interrupted, title, out)
