@@ -500,6 +500,8 @@ def _sigint_run(adapter_dir: Path, tmp_path: Path, jobs: int) -> tuple[int, str,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as a terminal delivers it, whatever disposition the test runner's worker has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:

@@ -647,3 +647,16 @@ def test_ctrl_c_while_rendering_keeps_the_previous_set_and_exits_130(
     assert "no report set was left half written" in " ".join(capsys.readouterr().err.split())
     assert set_snapshot(full_set) == before
     assert not list(full_set.glob(".gradoracle-staging-*"))
+
+
+def test_selftest_correct_adapter_whose_available_raises_exits_2() -> None:
+    proc = gradoracle(
+        "selftest",
+        "--correct-adapter",
+        "broken_adapters:AvailableRaisesAdapter",
+        "--mutant",
+        "relu-mask-missing",
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "available() raised OSError: libfrobnicate.so" in " ".join(proc.stderr.split())

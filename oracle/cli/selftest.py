@@ -268,7 +268,7 @@ def _correct_specs(values: Sequence[str]) -> list[str]:
 
 
 def _mutants(args: argparse.Namespace) -> int:
-    from gradoracle.adapters import AdapterLoadError, load_adapter
+    from gradoracle.adapters import AdapterLoadError, describe_failure, load_adapter
     from gradoracle.selftest import run_selftest, select_mutants, write_selftest
     from gradoracle.selftest.mutants import UnknownMutantError
 
@@ -279,9 +279,16 @@ def _mutants(args: argparse.Namespace) -> int:
     specs = [] if args.no_correct else _correct_specs(args.correct_adapter)
     for spec in args.correct_adapter:
         try:
-            ok, why = load_adapter(spec).available()
+            adapter = load_adapter(spec)
         except (AdapterLoadError, ValueError) as exc:
             raise UsageError(f"--correct-adapter {spec!r}: {exc}") from exc
+        try:
+            ok, why = adapter.available()
+        except (Exception, SystemExit) as exc:  # available() must answer, not raise
+            raise UsageError(
+                f"--correct-adapter {spec!r}: available() raised {describe_failure(exc)}; "
+                "it must return (True, '') or (False, 'why')"
+            ) from exc
         if not ok:
             raise UsageError(f"--correct-adapter {spec!r} is not available: {why}")
     dtypes = tuple(dict.fromkeys(args.dtype)) or DTYPES
