@@ -28,6 +28,8 @@ class Fault(StrEnum):
     BACKWARD = "backward"  # its backward is not the derivative of its (correct) forward
     ORACLE = "oracle"  # the closed form disagrees with finite differences: an oracle bug
     ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape/dtype, NaN, hang)
+    # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
+    OUTSIDE_SUBDIFFERENTIAL = "outside-subdifferential"
 
 
 FAULT_TEXT: dict[Fault, str] = {
@@ -36,6 +38,9 @@ FAULT_TEXT: dict[Fault, str] = {
     Fault.BACKWARD: "the adapter's backward is not the derivative of its forward",
     Fault.ORACLE: "the oracle's closed form disagrees with finite differences (a bug in gradoracle)",
     Fault.ADAPTER: "the adapter broke its contract",
+    Fault.OUTSIDE_SUBDIFFERENTIAL: (
+        "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
+    ),
 }
 
 #: The comparisons made on every example.

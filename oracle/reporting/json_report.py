@@ -183,6 +183,11 @@ def build_document(
                 if entry not in seen:
                     seen.append(entry)
             known_section["entries"] = seen
+    probes = [_encode(_probe_dict(p)) for p in conventions]
+    failed_probes = sum(1 for p in probes if p.get("verdict") == "fail")
+    summary["convention_failures"] = failed_probes
+    if failed_probes:  # a gradient outside the generalised gradient is a failure, not a convention
+        summary["status"] = "nonconformance"
     document = {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "gradoracle", "version": __version__},
@@ -192,7 +197,7 @@ def build_document(
         "run": run,
         "summary": summary,
         "results": [_encode(result_record(r)) for r in results],
-        "conventions": [_encode(_probe_dict(p)) for p in conventions],
+        "conventions": probes,
         "known_deviations": known_section,
     }
     # every string is data (no control characters, no lone surrogates, bounded), whatever made it
