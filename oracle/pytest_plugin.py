@@ -159,7 +159,9 @@ def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
     from gradoracle.user_checks import GradOracle
 
     options = request.config.stash.get(_CONFIG_KEY, None) or PluginConfig()
-    return GradOracle(examples=options.examples, seed=options.seed)
+    return GradOracle(
+        examples=options.examples, seed=options.seed, verbose=request.config.get_verbosity() > 0
+    )
 
 
 # ---------------------------------------------------------------- the conformance suite
@@ -225,7 +227,9 @@ class ConformanceItem(pytest.Item):
                 f"--gradoracle-seed {self.suite.settings.seed}, "
                 f"--gradoracle-examples {self.suite.settings.examples})"
             )
-            return f"{r.message}\n{tail}"
+            from gradoracle.results import brief_message
+
+            return f"{brief_message(r.message, self.config.get_verbosity() > 0)}\n{tail}"
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
