@@ -18,11 +18,14 @@ Eager or jit
     wrt/tangent names, dtype).  ``auto`` (default) compiles a key once it has been
     called :data:`AUTO_JIT_AFTER` times (now 1: on its first call, see below) and runs a
     ``fn`` that jit cannot trace (Python ``if`` on array values) eagerly from then on;
-    ``always`` raises JAX's ``ConcretizationTypeError`` for it.  Compiled functions and
-    call counts are process-wide: a report loads a fresh adapter for every check, and
-    the next check of the same identity (or of another identity with the same forward)
-    reuses them.  The jit modes assume ``fn`` is a pure function of its inputs: state it
-    closes over is baked in when it is traced.
+    ``always`` raises JAX's ``ConcretizationTypeError`` for it.  Compiled functions, call
+    counts and untraceable fns belong to one adapter instance: a compiled vjp bakes in the
+    ops namespace it was traced with, so two adapters (say ``jax`` and a subclass whose
+    ``sigmoid`` is a ``jax.custom_vjp``) must never share one, whatever ``fn`` and shapes
+    they are handed.  The front-ends keep one adapter instance per spec per process, so
+    the checks of one adapter still reuse what its earlier checks compiled.  The jit
+    modes assume ``fn`` is a pure function of its inputs: state it closes over is baked
+    in when it is traced.
 
     What decided it (jax 0.10.2 CPU, float64, a shared 2-core machine at load 5-7, so
     process CPU time in ms; ``_benchmark()`` at the bottom of this module)::
@@ -115,19 +118,31 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache.popitem(last=False)
 
 
-_LOCK = threading.Lock()
-#: Process-wide: compiled functions, call counts (``auto`` mode) and fns jit cannot trace.
-_COMPILED: OrderedDict[tuple[Any, ...], Callable[..., Any]] = OrderedDict()
-_SEEN: OrderedDict[tuple[Any, ...], int] = OrderedDict()
-_UNTRACEABLE: OrderedDict[Any, bool] = OrderedDict()
+class _JitCache:
+    """One adapter's compiled functions, call counts (``auto`` mode) and fns jit cannot trace."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.compiled: OrderedDict[tuple[Any, ...], Callable[..., Any]] = OrderedDict()
+        self.seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self.untraceable: OrderedDict[Any, bool] = OrderedDict()
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self.lock:
+            self.compiled.clear()
+            self.seen.clear()
+            self.untraceable.clear()
 
 
-def _compile(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
-    """``jax.jit(build())``, remembered under ``key`` (the caller holds :data:`_LOCK`)."""
+def _compile(
+    cache: _JitCache, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]
+) -> Callable[..., Any]:
+    """``jax.jit(build())``, remembered under ``key`` (the caller holds ``cache.lock``)."""
     import jax
 
     compiled: Callable[..., Any] = jax.jit(build())
-    _remember(_COMPILED, key, compiled)
+    _remember(cache.compiled, key, compiled)
     return compiled
 
 
@@ -144,12 +159,9 @@ def _to_jax(tree: Any) -> Any:
     return jax.tree_util.tree_map(jnp.asarray, tree)
 
 
-def clear_cache() -> None:
-    """Forget every compiled function, call count and untraceable fn of this process."""
-    with _LOCK:
-        _COMPILED.clear()
-        _SEEN.clear()
-        _UNTRACEABLE.clear()
+def clear_cache(adapter: JaxAdapter) -> None:
+    """Forget every compiled function, call count and untraceable fn of ``adapter``."""
+    adapter._jit_cache.clear()
 
 
 class JaxOps:
@@ -291,9 +303,16 @@ class JaxAdapter(AdapterBase):
         if jit not in JIT_MODES:
             raise ValueError(f"jax adapter: jit={jit!r}; use one of {', '.join(JIT_MODES)}")
         self.jit = jit
-        # The compiled functions this adapter has used (entries of the process-wide cache).
-        self._compiled: OrderedDict[tuple[Any, ...], Callable[..., Any]] = OrderedDict()
-        self._untraceable = _UNTRACEABLE
+        # This adapter's own jit state; never shared with another adapter (module docstring).
+        self._jit_cache = _JitCache()
+
+    @property
+    def _compiled(self) -> OrderedDict[tuple[Any, ...], Callable[..., Any]]:
+        return self._jit_cache.compiled
+
+    @property
+    def _untraceable(self) -> OrderedDict[Any, bool]:
+        return self._jit_cache.untraceable
 
     # -- availability, ops, conversions ---------------------------------------------------
 
@@ -354,10 +373,10 @@ class JaxAdapter(AdapterBase):
         ``jnp.asarray`` of each input), the eager path converts them to JAX arrays first
         (so that every op is JAX's).  Call inside :meth:`precision`.
 
-        ``key`` is ``(kind, fn, shapes, names..., dtype)``.  Compiled functions and call
-        counts live in a process-wide cache, so a fresh adapter (one per check in a
-        report) reuses what earlier checks compiled.  In ``auto`` mode a ``fn`` that jit
-        cannot trace (Python control flow on array values) runs eagerly from then on.
+        ``key`` is ``(kind, fn, shapes, names..., dtype)`` in this adapter's own cache
+        (never another adapter's: the compiled code holds this adapter's ops).  In
+        ``auto`` mode a ``fn`` that jit cannot trace (Python control flow on array values)
+        runs eagerly from then on.
         """
         if self.jit == "never":
             return build()(*_to_jax(args))
@@ -366,21 +385,21 @@ class JaxAdapter(AdapterBase):
             hash(key)
         except TypeError:  # an unhashable fn cannot be cached: run it eagerly
             return build()(*_to_jax(args))
-        with _LOCK:
-            compiled = _COMPILED.get(key)
+        cache = self._jit_cache
+        with cache.lock:
+            compiled = cache.compiled.get(key)
             if compiled is not None:
-                _COMPILED.move_to_end(key)
+                cache.compiled.move_to_end(key)
             elif self.jit == "auto":
-                count = _SEEN.pop(key, 0) + 1
-                if fn in _UNTRACEABLE or count < AUTO_JIT_AFTER[kind]:
-                    _remember(_SEEN, key, count)
+                count = cache.seen.pop(key, 0) + 1
+                if fn in cache.untraceable or count < AUTO_JIT_AFTER[kind]:
+                    _remember(cache.seen, key, count)
                 else:
-                    compiled = _compile(key, build)
+                    compiled = _compile(cache, key, build)
             else:
-                compiled = _compile(key, build)
+                compiled = _compile(cache, key, build)
         if compiled is None:
             return build()(*_to_jax(args))
-        _remember(self._compiled, key, compiled)
         if self.jit == "always":
             return compiled(*args)
         import jax
@@ -393,10 +412,9 @@ class JaxAdapter(AdapterBase):
         try:
             return compiled(*args)
         except untraceable:
-            with _LOCK:
-                _COMPILED.pop(key, None)
-                self._compiled.pop(key, None)
-                _remember(_UNTRACEABLE, fn, True)
+            with cache.lock:
+                cache.compiled.pop(key, None)
+                _remember(cache.untraceable, fn, True)
             return build()(*_to_jax(args))
 
     @staticmethod

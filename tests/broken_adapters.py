@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from gradoracle.adapters.base import ForwardFn, VJPResult
+from gradoracle.adapters.jax_adapter import JaxAdapter, JaxOps
 from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, Rules
 
 
@@ -142,3 +144,36 @@ class UnavailableAdapter(NumpyEngineAdapter):
 
     def available(self) -> tuple[bool, str]:
         return False, "frobnicate is not installed (pip install frobnicate)"
+
+
+class WrongSigmoidJaxAdapter(JaxAdapter):
+    """The JAX adapter with ``sigmoid`` a ``jax.custom_vjp`` whose backward forgot ``(1 - s)``.
+
+    With the default jit policy: a compiled vjp of the built-in ``jax`` adapter must never
+    be reused for this one (nor this one's for ``jax``), whatever ran first.
+    """
+
+    name = "jax-wrong-sigmoid"
+
+    @cached_property
+    def ops(self) -> Any:
+        import jax
+
+        @jax.custom_vjp
+        def sigmoid(x: Any) -> Any:
+            return jax.nn.sigmoid(x)
+
+        def fwd(x: Any) -> tuple[Any, Any]:
+            s = jax.nn.sigmoid(x)
+            return s, s
+
+        def bwd(s: Any, g: Any) -> tuple[Any]:
+            return (g * s,)
+
+        sigmoid.defvjp(fwd, bwd)
+
+        class Ops(JaxOps):
+            def sigmoid(self, x: Any) -> Any:
+                return sigmoid(x)
+
+        return Ops()

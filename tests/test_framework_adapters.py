@@ -358,7 +358,6 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
     from gradoracle.adapters.jax_adapter import JaxAdapter
 
     monkeypatch.setattr(jax_adapter, "AUTO_JIT_AFTER", {"vjp": 2, "jvp": 2, "forward": 3})
-    jax_adapter.clear_cache()  # the cache is process-wide: start from an empty one
     adapter = JaxAdapter(jit=mode)
     for i in range(4):  # past the auto thresholds, so the compiled path runs too
         if mode == "auto" and i == 1:
@@ -369,12 +368,33 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
     # Different values on a cached shape are not baked in.
     _close(adapter.forward(_matvec, {"W": 2 * _W, "x": _x}, "float64"), 2 * _W @ _x, "float64")
     assert (len(adapter._compiled) > 0) == (mode != "never")
-    # A fresh adapter (the matrix loads one per check) reuses what this one compiled:
-    # its very first call takes the compiled path, without counting up to the threshold.
+    # A fresh adapter never sees what another one compiled (the compiled code holds that
+    # adapter's ops): in auto mode its first call counts from zero again.
     fresh = JaxAdapter(jit=mode)
     _close(fresh.forward(_matvec, {"W": _W, "x": _x}, "float64"), _W @ _x, "float64")
-    assert (len(fresh._compiled) > 0) == (mode != "never")
-    jax_adapter.clear_cache()
+    assert (len(fresh._compiled) > 0) == (mode == "always")
+    assert not set(fresh._compiled.values()) & set(adapter._compiled.values())
+    jax_adapter.clear_cache(adapter)
+    assert not adapter._compiled
+
+
+@pytest.mark.parametrize("wrong_first", [True, False])
+def test_jax_adapters_never_share_compiled_functions(wrong_first: bool) -> None:
+    """Issue 11 item 0: a JAX-derived adapter with a wrong ``custom_vjp`` sigmoid and the
+    built-in one, in one process with the default jit policy, each give their own verdict."""
+    pytest.importorskip("jax")
+    from broken_adapters import WrongSigmoidJaxAdapter
+
+    from gradoracle.adapters.jax_adapter import JaxAdapter
+    from gradoracle.runner import CheckSettings, check
+
+    settings = CheckSettings(examples=3, shrink=False)
+    adapters = [WrongSigmoidJaxAdapter(), JaxAdapter()]
+    assert all(a.jit == "auto" for a in adapters)
+    verdicts = {}
+    for adapter in adapters if wrong_first else adapters[::-1]:
+        verdicts[adapter.name] = check("elementwise-sigmoid", adapter, "float64", settings).verdict
+    assert verdicts == {"jax-wrong-sigmoid": "fail", "jax": "pass"}
 
 
 def test_jax_auto_falls_back_to_eager_for_value_dependent_control_flow(

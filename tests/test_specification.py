@@ -57,3 +57,14 @@ def test_section_title_for_a_source_with_a_qualifier() -> None:
 @pytest.mark.skipif(not REPO_NOTES.exists(), reason="the project's shared/notes is not beside this clone")
 def test_shipped_notes_are_the_projects_notes_verbatim() -> None:
     assert specification.notes_text() == REPO_NOTES.read_text(encoding="utf-8")
+
+
+def test_explain_prints_the_notes_passage(capsys: pytest.CaptureFixture[str]) -> None:
+    from gradoracle.cli import main
+
+    assert main(["explain", "conv-input"]) == 0
+    out = capsys.readouterr().out
+    assert "notes:conv-input - the notes, CNN example 2" in out
+    assert r"\text{rot180}(\rmK)" in out
+    assert main(["explain", "conv-input", "--no-notes"]) == 0
+    assert "rot180}(\\rmK)" not in capsys.readouterr().out

@@ -1,9 +1,9 @@
-"""``gradoracle explain NAME``: one identity's formula, its notes section and passage, inputs, kinks."""
+"""``gradoracle explain NAME``: one identity's formula, source, inputs, non-differentiable points,
+and the passage of the notes (the specification, shipped in the package) that its ``notes:`` label names."""
 
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 from gradoracle.cli.common import EXIT_OK, console
@@ -17,6 +17,9 @@ def register(subparsers: Any) -> None:
         "explain", help="show one identity's formula, source and non-differentiable points"
     )
     p.add_argument("name", help="identity name (see 'gradoracle list')")
+    p.add_argument(
+        "--no-notes", dest="notes", action="store_false", help="do not print the notes' passage for the label"
+    )
     p.set_defaults(func=cmd_explain)
 
 
@@ -24,25 +27,39 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Print one identity's formula, source, inputs and non-differentiable points."""
     ident = get_identity(args.name)
     out = console()
-    out.print(f"[bold]{ident.name}[/bold]  ({ident.source}, family {ident.family})")
-    out.print(f"  notes section:      {source_words(ident.source)}", markup=False)
-    out.print(f"  formula:            {ident.formula}")
-    out.print(f"  gradient w.r.t.:    {', '.join(ident.wrt)}")
-    out.print(f"  ops used:           {', '.join(sorted(ident.ops)) or '(none)'}")
-    out.print(f"  non-differentiable: {ident.nondifferentiable}")
-    out.print(f"  policy:             {ident.kink_policy}")
-    ref = ident.reference_gradient
-    doc = (ref.__doc__ or "").strip()
+    lines = [
+        f"{ident.name}  ({ident.source}, family {ident.family})",
+        f"  notes section:      {source_words(ident.source)}",
+        f"  formula:            {ident.formula}",
+        f"  gradient w.r.t.:    {', '.join(ident.wrt)}",
+        f"  ops used:           {', '.join(sorted(ident.ops)) or '(none)'}",
+        f"  non-differentiable: {ident.nondifferentiable}",
+        f"  policy:             {ident.kink_policy}",
+    ]
+    doc = (ident.reference_gradient.__doc__ or "").strip()
     if doc:
-        out.print(f"  reference:          {doc}")
+        lines.append(f"  reference:          {doc}")
     if ident.reference_jacobian is not None:
-        out.print("  full Jacobian:      yes (identities 1-4: u^T J is computed from the Jacobian)")
-    for label in dict.fromkeys(re.findall(r"notes:[a-z0-9-]+", ident.source)):
-        try:
-            text = passage(label)
-        except UnknownNotesLabelError as exc:
-            out.print(f"  (the notes' passage cannot be shown: {exc})", markup=False)
-            continue
-        out.print(f"\n[bold]{label}: {text.title}[/bold] (from the notes)")
-        out.print(text.text, markup=False, highlight=False, soft_wrap=True)
+        lines.append("  full Jacobian:      yes (identities 1-4: u^T J is computed from the Jacobian)")
+    for line in lines:  # identity texts are data: never rich markup
+        out.print(line, markup=False, highlight=False)
+    if args.notes:
+        for label in _notes_labels(ident.source):
+            try:
+                p = passage(label)
+            except UnknownNotesLabelError:
+                continue
+            out.print()
+            out.print(f"{label} - the notes, {p.title}:", markup=False, highlight=False, style="bold")
+            for text_line in p.text.splitlines():
+                out.print(f"  {text_line}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _notes_labels(source: str) -> list[str]:
+    """Every ``notes:`` label named in an identity's source text, in order, without repeats."""
+    found: list[str] = []
+    for token in source.replace(",", " ").replace("(", " ").replace(")", " ").split():
+        if token.startswith("notes:") and token not in found:
+            found.append(token)
+    return found

@@ -107,7 +107,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="correct adapter that must pass every identity; repeatable (default numpy, torch, jax?jit=never "
+        help="correct adapter that must pass every identity; repeatable (default numpy, torch, jax "
         "when installed)",
     )
     g.add_argument("--no-correct", action="store_true", help="run only the mutants")
@@ -123,7 +123,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="fp: correct adapters to run (default numpy, torch, jax?jit=never when installed)",
+        help="fp: correct adapters to run (default numpy, torch, jax when installed)",
     )
     g.add_argument(
         "--identity", action="append", default=[], metavar="NAME", help="fp: identities (default all)"

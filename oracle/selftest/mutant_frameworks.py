@@ -115,10 +115,9 @@ def _torch_softmax_ce_forgot_y(name: str) -> Any:
 
 
 def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
-    """A :class:`JaxAdapter` (eager: ``jit="never"``) whose ops namespace is ``ops_factory()``.
-
-    Eager, because the runner builds a fresh forward closure per example, so ``jit="auto"``
-    would compile once per example; the mutant's arithmetic is the same either way.
+    """A :class:`JaxAdapter` whose ops namespace is ``ops_factory()``, with the default jit
+    policy, as a user's JAX-derived adapter runs (compiled functions are per adapter, so
+    a mutant never reuses the correct adapter's compiled vjp nor leaves its own behind).
     """
     from functools import cached_property
 
@@ -129,7 +128,7 @@ def _jax_adapter(name: str, ops_factory: Callable[[], Any]) -> Any:
         def ops(self) -> Any:
             return ops_factory()
 
-    adapter = MutantJaxAdapter(jit="never")
+    adapter = MutantJaxAdapter()
     adapter.name = name
     return adapter
 
