@@ -398,11 +398,16 @@ class ConformanceSuite:
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()
+        from gradoracle.reporting.environment import frameworks_that_ran
+
         probes: list[Any] = []
+        loaded = []
         for spec, _ in self.adapter_labels:
             adapter = load_adapter(spec)
+            loaded.append(adapter)
             if adapter.available()[0]:
                 probes.extend(run_probes([adapter], self.dtypes))
+        self.probes = probes  # the terminal summary shows them
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
@@ -418,6 +423,7 @@ class ConformanceSuite:
             "planned_checks": len(self.identities) * len(self.adapter_labels) * len(self.dtypes),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
             "duration_s": time.perf_counter() - self.started,
+            "frameworks": frameworks_that_ran(loaded, results),
         }
         if self.options.known_deviations is not None:
             meta["known_deviations"] = {
@@ -454,6 +460,8 @@ class ConformanceSuite:
             terminalreporter.write(matrix_text(self._ordered(), markup, width, rows, columns))
             for line in outcome.warnings() if outcome is not None else []:
                 terminalreporter.write_line(f"WARNING: {line}", yellow=True, bold=True)
+        if getattr(self, "probes", None):
+            terminalreporter.write(conventions_text(self.probes, markup, width))
         for fmt, path in self.written.items():
             terminalreporter.write_line(f"gradoracle report ({fmt}): {path}")
         if self.report_problem:
@@ -471,6 +479,26 @@ def _cell(result: CheckResult) -> tuple[str, str]:
     err = f" {result.max_rel(kind):.1e}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
     shown = verdict.upper() if verdict in ("fail", "error") else verdict
     return f"{shown}{err}", colour.get(verdict, "white")
+
+
+def conventions_text(probes: Sequence[Any], markup: bool, width: int) -> str:
+    """The convention probes as the probe x framework table (see ``cli.common.conventions_table``)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradoracle.cli.common import conventions_table
+
+    buffer = StringIO()
+    console = Console(
+        file=buffer,
+        width=max(width, 40),
+        force_terminal=markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+    )
+    console.print(conventions_table(probes))
+    return buffer.getvalue()
 
 
 def matrix_text(

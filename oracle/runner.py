@@ -515,9 +515,22 @@ def _adapter_spec(adapter: Any, spec: str | None) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example) -> str:
-    """A runnable Python snippet that reproduces one example's check."""
-    lines = ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
+def repro_snippet(
+    ident: Identity, adapter_spec: str, dtype: str, example: Example, env: Sequence[str] = ()
+) -> str:
+    """A runnable Python snippet that reproduces one example's check.
+
+    When the adapter's module is importable only through this run's ``sys.path`` (the current
+    directory, ``PYTHONPATH``) or the run set variables that matter (``env``, ``JAX_*``...), the
+    snippet's first line says so (:mod:`gradoracle.repro_env`).
+    """
+    from gradoracle.repro_env import needs_line
+
+    path = adapter_spec.partition("?")[0]
+    modules = [path.partition(":")[0]] if ":" in path else []
+    needs = needs_line(modules, env)
+    lines = [needs] if needs else []
+    lines += ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
     for name, arr in example.inputs.items():
         lines.append(f"    {name!r}: np.array({np.asarray(arr, dtype=np.float64).tolist()!r}),")
     lines.append("}")
@@ -666,7 +679,7 @@ def reproduce(
     outcome = evaluate_example(ident, ad, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
-        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
+        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ()))
         message, worst = describe_outcome(
             ident, ad.name, dtype, outcome, tol, repro, getattr(ad, "words", None)
         )
@@ -812,7 +825,9 @@ def check(
                 c.abs_error, c.rel_error, c.ratio
             )
         if not outcome.passed:
-            repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
+            repro = repro_snippet(
+                ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ())
+            )
             message, worst = describe_outcome(
                 ident, adapter_label, dtype, outcome, tol, repro, getattr(ad, "words", None)
             )

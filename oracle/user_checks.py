@@ -602,7 +602,13 @@ def _repro(
     if reference is not None:
         args.append(f"reference={_label(reference, 'reference')}")
     lines.append(f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there")
-    return "\n".join(lines)
+    from gradoracle.repro_env import needs_line
+
+    modules = [m for m in by_module if m != "__main__"]
+    if isinstance(framework, str) and ":" in framework.partition("?")[0]:
+        modules.append(framework.partition("?")[0].partition(":")[0])
+    needs = needs_line(modules)
+    return "\n".join([needs, *lines] if needs else lines)
 
 
 def _rewrite_message(message: str, repro: str | None) -> str:

@@ -27,6 +27,7 @@ from gradoracle.cli.common import (
     UsageError,
     adapter_specs,
     add_output_options,
+    add_verbosity_options,
     check_out_dir,
     chosen_formats,
     console,
@@ -37,6 +38,7 @@ from gradoracle.cli.common import (
 )
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
 from gradoracle.reporting import write_reports
+from gradoracle.reporting.environment import frameworks_that_ran
 from gradoracle.results import CheckResult, Verdict
 
 # ------------------------------------------------------------------- argument types
@@ -69,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     shared.add_to_argparse(p)
     add_output_options(p)
+    add_verbosity_options(p)
     p.add_argument(
         "--jobs", type=_jobs, default=1, metavar="N", help="run checks in N worker processes (default 1)"
     )
@@ -198,6 +201,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         "interrupted": interrupted,
         "duration_s": time.perf_counter() - start,
     }
+    meta["frameworks"] = frameworks_that_ran([ad for _, ad in adapters], results)
     if entries is not None:
         meta["known_deviations"] = {
             "file": str(config.known_deviations),
@@ -205,4 +209,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         }
     written = write_reports(results, probes, args.out, formats, meta=meta, deviations=deviations)
     title = f"gradoracle report: {len(results)} checks, {config.examples} examples each"
-    return finish(results, probes, deviations, written, interrupted, title, out)
+    return finish(
+        results, probes, deviations, written, interrupted, title, out, int(getattr(args, "verbosity", 0))
+    )

@@ -6,7 +6,8 @@ The document (schema: ``oracle/report.schema.json``)::
     generator        {"name": "gradoracle", "version": ...}
     created          UTC time the report was written (ISO 8601)
     environment      Python, platform, package versions, device, threads, BLAS,
-                     seed and the Hypothesis settings (see gradoracle.reporting.environment)
+                     seed and the Hypothesis settings (see gradoracle.reporting.environment);
+                     frameworks: {adapter: {distribution: version}} of the adapters that ran
     run              what was run: adapters, identities, dtypes, examples, seed, jobs,
                      shard, planned_checks, interrupted, duration_s, command, ...
     summary          total, counts per verdict, status (conform | nonconformance | incomplete)
@@ -151,6 +152,9 @@ def build_document(
     environment = run.pop("environment", None) or collect_environment()
     created = run.pop("created", None) or datetime.now(UTC).isoformat(timespec="seconds")
     known = run.pop("known_deviations", None)
+    frameworks = run.pop("frameworks", None)  # {adapter: {distribution: version}} of what ran
+    if isinstance(frameworks, Mapping):
+        environment = {**environment, "frameworks": dict(frameworks)}
     run.pop("summary", None)  # recomputed from the results
     settings: Mapping[str, Any] = run["settings"] if isinstance(run.get("settings"), Mapping) else {}
     environment.setdefault("seed", run.get("seed", settings.get("seed")))
