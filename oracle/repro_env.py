@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
 
 #: The comment line that carries the needs (``gradoracle.reporting.tables.repro_needs`` reads it).
@@ -36,55 +35,68 @@ RELEVANT_VARIABLES: tuple[str, ...] = (
 )
 
 
-@cache
-def fresh_sys_path() -> tuple[str, ...]:
-    """``sys.path`` of a fresh interpreter run from a neutral folder without ``PYTHONPATH``.
+_FRESH: dict[str, bool] = {}
 
-    Asked once per process (a subprocess of ~30 ms); on failure, the entries under this
-    interpreter's prefixes stand in for it.
+
+def fresh_importable(tops: Iterable[str]) -> dict[str, bool]:
+    """Whether a fresh interpreter, run from a neutral folder without ``PYTHONPATH``, imports each name.
+
+    Asked in one subprocess for the names not asked before (cached for the process); when the
+    subprocess cannot run, a name counts as importable (no note rather than a wrong one).
     """
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    with tempfile.TemporaryDirectory() as neutral:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", "import sys, json; print(json.dumps(sys.path[1:]))"],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=neutral,
-                timeout=30,
-                check=True,
-            )
-            entries = json.loads(proc.stdout)
-            return tuple(str(Path(e).resolve()) for e in entries if e)
-        except (OSError, subprocess.SubprocessError, ValueError):
-            prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-            return tuple(
-                str(Path(e).resolve()) for e in sys.path if e and any(e.startswith(p) for p in prefixes)
-            )
+    todo = sorted({t for t in tops if t and t not in _FRESH})
+    if todo:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+        code = (
+            "import importlib.util, json, sys\n"
+            "out = {}\n"
+            "for name in sys.argv[1:]:\n"
+            "    try:\n"
+            "        out[name] = importlib.util.find_spec(name) is not None\n"
+            "    except Exception:\n"
+            "        out[name] = False\n"
+            "print(json.dumps(out))\n"
+        )
+        with tempfile.TemporaryDirectory() as neutral:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-c", code, *todo],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=neutral,
+                    timeout=60,
+                    check=True,
+                )
+                answers = json.loads(proc.stdout)
+            except (OSError, subprocess.SubprocessError, ValueError):
+                answers = {}
+        for name in todo:
+            _FRESH[name] = bool(answers.get(name, True))
+    return {t: _FRESH.get(t, True) for t in tops}
 
 
 def import_root(module_name: str) -> str | None:
-    """The ``sys.path`` folder ``module_name`` was imported from (None: unknown, builtin, not loaded)."""
-    module = sys.modules.get(module_name)
+    """The folder that makes ``module_name``'s top-level package importable (None: unknown)."""
+    top = module_name.split(".")[0]
+    module = sys.modules.get(top)
     file = getattr(module, "__file__", None)
     if not file:
         return None
     path = Path(file).resolve()
-    depth = module_name.count(".") + (2 if path.name == "__init__.py" else 1)
-    root = path
-    for _ in range(depth):
-        root = root.parent
-    return str(root)
+    return str(path.parent.parent if path.name == "__init__.py" else path.parent)
 
 
 def needs(modules: Iterable[str], extra_variables: Sequence[str] = ()) -> str:
     """``PYTHONPATH=/a/b JAX_ENABLE_X64=1`` that the snippet importing ``modules`` needs ('' if none)."""
-    default = set(fresh_sys_path())
+    tops = [m.split(".")[0] for m in modules if m and m != "__main__"]
+    fresh = fresh_importable(tops)
     roots: list[str] = []
-    for name in modules:
-        root = import_root(name)
-        if root is not None and root not in default and root not in roots:
+    for top in tops:
+        if fresh.get(top, True):
+            continue
+        root = import_root(top)
+        if root is not None and root not in roots:
             roots.append(root)
     parts = []
     if roots:

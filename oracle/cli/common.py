@@ -293,28 +293,48 @@ def conventions_table(probes: Sequence[Any]) -> Table:
     return table
 
 
-def summary_table(results: Sequence[CheckResult], title: str) -> Table:
-    """Counts per adapter and dtype, the worst relative error and the time taken."""
+def summary_table(results: Sequence[CheckResult], title: str, width: int | None = None) -> Table:
+    """Counts per adapter and dtype, the worst error/tolerance and the time taken.
+
+    Numbers never wrap or get cut; below :data:`COMPACT_BELOW` columns the table drops its
+    vertical rules so an 80-column terminal holds it.
+    """
     groups: dict[tuple[str, str], list[CheckResult]] = {}
     for r in results:
         groups.setdefault((r.adapter, r.dtype), []).append(r)
-    table = Table(title=title)
+    compact = width is not None and width < COMPACT_BELOW
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        padding=(0, 1),
+        pad_edge=not compact,
+    )
     verdicts = [str(v) for v in Verdict]
-    for col in ("adapter", "dtype", *verdicts, "worst err/tol", "time"):
-        table.add_column(col, justify="left" if col in ("adapter", "dtype") else "right")
+    rows = []
     for (adapter, dtype), rs in groups.items():
         errors = [e for e in (headline_ratio(result_record(r)) for r in rs) if e is not None]
-        cells = []
-        for v in verdicts:
-            n = sum(1 for r in rs if r.verdict == v)
-            cells.append(f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n else "0")
-        table.add_row(
-            adapter,
-            dtype,
-            *cells,
-            fmt_ratio(max(errors)) if errors else "",
-            f"{sum(r.duration_s for r in rs):.1f}s",
+        counts = [str(sum(1 for r in rs if r.verdict == v)) for v in verdicts]
+        rows.append(
+            (
+                adapter,
+                dtype,
+                *counts,
+                fmt_ratio(max(errors)) if errors else "",
+                f"{sum(r.duration_s for r in rs):.1f}s",
+            )
         )
+    table.add_column("adapter", overflow="fold")
+    table.add_column("dtype", overflow="fold")
+    headers = [v.replace("-", "-\n") for v in verdicts] + ["worst\nerr/tol", "time"]
+    for i, header in enumerate(headers, start=2):
+        _number_column(table, header, [row[i] for row in rows])
+    for row in rows:
+        cells = [
+            f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n != "0" else n
+            for v, n in zip(verdicts, row[2 : 2 + len(verdicts)], strict=True)
+        ]
+        table.add_row(escape(row[0]), escape(row[1]), *cells, *row[2 + len(verdicts) :])
     return table
 
 
@@ -425,7 +445,7 @@ def finish(
         out.print(results_table(not_ok, "checks that did not pass", out.size.width))
     print_failures(results, out, verbosity)
     if verbosity >= 0:
-        out.print(summary_table(results, title))
+        out.print(summary_table(results, title, out.size.width))
     err = console(stderr=True)
     if outcome is not None:
         for line in outcome.warnings():

@@ -199,15 +199,16 @@ def adapter_frameworks(adapter: Any) -> dict[str, str]:
     if not names and inner is not None and inner is not adapter:
         return adapter_frameworks(inner)
     if not names:
+        # the adapter's own modules first (a third party's), then a built-in base class's framework
         for cls in type(adapter).__mro__:
-            if cls.__module__ in BUILTIN_FRAMEWORKS:
-                names = list(BUILTIN_FRAMEWORKS[cls.__module__])
-                break
-    if not names:
-        for cls in type(adapter).__mro__:
-            if cls is object or cls.__module__.startswith("gradoracle.adapters.base"):
+            if cls is object or cls.__module__.startswith("gradoracle."):
                 continue
             names += [n for n in _distributions_of_module(cls.__module__) if n not in names]
+        builtin = next(
+            (c.__module__ for c in type(adapter).__mro__ if c.__module__ in BUILTIN_FRAMEWORKS), None
+        )
+        if builtin is not None:
+            names += [n for n in BUILTIN_FRAMEWORKS[builtin] if n not in names]
     versions = package_versions(tuple(names))
     return {name: version for name, version in versions.items() if version}
 
