@@ -113,7 +113,7 @@ def test_a_domain_error_of_the_forward_is_an_input_domain_problem_with_a_hint() 
     assert "fault: input-domain - the inputs lie outside the domain of your function log_forward" in text
     assert "hint: restrict the inputs" in text
     assert "broke its contract" not in text
-    assert "nan" in text
+    assert re.search(r"the forward gives -?(nan|inf)", text)
 
 
 def test_a_math_domain_error_raised_by_the_forward_is_an_input_domain_problem() -> None:
