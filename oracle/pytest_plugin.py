@@ -344,6 +344,9 @@ class SuiteCollector(pytest.Collector):
                     yield ConformanceItem.from_parent(
                         self,
                         name=name,
+                        # parsed like a parametrized test's id (pytest 9 compares structured
+                        # ids: names and params), so --lf / --ff / --sw find it again
+                        nodeid=f"{SUITE_NODE}::{name}",
                         identity=ident.name,
                         family=ident.family,
                         source=ident.source,
