@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cwd_importable(bool(module_path_specs(args))):
             code: int = args.func(args)
     except (UnknownIdentityError, UsageError) as exc:
-        console(stderr=True).print(f"gradoracle: error: {exc}", markup=False)
+        console(stderr=True).print(f"gradoracle: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
     return code
 

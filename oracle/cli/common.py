@@ -416,10 +416,12 @@ def print_failures(results: Sequence[CheckResult], out: Console, verbosity: int)
         if r.verdict in (Verdict.FAIL, Verdict.ERROR):
             if verbosity < 0:
                 first = r.message.split("\n", 2)
-                out.print(f"{r.id}: {r.verdict} - {first[1].strip() if len(first) > 1 else ''}", markup=False)
+                line = f"{r.id}: {r.verdict} - {first[1].strip() if len(first) > 1 else ''}"
+                out.print(line, markup=False, soft_wrap=True)
                 continue
             out.print(f"\n[bold red]{escape(r.id)}[/]: {r.verdict}")
-            out.print(brief_message(r.message, verbosity > 0), markup=False)
+            # the message keeps its own lines; the terminal wraps long ones (never cut mid-number)
+            out.print(brief_message(r.message, verbosity > 0), markup=False, soft_wrap=True)
 
 
 def finish(
