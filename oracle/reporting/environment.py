@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -162,15 +163,24 @@ NOT_FRAMEWORKS: frozenset[str] = frozenset(
 )
 
 
+@cache
+def _owners() -> dict[str, list[str]]:
+    """Top-level import name -> distributions (scanned once per process)."""
+    return dict(metadata.packages_distributions())
+
+
 def _distributions_of_module(module_name: str) -> list[str]:
     """The installed distributions a module belongs to or imports at its top level."""
     module = sys.modules.get(module_name)
     if module is None:
         return []
-    owners = metadata.packages_distributions()
+    owners = _owners()
     tops = [module_name.split(".")[0]]
-    for value in vars(module).values():
-        name = getattr(value, "__module__", None) if not isinstance(value, type(sys)) else value.__name__
+    for value in list(vars(module).values()):
+        try:
+            name = value.__name__ if isinstance(value, type(sys)) else getattr(value, "__module__", None)
+        except Exception:  # a module attribute that misbehaves on access says nothing about frameworks
+            continue
         if isinstance(name, str) and name:
             tops.append(name.split(".")[0])
     found: list[str] = []
