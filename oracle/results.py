@@ -27,6 +27,8 @@ class Fault(StrEnum):
     ORACLE = "oracle"  # the closed form disagrees with finite differences: an oracle bug
     ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape/dtype, NaN, hang)
     DOMAIN = "input-domain"  # the forward is not defined at the drawn inputs (log of a negative, ...)
+    # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
+    OUTSIDE_SUBDIFFERENTIAL = "outside-subdifferential"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
                 f"{words.subject} did not run as the check needs (it raised, or returned something unusable)"
             )
         return "the adapter broke its contract (it raised, hung, or returned a wrong shape, dtype or NaN)"
+    if fault == Fault.OUTSIDE_SUBDIFFERENTIAL:
+        return "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
     if fault == Fault.DOMAIN:
         return (
             f"the inputs lie outside the domain of {words.forward} (it is not finite there): "

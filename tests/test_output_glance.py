@@ -247,7 +247,7 @@ def test_conventions_are_a_probe_by_framework_table_with_the_notes_column(report
     raw = report["raw"]
     table = raw.split('id="conventions"', 1)[1].split("</table>", 1)[0]
     header = re.findall(r"<th>(.*?)</th>", table.split("</thead>")[0])
-    assert header == ["probe", "numpy", "wrong-pixel", "the notes"]
+    assert header == ["probe", "numpy", "wrong-pixel", "judged", "the notes"]
     rows = table.split("</thead>")[1].count("<tr>")
     probes = {
         p["probe"]
@@ -268,7 +268,7 @@ def test_markdown_cells_show_error_over_tolerance_and_the_pivoted_conventions(re
     md = (report["out"] / "report.md").read_text(encoding="utf-8")
     by_id = {r.id: r for r in report["results"]}
     assert f"pass {by_id['max-pool-numpy-float64'].max_ratio():.2g}" in md
-    assert "| probe | numpy | wrong-pixel | the notes |" in md
+    assert "| probe | numpy | wrong-pixel | judged | the notes |" in md
 
 
 # ------------------------------------------------------------------ pictures

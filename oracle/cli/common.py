@@ -42,6 +42,7 @@ from gradoracle.reporting.json_report import result_record, summarize
 from gradoracle.reporting.tables import (
     agrees_mark,
     convention_matrix,
+    convention_rows,
     fmt_ratio,
     headline_ratio,
     summary_line,
@@ -276,20 +277,24 @@ def conventions_table(probes: Sequence[Any]) -> Table:
     """
     m = convention_matrix([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
     table = Table(
-        title="Conventions at non-differentiable points (not conformance failures)",
+        title="Conventions at non-differentiable points (inside the generalised gradient: a valid "
+        "convention; outside: a failure)",
         title_justify="left",
         show_lines=True,
     )
     table.add_column("probe", overflow="fold")
     for adapter in m.adapters:
         table.add_column(adapter, overflow="fold")
+    table.add_column("judged", overflow="fold")
     table.add_column("the notes", overflow="fold")
     for probe in m.probes:
         cells = []
         for adapter in m.adapters:
             cell = m.cell(probe["name"], adapter)
             cells.append("" if cell is None else escape(cell.text) + agrees_mark(cell.agrees))
-        table.add_row(escape(probe["name"]), *cells, escape(probe["notes_text"]))
+        judged = escape(probe["judged"])
+        judged = f"[bold red]{judged}[/]" if probe["judged"].startswith("FAILURE") else judged
+        table.add_row(escape(probe["name"]), *cells, judged, escape(probe["notes_text"]))
     return table
 
 
@@ -405,9 +410,25 @@ def check_out_dir(path: Path) -> None:
         raise UsageError(f"--out {str(path)!r}: the directory is not writable; choose another with --out")
 
 
-def _print_conventions(probes: Sequence[Any], out: Console) -> None:
-    if probes:
-        out.print(conventions_table(probes))
+def _print_conventions(probes: Sequence[Any], out: Console, verbosity: int = 1) -> None:
+    """The convention table (with ``-v``) and, at any verbosity, every probe judged a failure."""
+    if not probes:
+        return
+    dicts = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes]
+    if verbosity > 0:
+        out.print(conventions_table(dicts))
+    for r in convention_rows(dicts):
+        if r["is_failure"]:
+            out.print(
+                f"\n{r['probe']} [{r['adapter']}-{r['dtype']}]: fail (outside-subdifferential)",
+                markup=False,
+                style="bold red",
+            )
+            out.print(f"  outside: {r['outside']}\n  allowed: {r['allowed']}", markup=False, soft_wrap=True)
+            if r["repro"]:
+                out.print(
+                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()), markup=False
+                )
 
 
 def print_failures(results: Sequence[CheckResult], out: Console, verbosity: int) -> None:
@@ -441,8 +462,7 @@ def finish(
     convention table and each failure's tolerance formula.
     """
     not_ok = [r for r in results if r.verdict not in (Verdict.PASS,)]
-    if verbosity > 0:
-        _print_conventions(probes, out)
+    _print_conventions(probes, out, verbosity)
     if not_ok and verbosity >= 0:
         out.print(results_table(not_ok, "checks that did not pass", out.size.width))
     print_failures(results, out, verbosity)
@@ -461,7 +481,16 @@ def finish(
         )
     out.print(summary_line({"summary": summarize(results)}), markup=False)
     out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False)
-    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results)
+    from gradoracle.conventions import probe_failures
+
+    failed_probes = probe_failures([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
+    if failed_probes:
+        out.print(
+            f"{len(failed_probes)} convention probe(s) outside the generalised gradient "
+            "(outside-subdifferential)",
+            markup=False,
+        )
+    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results) or bool(failed_probes)
     if bad:
         return EXIT_NONCONFORMANCE
     if interrupted:

@@ -18,6 +18,7 @@ from gradoracle.reporting.tables import (
     agrees_mark,
     build_matrix,
     convention_matrix,
+    convention_rows,
     fmt_number,
     fmt_ratio,
     headline_ratio,
@@ -80,14 +81,34 @@ def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
     m = convention_matrix(conventions)
     if not m.probes:
         return ["_No convention probes in this report._"]
-    header = ["probe", *m.adapters, "the notes"]
+    header = ["probe", *m.adapters, "judged", "the notes"]
     lines = ["| " + " | ".join(escape(h) for h in header) + " |", "|" + "---|" * len(header)]
     for probe in m.probes:
         cells = []
         for adapter in m.adapters:
             cell = m.cell(probe["name"], adapter)
             cells.append("" if cell is None else escape(cell.text + agrees_mark(cell.agrees)))
-        lines.append("| " + " | ".join([escape(probe["name"]), *cells, escape(probe["notes_text"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [escape(probe["name"]), *cells, escape(probe["judged"]), escape(probe["notes_text"])]
+            )
+            + " |"
+        )
+    lines.append("")
+    lines.append(
+        "A value inside the generalised (Clarke) gradient, the convex hull of the one-sided derivatives, "
+        "is a valid convention; a value outside it is a failure (fault `outside-subdifferential`)."
+    )
+    for r in convention_rows(conventions):
+        if r["is_failure"]:
+            lines += [
+                "",
+                f"**{escape(r['probe'])}** ({escape(r['adapter'])}, {escape(r['dtype'])}): "
+                f"{escape(r['outside'])}.  Allowed: {escape(r['allowed'])}.",
+            ]
+            if r["repro"]:
+                lines += ["", fence(str(r["repro"]), "python")]
     return lines
 
 

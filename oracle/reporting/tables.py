@@ -134,7 +134,15 @@ def convention_rows(conventions: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     index: dict[tuple[Any, ...], dict[str, Any]] = {}
     for c in conventions:
         observed = c.get("error") or c.get("convention") or ""
-        key = (c.get("probe"), c.get("adapter"), observed, c.get("agrees_with_notes"))
+        verdict = c.get("verdict") or ("error" if c.get("error") else "convention")
+        key = (
+            c.get("probe"),
+            c.get("adapter"),
+            observed,
+            c.get("agrees_with_notes"),
+            verdict,
+            c.get("outside"),
+        )
         if key in index:
             index[key]["dtypes"].append(c.get("dtype"))
             continue
@@ -147,12 +155,31 @@ def convention_rows(conventions: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             "is_error": bool(c.get("error")),
             "notes_text": c.get("notes_text", ""),
             "agrees": c.get("agrees_with_notes"),
+            "verdict": verdict,
+            "judged": judged_text(c),
+            "is_failure": verdict == "fail",
+            "allowed": c.get("allowed") or "",
+            "outside": c.get("outside") or "",
+            "repro": c.get("repro") or "",
         }
         index[key] = row
         rows.append(row)
     for row in rows:
         row["dtype"] = ", ".join(str(d) for d in row["dtypes"])
     return rows
+
+
+def judged_text(probe: Mapping[str, Any]) -> str:
+    """``valid convention`` (inside the generalised gradient), ``FAILURE: outside-subdifferential
+    (<where>)``, ``error`` or ``unsupported`` (reports written before #13: ``not judged``)."""
+    verdict = probe.get("verdict")
+    if verdict is None:
+        return "error" if probe.get("error") else "not judged"
+    if verdict == "fail":
+        return f"FAILURE: {probe.get('fault') or 'outside-subdifferential'} ({probe.get('outside', '')})"
+    if verdict == "convention":
+        return "valid convention"
+    return str(verdict)
 
 
 def agrees_text(value: bool | None) -> str:
@@ -165,7 +192,9 @@ def summary_line(document: Mapping[str, Any]) -> str:
     summary = document["summary"]
     counts = summary["counts"]
     parts = [f"{n} {v}" for v, n in counts.items() if n or v in ("pass", "fail", "error")]
-    return f"{summary['total']} checks: {', '.join(parts)} - {summary['status']}"
+    probes = summary.get("convention_failures") or 0
+    extra = f"; {probes} convention probe(s) outside the generalised gradient" if probes else ""
+    return f"{summary['total']} checks: {', '.join(parts)}{extra} - {summary['status']}"
 
 
 def versions_line(document: Mapping[str, Any]) -> str:
@@ -212,6 +241,7 @@ class ConventionCell:
     agrees: bool | None
     is_error: bool
     dtypes: list[str] = field(default_factory=list)
+    failure: bool = False  # outside the generalised (Clarke) gradient: a failure, not a convention
 
 
 @dataclass
@@ -230,6 +260,10 @@ class ConventionMatrix:
 def convention_matrix(conventions: Sequence[Mapping[str, Any]]) -> ConventionMatrix:
     """The convention probes as the probe x framework table the README uses.
 
+    Each probe also carries ``judged``: ``valid convention`` when every framework's value lies
+    inside the generalised (Clarke) gradient, ``FAILURE: outside-subdifferential (<where>)``
+    otherwise (``not judged`` for reports written before the judgement existed).
+
     A cell holds what the framework returned; when its dtypes disagree, each dtype's answer
     (``float64: a; float32: b``).  ``agrees`` is True only if every dtype agrees with the notes,
     False if one does not, None where the notes give no answer.
@@ -240,19 +274,36 @@ def convention_matrix(conventions: Sequence[Mapping[str, Any]]) -> ConventionMat
         probe, adapter = str(row["probe"]), str(row["adapter"])
         if probe not in [p["name"] for p in m.probes]:
             m.probes.append(
-                {"name": probe, "description": str(row["description"]), "notes_text": str(row["notes_text"])}
+                {
+                    "name": probe,
+                    "description": str(row["description"]),
+                    "notes_text": str(row["notes_text"]),
+                    "judged": "",
+                }
             )
         if adapter not in m.adapters:
             m.adapters.append(adapter)
         per_cell.setdefault((probe, adapter), []).append(row)
+
+    def said(r: Mapping[str, Any]) -> str:
+        text = ("error: " if r["is_error"] else "") + str(r["observed"])
+        return text + (f" [{r['judged']}]" if r.get("is_failure") else "")
+
+    for probe_row in m.probes:
+        rows_of_probe = [r for (p, _), rs in per_cell.items() if p == probe_row["name"] for r in rs]
+        failing = [f"{r['adapter']} {r['dtype']}" for r in rows_of_probe if r.get("is_failure")]
+        judged = [str(r.get("judged", "")) for r in rows_of_probe if not r["is_error"]]
+        if failing:
+            probe_row["judged"] = f"FAILURE: outside-subdifferential ({', '.join(failing)})"
+        elif not judged:
+            probe_row["judged"] = "error"
+        elif all(j == "valid convention" for j in judged):
+            probe_row["judged"] = "valid convention"
+        else:
+            probe_row["judged"] = "not judged"
     for key, rows in per_cell.items():
         errors = [r for r in rows if r["is_error"]]
-        if len(rows) == 1:
-            text = ("error: " if rows[0]["is_error"] else "") + str(rows[0]["observed"])
-        else:
-            text = "; ".join(
-                f"{r['dtype']}: " + ("error: " if r["is_error"] else "") + str(r["observed"]) for r in rows
-            )
+        text = said(rows[0]) if len(rows) == 1 else "; ".join(f"{r['dtype']}: {said(r)}" for r in rows)
         verdicts = [r["agrees"] for r in rows if not r["is_error"]]
         agrees: bool | None
         if any(v is False for v in verdicts):
@@ -262,7 +313,13 @@ def convention_matrix(conventions: Sequence[Mapping[str, Any]]) -> ConventionMat
         else:
             agrees = None
         dtypes = [str(d) for r in rows for d in r["dtypes"]]
-        m.cells[key] = ConventionCell(text=text, agrees=agrees, is_error=bool(errors), dtypes=dtypes)
+        m.cells[key] = ConventionCell(
+            text=text,
+            agrees=agrees,
+            is_error=bool(errors),
+            dtypes=dtypes,
+            failure=any(r.get("is_failure") for r in rows),
+        )
     return m
 
 
