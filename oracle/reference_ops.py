@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from gradoracle import reference_layers as layers
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 _erf_ufunc = np.frompyfunc(math.erf, 1, 1)
@@ -38,9 +39,29 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def correlate2d_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Valid cross-correlation ``Z[u,v] = sum_{a,b} X[u+a, v+b] K[a,b]``."""
-    windows = sliding_window_view(x, k.shape)
-    return np.einsum("uvab,ab->uv", windows, k)
+    """Valid cross-correlation ``Z[u,v] = sum_{a,b} X[u+a, v+b] K[a,b]``.
+
+    A direct sum by shifted slices, looping over whichever is smaller: the kernel's
+    ``kh kw`` offsets (``Z += K[a,b] X[a:a+Ho, b:b+Wo]``, one vector operation each) or
+    the ``Ho Wo`` output positions (``Z[u,v] = sum(X[u:u+kh, v:v+kw] * K)``, for a kernel
+    larger than the output, as in the kernel gradient ``correlate(X, delta)``).  About 6x
+    cheaper than ``einsum`` over a sliding-window view at 64x64, k = 3.
+    """
+    x, k = np.asarray(x), np.asarray(k)
+    kh, kw = k.shape
+    ho, wo = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"correlate2d_valid: kernel {k.shape} is larger than the input {x.shape}")
+    out = np.zeros((ho, wo), dtype=np.result_type(x, k))
+    if kh * kw <= ho * wo:
+        for a in range(kh):
+            for b in range(kw):
+                out += k[a, b] * x[a : a + ho, b : b + wo]
+    else:
+        for u in range(ho):
+            for v in range(wo):
+                out[u, v] = np.sum(x[u : u + kh, v : v + kw] * k)
+    return out
 
 
 def pool_windows(x: np.ndarray, k: int, stride: int | None) -> np.ndarray:
@@ -128,6 +149,56 @@ class ReferenceOps:
 
     def clamp_min_zero(self, x: np.ndarray) -> np.ndarray:
         return np.clip(x, 0, None)
+
+    # ---- layers as frameworks ship them (gradoracle.reference_layers) ------------------
+
+    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return layers.linear(x, w, b)
+
+    def dense(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return layers.dense(x, w, b)
+
+    def cross_entropy(
+        self, logits: np.ndarray, target: np.ndarray, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> np.ndarray:
+        return layers.cross_entropy(logits, target, reduction, label_smoothing)
+
+    def conv_nd(
+        self,
+        x: np.ndarray,
+        k: np.ndarray,
+        b: np.ndarray | None,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        return layers.conv_nd(x, k, b, stride, padding, dilation, groups)
+
+    def max_pool_nd(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> np.ndarray:
+        return layers.max_pool_nd(x, window, stride, padding, dilation, ceil_mode)
+
+    def avg_pool_nd(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> np.ndarray:
+        return layers.avg_pool_nd(x, window, stride, padding, ceil_mode, count_include_pad)
+
+    def global_avg_pool(self, x: np.ndarray) -> np.ndarray:
+        return layers.global_avg_pool(x)
 
 
 REFERENCE_OPS = ReferenceOps()

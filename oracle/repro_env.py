@@ -82,6 +82,14 @@ def import_root(module_name: str) -> str | None:
     module = sys.modules.get(top)
     file = getattr(module, "__file__", None)
     if not file:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        file = spec.origin if spec is not None and spec.has_location else None
+    if not file:
         return None
     path = Path(file).resolve()
     return str(path.parent.parent if path.name == "__init__.py" else path.parent)

@@ -79,9 +79,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         title = f"gradoracle check: {len(results)} checks, {config.examples} examples each"
         out.print(results_table(results, title, out.size.width))
     print_failures(results, out, verbosity)
-    if args.conventions and verbosity > 0:
-        out.print(conventions_table(run_probes(adapters, config.dtypes)))
+    outside: list[Any] = []
+    if args.conventions:
+        probes = run_probes(adapters, config.dtypes)
+        if verbosity > 0:
+            out.print(conventions_table(probes))
+        outside = [p for p in probes if p.failed]
+        for p in outside:  # a value outside the generalised gradient is a failure (#13), at any verbosity
+            out.print(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail", style="bold red", markup=False)
+            out.print(p.message(), markup=False, soft_wrap=True)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
-    out.print(", ".join(f"{n} {v}" for v, n in counts.items()))
-    return EXIT_NONCONFORMANCE if bad else EXIT_OK
+    line = ", ".join(f"{n} {v}" for v, n in counts.items())
+    if outside:
+        line += f"; {len(outside)} convention probe(s) outside the generalised gradient"
+    out.print(line, soft_wrap=True)
+    return EXIT_NONCONFORMANCE if bad or outside else EXIT_OK

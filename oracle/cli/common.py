@@ -427,7 +427,9 @@ def _print_conventions(probes: Sequence[Any], out: Console, verbosity: int = 1) 
             out.print(f"  outside: {r['outside']}\n  allowed: {r['allowed']}", markup=False, soft_wrap=True)
             if r["repro"]:
                 out.print(
-                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()), markup=False
+                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()),
+                    markup=False,
+                    soft_wrap=True,
                 )
 
 
@@ -479,8 +481,8 @@ def finish(
             markup=False,
             style="bold yellow",
         )
-    out.print(summary_line({"summary": summarize(results)}), markup=False)
-    out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False)
+    out.print(summary_line({"summary": summarize(results)}), markup=False, soft_wrap=True)
+    out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False, soft_wrap=True)
     from gradoracle.conventions import probe_failures
 
     failed_probes = probe_failures([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
@@ -489,6 +491,7 @@ def finish(
             f"{len(failed_probes)} convention probe(s) outside the generalised gradient "
             "(outside-subdifferential)",
             markup=False,
+            soft_wrap=True,
         )
     bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results) or bool(failed_probes)
     if bad:
