@@ -48,6 +48,7 @@ from gradoracle.reporting.tables import (
     summary_line,
 )
 from gradoracle.results import CheckResult, Verdict, brief_message
+from gradoracle.text import MESSAGE_LIMIT, clean_text
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
@@ -189,7 +190,15 @@ def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
             adapter = load_adapter(name)
         except AdapterLoadError as exc:
             raise UsageError(str(exc)) from exc
-        ok, why = adapter.available()
+        try:
+            ok, why = adapter.available()
+        except (Exception, SystemExit) as exc:  # available() must answer, not raise
+            from gradoracle.adapters import describe_failure
+
+            raise UsageError(
+                f"adapter {name!r}: available() raised {describe_failure(exc)}; "
+                "it must return (True, '') or (False, 'why')"
+            ) from exc
         if not ok:
             if explicit:
                 extra = name.partition("?")[0]
@@ -398,8 +407,12 @@ def load_deviation_entries(path: Path | None) -> list[Any] | None:
         raise UsageError(f"known-deviations file {str(path)!r} cannot be read: {exc}") from exc
 
 
-def check_out_dir(path: Path) -> None:
-    """Fail before any work when the reports could not be written to ``path``."""
+def check_out_dir(path: Path, stack: contextlib.ExitStack | None = None) -> None:
+    """Fail before any work when the reports could not be written to ``path``.
+
+    With ``stack``, also take the directory's lock for as long as ``stack`` is open: a
+    second run on the same ``--out`` stops here with a usage error naming the first.
+    """
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a directory; name a directory for the reports")
     try:
@@ -408,6 +421,38 @@ def check_out_dir(path: Path) -> None:
         raise UsageError(f"--out {str(path)!r}: cannot create the report directory: {exc}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"--out {str(path)!r}: the directory is not writable; choose another with --out")
+    if stack is not None:
+        from gradoracle.reporting.reportset import ReportDirLocked, report_dir_lock
+
+        try:
+            stack.enter_context(report_dir_lock(path))
+        except ReportDirLocked as exc:
+            raise UsageError(str(exc)) from exc
+        except OSError as exc:
+            raise UsageError(f"--out {str(path)!r}: cannot lock the report directory: {exc}") from exc
+
+
+def write_report_files(
+    results: Sequence[CheckResult],
+    probes: Sequence[Any],
+    out_dir: Path,
+    formats: Sequence[str],
+    meta: dict[str, Any],
+    deviations: Any,
+) -> dict[str, Path]:
+    """:func:`gradoracle.reporting.write_reports`; a file-system error (disk full) is a UsageError.
+
+    The report set is written as a unit, so the message can say the previous reports are intact.
+    """
+    from gradoracle.reporting import write_reports
+
+    try:
+        return write_reports(results, probes, out_dir, formats, meta=meta, deviations=deviations)
+    except OSError as exc:
+        raise UsageError(
+            f"could not write the reports to {str(out_dir)!r}: {exc}; the reports that were there are "
+            "unchanged (a report set is written as a unit)"
+        ) from exc
 
 
 def _print_conventions(probes: Sequence[Any], out: Console, verbosity: int = 1) -> None:
@@ -444,7 +489,11 @@ def print_failures(results: Sequence[CheckResult], out: Console, verbosity: int)
                 continue
             out.print(f"\n[bold red]{escape(r.id)}[/]: {r.verdict}")
             # the message keeps its own lines; the terminal wraps long ones (never cut mid-number)
-            out.print(brief_message(r.message, verbosity > 0), markup=False, soft_wrap=True)
+            out.print(
+                clean_text(brief_message(r.message, verbosity > 0), MESSAGE_LIMIT),
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def finish(
@@ -473,7 +522,7 @@ def finish(
     err = console(stderr=True)
     if outcome is not None:
         for line in outcome.warnings():
-            err.print(f"warning: {line}", markup=False, style="yellow")
+            err.print(f"warning: {clean_text(line)}", markup=False, style="yellow")
     not_run = [r for r in results if r.verdict == Verdict.NOT_RUN]
     if interrupted or not_run:
         err.print(
