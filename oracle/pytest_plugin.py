@@ -229,6 +229,7 @@ def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
         dtypes=options.dtypes or ("float64",),
         settings=settings,
         modes=options.modes,
+        verbose=request.config.get_verbosity() > 0,
     )
 
 
@@ -317,7 +318,10 @@ class ConformanceItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         """The oracle's diagnostic (worst element, three values, tolerance, repro) verbatim."""
         if isinstance(excinfo.value, (CheckFailed, UnexpectedFault)):
-            return f"{excinfo.value.result.message}\n{self._rerun_text(excinfo.value.result)}"
+            from gradoracle.results import brief_message
+
+            message = brief_message(excinfo.value.result.message, self.config.get_verbosity() > 0)
+            return f"{message}\n{self._rerun_text(excinfo.value.result)}"
         return str(super().repr_failure(excinfo))
 
     def _rerun_text(self, r: CheckResult) -> str:
@@ -570,11 +574,16 @@ class ConformanceSuite:
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()
+        from gradoracle.reporting.environment import frameworks_that_ran
+
         probes: list[Any] = []
+        loaded = []
         for spec, _ in self.adapter_labels:
             adapter = load_adapter(spec)
+            loaded.append(adapter)
             if adapter.available()[0]:
                 probes.extend(run_probes([adapter], self.dtypes))
+        self.probes = probes  # the terminal summary shows them
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
@@ -593,6 +602,7 @@ class ConformanceSuite:
             * sum(len(self.adapter_modes[label]) for _, label in self.adapter_labels),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
             "duration_s": time.perf_counter() - self.started,
+            "frameworks": frameworks_that_ran(loaded, results),
         }
         if self.options.known_deviations is not None:
             meta["known_deviations"] = {
@@ -647,6 +657,8 @@ class ConformanceSuite:
             )
             for probe in self.probe_failures:
                 terminalreporter.write_line(probe.message())
+        if getattr(self, "probes", None):
+            terminalreporter.write(conventions_text(self.probes, markup, width))
         for fmt, path in self.written.items():
             terminalreporter.write_line(f"gradoracle report ({fmt}): {path}")
         if self.report_problem:
@@ -662,19 +674,35 @@ def _column(label: str, dtype: str, mode: str) -> str:
 
 
 def _cell(result: CheckResult) -> tuple[str, str]:
-    """``verdict max-rel-error`` and a colour for one matrix cell."""
+    """``verdict error/tolerance`` and a colour for one matrix cell (the same scale in every dtype)."""
     verdict = str(result.verdict)
     colour = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "xfail": "cyan"}
-    from gradoracle.results import MODE_KINDS
-
-    analytic_kind = MODE_KINDS.get(result.mode, MODE_KINDS["vjp"])[0]
-    kind = "analytic" if analytic_kind in result.errors else "fd"
-    err = f" {result.max_rel(kind):.1e}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
+    err = f" {result.max_ratio():.2g}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
     shown = verdict.upper() if verdict in ("fail", "error") else verdict
     precision = result.precision or {}
     if precision.get("mode"):
         shown += f" {precision['mode']} {float(precision['bits']):.1f}b"
     return f"{shown}{err}", colour.get(verdict, "white")
+
+
+def conventions_text(probes: Sequence[Any], markup: bool, width: int) -> str:
+    """The convention probes as the probe x framework table (see ``cli.common.conventions_table``)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradoracle.cli.common import conventions_table
+
+    buffer = StringIO()
+    console = Console(
+        file=buffer,
+        width=max(width, 40),
+        force_terminal=markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+    )
+    console.print(conventions_table(probes))
+    return buffer.getvalue()
 
 
 def matrix_text(
@@ -734,8 +762,8 @@ def matrix_text(
     )
     console.print(table)
     console.print(
-        "cells: verdict and max relative error, autodiff vs analytic "
-        "(vs finite differences where there is no closed form)",
+        "cells: verdict and error/tolerance, the worst error as a fraction of what the tolerance "
+        "allows (a check fails above 1; the same scale for float32 and float64)",
         soft_wrap=True,
     )
     console.print(", ".join(f"{n} {v}" for v, n in sorted(counts.items())), markup=False)
