@@ -22,6 +22,7 @@ from gradoracle.cli.common import (
     resolve_adapters,
     results_table,
 )
+from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe
 
 
 def register(subparsers: Any) -> None:
@@ -47,7 +48,7 @@ def run_with_progress(
         for adapter in adapters:
             for dtype in dtypes:
                 for ident in identities:
-                    progress.update(task, description=f"{ident.name} [{adapter.name}-{dtype}]")
+                    progress.update(task, description=markup_safe(f"{ident.name} [{adapter.name}-{dtype}]"))
                     results.append(check(ident, adapter, dtype, settings))
                     progress.advance(task)
     return results
@@ -69,16 +70,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for r in results:
         if r.verdict in ("fail", "error"):
-            out.print(f"\n[bold red]{r.id}[/]: {r.verdict}", markup=True)
-            out.print(r.message, markup=False)
+            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}", markup=True)
+            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
     outside: list[Any] = []
     if args.conventions:
         probes = run_probes(adapters, config.dtypes)
         out.print(conventions_table(probes))
         outside = [p for p in probes if p.failed]
         for p in outside:  # a value outside the generalised gradient is a failure (#13)
-            out.print(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail", style="bold red", markup=False)
-            out.print(p.message(), markup=False)
+            out.print(
+                clean_text(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail"), style="bold red", markup=False
+            )
+            out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
     line = ", ".join(f"{n} {v}" for v, n in counts.items())
