@@ -220,6 +220,7 @@ def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
         seed=settings.seed,
         dtypes=options.dtypes or ("float64",),
         settings=settings,
+        verbose=request.config.get_verbosity() > 0,
     )
 
 
@@ -295,7 +296,10 @@ class ConformanceItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         """The oracle's diagnostic (worst element, three values, tolerance, repro) verbatim."""
         if isinstance(excinfo.value, CheckFailed):
-            return f"{excinfo.value.result.message}\n{self._rerun_text(excinfo.value.result)}"
+            from gradoracle.results import brief_message
+
+            message = brief_message(excinfo.value.result.message, self.config.get_verbosity() > 0)
+            return f"{message}\n{self._rerun_text(excinfo.value.result)}"
         return str(super().repr_failure(excinfo))
 
     def _rerun_text(self, r: CheckResult) -> str:
@@ -535,11 +539,16 @@ class ConformanceSuite:
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()
+        from gradoracle.reporting.environment import frameworks_that_ran
+
         probes: list[Any] = []
+        loaded = []
         for spec, _ in self.adapter_labels:
             adapter = load_adapter(spec)
+            loaded.append(adapter)
             if adapter.available()[0]:
                 probes.extend(run_probes([adapter], self.dtypes))
+        self.probes = probes  # the terminal summary shows them
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
@@ -555,6 +564,7 @@ class ConformanceSuite:
             "planned_checks": len(self.identities) * len(self.adapter_labels) * len(self.dtypes),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
             "duration_s": time.perf_counter() - self.started,
+            "frameworks": frameworks_that_ran(loaded, results),
         }
         if self.options.known_deviations is not None:
             meta["known_deviations"] = {
@@ -604,6 +614,8 @@ class ConformanceSuite:
             )
             for probe in self.probe_failures:
                 terminalreporter.write_line(probe.message())
+        if getattr(self, "probes", None):
+            terminalreporter.write(conventions_text(self.probes, markup, width))
         for fmt, path in self.written.items():
             terminalreporter.write_line(f"gradoracle report ({fmt}): {path}")
         if self.report_problem:
@@ -614,13 +626,32 @@ class ConformanceSuite:
 
 
 def _cell(result: CheckResult) -> tuple[str, str]:
-    """``verdict max-rel-error`` and a colour for one matrix cell."""
+    """``verdict error/tolerance`` and a colour for one matrix cell (the same scale in every dtype)."""
     verdict = str(result.verdict)
     colour = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "xfail": "cyan"}
-    kind = "analytic" if "analytic" in result.errors else "fd"
-    err = f" {result.max_rel(kind):.1e}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
+    err = f" {result.max_ratio():.2g}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
     shown = verdict.upper() if verdict in ("fail", "error") else verdict
     return f"{shown}{err}", colour.get(verdict, "white")
+
+
+def conventions_text(probes: Sequence[Any], markup: bool, width: int) -> str:
+    """The convention probes as the probe x framework table (see ``cli.common.conventions_table``)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradoracle.cli.common import conventions_table
+
+    buffer = StringIO()
+    console = Console(
+        file=buffer,
+        width=max(width, 40),
+        force_terminal=markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+    )
+    console.print(conventions_table(probes))
+    return buffer.getvalue()
 
 
 def matrix_text(
@@ -680,8 +711,8 @@ def matrix_text(
     )
     console.print(table)
     console.print(
-        "cells: verdict and max relative error, autodiff vs analytic "
-        "(vs finite differences where there is no closed form)",
+        "cells: verdict and error/tolerance, the worst error as a fraction of what the tolerance "
+        "allows (a check fails above 1; the same scale for float32 and float64)",
         soft_wrap=True,
     )
     console.print(", ".join(f"{n} {v}" for v, n in sorted(counts.items())), markup=False)

@@ -28,29 +28,104 @@ class Fault(StrEnum):
     BACKWARD = "backward"  # its backward is not the derivative of its (correct) forward
     ORACLE = "oracle"  # the closed form disagrees with finite differences: an oracle bug
     ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape/dtype, NaN, hang)
+    DOMAIN = "input-domain"  # the forward is not defined at the drawn inputs (log of a negative, ...)
     # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
     OUTSIDE_SUBDIFFERENTIAL = "outside-subdifferential"
 
 
-FAULT_TEXT: dict[Fault, str] = {
-    Fault.NONE: "",
-    Fault.FORWARD: "the adapter's forward computes another function than the notes' forward",
-    Fault.BACKWARD: "the adapter's backward is not the derivative of its forward",
-    Fault.ORACLE: "the oracle's closed form disagrees with finite differences (a bug in gradoracle)",
-    Fault.ADAPTER: "the adapter broke its contract",
-    Fault.OUTSIDE_SUBDIFFERENTIAL: (
-        "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
-    ),
-}
+@dataclass(frozen=True)
+class Words:
+    """How messages name what is under test: a framework adapter, or the user's own function.
+
+    A conformance check speaks of "the adapter's forward" and "autodiff"; a check of a
+    user's function names the function ("your function matvec") and, for a hand-written
+    vjp, "your backward matvec_backward".
+    """
+
+    subject: str = "the adapter"  # who computes the forward and the gradient
+    forward: str = "the adapter's forward"
+    backward: str = "the adapter's backward"
+    gradient: str = "autodiff"  # the label of the gradient under test, beside "analytic"
+    reference: str = "the notes' closed form"
+    user_reference: bool = False  # the closed form is the user's, not gradoracle's
+    who: str = ""  # for a user's check: what computed the gradient ("your backward f_backward")
+
+    @property
+    def user(self) -> bool:
+        """True when the thing under test is the user's own function."""
+        return self.subject.startswith("your ")
+
+
+ADAPTER_WORDS = Words()
+
+
+def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
+    """One plain sentence saying what a fault class means for the thing under test."""
+    if fault == Fault.FORWARD:
+        return f"{words.forward} computes another function than {words.reference}"
+    if fault == Fault.BACKWARD:
+        return (
+            f"{words.backward} is not the derivative of {words.forward} "
+            "(it disagrees with finite differences of that forward)"
+        )
+    if fault == Fault.ORACLE:
+        if words.user_reference:
+            return (
+                f"{words.reference} disagrees with finite differences of {words.forward}: "
+                "your reference gradient, not the backward, is wrong"
+            )
+        return (
+            "gradoracle's closed form disagrees with finite differences "
+            "(a bug in gradoracle: please report it)"
+        )
+    if fault == Fault.ADAPTER:
+        if words.user:
+            return (
+                f"{words.subject} did not run as the check needs (it raised, or returned something unusable)"
+            )
+        return "the adapter broke its contract (it raised, hung, or returned a wrong shape, dtype or NaN)"
+    if fault == Fault.OUTSIDE_SUBDIFFERENTIAL:
+        return "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
+    if fault == Fault.DOMAIN:
+        return (
+            f"the inputs lie outside the domain of {words.forward} (it is not finite there): "
+            "an input-domain problem, not a wrong gradient"
+        )
+    return ""
+
+
+FAULT_TEXT: dict[Fault, str] = {f: fault_text(f) for f in Fault}
+
+
+def kind_text(kind: str, words: Words = ADAPTER_WORDS) -> str:
+    """What a comparison kind compares, in the words of the thing under test."""
+    fwd = words.forward.removeprefix("the ")
+    return {
+        "forward": f"{words.forward} vs the reference forward",
+        "analytic": f"{words.gradient} vs analytic ({words.reference})",
+        "fd": f"{words.gradient} vs finite differences of {fwd}",
+        "oracle": f"analytic ({words.reference}) vs finite differences of the reference forward",
+    }.get(kind, kind)
+
+
+#: The line of a failure message that holds the tolerance formula (shown with --verbose).
+TOLERANCE_FORMULA_PREFIX = "  tolerance formula: "
+
+
+def brief_message(message: str, verbose: bool = False) -> str:
+    """A failure message as a terminal shows it: without the tolerance formula unless ``verbose``.
+
+    The allowance of the worst element stays in words (``allowed 3.7e-15 = 128 ulp x
+    magnitude of the terms 1.3e-1``); the formula it comes from is one ``--verbose`` away.
+    """
+    if verbose:
+        return message
+    return "\n".join(line for line in message.split("\n") if not line.startswith(TOLERANCE_FORMULA_PREFIX))
+
 
 #: The comparisons made on every example.
 KINDS: tuple[str, ...] = ("forward", "analytic", "fd", "oracle")
-KIND_TEXT: dict[str, str] = {
-    "forward": "adapter forward vs reference forward",
-    "analytic": "autodiff vs analytic",
-    "fd": "autodiff vs finite differences of the adapter's forward",
-    "oracle": "analytic vs finite differences of the reference forward",
-}
+KIND_TEXT: dict[str, str] = {k: kind_text(k) for k in KINDS}
 
 
 @dataclass

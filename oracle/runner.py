@@ -42,18 +42,21 @@ from gradoracle import finite_differences as fd
 from gradoracle.batching import ForwardCall, Request, VjpCall, drive, run_one, supports_batching
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
 from gradoracle.results import (
-    FAULT_TEXT,
-    KIND_TEXT,
+    ADAPTER_WORDS,
+    TOLERANCE_FORMULA_PREFIX,
     AdapterContractError,
     CheckResult,
     ErrorStat,
     Fault,
     GradientMismatch,
     Verdict,
+    Words,
     WorstElement,
+    fault_text,
+    kind_text,
 )
 from gradoracle.strategies import Example
-from gradoracle.tolerances import Tolerance, tolerance_for
+from gradoracle.tolerances import Tolerance, sci, tolerance_for
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 
@@ -195,6 +198,7 @@ class Comparison:
     autodiff: float | None = None
     analytic: float | None = None
     fd: float | None = None
+    magnitude: float | None = None  # m_i of the worst element (what rtol multiplies)
 
     @property
     def ratio(self) -> float:
@@ -218,6 +222,7 @@ class ExampleOutcome:
     fault: Fault = Fault.NONE
     crash: str | None = None
     contract: str | None = None
+    domain: str | None = None  # the forward is not finite at these inputs: what and where
     skipped_directions: int = 0
 
     @property
@@ -232,6 +237,25 @@ class ExampleOutcome:
 # ------------------------------------------------------------------ one example
 
 
+def _is_domain_error(exc: BaseException) -> bool:
+    """An exception that says the inputs are outside the function's domain (``math.log(-1)``...)."""
+    if isinstance(exc, ArithmeticError):  # ZeroDivisionError, FloatingPointError, OverflowError
+        return True
+    return "domain" in str(exc).lower()
+
+
+def _domain_text(out: np.ndarray, inputs: Mapping[str, np.ndarray]) -> str:
+    """Where the forward's output is not finite, and the inputs' ranges there."""
+    bad = np.argwhere(~np.isfinite(out))
+    first = [int(i) for i in bad[0]] if out.ndim else []
+    value = out[tuple(first)] if out.ndim else out
+    ranges = ", ".join(
+        f"{n} in [{float(np.min(v)):.3g}, {float(np.max(v)):.3g}]" for n, v in inputs.items() if v.size
+    )
+    where = f" at output element {first} ({len(bad)} of {out.size} not finite)" if out.ndim else ""
+    return f"the forward gives {value}{where}; the inputs: {ranges}"
+
+
 def _fd_dtype(adapter: Any, dtype: str, settings: CheckSettings) -> str:
     if settings.fd_dtype:
         return settings.fd_dtype
@@ -243,9 +267,18 @@ def _cotangent(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _compare_arrays(
-    kind: str, name: str, got: np.ndarray, ref: np.ndarray, allowed: np.ndarray
+    kind: str,
+    name: str,
+    got: np.ndarray,
+    ref: np.ndarray,
+    allowed: np.ndarray,
+    magnitude: np.ndarray | None = None,
 ) -> Comparison:
-    """Element-wise ``|got - ref| <= allowed``; records the element with the worst ratio."""
+    """Element-wise ``|got - ref| <= allowed``; records the element with the worst ratio.
+
+    ``magnitude`` (the ``m_i`` the allowance was computed from) is recorded at that element,
+    so a message can say what the allowance is made of.
+    """
     g = np.asarray(got, dtype=np.float64)
     diff = np.abs(g - ref)
     allowed = np.broadcast_to(np.asarray(allowed, dtype=np.float64), diff.shape)
@@ -262,6 +295,11 @@ def _compare_arrays(
         index=index,
         autodiff=float(g.reshape(-1)[flat]) if g.size else None,
         analytic=float(np.asarray(ref).reshape(-1)[flat]) if ref.size else None,
+        magnitude=(
+            float(np.broadcast_to(np.asarray(magnitude, dtype=np.float64), diff.shape).reshape(-1)[flat])
+            if magnitude is not None and diff.size
+            else None
+        ),
     )
 
 
@@ -525,7 +563,19 @@ def _evaluation(
     x_d64 = {k: v.astype(np.float64) for k, v in x_d.items()}  # exact: the inputs the adapter sees
     x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
 
-    ref_out = ident.reference_forward(x_d64, params)
+    try:
+        with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
+            ref_out = np.asarray(ident.reference_forward(x_d64, params))
+    except (ValueError, ArithmeticError) as exc:
+        if ident.family != "user" or not _is_domain_error(exc):
+            raise
+        outcome.fault = Fault.DOMAIN
+        outcome.domain = f"the forward raised {type(exc).__name__}: {exc}"
+        return outcome
+    if ref_out.size and not np.all(np.isfinite(ref_out)):
+        outcome.fault = Fault.DOMAIN
+        outcome.domain = _domain_text(ref_out, x_d64)
+        return outcome
     u = _cotangent(rng, ref_out.shape)
     u_d = u.astype(dtype)
     u_d64 = u_d.astype(np.float64)
@@ -558,8 +608,9 @@ def _evaluation(
         for name in ident.wrt:
             r = np.asarray(ref[name], dtype=np.float64)
             eta = float(np.max(np.abs(np.asarray(ref32[name], dtype=np.float64) - r))) if r.size else 0.0
-            allowed[name] = tol.allowed(np.maximum(mags[name], np.abs(r)), eta)
-            outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name]))
+            mag = np.maximum(mags[name], np.abs(r))
+            allowed[name] = tol.allowed(mag, eta)
+            outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name], mag))
     else:
         for name in ident.wrt:
             g64 = np.asarray(grads[name], dtype=np.float64)
@@ -570,7 +621,7 @@ def _evaluation(
     eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
     out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
     outcome.comparisons.append(
-        _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f))
+        _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f), out_mag)
     )
 
     # 3. finite differences of the adapter's own forward (float64 when it can)
@@ -654,9 +705,22 @@ def _adapter_spec(adapter: Any, spec: str | None) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example) -> str:
-    """A runnable Python snippet that reproduces one example's check."""
-    lines = ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
+def repro_snippet(
+    ident: Identity, adapter_spec: str, dtype: str, example: Example, env: Sequence[str] = ()
+) -> str:
+    """A runnable Python snippet that reproduces one example's check.
+
+    When the adapter's module is importable only through this run's ``sys.path`` (the current
+    directory, ``PYTHONPATH``) or the run set variables that matter (``env``, ``JAX_*``...), the
+    snippet's first line says so (:mod:`gradoracle.repro_env`).
+    """
+    from gradoracle.repro_env import needs_line
+
+    path = adapter_spec.partition("?")[0]
+    modules = [path.partition(":")[0]] if ":" in path else []
+    needs = needs_line(modules, env)
+    lines = [needs] if needs else []
+    lines += ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
     for name, arr in example.inputs.items():
         lines.append(f"    {name!r}: np.array({np.asarray(arr, dtype=np.float64).tolist()!r}),")
     lines.append("}")
@@ -671,16 +735,49 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.9g}"
 
 
+def _allowed_text(c: Comparison, tol: Tolerance) -> str:
+    """The allowance of a comparison in words (:meth:`Tolerance.explain`)."""
+    if c.kind in ("fd", "oracle"):
+        fd_tol = tol if c.kind == "fd" else tolerance_for("float64")
+        return fd_tol.explain_fd(c.allowed, c.scale)
+    return tol.explain(c.allowed, c.magnitude)
+
+
 def describe_outcome(
-    ident: Identity, adapter_name: str, dtype: str, outcome: ExampleOutcome, tol: Tolerance, repro: str
+    ident: Identity,
+    adapter_name: str,
+    dtype: str,
+    outcome: ExampleOutcome,
+    tol: Tolerance,
+    repro: str,
+    words: Words | None = None,
 ) -> tuple[str, WorstElement | None]:
-    """The failure message (identity, adapter, input, worst element, three values, tolerance, repro)."""
-    head = f"{ident.name} [{ident.source}] / adapter {adapter_name} / {dtype}"
+    """The failure message (identity, adapter, input, worst element, three values, tolerance, repro).
+
+    ``words`` names the thing under test (a framework adapter by default; the user's own
+    function and backward for :mod:`gradoracle.user_checks`).  The allowance is spelled
+    out for the worst element; the tolerance formula is the ``tolerance formula:`` line,
+    which terminal front-ends show with ``--verbose`` (:func:`gradoracle.results.brief_message`).
+    """
+    from gradoracle.specification import source_words
+
+    words = words or ADAPTER_WORDS
+    source = source_words(ident.source)
+    if words.user:
+        head = f"{words.subject} ({source}) / {words.who} / {dtype}"
+    else:
+        head = f"{ident.name} ({source}) / adapter {adapter_name} / {dtype}"
     ex = outcome.example
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in ex.inputs.items())
     worst: WorstElement | None = None
-    lines = [f"gradient check failed: {head}", f"  fault: {outcome.fault} - {FAULT_TEXT[outcome.fault]}"]
-    if outcome.crash or outcome.contract:
+    lines = [
+        f"gradient check failed: {head}",
+        f"  fault: {outcome.fault} - {fault_text(outcome.fault, words)}",
+    ]
+    if outcome.domain:
+        lines.append(f"  {outcome.domain}")
+        lines.append(f"  hint: {domain_hint(ident, words)}")
+    elif outcome.crash or outcome.contract:
         lines.append(f"  {outcome.crash or outcome.contract}")
     else:
         failures = sorted(outcome.failures, key=lambda c: -c.ratio)
@@ -711,24 +808,43 @@ def describe_outcome(
         where = f"input {w.input!r}" + (
             f", element {w.index}" if w.input != "projection" else f", direction {w.index}"
         )
-        lines.append(f"  worst: {KIND_TEXT[w.kind]}, {where}")
+        got = "output" if w.kind == "forward" else words.gradient
+        ref = "reference" if w.kind == "forward" else "analytic"
+        lines.append(f"  worst: {kind_text(w.kind, words)}, {where}")
         lines.append(
-            f"    autodiff = {_fmt(autodiff)}   analytic = {_fmt(analytic)}   "
-            f"finite differences = {_fmt(fd_value)}"
+            f"    {got} = {_fmt(autodiff)}   {ref} = {_fmt(analytic)}   finite differences = {_fmt(fd_value)}"
         )
         lines.append(
-            f"    |error| = {w.abs_error:.3e} > allowed {w.allowed:.3e} (error/tolerance = {w.ratio:.3g})"
+            f"    |error| {sci(w.abs_error)} > {_allowed_text(w, tol)} (error/tolerance = {w.ratio:.3g})"
         )
         for c in failures[1:4]:
-            lines.append(f"  also: {KIND_TEXT[c.kind]} on {c.input!r}: error/tolerance = {c.ratio:.3g}")
+            also = f"{kind_text(c.kind, words)} on {c.input!r}"
+            lines.append(f"  also: {also}: error/tolerance = {c.ratio:.3g}")
         ok = [n for n, c in analytic_cmp.items() if not c.failed]
         if ok:
-            lines.append(f"  inputs whose gradient matched the notes: {', '.join(ok)}")
-    lines.append(f"  tolerance: {tol.describe()}")
+            matched = "your reference" if words.user_reference else "the notes"
+            lines.append(f"  inputs whose gradient matched {matched}: {', '.join(ok)}")
     lines.append(f"  example: {shapes}, params={dict(ex.params)}, seed={ex.seed}")
+    lines.append(f"{TOLERANCE_FORMULA_PREFIX}{tol.describe()}")
     lines.append("  repro:")
     lines.extend("    " + line for line in repro.splitlines())
     return "\n".join(lines), worst
+
+
+def domain_hint(ident: Identity, words: Words) -> str:
+    """How to keep the inputs inside the forward's domain (the user's check) or whom to tell."""
+    if ident.family != "user":
+        return (
+            f"the strategy of {ident.name} drew inputs outside its forward's domain: "
+            "a bug in gradoracle's strategy (please report it with the repro below)"
+        )
+    first = ident.wrt[0] if ident.wrt else "x"
+    return (
+        "restrict the inputs to where the function is defined: pass a Hypothesis strategy for the "
+        f"input, e.g. inputs={{{first!r}: hypothesis.extra.numpy.arrays(np.float64, (3,), "
+        "elements=st.floats(0.1, 10))}, or map the drawn values into the domain inside your "
+        "function (np.log(1 + x**2) instead of np.log(x))"
+    )
 
 
 def reproduce(
@@ -753,8 +869,10 @@ def reproduce(
     outcome = evaluate_example(ident, ad, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
-        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
-        message, worst = describe_outcome(ident, ad.name, dtype, outcome, tol, repro)
+        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ()))
+        message, worst = describe_outcome(
+            ident, ad.name, dtype, outcome, tol, repro, getattr(ad, "words", None)
+        )
         raise GradientMismatch(
             message,
             identity=ident.name,
@@ -940,8 +1058,12 @@ def check(
                 c.abs_error, c.rel_error, c.ratio
             )
         if not outcome.passed:
-            repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
-            message, worst = describe_outcome(ident, adapter_label, dtype, outcome, tol, repro)
+            repro = repro_snippet(
+                ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ())
+            )
+            message, worst = describe_outcome(
+                ident, adapter_label, dtype, outcome, tol, repro, getattr(ad, "words", None)
+            )
             raise GradientMismatch(
                 message,
                 identity=ident.name,
@@ -1038,7 +1160,7 @@ def check(
             worker.close()
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
-        crashed = last is not None and last.crash is not None
+        crashed = last is not None and (last.crash is not None or last.domain is not None)
         counter = None
         if last is not None:
             counter = {

@@ -1,5 +1,9 @@
 """``gradoracle check``: run the conformance checks in this process and print the verdicts.
 
+``-q`` prints the failures (one line each) and the counts; the default adds the table of
+verdicts and each failure's message; ``-v`` adds the convention table and the tolerance
+formulas.
+
 Exit codes: 0 every check conforms, 1 a nonconformance, 2 a usage or configuration error.
 """
 
@@ -16,8 +20,10 @@ from gradoracle.cli.common import (
     EXIT_NONCONFORMANCE,
     EXIT_OK,
     adapter_specs,
+    add_verbosity_options,
     console,
     conventions_table,
+    print_failures,
     progress_bar,
     resolve_adapters,
     results_table,
@@ -30,8 +36,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("check", help="run conformance checks and print a table of verdicts")
     shared.add_to_argparse(p, exclude=("known_deviations",))
     p.add_argument(
-        "--no-conventions", dest="conventions", action="store_false", help="do not run the convention probes"
+        "--no-conventions",
+        dest="conventions",
+        action="store_false",
+        help="do not run the convention probes (they run, and are shown, with -v)",
     )
+    add_verbosity_options(p)
     p.set_defaults(func=cmd_check)
 
 
@@ -65,27 +75,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     identities = select_identities(list(config.identities))
     out = console()
     results = run_with_progress(identities, adapters, config.dtypes, config.settings, out)
-    out.print(
-        results_table(results, f"gradoracle check: {len(results)} checks, {config.examples} examples each")
-    )
-    for r in results:
-        if r.verdict in ("fail", "error"):
-            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}", markup=True)
-            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
+    verbosity = int(getattr(args, "verbosity", 0))
+    if verbosity >= 0:
+        title = f"gradoracle check: {len(results)} checks, {config.examples} examples each"
+        out.print(results_table(results, title, out.size.width))
+    print_failures(results, out, verbosity)
     outside: list[Any] = []
     if args.conventions:
         probes = run_probes(adapters, config.dtypes)
-        out.print(conventions_table(probes))
+        if verbosity > 0:
+            out.print(conventions_table(probes))
         outside = [p for p in probes if p.failed]
-        for p in outside:  # a value outside the generalised gradient is a failure (#13)
-            out.print(
-                clean_text(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail"), style="bold red", markup=False
-            )
-            out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False)
+        for p in outside:  # a value outside the generalised gradient is a failure (#13), at any verbosity
+            out.print(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail", style="bold red", markup=False)
+            out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False, soft_wrap=True)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
     line = ", ".join(f"{n} {v}" for v, n in counts.items())
     if outside:
         line += f"; {len(outside)} convention probe(s) outside the generalised gradient"
-    out.print(line)
+    out.print(line, soft_wrap=True)
     return EXIT_NONCONFORMANCE if bad or outside else EXIT_OK

@@ -28,6 +28,7 @@ from gradoracle.cli.common import (
     UsageError,
     adapter_specs,
     add_output_options,
+    add_verbosity_options,
     check_out_dir,
     chosen_formats,
     console,
@@ -38,6 +39,7 @@ from gradoracle.cli.common import (
     write_report_files,
 )
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
+from gradoracle.reporting.environment import frameworks_that_ran
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
@@ -71,6 +73,7 @@ def register(subparsers: Any) -> None:
     )
     shared.add_to_argparse(p)
     add_output_options(p)
+    add_verbosity_options(p)
     p.add_argument(
         "--jobs", type=_jobs, default=1, metavar="N", help="run checks in N worker processes (default 1)"
     )
@@ -206,6 +209,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "interrupted": interrupted,
         "duration_s": time.perf_counter() - start,
     }
+    meta["frameworks"] = frameworks_that_ran([ad for _, ad in adapters], results)
     if entries is not None:
         meta["known_deviations"] = {
             "file": str(config.known_deviations),
@@ -213,4 +217,6 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         }
     written = write_report_files(results, probes, args.out, formats, meta, deviations)
     title = f"gradoracle report: {len(results)} checks, {config.examples} examples each"
-    return finish(results, probes, deviations, written, interrupted, title, out)
+    return finish(
+        results, probes, deviations, written, interrupted, title, out, int(getattr(args, "verbosity", 0))
+    )
