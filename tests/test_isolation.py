@@ -67,7 +67,7 @@ def test_report_two_jax_adapters_either_order(order: list[str], tmp_path: Path) 
 @pytest.mark.parametrize("order", _jax_orders(), ids=["jax-first", "wrong-first"])
 def test_check_two_jax_adapters_either_order(order: list[str]) -> None:
     pytest.importorskip("jax")
-    args = ["check", "--no-conventions", *SIGMOID]
+    args = ["check", "--no-conventions", "--mode", "vjp", *SIGMOID]
     for spec in order:
         args += ["--adapter", spec]
     proc = run_cli(*args)
@@ -82,7 +82,14 @@ def test_plugin_two_jax_adapters_either_order(order: list[str], pytester: pytest
     pytest.importorskip("jax")
     pytester.syspathinsert(TESTS)
     args = ["-p", "no:cacheprovider", "--gradoracle-examples", "3", "--gradoracle-dtype", "float64"]
-    args += ["--gradoracle-identity", "elementwise-sigmoid", "--gradoracle-report", "rep"]
+    args += [
+        "--gradoracle-identity",
+        "elementwise-sigmoid",
+        "--gradoracle-report",
+        "rep",
+        "--gradoracle-mode",
+        "vjp",
+    ]
     for spec in order:
         args += ["--gradoracle-adapter", spec]
     result = pytester.runpytest(*args)

@@ -206,7 +206,11 @@ def test_first_failure_counts_the_examples_until_the_first_failing_one(k: int) -
 def test_correct_adapters_pass_a_small_sample() -> None:
     specs = [s for s in S.DEFAULT_CORRECT_ADAPTERS if s == "numpy" or HAS[s.partition("?")[0]]]
     report = S.run_selftest([], examples=2, correct_adapters=specs)
-    assert report.correct and all(r.verdict == "pass" for r in report.correct), report.failures
+    assert report.correct, report.failures
+    # every check passes, except a second-order check of an identity without a closed-form H v
+    # (the layer identities), which is reported as not checked, never silently passed
+    not_pass = [r for r in report.correct if r.verdict != "pass"]
+    assert all(r.verdict == "skip" and r.mode == "hvp" for r in not_pass), [r.id for r in not_pass]
     # every mode each correct adapter supports (numpy: vjp; torch, jax: vjp, jvp, hvp)
     from gradoracle.adapters import load_adapter
     from gradoracle.modes import adapter_modes
