@@ -19,11 +19,13 @@ Eager or jit
     called :data:`AUTO_JIT_AFTER` times (now 1: on its first call, see below) and runs a
     ``fn`` that jit cannot trace (Python ``if`` on array values) eagerly from then on;
     ``always`` raises JAX's ``ConcretizationTypeError`` for it.  Compiled functions, call
-    counts and untraceable fns belong to one adapter instance: a compiled vjp bakes in the
-    ops namespace it was traced with, so two adapters (say ``jax`` and a subclass whose
+    counts and untraceable fns are kept per ops namespace: a compiled vjp bakes in the ops
+    namespace it was traced with, so two adapters (say ``jax`` and a subclass whose
     ``sigmoid`` is a ``jax.custom_vjp``) must never share one, whatever ``fn`` and shapes
-    they are handed.  The front-ends keep one adapter instance per spec per process, so
-    the checks of one adapter still reuse what its earlier checks compiled.  The jit
+    they are handed.  Plain ``JaxAdapter`` instances with the stock ops share one cache per
+    (jit mode, conv padding) in a process, so the checks of a report (a fresh adapter each)
+    reuse what earlier checks compiled; a subclass, or an instance whose ops were replaced,
+    keeps its own (``JaxAdapter._jit_cache``).  The jit
     modes assume ``fn`` is a pure function of its inputs: state it closes over is baked
     in when it is traced.
 
@@ -122,6 +124,8 @@ AUTO_JIT_AFTER: dict[str, int] = {
     "forward": 1,
     "vjp_batch": 1,
     "forward_batch": 1,
+    "jvp_batch": 1,
+    "hvp_batch": 1,
 }
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 1024
@@ -193,6 +197,21 @@ class _JitCache:
             self.compiled.clear()
             self.seen.clear()
             self.untraceable.clear()
+
+
+#: What a stock :class:`JaxOps` holds in its instance dict (its padding, cached modules).
+_STOCK_OPS_STATE = frozenset({"conv_padding", "_jax", "_jnp", "_lax"})
+_SHARED_CACHES: dict[tuple[str, str], _JitCache] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_cache(jit: str, conv_padding: str) -> _JitCache:
+    """The process-wide cache of plain :class:`JaxAdapter` instances with these options."""
+    with _SHARED_LOCK:
+        cache = _SHARED_CACHES.get((jit, conv_padding))
+        if cache is None:
+            cache = _SHARED_CACHES[(jit, conv_padding)] = _JitCache()
+        return cache
 
 
 def _compile(
@@ -529,8 +548,29 @@ class JaxAdapter(AdapterBase):
                 f"jax adapter: conv_padding={conv_padding!r}; use one of {', '.join(CONV_PADDING_MODES)}"
             )
         self.conv_padding = conv_padding
-        # This adapter's own jit state; never shared with another adapter (module docstring).
-        self._jit_cache = _JitCache()
+        # This adapter's own jit state, used unless it is a plain JaxAdapter (_jit_cache).
+        self._own_cache = _JitCache()
+
+    @property
+    def _jit_cache(self) -> _JitCache:
+        """Where this adapter keeps its compiled functions.
+
+        A plain :class:`JaxAdapter` whose ops namespace is the stock :class:`JaxOps` shares one
+        cache per (jit mode, conv padding) with every other such instance in the process: the
+        functions it compiles hold the same ops, so a report's checks (one fresh adapter per
+        check) reuse what earlier checks compiled instead of compiling each program again.
+        Anything else - a subclass (its ops may differ: a ``custom_vjp`` sigmoid), an instance
+        whose ``ops`` or op methods were replaced - keeps its own (module docstring).
+        """
+        if type(self) is JaxAdapter:
+            ops = self.__dict__.get("ops")
+            if ops is None or (
+                type(ops) is JaxOps
+                and set(vars(ops)) <= _STOCK_OPS_STATE
+                and ops.conv_padding == self.conv_padding
+            ):
+                return _shared_cache(self.jit, self.conv_padding)
+        return self._own_cache
 
     @property
     def _compiled(self) -> OrderedDict[tuple[Any, ...], Callable[..., Any]]:
@@ -620,7 +660,7 @@ class JaxAdapter(AdapterBase):
                 cache.compiled.move_to_end(key)
             elif self.jit == "auto":
                 count = cache.seen.pop(key, 0) + 1
-                if fn in cache.untraceable or count < AUTO_JIT_AFTER[kind]:
+                if fn in cache.untraceable or count < AUTO_JIT_AFTER.get(kind, 1):
                     _remember(cache.seen, key, count)
                 else:
                     compiled = _compile(cache, key, build)
@@ -811,6 +851,110 @@ class JaxAdapter(AdapterBase):
                 grads={n: np.concatenate([g[n] for _, g in outs]) for n in names},
             )
 
+    def jvp_batch(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`jvp` of ``B`` examples stacked on axis 0: ``jax.vmap`` of ``jax.jvp``, jitted.
+
+        Output and ``J v`` carry the batch axis first.
+        """
+        import jax
+
+        unknown = [name for name in tangents if name not in inputs]
+        if unknown:
+            raise KeyError(f"jax adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
+        ops = self.ops
+        names = tuple(sorted(tangents))
+
+        def build() -> Callable[..., Any]:
+            def run(primal: dict[str, Any], const: dict[str, Any], tangent: dict[str, Any]) -> Any:
+                return jax.jvp(lambda p: fn(ops, {**const, **p}), (primal,), (tangent,))
+
+            return jax.vmap(run)
+
+        with self.precision(dtype):
+            args = _cast(inputs, dtype)
+            primal = {name: args[name] for name in names}
+            const = {k: v for k, v in args.items() if k not in primal}
+            tangent = _cast({name: tangents[name] for name in names}, dtype)
+            for name in names:
+                if tangent[name].shape != primal[name].shape:
+                    raise ValueError(
+                        f"jax adapter: tangent {name!r} has shape {tangent[name].shape[1:]}, "
+                        f"input has {primal[name].shape[1:]}"
+                    )
+            outs = self._in_chunks(
+                "jvp_batch", fn, inputs, build, (names, self.conv_padding), dtype, primal, const, tangent
+            )
+            return np.concatenate([o for o, _ in outs]), np.concatenate([t for _, t in outs])
+
+    def hvp_batch(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangents: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`hvp` of ``B`` examples stacked on axis 0: ``jax.vmap`` of the same method, jitted."""
+        import jax
+
+        if method not in self.hvp_methods:
+            raise ValueError(f"jax adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
+        unknown = [name for name in wrt if name not in inputs or name not in tangents]
+        if unknown:
+            raise KeyError(f"jax adapter: hvp names {unknown} need an input and a tangent")
+        names = tuple(wrt)
+
+        def build() -> Callable[..., Any]:
+            return jax.vmap(self._hvp_function(fn, method))
+
+        with self.precision(dtype):
+            args = _cast(inputs, dtype)
+            primal = {name: args[name] for name in names}
+            const = {k: v for k, v in args.items() if k not in primal}
+            tangent = _cast({name: tangents[name] for name in names}, dtype)
+            u = np.asarray(cotangents, dtype=dtype)
+            outs = self._in_chunks(
+                "hvp_batch",
+                fn,
+                inputs,
+                build,
+                (names, method, self.conv_padding),
+                dtype,
+                primal,
+                const,
+                u,
+                tangent,
+            )
+            return {name: np.concatenate([o[name] for o in outs]) for name in names}
+
+    def _hvp_function(self, fn: ForwardFn, method: str) -> Callable[..., Any]:
+        """``(primal, const, u, tangent) -> H v`` of ``s = <u, fn>`` over ``primal`` by ``method``."""
+        import jax
+
+        ops = self.ops
+
+        def run(primal: dict[str, Any], const: dict[str, Any], u: Any, tangent: dict[str, Any]) -> Any:
+            def gradient(p: dict[str, Any]) -> Any:
+                out, pullback = jax.vjp(lambda q: fn(ops, {**const, **q}), p)
+                (g,) = pullback(u.astype(out.dtype))
+                return g
+
+            if method == "reverse-over-reverse":
+                _, pullback = jax.vjp(gradient, primal)
+                (hv,) = pullback(tangent)
+                return hv
+            return jax.jvp(gradient, (primal,), (tangent,))[1]
+
+        return run
+
     def jvp(
         self,
         fn: ForwardFn,
@@ -869,25 +1013,10 @@ class JaxAdapter(AdapterBase):
         unknown = [name for name in wrt if name not in inputs or name not in tangents]
         if unknown:
             raise KeyError(f"jax adapter: hvp names {unknown} need an input and a tangent")
-        ops = self.ops
         names = tuple(wrt)
 
         def build() -> Callable[..., Any]:
-            import jax
-
-            def run(primal: dict[str, Any], const: dict[str, Any], u: Any, tangent: dict[str, Any]) -> Any:
-                def gradient(p: dict[str, Any]) -> Any:
-                    out, pullback = jax.vjp(lambda q: fn(ops, {**const, **q}), p)
-                    (g,) = pullback(u.astype(out.dtype))
-                    return g
-
-                if method == "reverse-over-reverse":
-                    _, pullback = jax.vjp(gradient, primal)
-                    (hv,) = pullback(tangent)
-                    return hv
-                return jax.jvp(gradient, (primal,), (tangent,))[1]
-
-            return run
+            return self._hvp_function(fn, method)
 
         with self.precision(dtype):
             args = _cast(inputs, dtype)
