@@ -25,7 +25,9 @@ class Fault(StrEnum):
     FORWARD = "forward"  # the adapter's forward computes another function than the reference
     BACKWARD = "backward"  # its backward is not the derivative of its (correct) forward
     ORACLE = "oracle"  # the closed form disagrees with finite differences: an oracle bug
-    ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape/dtype, NaN, hang)
+    ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape, NaN, hang, crash)
+    NONDETERMINISTIC = "nondeterministic"  # the vjp twice on the same input gave different values
+    DTYPE = "dtype"  # the framework returned another dtype than the one asked for (its own promotion)
 
 
 FAULT_TEXT: dict[Fault, str] = {
@@ -34,6 +36,8 @@ FAULT_TEXT: dict[Fault, str] = {
     Fault.BACKWARD: "the adapter's backward is not the derivative of its forward",
     Fault.ORACLE: "the oracle's closed form disagrees with finite differences (a bug in gradoracle)",
     Fault.ADAPTER: "the adapter broke its contract",
+    Fault.NONDETERMINISTIC: "the adapter's vjp, called twice on the same input, gave different values",
+    Fault.DTYPE: "the framework returned another dtype than the one asked for (its own dtype promotion)",
 }
 
 #: The comparisons made on every example.

@@ -16,11 +16,13 @@ from gradoracle.cli.common import (
     EXIT_NONCONFORMANCE,
     EXIT_OK,
     adapter_specs,
+    add_isolation_options,
     console,
     conventions_table,
     progress_bar,
     resolve_adapters,
     results_table,
+    worker_count,
 )
 
 
@@ -28,6 +30,7 @@ def register(subparsers: Any) -> None:
     """Add the ``check`` sub-command."""
     p = subparsers.add_parser("check", help="run conformance checks and print a table of verdicts")
     shared.add_to_argparse(p, exclude=("known_deviations",))
+    add_isolation_options(p)
     p.add_argument(
         "--no-conventions", dest="conventions", action="store_false", help="do not run the convention probes"
     )
@@ -35,35 +38,75 @@ def register(subparsers: Any) -> None:
 
 
 def run_with_progress(
-    identities: Sequence[Any], adapters: Sequence[Any], dtypes: Sequence[str], settings: Any, out: Console
+    identities: Sequence[Any],
+    adapters: Sequence[tuple[str, Any]],
+    dtypes: Sequence[str],
+    settings: Any,
+    out: Console,
+    jobs: int = 1,
+    pool: Any = None,
 ) -> list[Any]:
-    """Run every check with a rich progress bar (transient; plain text when not a terminal)."""
-    from gradoracle.runner import check
+    """Run every check (in ``pool`` when given) with a rich progress bar (transient; off when not a terminal).
 
-    results = []
-    total = len(identities) * len(adapters) * len(dtypes)
+    The order is the command line's: adapter, then dtype, then identity.
+    """
+    from gradoracle.matrix import CheckTask, run_matrix
+
+    tasks = [
+        CheckTask(ident.name, ident.source, spec, str(adapter.name), dtype)
+        for spec, adapter in adapters
+        for dtype in dtypes
+        for ident in identities
+    ]
     with progress_bar(out) as progress:
-        task = progress.add_task("checking", total=total)
-        for adapter in adapters:
-            for dtype in dtypes:
-                for ident in identities:
-                    progress.update(task, description=f"{ident.name} [{adapter.name}-{dtype}]")
-                    results.append(check(ident, adapter, dtype, settings))
-                    progress.advance(task)
-    return results
+        bar = progress.add_task("checking", total=len(tasks))
+        outcome = run_matrix(
+            tasks,
+            settings,
+            jobs=jobs,
+            on_start=lambda task: progress.update(
+                bar, description=f"{task.identity} [{task.adapter_name}-{task.dtype}]"
+            ),
+            on_result=lambda result: progress.advance(bar),
+            isolate=pool is not None,
+            pool=pool,
+        )
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.results
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the conformance checks and print the verdicts; exit 1 on any nonconformance."""
-    from gradoracle.conventions import run_probes
     from gradoracle.identities import select_identities
+    from gradoracle.isolation import WorkerPool
+    from gradoracle.matrix import run_probe_jobs
 
     config = shared.run_config(vars(args))
     specs, explicit = adapter_specs(config.adapters)
-    adapters = resolve_adapters(specs, explicit)
+    loaded = resolve_adapters(specs, explicit, config.timeout)
+    if explicit:
+        adapters = list(zip(specs, loaded, strict=True))
+    else:  # the built-in defaults that are not installed were dropped; each is named as its spec
+        by_name = {str(ad.name): ad for ad in loaded}
+        adapters = [(spec, by_name[spec]) for spec in specs if spec in by_name]
     identities = select_identities(list(config.identities))
+    jobs = worker_count(args.jobs)
     out = console()
-    results = run_with_progress(identities, adapters, config.dtypes, config.settings, out)
+    total = len(identities) * len(adapters) * len(config.dtypes)
+    pool = WorkerPool(min(jobs, max(1, total)), config.timeout) if args.isolate else None
+    try:
+        results = run_with_progress(identities, adapters, config.dtypes, config.settings, out, jobs, pool)
+        probes = (
+            run_probe_jobs(
+                [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes, config.timeout, pool
+            )
+            if args.conventions
+            else []
+        )
+    finally:
+        if pool is not None:
+            pool.close()
     out.print(
         results_table(results, f"gradoracle check: {len(results)} checks, {config.examples} examples each")
     )
@@ -72,7 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             out.print(f"\n[bold red]{r.id}[/]: {r.verdict}", markup=True)
             out.print(r.message, markup=False)
     if args.conventions:
-        out.print(conventions_table(run_probes(adapters, config.dtypes)))
+        out.print(conventions_table(probes))
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
     out.print(", ".join(f"{n} {v}" for v, n in counts.items()))

@@ -77,6 +77,47 @@ def positive_int(text: str) -> int:
     return value
 
 
+def jobs_count(text: str) -> int:
+    """Argument type of ``--jobs``: 0 (all usable cores) or a positive number of workers."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"--jobs {text!r}: expected a number of worker processes (0 = one per usable core)"
+        )
+    return value
+
+
+def add_isolation_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--in-process`` of the commands that run checks (``check``, ``report``)."""
+    parser.add_argument(
+        "--jobs",
+        type=jobs_count,
+        default=1,
+        metavar="N",
+        help="worker processes (default 1; 0 = one per usable CPU core; capped at the usable cores)",
+    )
+    parser.add_argument(
+        "--in-process",
+        dest="isolate",
+        action="store_false",
+        help="call the adapters in this process instead of worker processes: starts faster, but an "
+        "adapter that crashes the interpreter (segfault, os._exit) ends the run without a report",
+    )
+
+
+def worker_count(requested: int) -> int:
+    """``--jobs`` capped at the usable cores (0: all of them); a note on stderr when capped."""
+    from gradoracle.isolation import effective_jobs
+
+    jobs, note = effective_jobs(requested)
+    if note:
+        console(stderr=True).print(f"note: {note}", markup=False, style="yellow")
+    return jobs
+
+
 def progress_bar(out: Console, *, spinner: bool = False) -> Progress:
     """The transient progress display of a command (disabled when ``out`` is not a terminal).
 
@@ -140,9 +181,10 @@ def adapter_specs(values: Sequence[str]) -> tuple[list[str], bool]:
     return (list(values), True) if values else (list(shared.DEFAULT_ADAPTERS), False)
 
 
-def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
+def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None = 20.0) -> list[Any]:
     """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError."""
     from gradoracle.adapters import AdapterLoadError, load_adapter
+    from gradoracle.guard import AdapterCallError, guard_for
 
     loaded = []
     for name in names:
@@ -150,7 +192,10 @@ def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
             adapter = load_adapter(name)
         except AdapterLoadError as exc:
             raise UsageError(str(exc)) from exc
-        ok, why = adapter.available()
+        try:  # through its guard: an available() that hangs or exits is a usage error, not a hang
+            ok, why = guard_for(adapter).call(adapter.available, timeout, f"adapter {name!r}: available()")
+        except AdapterCallError as exc:
+            raise UsageError(str(exc)) from exc
         if not ok:
             if explicit:
                 extra = name.partition("?")[0]
