@@ -309,12 +309,19 @@ class AdapterSession:
             return entry
 
     def _load(self, spec: str, timeout: float | None) -> GuardedAdapter:
-        from gradoracle.adapters import load_adapter
+        from gradoracle.adapters import AdapterLoadError, load_adapter
 
         label = spec.partition("?")[0]
         guard = AdapterGuard(label)
         try:
-            adapter = guard.call(lambda: load_adapter(spec), timeout, f"loading adapter {spec!r}")
+            adapter = guard.call(
+                lambda: load_adapter(spec),
+                timeout,
+                f"loading adapter {spec!r}",
+                passthrough=(AdapterLoadError,),
+            )
+        except AdapterLoadError as exc:
+            return GuardedAdapter(spec, None, guard, None, _sanitize(str(exc)))
         except AdapterCallError as exc:
             return GuardedAdapter(spec, None, guard, None, f"adapter {label!r} failed to load: {exc}")
         with _GUARDS_LOCK:  # calls made through guard_for(adapter) use the same thread

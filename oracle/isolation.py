@@ -103,7 +103,7 @@ def watchdog_s(timeout: float | None) -> float | None:
     """How long a busy worker may go without a heartbeat before it is killed (``None``: never)."""
     if not timeout:
         return None
-    return 2 * timeout + 10.0
+    return timeout + max(5.0, timeout)
 
 
 # ----------------------------------------------------------------------- the worker

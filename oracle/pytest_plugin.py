@@ -61,6 +61,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gradoracle-report", dest="gradoracle_report", default=None, metavar="DIR", help=help_text
     )
     parser.addini("gradoracle_report", help=help_text, type="string", default=None)
+    isolate_help = (
+        "run each conformance check in a worker process (as 'gradoracle check' and 'report' do): an "
+        "adapter that crashes the interpreter (segfault, os._exit) or hangs in C fails its own item "
+        "instead of the session; costs a process start (~1-2 s) per pytest process"
+    )
+    parser.getgroup("gradoracle").addoption(
+        "--gradoracle-isolate",
+        dest="gradoracle_isolate",
+        action="store_true",
+        default=None,
+        help=isolate_help,
+    )
+    parser.addini("gradoracle_isolate", help=isolate_help, type="bool", default=False)
 
 
 @dataclass
@@ -74,6 +87,8 @@ class PluginConfig:
     seed: int = 0
     known_deviations: Path | None = None
     report_dir: Path | None = None
+    timeout: float | None = 20.0
+    isolate: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # option -> "command line" | ini path
 
 
@@ -114,7 +129,11 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
         values[name] = converted
         sources[name] = where
     defaults = {o.name: o.default for o in SHARED_OPTIONS}
+    isolate_cli = config.getoption("gradoracle_isolate", default=None)
+    isolate = bool(isolate_cli) if isolate_cli is not None else bool(config.getini("gradoracle_isolate"))
     return PluginConfig(
+        timeout=values.get("timeout", defaults["timeout"]),
+        isolate=isolate,
         adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
         identities=tuple(values.get("identity", ())),
         dtypes=tuple(dict.fromkeys(values.get("dtype", ()))),
@@ -199,10 +218,9 @@ class ConformanceItem(pytest.Item):
 
     def runtest(self) -> None:
         """Run the check; map its verdict to a pytest outcome (skip, xfail, failure)."""
+        result = self.suite.run_check(self.identity, self.spec, self.adapter_label, self.dtype)
         from gradoracle.results import Verdict
-        from gradoracle.runner import check
 
-        result = check(self.identity, self.spec, self.dtype, self.suite.settings)
         # the raw result travels to the controller, which applies the known deviations once
         payload = {"label": self.adapter_label, "result": result.to_dict()}
         self.user_properties.append((RESULT_PROPERTY, json.dumps(payload, default=str)))
@@ -258,7 +276,10 @@ class SuiteCollector(pytest.Collector):
 
 def _adapter_label(spec: str, adapter: Any, taken: set[str]) -> str:
     """The adapter's own name, made unique (and free of id-breaking characters)."""
-    name = str(getattr(adapter, "name", "") or spec)
+    try:
+        name = str(getattr(adapter, "name", "") or spec)
+    except Exception:  # a name property that raises: the spec names it
+        name = spec
     label = "".join(c if c.isalnum() or c in "_.:-" else "_" for c in name)
     if label in taken:
         label = "".join(c if c.isalnum() or c in "_.-" else "_" for c in spec)
@@ -280,7 +301,7 @@ class ConformanceSuite:
 
         self.config = config
         self.options = options
-        run = run_config({"examples": options.examples, "seed": options.seed})
+        run = run_config({"examples": options.examples, "seed": options.seed, "timeout": options.timeout})
         self.settings: CheckSettings = run.settings
         self.dtypes: tuple[str, ...] = options.dtypes or DTYPES
         try:
@@ -314,7 +335,34 @@ class ConformanceSuite:
         self.written: dict[str, Path] = {}
         self.report_problem: str | None = None
         self._outcome: DeviationOutcome | None = None
+        self._pool: Any = None  # the worker pool of --gradoracle-isolate, started on first use
         self.started = time.perf_counter()
+
+    def _worker_pool(self) -> Any:
+        if self._pool is None:
+            from gradoracle.isolation import WorkerPool
+
+            self._pool = WorkerPool(1, self.settings.timeout_s)
+        return self._pool
+
+    def run_check(self, identity: str, spec: str, label: str, dtype: str) -> CheckResult:
+        """One check: through the adapter's guard here, or in a worker process with --gradoracle-isolate."""
+        from gradoracle.runner import check
+
+        if not self.options.isolate:
+            return check(identity, spec, dtype, self.settings)
+        from gradoracle.identities import get_identity
+        from gradoracle.matrix import CheckJob, CheckTask
+        from gradoracle.results import CheckResult
+
+        task = CheckTask(identity, get_identity(identity).source, spec, label, dtype)
+        records = self._worker_pool().run([CheckJob(task, self.settings)])
+        return CheckResult.from_dict(records[0])
+
+    def pytest_unconfigure(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def pytest_report_header(self) -> list[str]:
         adapters = ", ".join(
@@ -388,17 +436,14 @@ class ConformanceSuite:
             return
         import dataclasses
 
-        from gradoracle.adapters import load_adapter
-        from gradoracle.conventions import run_probes
+        from gradoracle.matrix import run_probe_jobs
         from gradoracle.reporting import write_reports
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()
-        probes: list[Any] = []
-        for spec, _ in self.adapter_labels:
-            adapter = load_adapter(spec)
-            if adapter.available()[0]:
-                probes.extend(run_probes([adapter], self.dtypes))
+        # every probe is a guarded call (time limit, any exception); in a worker with --gradoracle-isolate
+        pool = self._worker_pool() if self.options.isolate else None
+        probes = run_probe_jobs(self.adapter_labels, self.dtypes, self.settings.timeout_s, pool)
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
@@ -410,6 +455,7 @@ class ConformanceSuite:
             "seed": self.settings.seed,
             "settings": dataclasses.asdict(self.settings),
             "jobs": workers if isinstance(workers, int) and workers > 0 else 1,
+            "isolation": "process" if self.options.isolate else "none",
             "shard": None,
             "planned_checks": len(self.identities) * len(self.adapter_labels) * len(self.dtypes),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,

@@ -182,29 +182,28 @@ def adapter_specs(values: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None = 20.0) -> list[Any]:
-    """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError."""
-    from gradoracle.adapters import AdapterLoadError, load_adapter
-    from gradoracle.guard import AdapterCallError, guard_for
+    """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError.
+
+    Each is loaded on its own thread and asked ``available()`` through its guard
+    (:class:`gradoracle.guard.AdapterSession`), so an adapter whose import, constructor or
+    ``available()`` hangs or exits is a usage error after ``timeout`` s, not a hung run.
+    """
+    from gradoracle.guard import process_session
 
     loaded = []
     for name in names:
-        try:
-            adapter = load_adapter(name)
-        except AdapterLoadError as exc:
-            raise UsageError(str(exc)) from exc
-        try:  # through its guard: an available() that hangs or exits is a usage error, not a hang
-            ok, why = guard_for(adapter).call(adapter.available, timeout, f"adapter {name!r}: available()")
-        except AdapterCallError as exc:
-            raise UsageError(str(exc)) from exc
-        if not ok:
+        entry = process_session().get(name, timeout)
+        if entry.facts is None:
+            raise UsageError(entry.error or f"adapter {name!r} failed to load")
+        if not entry.facts.available:
             if explicit:
                 extra = name.partition("?")[0]
                 raise UsageError(
-                    f"adapter {name!r} was asked for but is not available: {why}. "
+                    f"adapter {name!r} was asked for but is not available: {entry.facts.why}. "
                     f"Install it (pip install 'gradoracle[{extra}]') or drop --adapter {name}."
                 )
             continue
-        loaded.append(adapter)
+        loaded.append(entry.adapter)
     if not loaded:
         raise UsageError("no adapter is available; install one (pip install 'gradoracle[torch]') or name one")
     return loaded
