@@ -77,9 +77,17 @@ def test_check_two_jax_adapters_either_order(order: list[str]) -> None:
     assert failed == ["elementwise-sigmoid-jax-wrong-sigmoid-float64"], proc.stdout
 
 
+@pytest.fixture
+def jax_imported() -> Any:
+    """jax, imported before ``pytester`` snapshots ``sys.modules`` (were it imported after, the
+    snapshot's restore would drop jaxlib, and importing it again in one process aborts)."""
+    return pytest.importorskip("jax")
+
+
 @pytest.mark.parametrize("order", _jax_orders(), ids=["jax-first", "wrong-first"])
-def test_plugin_two_jax_adapters_either_order(order: list[str], pytester: pytest.Pytester) -> None:
-    pytest.importorskip("jax")
+def test_plugin_two_jax_adapters_either_order(
+    order: list[str], jax_imported: Any, pytester: pytest.Pytester
+) -> None:
     # a subprocess: an in-process run would drop the jaxlib modules it imported, and importing
     # them again in one process aborts
     pytester.makepyfile(broken_adapters=(TESTS / "broken_adapters.py").read_text(encoding="utf-8"))
