@@ -11,6 +11,7 @@ import json
 import math
 import multiprocessing
 import signal
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -237,3 +238,42 @@ def _append_part(path: Path, record: Mapping[str, Any]) -> None:
             written += os.write(fd, data[written:])
     finally:
         os.close(fd)
+
+
+def run_resumable(
+    worker: Callable[[Any], dict[str, Any]],
+    units: Sequence[Any],
+    parts_path: Path,
+    jobs: int,
+    time_budget_s: float | None,
+    fresh: bool,
+    on_unit: Callback | None,
+) -> tuple[bool, float]:
+    """Run the units whose ``key`` is not yet in the parts file, appending each record as it ends.
+
+    ``on_unit(unit, record, done, total)`` after each unit.  No unit starts after
+    ``time_budget_s``; Ctrl-C stops the run.  Returns (every unit ran, seconds taken); rerunning
+    the same call resumes where it stopped.
+    """
+    if fresh and parts_path.exists():
+        parts_path.unlink()
+    done_keys = {p["key"] for p in _read_parts(parts_path)}
+    todo = [u for u in units if u.key not in done_keys]
+    start = time.perf_counter()
+    counter = {"done": len(units) - len(todo)}
+
+    def on_done(unit: Any, record: dict[str, Any]) -> None:
+        _append_part(parts_path, record)
+        counter["done"] += 1
+        if on_unit is not None:
+            on_unit(unit, record, counter["done"], len(units))
+
+    def should_stop() -> bool:
+        return time_budget_s is not None and time.perf_counter() - start > time_budget_s
+
+    complete = False
+    try:
+        complete = _spawn_pool(worker, todo, jobs, on_done, should_stop)
+    except KeyboardInterrupt:
+        complete = False
+    return complete, time.perf_counter() - start

@@ -26,13 +26,12 @@ from gradoracle.identities import get_identity
 from gradoracle.runner import CheckSettings, evaluate_example
 from gradoracle.selftest.common import (
     Callback,
-    _append_part,
     _read_parts,
-    _spawn_pool,
     _write,
     adapter_modules,
     code_fingerprint,
     example_digest,
+    run_resumable,
 )
 from gradoracle.selftest.fp_report import FP_KINDS, FPCampaignReport, RatioHistogram, fp_markdown
 
@@ -229,26 +228,5 @@ def run_fp_campaign(
     finished so far (and rerunning the same command resumes).
     """
     out = Path(out)
-    parts_path = out / FP_PARTS
-    if fresh and parts_path.exists():
-        parts_path.unlink()
-    done_keys = {p["key"] for p in _read_parts(parts_path)}
-    todo = [u for u in units if u.key not in done_keys]
-    start = time.perf_counter()
-    counter = {"done": len(units) - len(todo)}
-
-    def on_done(unit: FPUnit, record: dict[str, Any]) -> None:
-        _append_part(parts_path, record)
-        counter["done"] += 1
-        if on_unit is not None:
-            on_unit(unit, record, counter["done"], len(units))
-
-    def should_stop() -> bool:
-        return time_budget_s is not None and time.perf_counter() - start > time_budget_s
-
-    complete = False
-    try:
-        complete = _spawn_pool(run_fp_unit, todo, jobs, on_done, should_stop)
-    except KeyboardInterrupt:
-        complete = False
-    return aggregate_fp(out, len(units), complete, time.perf_counter() - start)
+    complete, elapsed = run_resumable(run_fp_unit, units, out / FP_PARTS, jobs, time_budget_s, fresh, on_unit)
+    return aggregate_fp(out, len(units), complete, elapsed)

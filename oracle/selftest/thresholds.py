@@ -29,15 +29,14 @@ from gradoracle.runner import DTYPES, CheckSettings, evaluate_example
 from gradoracle.selftest.common import (
     TOOL_MODULES,
     Callback,
-    _append_part,
     _md_table,
     _read_parts,
-    _spawn_pool,
     _versions,
     _write,
     adapter_modules,
     code_fingerprint,
     draw_examples,
+    run_resumable,
 )
 from gradoracle.selftest.perturbations import (
     CHECK_GRADS_SETTINGS,
@@ -410,26 +409,7 @@ def run_threshold_campaign(
 ) -> ThresholdReport:
     """Run the threshold units not yet in the parts file, then aggregate and write the report."""
     out = Path(out)
-    parts_path = out / THRESHOLD_PARTS
-    if fresh and parts_path.exists():
-        parts_path.unlink()
-    done_keys = {p["key"] for p in _read_parts(parts_path)}
-    todo = [u for u in units if u.key not in done_keys]
-    start = time.perf_counter()
-    counter = {"done": len(units) - len(todo)}
-
-    def on_done(unit: ThresholdUnit, record: dict[str, Any]) -> None:
-        _append_part(parts_path, record)
-        counter["done"] += 1
-        if on_unit is not None:
-            on_unit(unit, record, counter["done"], len(units))
-
-    def should_stop() -> bool:
-        return time_budget_s is not None and time.perf_counter() - start > time_budget_s
-
-    complete = False
-    try:
-        complete = _spawn_pool(run_threshold_unit, todo, jobs, on_done, should_stop)
-    except KeyboardInterrupt:
-        complete = False
-    return aggregate_thresholds(out, complete, time.perf_counter() - start)
+    complete, elapsed = run_resumable(
+        run_threshold_unit, units, out / THRESHOLD_PARTS, jobs, time_budget_s, fresh, on_unit
+    )
+    return aggregate_thresholds(out, complete, elapsed)
