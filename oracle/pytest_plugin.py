@@ -3,8 +3,12 @@
 Active once gradoracle is installed; ``-p no:gradoracle`` disables it.  It adds:
 
 - the ``gradoracle`` option group (``--gradoracle-adapter``, ``-identity``, ``-dtype``,
-  ``-examples``, ``-seed``, ``-known-deviations``, ``-report``), each also an ini key
-  ``gradoracle_<name>``;
+  ``-examples``, ``-seed``, ``-timeout``, ``-known-deviations``, ``-report``,
+  ``-isolate``), each also an ini key ``gradoracle_<name>``;
+- every call into an adapter (checks and convention probes) through its guard
+  (:mod:`gradoracle.guard`: one thread per adapter, ``--gradoracle-timeout``, any
+  exception a record); ``--gradoracle-isolate`` runs each check in a worker process
+  (:mod:`gradoracle.isolation`), so an adapter that segfaults fails its item, not the session;
 - with at least one adapter, the conformance suite as pytest items, one per
   identity x adapter x dtype (``gradoracle::conv-input[torch-float32]``), selectable with
   ``-k``, working under pytest-xdist, failing with the oracle's diagnostic; known

@@ -1,4 +1,8 @@
-"""``gradoracle check``: run the conformance checks in this process and print the verdicts.
+"""``gradoracle check``: run the conformance checks and print the verdicts.
+
+Checks and convention probes run in worker processes (``--jobs``, ``--in-process`` to
+turn it off) through the adapter guard (:mod:`gradoracle.guard`, ``--timeout``), so an
+adapter that crashes or hangs is a record, not the end of the run.
 
 Exit codes: 0 every check conforms, 1 a nonconformance, 2 a usage or configuration error.
 """
