@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first access
+    from gradoracle.deviations import StaleDeviationWarning
     from gradoracle.identities import (
         IDENTITIES,
         SOURCES,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
     )
 
 _EXPORTS: dict[str, str] = {
+    "StaleDeviationWarning": "gradoracle.deviations",
     "IDENTITIES": "gradoracle.identities",
     "SOURCES": "gradoracle.identities",
     "Identity": "gradoracle.identities",
@@ -118,6 +120,7 @@ __all__ = [
     "Identity",
     "InvalidShapeError",
     "Ops",
+    "StaleDeviationWarning",
     "Tolerance",
     "UnknownIdentityError",
     "UserCheckError",

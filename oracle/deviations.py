@@ -26,6 +26,11 @@ from typing import Any
 from gradoracle.results import CheckResult, Verdict
 
 
+class StaleDeviationWarning(UserWarning):
+    """A known deviation whose check now passes (``-W error::gradoracle.StaleDeviationWarning``
+    turns it into a failure)."""
+
+
 class DeviationFileError(ValueError):
     """A known-deviations file that cannot be used; the message names the entry and field."""
 

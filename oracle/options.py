@@ -88,8 +88,8 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
     ),
     SharedOption(
         "identity",
-        "identity to check (a name from 'gradoracle list', a 'notes:' source label, or a family); "
-        "repeatable; default: all",
+        "identity to check: a name from 'gradoracle list' (that identity alone), 'family:NAME', "
+        "a 'notes:' source label, or a glob over names ('elementwise-*'); repeatable; default: all",
         multiple=True,
         metavar="NAME",
     ),

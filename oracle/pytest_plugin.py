@@ -78,6 +78,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=isolate_help,
     )
     parser.addini("gradoracle_isolate", help=isolate_help, type="bool", default=False)
+    parser.getgroup("gradoracle").addoption(
+        "--gradoracle-reproduce-failure",
+        dest="gradoracle_reproduce_failure",
+        default=None,
+        metavar="BLOB",
+        help="replay exactly the example of this blob (printed under a Hypothesis profile with "
+        "print_blob=True) in the selected gradoracle checks and fixture calls",
+    )
 
 
 @dataclass
@@ -87,8 +95,8 @@ class PluginConfig:
     adapters: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ()
-    examples: int = 30
-    seed: int = 0
+    examples: int | None = None  # None: the Hypothesis profile's, else gradoracle's 30
+    seed: int | None = None  # None: Hypothesis chooses (--hypothesis-seed, derandomize, random)
     known_deviations: Path | None = None
     report_dir: Path | None = None
     timeout: float | None = 20.0
@@ -103,7 +111,7 @@ def _ini_base(config: pytest.Config) -> Path:
 
 def _resolve_options(config: pytest.Config) -> PluginConfig:
     """Command line first, then the ini key; values checked with the shared option types."""
-    from gradoracle.options import SHARED_OPTIONS
+    from gradoracle.options import DEFAULT_TIMEOUT_S, SHARED_OPTIONS
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -132,17 +140,16 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
             converted = (invocation if where == "command line" else _ini_base(config)) / converted
         values[name] = converted
         sources[name] = where
-    defaults = {o.name: o.default for o in SHARED_OPTIONS}
     isolate_cli = config.getoption("gradoracle_isolate", default=None)
     isolate = bool(isolate_cli) if isolate_cli is not None else bool(config.getini("gradoracle_isolate"))
     return PluginConfig(
-        timeout=values.get("timeout", defaults["timeout"]),
+        timeout=values.get("timeout", DEFAULT_TIMEOUT_S),
         isolate=isolate,
         adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
         identities=tuple(values.get("identity", ())),
         dtypes=tuple(dict.fromkeys(values.get("dtype", ()))),
-        examples=int(values.get("examples", defaults["examples"])),
-        seed=int(values.get("seed", defaults["seed"])),
+        examples=int(values["examples"]) if "examples" in values else None,
+        seed=int(values["seed"]) if "seed" in values else None,
         known_deviations=values.get("known_deviations"),
         report_dir=values.get("report"),
         sources=sources,
@@ -152,11 +159,42 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
 _CONFIG_KEY = pytest.StashKey[PluginConfig]()
 
 
+_SELECTORS_KEY = pytest.StashKey[list[str]]()
+
+
+def _take_selectors(config: pytest.Config) -> list[str]:
+    """The conformance node ids among the command-line arguments, taken out of them.
+
+    ``gradoracle``, ``gradoracle::NAME`` and ``gradoracle::NAME[ADAPTER-DTYPE]`` name no file,
+    so pytest would answer "file or directory not found"; they are removed from the paths
+    pytest collects and select conformance items instead.  (Under xdist the controller
+    leaves them for the workers, which collect.)  A real file or folder called
+    ``gradoracle`` keeps its ordinary meaning.
+    """
+    base = Path(config.invocation_params.dir)
+    taken = [
+        a
+        for a in config.args
+        if (a == SUITE_NODE or a.startswith(SUITE_NODE + "::")) and not (base / SUITE_NODE).exists()
+    ]
+    xdist_controller = getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+    if taken and not xdist_controller:
+        config.args[:] = [a for a in config.args if a not in taken]
+    return taken
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve the options; with adapters, register the conformance suite for this session."""
     config.addinivalue_line("markers", "gradoracle: a gradoracle conformance check (added by the plugin)")
     options = _resolve_options(config)
     config.stash[_CONFIG_KEY] = options
+    selectors = _take_selectors(config)
+    config.stash[_SELECTORS_KEY] = selectors
+    if selectors and not options.adapters:
+        raise pytest.UsageError(
+            f"gradoracle: {selectors[0]!r} names a conformance check, but no adapter is under test: "
+            "add --gradoracle-adapter NAME (or the ini key gradoracle_adapter)"
+        )
     if options.adapters:
         config.pluginmanager.register(ConformanceSuite(config, options), "gradoracle-conformance")
     elif "command line" in (options.sources.get("report"), options.sources.get("known_deviations")):
@@ -172,17 +210,38 @@ def pytest_configure(config: pytest.Config) -> None:
 # ------------------------------------------------------------------------- the fixture
 
 
-@pytest.fixture
+def _check_settings(config: pytest.Config, options: PluginConfig) -> CheckSettings:
+    """The checks' settings: explicit gradoracle options > the loaded Hypothesis profile > defaults.
+
+    Computed when a check runs, so that a profile loaded by a conftest.py counts.
+    """
+    from gradoracle.runner import profile_settings
+
+    settings = profile_settings(options.examples, options.seed).with_(timeout_s=options.timeout)
+    blob = config.getoption("gradoracle_reproduce_failure", default=None)
+    return settings.with_(reproduce_failure=blob) if blob else settings
+
+
+@pytest.fixture(scope="session")
 def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
     """Check a function of your own: ``gradoracle.check(forward, vjp=..., inputs=..., identity=...)``.
 
-    See :mod:`gradoracle.user_checks`; examples and seed default to ``--gradoracle-examples``
-    and ``--gradoracle-seed``.
+    See :mod:`gradoracle.user_checks`.  Examples and seed: ``--gradoracle-examples`` /
+    ``--gradoracle-seed`` (or their ini keys) > the loaded Hypothesis profile > 30 examples,
+    a seed chosen by Hypothesis; dtypes: ``--gradoracle-dtype`` / ``gradoracle_dtype``, else
+    float64.  Session-scoped (it holds only settings), so a Hypothesis ``@given`` test can
+    take it; there, each ``check`` draws one example through the test's own Hypothesis run.
     """
     from gradoracle.user_checks import GradOracle
 
     options = request.config.stash.get(_CONFIG_KEY, None) or PluginConfig()
-    return GradOracle(examples=options.examples, seed=options.seed)
+    settings = _check_settings(request.config, options)
+    return GradOracle(
+        examples=settings.examples,
+        seed=settings.seed,
+        dtypes=options.dtypes or ("float64",),
+        settings=settings,
+    )
 
 
 # ---------------------------------------------------------------- the conformance suite
@@ -219,12 +278,19 @@ class ConformanceItem(pytest.Item):
         self.suite = suite
         self.add_marker("gradoracle")
         self.extra_keyword_matches.update({family, source, adapter_label, dtype})
+        self.deviation = suite.deviation_for(identity, adapter_label, dtype)
+        if self.deviation is not None:
+            # a known deviation is an expected failure: XFAIL while it fails, XPASS (a failure
+            # under xfail_strict) once it passes; only the check's own failure counts as expected
+            link = f" ({self.deviation.link})" if self.deviation.link else ""
+            reason = f"known deviation: {self.deviation.reason}{link}"
+            self.add_marker(pytest.mark.xfail(reason=reason, raises=CheckFailed))
 
     def runtest(self) -> None:
-        """Run the check; map its verdict to a pytest outcome (skip, xfail, failure)."""
-        result = self.suite.run_check(self.identity, self.spec, self.adapter_label, self.dtype)
+        """Run the check; map its verdict to a pytest outcome (skip, failure; xfail by the marker)."""
         from gradoracle.results import Verdict
 
+        result = self.suite.run_check(self.identity, self.spec, self.adapter_label, self.dtype)
         # the raw result travels to the controller, which applies the known deviations once
         payload = {"label": self.adapter_label, "result": result.to_dict()}
         self.user_properties.append((RESULT_PROPERTY, json.dumps(payload, default=str)))
@@ -232,23 +298,48 @@ class ConformanceItem(pytest.Item):
             # reported at the item ("gradoracle:1: reason"), not at this line of the plugin
             raise pytest.skip.Exception(result.message, _use_item_location=True)
         if result.verdict in (Verdict.FAIL, Verdict.ERROR):
-            deviation = next((d for d in self.suite.deviations if d.matches(result)), None)
-            if deviation is not None:
-                link = f" ({deviation.link})" if deviation.link else ""
-                pytest.xfail(f"known deviation: {deviation.reason}{link}")
             raise CheckFailed(result)
+        if self.deviation is not None:
+            import warnings
+
+            from gradoracle.deviations import StaleDeviationWarning
+
+            warnings.warn(
+                StaleDeviationWarning(
+                    f"{self.nodeid} passes: the known deviation {self.deviation.label()} "
+                    f"({self.deviation.reason}) is stale; remove it from the known-deviations file"
+                ),
+                stacklevel=1,
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         """The oracle's diagnostic (worst element, three values, tolerance, repro) verbatim."""
         if isinstance(excinfo.value, CheckFailed):
-            r = excinfo.value.result
-            tail = (
-                f"(verdict {r.verdict}: {r.examples} Hypothesis example(s) run, the failing one shrunk; "
-                f"--gradoracle-seed {self.suite.settings.seed}, "
-                f"--gradoracle-examples {self.suite.settings.examples})"
-            )
-            return f"{r.message}\n{tail}"
+            return f"{excinfo.value.result.message}\n{self._rerun_text(excinfo.value.result)}"
         return str(super().repr_failure(excinfo))
+
+    def _rerun_text(self, r: CheckResult) -> str:
+        """How the failure was found and how to run it again."""
+        settings = self.suite.check_settings()
+        found = (
+            f"(verdict {r.verdict}: example {r.first_failure} of {r.examples} drawn failed"
+            if r.first_failure
+            else f"(verdict {r.verdict}: {r.examples} example(s) drawn"
+        )
+        lines = [f"{found}, then {r.shrink_calls} shrinking call(s); {settings.examples} examples per check)"]
+        lines.append(f"rerun this check alone: pytest '{self.nodeid}'")
+        if r.blob:
+            lines.append(
+                f"replay exactly this example: pytest '{self.nodeid}' --gradoracle-reproduce-failure={r.blob}"
+            )
+        if settings.seed is not None:
+            lines.append(f"examples drawn with --gradoracle-seed {settings.seed}")
+        elif r.hypothesis_seed is not None:
+            lines.append(
+                f"examples drawn with a random seed: --hypothesis-seed={r.hypothesis_seed} draws them again; "
+                "the example database replays the failing one first"
+            )
+        return "\n".join(lines)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, 0, f"gradoracle: {self.name}"
@@ -265,9 +356,15 @@ class SuiteCollector(pytest.Collector):
         for ident in self.suite.identities:
             for spec, label in self.suite.adapter_labels:
                 for dtype in self.suite.dtypes:
+                    name = f"{ident.name}[{label}-{dtype}]"
+                    if not self.suite.selected(name):
+                        continue
                     yield ConformanceItem.from_parent(
                         self,
-                        name=f"{ident.name}[{label}-{dtype}]",
+                        name=name,
+                        # parsed like a parametrized test's id (pytest 9 compares structured
+                        # ids: names and params), so --lf / --ff / --sw find it again
+                        nodeid=f"{SUITE_NODE}::{name}",
                         identity=ident.name,
                         family=ident.family,
                         source=ident.source,
@@ -300,13 +397,11 @@ class ConformanceSuite:
         from gradoracle.adapters import AdapterLoadError, load_adapter
         from gradoracle.deviations import DeviationFileError, load_deviations
         from gradoracle.identities import UnknownIdentityError, select_identities
-        from gradoracle.options import run_config
         from gradoracle.runner import DTYPES
 
         self.config = config
         self.options = options
-        run = run_config({"examples": options.examples, "seed": options.seed, "timeout": options.timeout})
-        self.settings: CheckSettings = run.settings
+        self.selectors: list[str] = config.stash.get(_SELECTORS_KEY, [])
         self.dtypes: tuple[str, ...] = options.dtypes or DTYPES
         try:
             self.identities = select_identities(list(options.identities))
@@ -346,7 +441,7 @@ class ConformanceSuite:
         if self._pool is None:
             from gradoracle.isolation import WorkerPool
 
-            self._pool = WorkerPool(1, self.settings.timeout_s)
+            self._pool = WorkerPool(1, self.options.timeout)
         return self._pool
 
     def run_check(self, identity: str, spec: str, label: str, dtype: str) -> CheckResult:
@@ -354,13 +449,13 @@ class ConformanceSuite:
         from gradoracle.runner import check
 
         if not self.options.isolate:
-            return check(identity, spec, dtype, self.settings)
+            return check(identity, spec, dtype, self.check_settings())
         from gradoracle.identities import get_identity
         from gradoracle.matrix import CheckJob, CheckTask
         from gradoracle.results import CheckResult
 
         task = CheckTask(identity, get_identity(identity).source, spec, label, dtype)
-        records = self._worker_pool().run([CheckJob(task, self.settings)])
+        records = self._worker_pool().run([CheckJob(task, self.check_settings())])
         return CheckResult.from_dict(records[0])
 
     def pytest_unconfigure(self) -> None:
@@ -368,13 +463,56 @@ class ConformanceSuite:
             self._pool.close()
             self._pool = None
 
+    @property
+    def settings(self) -> CheckSettings:
+        """The checks' settings as they stand now (see :func:`_check_settings`)."""
+        return self.check_settings()
+
+    def check_settings(self) -> CheckSettings:
+        return _check_settings(self.config, self.options)
+
+    def deviation_for(self, identity: str, adapter_label: str, dtype: str) -> Deviation | None:
+        """The known deviation covering one check, if any."""
+        from gradoracle.results import CheckResult, Verdict
+
+        probe = CheckResult(identity, "", adapter_label, dtype, Verdict.SKIP)
+        return next((d for d in self.deviations if d.matches(probe)), None)
+
+    def selected(self, name: str) -> bool:
+        """Whether the command line's conformance node ids (if any) select the item ``name``."""
+        if not self.selectors:
+            return not self._named_other_tests()
+        for selector in self.selectors:
+            wanted = selector.partition("::")[2]
+            if not wanted or wanted == name or (("[" not in wanted) and name.split("[")[0] == wanted):
+                return True
+        return False
+
+    def _named_other_tests(self) -> bool:
+        """True when the command line names tests of its own (``path::test``) and no conformance id:
+        ``pytest tests/test_x.py::test_a`` runs that test, not the suite besides."""
+        from_args = self.config.args_source == pytest.Config.ArgsSource.ARGS
+        return from_args and any("::" in a for a in self.config.args)
+
     def pytest_report_header(self) -> list[str]:
         adapters = ", ".join(
             f"{label} ({spec})" if label != spec else label for spec, label in self.adapter_labels
         )
+        settings = self.check_settings()
+        if self.options.examples is not None:
+            examples_from = "gradoracle option"
+        elif settings.examples != 30:
+            examples_from = "Hypothesis profile"
+        else:
+            examples_from = "gradoracle default"
+        seed = (
+            f"seed {settings.seed}"
+            if settings.seed is not None
+            else "seed chosen by Hypothesis (--hypothesis-seed, derandomize, else random)"
+        )
         lines = [
             f"gradoracle: adapters {adapters}; {len(self.identities)} identities x {', '.join(self.dtypes)}; "
-            f"{self.settings.examples} examples per check, seed {self.settings.seed}"
+            f"{settings.examples} examples per check ({examples_from}), {seed}"
         ]
         if self.options.known_deviations is not None:
             lines.append(f"gradoracle: known deviations from {self.options.known_deviations}")

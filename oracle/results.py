@@ -89,7 +89,7 @@ class CheckResult:
     verdict: Verdict
     fault: Fault = Fault.NONE
     message: str = ""
-    examples: int = 0
+    examples: int = 0  # drawn (generated or replayed) up to the first failure; shrinking apart
     errors: dict[str, dict[str, ErrorStat]] = field(default_factory=dict)
     worst: WorstElement | None = None
     counterexample: dict[str, Any] | None = None
@@ -98,6 +98,14 @@ class CheckResult:
     fd_dtype: str = ""
     duration_s: float = 0.0
     deviation: dict[str, Any] | None = None
+    #: 1-based index of the first failing example among the ``examples`` drawn
+    first_failure: int | None = None
+    #: calls Hypothesis made after the first failure (shrinking and the final replay)
+    shrink_calls: int = 0
+    #: the seed Hypothesis generated when none was given (rerun with --hypothesis-seed)
+    hypothesis_seed: str | None = None
+    #: the ``@reproduce_failure`` blob, when the profile has ``print_blob``
+    blob: str | None = None
 
     @property
     def id(self) -> str:

@@ -16,16 +16,22 @@ a :class:`CheckResult`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import Phase, given, reject
+from hypothesis import __version__ as hypothesis_version
+from hypothesis import reproduce_failure as hypothesis_reproduce_failure
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
+from hypothesis.control import current_build_context, currently_in_test_context
 from hypothesis.errors import Flaky
+from hypothesis.internal.conjecture.choice import ChoiceTemplate
+from hypothesis.reporting import with_reporter
 
 from gradoracle import finite_differences as fd
 from gradoracle.guard import (
@@ -54,23 +60,120 @@ from gradoracle.tolerances import Tolerance, tolerance_for
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 
+#: gradoracle's default number of examples per check.
+DEFAULT_EXAMPLES = 30
+#: Hypothesis's own default ``max_examples``: a loaded profile with another value chose it.
+HYPOTHESIS_DEFAULT_MAX_EXAMPLES = 100
+
 
 @dataclass(frozen=True)
 class CheckSettings:
-    """Knobs of one check; the defaults are the conformance settings."""
+    """Knobs of one check; the defaults are the conformance settings (the CLI's).
 
-    examples: int = 30
-    seed: int = 0
+    ``seed=None`` lets Hypothesis choose (``--hypothesis-seed``, the profile's
+    ``derandomize``, else a fresh random seed).  ``use_profile`` runs the check under the
+    loaded Hypothesis profile (its database, ``derandomize``, ``print_blob``, phases,
+    health checks, verbosity and backend; see :func:`hypothesis_settings_for`).
+    ``reproduce_failure`` is a blob printed under ``print_blob``: the check then replays
+    exactly that example (Hypothesis's ``@reproduce_failure``).
+    """
+
+    examples: int = DEFAULT_EXAMPLES
+    seed: int | None = 0
     directions: int = 2
     full_jacobian_max: int = 12
     timeout_s: float | None = DEFAULT_TIMEOUT_S  # per call into the adapter (one example)
     shrink: bool = True
     repeat_vjp: bool = True  # call the vjp twice per example: nondeterminism is a named fault
     fd_dtype: str | None = None  # default: float64 when the adapter supports it
+    use_profile: bool = False
+    reproduce_failure: str | None = None
 
     def with_(self, **changes: Any) -> CheckSettings:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+def profile_examples(explicit: int | None = None) -> int:
+    """Examples per check: ``explicit`` > the loaded profile's ``max_examples`` > 30.
+
+    The profile counts when its ``max_examples`` differs from Hypothesis's default (100):
+    a profile that leaves it alone did not ask for 100 gradient checks per identity.
+    """
+    if explicit is not None:
+        return int(explicit)
+    profile = hypothesis_settings.default
+    chosen = profile.max_examples if profile is not None else HYPOTHESIS_DEFAULT_MAX_EXAMPLES
+    return DEFAULT_EXAMPLES if chosen == HYPOTHESIS_DEFAULT_MAX_EXAMPLES else int(chosen)
+
+
+def profile_settings(
+    examples: int | None = None, seed: int | None = None, base: CheckSettings | None = None
+) -> CheckSettings:
+    """Settings for checks run in a user's Hypothesis world (the pytest plugin and fixture).
+
+    Precedence: explicit values (``--gradoracle-examples`` / ``--gradoracle-seed`` or their
+    ini keys) > the loaded Hypothesis profile > gradoracle's defaults; without an explicit
+    seed Hypothesis chooses (``--hypothesis-seed``, ``derandomize``, else random) and the
+    profile's example database replays earlier failures first.
+    """
+    return (base or CheckSettings()).with_(examples=profile_examples(examples), seed=seed, use_profile=True)
+
+
+def hypothesis_settings_for(settings: CheckSettings) -> hypothesis_settings:
+    """The Hypothesis settings of one check.
+
+    Always: ``max_examples = settings.examples``, no deadline (an adapter's first call may
+    compile; the per-example ``timeout_s`` guards hangs), one bug per check, no ``explain``
+    phase (it reruns the test to explain lines of *its* code), shrinking per
+    ``settings.shrink``.  With ``use_profile`` everything else is the loaded profile's
+    (database, derandomize, print_blob, verbosity, backend, the health checks it
+    suppresses: gradoracle suppresses none of its own); without (the CLI), no database,
+    no blob, derandomize off: the seed alone decides.
+    """
+    parent = hypothesis_settings.default
+    if settings.use_profile and parent is not None:
+        phases = [p for p in parent.phases if p is not Phase.explain]
+        if not settings.shrink:
+            phases = [p for p in phases if p is not Phase.shrink]
+        return hypothesis_settings(
+            parent,
+            max_examples=settings.examples,
+            deadline=None,
+            phases=phases,
+            report_multiple_bugs=False,
+        )
+    return hypothesis_settings(
+        max_examples=settings.examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.explicit, Phase.generate] + ([Phase.shrink] if settings.shrink else []),
+        suppress_health_check=(),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+
+
+def simplest_values_drawn() -> tuple[bool, bool]:
+    """(whether Hypothesis made this example by filling choices with their simplest values,
+    whether it holds an array of zeros or is entirely at its simplest).
+
+    While it generates, Hypothesis runs every new prefix once with all later choices at
+    their simplest (first the all-simplest example: first shapes, seed 0, all values 0),
+    and its mutations set whole choices to their simplest: arrays of zeros, which make
+    examples identical in value and put a ReLU of ``W x`` or a user's kinked function on
+    its kink.  The runner rejects such examples while it generates (see :func:`check`).
+    """
+    try:
+        data = current_build_context().data
+        probe = any(isinstance(c, ChoiceTemplate) for c in (data.prefix or ()))
+        nodes = data.nodes
+        simplest = bool(nodes) and all(node.trivial for node in nodes)
+        zeros = any(node.type == "bytes" and node.value and node.trivial for node in nodes)
+        return probe, simplest or zeros
+    except Exception:  # another Hypothesis version's internals: keep the example
+        return False, False
 
 
 @dataclass
@@ -824,22 +927,59 @@ def check(
     fd_dtype = settings.fd_dtype or ("float64" if "float64" in facts.dtypes else dtype)
     tol = tolerance_for(dtype, fd_dtype)
     stats: dict[str, dict[str, ErrorStat]] = {}
-    state: dict[str, Any] = {"examples": 0, "last": None, "outcomes": []}
+    # drawn: examples generated or replayed before the first failure (shrink calls apart);
+    # first_failure: the 1-based index of the first failing one among them
+    state: dict[str, Any] = {
+        "calls": 0,
+        "drawn": 0,
+        "first_failure": None,
+        "fault": None,
+        "generating": False,
+        "last": None,
+        "outcomes": [],
+    }
     what = f"{adapter_label} on one example of {ident.name}/{dtype}"
+    # inside the user's own @given test, check() draws one example through it (no nesting)
+    nested = currently_in_test_context()
+    skip_simplest = settings.reproduce_failure is None and not nested
 
-    def body(example: Example) -> None:
+    def evaluate(example: Example) -> ExampleOutcome:
+        # through the adapter's guard: its own thread, the time limit, any exception a record
+        # (after a hang the guard refuses further calls at once)
         try:
-            outcome = guard.call(
+            outcome: ExampleOutcome = guard.call(
                 lambda: evaluate_example(ident, ad, dtype, example, settings),
                 timeout,
                 what,
                 passthrough=(InvalidShapeError,),
             )
+            return outcome
         except AdapterCallError as exc:
-            outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
-        state["examples"] += 1
+            return ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+
+    def body(example: Example) -> None:
+        if skip_simplest:
+            # Hypothesis replays database entries first, then generates, starting with an
+            # example made of simplest choices; until the first failure, generated examples
+            # with zero arrays are rejected (replays and shrinking keep them).
+            probe, degenerate = simplest_values_drawn()
+            state["generating"] = state["generating"] or probe
+            if degenerate and state["generating"] and state["first_failure"] is None:
+                reject()
+        state["calls"] += 1
+        if state["first_failure"] is None:
+            state["drawn"] += 1
+        outcome = evaluate(example)
         state["last"] = outcome
         state["outcomes"].append(outcome)
+        if not outcome.passed and state["first_failure"] is None:
+            state["first_failure"] = state["drawn"]
+            state["fault"] = outcome.fault
+        elif not outcome.passed and outcome.fault != state["fault"]:
+            # Shrinking keeps the first failure's fault: an example that fails another way
+            # (a forward fault shrunk to all-zero inputs, where only the backward differs)
+            # counts as passing for the shrinker, so the shrunk example shows the fault found.
+            return
         for c in outcome.comparisons:
             stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
                 c.abs_error, c.rel_error, c.ratio
@@ -857,22 +997,41 @@ def check(
                 repro=repro,
             )
 
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if settings.shrink else [])
-    test = given(ident.strategy())(body)
-    test = hypothesis_settings(
-        max_examples=settings.examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        phases=phases,
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-        print_blob=False,
-    )(test)
-    test = hypothesis_seed(settings.seed)(test)
     common: dict[str, Any] = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
+    reported: list[object] = []
+    test: Any = None
+
+    def counts() -> dict[str, Any]:
+        drawn = state["drawn"]
+        return {
+            "examples": drawn,
+            "first_failure": state["first_failure"],
+            "shrink_calls": max(0, state["calls"] - drawn),
+        }
+
+    def provenance(exc: BaseException | None = None) -> dict[str, Any]:
+        generated = getattr(test, "_hypothesis_internal_use_generated_seed", None)
+        notes = [*reported, *(getattr(exc, "__notes__", None) or [])]
+        blob = next((m.group(1) for n in notes if (m := _BLOB.search(str(n)))), None)
+        return {"hypothesis_seed": None if generated is None else str(generated), "blob": blob}
+
     try:
-        test()
+        if nested:
+            # one example, drawn (and shrunk) by the user's test
+            body(current_build_context().data.draw(ident.strategy()))
+        else:
+            test = given(ident.strategy())(body)
+            # one example-database entry per check (the closure's source is the same for all)
+            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}".encode()
+            body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+            test = hypothesis_settings_for(settings)(test)
+            if settings.seed is not None:
+                test = hypothesis_seed(settings.seed)(test)
+            if settings.reproduce_failure:
+                blob = settings.reproduce_failure.encode()
+                test = hypothesis_reproduce_failure(hypothesis_version, blob)(test)
+            with with_reporter(reported.append):
+                test()
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
         crashed = last is not None and last.crash is not None
@@ -887,31 +1046,44 @@ def check(
             Verdict.ERROR if crashed else Verdict.FAIL,
             exc.fault,
             str(exc),
-            examples=state["examples"],
             errors=stats,
             worst=exc.worst,
             counterexample=counter,
             repro=exc.repro,
+            **counts(),
+            **provenance(exc),
             **common,
         )
     except InvalidShapeError as exc:
-        return result(
-            Verdict.ERROR, Fault.NONE, f"invalid input shapes: {exc}", examples=state["examples"], **common
-        )
+        return result(Verdict.ERROR, Fault.NONE, f"invalid input shapes: {exc}", **counts(), **common)
     except Flaky as exc:  # failed once, passed when replayed: the adapter does not repeat itself
         return _flaky_result(
-            exc, state["outcomes"], ident, ad, spec, adapter_label, dtype, tol, result, common
+            exc,
+            state["outcomes"],
+            ident,
+            ad,
+            spec,
+            adapter_label,
+            dtype,
+            tol,
+            result,
+            {**common, **counts(), **provenance(exc)},
         )
-    except Exception as exc:  # other Hypothesis errors become records too
+    except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too
         return result(
             Verdict.ERROR,
             Fault.ADAPTER,
             describe_exception(exc),
-            examples=state["examples"],
             errors=stats,
+            **counts(),
+            **provenance(exc),
             **common,
         )
-    return result(Verdict.PASS, examples=state["examples"], errors=stats, **common)
+    return result(Verdict.PASS, errors=stats, **counts(), **common)
+
+
+#: ``@reproduce_failure('6.x', b'BLOB')`` as Hypothesis prints it under ``print_blob``.
+_BLOB = re.compile(r"@reproduce_failure\([^,]+, b'([^']+)'\)")
 
 
 def _flaky_result(
@@ -934,7 +1106,6 @@ def _flaky_result(
             Verdict.FAIL,
             Fault.NONDETERMINISTIC,
             f"the check failed once and passed when Hypothesis replayed it ({describe_exception(exc)})",
-            examples=len(outcomes),
             **common,
         )
     repro = repro_snippet(ident, _adapter_spec(adapter, spec), dtype, failed.example)
@@ -953,7 +1124,6 @@ def _flaky_result(
         Verdict.FAIL,
         Fault.NONDETERMINISTIC,
         f"{head}\n{message}",
-        examples=len(outcomes),
         worst=worst,
         counterexample=counter,
         repro=repro,

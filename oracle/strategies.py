@@ -1,12 +1,32 @@
-"""Hypothesis strategies that draw identity inputs cheaply.
+"""Hypothesis strategies that draw identity inputs cheaply, and shrink in shape and value.
 
-Drawing a large array element by element through Hypothesis is slow and its shrinking
-rarely helps a gradient check.  Instead each strategy draws the *structure* (shapes,
-pool size, a value scale, a target kind) and one 32-bit seed; the values come from
-``numpy.random.default_rng(seed)``.  Shrinking still works where it is useful: shapes
-shrink towards the first entry of their menu (the smallest shape that exercises every
-rule of the family), the scale towards 1, the seed towards 0, so a failing example
-shrinks to the smallest shape that still fails.
+Each strategy draws the *structure* (shapes from small menus, a value scale, a target
+kind), a 32-bit ``seed`` (the cotangent and the finite-difference directions come from
+it), and the *values*, through :class:`DrawnValues`: an object with the methods of a
+``numpy.random.Generator`` that the strategies use (``uniform``, ``random``,
+``integers``) whose values Hypothesis draws and shrinks.
+
+Values that shrink.  An array of ``n`` elements in ``[low, high]`` is one Hypothesis
+``binary`` draw of ``6 n`` bytes (one choice, so drawing costs about as much as drawing
+one integer; measured in :func:`gradoracle.strategies.draw_cost`), read as ``n`` 48-bit
+codes.  A code ``c`` is mapped to a point of the dyadic grid ``{k 2**-B} cap [low, high]``
+(``B`` ~ 37 for ``[-1, 1]``, so values carry ~38 significant bits and products still
+round in float64) through a bijection ordered by *simplicity*: first the integers
+(``0, 1, -1, 2, -2, ...``), then the halves (``0.5, -0.5, 1.5, ...``), then quarters,
+eighths, and so on, each level by increasing magnitude, positive first.  A uniform code
+gives a value uniform on the grid, i.e. uniform on ``[low, high]``; Hypothesis shrinks
+bytes towards zero, so codes shrink towards 0 and a shrunk counterexample's values become
+small integers and halves wherever the failure survives the simplification, and 0 (or
+the simplest point of the interval) wherever the value does not matter.  Arrays beyond
+:data:`SHRINKABLE_ELEMENTS` elements per example (large user-supplied shapes) take their
+values from the seed instead (they still shrink in shape and seed, not in value), which
+keeps every example far below Hypothesis's buffer limit.
+
+Shrinking also works on the structure: shapes shrink towards the first entry of their
+menu (the smallest shape that exercises every rule of the family), the scale towards 1,
+the seed towards 0.  The runner rejects the one example made only of simplest choices
+(all values 0, first shape, seed 0: the example Hypothesis always tries first), so that
+a different seed gives a different first example.
 
 Shapes come from small menus (:data:`VECTOR_SIZES`, :data:`MATRIX_SHAPES`,
 :data:`MLP_SHAPES`, :data:`CONV_SHAPES`, :data:`POOL_SHAPES`) that name the shape classes
@@ -28,6 +48,8 @@ finite-difference evaluation crosses a kink.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +85,190 @@ def rng_for(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def uniform(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+# ------------------------------------------------------------------ values that shrink
+
+#: Bytes per element: one 48-bit code per value.
+CODE_BYTES = 6
+#: Grid points per interval are kept below ``2**GRID_POINTS_BITS`` (codes are taken
+#: modulo the count, so the 48-bit codes stay uniform on the grid to within 2**-8).
+GRID_POINTS_BITS = 40
+#: Elements per example whose values Hypothesis draws (and shrinks); beyond, values come
+#: from the example's seed.  6 bytes x 256 keeps the simplest example at 1.5 KiB, far
+#: below Hypothesis's 8 KiB buffer (and its health check at half of it).
+SHRINKABLE_ELEMENTS = 256
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The simplicity-ordered dyadic grid on ``[low, high]``, level by level.
+
+    Level ``d`` holds the grid points whose simplest denominator is ``2**d`` (level 0: the
+    integers, 0 first when inside); within a level, increasing magnitude, positive first.
+    """
+
+    offsets: np.ndarray  # first code of each level, and the total count last
+    has_zero: bool
+    pos_first: np.ndarray  # smallest numerator of the level's positive side
+    pos_count: np.ndarray
+    neg_first: np.ndarray  # smallest |numerator| of the level's negative side
+    neg_count: np.ndarray
+    step: np.ndarray  # numerator step: 1 at level 0, 2 (odd numerators) above
+
+
+def _odd_range(a: int, b: int) -> tuple[int, int]:
+    """(first odd >= a, count of odd numbers in [a, b]) for a >= 1."""
+    if b < a:
+        return 1, 0
+    return (a if a % 2 else a + 1), (b + 1) // 2 - a // 2
+
+
+@functools.lru_cache(maxsize=256)
+def _grid(low: float, high: float) -> _Grid:
+    """The grid for ``[low, high]`` with ``2**levels`` as fine as fits :data:`GRID_POINTS_BITS`."""
+    width = max(high - low, 2.0**-20)
+    levels = max(1, GRID_POINTS_BITS - 1 - max(0, math.ceil(math.log2(width))))
+    counts, pos_first, pos_count, neg_first, neg_count, step = [], [], [], [], [], []
+    has_zero = low <= 0.0 <= high
+    for d in range(levels + 1):
+        scale = 2.0**d
+        hi_num, lo_num = math.floor(high * scale), math.ceil(low * scale)
+        a_pos, b_pos = max(1, lo_num), hi_num
+        a_neg, b_neg = max(1, -hi_num), -lo_num
+        if d == 0:
+            pf, pc = a_pos, max(0, b_pos - a_pos + 1)
+            nf, nc = a_neg, max(0, b_neg - a_neg + 1)
+        else:
+            pf, pc = _odd_range(a_pos, b_pos)
+            nf, nc = _odd_range(a_neg, b_neg)
+        pos_first.append(pf)
+        pos_count.append(pc)
+        neg_first.append(nf)
+        neg_count.append(nc)
+        step.append(1 if d == 0 else 2)
+        counts.append(pc + nc + (1 if d == 0 and has_zero else 0))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return _Grid(
+        offsets,
+        has_zero,
+        as_array(pos_first),
+        as_array(pos_count),
+        as_array(neg_first),
+        as_array(neg_count),
+        as_array(step),
+    )
+
+
+def grid_values(codes: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Codes (non-negative integers) -> values in ``[low, high]``, simplest for the smallest codes.
+
+    ``grid_values(range(7), -1, 1) = [0, 1, -1, 0.5, -0.5, 0.25, -0.25]``: a bijection
+    between ``[0, count)`` and the grid (codes beyond wrap around), so uniform codes give
+    uniform values and codes shrinking towards 0 give simpler values.
+    """
+    if not low <= high:
+        low, high = high, low
+    if low == high:
+        return np.full(np.shape(codes), float(low))
+    grid = _grid(float(low), float(high))
+    total = int(grid.offsets[-1])
+    if total == 0:  # no dyadic point inside (a very narrow interval): its midpoint
+        return np.full(np.shape(codes), (low + high) / 2)
+    c = (np.asarray(codes, dtype=np.uint64) % np.uint64(total)).astype(np.int64)
+    level = np.searchsorted(grid.offsets, c, side="right") - 1
+    r = c - grid.offsets[level]
+    zero = (level == 0) & grid.has_zero & (r == 0)
+    r = r - ((level == 0) & grid.has_zero)
+    pc, nc = grid.pos_count[level], grid.neg_count[level]
+    pairs = np.minimum(pc, nc)
+    in_pair = r < 2 * pairs
+    positive = np.where(in_pair, r % 2 == 0, pc > nc)
+    j = np.where(in_pair, r // 2, pairs + (r - 2 * pairs))
+    numerator = np.where(positive, grid.pos_first[level], grid.neg_first[level]) + grid.step[level] * j
+    values = np.where(positive, numerator, -numerator) * np.ldexp(1.0, -level)
+    return np.where(zero, 0.0, values).astype(np.float64)
+
+
+def _codes(data: bytes, n: int) -> np.ndarray:
+    """``n`` big-endian 48-bit codes from ``6 n`` bytes."""
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(n, CODE_BYTES).astype(np.uint64)
+    codes = np.zeros(n, dtype=np.uint64)
+    for k in range(CODE_BYTES):
+        codes = (codes << np.uint64(8)) | raw[:, k]
+    return codes
+
+
+def _size(size: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    if size is None:
+        return ()
+    if isinstance(size, int | np.integer):
+        return (int(size),)
+    return tuple(int(d) for d in size)
+
+
+class DrawnValues:
+    """The values of one example, drawn through Hypothesis so that they shrink.
+
+    Has the ``numpy.random.Generator`` methods the strategies use: :meth:`uniform`,
+    :meth:`random` and :meth:`integers` draw through Hypothesis (see the module
+    docstring); every other method (``multinomial``, ``dirichlet``, ``normal``, ...) is
+    the seed's generator's, so a strategy written against a ``Generator`` works unchanged
+    (its values then shrink only with the seed).  Each array is one ``binary`` choice;
+    an array drawn with every byte 0 (Hypothesis fills the choices after a new prefix
+    with their simplest values while it explores) is all zeros: the runner rejects such
+    examples until a failure is found (:func:`gradoracle.runner.simplest_values_drawn`).
+    """
+
+    def __init__(self, draw: st.DrawFn, seed: int) -> None:
+        self._draw = draw
+        self._rng = np.random.default_rng(seed)
+        self._budget = SHRINKABLE_ELEMENTS
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: int | tuple[int, ...] | None = None) -> Any:
+        """Values in ``[low, high]``, uniform on a fine dyadic grid, shrinking to simple ones."""
+        shape = _size(size)
+        n = math.prod(shape)
+        if n > self._budget:
+            return self._rng.uniform(low, high, size=size)
+        self._budget -= n
+        data = self._draw(st.binary(min_size=CODE_BYTES * n, max_size=CODE_BYTES * n)) if n else b""
+        values = grid_values(_codes(data, n), float(low), float(high)).reshape(shape)
+        return float(values) if size is None else values
+
+    def random(self, size: int | tuple[int, ...] | None = None) -> Any:
+        """Values in ``[0, 1]`` (:meth:`uniform`); shrink towards 0."""
+        return self.uniform(0.0, 1.0, size)
+
+    def integers(self, low: int, high: int | None = None, size: int | tuple[int, ...] | None = None) -> Any:
+        """Integers in ``[low, high)`` (``[0, low)`` with one bound); shrink towards ``low``."""
+        lo, hi = (0, int(low)) if high is None else (int(low), int(high))
+        if hi <= lo:
+            raise ValueError(f"integers: empty range [{lo}, {hi})")
+        shape = _size(size)
+        n = math.prod(shape)
+        drawn = [self._draw(st.integers(lo, hi - 1)) for _ in range(n)]
+        return drawn[0] if size is None else np.asarray(drawn, dtype=np.int64).reshape(shape)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rng, name)
+
+
+#: What a strategy draws values from: a seeded ``Generator`` or :class:`DrawnValues`.
+ValueSource = np.random.Generator | DrawnValues
+
+
+def values_for(draw: st.DrawFn, seed: int) -> DrawnValues:
+    """The value source of one example (use it where ``rng_for(seed)`` was used)."""
+    return DrawnValues(draw, seed)
+
+
+def uniform(rng: ValueSource, shape: tuple[int, ...], scale: float) -> np.ndarray:
     """Values uniform in ``[-scale, scale]``."""
     return rng.uniform(-scale, scale, size=shape)
 
 
 def away_from_zero(
-    rng: np.random.Generator, shape: tuple[int, ...], scale: float, margin: float = KINK_MARGIN
+    rng: ValueSource, shape: tuple[int, ...], scale: float, margin: float = KINK_MARGIN
 ) -> np.ndarray:
     """Values with ``margin <= |x| <= margin + scale``, random sign."""
     magnitude = margin + rng.uniform(0.0, scale, size=shape)
@@ -77,12 +276,12 @@ def away_from_zero(
     return sign * magnitude
 
 
-def positive(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+def positive(rng: ValueSource, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
     """Values uniform in ``[low, high]`` (for log's domain)."""
     return rng.uniform(low, high, size=shape)
 
 
-def target_vector(rng: np.random.Generator, m: int, soft: bool) -> np.ndarray:
+def target_vector(rng: ValueSource, m: int, soft: bool) -> np.ndarray:
     """A probability vector: one-hot, or soft with dyadic entries summing to exactly 1.
 
     Soft targets are multiples of 2**-16, so they and their sum are exact in float32 and

@@ -59,7 +59,7 @@ from gradoracle.runner import (
     describe_outcome,
     evaluate_example,
 )
-from gradoracle.strategies import SEEDS, Example
+from gradoracle.strategies import SEEDS, Example, values_for
 from gradoracle.tolerances import tolerance_for
 
 __all__ = [
@@ -283,7 +283,7 @@ def _input_strategy(
     @st.composite
     def draw_example(draw: st.DrawFn) -> Example:
         seed = draw(SEEDS)
-        rng = np.random.default_rng(seed)
+        rng = values_for(draw, seed)  # values that shrink to small integers and halves
         dims: dict[str, int] = {}
         arrays: dict[str, np.ndarray] = {}
         if whole is not None:
@@ -578,8 +578,8 @@ def check_gradients(
     identity: str | Identity | None = None,
     reference: Callable[..., Any] | None = None,
     dtypes: Sequence[str] | str = ("float64",),
-    examples: int = 30,
-    seed: int = 0,
+    examples: int | None = None,
+    seed: int | None = None,
     scale: float = 1.0,
     max_dim: int = 6,
     name: str | None = None,
@@ -588,17 +588,20 @@ def check_gradients(
     """Check ``forward``'s gradients (autodiff or ``vjp``) over Hypothesis-drawn inputs.
 
     Compares ``u^T J`` with central finite differences of ``forward`` and, with ``identity``
-    or ``reference``, with the closed form; raises :class:`GradientMismatch` (the suite's
-    diagnostic, shrunk example and repro) when any dtype fails, returns one
-    :class:`CheckResult` per dtype otherwise.  :class:`FrameworkUnavailableError` when
-    ``framework`` is not installed; :class:`UserCheckError` for arguments that cannot work.
+    or ``reference``, with the closed form.  ``examples`` and ``seed`` default to
+    ``settings``' (30 and 0: deterministic); inside a running Hypothesis test (``@given``)
+    each dtype's check is one example drawn through that test instead.  Raises
+    :class:`GradientMismatch` (the suite's diagnostic, shrunk example and repro) when any
+    dtype fails, returns one :class:`CheckResult` per dtype otherwise.
+    :class:`FrameworkUnavailableError` when ``framework`` is not installed;
+    :class:`UserCheckError` for arguments that cannot work.
     """
     __tracebackhide__ = True
     dtype_list = [dtypes] if isinstance(dtypes, str) else list(dtypes)
     bad = [d for d in dtype_list if d not in DTYPES]
     if bad or not dtype_list:
         raise UserCheckError(f"dtypes {bad or '[]'}: choose from {', '.join(DTYPES)}")
-    if examples < 1:
+    if examples is not None and examples < 1:
         raise UserCheckError(f"examples must be a positive integer, got {examples}")
     inner = _inner_adapter(framework, vjp)
     ident, user = user_identity(
@@ -620,7 +623,11 @@ def check_gradients(
         raise UserCheckError(
             f"framework {adapter.name!r} does not support {unsupported}; it has {adapter.dtypes}"
         )
-    run_settings = (settings or CheckSettings()).with_(examples=int(examples), seed=int(seed))
+    base = settings or CheckSettings()
+    run_settings = base.with_(
+        examples=base.examples if examples is None else int(examples),
+        seed=base.seed if seed is None else int(seed),
+    )
     results = []
     for dtype in dtype_list:
         res = check(ident, adapter, dtype, run_settings)
@@ -704,18 +711,23 @@ class GradOracle:
     """What the ``gradoracle`` pytest fixture returns.
 
     ``check`` and ``check_at`` are :func:`check_gradients` and :func:`check_gradients_at`
-    with the session's ``--gradoracle-examples`` / ``--gradoracle-seed`` as defaults, and a
-    framework that is not installed turns into a skip with the reason.
+    with the session's examples, seed, dtypes and Hypothesis settings as defaults (see the
+    ``gradoracle`` fixture), and a framework that is not installed turns into a skip with
+    the reason.
     """
 
     examples: int = 30
-    seed: int = 0
+    seed: int | None = 0
+    dtypes: tuple[str, ...] = ("float64",)
+    settings: CheckSettings | None = None
 
     def check(self, forward: Callable[..., Any], inputs: Any = None, **kwargs: Any) -> list[CheckResult]:
         """:func:`check_gradients` (see there for the arguments)."""
         __tracebackhide__ = True
         kwargs.setdefault("examples", self.examples)
         kwargs.setdefault("seed", self.seed)
+        kwargs.setdefault("dtypes", self.dtypes)
+        kwargs.setdefault("settings", self.settings)
         try:
             return check_gradients(forward, inputs, **kwargs)
         except FrameworkUnavailableError as exc:
@@ -728,6 +740,7 @@ class GradOracle:
     ) -> ExampleOutcome:
         """:func:`check_gradients_at` (one fixed example)."""
         __tracebackhide__ = True
+        kwargs.setdefault("settings", self.settings)
         try:
             return check_gradients_at(forward, inputs, **kwargs)
         except FrameworkUnavailableError as exc:

@@ -361,10 +361,13 @@ def test_known_deviations_become_xfail_and_stale_entries_are_reported(other_repo
         "--gradoracle-known-deviations",
         "deviations.toml",
     ]
-    result = other_repo.runpytest(*args, "-rx", *_identity_args(POOLS), *FAST)
-    result.assert_outcomes(passed=2, xfailed=2)
+    result = other_repo.runpytest(*args, "-rxX", *_identity_args(POOLS), *FAST)
+    # the stale entry's checks pass: XPASS, with a pytest warning naming the entry
+    result.assert_outcomes(xpassed=2, xfailed=2, warnings=2)
     result.stdout.fnmatch_lines(
         [
+            "*StaleDeviationWarning: gradoracle::avg-pool[[]mini-wrongpixel-float64[]] passes: "
+            "the known deviation avg-pool / mini-wrongpixel / * (thought to be broken, but is not) is stale*",
             "*stale known deviation (now passes; remove it): avg-pool / mini-wrongpixel / *",
             "*known deviation matches no check in this run: conv-* / no-such-adapter / *",
             "XFAIL gradoracle::max-pool[[]mini-wrongpixel-float64[]] - known deviation: "
@@ -405,7 +408,7 @@ def test_options_from_the_ini_file_and_the_command_line_wins(other_repo: pytest.
     result.stdout.fnmatch_lines(
         [
             "gradoracle: adapters mini-wrongpixel (mymod:WrongPixelAdapter); 2 identities x "
-            "float32; 2 examples per check, seed 7"
+            "float32; 2 examples per check (gradoracle option), seed 7"
         ]
     )
     result.assert_outcomes(passed=1, xfailed=1)

@@ -10,12 +10,13 @@ The records live beside this registry, one module per section of the notes:
 - :mod:`~gradoracle.identities.convolution` and :mod:`~gradoracle.identities.pooling`.
 
 This module assembles them, in the notes' order, into :data:`IDENTITIES` and looks
-identities up by name, ``notes:`` source label or family.
+identities up by name, ``family:`` selector, ``notes:`` source label or glob.
 """
 
 from __future__ import annotations
 
 import difflib
+from fnmatch import fnmatchcase
 
 from gradoracle.identities import convolution, elementwise, linear, mlp, pooling
 from gradoracle.identities.elementwise import ELEMENTWISE, Elementwise
@@ -97,13 +98,53 @@ def get_identity(name: str | Identity) -> Identity:
     raise UnknownIdentityError(f"unknown identity {name!r}.{hint} Run 'gradoracle list' for the catalogue.")
 
 
+def _families() -> list[str]:
+    return list(dict.fromkeys(i.family for i in IDENTITIES.values()))
+
+
+def _select_one(pattern: str) -> list[Identity]:
+    """The identities one selector names (see :func:`select_identities`)."""
+    if pattern in IDENTITIES:
+        return [IDENTITIES[pattern]]
+    if pattern.startswith("family:"):
+        family = pattern.partition(":")[2]
+        found = [i for i in IDENTITIES.values() if fnmatchcase(i.family, family)]
+        if not found:
+            raise UnknownIdentityError(
+                f"no identity family matches {family!r}; families: {', '.join(_families())}"
+            )
+        return found
+    if pattern.startswith("notes:"):
+        found = [i for i in IDENTITIES.values() if fnmatchcase(i.source, pattern)]
+        if not found:
+            raise UnknownIdentityError(
+                f"no identity has the source label {pattern!r}; labels: {', '.join(SOURCES)}"
+            )
+        return found
+    if any(c in pattern for c in "*?["):
+        found = [i for i in IDENTITIES.values() if fnmatchcase(i.name, pattern)]
+        if not found:
+            raise UnknownIdentityError(
+                f"the pattern {pattern!r} matches no identity name. Run 'gradoracle list' for the catalogue; "
+                "'family:NAME' selects a family"
+            )
+        return found
+    found = [i for i in IDENTITIES.values() if i.family == pattern]
+    return found or [get_identity(pattern)]
+
+
 def select_identities(names: list[str] | None) -> list[Identity]:
-    """Identities named (by name, by ``notes:`` source label, or by family), all when empty."""
+    """Identities named by the selectors, in the selectors' order; all when ``names`` is empty.
+
+    A selector is an identity name (``mlp`` is that identity alone), ``family:NAME`` (a
+    family, ``family:mlp`` the six MLP identities; globs allowed), a ``notes:`` source label,
+    a glob over names (``elementwise-*``, ``mlp*``), or a family name that is no identity's
+    name (``elementwise``).  A selector that matches nothing raises
+    :class:`UnknownIdentityError` with the choices.
+    """
     if not names:
         return all_identities()
     chosen: dict[str, Identity] = {}
     for name in names:
-        matches = [i for i in IDENTITIES.values() if name in (i.source, i.family)]
-        for ident in matches or [get_identity(name)]:
-            chosen[ident.name] = ident
+        chosen.update((i.name, i) for i in _select_one(name.strip()))
     return list(chosen.values())

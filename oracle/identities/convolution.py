@@ -47,7 +47,7 @@ def _grad_conv_input(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.nd
 def _conv_inputs(draw: st.DrawFn) -> S.Example:
     k, H, W = draw(S.shapes(S.CONV_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     return S.Example({"X": S.uniform(rng, (H, W), scale), "K": S.uniform(rng, (k, k), scale)}, {}, seed)
 
 

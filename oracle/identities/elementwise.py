@@ -136,7 +136,7 @@ def _elementwise_identity(f: Elementwise) -> Identity:
     @st.composite
     def inputs(draw: st.DrawFn) -> S.Example:
         n, seed = draw(S.dims(1, 12)), draw(S.SEEDS)
-        rng = S.rng_for(seed)
+        rng = S.values_for(draw, seed)
         if f.domain == "positive":
             x = S.positive(rng, (n,), 0.1, 4.0)
         elif f.domain == "nonzero":

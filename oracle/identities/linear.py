@@ -51,14 +51,14 @@ def _vecmat_forward(ops: Any, a: Arrays, p: Params) -> Any:
 @st.composite
 def _matvec_inputs(draw: st.DrawFn) -> S.Example:
     (n, m), scale, seed = draw(S.shapes(S.MATRIX_SHAPES)), draw(S.SCALES), draw(S.SEEDS)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     return S.Example({"W": S.uniform(rng, (n, m), scale), "x": S.uniform(rng, (m,), scale)}, {}, seed)
 
 
 @st.composite
 def _vecmat_inputs(draw: st.DrawFn) -> S.Example:
     (n, m), scale, seed = draw(S.shapes(S.MATRIX_SHAPES)), draw(S.SCALES), draw(S.SEEDS)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     return S.Example({"x": S.uniform(rng, (n,), scale), "W": S.uniform(rng, (n, m), scale)}, {}, seed)
 
 
@@ -80,7 +80,7 @@ def _self_forward(ops: Any, a: Arrays, p: Params) -> Any:
 @st.composite
 def _vector_inputs(draw: st.DrawFn) -> S.Example:
     n, scale, seed = draw(S.dims()), draw(S.SCALES), draw(S.SEEDS)
-    return S.Example({"x": S.uniform(S.rng_for(seed), (n,), scale)}, {}, seed)
+    return S.Example({"x": S.uniform(S.values_for(draw, seed), (n,), scale)}, {}, seed)
 
 
 def _jac_self(a: Arrays, p: Params) -> dict[str, np.ndarray]:

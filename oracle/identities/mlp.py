@@ -217,7 +217,7 @@ def _mlp_sizes(draw: st.DrawFn) -> tuple[int, int, int, bool, int]:
 @st.composite
 def _mlp_inputs(draw: st.DrawFn) -> S.Example:
     n, h, m, soft, seed = _mlp_sizes(draw)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     x = S.uniform(rng, (n,), 1.0)
     W1 = S.uniform(rng, (h, n), 1.0)
     b1 = S.uniform(rng, (h,), 0.5)
@@ -231,7 +231,7 @@ def _mlp_inputs(draw: st.DrawFn) -> S.Example:
 @st.composite
 def _logit_inputs(draw: st.DrawFn) -> S.Example:
     m, soft, seed, scale = draw(S.dims(2, 10)), draw(st.booleans()), draw(S.SEEDS), draw(S.SCALES)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     return S.Example(
         {"z2": S.uniform(rng, (m,), 2 * scale), "y": S.target_vector(rng, m, soft)},
         {},
@@ -242,7 +242,7 @@ def _logit_inputs(draw: st.DrawFn) -> S.Example:
 @st.composite
 def _output_layer_inputs(draw: st.DrawFn) -> S.Example:
     _, h, m, soft, seed = _mlp_sizes(draw)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     return S.Example(
         {
             "h": np.abs(S.uniform(rng, (h,), 1.0)),
@@ -258,7 +258,7 @@ def _output_layer_inputs(draw: st.DrawFn) -> S.Example:
 @st.composite
 def _relu_layer_inputs(draw: st.DrawFn) -> S.Example:
     _, h, m, soft, seed = _mlp_sizes(draw)
-    rng = S.rng_for(seed)
+    rng = S.values_for(draw, seed)
     return S.Example(
         {
             "z1": S.away_from_zero(rng, (h,), 1.0, 2 * S.KINK_MARGIN),

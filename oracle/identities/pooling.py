@@ -66,7 +66,7 @@ def _grad_avg_pool(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndar
 def _pool_inputs(draw: st.DrawFn, separate_maxima: bool) -> S.Example:
     k, H, W = draw(S.shapes(S.POOL_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    X = S.uniform(S.rng_for(seed), (H, W), scale)
+    X = S.uniform(S.values_for(draw, seed), (H, W), scale)
     if separate_maxima:
         X = S.separate_window_maxima(X, k)
     return S.Example({"X": X}, {"k": k}, seed)

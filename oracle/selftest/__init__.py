@@ -3,9 +3,8 @@
 **Mutants** (``gradoracle selftest``).  Every mutant of :mod:`gradoracle.selftest.mutants` runs on
 each of its target identities and dtypes through the normal runner
 (:func:`gradoracle.matrix.run_matrix` -> :func:`gradoracle.runner.check`) with the default
-settings except ``shrink=False``: shrinking only makes the counterexample smaller, and
-without it ``CheckResult.examples - 1`` is exactly the number of examples drawn until
-the first failing one (Hypothesis replays a failing example once to report it).  A
+settings except ``shrink=False``: shrinking only makes the counterexample smaller
+(``CheckResult.first_failure`` is the index of the first failing example).  A
 mutant is *killed* when every (target, dtype) fails with the expected fault; *survived*
 when one passes; *mislocalised* when one fails with another fault.  The correct adapters
 (NumPy engine, PyTorch, JAX when installed) run every identity in every dtype with the

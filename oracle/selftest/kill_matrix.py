@@ -3,9 +3,8 @@
 Every mutant of :mod:`gradoracle.selftest.mutants` runs on each of its target identities and
 dtypes through the normal runner (:func:`gradoracle.matrix.run_matrix` ->
 :func:`gradoracle.runner.check`) with the default settings except ``shrink=False``:
-shrinking only makes the counterexample smaller, and without it ``CheckResult.examples - 1``
-is exactly the number of examples drawn until the first failing one (Hypothesis replays a
-failing example once to report it).  A mutant is *killed* when every (target, dtype) fails
+shrinking only makes the counterexample smaller (``CheckResult.first_failure`` is the
+index of the first failing example either way).  A mutant is *killed* when every (target, dtype) fails
 with the expected fault; *survived* when one passes; *mislocalised* when one fails with
 another fault.  The correct adapters (NumPy engine, PyTorch, JAX when installed) run every
 identity in every dtype with the default settings.  The result is written as
@@ -74,8 +73,7 @@ def row_from_result(result: CheckResult, expected: Fault) -> MutantRow:
         fault=str(result.fault),
         expected_fault=str(expected),
         examples=result.examples,
-        # Hypothesis replays the failing example once to report it (shrinking is off).
-        first_failure=max(result.examples - 1, 1) if caught and result.examples else None,
+        first_failure=result.first_failure if caught else None,
         duration_s=round(result.duration_s, 4),
         message=head,
         repro=result.repro,
