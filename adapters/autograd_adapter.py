@@ -103,8 +103,11 @@ class AutogradOps:
         return self.np.abs(x)
 
     def elu(self, x: Any) -> Any:
-        """``x if x > 0 else expm1(x)``; expm1 sees ``min(x, 0)`` so the unused branch cannot overflow."""
-        return self.np.where(x > 0, x, ELU_ALPHA * self.np.expm1(self.np.minimum(x, 0.0)))
+        """``x if x > 0 else expm1(x)``; expm1 sees ``where(x > 0, 0, x)`` so the unused branch cannot
+        overflow.  (Not ``minimum(x, 0)``: autograd splits that tie at x = 0 and elu'(0) would come
+        out 1/2, although ELU with alpha 1 is differentiable there with derivative 1.)"""
+        safe = self.np.where(x > 0, 0.0, x)
+        return self.np.where(x > 0, x, ELU_ALPHA * self.np.expm1(safe))
 
     def silu(self, x: Any) -> Any:
         """``x * expit(x)``."""
@@ -129,6 +132,16 @@ class AutogradOps:
     def clamp_min_zero(self, x: Any) -> Any:
         """``np.clip(x, 0, inf)``."""
         return self.np.clip(x, 0.0, np.inf)
+
+    # ---- kinks (#13) -----------------------------------------------------------------
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """``np.maximum(a, b)`` (``balanced_eq``: a tie splits the gradient 1/2 : 1/2)."""
+        return self.np.maximum(a, b)
+
+    def clamp(self, x: Any, lo: float, hi: float) -> Any:
+        """``np.clip(x, lo, hi)`` (the gradient is 0 at a bound)."""
+        return self.np.clip(x, lo, hi)
 
     # ---- convolution and pooling (gather windows with index arrays, then reduce) ------
 

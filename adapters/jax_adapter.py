@@ -287,6 +287,16 @@ class JaxOps:
         """``jnp.clip(x, min=0)``."""
         return self._jnp.clip(x, min=0)
 
+    # ---- kinks (#13) -----------------------------------------------------------------
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """``jnp.maximum(a, b)`` (a tie splits the gradient 1/2 : 1/2)."""
+        return self._jnp.maximum(a, b)
+
+    def clamp(self, x: Any, lo: float, hi: float) -> Any:
+        """``jnp.clip(x, lo, hi)`` (1/2 at a bound)."""
+        return self._jnp.clip(x, lo, hi)
+
 
 class JaxAdapter(AdapterBase):
     """JAX under test: ``jax.vjp`` for ``u^T J``, ``jax.jvp`` for ``J v``.

@@ -32,7 +32,8 @@ sum                           broadcast: dJ/dx = delta * ones_like(x)
 Conventions at non-differentiable points (what the convention probes will report):
 relu'(0) = 0, leaky_relu'(0) = 0.01, abs'(0) = sign(0) = 0, ``maximum_zero`` splits the
 gradient 1/2 at x = 0 (like ``torch.maximum`` and ``jax.lax.max``), ``clamp_min_zero``
-passes it, 1(x >= 0) (like ``torch.clamp_min``).  Max-pool ties go to the *first*
+passes it, 1(x >= 0) (like ``torch.clamp_min``); ``maximum(a, b)`` splits a tie 1/2 : 1/2 and
+``clamp(x, lo, hi)`` passes the gradient at either bound.  Max-pool ties go to the *first*
 maximal pixel in row-major order within the window (``np.argmax``), as in PyTorch and
 JAX.  Overlapping windows (stride < k) accumulate; pixels left over at the bottom/right
 edge in floor mode get gradient 0.
@@ -405,6 +406,31 @@ class Rules:
         """``delta * 1(x >= 0)`` (the bound passes the gradient, like ``torch.clamp_min``)."""
         return delta * (x >= 0).astype(x.dtype)
 
+    # ---- kinks (#13): two-argument maximum and clamp ------------------------------------
+
+    def maximum_forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``max(a, b)`` elementwise."""
+        return np.maximum(a, b)
+
+    def maximum_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(delta * w, delta * (1 - w))`` with ``w = 1 if a > b, 1/2 if a = b, else 0``.
+
+        A tie splits the gradient evenly (like ``torch.maximum`` and ``jax.numpy.maximum``):
+        ``(1/2, 1/2)`` lies in the generalised gradient ``{(t, 1 - t): t in [0, 1]}``.
+        """
+        w = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0)).astype(delta.dtype)
+        return delta * w, delta * (1.0 - w)
+
+    def clamp_forward(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """``min(max(x, lo), hi)``."""
+        return np.minimum(np.maximum(x, lo), hi)
+
+    def clamp_backward(self, delta: np.ndarray, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """``delta * 1(lo <= x <= hi)`` (a bound passes the gradient, like ``torch.clamp``)."""
+        return delta * ((x >= lo) & (x <= hi)).astype(delta.dtype)
+
     # ---- softmax cross-entropy (notes MLP, step A) -------------------------------------
 
     def softmax_cross_entropy_forward(
@@ -650,6 +676,23 @@ class TapeOps:
     def clamp_min_zero(self, x: Any) -> Tensor:
         """``clamp(x, min=0)``."""
         return self._elementwise("clamp_min_zero", x)
+
+    # ---- kinks (#13) -----------------------------------------------------------------
+
+    def maximum(self, a: Any, b: Any) -> Tensor:
+        """``max(a, b)``; backward: delta to the larger argument, split at a tie."""
+        ta, tb = self._binary(a, b)
+        z = self.rules.maximum_forward(ta.value, tb.value)
+        return self._record(
+            "maximum", z, (ta, tb), lambda d: self.rules.maximum_backward(d, ta.value, tb.value)
+        )
+
+    def clamp(self, x: Any, lo: float, hi: float) -> Tensor:
+        """``min(max(x, lo), hi)``; backward: delta where ``lo <= x <= hi``."""
+        t = self.lift(x)
+        lo, hi = float(lo), float(hi)
+        z = self.rules.clamp_forward(t.value, lo, hi)
+        return self._record("clamp", z, (t,), lambda d: (self.rules.clamp_backward(d, t.value, lo, hi),))
 
     # ---- losses and reductions -------------------------------------------------------
 

@@ -161,6 +161,16 @@ class TorchOps:
         """``torch.clamp(x, min=0)``."""
         return self._torch.clamp(x, min=0)
 
+    # ---- kinks (#13) -----------------------------------------------------------------
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """``torch.maximum(a, b)`` (a tie splits the gradient 1/2 : 1/2)."""
+        return self._torch.maximum(a, b)
+
+    def clamp(self, x: Any, lo: float, hi: float) -> Any:
+        """``torch.clamp(x, lo, hi)`` (a bound passes the gradient)."""
+        return self._torch.clamp(x, min=lo, max=hi)
+
 
 class TorchAdapter(AdapterBase):
     """PyTorch under test: ``torch.autograd.grad`` for ``u^T J``, ``torch.func.jvp`` for ``J v``.

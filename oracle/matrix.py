@@ -165,7 +165,7 @@ def run_task(task: CheckTask, settings: CheckSettings) -> CheckResult:
     result = check(task.identity, task.adapter_spec, task.dtype, settings)
     if result.counterexample is not None:
         result.counterexample.setdefault("adapter_spec", task.adapter_spec)
-        attach_gradients(result, task.adapter_spec)
+        attach_gradients(result, task.adapter_spec, settings.timeout_s)
     return result
 
 
@@ -222,7 +222,7 @@ class ProbeJob:
 
     def died(self, reason: str) -> list[dict[str, Any]]:
         """An error record per probe and dtype naming how the worker ended."""
-        from gradoracle.conventions import PROBES, ProbeResult
+        from gradoracle.conventions import ERROR, PROBES, ProbeResult
 
         return [
             ProbeResult(
@@ -232,6 +232,7 @@ class ProbeJob:
                 p.description,
                 notes_text=p.notes_text,
                 error=f"not run: {reason}",
+                verdict=ERROR,
             ).to_dict()
             for dtype in self.dtypes
             for p in PROBES
@@ -241,9 +242,10 @@ class ProbeJob:
 def guarded_probes(adapter: Any, dtypes: Sequence[str], timeout: float | None) -> list[Any]:
     """The convention probes of one adapter (an object or a spec), each :func:`run_probe` call
     through the adapter's guard: a probe that raises, hangs or returns nonsense is a record."""
-    from gradoracle.conventions import PROBES, ProbeResult, run_probe
+    from gradoracle.conventions import ERROR, PROBES, ProbeResult, run_probe
     from gradoracle.guard import guard_for, read_facts
 
+    spec = adapter if isinstance(adapter, str) else None
     if isinstance(adapter, str):
         entry = process_session().get(adapter, timeout)
         if entry.facts is None:
@@ -264,7 +266,7 @@ def guarded_probes(adapter: Any, dtypes: Sequence[str], timeout: float | None) -
         for probe in PROBES:
             what = f"{facts.name} probe {probe.name}/{dtype}"
             try:
-                res = guard.call(partial(run_probe, probe, ad, dtype), timeout, what)
+                res = guard.call(partial(run_probe, probe, ad, dtype, spec), timeout, what)
             except AdapterCallError as exc:
                 res = ProbeResult(
                     probe.name,
@@ -273,6 +275,7 @@ def guarded_probes(adapter: Any, dtypes: Sequence[str], timeout: float | None) -
                     probe.description,
                     notes_text=probe.notes_text,
                     error=str(exc),
+                    verdict=ERROR,
                 )
             out.append(res)
     return out

@@ -36,12 +36,21 @@ avg_pool2d(x, k, s)  mean over k x k windows with stride ``s`` (default ``k``), 
 sum(x)               sum of all elements, a 0-D scalar
 maximum_zero(x)      ``maximum(x, 0)`` spelled the framework's way (convention probes)
 clamp_min_zero(x)    ``clamp(x, min=0)`` spelled the framework's way (convention probes)
+-- kinks (#13) ------ ----------------------------------------------------------------
+maximum(a, b)        elementwise ``max(a, b)`` of two arrays of one shape (the framework's
+                     own two-argument maximum); generalised gradient at a tie ``a = b``:
+                     ``{(t, 1 - t): t in [0, 1]}``
+clamp(x, lo, hi)     ``min(max(x, lo), hi)`` for Python floats ``lo < hi``; generalised
+                     gradient at ``x = lo`` and at ``x = hi``: ``[0, 1]``
 ==================== ================================================================
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
+
+#: Ops added for the kink probes (#13), kept in one block: two-argument maximum and clamp.
+KINK_OPS: tuple[str, ...] = ("maximum", "clamp")
 
 #: Every op name an ops namespace may implement; identities declare which they use.
 ALL_OPS: tuple[str, ...] = (
@@ -67,6 +76,8 @@ ALL_OPS: tuple[str, ...] = (
     "sum",
     "maximum_zero",
     "clamp_min_zero",
+    # ---- kinks (#13): ops whose generalised gradients the convention probes judge
+    *KINK_OPS,
 )
 
 #: The elementwise functions of notes identity 4.
@@ -116,3 +127,6 @@ class Ops(Protocol):
     def sum(self, x: Any) -> Any: ...
     def maximum_zero(self, x: Any) -> Any: ...
     def clamp_min_zero(self, x: Any) -> Any: ...
+    # ---- kinks (#13)
+    def maximum(self, a: Any, b: Any) -> Any: ...
+    def clamp(self, x: Any, lo: float, hi: float) -> Any: ...

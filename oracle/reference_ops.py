@@ -116,6 +116,16 @@ class ReferenceOps:
     def maximum_zero(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, np.zeros_like(x))
 
+    # ---- kinks (#13) ------------------------------------------------------------------
+
+    def maximum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``max(a, b)`` elementwise."""
+        return np.maximum(a, b)
+
+    def clamp(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """``min(max(x, lo), hi)``."""
+        return np.minimum(np.maximum(x, lo), hi)
+
     def clamp_min_zero(self, x: np.ndarray) -> np.ndarray:
         return np.clip(x, 0, None)
 

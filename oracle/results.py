@@ -28,6 +28,8 @@ class Fault(StrEnum):
     ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape, NaN, hang, crash)
     NONDETERMINISTIC = "nondeterministic"  # the vjp twice on the same input gave different values
     DTYPE = "dtype"  # the framework returned another dtype than the one asked for (its own promotion)
+    # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
+    OUTSIDE_SUBDIFFERENTIAL = "outside-subdifferential"
 
 
 FAULT_TEXT: dict[Fault, str] = {
@@ -38,6 +40,9 @@ FAULT_TEXT: dict[Fault, str] = {
     Fault.ADAPTER: "the adapter broke its contract",
     Fault.NONDETERMINISTIC: "the adapter's vjp, called twice on the same input, gave different values",
     Fault.DTYPE: "the framework returned another dtype than the one asked for (its own dtype promotion)",
+    Fault.OUTSIDE_SUBDIFFERENTIAL: (
+        "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
+    ),
 }
 
 #: The comparisons made on every example.

@@ -38,26 +38,40 @@ same few shapes recur across the examples of a check and across identities, so t
 compilations are amortised.  Over 100 examples, the 28 identities see 199 distinct
 (identity, shape) pairs instead of 725 (measured with Hypothesis seed 0).
 
-Inputs are kept a margin :data:`KINK_MARGIN` away from non-differentiable points (ReLU,
-leaky ReLU, abs and ELU at 0, tied maxima in a max-pool window).  The margin is larger
-than any perturbation finite differences make (see :mod:`gradoracle.finite_differences`:
-the largest step is ``eps32**(1/3) * 2 ~ 1e-2`` per coordinate, for float32-only
-adapters; float64 steps are ~1e-5), and the runner additionally verifies that no
-finite-difference evaluation crosses a kink.
+Kinks and special-looking smooth points (#13).  Margins apply only where a function is not
+differentiable, and even there the draws go *just off* the kink on each side: the
+one-sided derivatives must hold down to a few ulps away (a rule written ``x > 1e-3``
+instead of ``x > 0`` is a bug).  :func:`off_kink` draws half of the values ordinarily
+(at least :data:`KINK_MARGIN` away, where finite differences can look too) and half
+log-uniformly between :data:`NEAREST` (2^-124, four times float32's smallest normal
+number, so no framework flushes it to zero) and 1/2, never exactly at the kink.  Where a
+function only *looks* special but is smooth (ELU with alpha = 1, softplus, SiLU and GELU
+at 0), :func:`near_point` draws values near the point and exactly at it, checked like any
+other input.  A max-pool window's maximum leads its runner-up by :data:`KINK_MARGIN` or, in
+some examples, by only a few float32 ulps (:func:`separate_window_maxima`).  The runner
+verifies that no finite-difference evaluation crosses a kink (it halves the step, and
+leaves out a direction that cannot avoid it; the analytic comparison still covers the
+point).  Inputs that are *computed* (the MLP's pre-activations ``W1 x + b1``) keep the
+margin: a float32 framework's rounding of them is larger than a few ulps of 0.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
-#: Distance kept between conformance inputs and any non-differentiable point.
+#: Distance kept between the ordinary conformance draws and a non-differentiable point.
 KINK_MARGIN = 0.05
+#: The closest a draw comes to a kink or a special point (besides exactly at it): 2^-124,
+#: four times float32's smallest normal number, exact in float32 and float64.
+NEAREST = 2.0**-124
 
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 SCALES = st.sampled_from([1.0, 0.5, 2.0])
@@ -276,6 +290,50 @@ def away_from_zero(
     return sign * magnitude
 
 
+_NEAR_DRAWS = [True]
+
+
+@contextmanager
+def ordinary_draws() -> Iterator[None]:
+    """Within this block :func:`off_kink`, :func:`near_point` and :func:`separate_window_maxima`
+    draw as before #13 (``|x| >= margin``, uniform, maxima leading by the margin): for comparing
+    tools whose finite differences cannot work next to a kink (the threshold campaign)."""
+    _NEAR_DRAWS.append(False)
+    try:
+        yield
+    finally:
+        _NEAR_DRAWS.pop()
+
+
+def _log_uniform(rng: ValueSource, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+    return np.asarray(np.exp(rng.uniform(np.log(low), np.log(high), size=shape)))
+
+
+def off_kink(
+    rng: ValueSource, shape: tuple[int, ...], scale: float, margin: float = KINK_MARGIN
+) -> np.ndarray:
+    """Values on both sides of a kink at 0, never at it: about half ordinary (``margin <= |x| <=
+    margin + scale``), half log-uniform in ``[2^-124, 1/2]`` (just off the kink, down to a few ulps)."""
+    if not _NEAR_DRAWS[-1]:
+        return away_from_zero(rng, shape, scale, margin)
+    ordinary = margin + rng.uniform(0.0, scale, size=shape)
+    near = _log_uniform(rng, shape, NEAREST, 0.5)
+    sign = np.where(rng.random(size=shape) < 0.5, -1.0, 1.0)
+    return sign * np.where(rng.random(size=shape) < 0.5, near, ordinary)
+
+
+def near_point(rng: ValueSource, shape: tuple[int, ...], scale: float, point: float = 0.0) -> np.ndarray:
+    """Values around a smooth point that looks special: ordinary ``[-scale, scale]`` draws, draws
+    log-uniformly close to ``point`` on either side (down to 2^-124 away) and ``point`` itself."""
+    if not _NEAR_DRAWS[-1]:
+        return uniform(rng, shape, scale)
+    ordinary = rng.uniform(-scale, scale, size=shape)
+    sign = np.where(rng.random(size=shape) < 0.5, -1.0, 1.0)
+    near = point + sign * _log_uniform(rng, shape, NEAREST, 0.5)
+    pick = rng.random(size=shape)
+    return np.where(pick < 0.4, ordinary, np.where(pick < 0.85, near, point))
+
+
 def positive(rng: ValueSource, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
     """Values uniform in ``[low, high]`` (for log's domain)."""
     return rng.uniform(low, high, size=shape)
@@ -296,18 +354,42 @@ def target_vector(rng: ValueSource, m: int, soft: bool) -> np.ndarray:
     return counts / 2.0**16
 
 
-def separate_window_maxima(x: np.ndarray, k: int, margin: float = KINK_MARGIN) -> np.ndarray:
-    """Raise each k x k window's (stride k) maximum so it leads the runner-up by ``margin``."""
-    x = x.copy()
+def separate_window_maxima(
+    x: np.ndarray,
+    k: int,
+    margin: float = KINK_MARGIN,
+    close: np.ndarray | None = None,
+    ulps: int = 4,
+) -> np.ndarray:
+    """Raise each k x k window's (stride k) maximum so it leads the runner-up by ``margin``.
+
+    Windows where ``close[u, v]`` is true instead get a maximum only ``ulps`` float32 ulps above
+    the runner-up (a window that is close to a tie but not tied: the max is unique, the
+    gradient too).  The values are first rounded to float32, so the gap is the same in both
+    dtypes.
+    """
+    x = x.astype(np.float32).astype(np.float64)
     ho, wo = x.shape[0] // k, x.shape[1] // k
     if ho == 0 or wo == 0 or k == 1:
         return x
     core = x[: ho * k, : wo * k].reshape(ho, k, wo, k).transpose(0, 2, 1, 3).reshape(ho, wo, k * k)
     order = np.sort(core, axis=2)
     gap = order[:, :, -1] - order[:, :, -2]
-    bump = np.maximum(margin - gap, 0.0)
+    top = order[:, :, -1] + np.maximum(margin - gap, 0.0)
+    top = top.astype(np.float32).astype(np.float64)
+    top = np.where(top > order[:, :, -2], top, np.nextafter(order[:, :, -2].astype(np.float32), np.inf))
+    if close is not None and _NEAR_DRAWS[-1]:
+        runner = order[:, :, -2].astype(np.float32)
+        near = runner
+        for _ in range(max(int(ulps), 1)):
+            near = np.nextafter(near, np.float32(np.inf))
+        # next to 0 the float32 ulps are subnormal (flushed to zero by some frameworks): there
+        # the gap is ``ulps`` times 2^-100 instead, still far below any finite-difference step
+        floor = (runner.astype(np.float64) + max(int(ulps), 1) * 2.0**-100).astype(np.float32)
+        near = np.where(np.abs(runner) < 2.0**-100, np.maximum(near, floor), near)
+        top = np.where(np.asarray(close, dtype=bool), near.astype(np.float64), top)
     idx = np.argmax(core, axis=2)
-    np.put_along_axis(core, idx[:, :, None], (order[:, :, -1] + bump)[:, :, None], axis=2)
+    np.put_along_axis(core, idx[:, :, None], top[:, :, None], axis=2)
     x[: ho * k, : wo * k] = core.reshape(ho, wo, k, k).transpose(0, 2, 1, 3).reshape(ho * k, wo * k)
     return x
 

@@ -112,6 +112,9 @@ OP_CASES: dict[str, list[tuple[tuple[Any, ...], dict[str, Any], np.ndarray]]] = 
     "sum": [((_A,), {}, np.array(np.sum(_A)))],
     "maximum_zero": [((_X,), {}, np.where(_X > 0, _X, 0.0))],
     "clamp_min_zero": [((_X,), {}, np.where(_X > 0, _X, 0.0))],
+    # kinks (#13)
+    "maximum": [((_X, _X[::-1].copy()), {}, np.maximum(_X, _X[::-1]))],
+    "clamp": [((_X, -1.0, 0.5), {}, np.clip(_X, -1.0, 0.5))],
 }
 
 

@@ -23,7 +23,7 @@ from gradoracle.identities import (
     select_identities,
 )
 from gradoracle.reference_ops import correlate2d_valid
-from gradoracle.strategies import KINK_MARGIN, Example
+from gradoracle.strategies import KINK_MARGIN, NEAREST, Example
 
 SELF_CHECK = settings(
     max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None
@@ -40,16 +40,42 @@ def fd_vjp(ident: Identity, ex: Example, u: np.ndarray) -> dict[str, np.ndarray]
     return out
 
 
+def straddles_kink(ident: Identity, ex: Example, name: str) -> np.ndarray:
+    """Per element of ``inputs[name]``: whether a central difference along it crosses a kink.
+
+    The strategies draw some inputs a few ulps off a kink (#13); a difference across the kink
+    measures nothing, so the comparisons below leave those elements out (the runner does
+    the same with its kink-safe steps).
+    """
+    x = np.asarray(ex.inputs[name])
+    crosses = np.zeros(x.size, dtype=bool)
+    if ident.smooth_pattern is None:
+        return crosses.reshape(x.shape)
+    base = ident.smooth_pattern(ex.inputs, ex.params)
+    h = 2 * fd.step_size("float64", ex.inputs)
+    for j in range(x.size):
+        for t in (h, -h):
+            moved = x.astype(np.float64).reshape(-1).copy()
+            moved[j] += t
+            inputs = {**ex.inputs, name: moved.reshape(x.shape)}
+            crosses[j] |= not np.array_equal(ident.smooth_pattern(inputs, ex.params), base)
+    return crosses.reshape(x.shape)
+
+
 def self_check_error(ident: Identity, ex: Example) -> float:
-    """Worst norm-wise relative error of the closed form against finite differences."""
+    """Worst norm-wise relative error of the closed form against finite differences (where
+    the differences do not cross a kink)."""
     out = ident.reference_forward(ex.inputs, ex.params)
     u = np.random.default_rng(ex.seed).uniform(-1, 1, size=out.shape)
     ref = ident.gradient(ex.inputs, ex.params, u)
     num = fd_vjp(ident, ex, u)
     worst = 0.0
     for name in ident.wrt:
-        scale = max(float(np.max(np.abs(num[name]))), 1e-3)
-        worst = max(worst, float(np.max(np.abs(ref[name] - num[name]))) / scale)
+        keep = ~straddles_kink(ident, ex, name)
+        if not np.any(keep):
+            continue
+        scale = max(float(np.max(np.abs(num[name][keep]))), 1e-3)
+        worst = max(worst, float(np.max(np.abs(ref[name][keep] - num[name][keep]))) / scale)
     return worst
 
 
@@ -140,7 +166,8 @@ def test_full_jacobian_equals_finite_differences(name: str) -> None:
         J = ident.reference_jacobian(ex.inputs, ex.params)["x"]
         num = fd.jacobian(lambda a: ident.reference_forward(a, ex.params), ex.inputs, "x")
         assert J.shape == num.shape
-        np.testing.assert_allclose(J, num, rtol=1e-7, atol=1e-7)
+        keep = ~straddles_kink(ident, ex, "x").reshape(-1)  # columns whose difference crosses no kink
+        np.testing.assert_allclose(J[:, keep], num[:, keep], rtol=1e-7, atol=1e-7)
 
     prop()
 
@@ -336,16 +363,18 @@ def test_wrong_rule_is_rejected_on_random_inputs_too(seed: int) -> None:
 
 
 @pytest.mark.parametrize("name", [i.name for i in all_identities() if i.smooth_pattern is not None])
-def test_kink_inputs_keep_their_margin(name: str) -> None:
+def test_kink_inputs_are_never_at_a_kink(name: str) -> None:
+    """Kinks are approached from both sides (down to 2^-124 away, #13) but never hit; computed
+    pre-activations (W1 x + b1) keep their margin; ELU is smooth at 0 and drawn there too."""
     ident = get_identity(name)
 
     @SELF_CHECK
     @given(ident.strategy())
     def prop(ex: Example) -> None:
-        if "x" in ex.inputs and ident.family == "elementwise":
-            assert np.min(np.abs(ex.inputs["x"])) >= KINK_MARGIN - 1e-12
+        if "x" in ex.inputs and ident.family == "elementwise" and ident.nondifferentiable != "none":
+            assert np.min(np.abs(ex.inputs["x"])) >= NEAREST
         if "z1" in ex.inputs:
-            assert np.min(np.abs(ex.inputs["z1"])) >= 2 * KINK_MARGIN - 1e-12
+            assert np.min(np.abs(ex.inputs["z1"])) >= NEAREST
         if "W1" in ex.inputs:
             z1 = ex.inputs["W1"] @ ex.inputs["x"] + ex.inputs["b1"]
             assert np.min(np.abs(z1)) >= 2 * KINK_MARGIN - 1e-9
@@ -357,7 +386,7 @@ def test_kink_inputs_keep_their_margin(name: str) -> None:
                 win = np.sort(
                     X[: ho * k, : wo * k].reshape(ho, k, wo, k).transpose(0, 2, 1, 3).reshape(ho, wo, -1)
                 )
-                assert np.min(win[..., -1] - win[..., -2]) >= KINK_MARGIN - 1e-12
+                assert np.min(win[..., -1] - win[..., -2]) > 0  # close to a tie at most, never tied
 
     prop()
 

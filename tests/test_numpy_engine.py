@@ -161,6 +161,15 @@ def make_case(op: str, rng: np.random.Generator) -> Case:
         return Case(lambda o, i: getattr(o, op)(i["x"], size, stride), {"x": x}, ("x",))
     if op == "sum":
         return Case(lambda o, i: o.sum(i["x"]), {"x": rng.normal(size=(dim(), dim()))}, ("x",))
+    # kinks (#13): two-argument maximum and clamp, kept >= 0.1 away from ties and bounds
+    if op == "maximum":
+        shape = (dim(), dim())
+        a = rng.normal(size=shape)
+        b = a + rng.uniform(0.1, 1.0, shape) * rng.choice([-1.0, 1.0], shape)
+        return Case(lambda o, i: o.maximum(i["a"], i["b"]), {"a": a, "b": b}, ("a", "b"))
+    if op == "clamp":
+        x = rng.uniform(0.1, 0.9, (dim(), dim())) * rng.choice([-1.0, 1.0]) + rng.choice([-2.0, 0.0, 2.0])
+        return Case(lambda o, i: o.clamp(i["x"], -1.0, 1.0), {"x": x}, ("x",))
     raise AssertionError(f"no case for {op}")
 
 

@@ -31,6 +31,7 @@ from gradoracle import selftest as S
 from gradoracle.adapters import load_adapter
 from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
 from gradoracle.cli import main
+from gradoracle.conventions import PROBES
 from gradoracle.identities import SOURCES, all_identities, get_identity
 from gradoracle.results import Fault
 from gradoracle.runner import CheckSettings, check
@@ -55,10 +56,17 @@ def test_catalogue_is_large_named_and_documented() -> None:
     assert len({m.name for m in mutants}) == len(mutants)
     identities = {i.name for i in all_identities()}
     for m in mutants:
-        assert m.description and m.targets and m.dtypes, m.name
+        assert m.description and (m.targets or m.probes) and m.dtypes, m.name
         assert set(m.targets) <= identities, m.name
+        assert set(m.probes) <= {p.name for p in PROBES}, m.name
         assert set(m.dtypes) <= {"float64", "float32"}, m.name
-        assert m.expected_fault in (Fault.BACKWARD, Fault.FORWARD, Fault.ADAPTER), m.name
+        assert m.expected_fault in (
+            Fault.BACKWARD,
+            Fault.FORWARD,
+            Fault.ADAPTER,
+            Fault.OUTSIDE_SUBDIFFERENTIAL,
+        ), m.name
+        assert m.targets or m.expected_fault == Fault.OUTSIDE_SUBDIFFERENTIAL, m.name
         assert m.rule in SOURCES, m.name
         assert not m.control
     assert not set(CONTROLS) & set(CATALOGUE)
@@ -110,10 +118,16 @@ def test_mutant_is_killed_with_the_expected_fault(ci_report: S.SelftestReport, n
     if mutant.framework != "numpy" and not HAS[mutant.framework]:
         assert report.status == "skipped"
         pytest.skip(f"{mutant.framework} not installed")
-    assert len(report.rows) == len(mutant.targets) * len(mutant.dtypes)
+    assert len(report.rows) == (len(mutant.targets) + len(mutant.probes)) * len(mutant.dtypes)
     for row in report.rows:
         assert row.verdict in ("fail", "error"), (row.identity, row.dtype, row.message)
-        assert row.fault == str(mutant.expected_fault), (row.identity, row.dtype, row.message)
+        # a convention probe fails with outside-subdifferential, an identity with the mutant's fault
+        expected = (
+            Fault.OUTSIDE_SUBDIFFERENTIAL
+            if row.identity.startswith(S.PROBE_PREFIX)
+            else mutant.expected_fault
+        )
+        assert row.fault == str(expected), (row.identity, row.dtype, row.message)
         assert row.first_failure is not None and 1 <= row.first_failure <= CI_EXAMPLES
     assert report.status == "killed"
 

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -247,12 +248,33 @@ def results_table(results: Sequence[Any], title: str) -> Table:
 
 def conventions_table(rows: Sequence[Any]) -> Table:
     """The convention probes: what each framework returns at its kinks."""
-    table = Table(title="Conventions at non-differentiable points (not conformance failures)")
-    for col in ("probe", "adapter", "dtype", "observed convention", "notes' formula", "agrees"):
+    from gradoracle.reporting.tables import judged_text
+
+    table = Table(
+        title="Conventions at non-differentiable points (inside the generalised gradient: valid convention; "
+        "outside: failure)"
+    )
+    for col in ("probe", "adapter", "dtype", "observed convention", "judged", "notes' formula", "agrees"):
         table.add_column(col, overflow="fold")
     for r in rows:
         agrees = "" if r.agrees_with_notes is None else ("yes" if r.agrees_with_notes else "no")
-        table.add_row(r.probe, r.adapter, r.dtype, r.error or r.convention, r.notes_text, agrees)
+        record = {
+            "verdict": getattr(r, "verdict", None),
+            "error": r.error,
+            "fault": getattr(r, "fault", ""),
+            "outside": getattr(r, "outside", ""),
+        }
+        judged = judged_text(record)
+        judged = f"[bold red]{escape(judged)}[/]" if record["verdict"] == "fail" else escape(judged)
+        table.add_row(
+            escape(str(r.probe)),
+            escape(str(r.adapter)),
+            str(r.dtype),
+            escape(str(r.error or r.convention)),
+            judged,
+            escape(str(r.notes_text)),
+            agrees,
+        )
     return table
 
 
@@ -361,10 +383,25 @@ def _print_conventions(probes: Sequence[Any], out: Console) -> None:
             convention=r["observed"],
             notes_text=r["notes_text"],
             agrees_with_notes=r["agrees"],
+            verdict=r["verdict"],
+            fault="outside-subdifferential" if r["is_failure"] else "",
+            outside=r["outside"],
         )
         for r in rows
     ]
     out.print(conventions_table(shown))
+    for r in rows:
+        if r["is_failure"]:
+            out.print(
+                f"\n{r['probe']} [{r['adapter']}-{r['dtype']}]: fail (outside-subdifferential)",
+                markup=False,
+                style="bold red",
+            )
+            out.print(f"  outside: {r['outside']}\n  allowed: {r['allowed']}", markup=False)
+            if r["repro"]:
+                out.print(
+                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()), markup=False
+                )
 
 
 def finish(
@@ -399,7 +436,16 @@ def finish(
         )
     out.print(summary_line({"summary": summarize(results)}), markup=False)
     out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False)
-    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results)
+    from gradoracle.conventions import probe_failures
+
+    failed_probes = probe_failures([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
+    if failed_probes:
+        out.print(
+            f"{len(failed_probes)} convention probe(s) outside the generalised gradient "
+            "(outside-subdifferential)",
+            markup=False,
+        )
+    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results) or bool(failed_probes)
     if bad:
         return EXIT_NONCONFORMANCE
     if interrupted:

@@ -25,8 +25,12 @@ class Elementwise:
     op: str
     derivative: Callable[[np.ndarray], np.ndarray]
     derivative_text: str
-    domain: str = "real"  # "real", "positive", "nonzero"
+    domain: str = "real"  # "real", "positive", "nonzero" (a kink at 0), "near0" (smooth, special-looking 0)
     kink: str = ""
+    #: the generalised gradient at the kink x = 0: ``(left derivative, right derivative)``
+    one_sided: tuple[float, float] | None = None
+    #: f'' jumps at 0 (ELU): finite differences must not straddle 0, the draws still go there
+    second_derivative_jump: bool = False
     scale: float = 2.0
     #: magnitude of the terms in f'(x) (cancellation-free bound); default |f'(x)|
     term_magnitude: Callable[[np.ndarray], np.ndarray] | None = None
@@ -46,14 +50,17 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         lambda x: (x > 0).astype(x.dtype),
         "1(x > 0)",
         "nonzero",
-        "x = 0 (left derivative 0, right derivative 1)",
+        "x = 0 (left derivative 0, right derivative 1; generalised gradient [0, 1])",
+        (0.0, 1.0),
     ),
     Elementwise(
         "leaky_relu",
         lambda x: np.where(x > 0, _t(x, 1.0), _t(x, LEAKY_RELU_SLOPE)),
         f"1 if x > 0 else {LEAKY_RELU_SLOPE}",
         "nonzero",
-        f"x = 0 (left derivative {LEAKY_RELU_SLOPE}, right derivative 1)",
+        f"x = 0 (left derivative {LEAKY_RELU_SLOPE}, right derivative 1; generalised gradient "
+        f"[{LEAKY_RELU_SLOPE}, 1])",
+        (LEAKY_RELU_SLOPE, 1.0),
     ),
     Elementwise(
         "sigmoid",
@@ -71,21 +78,31 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
     ),
     Elementwise("exp", np.exp, "exp(x)", scale=3.0),
     Elementwise("log", lambda x: 1 / x, "1 / x", "positive"),
-    Elementwise("softplus", sigmoid, "sigma(x)", scale=4.0),
+    Elementwise("softplus", sigmoid, "sigma(x)", "near0", scale=4.0),
     Elementwise("sin", np.cos, "cos(x)", scale=4.0, term_magnitude=lambda x: np.ones_like(x)),
     Elementwise("square", lambda x: 2 * x, "2 x"),
-    Elementwise("abs", np.sign, "sign(x)", "nonzero", "x = 0 (left derivative -1, right derivative 1)"),
+    Elementwise(
+        "abs",
+        np.sign,
+        "sign(x)",
+        "nonzero",
+        "x = 0 (left derivative -1, right derivative 1; generalised gradient [-1, 1])",
+        (-1.0, 1.0),
+    ),
     Elementwise(
         "elu",
         lambda x: np.where(x > 0, _t(x, 1.0), _t(x, ELU_ALPHA) * np.exp(np.minimum(x, 0))),
         f"1 if x > 0 else {ELU_ALPHA} exp(x)",
-        "nonzero",
-        "x = 0 (differentiable for alpha = 1, but f'' jumps: kept away like a kink)",
+        "near0",
+        second_derivative_jump=True,
+        # x <= 0: expm1(x), or exp(x) - 1 whose terms are exp(x) and 1 (cancellation near 0)
+        value_magnitude=lambda x: np.where(x > 0, np.abs(x), np.exp(np.minimum(x, 0)) + 1),
     ),
     Elementwise(
         "silu",
         lambda x: sigmoid(x) * (1 + x * (1 - sigmoid(x))),
         "sigma(x) (1 + x (1 - sigma(x)))",
+        "near0",
         scale=4.0,
         term_magnitude=lambda x: sigmoid(x) * (1 + np.abs(x) * (1 + sigmoid(x))),
     ),
@@ -93,6 +110,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "gelu",
         lambda x: 0.5 * (1 + erf(x / _t(x, math.sqrt(2.0)))) + x * np.exp(-0.5 * x * x) / _t(x, _SQRT_2PI),
         "Phi(x) + x phi(x)  (exact erf form)",
+        "near0",
         scale=3.0,
         term_magnitude=lambda x: (
             0.5 * (1 + np.abs(erf(x / _t(x, math.sqrt(2.0)))))
@@ -102,6 +120,24 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         value_magnitude=lambda x: 0.5 * np.abs(x) * (1 + np.abs(erf(x / _t(x, math.sqrt(2.0))))),
     ),
 )
+
+
+def _policy(f: Elementwise) -> str:
+    if f.domain == "nonzero":
+        return (
+            "inputs on both sides of the kink, half of them between 2^-124 and 1/2 away (one-sided "
+            f"derivatives down to a few ulps), the rest >= {S.KINK_MARGIN} away; the kink itself is "
+            "judged by the convention probes (value must lie in the generalised gradient)"
+        )
+    if f.domain == "near0":
+        jump = " (finite differences do not straddle 0, where f'' jumps)" if f.second_derivative_jump else ""
+        return (
+            "smooth at 0: inputs drawn near 0 (down to 2^-124) and exactly at 0, checked like any "
+            f"other{jump}"
+        )
+    if f.domain == "positive":
+        return "inputs drawn in [0.1, 4] (log's domain)"
+    return "none needed"
 
 
 def _elementwise_identity(f: Elementwise) -> Identity:
@@ -139,14 +175,16 @@ def _elementwise_identity(f: Elementwise) -> Identity:
         rng = S.values_for(draw, seed)
         if f.domain == "positive":
             x = S.positive(rng, (n,), 0.1, 4.0)
-        elif f.domain == "nonzero":
-            x = S.away_from_zero(rng, (n,), f.scale)
+        elif f.domain == "nonzero":  # a kink at 0: both sides, down to 2^-124 away, never at it
+            x = S.off_kink(rng, (n,), f.scale)
+        elif f.domain == "near0":  # smooth through 0: near it and at it, like any other input
+            x = S.near_point(rng, (n,), f.scale)
         else:
             x = S.uniform(rng, (n,), f.scale)
         return S.Example({"x": x}, {}, seed)
 
     pattern: PatternFn | None = None
-    if f.domain == "nonzero":
+    if f.domain == "nonzero" or f.second_derivative_jump:
 
         def pattern(a: Arrays, p: Params) -> np.ndarray:
             return np.asarray(a["x"] > 0)
@@ -165,11 +203,7 @@ def _elementwise_identity(f: Elementwise) -> Identity:
         strategy=inputs,
         ops=frozenset({op}),
         nondifferentiable=f.kink or "none",
-        kink_policy=(
-            f"inputs drawn with |x| >= {S.KINK_MARGIN}; the kink is probed by the convention table"
-            if f.kink
-            else ("inputs drawn in [0.1, 4] (log's domain)" if f.domain == "positive" else "none needed")
-        ),
+        kink_policy=_policy(f),
         smooth_pattern=pattern,
     )
 

@@ -261,7 +261,7 @@ def _relu_layer_inputs(draw: st.DrawFn) -> S.Example:
     rng = S.values_for(draw, seed)
     return S.Example(
         {
-            "z1": S.away_from_zero(rng, (h,), 1.0, 2 * S.KINK_MARGIN),
+            "z1": S.off_kink(rng, (h,), 1.0, 2 * S.KINK_MARGIN),
             "W2": S.uniform(rng, (m, h), 1.0),
             "b2": S.uniform(rng, (m,), 0.5),
             "y": S.target_vector(rng, m, soft),
@@ -282,7 +282,11 @@ def _z1_pattern(a: Arrays, p: Params) -> np.ndarray:
 # ----------------------------------------------------------------------- records
 
 _MLP_NOTE = "ReLU at z1 = 0 (left derivative 0, right derivative 1)"
-_MLP_POLICY = f"b1 shifted so that |W1 x + b1| >= {2 * S.KINK_MARGIN}; soft and one-hot targets drawn"
+_MLP_POLICY = (
+    f"b1 shifted so that |W1 x + b1| >= {2 * S.KINK_MARGIN} (z1 is computed: a float32 framework "
+    "rounds it by more than a few ulps of 0, so the margin stays; mlp-d-relu-mask draws z1 just off 0); "
+    "soft and one-hot targets drawn"
+)
 
 
 #: The whole network, then steps A-E.
@@ -363,7 +367,10 @@ RECORDS: tuple[Identity, ...] = (
         strategy=_relu_layer_inputs,
         ops=frozenset({"matmul", "add", "relu", "softmax_cross_entropy"}),
         nondifferentiable=_MLP_NOTE,
-        kink_policy=f"z1 drawn with |z1| >= {2 * S.KINK_MARGIN}",
+        kink_policy=(
+            f"z1 drawn on both sides of 0, half of it between 2^-124 and 1/2 away, the rest >= "
+            f"{2 * S.KINK_MARGIN} away (the one-sided derivatives of ReLU down to a few ulps)"
+        ),
         smooth_pattern=_z1_pattern,
         validate=_check_mlp,
     ),

@@ -66,9 +66,17 @@ def _grad_avg_pool(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndar
 def _pool_inputs(draw: st.DrawFn, separate_maxima: bool) -> S.Example:
     k, H, W = draw(S.shapes(S.POOL_SHAPES))
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    X = S.uniform(S.values_for(draw, seed), (H, W), scale)
+    rng = S.values_for(draw, seed)
+    X = S.uniform(rng, (H, W), scale)
     if separate_maxima:
-        X = S.separate_window_maxima(X, k)
+        # in about half of the examples some windows' maxima lead their runner-up by only a few
+        # float32 ulps: close to a tie but not tied, so the router's answer is still unique
+        # (chosen from the seed, not drawn through Hypothesis: the examples' shapes stay as they were)
+        pick = S.rng_for(seed)
+        close = None
+        if pick.random() < 0.5:
+            close = pick.random(size=(H // k, W // k)) < 0.5
+        X = S.separate_window_maxima(X, k, close=close, ulps=int(pick.integers(1, 5)))
     return S.Example({"X": X}, {"k": k}, seed)
 
 
@@ -98,8 +106,9 @@ RECORDS: tuple[Identity, ...] = (
         ops=frozenset({"max_pool2d"}),
         nondifferentiable="tied maxima inside a window (the router has no single target)",
         kink_policy=(
-            f"each window's maximum leads its runner-up by >= {S.KINK_MARGIN}; ties are probed by the "
-            "convention table; rows/columns left over at the edge (floor mode) get zero gradient"
+            f"each window's maximum leads its runner-up by >= {S.KINK_MARGIN}, or (some windows in half of "
+            "the examples) by only 1-4 float32 ulps: close to a tie but not tied; ties themselves are judged "
+            "by the convention probes; rows/columns left over at the edge (floor mode) get zero gradient"
         ),
         smooth_pattern=_max_pool_pattern,
         validate=_check_pool,

@@ -173,15 +173,21 @@ def build_document(
                 if entry not in seen:
                     seen.append(entry)
             known_section["entries"] = seen
+    probes = [_encode(_probe_dict(p)) for p in conventions]
+    summary = summarize(results)
+    failed_probes = sum(1 for p in probes if p.get("verdict") == "fail")
+    summary["convention_failures"] = failed_probes
+    if failed_probes:  # a gradient outside the generalised gradient is a failure, not a convention
+        summary["status"] = "nonconformance"
     return {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "gradoracle", "version": __version__},
         "created": created,
         "environment": _encode(environment),
         "run": run,
-        "summary": summarize(results),
+        "summary": summary,
         "results": [_encode(result_record(r)) for r in results],
-        "conventions": [_encode(_probe_dict(p)) for p in conventions],
+        "conventions": probes,
         "known_deviations": known_section,
     }
 

@@ -72,8 +72,8 @@ def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return ["_No convention probes in this report._"]
     lines = [
-        "| probe | adapter | dtype | observed convention | notes' formula | agrees |",
-        "|---|---|---|---|---|---|",
+        "| probe | adapter | dtype | observed convention | judged | notes' formula | agrees |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         observed = ("error: " if r["is_error"] else "") + str(r["observed"])
@@ -86,12 +86,27 @@ def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
                     r["adapter"],
                     r["dtype"],
                     observed,
+                    r["judged"],
                     r["notes_text"],
                     agrees_text(r["agrees"]),
                 )
             )
             + " |"
         )
+    lines.append("")
+    lines.append(
+        "A value inside the generalised (Clarke) gradient, the convex hull of the one-sided derivatives, "
+        "is a valid convention; a value outside it is a failure (fault `outside-subdifferential`)."
+    )
+    for r in rows:
+        if r["is_failure"]:
+            lines += [
+                "",
+                f"**{escape(r['probe'])}** ({escape(r['adapter'])}, {escape(r['dtype'])}): "
+                f"{escape(r['outside'])}.  Allowed: {escape(r['allowed'])}.",
+            ]
+            if r["repro"]:
+                lines += ["", "```python", r["repro"], "```"]
     return lines
 
 

@@ -106,7 +106,15 @@ def convention_rows(conventions: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     index: dict[tuple[Any, ...], dict[str, Any]] = {}
     for c in conventions:
         observed = c.get("error") or c.get("convention") or ""
-        key = (c.get("probe"), c.get("adapter"), observed, c.get("agrees_with_notes"))
+        verdict = c.get("verdict") or ("error" if c.get("error") else "convention")
+        key = (
+            c.get("probe"),
+            c.get("adapter"),
+            observed,
+            c.get("agrees_with_notes"),
+            verdict,
+            c.get("outside"),
+        )
         if key in index:
             index[key]["dtypes"].append(c.get("dtype"))
             continue
@@ -119,12 +127,31 @@ def convention_rows(conventions: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             "is_error": bool(c.get("error")),
             "notes_text": c.get("notes_text", ""),
             "agrees": c.get("agrees_with_notes"),
+            "verdict": verdict,
+            "judged": judged_text(c),
+            "is_failure": verdict == "fail",
+            "allowed": c.get("allowed") or "",
+            "outside": c.get("outside") or "",
+            "repro": c.get("repro") or "",
         }
         index[key] = row
         rows.append(row)
     for row in rows:
         row["dtype"] = ", ".join(str(d) for d in row["dtypes"])
     return rows
+
+
+def judged_text(probe: Mapping[str, Any]) -> str:
+    """``valid convention`` (inside the generalised gradient), ``FAILURE: outside-subdifferential
+    (<where>)``, ``error`` or ``unsupported`` (reports written before #13: ``not judged``)."""
+    verdict = probe.get("verdict")
+    if verdict is None:
+        return "error" if probe.get("error") else "not judged"
+    if verdict == "fail":
+        return f"FAILURE: {probe.get('fault') or 'outside-subdifferential'} ({probe.get('outside', '')})"
+    if verdict == "convention":
+        return "valid convention"
+    return str(verdict)
 
 
 def agrees_text(value: bool | None) -> str:
@@ -137,7 +164,9 @@ def summary_line(document: Mapping[str, Any]) -> str:
     summary = document["summary"]
     counts = summary["counts"]
     parts = [f"{n} {v}" for v, n in counts.items() if n or v in ("pass", "fail", "error")]
-    return f"{summary['total']} checks: {', '.join(parts)} - {summary['status']}"
+    probes = summary.get("convention_failures") or 0
+    extra = f"; {probes} convention probe(s) outside the generalised gradient" if probes else ""
+    return f"{summary['total']} checks: {', '.join(parts)}{extra} - {summary['status']}"
 
 
 def versions_line(document: Mapping[str, Any]) -> str:

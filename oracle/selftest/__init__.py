@@ -67,6 +67,7 @@ from gradoracle.selftest.fp_report import (
 )
 from gradoracle.selftest.kill_matrix import (
     DEFAULT_CORRECT_ADAPTERS,
+    PROBE_PREFIX,
     SELFTEST_FILES,
     STATUS_ORDER,
     MutantReport,
@@ -74,6 +75,7 @@ from gradoracle.selftest.kill_matrix import (
     SelftestReport,
     kill_cell,
     mutant_settings,
+    row_from_probe,
     row_from_result,
     run_selftest,
     select_mutants,
@@ -118,6 +120,7 @@ __all__ = [
     "GRADCHECK_TUNED_FLOAT32",
     "GRID",
     "PERTURBATIONS",
+    "PROBE_PREFIX",
     "SELFTEST_FILES",
     "STATUS_ORDER",
     "THRESHOLD_FILES",
@@ -148,6 +151,7 @@ __all__ = [
     "perturb",
     "plan_fp_units",
     "plan_threshold_units",
+    "row_from_probe",
     "row_from_result",
     "run_fp_campaign",
     "run_fp_unit",

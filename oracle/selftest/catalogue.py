@@ -36,18 +36,23 @@ from gradoracle.selftest.mutant_rules import (
     CorrectRules,
     CrossEntropyMeanOverClasses,
     EluUsesOutput,
+    EluVanishesNearZero,
     ExpDerivativeFromInput,
     GeluTanhApproximation,
     LeakyReluSlopeDropped,
+    LeakyReluZeroAtZero,
     LogReciprocalForgotten,
     MatmulOverwritesInput,
     MatmulScaledPermille,
+    MaximumTieGivesZero,
     MaxPoolRouteAll,
     MaxPoolRouteCorner,
     MaxPoolRouteLast,
     OuterReversed,
+    ReluDerivativeTwoAtZero,
     ReluMaskInverted,
     ReluMaskMissing,
+    ReluThresholdMilli,
     SigmoidMissingOneMinus,
     SiluProductRuleDropped,
     SinDerivativeSign,
@@ -89,6 +94,8 @@ class Mutant:
     factory: Callable[[str], Any]
     dtypes: tuple[str, ...] = BOTH
     control: bool = False  # a negative control: not a bug, must survive
+    #: convention probes (:mod:`gradoracle.conventions`) it must fail with ``outside-subdifferential``
+    probes: tuple[str, ...] = ()
 
     @property
     def adapter_name(self) -> str:
@@ -125,6 +132,8 @@ def mutant_spec(name: str) -> str:
 # ======================================================================================
 
 B, F_, A = Fault.BACKWARD, Fault.FORWARD, Fault.ADAPTER
+#: What a mutant's convention probes must report.
+OUTSIDE = Fault.OUTSIDE_SUBDIFFERENTIAL
 MLP_CE = ("mlp-a-logits", "mlp-b-output-params", "mlp-c-hidden-activation", "mlp")
 
 _ENTRIES: tuple[Mutant, ...] = (
@@ -318,6 +327,57 @@ _ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(GeluTanhApproximation),
+    ),
+    # kinks (#13): values outside the generalised gradient, rules off just next to a kink
+    Mutant(
+        "relu-derivative-two-at-0",
+        "relu'(0) = 2: outside the generalised gradient [0, 1] (right everywhere else)",
+        "notes:identity-4",
+        (),
+        OUTSIDE,
+        "numpy",
+        _numpy(ReluDerivativeTwoAtZero),
+        probes=("relu-at-0",),
+    ),
+    Mutant(
+        "leaky-relu-zero-at-0",
+        "leaky_relu'(0) = 0 (MyGrad): outside [0.01, 1] (right everywhere else)",
+        "notes:identity-4",
+        (),
+        OUTSIDE,
+        "numpy",
+        _numpy(LeakyReluZeroAtZero),
+        probes=("leaky-relu-at-0",),
+    ),
+    Mutant(
+        "maximum-tie-gives-zero",
+        "maximum(a, b) at a = b gives 0 to both (MyGrad): d/dx max(x, x) = 0, outside {(t, 1 - t)}",
+        "notes:identity-4",
+        (),
+        OUTSIDE,
+        "numpy",
+        _numpy(MaximumTieGivesZero),
+        probes=("maximum-tie", "maximum-same-input"),
+    ),
+    Mutant(
+        "relu-threshold-1e-3",
+        "ReLU's rule written x > 1e-3 instead of x > 0: relu' = 0 on (0, 1e-3]",
+        "notes:identity-4",
+        ("elementwise-relu", "mlp-d-relu-mask"),
+        B,
+        "numpy",
+        _numpy(ReluThresholdMilli),
+        probes=("relu-at-0",),
+    ),
+    Mutant(
+        "elu-vanishes-near-0",
+        "elu' = 0 on (-1e-3, 1e-3) (tinygrad), where ELU (alpha 1) is smooth with elu' ~ 1",
+        "notes:identity-4",
+        ("elementwise-elu",),
+        B,
+        "numpy",
+        _numpy(EluVanishesNearZero),
+        probes=("elu-at-0",),
     ),
     # MLP
     Mutant(

@@ -80,6 +80,30 @@ def row_from_result(result: CheckResult, expected: Fault) -> MutantRow:
     )
 
 
+#: Kill-matrix rows of convention probes are named ``probe:<name>``.
+PROBE_PREFIX = "probe:"
+
+
+def row_from_probe(result: Any, expected: Fault, duration_s: float) -> MutantRow:
+    """The kill-matrix row of one mutant on one convention probe (judged once, no examples)."""
+    failed = result.verdict in ("fail", "error")
+    verdict = {"fail": Verdict.FAIL, "error": Verdict.ERROR, "convention": Verdict.PASS}.get(
+        result.verdict, Verdict.SKIP
+    )
+    return MutantRow(
+        identity=PROBE_PREFIX + result.probe,
+        dtype=result.dtype,
+        verdict=str(verdict),
+        fault=str(result.fault if result.verdict == "fail" else (Fault.ADAPTER if failed else Fault.NONE)),
+        expected_fault=str(expected),
+        examples=1,
+        first_failure=1 if failed else None,
+        duration_s=round(duration_s, 4),
+        message=(result.outside or result.error or result.convention or ""),
+        repro=result.repro,
+    )
+
+
 STATUS_ORDER = ("survived", "mislocalised", "not-run", "killed")
 
 
@@ -158,12 +182,19 @@ class SelftestReport:
     unavailable: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
     duration_s: float = 0.0
+    #: the convention probes of the correct adapters (every value must be a valid convention)
+    correct_probes: list[Any] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
-        """One line per problem: a surviving or mislocalised mutant, a failing correct check."""
+        """One line per problem: a surviving or mislocalised mutant, a failing correct check or probe."""
         out = [f"mutant {m.name}: {m.status}" for m in self.mutants if m.status not in ("killed", "skipped")]
         out += [f"correct adapter {r.id}: {r.verdict} ({r.fault})" for r in self.correct if not r.ok]
+        out += [
+            f"correct adapter {p.adapter} probe {p.probe} {p.dtype}: {p.verdict} ({p.outside or p.error})"
+            for p in self.correct_probes
+            if p.verdict in ("fail", "error")
+        ]
         if self.interrupted:
             out.append("interrupted: some checks did not run")
         return out
@@ -184,6 +215,8 @@ class SelftestReport:
             "correct_passed": sum(1 for r in self.correct if r.verdict == Verdict.PASS),
             "correct_failed": sum(1 for r in self.correct if not r.ok),
             "correct_skipped": sum(1 for r in self.correct if r.verdict == Verdict.SKIP),
+            "correct_probes": len(self.correct_probes),
+            "correct_probe_failures": sum(1 for p in self.correct_probes if p.verdict in ("fail", "error")),
             "ok": self.ok,
         }
 
@@ -209,6 +242,7 @@ class SelftestReport:
             "versions": _versions(),
             "mutants": [m.to_dict() for m in self.mutants],
             "correct": [r.to_dict() for r in self.correct],
+            "correct_probes": [p.to_dict() for p in self.correct_probes],
         }
 
 
@@ -279,6 +313,7 @@ def run_selftest(
     outcome = run_matrix(tasks, mutant_settings(examples, seed), jobs, on_start, on_result)
     for result, (report, expected) in zip(outcome.results, owners, strict=True):
         report.rows.append(row_from_result(result, expected))
+    _run_mutant_probes(chosen, reports, dtypes)
 
     unavailable: dict[str, str] = {}
     pairs: list[tuple[str, str]] = []
@@ -290,8 +325,13 @@ def run_selftest(
         else:
             unavailable[spec] = why
     correct: list[CheckResult] = []
+    correct_probes: list[Any] = []
     interrupted = outcome.interrupted
     if pairs and not interrupted:
+        from gradoracle.conventions import run_probes
+
+        for spec, _ in pairs:
+            correct_probes.extend(run_probes([load_adapter(spec)], dtypes))
         n = correct_examples or examples
         plan = plan_tasks(select_identities(list(identities or [])), pairs, dtypes)
         correct_outcome = run_matrix(plan, CheckSettings(examples=n, seed=seed), jobs, on_start, on_result)
@@ -307,7 +347,28 @@ def run_selftest(
         unavailable=unavailable,
         interrupted=interrupted,
         duration_s=time.perf_counter() - start,
+        correct_probes=correct_probes,
     )
+
+
+def _run_mutant_probes(chosen: Sequence[Any], reports: Sequence[MutantReport], dtypes: Sequence[str]) -> None:
+    """Each mutant's convention probes, in every dtype it applies to (in this process: they are quick)."""
+    from gradoracle.adapters import load_adapter
+    from gradoracle.conventions import get_probe, run_probe
+
+    for m, report in zip(chosen, reports, strict=True):
+        names = getattr(m, "probes", ())
+        if report.skipped or not names:
+            continue
+        report.targets = [*report.targets, *(PROBE_PREFIX + n for n in names)]
+        adapter = load_adapter(m.spec)
+        for name in names:
+            for dtype in report.dtypes:
+                begin = time.perf_counter()
+                result = run_probe(get_probe(name), adapter, dtype, m.spec)
+                report.rows.append(
+                    row_from_probe(result, Fault.OUTSIDE_SUBDIFFERENTIAL, time.perf_counter() - begin)
+                )
 
 
 _MARK = {
@@ -392,6 +453,25 @@ def selftest_markdown(report: SelftestReport) -> str:
             )
         )
     lines += _md_table(("adapter", "dtype", "passed", "max error/tolerance", "failed"), crows)
+    if report.correct_probes:
+        pgroups: dict[tuple[str, str], list[Any]] = {}
+        for p in report.correct_probes:
+            pgroups.setdefault((p.adapter, p.dtype), []).append(p)
+        prows = [
+            (
+                adapter,
+                dtype,
+                f"{sum(p.verdict == 'convention' for p in ps)}/{len(ps)}",
+                ", ".join(p.probe for p in ps if p.verdict in ("fail", "error")) or "-",
+            )
+            for (adapter, dtype), ps in pgroups.items()
+        ]
+        lines += [
+            "",
+            "Convention probes of the correct adapters (every value must be a valid convention):",
+            "",
+        ]
+        lines += _md_table(("adapter", "dtype", "valid conventions", "outside / error"), prows)
     if report.failures:
         lines += ["", "## Problems", "", *(f"- {f}" for f in report.failures)]
     return "\n".join(lines) + "\n"

@@ -436,5 +436,47 @@ class SumPoolForward(Rules):
         return super().avg_pool2d_backward(delta, x, k, stride) * float(k * k)
 
 
+# ---- kinks (#13): values outside the generalised gradient, rules off near a kink -------
+
+
+class ReluDerivativeTwoAtZero(Rules):
+    """relu'(0) = 2: outside the generalised gradient [0, 1] at the kink (right elsewhere)."""
+
+    def relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * np.where(x > 0, 1.0, np.where(x == 0, 2.0, 0.0)).astype(x.dtype)
+
+
+class LeakyReluZeroAtZero(Rules):
+    """leaky_relu'(0) = 0 (MyGrad's): outside [0.01, 1]; right away from 0."""
+
+    def leaky_relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        slope = np.where(x > 0, 1.0, np.where(x == 0, 0.0, 0.01))
+        return delta * slope.astype(x.dtype)
+
+
+class MaximumTieGivesZero(Rules):
+    """maximum(a, b) at a = b gives 0 to both arguments (MyGrad's): d/dx max(x, x) = 0."""
+
+    def maximum_backward(
+        self, delta: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return delta * (a > b).astype(delta.dtype), delta * (b > a).astype(delta.dtype)
+
+
+class ReluThresholdMilli(Rules):
+    """ReLU's rule written ``x > 1e-3`` instead of ``x > 0``: relu' = 0 on (0, 1e-3]."""
+
+    def relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * (x > 1e-3).astype(x.dtype)
+
+
+class EluVanishesNearZero(Rules):
+    """elu' = 0 on (-1e-3, 1e-3) (tinygrad's ELU near 0), where ELU is smooth with elu' ~ 1."""
+
+    def elu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        g = super().elu_backward(delta, x, z)
+        return np.where(np.abs(x) < 1e-3, np.zeros((), dtype=g.dtype), g)
+
+
 class CorrectRules(Rules):
     """Negative control: the engine's own rules, unchanged."""

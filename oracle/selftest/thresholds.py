@@ -48,6 +48,7 @@ from gradoracle.selftest.perturbations import (
     _gradcheck_caught,
     _tool_available,
 )
+from gradoracle.strategies import ordinary_draws
 
 THRESHOLD_FILES = ("thresholds.json", "thresholds.md")
 THRESHOLD_PARTS = "thresholds.parts.jsonl"
@@ -117,7 +118,8 @@ class _Trials:
         ident = self.members[j % len(self.members)]
         if ident.name not in self._pool:
             need = math.ceil(max(self.unit.checks, self.unit.fp_checks) / len(self.members)) + 1
-            drawn = draw_examples(ident, 2 * need + 10, self.unit.seed)
+            with ordinary_draws():  # FD-based tools cannot difference next to a kink
+                drawn = draw_examples(ident, 2 * need + 10, self.unit.seed)
             self._pool[ident.name] = [ex for ex in drawn if _has_gradient(ident, ex)][:need] or drawn
         pool = self._pool[ident.name]
         return ident, pool[(j // len(self.members)) % len(pool)]
