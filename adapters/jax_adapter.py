@@ -74,8 +74,9 @@ Eager or jit
     how XLA generates code (LLVM optimisation off, legacy fusion emitters), not what the
     program computes; the adapter never sets it (it is process-wide and must be set
     before JAX starts): a front-end or the user may.  JAX's persistent compilation cache
-    (``JAX_COMPILATION_CACHE_DIR``, ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``)
-    cuts a repeated run's compilations ~10x (a jitted vjp at a new shape 231 -> 23 ms).
+    cuts a repeated run's compilations ~10x (a jitted vjp at a new shape 231 -> 23 ms); it
+    is on by default in the user's cache directory (:mod:`gradoracle.adapters.jax_cache`:
+    ``GRADORACLE_JAX_CACHE=off`` turns it off, a path moves it).
 
 Seen at non-differentiable points (jax 0.10.2, vjp): relu'(0) = 0, leaky_relu'(0) = 1,
 abs'(0) = 1, elu'(0) = 1, ``jnp.maximum(x, 0)`` and ``jnp.clip(x, min=0)`` at 0 split
@@ -98,16 +99,37 @@ from typing import Any
 import numpy as np
 
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.adapters.jax_cache import configure_persistent_cache
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
-__all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps", "clear_cache"]
+__all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps", "batch_chunk", "clear_cache"]
 
 #: In ``jit="auto"`` mode, the call (1 = first) on which a (fn, shapes, dtype) key of
 #: ``vjp``/``jvp`` and of ``forward`` is compiled (module docstring: first call is best).
-AUTO_JIT_AFTER: dict[str, int] = {"vjp": 1, "jvp": 1, "forward": 1}
+AUTO_JIT_AFTER: dict[str, int] = {"vjp": 1, "jvp": 1, "forward": 1, "vjp_batch": 1, "forward_batch": 1}
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 1024
 JIT_MODES: tuple[str, ...] = ("auto", "always", "never")
+
+
+#: Rows per batched call (examples or finite-difference points) at most, and the number of
+#: input elements a chunk may hold before it gets fewer rows (:func:`batch_chunk`).
+BATCH_ROWS = 32
+BATCH_ELEMENTS = 2**18
+
+
+def batch_chunk(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Rows per batched call for one example's input shapes: a power of two, at most
+    :data:`BATCH_ROWS`, with at most :data:`BATCH_ELEMENTS` input elements per call.
+
+    A function of the shapes alone, so each shape compiles one batched program; small
+    inputs (every identity of the default report) get 32 rows, a 128x128 matrix 8, a
+    1024x1024 one 1 (there the work is the arithmetic, which padding would multiply)."""
+    per_row = max(1, sum(int(np.prod(s)) for s in shapes.values()))
+    rows = 1
+    while rows * 2 <= BATCH_ROWS and rows * 2 * per_row <= BATCH_ELEMENTS:
+        rows *= 2
+    return rows
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -332,6 +354,7 @@ class JaxAdapter(AdapterBase):
             import jax  # noqa: F401
         except ImportError as exc:
             return False, f"jax is not installed ({exc}); pip install 'gradoracle[jax]'"
+        configure_persistent_cache()
         return True, ""
 
     @cached_property
@@ -350,6 +373,7 @@ class JaxAdapter(AdapterBase):
         """Scope in which ``dtype`` arrays can be made: ``jax.enable_x64(True)`` for float64."""
         if dtype not in self.dtypes:
             raise ValueError(f"jax adapter: unsupported dtype {dtype!r}; use one of {self.dtypes}")
+        configure_persistent_cache()  # before JAX's first compilation (idempotent, cheap)
         if dtype == "float64":
             import jax
 
@@ -485,6 +509,108 @@ class JaxAdapter(AdapterBase):
             return VJPResult(
                 output=self.to_numpy(out),
                 grads={name: self.to_numpy(grads[name]) for name in names},
+            )
+
+    # -- batches (gradoracle.batching) ------------------------------------------------------
+
+    def _in_chunks(
+        self,
+        kind: str,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        build: Callable[[], Callable[..., Any]],
+        extra: tuple[Any, ...],
+        dtype: str,
+        *batched: Any,
+    ) -> list[Any]:
+        """``jit(vmap(...))`` over rows of ``batched`` pytrees, in chunks of one fixed size.
+
+        Every call of a shape uses the same chunk size (:func:`batch_chunk`), the last
+        chunk padded by repeating its first row, so a shape costs one compiled program
+        however many examples or points a call brings (a size per call would compile a
+        program per size).  Returns each chunk's outputs, padding removed.
+        """
+        import jax
+
+        rows = int(np.shape(jax.tree_util.tree_leaves(batched[0])[0])[0])
+        chunk = batch_chunk({k: np.shape(v)[1:] for k, v in inputs.items()})
+        key = (kind, fn, tuple((k, s[1:]) for k, s in self._shapes(inputs)), *extra, chunk, dtype)
+        outs = []
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+
+            def take(a: np.ndarray, start: int = start, stop: int = stop) -> np.ndarray:
+                part = a[start:stop]
+                if stop - start < chunk:
+                    part = np.concatenate([part, np.repeat(part[:1], chunk - (stop - start), axis=0)])
+                return part
+
+            args = jax.tree_util.tree_map(take, batched)
+            out = self._call(key, build, *args)
+            outs.append(jax.tree_util.tree_map(lambda t, n=stop - start: np.asarray(t)[:n], out))
+        return outs
+
+    def forward_batch(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        """``fn`` at each of the ``B`` points stacked on axis 0 of ``inputs``: ``(B, *output)``.
+
+        ``jax.jit(jax.vmap(fn))`` per the jit mode, in chunks of :func:`batch_chunk` rows.
+        """
+        import jax
+
+        ops = self.ops
+
+        def build() -> Callable[..., Any]:
+            def run(args: dict[str, Any]) -> Any:
+                return fn(ops, args)
+
+            return jax.vmap(run)
+
+        with self.precision(dtype):
+            args = _cast(inputs, dtype)
+            outs = self._in_chunks("forward_batch", fn, inputs, build, (), dtype, args)
+            return np.concatenate(outs)
+
+    def vjp_batch(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangents: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        """:meth:`vjp` of ``B`` examples stacked on axis 0: ``jax.vmap`` of ``jax.vjp``, jitted.
+
+        Output and gradients carry the batch axis first.
+        """
+        import jax
+
+        unknown = [name for name in wrt if name not in inputs]
+        if unknown:
+            raise KeyError(f"jax adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+        ops = self.ops
+        names = tuple(wrt)
+
+        def build() -> Callable[..., Any]:
+            def run(diff: dict[str, Any], const: dict[str, Any], u: Any) -> tuple[Any, Any]:
+                out, pullback = jax.vjp(lambda d: fn(ops, {**const, **d}), diff)
+                if tuple(u.shape) != tuple(out.shape):
+                    raise ValueError(
+                        f"jax adapter: cotangent shape {tuple(u.shape)} != output shape {tuple(out.shape)}"
+                    )
+                (grads,) = pullback(u.astype(out.dtype))
+                return out, grads
+
+            return jax.vmap(run)
+
+        with self.precision(dtype):
+            args = _cast(inputs, dtype)
+            diff = {name: args[name] for name in names}
+            const = {k: v for k, v in args.items() if k not in diff}
+            u = np.asarray(cotangents, dtype=dtype)
+            outs = self._in_chunks("vjp_batch", fn, inputs, build, (names,), dtype, diff, const, u)
+            return VJPResult(
+                output=np.concatenate([o for o, _ in outs]),
+                grads={n: np.concatenate([g[n] for _, g in outs]) for n in names},
             )
 
     def jvp(

@@ -13,7 +13,9 @@ Active once gradoracle is installed; ``-p no:gradoracle`` disables it.  It adds:
   identity x adapter x dtype (``gradoracle::conv-input[torch-float32]``), selectable with
   ``-k``, working under pytest-xdist, failing with the oracle's diagnostic; known
   deviations become xfail; a "gradoracle conformance" terminal summary (the matrix and
-  stale deviation entries); ``--gradoracle-report DIR`` writes the report files;
+  stale deviation entries); ``--gradoracle-report DIR`` writes the report files, with the
+  convention probes judged: a probe value outside the generalised gradient is listed in the
+  summary and fails the session (``outside-subdifferential``);
 - the ``gradoracle`` fixture (:class:`gradoracle.user_checks.GradOracle`) with which a test
   checks a function of its own.
 
@@ -433,6 +435,7 @@ class ConformanceSuite:
         self.results: list[tuple[str, CheckResult]] = []  # (adapter label, result), in report order
         self.written: dict[str, Path] = {}
         self.report_problem: str | None = None
+        self.probe_failures: list[Any] = []  # convention probes outside the generalised gradient
         self._outcome: DeviationOutcome | None = None
         self._pool: Any = None  # the worker pool of --gradoracle-isolate, started on first use
         self.started = time.perf_counter()
@@ -622,6 +625,10 @@ class ConformanceSuite:
             )
         except (OSError, ValueError, ImportError) as exc:
             self.report_problem = f"cannot write the report to {self.options.report_dir}: {exc}"
+        # a value outside the generalised gradient is a failure, not a convention: the session fails
+        self.probe_failures = [p for p in probes if getattr(p, "verdict", None) == "fail"]
+        if self.probe_failures and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     # ---- the terminal summary ----------------------------------------------------------
 
@@ -638,6 +645,15 @@ class ConformanceSuite:
             terminalreporter.write(matrix_text(self._ordered(), markup, width, rows, columns))
             for line in outcome.warnings() if outcome is not None else []:
                 terminalreporter.write_line(f"WARNING: {line}", yellow=True, bold=True)
+        if self.probe_failures:
+            terminalreporter.write_line(
+                f"FAILED: {len(self.probe_failures)} convention probe(s) outside the generalised (Clarke) "
+                "gradient (fault outside-subdifferential):",
+                red=True,
+                bold=True,
+            )
+            for probe in self.probe_failures:
+                terminalreporter.write_line(probe.message())
         for fmt, path in self.written.items():
             terminalreporter.write_line(f"gradoracle report ({fmt}): {path}")
         if self.report_problem:

@@ -16,10 +16,14 @@ a :class:`CheckResult`.
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,15 +33,18 @@ from hypothesis import reproduce_failure as hypothesis_reproduce_failure
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis.control import current_build_context, currently_in_test_context
+from hypothesis.database import ReadOnlyDatabase
 from hypothesis.errors import Flaky
 from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
 from gradoracle import finite_differences as fd
+from gradoracle.batching import ForwardCall, Request, VjpCall, drive, run_one, supports_batching
 from gradoracle.guard import (
     DEFAULT_TIMEOUT_S,
     AdapterCallError,
     AdapterFacts,
+    AdapterGuard,
     describe_exception,
     guard_for,
     process_session,
@@ -83,11 +90,21 @@ class CheckSettings:
     directions: int = 2
     full_jacobian_max: int = 12
     timeout_s: float | None = DEFAULT_TIMEOUT_S  # per call into the adapter (one example)
-    shrink: bool = True
     repeat_vjp: bool = True  # call the vjp twice per example: nondeterminism is a named fault
+    shrink: bool = True
     fd_dtype: str | None = None  # default: float64 when the adapter supports it
     use_profile: bool = False
     reproduce_failure: str | None = None
+    #: The oracle's self-test (its closed form against finite differences of its own
+    #: reference forward) runs on every example that fails another comparison and on a
+    #: sample of about one example in ``oracle_every`` of the rest (1: on every example, as
+    #: ``gradoracle selftest`` runs it).  It proves the oracle, not the framework.
+    oracle_every: int = 4
+    #: Examples of one check that share shapes are evaluated together, up to this many per
+    #: batch (one vectorised adapter call each for the vjps and the finite-difference
+    #: points, :mod:`gradoracle.batching`), for adapters with ``vjp_batch``/``forward_batch``;
+    #: 1 (or an adapter without them): one example at a time, as Hypothesis draws them.
+    batch: int = 32
 
     def with_(self, **changes: Any) -> CheckSettings:
         """A copy with some fields changed."""
@@ -407,7 +424,7 @@ def _kink_safe_steps(
 
 def _fd_comparisons(
     kind: str,
-    forward: fd.Forward,
+    fn: Any,
     ident: Identity,
     inputs: Mapping[str, np.ndarray],
     params: Mapping[str, Any],
@@ -421,8 +438,12 @@ def _fd_comparisons(
     ref_grads: Mapping[str, np.ndarray] | None = None,
     output_scale: float = 0.0,
     steps: Sequence[float | None] | None = None,
-) -> None:
+) -> Generator[ForwardCall, Any, None]:
     """Compare ``<g, v>`` with ``D(h) ~ u^T J v`` for every direction ``v``; worst one recorded.
+
+    A generator (:mod:`gradoracle.batching`): it asks for the forward ``fn`` at all the
+    points ``x +- h v`` of all directions in one :class:`ForwardCall`, then at ``x +- 2h v``
+    for the directions that need a Richardson estimate (those that would fail), in one more.
 
     ``steps`` are the kink-safe steps of the directions (:func:`_kink_safe_steps`) when the
     caller has them already.
@@ -438,12 +459,24 @@ def _fd_comparisons(
         steps = _kink_safe_steps(ident, inputs, params, dirs, h0)
     g64 = {n: np.asarray(grads[n], dtype=np.float64) for n in grads}
     gabs = {n: float(np.max(np.abs(g))) if g.size else 0.0 for n, g in g64.items()}
-    worst: Comparison | None = None
+    u64 = np.asarray(u, dtype=np.float64)
+
+    def s(out: np.ndarray) -> float:  # s(t) = <u, f(x + t v)>, accumulated in float64
+        return float(np.sum(u64 * np.asarray(out, dtype=np.float64)))
+
+    active: list[tuple[int, Mapping[str, np.ndarray], float]] = []
     for k, d in enumerate(dirs):
         h = steps[k]
         if h is None:
             outcome.skipped_directions += 1
-            continue
+        else:
+            active.append((k, d, h))
+    if not active:
+        return
+    points = [fd.perturbed(inputs, d, t, fd_dtype) for _, d, h in active for t in (h, -h)]
+    outs = yield ForwardCall(fn, points, fd_dtype)
+    rows: list[dict[str, Any]] = []
+    for j, (k, d, h) in enumerate(active):
         p = sum(float(np.sum(g64[n] * d[n])) for n in d)
         mag = sum(float(np.sum(np.abs(g64[n] * d[n]))) for n in d)
         gmax = max(gabs[n] for n in d)
@@ -451,11 +484,24 @@ def _fd_comparisons(
         mag = max(mag, gmax * vmax)
         extra = sum(float(np.sum(np.abs(d[n]) * slack[n])) for n in d if n in slack)
         extra += 16 * eps_fd * output_scale / h
-        value = fd.central_difference(forward, inputs, u, d, h, fd_dtype)
-        allowed = tol.fd_allowed(mag) + extra
-        if abs(p - value) > allowed:
-            rich = fd.richardson(forward, inputs, u, d, h, fd_dtype, d_h=value)
-            value, allowed = rich.value, tol.fd_allowed(mag, rich.error) + extra
+        value = (s(outs[2 * j]) - s(outs[2 * j + 1])) / (2 * h)
+        rows.append({"k": k, "d": d, "h": h, "p": p, "mag": mag, "extra": extra, "value": value})
+    close = [r for r in rows if abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"]) + r["extra"]]
+    if close:  # Richardson: D(2h) as well, D_R = (4 D(h) - D(2h)) / 3, error ~ |D(h) - D(2h)|
+        far = yield ForwardCall(
+            fn,
+            [fd.perturbed(inputs, r["d"], t, fd_dtype) for r in close for t in (2 * r["h"], -2 * r["h"])],
+            fd_dtype,
+        )
+        for j, r in enumerate(close):
+            d2 = (s(far[2 * j]) - s(far[2 * j + 1])) / (4 * r["h"])
+            r["value"], r["error"] = (4 * r["value"] - d2) / 3, abs(r["value"] - d2)
+    worst: Comparison | None = None
+    for r in rows:
+        k, d, p, mag, value = r["k"], r["d"], r["p"], r["mag"], r["value"]
+        allowed = (
+            tol.fd_allowed(mag, r["error"]) + r["extra"] if "error" in r else tol.fd_allowed(mag) + r["extra"]
+        )
         basis = fd.is_basis(d)
         name, index = (
             ("projection", [k])
@@ -480,6 +526,17 @@ def _fd_comparisons(
             worst = comp
     if worst is not None:
         outcome.comparisons.append(worst)
+
+
+def oracle_sampled(example: Example, every: int) -> bool:
+    """Whether the oracle's self-test samples ``example``: about one in ``every``, chosen by a
+    CRC-32 of the example's values and seed (so the choice is the same on every replay)."""
+    if every <= 1:
+        return True
+    crc = zlib.crc32(repr(example.seed).encode())
+    for name in sorted(example.inputs):
+        crc = zlib.crc32(np.ascontiguousarray(example.inputs[name], dtype=np.float64).tobytes(), crc)
+    return crc % every == 0
 
 
 _FORWARDS: dict[tuple[Any, str], Any] = {}
@@ -509,9 +566,39 @@ def evaluate_example(
     example: Example,
     settings: CheckSettings | None = None,
 ) -> ExampleOutcome:
-    """Run the three-way comparison on one example (see the module docstring)."""
+    """Run the three-way comparison on one example (see the module docstring).
+
+    The adapter's finite-difference points go to it in one ``forward_batch`` call when it
+    has one (:mod:`gradoracle.batching`); :func:`evaluate_examples` evaluates many at once.
+    """
+    return evaluate_examples(identity, adapter, dtype, [example], settings)[0]
+
+
+def evaluate_examples(
+    identity: Identity | str,
+    adapter: Any,
+    dtype: str,
+    examples: Sequence[Example],
+    settings: CheckSettings | None = None,
+) -> list[ExampleOutcome]:
+    """:func:`evaluate_example` for each example, their adapter calls batched (:func:`batching.drive`).
+
+    Raises what one example's evaluation raises outside the adapter (an
+    :class:`InvalidShapeError`), as :func:`evaluate_example` would.
+    """
     ident = get_identity(identity)
     settings = settings or CheckSettings()
+    results = drive(adapter, [_evaluation(ident, adapter, dtype, ex, settings) for ex in examples])
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return list(results)
+
+
+def _evaluation(
+    ident: Identity, adapter: Any, dtype: str, example: Example, settings: CheckSettings
+) -> Generator[Request, Any, ExampleOutcome]:
+    """One example's three-way comparison, asking for adapter work (:mod:`gradoracle.batching`)."""
     params = example.params
     ident.check_shapes(example.inputs, params)
     outcome = ExampleOutcome(example)
@@ -534,7 +621,9 @@ def evaluate_example(
     results = []
     for _ in range(2 if settings.repeat_vjp else 1):
         try:
-            result = adapter.vjp(fn, {k: v.copy() for k, v in x_d.items()}, ident.wrt, u_d.copy(), dtype)
+            result = yield VjpCall(
+                fn, {k: v.copy() for k, v in x_d.items()}, tuple(ident.wrt), u_d.copy(), dtype
+            )
         except Exception as exc:  # any adapter failure becomes a record
             outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {describe_exception(exc)}"
             return outcome
@@ -600,13 +689,10 @@ def evaluate_example(
     same_point = dtype == "float64" and fd_dtype == "float64"
     steps = _kink_safe_steps(ident, x_d64, params, dirs, fd.step_size(fd_dtype, x_d64))
 
-    def adapter_forward(arrays: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(adapter.forward(fn, arrays, fd_dtype))
-
     try:
-        _fd_comparisons(
+        yield from _fd_comparisons(
             "fd",
-            adapter_forward,
+            fn,
             ident,
             x_d64,
             params,
@@ -625,16 +711,18 @@ def evaluate_example(
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
         return outcome
 
-    # 4. the oracle itself: closed form vs finite differences of the reference forward, float64
-    if ref is not None:
+    # 4. the oracle itself: closed form vs finite differences of the reference forward, float64,
+    # on a sample of the examples and on every example where something else failed (so that
+    # a wrong closed form is always told apart from a wrong backward)
+    if ref is not None and (outcome.failures or oracle_sampled(example, settings.oracle_every)):
         ref_master = ident.gradient(master, params, u) if dtype != "float64" else ref
         tol64 = tolerance_for("float64")
         master_mag = (
             out_mag if same_point else np.maximum(ident.output_magnitude(master, params), np.abs(ref_out))
         )
-        _fd_comparisons(
+        oracle_fd = _fd_comparisons(
             "oracle",
-            lambda a: ident.reference_forward(a, params),
+            fn,
             ident,
             master,
             params,
@@ -647,6 +735,9 @@ def evaluate_example(
             outcome,
             output_scale=float(np.sum(np.abs(u) * master_mag)),
             steps=steps if same_point else None,
+        )
+        run_one(
+            oracle_fd, lambda call: [ident.reference_forward(p, params) for p in getattr(call, "points", ())]
         )
 
     failed = {c.kind for c in outcome.failures}
@@ -872,8 +963,11 @@ def check(
     dtype: str = "float64",
     settings: CheckSettings | None = None,
 ) -> CheckResult:
-    """Check one identity on one adapter in one dtype over Hypothesis-drawn examples."""
+    """Check one identity on one adapter in one dtype over Hypothesis-drawn examples.
 
+    Every call into the adapter goes through its guard (:mod:`gradoracle.guard`): its own
+    thread, ``settings.timeout_s`` per example, any exception a record.
+    """
     start = time.perf_counter()
     settings = settings or CheckSettings()
     spec = adapter if isinstance(adapter, str) else None
@@ -943,7 +1037,13 @@ def check(
     nested = currently_in_test_context()
     skip_simplest = settings.reproduce_failure is None and not nested
 
+    known: dict[bytes, ExampleOutcome] = {}  # outcomes of the batched pass, by example digest
+    recording: list[Example] | None = None  # the examples Hypothesis draws, in the recording pass
+
     def evaluate(example: Example) -> ExampleOutcome:
+        cached = known.get(example_digest(example)) if known else None
+        if cached is not None:
+            return cached
         # through the adapter's guard: its own thread, the time limit, any exception a record
         # (after a hang the guard refuses further calls at once)
         try:
@@ -966,6 +1066,9 @@ def check(
             state["generating"] = state["generating"] or probe
             if degenerate and state["generating"] and state["first_failure"] is None:
                 reject()
+        if recording is not None:
+            recording.append(example)
+            return
         state["calls"] += 1
         if state["first_failure"] is None:
             state["drawn"] += 1
@@ -1000,6 +1103,7 @@ def check(
     common: dict[str, Any] = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
     reported: list[object] = []
     test: Any = None
+    run_seed: dict[str, Any] = {"seed": settings.seed, "generated": None}
 
     def counts() -> dict[str, Any]:
         drawn = state["drawn"]
@@ -1010,28 +1114,71 @@ def check(
         }
 
     def provenance(exc: BaseException | None = None) -> dict[str, Any]:
-        generated = getattr(test, "_hypothesis_internal_use_generated_seed", None)
+        generated = getattr(test, "_hypothesis_internal_use_generated_seed", None) or run_seed["generated"]
         notes = [*reported, *(getattr(exc, "__notes__", None) or [])]
         blob = next((m.group(1) for n in notes if (m := _BLOB.search(str(n)))), None)
         return {"hypothesis_seed": None if generated is None else str(generated), "blob": blob}
 
+    def hypothesis_test(record: bool) -> Any:
+        """``body`` under the check's Hypothesis settings; ``record``: the recording pass, which
+        never shrinks and only reads the example database (a saved failure is drawn first but
+        neither deleted nor re-saved: the one-at-a-time pass does that)."""
+        wrapped = given(ident.strategy())(body)
+        hs = hypothesis_settings_for(settings)
+        if record:
+            db = hs.database
+            hs = hypothesis_settings(
+                hs,
+                database=None if db is None else ReadOnlyDatabase(db),
+                phases=[p for p in hs.phases if p is not Phase.shrink],
+            )
+        wrapped = hs(wrapped)
+        if run_seed["seed"] is not None:
+            wrapped = hypothesis_seed(run_seed["seed"])(wrapped)
+        if settings.reproduce_failure:
+            blob = settings.reproduce_failure.encode()
+            wrapped = hypothesis_reproduce_failure(hypothesis_version, blob)(wrapped)
+        return wrapped
+
+    batch_failed: list[Example] = []
     try:
         if nested:
             # one example, drawn (and shrunk) by the user's test
             body(current_build_context().data.draw(ident.strategy()))
         else:
-            test = given(ident.strategy())(body)
             # one example-database entry per check (the closure's source is the same for all)
             key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-            test = hypothesis_settings_for(settings)(test)
-            if settings.seed is not None:
-                test = hypothesis_seed(settings.seed)(test)
-            if settings.reproduce_failure:
-                blob = settings.reproduce_failure.encode()
-                test = hypothesis_reproduce_failure(hypothesis_version, blob)(test)
+            if settings.batch > 1 and any(supports_batching(ad)) and not settings.reproduce_failure:
+                # Hypothesis chooses the examples (a pass that only records them), the
+                # adapter evaluates them in batches; a clean batch is the whole check.
+                # Otherwise the one-at-a-time pass replays the same examples (answered
+                # from `known`) up to the failing one and Hypothesis shrinks it.  Both
+                # passes must draw the same examples: one seed for both.
+                if run_seed["seed"] is None and not _seed_fixed_elsewhere(settings):
+                    run_seed["seed"] = run_seed["generated"] = random.getrandbits(128)
+                recording = []
+                with with_reporter(lambda _: None):
+                    hypothesis_test(record=True)()
+                drawn, recording = recording, None
+                state["generating"] = False
+                batch_failed = _evaluate_in_batches(ident, ad, dtype, drawn, settings, guard, known, state)
+                if not batch_failed:
+                    for example in drawn:
+                        state["calls"] += 1
+                        state["drawn"] += 1
+                        for c in known[example_digest(example)].comparisons:
+                            stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
+                                c.abs_error, c.rel_error, c.ratio
+                            )
+                    return result(Verdict.PASS, errors=stats, **counts(), **common)
+            test = hypothesis_test(record=False)
             with with_reporter(reported.append):
                 test()
+            if batch_failed:
+                # the replay drew other examples than the recording pass: report the
+                # batch's failure as it was found (unshrunk) rather than lose it
+                body(batch_failed[0])
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
         crashed = last is not None and last.crash is not None
@@ -1084,6 +1231,75 @@ def check(
 
 #: ``@reproduce_failure('6.x', b'BLOB')`` as Hypothesis prints it under ``print_blob``.
 _BLOB = re.compile(r"@reproduce_failure\([^,]+, b'([^']+)'\)")
+
+
+def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:
+    """Whether Hypothesis itself draws the same examples on every run of a test: a
+    ``--hypothesis-seed`` (its global seed) or a ``derandomize`` profile."""
+    import hypothesis.core
+
+    if getattr(hypothesis.core, "global_force_seed", None) is not None:
+        return True
+    return bool(settings.use_profile and getattr(hypothesis_settings.default, "derandomize", False))
+
+
+def example_digest(example: Example) -> bytes:
+    """A digest of an example's values, parameters and seed (equal examples, equal digests)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((sorted(example.params.items()), example.seed)).encode())
+    for name in sorted(example.inputs):
+        a = np.ascontiguousarray(example.inputs[name], dtype=np.float64)
+        h.update(f"{name}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+def _evaluate_in_batches(
+    ident: Identity,
+    adapter: Any,
+    dtype: str,
+    examples: Sequence[Example],
+    settings: CheckSettings,
+    guard: AdapterGuard,
+    known: dict[bytes, ExampleOutcome],
+    state: dict[str, Any],
+) -> list[Example]:
+    """Evaluate ``examples`` in batches of up to ``settings.batch`` that share shapes and
+    parameters; record each outcome in ``known``.  Returns the examples that did not pass,
+    in drawing order (an example whose evaluation raised, or every example of a batch that
+    timed out, has no outcome and counts as not passed: the replay evaluates it alone)."""
+    groups: dict[tuple[Any, ...], list[Example]] = {}
+    order: dict[bytes, int] = {}
+    for i, ex in enumerate(examples):
+        digest = example_digest(ex)
+        if digest in order:
+            continue
+        order[digest] = i
+        shapes = tuple(sorted((k, np.shape(v)) for k, v in ex.inputs.items()))
+        groups.setdefault((shapes, repr(sorted(ex.params.items()))), []).append(ex)
+    for members in groups.values():
+        for start in range(0, len(members), settings.batch):
+            chunk = members[start : start + settings.batch]
+            if guard.hung is not None:  # the adapter hung: the replay records it per example
+                return [ex for ex in examples if example_digest(ex) not in known]
+            timeout = None if settings.timeout_s is None else settings.timeout_s * len(chunk)
+            evaluations = [_evaluation(ident, adapter, dtype, ex, settings) for ex in chunk]
+            try:
+                outcomes = guard.call(
+                    partial(drive, adapter, evaluations),
+                    timeout,
+                    f"{len(chunk)} examples of {ident.name}/{dtype} evaluated together",
+                )
+            except AdapterCallError:
+                continue  # no outcomes: these examples are evaluated one at a time in the replay
+            for ex, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, ExampleOutcome):
+                    known[example_digest(ex)] = outcome
+    failed = [ex for ex in examples if not (known.get(example_digest(ex)) or _NOT_PASSED).passed]
+    return failed
+
+
+_NOT_PASSED = ExampleOutcome(Example({}), fault=Fault.ADAPTER)
 
 
 def _flaky_result(

@@ -319,3 +319,43 @@ def test_report_of_correct_adapters_has_no_convention_failures(tmp_path: Path) -
     doc = json.loads(Path(written["json"]).read_text())
     assert doc["summary"]["convention_failures"] == 0
     assert all(c["verdict"] == "convention" for c in doc["conventions"])
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_check_and_report_fail_on_a_probe_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gradoracle.cli import main
+
+    (tmp_path / "kinked_cli.py").write_text(
+        "from gradoracle.adapters.numpy_engine import NumpyEngineAdapter\n"
+        "from gradoracle.selftest.mutant_rules import MaximumTieGivesZero\n\n\n"
+        "class TieZero(NumpyEngineAdapter):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(rules=MaximumTieGivesZero(), name='tie-zero')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = ["--identity", "elementwise-sigmoid", "--examples", "2", "--dtype", "float64"]
+    assert main(["check", "--adapter", "kinked_cli:TieZero", *base]) == 1
+    out = capsys.readouterr().out
+    assert "maximum-same-input [tie-zero-float64]: fail" in out
+    assert "got 0, allowed {1}" in out and "reproduce_probe('maximum-same-input', 'kinked_cli:TieZero'" in out
+    assert "convention probe(s) outside the generalised gradient" in out
+    # negative control: the correct engine exits 0
+    assert main(["check", "--adapter", "numpy", *base]) == 0
+    capsys.readouterr()
+    report = [
+        "report",
+        "--adapter",
+        "kinked_cli:TieZero",
+        *base,
+        "--out",
+        str(tmp_path / "r"),
+        "--format",
+        "json,md",
+    ]
+    assert main(report) == 1
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["summary"]["status"] == "nonconformance" and doc["summary"]["convention_failures"] == 2

@@ -882,3 +882,39 @@ def test_fixture_in_another_repo(pytester: pytest.Pytester) -> None:
     assert "check_gradients_at(matvec, inputs" in out
     assert "from test_own import matvec, matvec_backward_bug" in out
     assert "gradoracle conformance" not in out  # no adapters: no suite, no matrix
+
+
+KINKED_MODULE = """
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
+from gradoracle.selftest.mutant_rules import LeakyReluZeroAtZero
+
+
+class MyGradLike(NumpyEngineAdapter):
+    def __init__(self):
+        super().__init__(rules=LeakyReluZeroAtZero(), name="mygrad-like")
+"""
+
+
+def test_a_probe_outside_the_subdifferential_fails_the_session(pytester: pytest.Pytester) -> None:
+    """#13: the plugin reports a convention probe outside the generalised gradient and fails."""
+    pytester.makepyfile(kinked=KINKED_MODULE)
+    pytester.syspathinsert()
+    base = ["-p", "no:cacheprovider", "--gradoracle-identity", "elementwise-sigmoid"]
+    base += ["--gradoracle-examples", "2", "--gradoracle-dtype", "float64"]
+    bad = pytester.runpytest(*base, "--gradoracle-adapter", "kinked:MyGradLike", "--gradoracle-report", "rep")
+    bad.assert_outcomes(passed=1)  # the conformance check itself passes ...
+    assert bad.ret == pytest.ExitCode.TESTS_FAILED  # ... the leaky_relu'(0) = 0 probe does not
+    bad.stdout.fnmatch_lines(
+        [
+            "FAILED: 1 convention probe(s) outside the generalised (Clarke) gradient*",
+            "leaky-relu-at-0 [[]mygrad-like, float64[]]: gradient outside the generalised (Clarke) gradient",
+            "*outside: x = 0: got 0, allowed [[]0.01, 1[]]*",
+            "*reproduce_probe('leaky-relu-at-0', 'kinked:MyGradLike', 'float64')*",
+        ]
+    )
+    document = json.loads((pytester.path / "rep" / "report.json").read_text())
+    assert document["summary"]["convention_failures"] == 1
+    # negative control: the correct engine passes, and so does the session
+    good = pytester.runpytest(*base, "--gradoracle-adapter", "numpy", "--gradoracle-report", "rep2")
+    assert good.ret == pytest.ExitCode.OK
+    assert "outside the generalised" not in good.stdout.str()

@@ -118,9 +118,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         if r.verdict in ("fail", "error"):
             out.print(f"\n[bold red]{r.id}[/]: {r.verdict}", markup=True)
             out.print(r.message, markup=False)
+    outside: list[Any] = []
     if args.conventions:
         out.print(conventions_table(probes))
+        outside = [p for p in probes if p.failed]
+        for p in outside:  # a value outside the generalised gradient is a failure (#13)
+            out.print(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail", style="bold red", markup=False)
+            out.print(p.message(), markup=False)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
-    out.print(", ".join(f"{n} {v}" for v, n in counts.items()))
-    return EXIT_NONCONFORMANCE if bad else EXIT_OK
+    line = ", ".join(f"{n} {v}" for v, n in counts.items())
+    if outside:
+        line += f"; {len(outside)} convention probe(s) outside the generalised gradient"
+    out.print(line)
+    return EXIT_NONCONFORMANCE if bad or outside else EXIT_OK

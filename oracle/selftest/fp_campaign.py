@@ -108,7 +108,7 @@ def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
     ident = get_identity(unit.identity)
     adapter = load_adapter(unit.adapter)
     code = code_fingerprint(adapter_modules(unit.adapter))  # now: the code just imported
-    settings = CheckSettings()
+    settings = CheckSettings(oracle_every=1)  # the campaign histograms every comparison
     hists = {k: RatioHistogram() for k in FP_KINDS}
     failures: list[dict[str, Any]] = []
     state = {"examples": 0, "failures": 0, "skipped_directions": 0, "repeats": 0}

@@ -257,7 +257,7 @@ def select_mutants(names: Sequence[str] | None) -> list[Any]:
 
 def mutant_settings(examples: int = 30, seed: int = 0) -> CheckSettings:
     """The settings mutants run with: the defaults, ``examples`` and ``seed``, no shrinking."""
-    return CheckSettings(examples=examples, seed=seed, shrink=False)
+    return CheckSettings(examples=examples, seed=seed, shrink=False, oracle_every=1)
 
 
 def run_selftest(
@@ -334,7 +334,9 @@ def run_selftest(
             correct_probes.extend(run_probes([load_adapter(spec)], dtypes))
         n = correct_examples or examples
         plan = plan_tasks(select_identities(list(identities or [])), pairs, dtypes)
-        correct_outcome = run_matrix(plan, CheckSettings(examples=n, seed=seed), jobs, on_start, on_result)
+        correct_outcome = run_matrix(
+            plan, CheckSettings(examples=n, seed=seed, oracle_every=1), jobs, on_start, on_result
+        )
         correct = correct_outcome.results
         interrupted = correct_outcome.interrupted
     return SelftestReport(

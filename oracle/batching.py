@@ -1,0 +1,239 @@
+"""Examples evaluated as a batch: one vectorised framework call for many adapter calls.
+
+The runner writes one example's evaluation as a generator that *asks* for adapter work
+instead of calling the adapter: it yields a :class:`VjpCall` (one ``u^T J`` at one input)
+or a :class:`ForwardCall` (the forward at several finite-difference points) and is sent
+the answer.  :func:`drive` runs many such generators in lockstep and answers all the
+requests that can share a call at once:
+
+- every ``VjpCall`` with the same forward, input shapes, ``wrt`` and dtype becomes one
+  ``adapter.vjp_batch`` call (inputs and cotangents stacked on a new leading axis);
+- every ``ForwardCall`` with the same forward, shapes and dtype - all the finite-difference
+  points of all the examples of a group - becomes one ``adapter.forward_batch`` call.
+
+Both methods are optional (:func:`supports_batching`): an adapter without them gets the
+same requests one call at a time (``vjp``, ``forward``), so third-party adapters keep
+working unchanged, and a single example still has all its finite-difference points in one
+``forward_batch`` call.  A batched call that raises, or returns the wrong shape, is
+answered one call at a time instead (and that forward is not batched again for this
+adapter), so an error is reported against the example that caused it, exactly as without
+batching.  The answers are the adapter's own: the oracle's comparisons and tolerances are
+the same whichever way a request was answered.
+
+The runner (:func:`gradoracle.runner.check`) lets Hypothesis choose the examples as
+before, evaluates those that share shapes together, and replays (and shrinks) one at a
+time only when one failed: see its docstring.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ForwardCall", "Request", "VjpCall", "drive", "run_one", "supports_batching"]
+
+
+@dataclass
+class VjpCall:
+    """Ask for ``adapter.vjp(fn, inputs, wrt, cotangent, dtype)``; answered with its result."""
+
+    fn: Any
+    inputs: Mapping[str, np.ndarray]
+    wrt: tuple[str, ...]
+    cotangent: np.ndarray
+    dtype: str
+
+    def key(self) -> tuple[Any, ...]:
+        return ("vjp", id(self.fn), _signature(self.inputs), self.wrt, self.dtype, self.cotangent.shape)
+
+
+@dataclass
+class ForwardCall:
+    """Ask for the forward at each of ``points`` (same names and shapes); answered with a list."""
+
+    fn: Any
+    points: list[dict[str, np.ndarray]]
+    dtype: str
+
+    def key(self) -> tuple[Any, ...]:
+        return ("forward", id(self.fn), _signature(self.points[0]) if self.points else (), self.dtype)
+
+
+Request = VjpCall | ForwardCall
+#: An example's evaluation: yields requests, is sent their answers, returns its outcome.
+Evaluation = Generator[Request, Any, Any]
+
+
+def _signature(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+    return tuple(sorted((k, tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in arrays.items()))
+
+
+def supports_batching(adapter: Any) -> tuple[bool, bool]:
+    """``(has forward_batch, has vjp_batch)``: whether the adapter defines the optional methods."""
+    return (
+        callable(getattr(adapter, "forward_batch", None)),
+        callable(getattr(adapter, "vjp_batch", None)),
+    )
+
+
+# Forwards whose batched call failed once, per adapter object: answered one call at a time.
+_UNBATCHABLE: weakref.WeakKeyDictionary[Any, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _unbatchable(adapter: Any, kind: str, fn: Any) -> bool:
+    try:
+        with _LOCK:
+            return (kind, id(fn)) in _UNBATCHABLE.get(adapter, set())
+    except TypeError:  # an adapter that cannot be weakly referenced
+        return False
+
+
+def _mark_unbatchable(adapter: Any, kind: str, fn: Any) -> None:
+    try:
+        with _LOCK:
+            _UNBATCHABLE.setdefault(adapter, set()).add((kind, id(fn)))
+    except TypeError:
+        pass
+
+
+def _stack(items: Sequence[Mapping[str, np.ndarray]], dtype: str) -> dict[str, np.ndarray]:
+    return {name: np.stack([np.asarray(it[name], dtype=dtype) for it in items]) for name in items[0]}
+
+
+def _forward_many(adapter: Any, calls: Sequence[ForwardCall]) -> list[list[np.ndarray]]:
+    """The forward at every point of every call: one ``forward_batch`` call when possible."""
+    fn, dtype = calls[0].fn, calls[0].dtype
+    points = [p for c in calls for p in c.points]
+    outs: list[np.ndarray] | None = None
+    if points and supports_batching(adapter)[0] and not _unbatchable(adapter, "forward", fn):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # frameworks' vmap performance notes
+                batched = np.asarray(adapter.forward_batch(fn, _stack(points, dtype), dtype))
+            if batched.ndim < 1 or batched.shape[0] != len(points):
+                raise ValueError(f"forward_batch returned shape {batched.shape} for {len(points)} points")
+            outs = list(batched)
+        except Exception:  # answered one point at a time below; the error, if real, shows there
+            _mark_unbatchable(adapter, "forward", fn)
+            outs = None
+    if outs is None:
+        outs = [np.asarray(adapter.forward(fn, p, dtype)) for p in points]
+    answers, i = [], 0
+    for c in calls:
+        answers.append(outs[i : i + len(c.points)])
+        i += len(c.points)
+    return answers
+
+
+def _vjp_many(adapter: Any, calls: Sequence[VjpCall]) -> list[Any] | None:
+    """Every vjp in one ``vjp_batch`` call; ``None`` when that is not possible (then one by one)."""
+    from gradoracle.adapters.base import VJPResult
+
+    first = calls[0]
+    if not supports_batching(adapter)[1] or _unbatchable(adapter, "vjp", first.fn):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = adapter.vjp_batch(
+                first.fn,
+                _stack([c.inputs for c in calls], first.dtype),
+                first.wrt,
+                np.stack([np.asarray(c.cotangent, dtype=first.dtype) for c in calls]),
+                first.dtype,
+            )
+        out = np.asarray(res.output)
+        grads = {n: np.asarray(res.grads[n]) for n in first.wrt}
+        if out.shape[:1] != (len(calls),) or any(g.shape[:1] != (len(calls),) for g in grads.values()):
+            raise ValueError("vjp_batch returned arrays without the batch axis")
+    except Exception:
+        _mark_unbatchable(adapter, "vjp", first.fn)
+        return None
+    return [VJPResult(output=out[i], grads={n: g[i] for n, g in grads.items()}) for i in range(len(calls))]
+
+
+def drive(adapter: Any, evaluations: Sequence[Evaluation]) -> list[Any]:
+    """Run the evaluations in lockstep, answering their requests batched; their return values.
+
+    An exception an adapter call raises is thrown into the evaluation that asked (which
+    may catch it); an exception an evaluation lets escape is returned in its place.
+    """
+    results: list[Any] = [None] * len(evaluations)
+    pending: dict[int, Request] = {}
+    incoming: dict[int, tuple[bool, Any]] = {i: (True, None) for i in range(len(evaluations))}
+
+    def advance(i: int, ok: bool, value: Any) -> None:
+        gen = evaluations[i]
+        try:
+            request = gen.send(value) if ok else gen.throw(value)
+        except StopIteration as stop:
+            results[i] = stop.value
+        except Exception as exc:  # the evaluation's own error: the caller decides
+            results[i] = exc
+        else:
+            pending[i] = request
+
+    while incoming:
+        for i, (ok, value) in list(incoming.items()):
+            advance(i, ok, value)
+        incoming = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, request in pending.items():
+            groups.setdefault(request.key(), []).append(i)
+        pending_now, pending = pending, {}
+        for members in groups.values():
+            reqs = [pending_now[i] for i in members]
+            answers = _answer(adapter, reqs)
+            for i, answer in zip(members, answers, strict=True):
+                incoming[i] = answer
+    return results
+
+
+def _answer(adapter: Any, reqs: Sequence[Request]) -> list[tuple[bool, Any]]:
+    """``(ok, value)`` per request: the answer, or the exception to throw into its evaluation."""
+    first = reqs[0]
+    if isinstance(first, ForwardCall):
+        calls = [r for r in reqs if isinstance(r, ForwardCall)]
+        try:
+            return [(True, a) for a in _forward_many(adapter, calls)]
+        except Exception:  # find out which request's points fail, one request at a time
+            out: list[tuple[bool, Any]] = []
+            for c in calls:
+                try:
+                    out.append((True, [np.asarray(adapter.forward(c.fn, p, c.dtype)) for p in c.points]))
+                except Exception as exc:
+                    out.append((False, exc))
+            return out
+    vcalls = [r for r in reqs if isinstance(r, VjpCall)]
+    batched = _vjp_many(adapter, vcalls)
+    if batched is not None:
+        return [(True, r) for r in batched]
+    answers: list[tuple[bool, Any]] = []
+    for v in vcalls:
+        try:
+            answers.append((True, adapter.vjp(v.fn, v.inputs, v.wrt, v.cotangent, v.dtype)))
+        except Exception as exc:
+            answers.append((False, exc))
+    return answers
+
+
+def run_one(evaluation: Evaluation, answer: Callable[[Request], Any]) -> Any:
+    """Run one evaluation answering each request with ``answer(request)`` (exceptions thrown in)."""
+    try:
+        request = next(evaluation)
+        while True:
+            try:
+                value = answer(request)
+            except Exception as exc:
+                request = evaluation.throw(exc)
+            else:
+                request = evaluation.send(value)
+    except StopIteration as stop:
+        return stop.value
