@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
-from gradoracle.ops import ALL_OPS, ELU_ALPHA, LEAKY_RELU_SLOPE
+from gradoracle.ops import ELU_ALPHA, KINK_OPS, LEAKY_RELU_SLOPE, NOTES_OPS
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
@@ -200,8 +200,9 @@ class AutogradAdapter(AdapterBase):
         return AutogradOps()
 
     def supported_ops(self) -> frozenset[str]:
-        """Every op of :data:`gradoracle.ops.ALL_OPS`."""
-        return frozenset(ALL_OPS)
+        """The notes' ops and the kink ops; the layer ops (:data:`gradoracle.ops.LAYER_OPS`) are not
+        written for autograd, so the layer identities skip on it."""
+        return frozenset(NOTES_OPS + KINK_OPS)
 
     def from_numpy(self, a: np.ndarray, dtype: str) -> np.ndarray:
         """A fresh NumPy array in ``dtype`` (autograd works on NumPy arrays)."""

@@ -89,6 +89,7 @@ casts, so a framework that silently changes dtype is visible to the runner).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -102,7 +103,15 @@ from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.adapters.jax_cache import configure_persistent_cache
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
-__all__ = ["AUTO_JIT_AFTER", "JIT_MODES", "JaxAdapter", "JaxOps", "batch_chunk", "clear_cache"]
+__all__ = [
+    "AUTO_JIT_AFTER",
+    "CONV_PADDING_MODES",
+    "JIT_MODES",
+    "JaxAdapter",
+    "JaxOps",
+    "batch_chunk",
+    "clear_cache",
+]
 
 #: In ``jit="auto"`` mode, the call (1 = first) on which a (fn, shapes, dtype) key of
 #: ``vjp``/``jvp`` and of ``forward`` is compiled (module docstring: first call is best).
@@ -110,6 +119,17 @@ AUTO_JIT_AFTER: dict[str, int] = {"vjp": 1, "jvp": 1, "forward": 1, "vjp_batch":
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 1024
 JIT_MODES: tuple[str, ...] = ("auto", "always", "never")
+#: How ``conv_nd`` passes explicit zero padding: ``pad`` (default) pads the input with
+#: ``jnp.pad`` and convolves ``VALID``; ``lax`` hands the pads to ``conv_general_dilated``.
+#: They compute the same function, but with ``lax`` the input gradient of some strided
+#: convolutions aborts the process in XLA (jax 0.10.2, CPU, float32 and float64, eager and
+#: jit): ``jax.vjp(lambda x: lax.conv_general_dilated(x, K, (2, 2), [(0, 0), (1, 1)]), x)``
+#: with x (1, 1, 5, 4), K (1, 1, 3, 2), then calling the vjp ends in ``Check failed:
+#: computation->Accept(this) ... Window dimensions do not match RHS shape``.  An abort cannot
+#: be caught in-process, so the default keeps a one-process report alive;
+#: ``--adapter 'jax?conv_padding=lax'`` (with ``--jobs 2``, which pins a dead worker on its
+#: check) puts lax's own padding under test.
+CONV_PADDING_MODES: tuple[str, ...] = ("pad", "lax")
 
 
 #: Rows per batched call (examples or finite-difference points) at most, and the number of
@@ -188,6 +208,9 @@ def clear_cache(adapter: JaxAdapter) -> None:
 
 class JaxOps:
     """The :mod:`gradoracle.ops` namespace spelled with ``jax.numpy``, ``jax.nn`` and ``lax``."""
+
+    def __init__(self, conv_padding: str = "pad") -> None:
+        self.conv_padding = conv_padding
 
     # jax is imported on the first op, not when the namespace is made: merely looking at an
     # adapter's ``ops`` (``hasattr(adapter, "ops")``) must not import the framework.
@@ -309,6 +332,152 @@ class JaxOps:
         """``jnp.clip(x, min=0)``."""
         return self._jnp.clip(x, min=0)
 
+    # ---- layers as frameworks ship them (gradoracle.ops.LAYER_OPS) ---------------------
+    # Written as a Flax/optax user writes them: ``x @ w + b``, ``log_softmax`` with one-hot
+    # targets smoothed like ``optax.smooth_labels``, ``lax.conv_general_dilated`` and
+    # ``lax.reduce_window``.  JAX has no ``ceil_mode`` or ``count_include_pad``: they are
+    # spelled with explicit padding and a divisor counted by a ``reduce_window`` over ones
+    # (PyTorch's divisors, which gradoracle.ops adopts; Flax's ``avg_pool`` divides a
+    # partial window by the full window instead, see the convention probes).
+
+    def linear(self, x: Any, w: Any, b: Any) -> Any:
+        """``x @ w^T + b`` (w is (out, in), PyTorch's layout)."""
+        return self._jnp.matmul(x, w.T) + b
+
+    def dense(self, x: Any, w: Any, b: Any) -> Any:
+        """``x @ w + b`` (w is (in, out)), as ``flax.linen.Dense`` computes it (``lax.dot_general``)."""
+        y = self._lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+        return y + b
+
+    def cross_entropy(
+        self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> Any:
+        """``-sum t~ log_softmax(z)`` per row, then mean or sum; indices one-hot via ``jax.nn.one_hot``."""
+        jnp = self._jnp
+        classes = logits.shape[-1]
+        if target.ndim == 1:
+            t = self._jax.nn.one_hot(target.astype(jnp.int32), classes, dtype=logits.dtype)
+        else:
+            t = target
+        if label_smoothing:
+            t = (1.0 - label_smoothing) * t + label_smoothing / classes
+        losses = -jnp.sum(t * self._jax.nn.log_softmax(logits, axis=-1), axis=-1)
+        return jnp.mean(losses) if reduction == "mean" else jnp.sum(losses)
+
+    def conv_nd(
+        self,
+        x: Any,
+        k: Any,
+        b: Any,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        """``lax.conv_general_dilated`` (N C spatial / O I spatial), "SAME" or explicit pads, plus bias."""
+        if isinstance(padding, str):
+            pads: Any = "SAME"
+        elif self.conv_padding == "lax":
+            pads = [(int(p), int(p)) for p in padding]
+        else:  # zero-pad first, then a VALID convolution (see CONV_PADDING_MODES)
+            x = self._jnp.pad(x, [(0, 0), (0, 0), *((int(p), int(p)) for p in padding)])
+            pads = "VALID"
+        z = self._lax.conv_general_dilated(
+            x, k, tuple(stride), pads, rhs_dilation=tuple(dilation), feature_group_count=groups
+        )
+        if b is None:
+            return z
+        return z + b.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    @staticmethod
+    def _pool_pads(
+        spatial: tuple[int, ...],
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> list[tuple[int, int]]:
+        """``(p, p + overhang)`` per axis: ceil mode as extra right padding (PyTorch's output length)."""
+        pads = []
+        for n, w, s, p, d in zip(spatial, window, stride, padding, dilation, strict=True):
+            span = n + 2 * p - d * (w - 1) - 1
+            out = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (out - 1) * s >= n + p:
+                out -= 1
+            pads.append((p, p + max(0, (out - 1) * s + d * (w - 1) + 1 - (n + 2 * p))))
+        return pads
+
+    def max_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> Any:
+        """``lax.reduce_window(max)`` with -inf padding; with dilation, a max over shifted slices.
+
+        jax 0.10.2 has no VJP for ``reduce_window`` max with ``window_dilation > 1``
+        (``NotImplementedError: VJP not implemented for select_and_gather (MaxPool) with
+        window dilation``), so a dilated window is spelled as a JAX user works around it:
+        ``jnp.max`` over the stacked strided slices ``Xpad[..., a d : : s]`` (its gradient
+        splits a tie evenly instead of routing it to the first maximum).
+        """
+        jnp = self._jnp
+        pads = self._pool_pads(tuple(x.shape[2:]), window, stride, padding, dilation, ceil_mode)
+        if any(d > 1 for d in dilation):
+            xp = jnp.pad(x, [(0, 0), (0, 0), *pads], constant_values=-jnp.inf)
+            out = [
+                (n + lo + hi - d * (w - 1) - 1) // s + 1
+                for n, (lo, hi), w, s, d in zip(x.shape[2:], pads, window, stride, dilation, strict=True)
+            ]
+            slices = []
+            for offset in itertools.product(*(range(w) for w in window)):
+                index = tuple(
+                    slice(a * d, a * d + s * (o - 1) + 1, s)
+                    for a, d, s, o in zip(offset, dilation, stride, out, strict=True)
+                )
+                slices.append(xp[(slice(None), slice(None), *index)])
+            return jnp.max(jnp.stack(slices), axis=0)
+        return self._lax.reduce_window(
+            x,
+            -self._jnp.inf,
+            self._lax.max,
+            (1, 1, *window),
+            (1, 1, *stride),
+            [(0, 0), (0, 0), *pads],
+            window_dilation=(1, 1, *dilation),
+        )
+
+    def avg_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Any:
+        """``reduce_window(add)`` divided by a ``reduce_window(add)`` over ones (padding counted or not)."""
+        jnp, lax = self._jnp, self._lax
+        spatial = tuple(x.shape[2:])
+        pads = self._pool_pads(spatial, window, stride, padding, (1,) * len(window), ceil_mode)
+        total = lax.reduce_window(x, 0.0, lax.add, (1, 1, *window), (1, 1, *stride), [(0, 0), (0, 0), *pads])
+        if count_include_pad:  # ones over [-p, S + p): the padding counts, the ceil-mode overhang does not
+            ones = jnp.ones(tuple(n + 2 * p for n, p in zip(spatial, padding, strict=True)), dtype=x.dtype)
+            count_pads = [(0, hi - lo) for lo, hi in pads]
+        else:
+            ones = jnp.ones(spatial, dtype=x.dtype)
+            count_pads = pads
+        count = lax.reduce_window(ones, 0.0, lax.add, tuple(window), tuple(stride), count_pads)
+        return total / count
+
+    def global_avg_pool(self, x: Any) -> Any:
+        """``jnp.mean`` over the spatial axes."""
+        return self._jnp.mean(x, axis=tuple(range(2, x.ndim)))
+
     # ---- kinks (#13) -----------------------------------------------------------------
 
     def maximum(self, a: Any, b: Any) -> Any:
@@ -330,11 +499,17 @@ class JaxAdapter(AdapterBase):
     dtypes = ("float64", "float32")
     has_jvp = True
 
-    def __init__(self, jit: str = "auto") -> None:
+    def __init__(self, jit: str = "auto", conv_padding: str = "pad") -> None:
         jit = str(jit).strip().lower()
         if jit not in JIT_MODES:
             raise ValueError(f"jax adapter: jit={jit!r}; use one of {', '.join(JIT_MODES)}")
         self.jit = jit
+        conv_padding = str(conv_padding).strip().lower()
+        if conv_padding not in CONV_PADDING_MODES:
+            raise ValueError(
+                f"jax adapter: conv_padding={conv_padding!r}; use one of {', '.join(CONV_PADDING_MODES)}"
+            )
+        self.conv_padding = conv_padding
         # This adapter's own jit state; never shared with another adapter (module docstring).
         self._jit_cache = _JitCache()
 
@@ -360,7 +535,7 @@ class JaxAdapter(AdapterBase):
     @cached_property
     def ops(self) -> JaxOps:
         """The JAX ops namespace (jax is imported by its first op)."""
-        return JaxOps()
+        return JaxOps(self.conv_padding)
 
     def supported_ops(self) -> frozenset[str]:
         """All of :data:`gradoracle.ops.ALL_OPS`."""
@@ -469,7 +644,9 @@ class JaxAdapter(AdapterBase):
 
         with self.precision(dtype):
             args = _cast(inputs, dtype)
-            return self.to_numpy(self._call(("forward", fn, self._shapes(inputs), dtype), build, args))
+            return self.to_numpy(
+                self._call(("forward", fn, self._shapes(inputs), dtype, self.conv_padding), build, args)
+            )
 
     def vjp(
         self,
@@ -505,7 +682,9 @@ class JaxAdapter(AdapterBase):
             diff = {name: args[name] for name in names}
             const = {k: v for k, v in args.items() if k not in diff}
             u = np.asarray(cotangent, dtype=dtype)
-            out, grads = self._call(("vjp", fn, self._shapes(inputs), names, dtype), build, diff, const, u)
+            out, grads = self._call(
+                ("vjp", fn, self._shapes(inputs), names, dtype, self.conv_padding), build, diff, const, u
+            )
             return VJPResult(
                 output=self.to_numpy(out),
                 grads={name: self.to_numpy(grads[name]) for name in names},
@@ -646,7 +825,7 @@ class JaxAdapter(AdapterBase):
                         f"jax adapter: tangent {name!r} has shape {tangent[name].shape}, "
                         f"input has {primal[name].shape}"
                     )
-            key = ("jvp", fn, self._shapes(inputs), names, dtype)
+            key = ("jvp", fn, self._shapes(inputs), names, dtype, self.conv_padding)
             out, jv = self._call(key, build, primal, const, tangent)
             return self.to_numpy(out), self.to_numpy(jv)
 

@@ -62,6 +62,7 @@ forward computes another function.  The composite rules have finer hooks too:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -229,6 +230,99 @@ def _check_pool_args(x: np.ndarray, k: int, stride: int | None) -> int:
 def _pool_windows(x: np.ndarray, k: int, s: int) -> np.ndarray:
     """All k x k windows with stride ``s`` in floor mode: shape (Ho, Wo, k, k)."""
     return sliding_window_view(x, (k, k))[::s, ::s]
+
+
+# ---- layer geometry (the engine's own; PyTorch's definitions) ---------------------------
+
+
+def _per_axis(value: Any, rank: int, what: str) -> tuple[int, ...]:
+    """One int per spatial axis (an int repeats)."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * rank
+    out = tuple(int(v) for v in value)
+    if len(out) != rank:
+        raise ValueError(f"{what} {out} has {len(out)} entries for {rank} spatial axes")
+    return out
+
+
+def _ix(*parts: Any) -> tuple[Any, ...]:
+    """``parts`` as an index tuple (slices, ints, ``Ellipsis``)."""
+    return parts
+
+
+def _dilate(a: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """Insert ``f - 1`` zeros between neighbours along each trailing axis (delta dilated by the stride)."""
+    rank = len(factors)
+    lead = a.shape[: a.ndim - rank]
+    shape = lead + tuple((n - 1) * f + 1 for n, f in zip(a.shape[a.ndim - rank :], factors, strict=True))
+    out = np.zeros(shape, dtype=a.dtype)
+    out[_ix(Ellipsis, *(slice(None, None, f) for f in factors))] = a
+    return out
+
+
+def _correlate_channels(x: np.ndarray, k: np.ndarray, dilation: Sequence[int], groups: int) -> np.ndarray:
+    """Valid, stride-1 grouped cross-correlation with a dilated kernel.
+
+    ``x`` (N, G*Cg, *S), ``k`` (G*Og, Cg, *K) -> (N, G*Og, *(S - d (K - 1)))::
+
+        out[n, o, p] = sum_{c, a} x[n, g Cg + c, p + a d] k[o, c, a]
+    """
+    rank = k.ndim - 2
+    n = x.shape[0]
+    c_out, cg = k.shape[:2]
+    og = c_out // groups
+    out_shape = tuple(x.shape[2 + i] - dilation[i] * (k.shape[2 + i] - 1) for i in range(rank))
+    xg = x.reshape(n, groups, cg, *x.shape[2:])
+    kg = k.reshape(groups, og, cg, *k.shape[2:])
+    out = np.zeros((n, groups, og, *out_shape), dtype=np.result_type(x, k))
+    for offset in itertools.product(*(range(m) for m in k.shape[2:])):
+        window = tuple(slice(a * d, a * d + m) for a, d, m in zip(offset, dilation, out_shape, strict=True))
+        out += np.einsum(
+            "ngc...,goc->ngo...",
+            xg[(slice(None), slice(None), slice(None), *window)],
+            kg[_ix(Ellipsis, *offset)],
+        )
+    return out.reshape(n, c_out, *out_shape)
+
+
+def _pool_window_index(
+    spatial: Sequence[int],
+    window: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+) -> tuple[list[np.ndarray], tuple[int, ...], list[int]]:
+    """Per axis, the padded positions of every window ``(O, w)``, the output shape and the right pads.
+
+    Output length ``floor((S + 2p - d (w - 1) - 1) / s) + 1`` (``ceil`` in ceil mode, one
+    less when the last window would start inside the right padding).
+    """
+    positions, out, right = [], [], []
+    for n, w, s, p, d in zip(spatial, window, stride, padding, dilation, strict=True):
+        span = n + 2 * p - d * (w - 1) - 1
+        if span < 0:
+            raise ValueError(f"pool window {w} (dilation {d}) does not fit an axis of {n} padded by {p}")
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= n + p:
+            o -= 1
+        pos = np.arange(o)[:, None] * s + np.arange(w)[None, :] * d  # in padded coordinates
+        positions.append(pos)
+        out.append(o)
+        right.append(max(0, int(pos.max()) + 1 - (n + 2 * p)) + p)
+    return positions, tuple(out), right
+
+
+def _gather_windows(xp: np.ndarray, positions: Sequence[np.ndarray]) -> np.ndarray:
+    """``xp[n, c, pos_0[o_0, a_0], pos_1[o_1, a_1], ...]`` as (N, C, O_0, .., O_r-1, w_0 * .. * w_r-1)."""
+    rank = len(positions)
+    index: list[Any] = [slice(None), slice(None)]
+    for i, pos in enumerate(positions):
+        shape = [1] * (2 * rank)
+        shape[i], shape[rank + i] = pos.shape
+        index.append(pos.reshape(shape))
+    g = xp[tuple(index)]  # (N, C, O..., w...)
+    return g.reshape(*g.shape[: 2 + rank], -1)
 
 
 # --------------------------------------------------------------------------------------
@@ -544,6 +638,283 @@ class Rules:
         """``dJ/dx = delta * ones_like(x)`` (the Jacobian is a row of ones)."""
         return np.broadcast_to(delta, x.shape).copy()
 
+    # ==== layers as frameworks ship them (gradoracle.ops.LAYER_OPS) =======================
+
+    # ---- linear layers: Z = X W^T + b (PyTorch) and Z = X W + b (JAX/Flax) --------------
+
+    def linear_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``Z = X W^T + b``, X (..., in), W (out, in)."""
+        return np.asarray(x @ w.T + b)
+
+    def linear_backward(
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Identity 5 row by row, summed over the batch rows.
+
+        dJ/dX = delta W; dJ/dW = sum_rows delta_r x_r^T = delta^T X (rows flattened);
+        dJ/db = sum_rows delta_r.
+        """
+        d2, x2 = delta.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1])
+        return delta @ w, d2.T @ x2, d2.sum(axis=0)
+
+    def dense_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``Z = X W + b``, X (..., in), W (in, out)."""
+        return np.asarray(x @ w + b)
+
+    def dense_backward(
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Identity 6 row by row: dJ/dX = delta W^T; dJ/dW = X^T delta; dJ/db = sum_rows delta_r."""
+        d2, x2 = delta.reshape(-1, w.shape[1]), x.reshape(-1, w.shape[0])
+        return delta @ w.T, x2.T @ d2, d2.sum(axis=0)
+
+    # ---- batched softmax cross-entropy (the MLP's loss with a batch) --------------------
+
+    def cross_entropy_forward(
+        self, z: np.ndarray, target: np.ndarray, reduction: str, label_smoothing: float
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``J = r sum_n -sum_c t~_nc log softmax(z_n)_c``; cache ``(log yhat, t~, r)``.
+
+        ``t~ = (1 - eps) onehot(t) + eps / C`` (or ``(1 - eps) t + eps / C`` for probability
+        targets); ``r = 1/N`` for ``mean``, 1 for ``sum``.
+        """
+        if z.ndim != 2:
+            raise ValueError(f"cross_entropy expects (N, C) logits, got {z.shape}")
+        n, classes = z.shape
+        if target.shape == (n,):
+            smooth = np.zeros_like(z)
+            smooth[np.arange(n), target.astype(np.int64)] = 1
+        elif target.shape == z.shape:
+            smooth = target.astype(z.dtype)
+        else:
+            raise ValueError(f"cross_entropy target {target.shape} fits neither (N,) nor {z.shape}")
+        if label_smoothing:
+            smooth = smooth * (1 - label_smoothing) + label_smoothing / classes
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"cross_entropy reduction {reduction!r}; use mean or sum")
+        r = np.asarray(1.0 / n if reduction == "mean" else 1.0, dtype=z.dtype)
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_yhat = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        per_row = -(smooth * log_yhat).sum(axis=1)
+        loss = per_row.sum() / n if reduction == "mean" else per_row.sum()
+        return np.asarray(loss, dtype=z.dtype), (log_yhat, smooth, r)
+
+    def cross_entropy_backward(
+        self,
+        delta: np.ndarray,
+        z: np.ndarray,
+        target: np.ndarray,
+        label_smoothing: float,
+        cache: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Step A per row, scaled by the reduction: dJ/dz_n = r (yhat_n sum_c t~_nc - t~_n) delta.
+
+        dJ/dt (probability targets only) = -r (1 - eps) log yhat delta; class indices get none.
+        """
+        log_yhat, smooth, r = cache
+        yhat = np.exp(log_yhat)
+        dz = (yhat * smooth.sum(axis=1, keepdims=True) - smooth) * (delta * r)
+        if target.ndim == 1:
+            return dz, None
+        return dz, -log_yhat * (delta * r * (1 - label_smoothing))
+
+    # ---- n-d convolution (N, C, *S), groups, stride, padding, dilation, bias ------------
+
+    def conv_nd_forward(
+        self,
+        x: np.ndarray,
+        k: np.ndarray,
+        b: np.ndarray | None,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        """``Z = (Xpad (*) K)`` sampled every ``s``, plus b: the stride-1 correlation, subsampled."""
+        xp = np.pad(x, ((0, 0), (0, 0), *pads))
+        full = _correlate_channels(xp, k, dilation, groups)
+        z = full[(slice(None), slice(None), *(slice(None, None, st) for st in stride))]
+        if b is not None:
+            z = z + b.reshape((1, -1) + (1,) * len(stride))
+        return np.ascontiguousarray(z)
+
+    def conv_nd_input_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        """dJ/dX: the transposed convolution.
+
+        delta dilated by the stride, padded by ``d (k - 1)`` on both sides, correlated with
+        rot180(K) (dilated by d, input and output channels swapped within each group),
+        zero-extended over the padded input's rows no window reached (floor mode), and
+        cropped by the padding.
+        """
+        rank = len(stride)
+        c_out, cg = k.shape[:2]
+        og = c_out // groups
+        spread = _dilate(delta, stride)
+        halo = [d * (m - 1) for d, m in zip(dilation, k.shape[2:], strict=True)]
+        spread = np.pad(spread, ((0, 0), (0, 0), *((h, h) for h in halo)))
+        flipped = k[(slice(None), slice(None), *(slice(None, None, -1) for _ in range(rank)))]
+        swapped = (
+            flipped.reshape(groups, og, cg, *k.shape[2:])
+            .swapaxes(1, 2)
+            .reshape(groups * cg, og, *k.shape[2:])
+        )
+        grad_padded = _correlate_channels(spread, swapped, dilation, groups)
+        padded_shape = [n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pads, strict=True)]
+        extend = [(0, full - got) for full, got in zip(padded_shape, grad_padded.shape[2:], strict=True)]
+        grad_padded = np.pad(grad_padded, ((0, 0), (0, 0), *extend))
+        crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[2:], pads, strict=True))
+        return np.ascontiguousarray(grad_padded[(slice(None), slice(None), *crop)])
+
+    def conv_nd_filter_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        """dJ/dK: the padded input correlated with delta dilated by the stride, sampled every d.
+
+        ``dJ/dK[o, c, a] = sum_{n, q} Xpad[n, g Cg + c, a d + q] dil_s(delta)[n, o, q]``.
+        """
+        n = x.shape[0]
+        c_out, cg = k.shape[:2]
+        og = c_out // groups
+        xp = np.pad(x, ((0, 0), (0, 0), *pads))
+        spread = _dilate(delta, stride)
+        span = spread.shape[2:]
+        xg = xp.reshape(n, groups, cg, *xp.shape[2:])
+        dg = spread.reshape(n, groups, og, *span)
+        grad = np.zeros((groups, og, cg, *k.shape[2:]), dtype=np.result_type(x, delta))
+        for offset in itertools.product(*(range(m) for m in k.shape[2:])):
+            window = tuple(slice(a * d, a * d + m) for a, d, m in zip(offset, dilation, span, strict=True))
+            sample = xg[(slice(None), slice(None), slice(None), *window)]
+            flat = sample.reshape(n, groups, cg, -1)
+            grad[_ix(Ellipsis, *offset)] = np.einsum("ngcq,ngoq->goc", flat, dg.reshape(n, groups, og, -1))
+        return grad.reshape(k.shape)
+
+    def conv_nd_bias_grad(self, delta: np.ndarray) -> np.ndarray:
+        """dJ/db = delta summed over the batch and every spatial position."""
+        return delta.sum(axis=(0, *range(2, delta.ndim)))
+
+    def conv_nd_backward(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dJ/dX, dJ/dK, dJ/db)."""
+        return (
+            self.conv_nd_input_grad(delta, x, k, stride, pads, dilation, groups),
+            self.conv_nd_filter_grad(delta, x, k, stride, pads, dilation, groups),
+            self.conv_nd_bias_grad(delta),
+        )
+
+    # ---- n-d pooling (N, C, *S): windows, stride, padding, dilation, ceil mode ----------
+
+    def max_pool_nd_forward(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, tuple[int, ...]]]:
+        """``Z = max over each window`` (padding -inf); caches the flat padded index of each argmax.
+
+        Ties go to the first maximum of the window in row-major order (``np.argmax``).
+        """
+        positions, _, right = _pool_window_index(x.shape[2:], window, stride, padding, dilation, ceil_mode)
+        xp = np.pad(x, ((0, 0), (0, 0), *zip(padding, right, strict=True)), constant_values=-np.inf)
+        idx = np.arange(xp.size).reshape(xp.shape)
+        windows = _gather_windows(xp, positions)
+        first = np.argmax(windows, axis=-1)[..., None]
+        z = np.take_along_axis(windows, first, axis=-1)[..., 0]
+        where = np.take_along_axis(_gather_windows(idx, positions), first, axis=-1)[..., 0]
+        return z, (where, xp.shape)
+
+    def max_pool_nd_backward(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        padding: tuple[int, ...],
+        cache: tuple[np.ndarray, tuple[int, ...]],
+    ) -> np.ndarray:
+        """Router: every window sends its delta to its cached argmax; overlapping windows accumulate."""
+        where, padded_shape = cache
+        grad = np.zeros(int(np.prod(padded_shape)), dtype=delta.dtype)
+        np.add.at(grad, where.reshape(-1), delta.reshape(-1))
+        grad = grad.reshape(padded_shape)
+        inner = tuple(slice(p, p + n) for p, n in zip(padding, x.shape[2:], strict=True))
+        return np.ascontiguousarray(grad[(slice(None), slice(None), *inner)])
+
+    def avg_pool_nd_forward(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> tuple[np.ndarray, tuple[list[np.ndarray], np.ndarray, tuple[int, ...]]]:
+        """``Z = (window sum) / count``; count = ones over the padded input (``count_include_pad``)
+        or over the input only, summed over the window (the ceil-mode overhang never counts)."""
+        ones_d = (1,) * len(window)
+        positions, _, right = _pool_window_index(x.shape[2:], window, stride, padding, ones_d, ceil_mode)
+        pads = tuple(zip(padding, right, strict=True))
+        xp = np.pad(x, ((0, 0), (0, 0), *pads))
+        mask = np.pad(np.ones(x.shape[2:], dtype=x.dtype), pads)
+        if count_include_pad:
+            span = tuple(slice(0, n + 2 * p) for n, p in zip(x.shape[2:], padding, strict=True))
+            mask[span] = 1
+        count = _gather_windows(mask[None, None], positions).sum(axis=-1)[0, 0]
+        z = _gather_windows(xp, positions).sum(axis=-1) / count
+        return z, (positions, count, xp.shape)
+
+    def avg_pool_nd_backward(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        padding: tuple[int, ...],
+        cache: tuple[list[np.ndarray], np.ndarray, tuple[int, ...]],
+    ) -> np.ndarray:
+        """Spread: every window adds delta / count to each of its elements; padding is dropped."""
+        positions, count, padded_shape = cache
+        idx = np.arange(int(np.prod(padded_shape))).reshape(padded_shape)
+        where = _gather_windows(idx, positions)
+        share = np.broadcast_to((delta / count)[..., None], where.shape)
+        grad = np.zeros(idx.size, dtype=delta.dtype)
+        np.add.at(grad, where.reshape(-1), share.reshape(-1))
+        inner = tuple(slice(p, p + n) for p, n in zip(padding, x.shape[2:], strict=True))
+        return np.ascontiguousarray(grad.reshape(padded_shape)[(slice(None), slice(None), *inner)])
+
+    def global_avg_pool_forward(self, x: np.ndarray) -> np.ndarray:
+        """``Z[n, c] = mean over every spatial position``."""
+        return np.asarray(x.reshape(x.shape[0], x.shape[1], -1).mean(axis=-1))
+
+    def global_avg_pool_backward(self, delta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Spread over the whole map: dJ/dx[n, c, p] = delta[n, c] / prod(S)."""
+        count = int(np.prod(x.shape[2:]))
+        return np.ascontiguousarray(
+            np.broadcast_to((delta / count).reshape(delta.shape + (1,) * (x.ndim - 2)), x.shape)
+        )
+
 
 def _sum_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` over the axes along which an operand of ``shape`` was broadcast."""
@@ -742,6 +1113,133 @@ class TapeOps:
         z = self.rules.avg_pool2d_forward(t.value, k, s)
         return self._record(
             "avg_pool2d", z, (t,), lambda d: (self.rules.avg_pool2d_backward(d, t.value, k, s),)
+        )
+
+    # ---- layers as frameworks ship them (gradoracle.ops.LAYER_OPS) ----------------------
+
+    def _layer(self, op: str, parents: Sequence[Any], value: np.ndarray, backward: BackwardFn) -> Tensor:
+        return self._record(op, value, tuple(parents), backward)
+
+    def linear(self, x: Any, w: Any, b: Any) -> Tensor:
+        """``X W^T + b``; backward: identity 5 summed over the batch rows."""
+        tx, tw = self._binary(x, w)
+        tb = self.lift(b, tx)
+        z = self.rules.linear_forward(tx.value, tw.value, tb.value)
+        return self._layer(
+            "linear", (tx, tw, tb), z, lambda d: self.rules.linear_backward(d, tx.value, tw.value, tb.value)
+        )
+
+    def dense(self, x: Any, w: Any, b: Any) -> Tensor:
+        """``X W + b``; backward: identity 6 summed over the batch rows."""
+        tx, tw = self._binary(x, w)
+        tb = self.lift(b, tx)
+        z = self.rules.dense_forward(tx.value, tw.value, tb.value)
+        return self._layer(
+            "dense", (tx, tw, tb), z, lambda d: self.rules.dense_backward(d, tx.value, tw.value, tb.value)
+        )
+
+    def cross_entropy(
+        self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> Tensor:
+        """Batched softmax cross-entropy (PyTorch's ``F.cross_entropy``)."""
+        tz, ty = self._binary(logits, target)
+        loss, cache = self.rules.cross_entropy_forward(tz.value, ty.value, reduction, float(label_smoothing))
+        return self._layer(
+            "cross_entropy",
+            (tz, ty),
+            loss,
+            lambda d: self.rules.cross_entropy_backward(d, tz.value, ty.value, float(label_smoothing), cache),
+        )
+
+    def conv_nd(
+        self,
+        x: Any,
+        k: Any,
+        b: Any,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Tensor:
+        """n-d grouped convolution; backward: transposed convolution, correlation with delta, sum."""
+        tx, tk = self._binary(x, k)
+        if tx.ndim < 3 or tk.ndim != tx.ndim:
+            raise ValueError(
+                f"conv_nd expects x (N, C, *S) and k (O, C/groups, *K); got {tx.shape}, {tk.shape}"
+            )
+        rank = tx.ndim - 2
+        st, dil = _per_axis(stride, rank, "stride"), _per_axis(dilation, rank, "dilation")
+        groups = int(groups)
+        if tx.shape[1] != tk.shape[1] * groups or tk.shape[0] % groups:
+            raise ValueError(
+                f"conv_nd: {tx.shape[1]} input channels, kernel {tk.shape}, groups {groups} do not fit"
+            )
+        if isinstance(padding, str):
+            if padding != "same":
+                raise ValueError(f"conv_nd padding {padding!r}: use 'same' or one int per axis")
+            total = [d * (m - 1) for d, m in zip(dil, tk.shape[2:], strict=True)]
+            pads = tuple((t // 2, t - t // 2) for t in total)
+        else:
+            pads = tuple((p, p) for p in _per_axis(padding, rank, "padding"))
+        parents: list[Tensor] = [tx, tk]
+        bias = None
+        if b is not None:
+            tb = self.lift(b, tx)
+            parents.append(tb)
+            bias = tb.value
+        z = self.rules.conv_nd_forward(tx.value, tk.value, bias, st, pads, dil, groups)
+
+        def backward(d: np.ndarray) -> Sequence[np.ndarray | None]:
+            grads = self.rules.conv_nd_backward(d, tx.value, tk.value, st, pads, dil, groups)
+            return grads if bias is not None else grads[:2]
+
+        return self._layer("conv_nd", parents, z, backward)
+
+    def max_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> Tensor:
+        """n-d max pool; backward: the argmax router (overlapping windows accumulate)."""
+        t = self.lift(x)
+        rank = t.ndim - 2
+        w, st = _per_axis(window, rank, "window"), _per_axis(stride, rank, "stride")
+        p, dil = _per_axis(padding, rank, "padding"), _per_axis(dilation, rank, "dilation")
+        z, cache = self.rules.max_pool_nd_forward(t.value, w, st, p, dil, bool(ceil_mode))
+        return self._layer(
+            "max_pool_nd", (t,), z, lambda d: (self.rules.max_pool_nd_backward(d, t.value, p, cache),)
+        )
+
+    def avg_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Tensor:
+        """n-d average pool; backward: delta / count spread over each window."""
+        t = self.lift(x)
+        rank = t.ndim - 2
+        w, st, p = (
+            _per_axis(v, rank, n) for v, n in ((window, "window"), (stride, "stride"), (padding, "padding"))
+        )
+        z, cache = self.rules.avg_pool_nd_forward(t.value, w, st, p, bool(ceil_mode), bool(count_include_pad))
+        return self._layer(
+            "avg_pool_nd", (t,), z, lambda d: (self.rules.avg_pool_nd_backward(d, t.value, p, cache),)
+        )
+
+    def global_avg_pool(self, x: Any) -> Tensor:
+        """Mean over every spatial axis; backward: delta / prod(S) everywhere."""
+        t = self.lift(x)
+        z = self.rules.global_avg_pool_forward(t.value)
+        return self._layer(
+            "global_avg_pool", (t,), z, lambda d: (self.rules.global_avg_pool_backward(d, t.value),)
         )
 
 

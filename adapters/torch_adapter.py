@@ -161,6 +161,82 @@ class TorchOps:
         """``torch.clamp(x, min=0)``."""
         return self._torch.clamp(x, min=0)
 
+    # ---- layers as frameworks ship them (gradoracle.ops.LAYER_OPS) ---------------------
+
+    def linear(self, x: Any, w: Any, b: Any) -> Any:
+        """``x @ w^T + b`` via ``F.linear`` (w is (out, in))."""
+        return self._F.linear(x, w, b)
+
+    def dense(self, x: Any, w: Any, b: Any) -> Any:
+        """``x @ w + b`` (w is (in, out), JAX/Flax's layout) with ``torch.matmul``."""
+        return x @ w + b
+
+    def cross_entropy(
+        self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> Any:
+        """``F.cross_entropy``: class indices (``target.long()``) for a 1-D target, else probabilities."""
+        t = target.long() if target.ndim == 1 else target
+        return self._F.cross_entropy(logits, t, reduction=reduction, label_smoothing=label_smoothing)
+
+    def conv_nd(
+        self,
+        x: Any,
+        k: Any,
+        b: Any,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        """``F.conv1d`` / ``F.conv2d`` / ``F.conv3d`` by the input's rank (padding "same" passed as is)."""
+        conv = (self._F.conv1d, self._F.conv2d, self._F.conv3d)[x.ndim - 3]
+        with warnings.catch_warnings():
+            # 'same' with an even effective kernel pads asymmetrically; torch warns that it copies.
+            warnings.filterwarnings("ignore", message=r".*padding='same'.*", category=UserWarning)
+            return conv(
+                x, k, b, stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups
+            )
+
+    def max_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> Any:
+        """``F.max_pool1d`` / ``2d`` / ``3d`` by the input's rank."""
+        pool = (self._F.max_pool1d, self._F.max_pool2d, self._F.max_pool3d)[x.ndim - 3]
+        return pool(x, tuple(window), tuple(stride), tuple(padding), tuple(dilation), ceil_mode=ceil_mode)
+
+    def avg_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Any:
+        """``F.avg_pool1d`` / ``2d`` / ``3d`` by the input's rank."""
+        pool = (self._F.avg_pool1d, self._F.avg_pool2d, self._F.avg_pool3d)[x.ndim - 3]
+        return pool(
+            x,
+            tuple(window),
+            tuple(stride),
+            tuple(padding),
+            ceil_mode=ceil_mode,
+            count_include_pad=count_include_pad,
+        )
+
+    def global_avg_pool(self, x: Any) -> Any:
+        """``F.adaptive_avg_pool{1,2,3}d(x, 1)`` flattened to (N, C)."""
+        pool = (self._F.adaptive_avg_pool1d, self._F.adaptive_avg_pool2d, self._F.adaptive_avg_pool3d)[
+            x.ndim - 3
+        ]
+        return pool(x, 1).reshape(x.shape[0], x.shape[1])
+
     # ---- kinks (#13) -----------------------------------------------------------------
 
     def maximum(self, a: Any, b: Any) -> Any:

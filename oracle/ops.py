@@ -43,6 +43,46 @@ maximum(a, b)        elementwise ``max(a, b)`` of two arrays of one shape (the f
 clamp(x, lo, hi)     ``min(max(x, lo), hi)`` for Python floats ``lo < hi``; generalised
                      gradient at ``x = lo`` and at ``x = hi``: ``[0, 1]``
 ==================== ================================================================
+
+The layers as frameworks ship them (batches, channels, strides, padding, dilation,
+groups; :data:`LAYER_OPS`).  Hyper-parameters are Python ints, tuples of ints (one per
+spatial axis), strings and bools; feature maps are channels-first ``(N, C, *spatial)``
+with 1, 2 or 3 spatial axes.  The semantics are PyTorch's (``F.linear``,
+``F.cross_entropy``, ``F.conv{1,2,3}d``, ``F.max_pool{1,2,3}d``, ``F.avg_pool{1,2,3}d``);
+an adapter whose framework lacks a knob (JAX has no ``ceil_mode``) spells it with explicit
+padding, and the convention probes report what the framework's own spelling does.
+
+======================================= ===================================================
+op                                      meaning
+======================================= ===================================================
+linear(x, w, b)                         ``x @ w^T + b``: x (..., in), w (out, in), b (out,)
+                                        (PyTorch's layout, ``F.linear``)
+dense(x, w, b)                          ``x @ w + b``: x (..., in), w (in, out), b (out,)
+                                        (JAX/Flax's layout, ``nn.Dense``)
+cross_entropy(z, t, reduction,          ``l_n = -sum_c t~_nc log softmax(z_n)_c`` over logits
+label_smoothing)                        z (N, C); t is (N,) class indices (exact integers
+                                        stored as floats) or (N, C) class probabilities;
+                                        ``t~ = (1 - eps) t + eps / C`` (indices one-hot
+                                        first); ``reduction`` "mean" (``sum_n l_n / N``)
+                                        or "sum"
+conv_nd(x, k, b, stride, padding,       ``Z[n,o,p] = b[o] + sum_{c,a} Xpad[n, g Cg + c,
+dilation, groups)                       p s + a d] K[o,c,a]`` (cross-correlation), x (N,
+                                        C_in, *S), k (C_out, C_in/groups, *k), b (C_out,)
+                                        or None, o in group g = o // (C_out/groups);
+                                        ``padding`` a tuple (zeros on both sides) or "same"
+                                        (stride 1; total d (k-1), ``total // 2`` before);
+                                        output ``floor((S + 2p - d(k-1) - 1)/s) + 1``
+max_pool_nd(x, window, stride,          max over windows ``p s - pad + a d`` (a < window),
+padding, dilation, ceil_mode)           padding -inf; output ``floor`` (``ceil`` in
+                                        ceil mode, dropping a last window that would start
+                                        in the right padding) of ``(S + 2 pad - d(w-1) -
+                                        1)/s`` plus 1
+avg_pool_nd(x, window, stride,          sum over windows ``p s - pad + a`` divided by the
+padding, ceil_mode, count_include_pad)  window clipped to the padded input (``[-pad, S +
+                                        pad)``) when ``count_include_pad``, else by the
+                                        count of its input elements (PyTorch's divisors)
+global_avg_pool(x)                      mean over every spatial axis: (N, C, *S) -> (N, C)
+======================================= ===================================================
 """
 
 from __future__ import annotations
@@ -52,8 +92,8 @@ from typing import Any, Protocol, runtime_checkable
 #: Ops added for the kink probes (#13), kept in one block: two-argument maximum and clamp.
 KINK_OPS: tuple[str, ...] = ("maximum", "clamp")
 
-#: Every op name an ops namespace may implement; identities declare which they use.
-ALL_OPS: tuple[str, ...] = (
+#: The ops of the notes' textbook identities.
+NOTES_OPS: tuple[str, ...] = (
     "matmul",
     "add",
     "relu",
@@ -76,9 +116,23 @@ ALL_OPS: tuple[str, ...] = (
     "sum",
     "maximum_zero",
     "clamp_min_zero",
-    # ---- kinks (#13): ops whose generalised gradients the convention probes judge
-    *KINK_OPS,
 )
+
+# ---------------------------------------------------------------- layers as frameworks ship them
+
+#: The layer ops (batches, channels, strides, padding, dilation, groups).
+LAYER_OPS: tuple[str, ...] = (
+    "linear",
+    "dense",
+    "cross_entropy",
+    "conv_nd",
+    "max_pool_nd",
+    "avg_pool_nd",
+    "global_avg_pool",
+)
+
+#: Every op name an ops namespace may implement; identities declare which they use.
+ALL_OPS: tuple[str, ...] = NOTES_OPS + KINK_OPS + LAYER_OPS
 
 #: The elementwise functions of notes identity 4.
 ELEMENTWISE_OPS: tuple[str, ...] = (
@@ -127,6 +181,39 @@ class Ops(Protocol):
     def sum(self, x: Any) -> Any: ...
     def maximum_zero(self, x: Any) -> Any: ...
     def clamp_min_zero(self, x: Any) -> Any: ...
+    # ---- layers as frameworks ship them (LAYER_OPS)
+    def linear(self, x: Any, w: Any, b: Any) -> Any: ...
+    def dense(self, x: Any, w: Any, b: Any) -> Any: ...
+    def cross_entropy(self, logits: Any, target: Any, reduction: str, label_smoothing: float) -> Any: ...
+    def conv_nd(
+        self,
+        x: Any,
+        k: Any,
+        b: Any,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any: ...
+    def max_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> Any: ...
+    def avg_pool_nd(
+        self,
+        x: Any,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Any: ...
+    def global_avg_pool(self, x: Any) -> Any: ...
     # ---- kinks (#13)
     def maximum(self, a: Any, b: Any) -> Any: ...
     def clamp(self, x: Any, lo: float, hi: float) -> Any: ...

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from gradoracle import reference_layers as layers
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 _erf_ufunc = np.frompyfunc(math.erf, 1, 1)
@@ -148,6 +149,56 @@ class ReferenceOps:
 
     def clamp_min_zero(self, x: np.ndarray) -> np.ndarray:
         return np.clip(x, 0, None)
+
+    # ---- layers as frameworks ship them (gradoracle.reference_layers) ------------------
+
+    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return layers.linear(x, w, b)
+
+    def dense(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return layers.dense(x, w, b)
+
+    def cross_entropy(
+        self, logits: np.ndarray, target: np.ndarray, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> np.ndarray:
+        return layers.cross_entropy(logits, target, reduction, label_smoothing)
+
+    def conv_nd(
+        self,
+        x: np.ndarray,
+        k: np.ndarray,
+        b: np.ndarray | None,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        return layers.conv_nd(x, k, b, stride, padding, dilation, groups)
+
+    def max_pool_nd(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> np.ndarray:
+        return layers.max_pool_nd(x, window, stride, padding, dilation, ceil_mode)
+
+    def avg_pool_nd(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> np.ndarray:
+        return layers.avg_pool_nd(x, window, stride, padding, ceil_mode, count_include_pad)
+
+    def global_avg_pool(self, x: np.ndarray) -> np.ndarray:
+        return layers.global_avg_pool(x)
 
 
 REFERENCE_OPS = ReferenceOps()

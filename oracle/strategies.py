@@ -205,11 +205,9 @@ def grid_values(codes: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def _codes(data: bytes, n: int) -> np.ndarray:
     """``n`` big-endian 48-bit codes from ``6 n`` bytes."""
-    raw = np.frombuffer(data, dtype=np.uint8).reshape(n, CODE_BYTES).astype(np.uint64)
-    codes = np.zeros(n, dtype=np.uint64)
-    for k in range(CODE_BYTES):
-        codes = (codes << np.uint64(8)) | raw[:, k]
-    return codes
+    padded = np.zeros((n, 8), dtype=np.uint8)
+    padded[:, 8 - CODE_BYTES :] = np.frombuffer(data, dtype=np.uint8).reshape(n, CODE_BYTES)
+    return padded.view(">u8").reshape(n).astype(np.uint64)
 
 
 def _size(size: int | tuple[int, ...] | None) -> tuple[int, ...]:

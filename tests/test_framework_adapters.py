@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import naive_layers as naive
 import numpy as np
 import pytest
 
@@ -116,6 +117,73 @@ OP_CASES: dict[str, list[tuple[tuple[Any, ...], dict[str, Any], np.ndarray]]] = 
     "maximum": [((_X, _X[::-1].copy()), {}, np.maximum(_X, _X[::-1]))],
     "clamp": [((_X, -1.0, 0.5), {}, np.clip(_X, -1.0, 0.5))],
 }
+
+# ---- the layer ops (expected values: loops in tests/naive_layers.py)
+_BX = _RNG.standard_normal((2, 3, 4))
+_LW, _LB = _RNG.standard_normal((5, 4)), _RNG.standard_normal(5)
+_Z = _RNG.standard_normal((3, 4))
+_IDX = np.array([0.0, 3.0, 1.0])
+_PROB = np.array([[0.25, 0.25, 0.5, 0.0], [0.125, 0.125, 0.25, 0.5], [1.0, 0.0, 0.0, 0.0]])
+_C2 = _RNG.standard_normal((2, 4, 6, 7))
+_K2 = _RNG.standard_normal((6, 2, 3, 2))  # groups 2: C_in 4 = 2 x 2, C_out 6
+_KB = _RNG.standard_normal(6)
+_C1, _K1 = _RNG.standard_normal((2, 3, 9)), _RNG.standard_normal((2, 3, 3))
+_C3, _K3 = _RNG.standard_normal((1, 2, 4, 5, 3)), _RNG.standard_normal((2, 1, 2, 3, 2))
+_P2 = (_RNG.permutation(2 * 2 * 7 * 6).reshape(2, 2, 7, 6) / 7.0) - 6.0  # distinct values
+
+OP_CASES.update(
+    {
+        "linear": [((_BX, _LW, _LB), {}, naive.linear(_BX, _LW, _LB))],
+        "dense": [((_BX, _LW.T, _LB), {}, naive.dense(_BX, _LW.T, _LB))],
+        "cross_entropy": [
+            ((_Z, _IDX, reduction, eps), {}, naive.cross_entropy(_Z, t, reduction, eps))
+            for t in (_IDX,)
+            for reduction in ("mean", "sum")
+            for eps in (0.0, 0.2)
+        ]
+        + [((_Z, _PROB, "mean", 0.1), {}, naive.cross_entropy(_Z, _PROB, "mean", 0.1))],
+        "conv_nd": [
+            (
+                (_C2, _K2, _KB, (2, 1), (1, 2), (1, 2), 2),
+                {},
+                naive.conv(_C2, _K2, _KB, (2, 1), (1, 2), (1, 2), 2),
+            ),
+            (
+                (_C2, _K2, _KB, (1, 1), "same", (2, 1), 2),
+                {},
+                naive.conv(_C2, _K2, _KB, (1, 1), "same", (2, 1), 2),
+            ),
+            ((_C1, _K1, None, (3,), (0,), (2,), 1), {}, naive.conv(_C1, _K1, None, (3,), (0,), (2,), 1)),
+            (
+                (_C3, _K3, None, (1, 2, 1), (1, 0, 1), (1, 1, 2), 2),
+                {},
+                naive.conv(_C3, _K3, None, (1, 2, 1), (1, 0, 1), (1, 1, 2), 2),
+            ),
+        ],
+        "max_pool_nd": [
+            (
+                (_P2, (3, 2), (2, 1), (1, 1), (1, 2), True),
+                {},
+                naive.pool(_P2, "max", (3, 2), (2, 1), (1, 1), (1, 2), True),
+            ),
+            (
+                (_P2, (2, 2), (2, 2), (0, 0), (1, 1), False),
+                {},
+                naive.pool(_P2, "max", (2, 2), (2, 2), (0, 0), (1, 1), False),
+            ),
+        ],
+        "avg_pool_nd": [
+            (
+                (_P2, (3, 2), (2, 3), (1, 1), ceil, cip),
+                {},
+                naive.pool(_P2, "avg", (3, 2), (2, 3), (1, 1), (1, 1), ceil, cip),
+            )
+            for ceil in (False, True)
+            for cip in (False, True)
+        ],
+        "global_avg_pool": [((_C3,), {}, naive.global_avg(_C3)), ((_C1,), {}, naive.global_avg(_C1))],
+    }
+)
 
 
 def test_every_op_has_a_case() -> None:

@@ -13,15 +13,16 @@
   ``-W error::gradoracle.StaleDeviationWarning``;
 - the fixture follows ``--gradoracle-dtype`` and works inside a user's ``@given`` test.
 
-Runs that load a Hypothesis profile or force a seed go through a subprocess: both are
-process-wide Hypothesis state that would leak into the rest of this test session.
+Runs that load a Hypothesis profile or force a seed change process-wide Hypothesis state
+(the loaded profile, ``hypothesis.core.global_force_seed``); the :func:`repo` fixture puts
+both back after each test.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,19 @@ ONE = ["--gradoracle-identity", "elementwise-sigmoid", "--gradoracle-dtype", "fl
 
 
 @pytest.fixture
-def repo(pytester: pytest.Pytester) -> pytest.Pytester:
+def repo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Pytester]:
+    """A directory with :data:`LOGGING_ADAPTERS`; Hypothesis's global state restored afterwards."""
+    from hypothesis import core, settings
+
     pytester.makepyfile(logadapters=LOGGING_ADAPTERS)
     pytester.syspathinsert()
-    return pytester
+    monkeypatch.setenv("LOG_DIR", str(pytester.path))
+    profile, forced = settings.get_current_profile_name(), core.global_force_seed
+    try:
+        yield pytester
+    finally:
+        settings.load_profile(profile)
+        core.global_force_seed = forced
 
 
 def _logged(path: Path) -> list[dict[str, Any]]:
@@ -103,8 +113,10 @@ def test_an_exact_name_selects_that_identity_alone_and_family_or_glob_select_mor
     assert [i.name for i in select_identities(["mlp"])] == ["mlp"]
     family = [i.name for i in select_identities(["family:mlp"])]
     assert len(family) == 6 and family[0] == "mlp" and all(n.startswith("mlp") for n in family)
-    assert [i.name for i in select_identities(["mlp*"])] == family
-    assert [i.name for i in select_identities(["notes:mlp"])] == family
+    # the glob matches names: the batched MLP too; the notes' label selects the section and the
+    # layer identities that generalise it (they carry it as their source)
+    assert [i.name for i in select_identities(["mlp*"])] == [*family, "mlp-batch"]
+    assert [i.name for i in select_identities(["notes:mlp"])] == [*family, "mlp-batch", "cross-entropy-batch"]
     assert {i.name for i in select_identities(["family:pool"])} == {"max-pool", "avg-pool"}
     assert len(select_identities(["elementwise"])) == 13  # a family that is no identity's name
     for bad, hint in [("family:nope", "families: "), ("zz*", "matches no identity"), ("mpl", "mlp")]:
@@ -283,26 +295,34 @@ def test_profile_examples_precedence() -> None:
 
 PROFILE_CONFTEST = """
 from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
 settings.register_profile("three", max_examples=3)
-settings.register_profile("blob", max_examples=10, print_blob=True)
+settings.register_profile("blob", max_examples=10, print_blob=True, database=None)
+settings.register_profile("db", database=DirectoryBasedExampleDatabase(".hypothesis/examples"))
 """
 
 
 def test_a_loaded_profile_sets_the_examples_and_explicit_options_win(repo: pytest.Pytester) -> None:
+    from hypothesis import settings
+
+    outer_profile = settings.get_current_profile_name()
     repo.makeconftest(PROFILE_CONFTEST)
     args = ["-p", "no:cacheprovider", "--gradoracle-adapter", "logadapters:LoggingAdapter", *ONE]
     out = ["--gradoracle-report", "out"]
-    result = repo.runpytest_subprocess(*args, "--hypothesis-profile", "three", *out)
+    result = repo.runpytest(*args, "--hypothesis-profile", "three", *out)
     result.assert_outcomes(passed=1)
     assert [r["examples"] for r in _report_results(repo.path)] == [3]
     result.stdout.fnmatch_lines(["*3 examples per check (Hypothesis profile)*"])
-    explicit = repo.runpytest_subprocess(
-        *args, "--hypothesis-profile", "three", "--gradoracle-examples", "5", *out
-    )
+    explicit = repo.runpytest(*args, "--hypothesis-profile", "three", "--gradoracle-examples", "5", *out)
     explicit.assert_outcomes(passed=1)
     assert [r["examples"] for r in _report_results(repo.path)] == [5]
-    # negative control: without the profile, gradoracle's default
-    default = repo.runpytest_subprocess(*args, *out)
+    # negative control: without the profile, gradoracle's default (in a fresh process the
+    # profile is not loaded; in this one, put back the one this session runs under)
+    from hypothesis import settings
+
+    settings.load_profile(outer_profile)
+    default = repo.runpytest(*args, *out)
     default.assert_outcomes(passed=1)
     assert [r["examples"] for r in _report_results(repo.path)] == [30]
 
@@ -319,26 +339,26 @@ def test_hypothesis_seed_decides_the_inputs(repo: pytest.Pytester) -> None:
     ]
     drawn = {}
     for run, seed in (("a", "1"), ("b", "2"), ("c", "1")):
-        repo.runpytest_subprocess(*args, f"--hypothesis-seed={seed}").assert_outcomes(passed=1)
+        repo.runpytest(*args, f"--hypothesis-seed={seed}").assert_outcomes(passed=1)
         drawn[run] = _logged(repo.path)
     assert drawn["a"] == drawn["c"]
     assert drawn["a"] != drawn["b"]
     # an explicit --gradoracle-seed wins over --hypothesis-seed
     for run, seed in (("d", "1"), ("e", "2")):
-        repo.runpytest_subprocess(
-            *args, "--gradoracle-seed", "5", f"--hypothesis-seed={seed}"
-        ).assert_outcomes(passed=1)
+        repo.runpytest(*args, "--gradoracle-seed", "5", f"--hypothesis-seed={seed}").assert_outcomes(passed=1)
         drawn[run] = _logged(repo.path)
     assert drawn["d"] == drawn["e"] != drawn["a"]
 
 
 def test_a_failing_example_replays_first_from_the_database(repo: pytest.Pytester) -> None:
+    repo.makeconftest(PROFILE_CONFTEST)
     args = ["-p", "no:cacheprovider", "--gradoracle-adapter", "logadapters:ScaledAdapter", *ONE]
-    first = repo.runpytest_subprocess(*args)
+    args += ["--hypothesis-profile", "db"]
+    first = repo.runpytest(*args)
     first.assert_outcomes(failed=1)
     shrunk = _logged(repo.path)[-1]  # the final replay is the shrunk example
     assert (repo.path / ".hypothesis" / "examples").is_dir()
-    again = repo.runpytest_subprocess(*args)
+    again = repo.runpytest(*args)
     again.assert_outcomes(failed=1)
     replayed = _logged(repo.path)
     assert replayed[0] == shrunk
@@ -347,7 +367,7 @@ def test_a_failing_example_replays_first_from_the_database(repo: pytest.Pytester
     import shutil
 
     shutil.rmtree(repo.path / ".hypothesis")
-    fresh = repo.runpytest_subprocess(*args)
+    fresh = repo.runpytest(*args)
     fresh.assert_outcomes(failed=1)
     assert _logged(repo.path)[0] != shrunk
 
@@ -355,7 +375,7 @@ def test_a_failing_example_replays_first_from_the_database(repo: pytest.Pytester
 def test_print_blob_and_reproduce_failure_replay_exactly_that_example(repo: pytest.Pytester) -> None:
     repo.makeconftest(PROFILE_CONFTEST)
     args = ["-p", "no:cacheprovider", "--gradoracle-adapter", "logadapters:ScaledAdapter", *ONE]
-    failed = repo.runpytest_subprocess(*args, "--hypothesis-profile", "blob")
+    failed = repo.runpytest(*args, "--hypothesis-profile", "blob")
     failed.assert_outcomes(failed=1)
     shrunk = _logged(repo.path)[-1]
     match = re.search(r"--gradoracle-reproduce-failure=(\S+)", failed.stdout.str())
@@ -364,11 +384,11 @@ def test_print_blob_and_reproduce_failure_replay_exactly_that_example(repo: pyte
     assert (
         f"replay exactly this example: pytest '{node}' --gradoracle-reproduce-failure=" in failed.stdout.str()
     )
-    replay = repo.runpytest_subprocess(*args, node, f"--gradoracle-reproduce-failure={match.group(1)}")
+    replay = repo.runpytest(*args, node, f"--gradoracle-reproduce-failure={match.group(1)}")
     replay.assert_outcomes(failed=1)
     assert _logged(repo.path) == [shrunk]
     # negative control: the blob of another identity's example does not reproduce here
-    other = repo.runpytest_subprocess(
+    other = repo.runpytest(
         "-p",
         "no:cacheprovider",
         "--gradoracle-adapter",
@@ -551,3 +571,21 @@ def test_the_fixture_inside_a_given_test(repo: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*test_inside_given_wrong*", "*gradient check failed*", "*Failing test case*"]
     )
+
+
+# ------------------------------------------------------------------ the cost, measured in the bench
+
+
+def test_drawing_cost_compares_shrinkable_with_seed_drawn_values() -> None:
+    from gradoracle import runner, strategies
+    from gradoracle.bench.drawing import drawing_cost, seed_drawn_values
+
+    saved = strategies.values_for, runner.simplest_values_drawn
+    with seed_drawn_values():
+        # the old way: values from the seed, so a shrunk counterexample keeps generic values
+        old = check("matvec-weight-grad", _ScaledEngine(), "float64", CheckSettings(examples=5))
+        assert not np.all(_values(old.counterexample) * 2 == np.round(_values(old.counterexample) * 2))
+    assert (strategies.values_for, runner.simplest_values_drawn) == saved  # restored
+    cost = drawing_cost(identities=["elementwise-tanh"], dtypes=["float64"], examples=3, rounds=2)
+    assert len(cost.ratios) == 2 and all(r > 0 for r in cost.ratios)
+    assert cost.to_dict()["median_ratio"] == cost.median_ratio

@@ -29,6 +29,9 @@ SELF_CHECK = settings(
     max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None
 )
 IDS = [i.name for i in all_identities()]
+#: The notes' textbook identities (the layer identities, which generalise them, are proven with
+#: projected finite differences in tests/test_layers.py: their full Jacobians would be large).
+NOTES_IDS = [i.name for i in all_identities() if not i.generalises]
 
 
 def fd_vjp(ident: Identity, ex: Example, u: np.ndarray) -> dict[str, np.ndarray]:
@@ -108,7 +111,7 @@ def test_identity_4_covers_every_elementwise_function_of_the_issue() -> None:
 
 
 def test_mlp_steps_a_to_e_are_identities_of_their_own() -> None:
-    steps = [i.name for i in all_identities() if i.source == "notes:mlp"]
+    steps = [i.name for i in all_identities() if i.source == "notes:mlp" and not i.generalises]
     assert steps == [
         "mlp",
         "mlp-a-logits",
@@ -143,7 +146,7 @@ def test_select_by_source_label_and_family() -> None:
 # ------------------------------------------- closed forms against finite differences
 
 
-@pytest.mark.parametrize("name", IDS)
+@pytest.mark.parametrize("name", NOTES_IDS)
 def test_reference_gradient_equals_finite_differences(name: str) -> None:
     ident = get_identity(name)
 
@@ -375,7 +378,7 @@ def test_kink_inputs_are_never_at_a_kink(name: str) -> None:
             assert np.min(np.abs(ex.inputs["x"])) >= NEAREST
         if "z1" in ex.inputs:
             assert np.min(np.abs(ex.inputs["z1"])) >= NEAREST
-        if "W1" in ex.inputs:
+        if "W1" in ex.inputs and "x" in ex.inputs:
             z1 = ex.inputs["W1"] @ ex.inputs["x"] + ex.inputs["b1"]
             assert np.min(np.abs(z1)) >= 2 * KINK_MARGIN - 1e-9
         if ident.name == "max-pool":

@@ -170,6 +170,66 @@ def make_case(op: str, rng: np.random.Generator) -> Case:
     if op == "clamp":
         x = rng.uniform(0.1, 0.9, (dim(), dim())) * rng.choice([-1.0, 1.0]) + rng.choice([-2.0, 0.0, 2.0])
         return Case(lambda o, i: o.clamp(i["x"], -1.0, 1.0), {"x": x}, ("x",))
+    return make_layer_case(op, rng)
+
+
+def make_layer_case(op: str, rng: np.random.Generator) -> Case:
+    """A random instance of a layer op: a few batch rows, channels, and drawn hyper-parameters."""
+    dim = lambda lo=1, hi=3: int(rng.integers(lo, hi + 1))  # noqa: E731
+    if op in ("linear", "dense"):
+        n_in, n_out, batch = dim(), dim(), (dim(),) if rng.random() < 0.5 else (dim(), dim())
+        w = rng.normal(size=(n_out, n_in) if op == "linear" else (n_in, n_out))
+        inputs = {"x": rng.normal(size=(*batch, n_in)), "w": w, "b": rng.normal(size=n_out)}
+        return Case(lambda o, i: getattr(o, op)(i["x"], i["w"], i["b"]), inputs, ("x", "w", "b"))
+    if op == "cross_entropy":
+        n, c = dim(), dim(2, 4)
+        reduction, eps = ("mean", "sum")[dim(0, 1)], (0.0, 0.2)[dim(0, 1)]
+        if rng.random() < 0.5:
+            t, wrt = rng.integers(0, c, size=n).astype(float), ("z",)
+        else:
+            t, wrt = rng.dirichlet(np.ones(c), size=n), ("z", "t")
+        return Case(
+            lambda o, i: o.cross_entropy(i["z"], i["t"], reduction, eps),
+            {"z": rng.normal(size=(n, c)), "t": t},
+            wrt,
+        )
+    rank = dim(1, 3)
+    axes = lambda lo, hi: tuple(dim(lo, hi) for _ in range(rank))  # noqa: E731
+    if op == "conv_nd":
+        groups, kernel, stride, dilation = dim(1, 2), axes(1, 2), axes(1, 2), axes(1, 2)
+        padding = "same" if rng.random() < 0.25 else axes(0, 1)
+        if padding == "same":
+            stride = (1,) * rank
+        spatial = tuple(d * (k - 1) + 1 + dim(0, 2) for k, d in zip(kernel, dilation, strict=True))
+        inputs = {
+            "x": rng.normal(size=(dim(1, 2), groups * dim(1, 2), *spatial)),
+            "b": rng.normal(size=groups * 2),
+        }
+        inputs["k"] = rng.normal(size=(groups * 2, inputs["x"].shape[1] // groups, *kernel))
+        return Case(
+            lambda o, i: o.conv_nd(i["x"], i["k"], i["b"], stride, padding, dilation, groups),
+            inputs,
+            ("x", "k", "b"),
+        )
+    window, stride = axes(1, 3), axes(1, 3)
+    padding = tuple(min(dim(0, 1), w // 2) for w in window)
+    dilation, ceil = axes(1, 2) if op == "max_pool_nd" else (1,) * rank, bool(rng.random() < 0.5)
+    spatial = tuple(d * (w - 1) + 1 + dim(0, 3) for w, d in zip(window, dilation, strict=True))
+    shape = (dim(1, 2), dim(1, 2), *spatial)
+    if op == "max_pool_nd":
+        x = rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1
+        return Case(
+            lambda o, i: o.max_pool_nd(i["x"], window, stride, padding, dilation, ceil), {"x": x}, ("x",)
+        )
+    if op == "avg_pool_nd":
+        cip = bool(rng.random() < 0.5)
+        return Case(
+            lambda o, i: o.avg_pool_nd(i["x"], window, stride, padding, ceil, cip),
+            {"x": rng.normal(size=shape)},
+            ("x",),
+        )
+    if op == "global_avg_pool":
+        return Case(lambda o, i: o.global_avg_pool(i["x"]), {"x": rng.normal(size=shape)}, ("x",))
     raise AssertionError(f"no case for {op}")
 
 

@@ -238,9 +238,9 @@ def test_collect_only_lists_one_item_per_identity_adapter_dtype(pytester: pytest
         "gradoracle::max-pool[numpy-float64]",
         "gradoracle::max-pool[numpy-float32]",
     ]
-    # the whole catalogue by default: 28 identities x 2 dtypes
+    # the whole catalogue by default: 38 identities x 2 dtypes
     everything = pytester.runpytest("--co", "-q", "--gradoracle-adapter", "numpy", *FAST)
-    assert len([x for x in everything.outlines if x.startswith("gradoracle::")]) == 56
+    assert len([x for x in everything.outlines if x.startswith("gradoracle::")]) == 76
     # negative control: without an adapter the plugin adds nothing
     plain = pytester.runpytest("--co", "-q", *FAST)
     assert not [line for line in plain.outlines if "gradoracle::" in line]
@@ -248,19 +248,21 @@ def test_collect_only_lists_one_item_per_identity_adapter_dtype(pytester: pytest
 
 def test_k_and_m_select_conformance_items(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--gradoracle-adapter", "numpy", "-k", "max-pool and float32", "-v", *FAST)
-    result.assert_outcomes(passed=1, deselected=55)
+    result.assert_outcomes(passed=2, deselected=74)  # max-pool and max-pool-layer
     result.stdout.fnmatch_lines(["gradoracle::max-pool[[]numpy-float32[]] PASSED*"])
     # family and source are keywords too; the "gradoracle" marker selects or drops the suite
     conv = pytester.runpytest("--gradoracle-adapter", "numpy", "-k", "notes:conv-filter", "--co", "-q", *FAST)
+    # (the layer convolutions generalise notes:conv-filter and carry it as their source)
     assert [x for x in conv.outlines if x.startswith("gradoracle::")] == [
-        "gradoracle::conv-filter[numpy-float64]",
-        "gradoracle::conv-filter[numpy-float32]",
+        f"gradoracle::{name}[numpy-{dtype}]"
+        for name in ("conv-filter", "conv1d-layer", "conv2d-layer", "conv3d-layer")
+        for dtype in ("float64", "float32")
     ]
     pytester.makepyfile(test_own="def test_own():\n    pass\n")
     own = pytester.runpytest("--gradoracle-adapter", "numpy", "-m", "not gradoracle", *FAST)
-    own.assert_outcomes(passed=1, deselected=56)
+    own.assert_outcomes(passed=1, deselected=76)
     suite = pytester.runpytest("--gradoracle-adapter", "numpy", "-m", "gradoracle", "--co", "-q", *FAST)
-    suite.stdout.fnmatch_lines(["56/57 tests collected (1 deselected)*"])
+    suite.stdout.fnmatch_lines(["76/77 tests collected (1 deselected)*"])
 
 
 def test_unknown_adapter_and_identity_are_usage_errors(pytester: pytest.Pytester) -> None:
@@ -287,11 +289,11 @@ def test_unknown_adapter_and_identity_are_usage_errors(pytester: pytest.Pytester
 
 def test_other_repo_adapter_passes_and_skips_ops_it_lacks(other_repo: pytest.Pytester) -> None:
     result = other_repo.runpytest("--gradoracle-adapter", "mymod:MiniAdapter", "-rs", *FAST)
-    # 8 identities use only ops mini implements (identity-jacobian uses none); the other 20 skip,
+    # 8 identities use only ops mini implements (identity-jacobian uses none); the other 30 skip,
     # naming what is missing
-    result.assert_outcomes(passed=16, skipped=40)
+    result.assert_outcomes(passed=16, skipped=60)
     result.stdout.fnmatch_lines(["SKIPPED [[]8[]] gradoracle:1: adapter 'mini' does not implement matmul"])
-    result.stdout.fnmatch_lines(["*gradoracle conformance*", "*max-pool*pass*pass*", "16 pass, 40 skip"])
+    result.stdout.fnmatch_lines(["*gradoracle conformance*", "*max-pool*pass*pass*", "16 pass, 60 skip"])
 
 
 def test_wrong_max_pool_backward_fails_with_the_oracle_diagnostic(other_repo: pytest.Pytester) -> None:
@@ -559,7 +561,7 @@ def test_loading_the_plugin_imports_neither_torch_nor_jax(pytester: pytest.Pytes
         "--co", "-q", "-s", "--gradoracle-adapter", "torch", "--gradoracle-adapter", "jax", *FAST
     )
     result.stdout.fnmatch_lines(["FRAMEWORKS LOADED: []"])
-    assert len([line for line in result.outlines if line.startswith("gradoracle::")]) == 112
+    assert len([line for line in result.outlines if line.startswith("gradoracle::")]) == 152
 
 
 # ------------------------------------------------------------------- checking own code

@@ -126,7 +126,42 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help=f"output directory for bench.json and bench.md ({OUT_HELP})",
     )
+    p.add_argument(
+        "--drawing-cost",
+        action="store_true",
+        help="instead: time every identity's check (NumPy engine, float64 and float32) with values that "
+        "shrink against seed-drawn values, interleaved; prints the median per-round ratio (target <= 1.10)",
+    )
+    p.add_argument("--rounds", type=int, default=5, metavar="N", help="rounds for --drawing-cost (default 5)")
     p.set_defaults(func=cmd_bench)
+
+
+def cmd_drawing_cost(args: argparse.Namespace) -> int:
+    """``gradoracle bench --drawing-cost``: what values that shrink cost (:mod:`gradoracle.bench.drawing`)."""
+    import json
+    import os
+
+    from gradoracle.bench.drawing import DRAWING_TARGET, drawing_cost
+
+    out = console()
+    load_before = os.getloadavg()
+    cost = drawing_cost(rounds=max(1, int(args.rounds)))
+    load_after = os.getloadavg()
+    out.print(
+        f"{cost.identities} identities x {', '.join(cost.adapters)} x {', '.join(cost.dtypes)}, "
+        f"{cost.examples} examples, {len(cost.ratios)} interleaved rounds (process CPU s):"
+    )
+    for old, new in zip(cost.seed_drawn_s, cost.shrinkable_s, strict=True):
+        out.print(f"  seed-drawn {old:7.2f}  shrinkable {new:7.2f}  ratio {new / old:.3f}")
+    met = "met" if cost.median_ratio <= DRAWING_TARGET else "NOT met"
+    out.print(f"median ratio {cost.median_ratio:.3f} (target <= {DRAWING_TARGET:.2f}: {met})")
+    out.print(f"load average {load_before[0]:.2f} -> {load_after[0]:.2f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "drawing-cost.json"
+    record = {**cost.to_dict(), "load_average": {"start": load_before, "end": load_after}}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    out.print(f"wrote {path}")
+    return EXIT_OK
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -214,6 +249,9 @@ def targets_table(report: Any) -> Table:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench, print the side-by-side tables, write bench.json and bench.md."""
     from gradoracle.bench import run_bench, write_bench
+
+    if getattr(args, "drawing_cost", False):
+        return cmd_drawing_cost(args)
 
     config = _config(args)
     out = console()

@@ -35,6 +35,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         f"  non-differentiable: {ident.nondifferentiable}",
         f"  policy:             {ident.kink_policy}",
     ]
+    if ident.generalises:
+        lines.append(f"  generalises:        {', '.join(ident.generalises)}")
+    if ident.derivation:
+        lines.append(f"  derivation:         {ident.derivation}")
+    lines.extend(f"  parameter {name}: {drawn}" for name, drawn in ident.parameters)
     doc = (ident.reference_gradient.__doc__ or "").strip()
     if doc:
         lines.append(f"  reference:          {doc}")

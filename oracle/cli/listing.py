@@ -34,6 +34,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "ops": sorted(i.ops),
                 "nondifferentiable": i.nondifferentiable,
                 "kink_policy": i.kink_policy,
+                "parameters": {name: drawn for name, drawn in i.parameters},
+                "generalises": list(i.generalises),
+                "derivation": i.derivation,
             }
             for i in idents
         ]

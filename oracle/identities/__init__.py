@@ -7,7 +7,15 @@ The records live beside this registry, one module per section of the notes:
   ``x``) and 5, 6 (``dJ/dW`` for ``z = W x`` and ``z = x W``);
 - :mod:`~gradoracle.identities.elementwise`: identity 4, one record per elementwise ``f``;
 - :mod:`~gradoracle.identities.mlp`: the one-hidden-layer MLP and its steps A-E;
-- :mod:`~gradoracle.identities.convolution` and :mod:`~gradoracle.identities.pooling`.
+- :mod:`~gradoracle.identities.convolution` and :mod:`~gradoracle.identities.pooling`;
+
+then the same rules as frameworks ship the layers (batches, channels, strides, padding,
+dilation, groups), each naming the sections it generalises:
+
+- :mod:`~gradoracle.identities.linear_layers`: ``X W^T + b`` and ``X W + b`` with batches;
+- :mod:`~gradoracle.identities.mlp_batch`: the MLP with a batch, reductions, smoothing;
+- :mod:`~gradoracle.identities.convolution_nd`: 1-D, 2-D and 3-D convolution layers;
+- :mod:`~gradoracle.identities.pooling_nd`: max, average and global average pooling layers.
 
 This module assembles them, in the notes' order, into :data:`IDENTITIES` and looks
 identities up by name, ``family:`` selector, ``notes:`` source label or glob.
@@ -18,7 +26,17 @@ from __future__ import annotations
 import difflib
 from fnmatch import fnmatchcase
 
-from gradoracle.identities import convolution, elementwise, linear, mlp, pooling
+from gradoracle.identities import (
+    convolution,
+    convolution_nd,
+    elementwise,
+    linear,
+    linear_layers,
+    mlp,
+    mlp_batch,
+    pooling,
+    pooling_nd,
+)
 from gradoracle.identities.elementwise import ELEMENTWISE, Elementwise
 from gradoracle.identities.record import (
     Arrays,
@@ -60,6 +78,11 @@ def _build() -> dict[str, Identity]:
         *mlp.RECORDS,
         *convolution.RECORDS,
         *pooling.RECORDS,
+        # the layers as frameworks ship them
+        *linear_layers.RECORDS,
+        *mlp_batch.RECORDS,
+        *convolution_nd.RECORDS,
+        *pooling_nd.RECORDS,
     ]
     return {i.name: i for i in ids}
 

@@ -62,6 +62,12 @@ class Identity:
     smooth_pattern: PatternFn | None = None
     validate: Callable[[Arrays, Params], None] | None = None
     doc: str = ""
+    #: The hyper-parameters the strategy draws, ``(name, what is drawn)`` (layer identities).
+    parameters: tuple[tuple[str, str], ...] = ()
+    #: The notes' sections a general identity generalises (``source`` is the first).
+    generalises: tuple[str, ...] = ()
+    #: How the closed form follows from the notes' rules (shown by ``gradoracle explain``).
+    derivation: str = ""
 
     def run_forward(self, ops: Any, inputs: Arrays, params: Params | None = None) -> Any:
         """``forward(ops, inputs, params)``: the identity's forward on any ops namespace."""

@@ -133,10 +133,12 @@ def collect_environment() -> dict[str, Any]:
 
 
 def hypothesis_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The Hypothesis settings every check runs under (as :func:`gradoracle.runner.check` applies them)."""
+    """The Hypothesis settings every check runs under (as :func:`gradoracle.runner.hypothesis_settings_for`
+    applies them): the CLI's fixed ones, or, with ``use_profile`` (the pytest plugin), the loaded
+    profile's where gradoracle does not decide."""
     s = dict(settings or {})
     shrink = bool(s.get("shrink", True))
-    return {
+    out: dict[str, Any] = {
         "version": package_versions(("hypothesis",))["hypothesis"],
         "max_examples": s.get("examples"),
         "seed": s.get("seed"),
@@ -144,6 +146,22 @@ def hypothesis_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
         "database": None,
         "deadline": None,
         "phases": ["explicit", "generate", *(["shrink"] if shrink else [])],
-        "suppress_health_check": "all",
+        "suppress_health_check": [],
         "report_multiple_bugs": False,
     }
+    if s.get("use_profile"):
+        from hypothesis import Phase
+        from hypothesis import settings as loaded
+
+        profile = loaded.default
+        if profile is not None:
+            phases = [p.name for p in profile.phases if p is not Phase.explain]
+            out.update(
+                profile=loaded.get_current_profile_name(),
+                derandomize=bool(profile.derandomize),
+                database=None if profile.database is None else repr(profile.database),
+                phases=[p for p in phases if shrink or p != "shrink"],
+                suppress_health_check=[h.name for h in profile.suppress_health_check],
+                print_blob=bool(profile.print_blob),
+            )
+    return out

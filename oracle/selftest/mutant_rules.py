@@ -480,3 +480,267 @@ class EluVanishesNearZero(Rules):
 
 class CorrectRules(Rules):
     """Negative control: the engine's own rules, unchanged."""
+
+
+# ======================================================================================
+# Layers as frameworks ship them: bugs that show under one hyper-parameter only
+# ======================================================================================
+
+
+class LinearBiasGradFirstRow(Rules):
+    """N > 1: Z = X W^T + b with dJ/db = delta of the first batch row (not summed over the batch)."""
+
+    def linear_backward(
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dx, dw, _ = super().linear_backward(delta, x, w, b)
+        return dx, dw, delta.reshape(-1, w.shape[0])[0].copy()
+
+
+class DenseWeightGradFirstRow(Rules):
+    """N > 1: Z = X W + b with dJ/dW = x_1^T delta_1 (the first row only, not X^T delta)."""
+
+    def dense_backward(
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dx, _, db = super().dense_backward(delta, x, w, b)
+        d2, x2 = delta.reshape(-1, w.shape[1]), x.reshape(-1, w.shape[0])
+        return dx, np.outer(x2[0], d2[0]), db
+
+
+class CrossEntropyMeanMissingOneOverN(Rules):
+    """reduction='mean', N > 1: dJ/dz = yhat - t~ per row, the 1/N of the mean forgotten."""
+
+    def cross_entropy_backward(
+        self,
+        delta: np.ndarray,
+        z: np.ndarray,
+        target: np.ndarray,
+        label_smoothing: float,
+        cache: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        log_yhat, smooth, r = cache
+        return super().cross_entropy_backward(
+            delta, z, target, label_smoothing, (log_yhat, smooth, np.ones_like(r))
+        )
+
+
+class CrossEntropySmoothingIgnored(Rules):
+    """label_smoothing > 0: the backward uses the unsmoothed target (yhat - t, not yhat - t~)."""
+
+    def cross_entropy_backward(
+        self,
+        delta: np.ndarray,
+        z: np.ndarray,
+        target: np.ndarray,
+        label_smoothing: float,
+        cache: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        log_yhat, smooth, r = cache
+        if label_smoothing:
+            raw = (smooth - label_smoothing / z.shape[1]) / (1 - label_smoothing)
+            smooth = raw.astype(z.dtype)
+        return super().cross_entropy_backward(delta, z, target, label_smoothing, (log_yhat, smooth, r))
+
+
+class ConvInputStrideNotDilated(Rules):
+    """stride > 1: the transposed convolution for dJ/dX skips dilating delta by the stride."""
+
+    def conv_nd_input_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        grad = super().conv_nd_input_grad(delta, x, k, (1,) * len(stride), pads, dilation, groups)
+        return grad
+
+
+class ConvFilterStrideNotDilated(Rules):
+    """stride > 1: dJ/dK correlates the padded input with delta *not* dilated by the stride."""
+
+    def conv_nd_filter_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        return super().conv_nd_filter_grad(delta, x, k, (1,) * len(stride), pads, dilation, groups)
+
+
+class ConvFilterDilationIgnored(Rules):
+    """dilation > 1: dJ/dK samples the correlation at every offset a instead of a d."""
+
+    def conv_nd_filter_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        return super().conv_nd_filter_grad(delta, x, k, stride, pads, (1,) * len(dilation), groups)
+
+
+class ConvInputCroppedAtWrongBorder(Rules):
+    """padding > 0: the transposed convolution is cropped at the far border (the padding's
+    rows/columns taken from the start instead of split between both borders)."""
+
+    def conv_nd_input_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        padded = np.pad(x, ((0, 0), (0, 0), *pads))
+        grad = super().conv_nd_input_grad(
+            delta, padded, k, stride, tuple((0, 0) for _ in pads), dilation, groups
+        )
+        # rows [0, S) of the padded gradient instead of [lo, lo + S): shifted by the leading padding
+        index = tuple(slice(0, n) for n in x.shape[2:])
+        return np.ascontiguousarray(grad[(slice(None), slice(None), *index)])
+
+
+class ConvFilterGroupsCrossed(Rules):
+    """groups > 1: dJ/dK pairs each group's delta with the input channels of the mirrored group."""
+
+    def conv_nd_filter_grad(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        k: np.ndarray,
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> np.ndarray:
+        n, c_in = x.shape[:2]
+        cg = c_in // groups
+        mirrored = x.reshape(n, groups, cg, *x.shape[2:])[:, ::-1].reshape(x.shape)
+        return super().conv_nd_filter_grad(delta, mirrored, k, stride, pads, dilation, groups)
+
+
+class ConvBiasGradFirstSample(Rules):
+    """N > 1: dJ/db = delta of the first sample summed over space (not over the batch too)."""
+
+    def conv_nd_bias_grad(self, delta: np.ndarray) -> np.ndarray:
+        return delta[0].sum(axis=tuple(range(1, delta.ndim - 1)))
+
+
+class MaxPoolOverlapOverwrites(Rules):
+    """stride < window: overlapping windows sharing a maximum overwrite each other's delta
+    (``grad[argmax] = delta``) instead of accumulating."""
+
+    def max_pool_nd_backward(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        padding: tuple[int, ...],
+        cache: tuple[np.ndarray, tuple[int, ...]],
+    ) -> np.ndarray:
+        where, padded_shape = cache
+        grad = np.zeros(int(np.prod(padded_shape)), dtype=delta.dtype)
+        grad[where.reshape(-1)] = delta.reshape(-1)
+        grad = grad.reshape(padded_shape)
+        inner = tuple(slice(p, p + n) for p, n in zip(padding, x.shape[2:], strict=True))
+        return np.ascontiguousarray(grad[(slice(None), slice(None), *inner)])
+
+
+class MaxPoolPaddingNotCropped(Rules):
+    """padding > 0: the routed gradient is cropped from the padded map's origin (shifted by the padding)."""
+
+    def max_pool_nd_backward(
+        self,
+        delta: np.ndarray,
+        x: np.ndarray,
+        padding: tuple[int, ...],
+        cache: tuple[np.ndarray, tuple[int, ...]],
+    ) -> np.ndarray:
+        grad = super().max_pool_nd_backward(delta, x, (0,) * len(padding), cache)
+        return grad
+
+
+def _full_window_count(count: np.ndarray, window: tuple[int, ...]) -> np.ndarray:
+    return np.full_like(count, float(np.prod(window)))
+
+
+class AvgPoolCeilDivisorFullWindow(Rules):
+    """ceil_mode: the backward divides a partial (overhanging) window by the full window size;
+    the forward keeps PyTorch's clipped divisor."""
+
+    def avg_pool_nd_forward(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> tuple[np.ndarray, tuple[list[np.ndarray], np.ndarray, tuple[int, ...]]]:
+        z, (positions, count, shape) = super().avg_pool_nd_forward(
+            x, window, stride, padding, ceil_mode, count_include_pad
+        )
+        if ceil_mode and count_include_pad:
+            count = _full_window_count(count, window)
+        return z, (positions, count, shape)
+
+
+class AvgPoolPadCountedWhenExcluded(Rules):
+    """padding > 0, count_include_pad=False: the backward still divides by the padded window."""
+
+    def avg_pool_nd_forward(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> tuple[np.ndarray, tuple[list[np.ndarray], np.ndarray, tuple[int, ...]]]:
+        z, _ = super().avg_pool_nd_forward(x, window, stride, padding, ceil_mode, count_include_pad)
+        _, cache = super().avg_pool_nd_forward(x, window, stride, padding, ceil_mode, True)
+        return z, cache
+
+
+class AvgPoolFlaxCeilDivisor(Rules):
+    """FORWARD (a convention, as Flax's avg_pool): in ceil mode every window, partial or not,
+    is divided by the full window size, forward and backward alike."""
+
+    def avg_pool_nd_forward(
+        self,
+        x: np.ndarray,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> tuple[np.ndarray, tuple[list[np.ndarray], np.ndarray, tuple[int, ...]]]:
+        z, (positions, count, shape) = super().avg_pool_nd_forward(
+            x, window, stride, padding, ceil_mode, count_include_pad
+        )
+        if ceil_mode and count_include_pad:
+            full = _full_window_count(count, window)
+            z = z * (count / full).astype(z.dtype)
+            count = full
+        return z, (positions, count, shape)
+
+
+class GlobalAvgPoolLastAxisOnly(Rules):
+    """2-D/3-D maps: global average pooling's backward divides by the last axis' size, not prod(S)."""
+
+    def global_avg_pool_backward(self, delta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return super().global_avg_pool_backward(delta, x) * float(np.prod(x.shape[2:-1]))

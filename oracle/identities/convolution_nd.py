@@ -1,0 +1,200 @@
+"""The notes' convolution as frameworks ship it: n-d, batches, channels, groups, stride,
+zero padding (including 'same'), dilation and bias, by one closed form for 1-D, 2-D and 3-D.
+
+Forward (cross-correlation, as every framework computes it), with ``Xpad`` the input padded
+by zeros, ``g = o // Og`` the group of output channel ``o`` and ``Cg = C_in / groups``::
+
+    Z[n, o, p] = b[o] + sum_{c < Cg, a} Xpad[n, g Cg + c, p s + a d] K[o, c, a]
+
+Derivation from the notes: Z is linear in K, in X and in b, so each gradient is the
+adjoint of the index map above (the notes' ``dJ/dK = X * delta`` and ``dJ/dX =
+pad(delta, k-1) * rot180(K)`` are its special case N = C = 1, s = d = 1, no padding):
+
+- ``dJ/dK[o, c, a] = sum_{n, p} delta[n, o, p] Xpad[n, g Cg + c, p s + a d]``: the padded
+  input correlated with delta *dilated by the stride*, sampled every ``d`` (the dilation);
+- ``dJ/dX = crop_pad( sum_a scatter of K[o, c, a] delta[n, o, p] to p s + a d )``: the
+  transposed convolution, i.e. delta dilated by the stride, padded by ``d (k - 1)``,
+  correlated with rot180(K) (dilated by d, in/out channels swapped within each group), then
+  cropped by the padding; input positions no window reaches get 0;
+- ``dJ/db[o] = sum_{n, p} delta[n, o, p]``: delta summed over the batch and space.
+
+The closed forms walk the ``prod(k)`` kernel offsets, each one strided slice of ``Xpad``
+(no sliding-window tensor), and are linear in each input separately.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gradoracle import layer_strategies as L
+from gradoracle import strategies as S
+from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+from gradoracle.reference_layers import (
+    Pads,
+    conv_output_shape,
+    conv_pads,
+    crop,
+    index_of,
+    offset_slices,
+    offsets,
+)
+
+#: Per-axis menus (first entry: the simplest value, what a failure shrinks to).
+KERNELS: tuple[int, ...] = (2, 1, 3)
+STRIDES: tuple[int, ...] = (1, 2, 3)
+PADDINGS: tuple[int, ...] = (0, 1, 2)
+DILATIONS: tuple[int, ...] = (1, 2)
+GROUPS: tuple[int, ...] = (1, 2, 3)
+EXTRA: tuple[int, ...] = (0, 1, 2, 4)
+
+
+def _geometry(a: Arrays, p: Params) -> tuple[tuple[int, ...], Pads, tuple[int, ...], tuple[int, ...], int]:
+    X, K = a["X"], a["K"]
+    rank = X.ndim - 2
+    stride, dilation = tuple(p["stride"]), tuple(p["dilation"])
+    if len(stride) != rank or len(dilation) != rank:
+        raise InvalidShapeError(
+            f"stride {stride} and dilation {dilation} need one entry per spatial axis ({rank})"
+        )
+    pads = conv_pads(p["padding"], K.shape[2:], dilation)
+    out = conv_output_shape(X.shape[2:], K.shape[2:], stride, pads, dilation)
+    return stride, pads, dilation, out, int(p["groups"])
+
+
+def _validator(rank: int) -> Any:
+    def check(a: Arrays, p: Params) -> None:
+        X, K, b = a["X"], a["K"], a["b"]
+        if X.ndim != rank + 2 or K.ndim != rank + 2 or b.ndim != 1:
+            raise InvalidShapeError(
+                f"a {rank}-D convolution needs X (N, C_in, {rank} spatial), "
+                f"K (C_out, C_in/groups, {rank} kernel) and b (C_out,); "
+                f"got X{list(X.shape)}, K{list(K.shape)}, b{list(b.shape)}"
+            )
+        missing = [k for k in ("stride", "padding", "dilation", "groups") if k not in p]
+        if missing:
+            raise InvalidShapeError(
+                f"missing parameter(s) {', '.join(missing)} (e.g. stride=(1,)*{rank}, groups=1)"
+            )
+        groups = int(p["groups"])
+        if groups < 1 or X.shape[1] != K.shape[1] * groups or K.shape[0] % groups or b.shape[0] != K.shape[0]:
+            raise InvalidShapeError(
+                f"groups={groups} needs C_in = groups * K.shape[1] and C_out (= len(b)) divisible by groups; "
+                f"got X{list(X.shape)}, K{list(K.shape)}, b{list(b.shape)}"
+            )
+        if p["padding"] == "same" and any(s != 1 for s in p["stride"]):
+            raise InvalidShapeError("padding='same' is defined for stride 1 only (as in PyTorch)")
+        _, _, _, out, _ = _geometry(a, p)
+        if min(out) < 1:
+            raise InvalidShapeError(
+                f"the dilated kernel does not fit the padded input: output {out} (enlarge X or the padding)"
+            )
+
+    return check
+
+
+def _conv_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``Z = conv(X, K, b)`` with the drawn stride, padding, dilation and groups."""
+    return ops.conv_nd(
+        a["X"], a["K"], a["b"], tuple(p["stride"]), p["padding"], tuple(p["dilation"]), p["groups"]
+    )
+
+
+def _grad_conv(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]:
+    """dJ/dK[o,c,a] = sum_{n,p} delta[n,o,p] Xpad[n, g Cg + c, p s + a d];  dJ/dX = crop(sum_a scatter of
+    K[o,c,a] delta[n,o,p] to p s + a d) (the transposed convolution);  dJ/db[o] = sum_{n,p} delta[n,o,p]."""
+    X, K = a["X"], a["K"]
+    stride, pads, dilation, out, groups = _geometry(a, p)
+    n, c_in = X.shape[:2]
+    c_out, cg = K.shape[:2]
+    og = c_out // groups
+    xp = np.pad(X, ((0, 0), (0, 0), *pads))
+    dg = delta.reshape(n, groups, og, -1)
+    dtype = np.result_type(X, K, delta)
+    dxp = np.zeros(xp.shape, dtype=dtype)
+    dK = np.zeros((groups, og, cg, *K.shape[2:]), dtype=dtype)
+    for off in offsets(K.shape[2:]):
+        index = (slice(None), slice(None), *offset_slices(off, dilation, stride, out))
+        dK[index_of(Ellipsis, *off)] = np.einsum("ngop,ngcp->goc", dg, xp[index].reshape(n, groups, cg, -1))
+        k_off = K[index_of(slice(None), slice(None), *off)].reshape(groups, og, cg)
+        dxp[index] += np.einsum("ngop,goc->ngcp", dg, k_off).reshape(n, c_in, *out)
+    return {"X": crop(dxp, pads), "K": dK.reshape(K.shape), "b": delta.sum(axis=(0, *range(2, delta.ndim)))}
+
+
+@st.composite
+def _conv_inputs(draw: st.DrawFn, rank: int) -> S.Example:
+    big = draw(L.large())
+    n = draw(st.sampled_from(L.BATCH_SIZES))
+    if big:
+        groups, c_in, c_out = draw(st.sampled_from(L.LARGE_CONV_CHANNELS))
+    else:
+        groups = draw(st.sampled_from(GROUPS))
+        c_in, c_out = groups * draw(st.sampled_from((1, 2, 3))), groups * draw(st.sampled_from((1, 2)))
+    kernel = draw(L.per_axis(KERNELS if rank < 3 else KERNELS[:2], rank))
+    stride = draw(L.per_axis(STRIDES, rank))
+    dilation = draw(L.per_axis(DILATIONS, rank))
+    same = all(s == 1 for s in stride) and draw(st.booleans())
+    padding: tuple[int, ...] | str = "same" if same else draw(L.per_axis(PADDINGS, rank))
+    pad_total = (
+        [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)] if same else [2 * q for q in padding]
+    )
+    extra = draw(L.per_axis(EXTRA if rank < 3 and not big else EXTRA[:3], rank))
+    spatial = tuple(
+        max(d * (k - 1) + 1 - t, 1) + e + (6 if big and rank == 2 else 0)
+        for k, d, t, e in zip(kernel, dilation, pad_total, extra, strict=True)
+    )
+    scale, seed = draw(S.SCALES), draw(S.SEEDS)
+    arrays = L.uniform(
+        draw, seed, {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}, scale
+    )
+    params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return S.Example(arrays, params, seed)
+
+
+_PARAMETERS = (
+    ("N", f"batch from {list(L.BATCH_SIZES)}"),
+    (
+        "groups",
+        f"from {list(GROUPS)} with C_in/groups in 1..3 and C_out/groups in 1..2 (depthwise when 1); "
+        f"about 1 example in 12 from {list(L.LARGE_CONV_CHANNELS)} (groups, C_in, C_out)",
+    ),
+    ("kernel", f"per axis from {list(KERNELS)} (rectangular)"),
+    ("stride", f"per axis from {list(STRIDES)}"),
+    ("padding", f"per axis from {list(PADDINGS)}, or 'same' (drawn when every stride is 1)"),
+    ("dilation", f"per axis from {list(DILATIONS)}"),
+    ("spatial", f"the smallest size the dilated kernel fits, plus {list(EXTRA)} per axis"),
+)
+
+
+def _record(rank: int) -> Identity:
+    return Identity(
+        name=f"conv{rank}d-layer",
+        source="notes:conv-filter",
+        family="conv-layer",
+        formula=(
+            f"{rank}-D: Z[n,o,p] = b[o] + sum_(c,a) Xpad[n, g Cg + c, p s + a d] K[o,c,a];  "
+            "dJ/dK = Xpad correlated with delta dilated by s, sampled every d;  "
+            "dJ/dX = crop_pad(dil_s(delta) padded by d(k-1), correlated with rot180(K)) (transposed conv);  "
+            "dJ/db = sum over batch and space of delta"
+        ),
+        forward=_conv_forward,
+        wrt=("X", "K", "b"),
+        reference_gradient=_grad_conv,
+        strategy=lambda: _conv_inputs(rank),
+        ops=frozenset({"conv_nd"}),
+        validate=_validator(rank),
+        parameters=_PARAMETERS,
+        generalises=("notes:conv-filter", "notes:conv-input"),
+        derivation=(
+            "Z is linear in K, X and b; each gradient is the adjoint of the index map p s + a d: "
+            "for K a correlation of the padded input with the stride-dilated delta sampled by the dilation, "
+            "for X the transposed convolution (rot180(K), stride-dilated delta, cropped by the padding), "
+            "for b the sum of delta; N = C = 1, s = d = 1, no padding gives the notes' X * delta and "
+            "pad(delta, k-1) * rot180(K)"
+        ),
+    )
+
+
+RECORDS: tuple[Identity, ...] = tuple(_record(rank) for rank in (1, 2, 3))

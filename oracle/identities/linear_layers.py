@@ -1,0 +1,143 @@
+"""Linear layers with batches and bias, in both layouts frameworks ship.
+
+``Z = X W^T + b`` (PyTorch's ``nn.Linear``: W is (out, in)) and ``Z = X W + b`` (JAX/Flax's
+``nn.Dense``: W is (in, out)), X with one or more leading batch axes.  Derivation from the
+notes: every row ``x_r`` of X (all batch axes flattened) is an independent ``z_r = W x_r +
+b`` (identity 5) or ``z_r = x_r W + b`` (identity 6), and ``J`` depends on W and b through
+every row, so their gradients are the per-row identities *summed over the batch*:
+
+- PyTorch layout: ``dJ/dW = sum_r delta_r x_r^T = delta^T X``, ``dJ/db = sum_r delta_r``,
+  ``dJ/dX = delta W`` (row by row identity 1: ``W^T delta_r``);
+- Flax layout: ``dJ/dW = sum_r x_r^T delta_r = X^T delta``, ``dJ/db = sum_r delta_r``,
+  ``dJ/dX = delta W^T`` (identity 2).
+
+Every closed form is linear in each input separately, so a directional derivative is the
+same formula with one input replaced by its tangent (product rule over the inputs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gradoracle import layer_strategies as L
+from gradoracle import strategies as S
+from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+
+
+def _validator(layout: str) -> Any:
+    def check(inputs: Arrays, params: Params) -> None:
+        X, W, b = inputs["X"], inputs["W"], inputs["b"]
+        if X.ndim < 2 or W.ndim != 2 or b.ndim != 1:
+            raise InvalidShapeError(
+                f"a linear layer needs X with at least one batch axis (..., in), a 2-D W and a 1-D b; "
+                f"got X{list(X.shape)}, W{list(W.shape)}, b{list(b.shape)}"
+            )
+        n_in, n_out = (W.shape[1], W.shape[0]) if layout == "torch" else W.shape
+        shape = "(out, in)" if layout == "torch" else "(in, out)"
+        if X.shape[-1] != n_in or b.shape[0] != n_out:
+            raise InvalidShapeError(
+                f"W{list(W.shape)} is {shape} here, so X's last axis must be {n_in} and b must have "
+                f"{n_out} entries; got X{list(X.shape)}, b{list(b.shape)}"
+            )
+
+    return check
+
+
+def _linear_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``Z = X W^T + b``."""
+    return ops.linear(a["X"], a["W"], a["b"])
+
+
+def _dense_forward(ops: Any, a: Arrays, p: Params) -> Any:
+    """``Z = X W + b``."""
+    return ops.dense(a["X"], a["W"], a["b"])
+
+
+def _grad_linear(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]:
+    """``dJ/dW = sum_r delta_r x_r^T``, ``dJ/db = sum_r delta_r``, ``dJ/dX = delta W`` (r over the batch)."""
+    X, W = a["X"], a["W"]
+    batch = "".join("abcdefgh"[: X.ndim - 1])
+    return {
+        "W": np.einsum(f"{batch}o,{batch}i->oi", delta, X),
+        "b": np.einsum(f"{batch}o->o", delta),
+        "X": np.einsum(f"{batch}o,oi->{batch}i", delta, W),
+    }
+
+
+def _grad_dense(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]:
+    """``dJ/dW = sum_r x_r^T delta_r``, ``dJ/db = sum_r delta_r``, ``dJ/dX = delta W^T``."""
+    X, W = a["X"], a["W"]
+    batch = "".join("abcdefgh"[: X.ndim - 1])
+    return {
+        "W": np.einsum(f"{batch}i,{batch}o->io", X, delta),
+        "b": np.einsum(f"{batch}o->o", delta),
+        "X": np.einsum(f"{batch}o,io->{batch}i", delta, W),
+    }
+
+
+@st.composite
+def _layer_inputs(draw: st.DrawFn, layout: str) -> S.Example:
+    batch: tuple[int, ...]
+    if draw(L.large()):
+        batch, (n_in, n_out) = (4,), draw(st.sampled_from(L.LARGE_WIDTHS))
+    else:
+        batch, (n_in, n_out) = draw(st.sampled_from(L.BATCH_SHAPES)), draw(S.shapes(S.MATRIX_SHAPES))
+    scale, seed = draw(S.SCALES), draw(S.SEEDS)
+    w_shape = (n_out, n_in) if layout == "torch" else (n_in, n_out)
+    arrays = L.uniform(draw, seed, {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}, scale)
+    return S.Example(arrays, {}, seed)
+
+
+_PARAMETERS = (
+    ("batch", f"leading batch shape of X from {list(L.BATCH_SHAPES)} (one row first)"),
+    ("in, out", "layer widths from the matrix-shape menu; 16-64 wide in about 1 example in 12"),
+)
+
+RECORDS: tuple[Identity, ...] = (
+    Identity(
+        name="linear-layer",
+        source="notes:identity-5",
+        family="linear-layer",
+        formula=(
+            "Z = X W^T + b (PyTorch layout, W (out, in), X (..., in));  "
+            "dJ/dW = delta^T X = sum_r delta_r x_r^T, dJ/db = sum_r delta_r, "
+            "dJ/dX = delta W  (r over every batch row)"
+        ),
+        forward=_linear_forward,
+        wrt=("X", "W", "b"),
+        reference_gradient=_grad_linear,
+        strategy=lambda: _layer_inputs("torch"),
+        ops=frozenset({"linear"}),
+        validate=_validator("torch"),
+        parameters=_PARAMETERS,
+        generalises=("notes:identity-5", "notes:identity-1", "notes:identity-3"),
+        derivation=(
+            "each batch row is z_r = W x_r + b (identity 5 for W, identity 1 for x_r, identity 3 for b); "
+            "W and b are shared by the rows, so their gradients sum the per-row ones over the batch"
+        ),
+    ),
+    Identity(
+        name="dense-layer",
+        source="notes:identity-6",
+        family="linear-layer",
+        formula=(
+            "Z = X W + b (JAX/Flax layout, W (in, out), X (..., in));  "
+            "dJ/dW = X^T delta = sum_r x_r^T delta_r, dJ/db = sum_r delta_r, dJ/dX = delta W^T"
+        ),
+        forward=_dense_forward,
+        wrt=("X", "W", "b"),
+        reference_gradient=_grad_dense,
+        strategy=lambda: _layer_inputs("flax"),
+        ops=frozenset({"dense"}),
+        validate=_validator("flax"),
+        parameters=_PARAMETERS,
+        generalises=("notes:identity-6", "notes:identity-2", "notes:identity-3"),
+        derivation=(
+            "each batch row is z_r = x_r W + b (identity 6 for W, identity 2 for x_r, identity 3 for b); "
+            "the shared W and b sum the per-row gradients over the batch"
+        ),
+    ),
+)
