@@ -30,6 +30,7 @@ __all__ = [
     "ForwardFn",
     "VJPResult",
     "available_adapter_names",
+    "describe_failure",
     "load_adapter",
 ]
 
@@ -46,7 +47,17 @@ ENTRY_POINT_GROUP = "gradoracle.adapters"
 
 
 class AdapterLoadError(ValueError):
-    """An adapter spec that names nothing loadable; the message says how to fix it."""
+    """An adapter spec that names nothing loadable; the message (one line) says how to fix it."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``Type: message`` of a failure in an adapter's own code, on one line and cleaned."""
+    from gradoracle.text import one_line, safe_str
+
+    if isinstance(exc, SystemExit):
+        return one_line(f"SystemExit({safe_str(exc.code)}) (it called sys.exit)")
+    text = safe_str(exc)
+    return one_line(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def _registered() -> dict[str, Any]:
@@ -95,7 +106,12 @@ def _load_path(path: str) -> Any:
     except ImportError as exc:
         hint = _import_hint(module_name, exc)
         raise AdapterLoadError(
-            f"cannot import module {module_name!r} for adapter {path!r}: {exc}. {hint}"
+            f"cannot import module {module_name!r} for adapter {path!r}: {describe_failure(exc)}. {hint}"
+        ) from exc
+    except (Exception, SystemExit) as exc:  # the module's own code failed while it was imported
+        raise AdapterLoadError(
+            f"importing module {module_name!r} for adapter {path!r} failed: {describe_failure(exc)}. "
+            "The module was found; fix the error in its code."
         ) from exc
     try:
         obj: Any = module
@@ -120,8 +136,8 @@ def load_adapter(spec: str | Adapter) -> Adapter:
     elif target in (registered := _registered()):
         try:
             obj = registered[target].load()
-        except Exception as exc:  # a third-party entry point may fail in any way
-            raise AdapterLoadError(f"entry point {target!r} failed to load: {exc!r}") from exc
+        except (Exception, SystemExit) as exc:  # a third-party entry point may fail in any way
+            raise AdapterLoadError(f"entry point {target!r} failed to load: {describe_failure(exc)}") from exc
     else:
         known = available_adapter_names()
         close = difflib.get_close_matches(target, known, n=3)
@@ -133,9 +149,15 @@ def load_adapter(spec: str | Adapter) -> Adapter:
     try:
         adapter = obj(**options) if isinstance(obj, type) else obj
     except TypeError as exc:
-        raise AdapterLoadError(f"adapter {target!r} does not accept options {options}: {exc}") from exc
+        raise AdapterLoadError(
+            f"adapter {target!r} does not accept options {options}: {describe_failure(exc)}"
+        ) from exc
     except ValueError as exc:  # e.g. torch?device=cuda on a machine without CUDA
-        raise AdapterLoadError(f"adapter {spec!r}: {exc}") from exc
+        raise AdapterLoadError(f"adapter {spec!r}: {describe_failure(exc)}") from exc
+    except (Exception, SystemExit) as exc:  # the constructor failed in its own way
+        raise AdapterLoadError(
+            f"adapter {spec!r}: constructor raised {describe_failure(exc)}; fix the adapter or its options"
+        ) from exc
     # look the members up on the class: reading ``ops`` on the instance may import the framework
     missing = [m for m in ("name", "vjp", "forward", "available", "ops") if not hasattr(type(adapter), m)]
     if missing:

@@ -138,18 +138,29 @@ BATCH_ROWS = 32
 BATCH_ELEMENTS = 2**18
 
 
-def batch_chunk(shapes: Mapping[str, tuple[int, ...]]) -> int:
+#: Below this many input elements per chunk, padding costs nothing worth a second program.
+SMALL_CHUNK_ELEMENTS = 2**14
+
+
+def batch_chunk(shapes: Mapping[str, tuple[int, ...]], rows: int | None = None) -> int:
     """Rows per batched call for one example's input shapes: a power of two, at most
     :data:`BATCH_ROWS`, with at most :data:`BATCH_ELEMENTS` input elements per call.
 
-    A function of the shapes alone, so each shape compiles one batched program; small
-    inputs (every identity of the default report) get 32 rows, a 128x128 matrix 8, a
-    1024x1024 one 1 (there the work is the arithmetic, which padding would multiply)."""
+    Small inputs (every identity of the default report: a full chunk holds at most
+    :data:`SMALL_CHUNK_ELEMENTS` elements) always get the full chunk, padded, so each
+    shape compiles one batched program whatever the number of ``rows``; larger inputs get
+    the smallest power of two that holds ``rows`` (a 128x128 matrix at most 8, a
+    1024x1024 one 1), since there the arithmetic padding would multiply is the cost."""
     per_row = max(1, sum(int(np.prod(s)) for s in shapes.values()))
-    rows = 1
-    while rows * 2 <= BATCH_ROWS and rows * 2 * per_row <= BATCH_ELEMENTS:
-        rows *= 2
-    return rows
+    full = 1
+    while full * 2 <= BATCH_ROWS and full * 2 * per_row <= BATCH_ELEMENTS:
+        full *= 2
+    if rows is None or full * per_row <= SMALL_CHUNK_ELEMENTS:
+        return full
+    need = 1
+    while need < min(rows, full):
+        need *= 2
+    return need
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -712,7 +723,7 @@ class JaxAdapter(AdapterBase):
         import jax
 
         rows = int(np.shape(jax.tree_util.tree_leaves(batched[0])[0])[0])
-        chunk = batch_chunk({k: np.shape(v)[1:] for k, v in inputs.items()})
+        chunk = batch_chunk({k: np.shape(v)[1:] for k, v in inputs.items()}, rows)
         key = (kind, fn, tuple((k, s[1:]) for k, s in self._shapes(inputs)), *extra, chunk, dtype)
         outs = []
         for start in range(0, rows, chunk):

@@ -91,11 +91,13 @@ def _listen(jax: Any) -> None:
             with _LOCK:
                 _COUNTS["programs"] += 1
                 _COUNTS["compile_s"] += float(duration)
+            _write_stats()
 
     def on_event(event: str, **_: object) -> None:
         if event == _CACHE_HIT_EVENT:
             with _LOCK:
                 _COUNTS["cache_hits"] += 1
+            _write_stats()
 
     try:
         monitoring.register_event_duration_secs_listener(on_duration)
@@ -103,6 +105,26 @@ def _listen(jax: Any) -> None:
     except AttributeError:  # an old JAX without these hooks: no counts
         return
     _LISTENING = True
+
+
+#: When set, every process writes its counts to ``jax-stats-<pid>.json`` in this directory
+#: after each program (``gradoracle bench`` sums them over a report's worker processes).
+STATS_ENV_VAR = "GRADORACLE_JAX_STATS_DIR"
+
+
+def _write_stats() -> None:
+    directory = os.environ.get(STATS_ENV_VAR)
+    if not directory:
+        return
+    import json
+
+    target = Path(directory) / f"jax-stats-{os.getpid()}.json"
+    try:
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(compile_stats()))
+        os.replace(tmp, target)
+    except OSError:  # a statistics file is never worth failing a check
+        pass
 
 
 def configure_persistent_cache() -> CacheState:

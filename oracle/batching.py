@@ -11,14 +11,15 @@ requests that can share a call at once:
 - every ``ForwardCall`` with the same forward, shapes and dtype - all the finite-difference
   points of all the examples of a group - becomes one ``adapter.forward_batch`` call.
 
-Both methods are optional (:func:`supports_batching`): an adapter without them gets the
-same requests one call at a time (``vjp``, ``forward``), so third-party adapters keep
-working unchanged, and a single example still has all its finite-difference points in one
-``forward_batch`` call.  A batched call that raises, or returns the wrong shape, is
-answered one call at a time instead (and that forward is not batched again for this
-adapter), so an error is reported against the example that caused it, exactly as without
-batching.  The answers are the adapter's own: the oracle's comparisons and tolerances are
-the same whichever way a request was answered.
+Both methods are optional (:func:`supports_batching`): an adapter without them, or one
+that overrides ``vjp``/``forward`` without overriding the batched method too (a subclass,
+a proxy that perturbs or counts), gets the same requests one call at a time (``vjp``,
+``forward``), so third-party adapters keep working unchanged.  A batched call that
+raises, or returns the wrong shape, is answered one call at a time instead (and that
+forward is not batched again for this adapter), so an error is reported against the
+example that caused it, exactly as without batching.  The answers are the adapter's
+own: the oracle's comparisons and tolerances are the same whichever way a request was
+answered.
 
 The runner (:func:`gradoracle.runner.check`) lets Hypothesis choose the examples as
 before, evaluates those that share shapes together, and replays (and shrinks) one at a
@@ -74,11 +75,29 @@ def _signature(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, 
     return tuple(sorted((k, tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in arrays.items()))
 
 
+def _batched_method(adapter: Any, single: str, batched: str) -> bool:
+    """Whether ``adapter``'s class defines ``batched`` at least as derived as ``single``.
+
+    An adapter that overrides ``vjp`` (or wraps another adapter and forwards unknown
+    attributes to it) but not ``vjp_batch`` must be answered by its own ``vjp``: the
+    inherited or forwarded batched method would bypass what the override does (a
+    perturbation, a count, a fix).  Methods set on the instance count as overrides.
+    """
+    if single in getattr(adapter, "__dict__", {}):
+        return False
+    cls = type(adapter)
+    owner_batched = next((k for k in cls.__mro__ if batched in k.__dict__), None)
+    if owner_batched is None or not callable(getattr(adapter, batched, None)):
+        return False
+    owner_single = next((k for k in cls.__mro__ if single in k.__dict__), None)
+    return owner_single is None or issubclass(owner_batched, owner_single)
+
+
 def supports_batching(adapter: Any) -> tuple[bool, bool]:
-    """``(has forward_batch, has vjp_batch)``: whether the adapter defines the optional methods."""
+    """``(forward_batch usable, vjp_batch usable)`` for ``adapter`` (see :func:`_batched_method`)."""
     return (
-        callable(getattr(adapter, "forward_batch", None)),
-        callable(getattr(adapter, "vjp_batch", None)),
+        _batched_method(adapter, "forward", "forward_batch"),
+        _batched_method(adapter, "vjp", "vjp_batch"),
     )
 
 
@@ -103,6 +122,17 @@ def _mark_unbatchable(adapter: Any, kind: str, fn: Any) -> None:
         pass
 
 
+#: Inputs above this many elements per example are sent one call at a time: there the
+#: arithmetic dominates a framework call, and stacking copies (``np.stack``, vmap) would
+#: only add to it (measured: torch linear 1024x1024, 112x one forward+backward batched
+#: against 69x one call at a time).
+LARGE_INPUT_ELEMENTS = 2**16
+
+
+def _worth_batching(arrays: Mapping[str, np.ndarray]) -> bool:
+    return sum(int(np.size(v)) for v in arrays.values()) <= LARGE_INPUT_ELEMENTS
+
+
 def _stack(items: Sequence[Mapping[str, np.ndarray]], dtype: str) -> dict[str, np.ndarray]:
     return {name: np.stack([np.asarray(it[name], dtype=dtype) for it in items]) for name in items[0]}
 
@@ -112,7 +142,12 @@ def _forward_many(adapter: Any, calls: Sequence[ForwardCall]) -> list[list[np.nd
     fn, dtype = calls[0].fn, calls[0].dtype
     points = [p for c in calls for p in c.points]
     outs: list[np.ndarray] | None = None
-    if points and supports_batching(adapter)[0] and not _unbatchable(adapter, "forward", fn):
+    if (
+        points
+        and supports_batching(adapter)[0]
+        and _worth_batching(points[0])
+        and not _unbatchable(adapter, "forward", fn)
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # frameworks' vmap performance notes
@@ -137,7 +172,11 @@ def _vjp_many(adapter: Any, calls: Sequence[VjpCall]) -> list[Any] | None:
     from gradoracle.adapters.base import VJPResult
 
     first = calls[0]
-    if not supports_batching(adapter)[1] or _unbatchable(adapter, "vjp", first.fn):
+    if (
+        not supports_batching(adapter)[1]
+        or not _worth_batching(first.inputs)
+        or _unbatchable(adapter, "vjp", first.fn)
+    ):
         return None
     try:
         with warnings.catch_warnings():

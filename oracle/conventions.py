@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from gradoracle.subdifferential import (
     WindowRoutings,
     pool_windows,
 )
+from gradoracle.text import FIELD_LIMIT, MESSAGE_LIMIT, NAME_LIMIT, CleanText
 
 ProbeForward = Callable[[Any, Mapping[str, Any]], Any]
 Arrays = dict[str, np.ndarray]
@@ -510,14 +511,28 @@ def get_probe(name: str) -> Probe:
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(CleanText):
     """What one adapter returned for one probe in one dtype, and whether it is allowed.
 
     ``verdict`` is ``convention`` (inside the generalised gradient), ``fail`` (outside:
     ``fault = "outside-subdifferential"``, ``outside`` says where, ``repro`` reproduces it),
     ``error`` (the adapter raised or returned something unusable) or ``unsupported`` (the
-    adapter lacks an op the probe needs).
+    adapter lacks an op the probe needs).  Text fields are cleaned on assignment
+    (:mod:`gradoracle.text`).
     """
+
+    _text_limits: ClassVar[dict[str, int]] = {
+        "probe": NAME_LIMIT,
+        "adapter": NAME_LIMIT,
+        "dtype": NAME_LIMIT,
+        "description": FIELD_LIMIT,
+        "notes_text": FIELD_LIMIT,
+        "convention": FIELD_LIMIT,
+        "error": FIELD_LIMIT,
+        "allowed": FIELD_LIMIT,
+        "outside": FIELD_LIMIT,
+        "repro": MESSAGE_LIMIT,
+    }
 
     probe: str
     adapter: str

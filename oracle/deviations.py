@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from gradoracle.results import CheckResult, Verdict
+from gradoracle.text import NAME_LIMIT, clean_text
+
+
+def _shown(value: Any) -> str:
+    return clean_text(repr(value), 80)
 
 
 class StaleDeviationWarning(UserWarning):
@@ -101,15 +106,24 @@ def parse_deviations(data: dict[str, Any], origin: str = "<toml>") -> list[Devia
                 f"{origin}: deviation #{n} has unknown field(s) {extra}; allowed: {sorted(allowed)}"
             )
         for key in ("identity", "adapter", "reason"):
-            if not isinstance(entry.get(key), str) or not entry[key].strip():
+            if key not in entry:
+                raise DeviationFileError(f"{origin}: deviation #{n} needs a non-empty string '{key}'")
+        for key, value in entry.items():
+            if not isinstance(value, str):
+                raise DeviationFileError(
+                    f"{origin}: deviation #{n}, key '{key}': expected a string (a name or glob), got "
+                    f'{type(value).__name__} {_shown(value)}; write {key} = "..." '
+                    "(one entry per value if several are meant)"
+                )
+            if key != "link" and not value.strip():
                 raise DeviationFileError(f"{origin}: deviation #{n} needs a non-empty string '{key}'")
         out.append(
             Deviation(
                 identity=entry["identity"],
                 adapter=entry["adapter"],
                 reason=entry["reason"],
-                dtype=str(entry.get("dtype", "*")),
-                link=str(entry.get("link", "")),
+                dtype=entry.get("dtype", "*"),
+                link=entry.get("link", ""),
             )
         )
     return out
@@ -118,13 +132,25 @@ def parse_deviations(data: dict[str, Any], origin: str = "<toml>") -> list[Devia
 def load_deviations(path: str | Path) -> list[Deviation]:
     """Read a known-deviations TOML file; a missing or malformed file is a DeviationFileError."""
     path = Path(path)
+    shown = clean_text(str(path), NAME_LIMIT)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise DeviationFileError(f"known-deviations file {str(path)!r} does not exist") from exc
+        raise DeviationFileError(f"known-deviations file {shown!r} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise DeviationFileError(f"known-deviations file {shown!r} is a directory; name a TOML file") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise DeviationFileError(
+            f"known-deviations file {shown!r} is not UTF-8 text (line {line}, byte {exc.start}: "
+            f"{exc.reason}); "
+            "save it as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise DeviationFileError(f"known-deviations file {str(path)!r} is not valid TOML: {exc}") from exc
-    return parse_deviations(data, str(path))
+        raise DeviationFileError(f"known-deviations file {shown!r} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise DeviationFileError(f"known-deviations file {shown!r} cannot be read: {exc}") from exc
+    return parse_deviations(data, shown)
 
 
 def apply_deviations(results: Sequence[CheckResult], deviations: Sequence[Deviation]) -> DeviationOutcome:

@@ -689,6 +689,9 @@ def matrix_text(
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from gradoracle.text import NAME_LIMIT, clean_text
 
     cells_by_row: dict[str, dict[str, CheckResult]] = {}
     for label, r in results:
@@ -703,7 +706,7 @@ def matrix_text(
     table.add_column("identity", no_wrap=True)
     for col in columns:
         label, _, dtype = col.rpartition("-")
-        table.add_column(f"{label}\n{dtype}", no_wrap=True)
+        table.add_column(Text(clean_text(f"{label}\n{dtype}", NAME_LIMIT)), no_wrap=True)
     for identity, cells in rows.items():
         rendered = []
         for col in columns:
@@ -712,7 +715,7 @@ def matrix_text(
                 continue
             text, colour = _cell(cells[col])
             rendered.append(f"[{colour}]{text}[/]" if markup else text)
-        table.add_row(identity, *rendered)
+        table.add_row(Text(clean_text(identity, NAME_LIMIT)), *rendered)
     counts: dict[str, int] = {}
     for _, r in results:
         counts[str(r.verdict)] = counts.get(str(r.verdict), 0) + 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
+
+from gradoracle.text import FIELD_LIMIT, MESSAGE_LIMIT, NAME_LIMIT, CleanText
 
 
 class Verdict(StrEnum):
@@ -70,8 +72,10 @@ class ErrorStat:
 
 
 @dataclass
-class WorstElement:
+class WorstElement(CleanText):
     """The element of one gradient where a comparison failed worst."""
+
+    _text_limits: ClassVar[dict[str, int]] = {"kind": NAME_LIMIT, "input": FIELD_LIMIT}
 
     kind: str
     input: str
@@ -84,8 +88,22 @@ class WorstElement:
 
 
 @dataclass
-class CheckResult:
-    """Everything one check found; JSON-able through :meth:`to_dict`."""
+class CheckResult(CleanText):
+    """Everything one check found; JSON-able through :meth:`to_dict`.
+
+    Its text fields are cleaned on every assignment (:mod:`gradoracle.text`): an adapter's
+    name or exception text never carries markup, terminal control or megabytes into a report.
+    """
+
+    _text_limits: ClassVar[dict[str, int]] = {
+        "identity": NAME_LIMIT,
+        "source": NAME_LIMIT,
+        "adapter": NAME_LIMIT,
+        "dtype": NAME_LIMIT,
+        "message": MESSAGE_LIMIT,
+        "repro": MESSAGE_LIMIT,
+        "fd_dtype": NAME_LIMIT,
+    }
 
     identity: str
     source: str

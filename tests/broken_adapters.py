@@ -325,6 +325,25 @@ class ThreadBoundAdapter(NumpyEngineAdapter):
         self._same_thread()
         return super().forward(fn, inputs, dtype)
 
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11 part B (clean text, load failures): hostile text and adapters that fail to load.
+# Loaded by tests/test_report_integrity.py; the modules that fail at import are written there.
+
+#: What the hostile adapter puts in its name and errors: rich markup, an ANSI colour, an OSC
+#: window-title sequence, an 8-bit CSI, a bidi override, a lone surrogate (os.fsdecode of a
+#: non-UTF-8 name) and a carriage return that would overwrite the line.
+HOSTILE_TEXT = "[/][bold red]x[/] \x1b[31mred\x1b[0m \x1b]0;pwned\x07 \x9b2J \u202eevil \udcff \rgone"
+#: Length of the hostile adapter's exception message (1 MB).
+HUGE_MESSAGE_CHARS = 1_000_000
+
+
+class HostileTextAdapter(NumpyEngineAdapter):
+    """Name and vjp errors made of markup, terminal escapes, a lone surrogate and 1 MB of text."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hostile[/]\x1b[31m")
+
     def vjp(
         self,
         fn: ForwardFn,
@@ -335,3 +354,26 @@ class ThreadBoundAdapter(NumpyEngineAdapter):
     ) -> VJPResult:
         self._same_thread()
         return super().vjp(fn, inputs, wrt, cotangent, dtype)
+        filler = "y" * (HUGE_MESSAGE_CHARS - 2 * len(HOSTILE_TEXT))
+        raise RuntimeError(HOSTILE_TEXT + filler + HOSTILE_TEXT)
+
+
+class ConstructorRaisesAdapter(NumpyEngineAdapter):
+    """The constructor raises something other than TypeError/ValueError."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("cannot open the device\nsecond line of the cause")
+
+
+class AvailableRaisesAdapter(NumpyEngineAdapter):
+    """available() raises instead of answering."""
+
+    def available(self) -> tuple[bool, str]:
+        raise OSError("libfrobnicate.so: cannot open shared object file")
+
+
+class ExitingConstructorAdapter(NumpyEngineAdapter):
+    """The constructor calls sys.exit (a CLI script turned adapter)."""
+
+    def __init__(self) -> None:
+        raise SystemExit(4)

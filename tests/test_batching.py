@@ -98,10 +98,41 @@ def test_batched_check_is_the_same_check_with_fewer_calls(identity: str) -> None
     assert many.calls["forward_batch"] < one.calls["forward_batch"]
 
 
+class _OverridesVjp(CountingEngine):
+    """Overrides vjp (gradients off by 1%) but inherits vjp_batch: must not be batched."""
+
+    def vjp(self, fn: Any, inputs: Any, wrt: Any, cotangent: Any, dtype: str) -> VJPResult:
+        res = NumpyEngineAdapter.vjp(self, fn, inputs, wrt, cotangent, dtype)
+        return VJPResult(res.output, {k: v * 1.01 for k, v in res.grads.items()})
+
+
+class _Proxy:
+    """Forwards everything to a batching adapter but wraps vjp (as the selftest's perturbations do)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+    def vjp(self, fn: Any, inputs: Any, wrt: Any, cotangent: Any, dtype: str) -> VJPResult:
+        res = self.base.vjp(fn, inputs, wrt, cotangent, dtype)
+        return VJPResult(res.output, {k: v * 1.01 for k, v in res.grads.items()})
+
+
 def test_adapters_without_batching_work_one_call_at_a_time() -> None:
     plain = NumpyEngineAdapter()
     assert supports_batching(plain) == (False, False)
     assert supports_batching(CountingEngine()) == (True, True)
+    # an override of vjp alone, a proxy, or a vjp set on the instance: their vjp answers
+    assert supports_batching(_OverridesVjp()) == (True, False)
+    assert supports_batching(_Proxy(CountingEngine())) == (False, False)
+    patched = CountingEngine()
+    patched.vjp = patched.vjp  # type: ignore[method-assign]
+    assert supports_batching(patched) == (True, False)
+    for wrapped in (_OverridesVjp(), _Proxy(CountingEngine())):
+        r = check("matvec-weight-grad", wrapped, "float64", SEEDED)
+        assert r.verdict == Verdict.FAIL and r.fault == Fault.BACKWARD  # the override was used
     r = check("mlp", plain, "float64", SEEDED)
     assert r.verdict == Verdict.PASS and r.examples >= 20
 
@@ -200,6 +231,11 @@ def test_jax_batches_compile_one_program_per_shape_and_kind() -> None:
     assert batch_chunk({"x": (5,)}) == 32
     assert batch_chunk({"W": (128, 128), "x": (128,)}) == 8
     assert batch_chunk({"W": (1024, 1024)}) == 1
+    # large inputs: no padding past the rows a call brings (one example: one row)
+    assert batch_chunk({"X": (64, 64), "K": (3, 3)}, 1) == 1
+    assert batch_chunk({"X": (64, 64), "K": (3, 3)}, 4) == 4
+    assert batch_chunk({"X": (64, 64), "K": (3, 3)}, 1000) == 32
+    assert batch_chunk({"x": (5,)}, 1) == 32  # small: always the one full-size program
     ad = JaxAdapter()
     ad.available()
     fn = forward_for(get_identity("elementwise-sin"), {})
@@ -209,3 +245,20 @@ def test_jax_batches_compile_one_program_per_shape_and_kind() -> None:
     assert compile_stats()["programs"] - before == 1
     out = ad.forward_batch(fn, {"x": np.linspace(-1, 1, 70 * 3).reshape(70, 3)}, "float64")
     np.testing.assert_allclose(out, np.sin(np.linspace(-1, 1, 210).reshape(70, 3)), rtol=1e-15)
+
+
+def test_large_inputs_go_one_call_at_a_time() -> None:
+    from gradoracle.batching import LARGE_INPUT_ELEMENTS
+
+    n = int(np.sqrt(LARGE_INPUT_ELEMENTS)) + 1  # W alone is over the limit
+    rng = np.random.default_rng(0)
+    exs = [Example({"W": rng.standard_normal((n, n)), "x": rng.standard_normal(n)}, {}, s) for s in range(2)]
+    ad = CountingEngine()
+    outs = evaluate_examples("matvec-weight-grad", ad, "float64", exs, CheckSettings())
+    assert all(o.passed for o in outs)
+    assert ad.calls["vjp_batch"] == ad.calls["forward_batch"] == 0 and ad.calls["vjp"] == 2
+    small = CountingEngine()
+    evaluate_examples(
+        "matvec-weight-grad", small, "float64", [Example({"W": np.ones((3, 3)), "x": np.ones(3)})]
+    )
+    assert small.calls["vjp_batch"] == 1  # negative control: small inputs are batched

@@ -198,7 +198,8 @@ def test_report_writes_to_reports_latest_by_default(
     )
     assert code == 0, capsys.readouterr()
     latest = tmp_path / "reports" / "latest"
-    assert sorted(p.name for p in latest.iterdir()) == ["junit.xml", "report.json", "report.md"]
+    shown = sorted(p.name for p in latest.iterdir() if not p.name.startswith("."))
+    assert shown == ["junit.xml", "report-set.json", "report.json", "report.md"]
     assert [p.name for p in (tmp_path / "reports").iterdir()] == ["latest"]  # the reference spot untouched
 
 

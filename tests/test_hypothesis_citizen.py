@@ -336,6 +336,10 @@ def test_hypothesis_seed_decides_the_inputs(repo: pytest.Pytester) -> None:
         *ONE,
         "--gradoracle-examples",
         "4",
+        # Hypothesis loads its "ci" profile (derandomize=True) where the CI variable is set; the
+        # seed matters under a profile that does not derandomize, so name the default one here
+        "--hypothesis-profile",
+        "default",
     ]
     drawn = {}
     for run, seed in (("a", "1"), ("b", "2"), ("c", "1")):
@@ -343,6 +347,12 @@ def test_hypothesis_seed_decides_the_inputs(repo: pytest.Pytester) -> None:
         drawn[run] = _logged(repo.path)
     assert drawn["a"] == drawn["c"]
     assert drawn["a"] != drawn["b"]
+    # the user's profile is honoured: under Hypothesis's "ci" profile every seed draws the same inputs
+    ci_args = [*args[:-1], "ci"]
+    for run, seed in (("ci1", "1"), ("ci2", "2")):
+        repo.runpytest(*ci_args, f"--hypothesis-seed={seed}").assert_outcomes(passed=1)
+        drawn[run] = _logged(repo.path)
+    assert drawn["ci1"] == drawn["ci2"]
     # an explicit --gradoracle-seed wins over --hypothesis-seed
     for run, seed in (("d", "1"), ("e", "2")):
         repo.runpytest(*args, "--gradoracle-seed", "5", f"--hypothesis-seed={seed}").assert_outcomes(passed=1)

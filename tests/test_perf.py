@@ -233,3 +233,58 @@ def test_jax_cache_switch_off_and_user_setting_win(tmp_path: Path) -> None:
         {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs"), "XDG_CACHE_HOME": str(tmp_path / "b")}
     )
     assert user["by"] == "user" and user["dir"] == str(tmp_path / "theirs") and not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------ bench
+
+
+def test_batched_bench_tool_costs_per_example_and_still_detects() -> None:
+    from gradoracle.bench import BenchCase, make_tool
+    from gradoracle.bench.tools import BATCH_EXAMPLES
+
+    tool = make_tool("gradoracle-batch[numpy]", BenchCase("linear", 4))
+    assert tool.examples_per_call == BATCH_EXAMPLES and len(tool.examples) == BATCH_EXAMPLES
+    assert len({ex.seed for ex in tool.examples}) == BATCH_EXAMPLES  # own cotangents and directions
+    assert tool.run()
+    assert tool.evaluations() == 5  # per example: one vjp, two directions of two forwards
+    assert tool.caught(1e-2)  # negative control: a 1% wrong gradient is rejected
+    assert not tool.caught(0.0)
+
+
+def test_interleaved_ratio_alternates_and_takes_the_median() -> None:
+    from gradoracle.bench.timing import interleaved_ratio
+
+    order: list[str] = []
+
+    def slow() -> None:
+        order.append("a")
+        sum(range(20000))
+
+    def fast() -> None:
+        order.append("b")
+        sum(range(2000))
+
+    r = interleaved_ratio(slow, fast, rounds=4, min_time_s=0.002)
+    assert r > 2
+    firsts = [order[i] for i in range(len(order)) if i == 0 or order[i] != order[i - 1]]
+    # rounds alternate which side goes first: a b | b a | a b | b a, five runs once merged
+    # (always the same side first would give eight)
+    assert firsts == ["a", "b", "a", "b", "a"]
+
+
+def test_report_timing_runs_cold_then_warm_and_counts_jax_programs() -> None:
+    pytest.importorskip("jax")
+    from gradoracle.bench.report_timing import time_reports
+
+    args = ["--adapter", "jax", "--identity", "elementwise-sin", "--dtype", "float64", "--examples", "3"]
+    timing = time_reports(rounds=1, jobs=(1,), args=args)
+    cold, warm = timing.runs
+    assert (cold.cache, warm.cache) == ("cold", "warm") and cold.exit_code == warm.exit_code == 0
+    # an empty cache: XLA compiles each program once (later identical programs of the same
+    # run, e.g. of the next adapter instance, may already load from it)
+    assert cold.xla_compiles > 0 and cold.cache_hits < cold.programs
+    assert warm.cache_hits > cold.cache_hits and warm.xla_compiles < cold.xla_compiles
+    assert cold.load_before >= 0 and warm.wall_s > 0
+    d = timing.to_dict()
+    assert d["median_wall_s"]["cold jobs 1"] == pytest.approx(cold.wall_s)
+    assert d["ratios"]["cold / warm, jobs 1"] == pytest.approx(cold.wall_s / warm.wall_s)

@@ -163,6 +163,7 @@ def without_timings(doc: dict[str, Any]) -> dict[str, Any]:
     """The document minus the fields allowed to differ between identical runs."""
     doc = copy.deepcopy(doc)
     doc.pop("created")
+    doc.pop("run_id", None)
     doc["run"].pop("duration_s")
     for r in doc["results"]:
         r.pop("duration_s")
@@ -174,8 +175,8 @@ def without_timings(doc: dict[str, Any]) -> dict[str, Any]:
 
 def test_broken_adapter_exits_1_and_all_four_files_are_written(broken_report: dict[str, Any]) -> None:
     assert broken_report["code"] == 1
-    names = sorted(p.name for p in broken_report["out"].iterdir())
-    assert names == ["junit.xml", "report.html", "report.json", "report.md"]
+    names = sorted(p.name for p in broken_report["out"].iterdir() if not p.name.startswith("."))
+    assert names == ["junit.xml", "report-set.json", "report.html", "report.json", "report.md"]
 
 
 def test_json_report_matches_schema_and_holds_every_check(broken_report: dict[str, Any]) -> None:
@@ -500,6 +501,8 @@ def _sigint_run(adapter_dir: Path, tmp_path: Path, jobs: int) -> tuple[int, str,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as a terminal delivers it, whatever disposition the test runner's worker has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -600,16 +603,23 @@ def test_merge_of_shards_equals_the_unsharded_run(
     assert without_timings(merged)["results"] == without_timings(whole)["results"]
     assert merged["summary"] == whole["summary"]
     assert [m["shard"] for m in merged["run"]["merged_from"]] == ["1/2", "2/2"]
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == [
         "junit.xml",
+        "report-set.json",
         "report.html",
         "report.json",
         "report.md",
     ]
-    # a missing shard is said, and the merged report is smaller
-    assert run_cli("merge", str(tmp_path / "s1"), "--out", str(tmp_path / "m1")) == 1
-    assert "shard(s) 2/2 missing" in flat(capsys.readouterr().err)
-    assert len(json.loads((tmp_path / "m1" / "report.json").read_text())["results"]) < len(whole["results"])
+    # a missing shard refuses the merge (exit 2); accepted with --allow-missing, the report says so
+    assert run_cli("merge", str(tmp_path / "s1"), "--out", str(tmp_path / "m1")) == 2
+    assert "shard(s) 2/2 of 2 missing" in flat(capsys.readouterr().err)
+    assert not (tmp_path / "m1" / "report.json").exists()
+    assert run_cli("merge", str(tmp_path / "s1"), "--allow-missing", "--out", str(tmp_path / "m1")) == 1
+    assert "shard(s) 2/2 of 2 missing" in flat(capsys.readouterr().err)
+    partial = json.loads((tmp_path / "m1" / "report.json").read_text())
+    assert len(partial["results"]) < len(whole["results"])
+    assert partial["run"]["merge"]["complete"] is False
+    assert {p["kind"] for p in partial["run"]["merge"]["accepted"]} == {"missing"}
 
 
 def test_merge_refuses_contradicting_or_unreadable_reports(
@@ -699,9 +709,10 @@ def test_a_writer_crash_leaves_no_half_written_report(
     monkeypatch.setattr(html_report, "render_html", boom)
     with pytest.raises(RuntimeError, match="renderer crashed"):
         write_reports(results, conventions, tmp_path, meta=meta)
-    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["summary"]["total"] == 12
+    # the set is a unit: nothing of the new one landed beside the previous page
+    assert not (tmp_path / "report.json").exists()
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == "previous page"
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".gradoracle-staging-*"))
 
 
 def test_load_report_round_trips(broken_report: dict[str, Any], tmp_path: Path) -> None:

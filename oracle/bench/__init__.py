@@ -77,10 +77,11 @@ from gradoracle.bench.report import (
     Measurement,
     targets,
 )
-from gradoracle.bench.timing import Timing, time_calls
+from gradoracle.bench.timing import Timing, interleaved_ratio, time_calls
 from gradoracle.bench.tools import (
     CheckGradsTool,
     GradcheckTool,
+    GradoracleBatchTool,
     GradoracleTool,
     JaxFwdBwd,
     NumpyFwdBwd,
@@ -115,6 +116,7 @@ __all__ = [
     "CaseResult",
     "CheckGradsTool",
     "GradcheckTool",
+    "GradoracleBatchTool",
     "GradoracleTool",
     "JaxFwdBwd",
     "Measurement",
@@ -127,6 +129,7 @@ __all__ = [
     "fmt_ratio",
     "fmt_seconds",
     "framework_available",
+    "interleaved_ratio",
     "make_tool",
     "markdown",
     "noise_for",
@@ -189,6 +192,7 @@ def run_case(
 ) -> CaseResult:
     """Measure every tool of ``config`` on ``case``; failures become records, never exceptions."""
     result = CaseResult(case.op, case.size, case.label, case.identity.name, case.elements)
+    base_tools: dict[str, Tool] = {}
     for name in config.tools:
         if on_tool is not None:
             on_tool(case, name)
@@ -210,19 +214,31 @@ def run_case(
                 continue
         try:
             tool = make_tool(name, case)
+            per = int(getattr(tool, "examples_per_call", 1))
             timing = time_calls(tool.run, config.repeats, config.min_time_s, config.max_seconds)
             m.cpu_s, m.wall_s, m.first_cpu_s, m.passed = (
-                timing.cpu_s,
-                timing.wall_s,
-                timing.first_cpu_s,
+                timing.cpu_s / per,
+                timing.wall_s / per,
+                timing.first_cpu_s / per,
                 timing.passed,
             )
-            if m.cpu_s < config.max_seconds / 3:
+            if m.cpu_s * per < config.max_seconds / 3:
                 m.evals = tool.evaluations()
             if base is not None and base.cpu_s and not name.startswith("fwd+bwd"):
                 m.ratio = m.cpu_s / base.cpu_s
+                baseline = base_tools.get(fw)
+                if (
+                    config.interleaved
+                    and baseline is not None
+                    and m.cpu_s * per * config.repeats < config.max_seconds
+                ):
+                    # numerator and denominator timed alternately, round by round
+                    m.ratio = (
+                        interleaved_ratio(tool.run, baseline.run, config.repeats, config.min_time_s) / per
+                    )
             elif name.startswith("fwd+bwd"):
                 m.ratio = 1.0
+                base_tools[fw] = tool
             if config.detection and not name.startswith("fwd+bwd"):
                 _detect(tool, m, config.max_seconds)
         except Exception as exc:  # one broken tool never stops the bench

@@ -89,6 +89,8 @@ class BenchConfig:
     max_seconds: float = 10.0
     detection: bool = True
     threads: int | None = 1
+    batched: bool = False  # also time gradoracle-batch[adapter] (examples as a batch; the CLI's default)
+    interleaved: bool = False  # ratios from alternating rounds of check and baseline (the CLI's default)
 
     @property
     def tools(self) -> list[str]:
@@ -102,6 +104,7 @@ class BenchConfig:
         return (
             [f"fwd+bwd[{f}]" for f in frameworks]
             + [f"gradoracle[{a}]" for a in self.adapters]
+            + ([f"gradoracle-batch[{a}]" for a in self.adapters] if self.batched else [])
             + list(self.reference_tools)
         )
 

@@ -58,3 +58,32 @@ def time_calls(
         calls=calls,
         passed=bool(passed),
     )
+
+
+def interleaved_ratio(
+    call: Callable[[], object], base: Callable[[], object], rounds: int = 5, min_time_s: float = 0.02
+) -> float:
+    """Median over ``rounds`` of CPU(call) / CPU(base), the two timed back to back in each round
+    (each over enough calls to last ``min_time_s``), so a change in the machine's load hits
+    numerator and denominator alike."""
+
+    def per_call(f: Callable[[], object]) -> float:
+        c0 = time.process_time()
+        f()
+        one = max(time.process_time() - c0, 1e-9)
+        k = max(1, math.ceil(min_time_s / one))
+        c0 = time.process_time()
+        for _ in range(k):
+            f()
+        return max(time.process_time() - c0, 1e-9) / k
+
+    ratios = []
+    for r in range(max(1, rounds)):
+        if r % 2 == 0:
+            a = per_call(call)
+            b = per_call(base)
+        else:
+            b = per_call(base)
+            a = per_call(call)
+        ratios.append(a / b)
+    return float(statistics.median(ratios))

@@ -117,6 +117,43 @@ class GradoracleTool(Tool):
         return not self._outcome(_PerturbedAdapter(self.adapter, eps, noise_for(self.case))).passed
 
 
+#: Examples a ``gradoracle-batch[...]`` tool evaluates per call (its cost is per example).
+BATCH_EXAMPLES = 32
+
+
+class GradoracleBatchTool(GradoracleTool):
+    """:data:`BATCH_EXAMPLES` examples of the case's shape evaluated as one batch
+    (:func:`gradoracle.runner.evaluate_examples`); the timing is divided by their number, so
+    the cost is per example, as in a check of that many examples.  The examples share the
+    case's inputs and differ in their seed: each has its own cotangent and directions."""
+
+    examples_per_call = BATCH_EXAMPLES
+
+    def __init__(self, case: BenchCase, spec: str) -> None:
+        super().__init__(case, spec)
+        self.name = f"gradoracle-batch[{self.framework}]"
+        base = self.example
+        self.examples = [type(base)(base.inputs, base.params, i) for i in range(BATCH_EXAMPLES)]
+
+    def _outcomes(self, adapter: Any) -> list[Any]:
+        from gradoracle.runner import evaluate_examples
+
+        return evaluate_examples(self.ident, adapter, "float64", self.examples, self.settings)
+
+    def run(self) -> bool:
+        return all(o.passed for o in self._outcomes(self.adapter))
+
+    def evaluations(self) -> int:
+        counter = _Counter()
+        self._outcomes(_CountingAdapter(self.adapter, counter))
+        return round(counter.count / BATCH_EXAMPLES)
+
+    def caught(self, eps: float) -> bool:
+        return not all(
+            o.passed for o in self._outcomes(_PerturbedAdapter(self.adapter, eps, noise_for(self.case)))
+        )
+
+
 class NumpyFwdBwd(Tool):
     """The NumPy engine's forward+backward (its ``vjp``): the unit of cost of gradoracle[numpy]."""
 
@@ -374,6 +411,8 @@ def make_tool(name: str, case: BenchCase) -> Tool:
         return TorchFwdBwd(case)
     if name == "fwd+bwd[jax]":
         return JaxFwdBwd(case)
+    if name.startswith("gradoracle-batch[") and name.endswith("]"):
+        return GradoracleBatchTool(case, name[len("gradoracle-batch[") : -1])
     if name.startswith("gradoracle[") and name.endswith("]"):
         return GradoracleTool(case, name[len("gradoracle[") : -1])
     if name in ("gradcheck", "gradcheck-fast"):
@@ -385,7 +424,7 @@ def make_tool(name: str, case: BenchCase) -> Tool:
 
 def tool_framework(name: str) -> str:
     """The framework whose forward+backward is ``name``'s unit of cost."""
-    if name.startswith(("fwd+bwd[", "gradoracle[")):
+    if name.startswith(("fwd+bwd[", "gradoracle[", "gradoracle-batch[")):
         return name[name.index("[") + 1 : -1].partition("?")[0]
     return TOOL_FRAMEWORK[name]
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from gradoracle import __version__
 from gradoracle.cli.common import (
+    EXIT_INTERRUPTED,
     EXIT_NONCONFORMANCE,
     EXIT_OK,
     EXIT_USAGE,
@@ -29,6 +30,7 @@ from gradoracle.cli.common import (
     results_table,
 )
 from gradoracle.identities import UnknownIdentityError
+from gradoracle.text import clean_text
 
 __all__ = [
     "COMMAND_MODULES",
@@ -80,8 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cwd_importable(bool(module_path_specs(args))):
             code: int = args.func(args)
     except (UnknownIdentityError, UsageError) as exc:
-        console(stderr=True).print(f"gradoracle: error: {exc}", markup=False)
+        console(stderr=True).print(
+            f"gradoracle: error: {clean_text(exc, None)}", markup=False, soft_wrap=True
+        )
         return EXIT_USAGE
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one marks checks not-run and writes)
+        console(stderr=True).print(
+            "gradoracle: interrupted; no report set was left half written (the previous one, if any, "
+            "is unchanged)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
     return code
 
 

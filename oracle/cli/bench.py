@@ -120,6 +120,35 @@ def register(subparsers: Any) -> None:
         help="small smoke configuration: one or two small sizes per op, 3 repeats, short budget",
     )
     p.add_argument(
+        "--no-batch", action="store_true", help="skip the gradoracle-batch[...] columns (examples as a batch)"
+    )
+    p.add_argument(
+        "--report-timing",
+        action="store_true",
+        help="also time the default 'gradoracle report' as a user runs it: cold and warm JAX cache, "
+        "--jobs 1 and --jobs 2, interleaved, with load averages and JAX programs (minutes); writes "
+        "report_timing.json and report_timing.md",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only the report timing (no per-op cases); implies --report-timing",
+    )
+    p.add_argument(
+        "--report-rounds",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="rounds of report timings (default 1)",
+    )
+    p.add_argument(
+        "--report-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the timed 'gradoracle report' (e.g. --report-arg=--examples=10); repeatable",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -190,6 +219,8 @@ def _config(args: argparse.Namespace) -> Any:
         max_seconds=min(args.max_seconds, 5.0) if args.quick else args.max_seconds,
         detection=not args.no_detection,
         threads=args.threads,
+        batched=not args.no_batch,
+        interleaved=True,
     )
 
 
@@ -246,6 +277,82 @@ def targets_table(report: Any) -> Table:
     return table
 
 
+def report_timing_table(timing: Any) -> Table:
+    """Every timed report run: cache state, jobs, wall time, load average, JAX programs."""
+    table = Table(title="The default report, timed as a user runs it (wall seconds)")
+    for col in (
+        "round",
+        "JAX cache",
+        "jobs",
+        "wall",
+        "load before -> after",
+        "JAX programs",
+        "from cache",
+        "exit",
+    ):
+        table.add_column(col, justify="right")
+    for r in timing.runs:
+        table.add_row(
+            str(r.round + 1),
+            r.cache,
+            str(r.jobs),
+            f"{r.wall_s:.1f}",
+            f"{r.load_before:.2f} -> {r.load_after:.2f}",
+            str(r.programs),
+            str(r.cache_hits),
+            str(r.exit_code),
+        )
+    return table
+
+
+def report_timing_markdown(timing: Any, command: str) -> str:
+    """``report_timing.md``: the runs and the medians of the per-round ratios."""
+    d = timing.to_dict()
+    lines = [
+        "# The default report, timed",
+        "",
+        f"Command: `{command}`; each run is `gradoracle report --jobs N {' '.join(timing.args)}` in a fresh "
+        "process; cold: JAX's persistent compilation cache in a new empty directory, warm: the same "
+        "command again with that directory. Rounds alternate which jobs count runs first.",
+        "",
+        "| round | JAX cache | jobs | wall s | load before -> after | JAX programs | from cache | exit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in timing.runs:
+        lines.append(
+            f"| {r.round + 1} | {r.cache} | {r.jobs} | {r.wall_s:.1f} "
+            f"| {r.load_before:.2f} -> {r.load_after:.2f} | {r.programs} | {r.cache_hits} | {r.exit_code} |"
+        )
+    lines += ["", "Medians of per-round ratios:", ""]
+    for k, v in d["ratios"].items():
+        lines.append(f"- {k}: {'n/a' if v is None else f'{v:.2f}x'}")
+    return "\n".join(lines) + "\n"
+
+
+def _run_report_timing(args: argparse.Namespace, out: Any, command: str) -> None:
+    import json
+
+    from gradoracle.bench.report_timing import time_reports
+    from gradoracle.reporting.atomic import atomic_write_text
+
+    with progress_bar(out, spinner=True) as progress:
+        task = progress.add_task("report timing", total=None)
+
+        def on_run(run: Any) -> None:
+            progress.update(
+                task, description=f"report timing: {run.cache} jobs {run.jobs}: {run.wall_s:.0f} s"
+            )
+
+        timing = time_reports(args.report_rounds, (1, 2), list(args.report_arg), on_run=on_run)
+    out.print(report_timing_table(timing))
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        args.out / "report_timing.json", json.dumps({"command": command, **timing.to_dict()}, indent=2)
+    )
+    atomic_write_text(args.out / "report_timing.md", report_timing_markdown(timing, command))
+    out.print(f"wrote {args.out / 'report_timing.json'}, {args.out / 'report_timing.md'}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench, print the side-by-side tables, write bench.json and bench.md."""
     from gradoracle.bench import run_bench, write_bench
@@ -258,6 +365,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     command = (
         "gradoracle " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "gradoracle bench"
     )
+    if args.report_only:
+        _run_report_timing(args, out, command)
+        return EXIT_OK
     with progress_bar(out, spinner=True) as progress:
         task = progress.add_task("bench", total=None)
 
@@ -273,4 +383,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"load average {report.load_average['start']} -> {report.load_average['end']}; "
         f"{report.duration_s:.0f} s; wrote {', '.join(str(p) for p in paths)}"
     )
+    if args.report_timing:
+        _run_report_timing(args, out, command)
     return EXIT_OK

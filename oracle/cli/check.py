@@ -28,6 +28,7 @@ from gradoracle.cli.common import (
     results_table,
     worker_count,
 )
+from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe
 
 
 def register(subparsers: Any) -> None:
@@ -69,7 +70,7 @@ def run_with_progress(
             settings,
             jobs=jobs,
             on_start=lambda task: progress.update(
-                bar, description=f"{task.identity} [{task.adapter_name}-{task.dtype}]"
+                bar, description=markup_safe(f"{task.identity} [{task.adapter_name}-{task.dtype}]")
             ),
             on_result=lambda result: progress.advance(bar),
             isolate=pool is not None,
@@ -116,15 +117,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for r in results:
         if r.verdict in ("fail", "error"):
-            out.print(f"\n[bold red]{r.id}[/]: {r.verdict}", markup=True)
-            out.print(r.message, markup=False)
+            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}", markup=True)
+            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
     outside: list[Any] = []
     if args.conventions:
         out.print(conventions_table(probes))
         outside = [p for p in probes if p.failed]
         for p in outside:  # a value outside the generalised gradient is a failure (#13)
-            out.print(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail", style="bold red", markup=False)
-            out.print(p.message(), markup=False)
+            out.print(
+                clean_text(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail"), style="bold red", markup=False
+            )
+            out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
     line = ", ".join(f"{n} {v}" for v, n in counts.items())

@@ -24,7 +24,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,6 +40,7 @@ from gradoracle.reporting import FORMATS, normalize_formats
 from gradoracle.reporting.json_report import result_record, summarize
 from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
 from gradoracle.results import CheckResult, Verdict
+from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe, plain
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
@@ -232,10 +232,10 @@ def results_table(results: Sequence[Any], title: str) -> Table:
     for r in results:
         v = str(r.verdict)
         table.add_row(
-            r.identity,
-            r.adapter,
-            r.dtype,
-            f"[{VERDICT_COLOUR.get(v, 'white')}]{v}[/]",
+            plain(r.identity),
+            plain(r.adapter),
+            plain(r.dtype),
+            f"[{VERDICT_COLOUR.get(v, 'white')}]{markup_safe(v)}[/]",
             "" if str(r.fault) == "none" else str(r.fault),
             f"{r.max_rel('analytic'):.1e}" if r.errors else "",
             f"{r.max_rel('fd'):.1e}" if r.errors else "",
@@ -265,14 +265,14 @@ def conventions_table(rows: Sequence[Any]) -> Table:
             "outside": getattr(r, "outside", ""),
         }
         judged = judged_text(record)
-        judged = f"[bold red]{escape(judged)}[/]" if record["verdict"] == "fail" else escape(judged)
+        judged = f"[bold red]{markup_safe(judged)}[/]" if record["verdict"] == "fail" else markup_safe(judged)
         table.add_row(
-            escape(str(r.probe)),
-            escape(str(r.adapter)),
-            str(r.dtype),
-            escape(str(r.error or r.convention)),
+            plain(r.probe),
+            plain(r.adapter),
+            plain(r.dtype),
+            plain(r.error or r.convention),
             judged,
-            escape(str(r.notes_text)),
+            plain(r.notes_text),
             agrees,
         )
     return table
@@ -294,8 +294,8 @@ def summary_table(results: Sequence[CheckResult], title: str) -> Table:
             n = sum(1 for r in rs if r.verdict == v)
             cells.append(f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n else "0")
         table.add_row(
-            adapter,
-            dtype,
+            plain(adapter),
+            plain(dtype),
             *cells,
             fmt_error(max(errors)) if errors else "",
             f"{sum(r.duration_s for r in rs):.1f}s",
@@ -358,8 +358,12 @@ def load_deviation_entries(path: Path | None) -> list[Any] | None:
         raise UsageError(f"known-deviations file {str(path)!r} cannot be read: {exc}") from exc
 
 
-def check_out_dir(path: Path) -> None:
-    """Fail before any work when the reports could not be written to ``path``."""
+def check_out_dir(path: Path, stack: contextlib.ExitStack | None = None) -> None:
+    """Fail before any work when the reports could not be written to ``path``.
+
+    With ``stack``, also take the directory's lock for as long as ``stack`` is open: a
+    second run on the same ``--out`` stops here with a usage error naming the first.
+    """
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a directory; name a directory for the reports")
     try:
@@ -368,6 +372,38 @@ def check_out_dir(path: Path) -> None:
         raise UsageError(f"--out {str(path)!r}: cannot create the report directory: {exc}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"--out {str(path)!r}: the directory is not writable; choose another with --out")
+    if stack is not None:
+        from gradoracle.reporting.reportset import ReportDirLocked, report_dir_lock
+
+        try:
+            stack.enter_context(report_dir_lock(path))
+        except ReportDirLocked as exc:
+            raise UsageError(str(exc)) from exc
+        except OSError as exc:
+            raise UsageError(f"--out {str(path)!r}: cannot lock the report directory: {exc}") from exc
+
+
+def write_report_files(
+    results: Sequence[CheckResult],
+    probes: Sequence[Any],
+    out_dir: Path,
+    formats: Sequence[str],
+    meta: dict[str, Any],
+    deviations: Any,
+) -> dict[str, Path]:
+    """:func:`gradoracle.reporting.write_reports`; a file-system error (disk full) is a UsageError.
+
+    The report set is written as a unit, so the message can say the previous reports are intact.
+    """
+    from gradoracle.reporting import write_reports
+
+    try:
+        return write_reports(results, probes, out_dir, formats, meta=meta, deviations=deviations)
+    except OSError as exc:
+        raise UsageError(
+            f"could not write the reports to {str(out_dir)!r}: {exc}; the reports that were there are "
+            "unchanged (a report set is written as a unit)"
+        ) from exc
 
 
 def _print_conventions(probes: Sequence[Any], out: Console) -> None:
@@ -420,13 +456,13 @@ def finish(
         out.print(results_table(not_ok, "checks that did not pass"))
     for r in results:
         if r.verdict in (Verdict.FAIL, Verdict.ERROR):
-            out.print(f"\n[bold red]{r.id}[/]: {r.verdict}")
-            out.print(r.message, markup=False)
+            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}")
+            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
     out.print(summary_table(results, title))
     err = console(stderr=True)
     if outcome is not None:
         for line in outcome.warnings():
-            err.print(f"warning: {line}", markup=False, style="yellow")
+            err.print(f"warning: {clean_text(line)}", markup=False, style="yellow")
     not_run = [r for r in results if r.verdict == Verdict.NOT_RUN]
     if interrupted or not_run:
         err.print(
@@ -435,7 +471,7 @@ def finish(
             style="bold yellow",
         )
     out.print(summary_line({"summary": summarize(results)}), markup=False)
-    out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False)
+    out.print(clean_text("wrote " + ", ".join(str(p) for p in written.values()), None), markup=False)
     from gradoracle.conventions import probe_failures
 
     failed_probes = probe_failures([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])

@@ -15,6 +15,7 @@ reports, the rest marked not-run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -36,11 +37,12 @@ from gradoracle.cli.common import (
     progress_bar,
     resolve_adapters,
     worker_count,
+    write_report_files,
 )
 from gradoracle.isolation import WorkerPool
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
-from gradoracle.reporting import write_reports
 from gradoracle.results import CheckResult, Verdict
+from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
 # ------------------------------------------------------------------- argument types
 
@@ -87,7 +89,7 @@ def _load_adapters(
         except UsageError:
             if explicit:
                 raise
-            out.print(f"note: adapter {spec!r} is not installed here; skipped", markup=False)
+            out.print(clean_text(f"note: adapter {spec!r} is not installed here; skipped"), markup=False)
             continue
         loaded.append((spec, adapter))
     if not loaded:
@@ -127,7 +129,7 @@ def _run_with_progress(
         bar = progress.add_task("checking", total=total)
 
         def on_start(task: CheckTask) -> None:
-            progress.update(bar, description=f"{task.id}")
+            progress.update(bar, description=markup_safe(task.id, NAME_LIMIT))
 
         def on_result(result: CheckResult) -> None:
             state["done"] += 1
@@ -157,6 +159,11 @@ def _run_with_progress(
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the matrix and the probes, write the reports, print the summary."""
+    with contextlib.ExitStack() as stack:  # holds the --out directory's lock until the reports are written
+        return _cmd_report(args, stack)
+
+
+def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from gradoracle.identities import select_identities
     from gradoracle.reporting.known_deviations import apply_known_deviations
 
@@ -169,14 +176,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     adapters = _load_adapters(specs, explicit, out, config.timeout)
     jobs = worker_count(args.jobs)
     identities = select_identities(list(config.identities))
-    check_out_dir(args.out)
+    check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes)
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
     shard_note = f", shard {args.shard} ({len(tasks)} of {planned})" if args.shard else ""
+    names = ", ".join(clean_text(ad.name, NAME_LIMIT) for _, ad in adapters)
     out.print(
         f"gradoracle report: {len(identities)} identities x {len(adapters)} adapters "
-        f"({', '.join(str(ad.name) for _, ad in adapters)}) x {len(config.dtypes)} dtypes{shard_note}, "
+        f"({names}) x {len(config.dtypes)} dtypes{shard_note}, "
         f"{config.examples} examples each, seed {config.seed}, {jobs} job(s)"
         f"{'' if args.isolate else ', in-process'}",
         markup=False,
@@ -213,6 +221,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             "file": str(config.known_deviations),
             "entries": [e.to_dict() for e in entries],
         }
-    written = write_reports(results, probes, args.out, formats, meta=meta, deviations=deviations)
+    written = write_report_files(results, probes, args.out, formats, meta, deviations)
     title = f"gradoracle report: {len(results)} checks, {config.examples} examples each"
     return finish(results, probes, deviations, written, interrupted, title, out)

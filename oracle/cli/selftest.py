@@ -35,6 +35,7 @@ from gradoracle.cli.common import (
 )
 from gradoracle.identities import all_identities
 from gradoracle.runner import DTYPES
+from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe
 
 
 def _seeds(text: str) -> list[int]:
@@ -267,7 +268,7 @@ def _correct_specs(values: Sequence[str]) -> list[str]:
 
 
 def _mutants(args: argparse.Namespace) -> int:
-    from gradoracle.adapters import AdapterLoadError, load_adapter
+    from gradoracle.adapters import AdapterLoadError, describe_failure, load_adapter
     from gradoracle.selftest import run_selftest, select_mutants, write_selftest
     from gradoracle.selftest.mutants import UnknownMutantError
 
@@ -278,9 +279,16 @@ def _mutants(args: argparse.Namespace) -> int:
     specs = [] if args.no_correct else _correct_specs(args.correct_adapter)
     for spec in args.correct_adapter:
         try:
-            ok, why = load_adapter(spec).available()
+            adapter = load_adapter(spec)
         except (AdapterLoadError, ValueError) as exc:
             raise UsageError(f"--correct-adapter {spec!r}: {exc}") from exc
+        try:
+            ok, why = adapter.available()
+        except (Exception, SystemExit) as exc:  # available() must answer, not raise
+            raise UsageError(
+                f"--correct-adapter {spec!r}: available() raised {describe_failure(exc)}; "
+                "it must return (True, '') or (False, 'why')"
+            ) from exc
         if not ok:
             raise UsageError(f"--correct-adapter {spec!r} is not available: {why}")
     dtypes = tuple(dict.fromkeys(args.dtype)) or DTYPES
@@ -290,7 +298,7 @@ def _mutants(args: argparse.Namespace) -> int:
     progress, task = _progress(out, n_tasks, "selftest")
 
     def on_start(t: Any) -> None:
-        progress.update(task, description=f"{t.identity} [{t.adapter_name}-{t.dtype}]")
+        progress.update(task, description=markup_safe(f"{t.identity} [{t.adapter_name}-{t.dtype}]"))
 
     def on_result(r: Any) -> None:
         progress.advance(task)
@@ -317,19 +325,19 @@ def _mutants(args: argparse.Namespace) -> int:
         )
         for r in report.correct:
             if not r.ok:
-                out.print(f"\n[bold red]{r.id}[/]: {r.verdict}")
-                out.print(r.message, markup=False)
+                out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}")
+                out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
     for spec, why in report.unavailable.items():
-        out.print(f"[yellow]correct adapter {spec} not run: {why}[/]")
+        out.print(f"[yellow]correct adapter {markup_safe(spec)} not run: {markup_safe(why)}[/]")
     for m in report.mutants:
         for row in m.rows:
             if row.status in ("survived", "mislocalised"):
                 out.print(
-                    f"\n[bold red]{m.name}[/] on {row.identity} {row.dtype}: {row.status} "
-                    f"(verdict {row.verdict}, fault {row.fault}, expected {row.expected_fault})"
+                    f"\n[bold red]{markup_safe(m.name)}[/] on {markup_safe(row.identity)} {row.dtype}: "
+                    f"{row.status} (verdict {row.verdict}, fault {row.fault}, expected {row.expected_fault})"
                 )
                 if row.message:
-                    out.print(row.message, markup=False)
+                    out.print(clean_text(row.message, MESSAGE_LIMIT), markup=False)
     paths = write_selftest(report, args.out)
     out.print(
         f"{s['killed']}/{s['mutants']} mutants killed, {s['survived']} survived, "
@@ -358,7 +366,9 @@ def _fp(args: argparse.Namespace) -> int:
 
     def on_unit(unit: Any, record: Any, done: int, total: int) -> None:
         progress.update(
-            task, completed=done, description=f"{unit.identity} [{record['adapter_name']}-{unit.dtype}]"
+            task,
+            completed=done,
+            description=markup_safe(f"{unit.identity} [{record['adapter_name']}-{unit.dtype}]"),
         )
 
     if args.report_only:

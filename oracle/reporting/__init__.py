@@ -2,8 +2,8 @@
 
 :func:`write_reports` is the one entry point (the CLI's ``report``/``merge`` and the
 pytest plugin's ``--gradoracle-report DIR`` call it); :func:`load_report` reads a
-``report.json`` back for ``gradoracle merge``.  Every file is written atomically
-(:mod:`gradoracle.reporting.atomic`).  Importing this package imports neither torch, jax,
+``report.json`` back for ``gradoracle merge``.  The files of one run are a set,
+written as a unit (:mod:`gradoracle.reporting.reportset`).  Importing this package imports neither torch, jax,
 matplotlib nor jinja2; the HTML writer imports the last two when it runs.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from gradoracle.deviations import DeviationOutcome
-from gradoracle.reporting.atomic import atomic_write_bytes, atomic_write_text
 from gradoracle.reporting.json_report import (
     SCHEMA_PATH,
     SCHEMA_VERSION,
@@ -73,14 +72,22 @@ def write_reports(
     meta: Mapping[str, Any] | None = None,
     deviations: DeviationOutcome | None = None,
 ) -> dict[str, Path]:
-    """Write the reports of ``results`` into ``out_dir``; ``{format: path}`` of the files written.
+    """Write the reports of ``results`` into ``out_dir`` as one set; ``{format: path}`` of the files.
 
     ``conventions`` are :class:`gradoracle.conventions.ProbeResult` (or their dicts);
     ``meta`` describes the run (see :func:`build_document`); ``deviations`` is the
     :class:`gradoracle.deviations.DeviationOutcome` of the run, if a known-deviations file
     was used.  Failures without gradients in their counterexample get them first (by
     re-running the counterexample on the adapter named in the repro) for the HTML pictures.
+
+    Every file is rendered before any is written; then the set is switched in as a unit
+    (:func:`gradoracle.reporting.reportset.write_report_set`: the directory holds the whole
+    previous set or the whole new one, files of formats not written this time are removed,
+    and a second run writing the same directory is refused with
+    :class:`gradoracle.reporting.reportset.ReportDirLocked`).
     """
+    from gradoracle.reporting.reportset import new_run_id, write_report_set
+
     chosen = normalize_formats(formats)
     out = Path(out_dir)
     if "html" in chosen:
@@ -88,23 +95,23 @@ def write_reports(
 
         for r in results:
             attach_gradients(r)
-    document = build_document(results, conventions, meta, deviations)
-    written: dict[str, Path] = {}
+    run_id = new_run_id()
+    document = build_document(results, conventions, {**dict(meta or {}), "run_id": run_id}, deviations)
+    rendered: dict[str, bytes] = {}
     for fmt in chosen:
-        path = out / FILE_NAMES[fmt]
         if fmt == "json":
-            atomic_write_text(path, render_json(document))
+            rendered[FILE_NAMES[fmt]] = render_json(document).encode("utf-8")
         elif fmt == "md":
             from gradoracle.reporting.markdown import render_markdown
 
-            atomic_write_text(path, render_markdown(document))
+            rendered[FILE_NAMES[fmt]] = render_markdown(document).encode("utf-8")
         elif fmt == "html":
             from gradoracle.reporting.html_report import render_html
 
-            atomic_write_text(path, render_html(document))
+            rendered[FILE_NAMES[fmt]] = render_html(document).encode("utf-8")
         else:
             from gradoracle.reporting.junit import render_junit
 
-            atomic_write_bytes(path, render_junit(document))
-        written[fmt] = path
-    return written
+            rendered[FILE_NAMES[fmt]] = render_junit(document)
+    paths = write_report_set(out, rendered, run_id, owned=FILE_NAMES.values())
+    return {fmt: paths[FILE_NAMES[fmt]] for fmt in chosen}

@@ -9,15 +9,19 @@ The document (schema: ``oracle/report.schema.json``)::
                      seed and the Hypothesis settings (see gradoracle.reporting.environment)
     run              what was run: adapters, identities, dtypes, examples, seed, jobs,
                      shard, planned_checks, interrupted, duration_s, command, ...
-    summary          total, counts per verdict, status (conform | nonconformance | incomplete)
+    run_id           the id of the report set this file belongs to (every file of the set
+                     carries it; see gradoracle.reporting.reportset)
+    summary          total, counts per verdict, status (conform | nonconformance | incomplete;
+                     a merge that accepted missing shards is incomplete)
     results          one CheckResult.to_dict() per identity x adapter x dtype, plus
                      max_errors = {kind: {max_abs, max_rel, max_ratio}} over all inputs
     conventions      the convention probes (ProbeResult.to_dict())
     known_deviations {file, entries, matched, stale, unmatched} or null
 
 JSON has no infinity: a non-finite number is written as the string "Infinity",
-"-Infinity" or "NaN" and read back as a float.  Only ``created``, ``run.duration_s`` and
-``results[].duration_s`` change between two runs with the same seed and versions.
+"-Infinity" or "NaN" and read back as a float.  Only ``created``, ``run_id``,
+``run.duration_s`` and ``results[].duration_s`` change between two runs with the same seed
+and versions.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from typing import Any
 
 from gradoracle.deviations import DeviationOutcome
 from gradoracle.results import KINDS, CheckResult, Verdict
+from gradoracle.text import MESSAGE_LIMIT, clean_strings
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "report.schema.json"
 
 #: Fields that hold timings or timestamps: the only ones two identical runs may differ in.
-VOLATILE_FIELDS: tuple[str, ...] = ("created", "run.duration_s", "results[].duration_s")
+VOLATILE_FIELDS: tuple[str, ...] = ("created", "run_id", "run.duration_s", "results[].duration_s")
 
 _NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
 _NUMERIC_KEYS = frozenset(
@@ -150,8 +155,13 @@ def build_document(
     run = dict(_encode(dict(meta or {})))
     environment = run.pop("environment", None) or collect_environment()
     created = run.pop("created", None) or datetime.now(UTC).isoformat(timespec="seconds")
+    run_id = run.pop("run_id", None)
     known = run.pop("known_deviations", None)
     run.pop("summary", None)  # recomputed from the results
+    summary = summarize(results)
+    merge = run.get("merge")
+    if isinstance(merge, Mapping) and merge.get("complete") is False and summary["status"] == "conform":
+        summary["status"] = "incomplete"  # a merge that accepted missing shards is not a full verdict
     settings: Mapping[str, Any] = run["settings"] if isinstance(run.get("settings"), Mapping) else {}
     environment.setdefault("seed", run.get("seed", settings.get("seed")))
     environment.setdefault("hypothesis", hypothesis_settings(settings))
@@ -174,15 +184,15 @@ def build_document(
                     seen.append(entry)
             known_section["entries"] = seen
     probes = [_encode(_probe_dict(p)) for p in conventions]
-    summary = summarize(results)
     failed_probes = sum(1 for p in probes if p.get("verdict") == "fail")
     summary["convention_failures"] = failed_probes
     if failed_probes:  # a gradient outside the generalised gradient is a failure, not a convention
         summary["status"] = "nonconformance"
-    return {
+    document = {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "gradoracle", "version": __version__},
         "created": created,
+        "run_id": run_id,
         "environment": _encode(environment),
         "run": run,
         "summary": summary,
@@ -190,6 +200,9 @@ def build_document(
         "conventions": probes,
         "known_deviations": known_section,
     }
+    # every string is data (no control characters, no lone surrogates, bounded), whatever made it
+    cleaned: dict[str, Any] = clean_strings(document, MESSAGE_LIMIT)
+    return cleaned
 
 
 def render_json(document: Mapping[str, Any]) -> str:
@@ -246,10 +259,15 @@ def load_report(path: str | Path) -> tuple[list[CheckResult], list[Any], dict[st
     ``write_reports(results, conventions, out, meta=meta)`` writes the report again.
     """
     from gradoracle.conventions import ProbeResult
+    from gradoracle.reporting.reportset import settle, verify_report_set
 
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
+    settle(path.parent)  # finish a switch of report sets that its writer left half done
+    problem = verify_report_set(path.parent, [path.name])
+    if problem is not None:
+        raise ReportFormatError(problem)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -268,6 +286,7 @@ def load_report(path: str | Path) -> tuple[list[CheckResult], list[Any], dict[st
     meta = dict(document.get("run") or {})
     meta["environment"] = document.get("environment")
     meta["created"] = document.get("created")
+    meta["run_id"] = document.get("run_id")
     meta["known_deviations"] = document.get("known_deviations")
     meta["summary"] = document.get("summary")
     return results, conventions, meta

@@ -63,6 +63,7 @@ def render_junit(document: Mapping[str, Any]) -> bytes:
         suite = ET.SubElement(root, "testsuite", {"name": xml_text(name), **counts(records)})
         props = ET.SubElement(suite, "properties")
         prop_values = {
+            "gradoracle.run_id": document.get("run_id"),
             "seed": env.get("seed"),
             "examples": (env.get("hypothesis") or {}).get("max_examples"),
             **{f"version.{k}": v for k, v in (env.get("packages") or {}).items() if v},

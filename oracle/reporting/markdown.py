@@ -189,6 +189,13 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         + ".",
         "",
     ]
+    merge = run.get("merge") or {}
+    if merge.get("accepted"):
+        lines += [
+            "> ⚠️ **Merged from an incomplete or inconsistent set of reports**, accepted explicitly:",
+            *(f"> - {escape(p['kind'])}: {escape(p['detail'])}" for p in merge["accepted"]),
+            "",
+        ]
     not_run = [r for r in results if r["verdict"] == "not-run"]
     if run.get("interrupted") or not_run:
         lines += [
@@ -211,4 +218,5 @@ def render_markdown(document: Mapping[str, Any]) -> str:
             lines += _details(r)
     else:
         lines += ["None.", ""]
+    lines += ["", f"<!-- gradoracle report set, run {escape(document.get('run_id'))} -->"]
     return "\n".join(lines).rstrip() + "\n"
