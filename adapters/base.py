@@ -48,6 +48,11 @@ class Adapter(Protocol):
       ``wrt``, where ``u`` is ``cotangent`` (same shape as the output).
     - ``jvp(fn, inputs, tangents, dtype)``: output and ``J v`` (optional: adapters without
       forward mode set ``has_jvp = False``).
+    - ``hvp(fn, inputs, wrt, cotangent, tangents, dtype, method)``: the Hessian-vector
+      product ``H v`` of ``s(x) = <u, fn(x)>`` over the names in ``wrt`` as a dict name ->
+      array, by ``method`` out of ``hvp_methods`` (``"reverse-over-reverse"``,
+      ``"forward-over-reverse"``); optional: adapters without second order leave
+      ``hvp_methods = ()`` (not part of the runtime-checked protocol).
     """
 
     name: str
@@ -84,6 +89,8 @@ class AdapterBase:
     name: str = "unnamed"
     dtypes: tuple[str, ...] = SUPPORTED_DTYPES
     has_jvp: bool = False
+    #: the Hessian-vector-product methods :meth:`hvp` implements (none by default)
+    hvp_methods: tuple[str, ...] = ()
 
     def available(self) -> tuple[bool, str]:
         """Whether the framework can be used here; the reason when it cannot."""
@@ -118,6 +125,19 @@ class AdapterBase:
         dtype: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError(f"adapter {self.name!r} has no forward mode")
+
+    def hvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """``H v`` of ``s(x) = <u, fn(x)>`` for each name in ``wrt`` (none by default)."""
+        raise NotImplementedError(f"adapter {self.name!r} has no Hessian-vector products")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -115,7 +115,14 @@ __all__ = [
 
 #: In ``jit="auto"`` mode, the call (1 = first) on which a (fn, shapes, dtype) key of
 #: ``vjp``/``jvp`` and of ``forward`` is compiled (module docstring: first call is best).
-AUTO_JIT_AFTER: dict[str, int] = {"vjp": 1, "jvp": 1, "forward": 1, "vjp_batch": 1, "forward_batch": 1}
+AUTO_JIT_AFTER: dict[str, int] = {
+    "vjp": 1,
+    "jvp": 1,
+    "hvp": 1,
+    "forward": 1,
+    "vjp_batch": 1,
+    "forward_batch": 1,
+}
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 1024
 JIT_MODES: tuple[str, ...] = ("auto", "always", "never")
@@ -509,6 +516,7 @@ class JaxAdapter(AdapterBase):
     name = "jax"
     dtypes = ("float64", "float32")
     has_jvp = True
+    hvp_methods = ("reverse-over-reverse", "forward-over-reverse")
 
     def __init__(self, jit: str = "auto", conv_padding: str = "pad") -> None:
         jit = str(jit).strip().lower()
@@ -839,6 +847,57 @@ class JaxAdapter(AdapterBase):
             key = ("jvp", fn, self._shapes(inputs), names, dtype, self.conv_padding)
             out, jv = self._call(key, build, primal, const, tangent)
             return self.to_numpy(out), self.to_numpy(jv)
+
+    def hvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """``H v`` of ``s(x) = <u, fn(x)>`` over ``wrt``.
+
+        With ``g(x) = jax.vjp(f, x)[1](u)`` (the gradient map): ``reverse-over-reverse`` is
+        ``jax.vjp(g, x)[1](v)`` (``H^T v = H v``), ``forward-over-reverse`` is
+        ``jax.jvp(g, (x,), (v,))``.
+        """
+        if method not in self.hvp_methods:
+            raise ValueError(f"jax adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
+        unknown = [name for name in wrt if name not in inputs or name not in tangents]
+        if unknown:
+            raise KeyError(f"jax adapter: hvp names {unknown} need an input and a tangent")
+        ops = self.ops
+        names = tuple(wrt)
+
+        def build() -> Callable[..., Any]:
+            import jax
+
+            def run(primal: dict[str, Any], const: dict[str, Any], u: Any, tangent: dict[str, Any]) -> Any:
+                def gradient(p: dict[str, Any]) -> Any:
+                    out, pullback = jax.vjp(lambda q: fn(ops, {**const, **q}), p)
+                    (g,) = pullback(u.astype(out.dtype))
+                    return g
+
+                if method == "reverse-over-reverse":
+                    _, pullback = jax.vjp(gradient, primal)
+                    (hv,) = pullback(tangent)
+                    return hv
+                return jax.jvp(gradient, (primal,), (tangent,))[1]
+
+            return run
+
+        with self.precision(dtype):
+            args = _cast(inputs, dtype)
+            primal = {name: args[name] for name in names}
+            const = {k: v for k, v in args.items() if k not in primal}
+            tangent = _cast({name: tangents[name] for name in names}, dtype)
+            u = np.asarray(cotangent, dtype=dtype)
+            key = ("hvp", fn, self._shapes(inputs), names, method, dtype)
+            hv = self._call(key, build, primal, const, u, tangent)
+            return {name: self.to_numpy(hv[name]) for name in names}
 
 
 def _benchmark(

@@ -260,6 +260,7 @@ class TorchAdapter(AdapterBase):
     name = "torch"
     dtypes = ("float64", "float32")
     has_jvp = True
+    hvp_methods = ("reverse-over-reverse", "forward-over-reverse")
 
     def __init__(self, device: str = "cpu") -> None:
         device = str(device).strip().lower()
@@ -513,3 +514,72 @@ class TorchAdapter(AdapterBase):
             )
             out, jv = torch.func.jvp(f, primals, tans)
         return self.to_numpy(out), self.to_numpy(jv)
+
+    def hvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """``H v`` of ``s(x) = <u, fn(x)>`` over ``wrt``.
+
+        ``reverse-over-reverse``: ``torch.autograd.grad`` of ``<grad s, v>`` (the gradient
+        built with ``create_graph=True``); ``forward-over-reverse``: ``torch.func.jvp`` of
+        the gradient map ``x -> torch.func.vjp(f, x)(u)``.
+        """
+        torch, _ = _import_torch()
+        if method not in self.hvp_methods:
+            raise ValueError(f"torch adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
+        unknown = [name for name in wrt if name not in inputs or name not in tangents]
+        if unknown:
+            raise KeyError(f"torch adapter: hvp names {unknown} need an input and a tangent")
+        args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
+        names = list(wrt)
+        u = self.from_numpy(np.asarray(cotangent), dtype)
+        tans = [self.from_numpy(np.asarray(tangents[n]), dtype) for n in names]
+
+        def f(*xs: Any) -> Any:
+            return fn(self.ops, {**args, **dict(zip(names, xs, strict=True))})
+
+        if method == "reverse-over-reverse":
+            leaves = [args[n].detach().clone().requires_grad_(True) for n in names]
+            with torch.enable_grad():
+                out = f(*leaves)
+                if not out.requires_grad:
+                    return {n: np.zeros_like(self.to_numpy(args[n])) for n in names}
+                grads = torch.autograd.grad(out, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
+                inner = [
+                    (g * t).sum()
+                    for g, t in zip(grads, tans, strict=True)
+                    if g is not None and g.requires_grad
+                ]
+                if not inner:
+                    return {n: np.zeros_like(self.to_numpy(args[n])) for n in names}
+                raw = torch.autograd.grad(sum(inner), leaves, allow_unused=True)
+            return {
+                n: np.zeros_like(self.to_numpy(args[n])) if g is None else self._dense_numpy(g)
+                for n, g in zip(names, raw, strict=True)
+            }
+
+        def gradient(*xs: Any) -> Any:
+            _, pullback = torch.func.vjp(f, *xs)
+            return pullback(u)
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
+            )
+            _, hv = torch.func.jvp(gradient, tuple(args[n] for n in names), tuple(tans))
+        return {n: self._dense_numpy(t) for n, t in zip(names, hv, strict=True)}
+
+    def _dense_numpy(self, t: Any) -> np.ndarray:
+        """``to_numpy`` that also takes torch's ``ZeroTensor`` (what second derivatives of
+        piecewise-linear ops such as ``abs`` come back as)."""
+        is_zero = getattr(t, "_is_zerotensor", None)
+        if callable(is_zero) and is_zero():
+            return np.zeros(tuple(t.shape), dtype=self.to_numpy(t.new_zeros(())).dtype)
+        return self.to_numpy(t)

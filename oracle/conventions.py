@@ -33,6 +33,7 @@ from gradoracle.subdifferential import (
     AllOf,
     AllowedSet,
     Intervals,
+    Judgement,
     TieSplits,
     WindowRoutings,
     pool_windows,
@@ -496,6 +497,119 @@ PROBES: tuple[Probe, ...] = (
         kind="smooth",
     ),
 )
+
+# ------------------------------------------------- layer probes (issue 14), one block
+# Edges where frameworks differ on the layers as they ship them.  gradoracle.ops defines each
+# layer op as PyTorch does (an adapter whose framework lacks a knob spells it with explicit
+# padding); these probes record what each adapter's op gives at the edge and accept every
+# convention in use there, naming the one observed, so a framework that follows another
+# convention shows by name instead of one side being picked silently.
+
+
+@dataclass(frozen=True)
+class _Squeezed(AllowedSet):
+    """An allowed set for ``x[0, 0]`` of an (1, 1, ...) input: the layer op's leading axes dropped."""
+
+    inner: AllowedSet
+    shape: tuple[int, ...]
+    name: str = "x"
+
+    def describe(self) -> str:
+        """The inner set in words."""
+        return self.inner.describe()
+
+    def judge(self, grads: Mapping[str, np.ndarray], dtype: str) -> Judgement:
+        """The inner judgement of the gradient without its leading (1, 1) axes."""
+        return self.inner.judge({self.name: np.asarray(grads[self.name]).reshape(self.shape)}, dtype)
+
+
+def _layer_max_pool(ops: Any, a: Mapping[str, Any]) -> Any:
+    return ops.max_pool_nd(a["x"], (2, 2), (1, 1), (0, 0), (1, 1), False)
+
+
+def _layer_max_allowed(a: Arrays) -> AllowedSet:
+    x = a["x"][0, 0]
+    return _Squeezed(WindowRoutings(x, 2, 1, np.ones(len(pool_windows(x.shape, 2, 1)))), x.shape)
+
+
+def _layer_avg_pool(padding: int) -> ProbeForward:
+    return lambda ops, a: ops.avg_pool_nd(a["x"], (3,), (2,), (padding,), True, True)
+
+
+#: 1-D, length 4, window 3, stride 2, ceil mode: d/dx (ones cotangent) under PyTorch's divisor
+#: (the window clipped to the padded input) and under the full window (Flax's avg_pool).
+_CEIL_PARTIAL = {"pytorch": (1 / 3, 1 / 3, 1 / 3 + 1 / 2, 1 / 2), "full window": (1 / 3, 1 / 3, 2 / 3, 1 / 3)}
+_CEIL_PADDED = {
+    "pytorch": (1 / 3, 2 / 3, 1 / 3, 1 / 3 + 1 / 2),
+    "full window": (1 / 3, 2 / 3, 1 / 3, 2 / 3),
+}
+
+
+def _either(conventions: Mapping[str, tuple[float, ...]]) -> Callable[[Arrays], AllowedSet]:
+    def allowed(a: Arrays) -> AllowedSet:
+        values = np.array(list(conventions.values()))
+        labels = tuple(f"x[{i}]" for i in range(values.shape[1]))
+        return _Squeezed(Intervals("x", values.min(axis=0), values.max(axis=0), labels), (values.shape[1],))
+
+    return allowed
+
+
+def _which(conventions: Mapping[str, tuple[float, ...]]) -> Callable[[Arrays, Arrays, str], str]:
+    def text(a: Arrays, g: Arrays, dtype: str) -> str:
+        got = np.asarray(g["x"], dtype=np.float64).reshape(-1)
+        last = float(got[-1])
+        for name, values in conventions.items():
+            if np.allclose(got, values, rtol=1e-5, atol=1e-6):
+                return f"{name} divisor (d/dx[3] = {_g(last)})"
+        return "gradient " + ", ".join(_g(v) for v in got)
+
+    return text
+
+
+LAYER_PROBES: tuple[Probe, ...] = (
+    Probe(
+        "max-pool-layer-ties-across-windows",
+        "max_pool_nd",
+        "the layer op (N, C = 1), 3x3 input, window 2, stride 1, two tied maxima shared by "
+        "overlapping windows",
+        {"x": ((((0.0, 0.0, 0.0), (0.0, 1.0, 1.0), (0.0, 0.0, 0.0)),),)},
+        _layer_max_pool,
+        ((((0.0, 0.0, 0.0), (0.0, 3.0, 2.0), (0.0, 0.0, 0.0)),),),
+        "read literally, each window gives delta to each of its tied maxima",
+        _layer_max_allowed,
+        lambda a, g, dtype: _pool_text({"x": a["x"][0, 0]}, {"x": g["x"][0, 0]}, 2, 1),
+        kind="pool",
+    ),
+    Probe(
+        "avg-pool-ceil-partial-window",
+        "avg_pool_nd",
+        "1-D avg pool, x of length 4, window 3, stride 2, ceil_mode: the last window [2, 5) overhangs x",
+        {"x": (((1.0, 2.0, 3.0, 4.0),),)},
+        _layer_avg_pool(0),
+        None,
+        "not in the notes (no ceil mode); PyTorch (gradoracle.ops) divides the partial window by 2 "
+        "(clipped to the input), Flax's avg_pool by 3 (the full window); JAX has no ceil_mode",
+        _either(_CEIL_PARTIAL),
+        _which(_CEIL_PARTIAL),
+        kind="smooth",
+    ),
+    Probe(
+        "avg-pool-ceil-padded-window",
+        "avg_pool_nd",
+        "1-D avg pool, x of length 4, window 3, stride 2, padding 1, ceil_mode, count_include_pad: "
+        "windows [-1, 2), [1, 4), [3, 6)",
+        {"x": (((1.0, 2.0, 3.0, 4.0),),)},
+        _layer_avg_pool(1),
+        None,
+        "not in the notes; PyTorch counts the padding but not the overhang past it (2 for the last "
+        "window), the full window gives 3",
+        _either(_CEIL_PADDED),
+        _which(_CEIL_PADDED),
+        kind="smooth",
+    ),
+)
+
+PROBES = PROBES + LAYER_PROBES
 
 _BY_NAME: dict[str, Probe] = {p.name: p for p in PROBES}
 

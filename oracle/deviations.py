@@ -6,6 +6,8 @@ A TOML file of entries::
     identity = "max-pool"          # name or glob (fnmatch); required
     adapter = "mylib"              # name or glob; required
     dtype = "float32"              # optional, default "*"
+    mode = "jvp"                   # optional: vjp, jvp, hvp or a glob; default "*" (every mode)
+    fault = "reduced-precision"    # optional: accept only this kind of failure; default "*"
     reason = "ties route to the last index; fixed in mylib 2.1"   # required
     link = "https://example.org/issue/12"                         # optional
 
@@ -49,20 +51,36 @@ class Deviation:
     reason: str
     dtype: str = "*"
     link: str = ""
+    mode: str = "*"
+    fault: str = "*"
 
     def matches(self, result: CheckResult) -> bool:
-        """True when identity, adapter and dtype all match (globs allowed)."""
+        """True when identity, adapter, dtype and mode all match (globs allowed)."""
         return (
             fnmatchcase(result.identity, self.identity)
             and fnmatchcase(result.adapter, self.adapter)
             and fnmatchcase(result.dtype, self.dtype)
+            and fnmatchcase(getattr(result, "mode", "vjp"), self.mode)
         )
 
+    def accepts(self, result: CheckResult) -> bool:
+        """True when the entry accepts this result's kind of failure (``fault``, glob)."""
+        return fnmatchcase(str(result.fault), self.fault)
+
     def label(self) -> str:
-        return f"{self.identity} / {self.adapter} / {self.dtype}"
+        parts = [self.identity, self.adapter, self.dtype]
+        if self.mode != "*":
+            parts.append(f"mode {self.mode}")
+        if self.fault != "*":
+            parts.append(f"fault {self.fault}")
+        return " / ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("mode", "fault"):  # the defaults are left out (files and reports before modes)
+            if d[key] == "*":
+                del d[key]
+        return d
 
 
 @dataclass
@@ -96,7 +114,7 @@ def parse_deviations(data: dict[str, Any], origin: str = "<toml>") -> list[Devia
     if not isinstance(entries, list):
         raise DeviationFileError(f"{origin}: 'deviation' must be an array of tables ([[deviation]])")
     out = []
-    allowed = {"identity", "adapter", "dtype", "reason", "link"}
+    allowed = {"identity", "adapter", "dtype", "reason", "link", "mode", "fault"}
     for n, entry in enumerate(entries, start=1):
         if not isinstance(entry, dict):
             raise DeviationFileError(f"{origin}: deviation #{n} is not a table")
@@ -124,6 +142,8 @@ def parse_deviations(data: dict[str, Any], origin: str = "<toml>") -> list[Devia
                 reason=entry["reason"],
                 dtype=entry.get("dtype", "*"),
                 link=entry.get("link", ""),
+                mode=entry.get("mode", "*"),
+                fault=entry.get("fault", "*"),
             )
         )
     return out
@@ -161,7 +181,9 @@ def apply_deviations(results: Sequence[CheckResult], deviations: Sequence[Deviat
         if not hits:
             outcome.unmatched.append(dev)
             continue
-        failing = [r for r in hits if r.verdict in (Verdict.FAIL, Verdict.ERROR, Verdict.XFAIL)]
+        failing = [
+            r for r in hits if r.verdict in (Verdict.FAIL, Verdict.ERROR, Verdict.XFAIL) and dev.accepts(r)
+        ]
         for r in failing:
             r.verdict = Verdict.XFAIL
             r.deviation = dev.to_dict()

@@ -1,6 +1,6 @@
 """The run engine for many checks: ordering, sharding, parallel processes, Ctrl-C.
 
-A *matrix* is every identity x adapter x dtype.  :func:`plan_tasks` lists it in one
+A *matrix* is every identity x adapter x dtype x mode.  :func:`plan_tasks` lists it in one
 canonical order (:func:`sort_key`: the notes' order of identities, then the built-in
 adapters in :data:`gradoracle.options.DEFAULT_ADAPTERS` order followed by others by name,
 then float64 before float32), so the order never depends on how the flags were written.
@@ -33,6 +33,7 @@ from typing import Any
 from gradoracle.guard import AdapterCallError, process_session
 from gradoracle.identities import IDENTITIES, Identity
 from gradoracle.isolation import WorkerPool, run_jobs_in_process
+from gradoracle.modes import MODES, adapter_modes
 from gradoracle.options import DEFAULT_ADAPTERS
 from gradoracle.results import CheckResult, Fault, Verdict
 from gradoracle.runner import DTYPES, CheckSettings, check
@@ -57,11 +58,13 @@ class CheckTask:
     adapter_spec: str
     adapter_name: str
     dtype: str
+    mode: str = "vjp"
 
     @property
     def id(self) -> str:
-        """``identity-adapter-dtype``, as :attr:`CheckResult.id`."""
-        return f"{self.identity}-{self.adapter_name}-{self.dtype}"
+        """``identity-adapter-dtype``, plus ``-mode`` outside reverse mode (as :attr:`CheckResult.id`)."""
+        base = f"{self.identity}-{self.adapter_name}-{self.dtype}"
+        return base if self.mode == "vjp" else f"{base}-{self.mode}"
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,9 @@ class MatrixOutcome:
 # ------------------------------------------------------------------ ordering, shards
 
 
-def sort_key(identity: str, adapter: str, dtype: str) -> tuple[Any, ...]:
-    """The canonical position of a check: notes' order, built-in adapters first, float64 first."""
+def sort_key(identity: str, adapter: str, dtype: str, mode: str = "vjp") -> tuple[Any, ...]:
+    """The canonical position of a check: notes' order, built-in adapters first, float64 first,
+    then the modes in :data:`gradoracle.modes.MODES` order (vjp, jvp, hvp)."""
     names = list(IDENTITIES)
     i = (names.index(identity), "") if identity in IDENTITIES else (len(names), identity)
     a = (
@@ -101,25 +105,37 @@ def sort_key(identity: str, adapter: str, dtype: str) -> tuple[Any, ...]:
         else (len(DEFAULT_ADAPTERS), adapter)
     )
     d = (DTYPES.index(dtype), "") if dtype in DTYPES else (len(DTYPES), dtype)
-    return (*i, *a, *d)
+    m = (MODES.index(mode), "") if mode in MODES else (len(MODES), mode)
+    return (*i, *a, *d, *m)
 
 
 def result_sort_key(result: CheckResult) -> tuple[Any, ...]:
     """:func:`sort_key` of a result."""
-    return sort_key(result.identity, result.adapter, result.dtype)
+    return sort_key(result.identity, result.adapter, result.dtype, result.mode)
 
 
 def plan_tasks(
-    identities: Sequence[Identity], adapters: Sequence[tuple[str, str]], dtypes: Sequence[str]
+    identities: Sequence[Identity],
+    adapters: Sequence[tuple[str, Any]],
+    dtypes: Sequence[str],
+    modes: Sequence[str] = (),
 ) -> list[CheckTask]:
-    """Every identity x adapter x dtype in canonical order; ``adapters`` are ``(spec, name)`` pairs."""
-    tasks = [
-        CheckTask(ident.name, ident.source, spec, name, dtype)
-        for ident in identities
-        for spec, name in adapters
-        for dtype in dict.fromkeys(dtypes)
-    ]
-    return sorted(tasks, key=lambda t: sort_key(t.identity, t.adapter_name, t.dtype))
+    """Every identity x adapter x dtype x mode in canonical order.
+
+    ``adapters`` are ``(spec, name)`` pairs, or ``(spec, adapter)`` pairs; ``modes`` empty
+    means every mode each adapter supports (:func:`gradoracle.modes.adapter_modes`: an
+    adapter given by name alone runs reverse mode only).  A mode named explicitly is planned
+    for every adapter: one that lacks it gets a ``skip`` record that says so.
+    """
+    tasks = []
+    for spec, adapter in adapters:
+        name = adapter if isinstance(adapter, str) else str(getattr(adapter, "name", spec))
+        chosen = tuple(modes) or (("vjp",) if isinstance(adapter, str) else adapter_modes(adapter))
+        for ident in identities:
+            for dtype in dict.fromkeys(dtypes):
+                for mode in dict.fromkeys(chosen):
+                    tasks.append(CheckTask(ident.name, ident.source, spec, name, dtype, mode))
+    return sorted(tasks, key=lambda t: sort_key(t.identity, t.adapter_name, t.dtype, t.mode))
 
 
 def parse_shard(text: str) -> Shard:
@@ -150,7 +166,13 @@ def select_shard(tasks: Sequence[CheckTask], shard: Shard | None) -> list[CheckT
 def not_run_result(task: CheckTask, message: str = NOT_RUN_MESSAGE) -> CheckResult:
     """The record of a check that did not run."""
     return CheckResult(
-        task.identity, task.source, task.adapter_name, task.dtype, Verdict.NOT_RUN, message=message
+        task.identity,
+        task.source,
+        task.adapter_name,
+        task.dtype,
+        Verdict.NOT_RUN,
+        message=message,
+        mode=task.mode,
     )
 
 
@@ -162,7 +184,7 @@ def run_task(task: CheckTask, settings: CheckSettings) -> CheckResult:
     """
     from gradoracle.reporting.gradients import attach_gradients
 
-    result = check(task.identity, task.adapter_spec, task.dtype, settings)
+    result = check(task.identity, task.adapter_spec, task.dtype, settings, task.mode)
     if result.counterexample is not None:
         result.counterexample.setdefault("adapter_spec", task.adapter_spec)
         attach_gradients(result, task.adapter_spec, settings.timeout_s)
@@ -179,7 +201,8 @@ def _worker_died(task: CheckTask, reason: str) -> CheckResult:
         Fault.ADAPTER,
         f"{reason}; a fresh worker carried on with the other checks. The adapter probably crashed or "
         f"hung the interpreter. Rerun it alone with 'gradoracle check --identity {task.identity} "
-        f"--adapter {task.adapter_spec} --dtype {task.dtype}'.",
+        f"--adapter {task.adapter_spec} --dtype {task.dtype} --mode {task.mode}'.",
+        mode=task.mode,
     )
 
 

@@ -72,6 +72,21 @@ def timeout_seconds(text: str) -> float | None:
     return value
 
 
+#: The check's modes (``gradoracle.modes.MODES`` is this tuple): reverse, forward, second order.
+MODES: tuple[str, ...] = ("vjp", "jvp", "hvp")
+
+
+def _mode(text: str) -> str:
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in MODES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown mode {text!r}; choose from {', '.join(MODES)} (vjp: reverse mode, jvp: forward mode, "
+            "hvp: Hessian-vector products); repeat the flag or separate with commas"
+        )
+    return ",".join(names)
+
+
 def _dtype(text: str) -> str:
     if text not in DTYPES:
         raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {', '.join(DTYPES)}")
@@ -95,6 +110,14 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
     ),
     SharedOption(
         "dtype", "dtype to check; repeatable; default: float64 and float32", multiple=True, type=_dtype
+    ),
+    SharedOption(
+        "mode",
+        "mode to check: vjp (reverse mode), jvp (forward mode), hvp (Hessian-vector products); repeatable "
+        "or comma-separated; default: every mode the adapter supports",
+        multiple=True,
+        type=_mode,
+        metavar="MODE",
     ),
     SharedOption(
         "examples", "Hypothesis examples per check (default 30)", type=_positive_int, default=30, metavar="N"
@@ -126,6 +149,8 @@ class RunConfig:
     adapters: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = DTYPES
+    #: the modes asked for; ``()``: every mode each adapter supports
+    modes: tuple[str, ...] = ()
     examples: int = 30
     seed: int = 0
     timeout: float | None = DEFAULT_TIMEOUT_S
@@ -188,9 +213,27 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
         adapters=tuple(values.get("adapter") or ()),
         identities=tuple(values.get("identity") or ()),
         dtypes=tuple(dict.fromkeys(values.get("dtype") or DTYPES)),
+        modes=modes_from(values.get("mode")),
         examples=int(examples),
         seed=seed,
         timeout=timeout,
         known_deviations=Path(values["known_deviations"]) if values.get("known_deviations") else None,
         settings=base.with_(examples=int(examples), seed=seed, timeout_s=timeout),
     )
+
+
+def modes_from(values: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The modes named in ``values`` (repeated or comma-separated), in :data:`MODES` order.
+
+    ``()`` when none are named (each adapter then runs every mode it supports); an unknown
+    name raises ``ValueError`` naming the choices.
+    """
+    if isinstance(values, str):
+        values = [values]
+    names: list[str] = []
+    for value in values or ():
+        try:
+            names += _mode(str(value)).split(",")
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
+    return tuple(m for m in MODES if m in names)

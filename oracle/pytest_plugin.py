@@ -97,6 +97,7 @@ class PluginConfig:
     adapters: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()  # () = every mode each adapter supports
     examples: int | None = None  # None: the Hypothesis profile's, else gradoracle's 30
     seed: int | None = None  # None: Hypothesis chooses (--hypothesis-seed, derandomize, random)
     known_deviations: Path | None = None
@@ -150,12 +151,19 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
         adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
         identities=tuple(values.get("identity", ())),
         dtypes=tuple(dict.fromkeys(values.get("dtype", ()))),
+        modes=_modes(values.get("mode", ())),
         examples=int(values["examples"]) if "examples" in values else None,
         seed=int(values["seed"]) if "seed" in values else None,
         known_deviations=values.get("known_deviations"),
         report_dir=values.get("report"),
         sources=sources,
     )
+
+
+def _modes(values: Sequence[str]) -> tuple[str, ...]:
+    from gradoracle.options import modes_from
+
+    return modes_from(values)
 
 
 _CONFIG_KEY = pytest.StashKey[PluginConfig]()
@@ -243,6 +251,8 @@ def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
         seed=settings.seed,
         dtypes=options.dtypes or ("float64",),
         settings=settings,
+        modes=options.modes,
+        verbose=request.config.get_verbosity() > 0,
     )
 
 
@@ -251,6 +261,14 @@ def gradoracle(request: pytest.FixtureRequest) -> GradOracle:
 
 class CheckFailed(Exception):
     """Raised by an item whose check failed or errored; carries the result for repr_failure."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+class UnexpectedFault(Exception):
+    """A failure of another kind than its known deviation's ``fault``: not the expected one."""
 
     def __init__(self, result: CheckResult) -> None:
         super().__init__(result.message)
@@ -270,6 +288,7 @@ class ConformanceItem(pytest.Item):
         adapter_label: str,
         dtype: str,
         suite: ConformanceSuite,
+        mode: str = "vjp",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -277,10 +296,11 @@ class ConformanceItem(pytest.Item):
         self.spec = spec
         self.adapter_label = adapter_label
         self.dtype = dtype
+        self.mode = mode
         self.suite = suite
         self.add_marker("gradoracle")
-        self.extra_keyword_matches.update({family, source, adapter_label, dtype})
-        self.deviation = suite.deviation_for(identity, adapter_label, dtype)
+        self.extra_keyword_matches.update({family, source, adapter_label, dtype, mode})
+        self.deviation = suite.deviation_for(identity, adapter_label, dtype, mode)
         if self.deviation is not None:
             # a known deviation is an expected failure: XFAIL while it fails, XPASS (a failure
             # under xfail_strict) once it passes; only the check's own failure counts as expected
@@ -292,7 +312,7 @@ class ConformanceItem(pytest.Item):
         """Run the check; map its verdict to a pytest outcome (skip, failure; xfail by the marker)."""
         from gradoracle.results import Verdict
 
-        result = self.suite.run_check(self.identity, self.spec, self.adapter_label, self.dtype)
+        result = self.suite.run_check(self.identity, self.spec, self.adapter_label, self.dtype, self.mode)
         # the raw result travels to the controller, which applies the known deviations once
         payload = {"label": self.adapter_label, "result": result.to_dict()}
         self.user_properties.append((RESULT_PROPERTY, json.dumps(payload, default=str)))
@@ -300,6 +320,9 @@ class ConformanceItem(pytest.Item):
             # reported at the item ("gradoracle:1: reason"), not at this line of the plugin
             raise pytest.skip.Exception(result.message, _use_item_location=True)
         if result.verdict in (Verdict.FAIL, Verdict.ERROR):
+            if self.deviation is not None and not self.deviation.accepts(result):
+                # the entry accepts another kind of failure (its ``fault``): this one is not expected
+                raise UnexpectedFault(result)
             raise CheckFailed(result)
         if self.deviation is not None:
             import warnings
@@ -316,8 +339,11 @@ class ConformanceItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         """The oracle's diagnostic (worst element, three values, tolerance, repro) verbatim."""
-        if isinstance(excinfo.value, CheckFailed):
-            return f"{excinfo.value.result.message}\n{self._rerun_text(excinfo.value.result)}"
+        if isinstance(excinfo.value, (CheckFailed, UnexpectedFault)):
+            from gradoracle.results import brief_message
+
+            message = brief_message(excinfo.value.result.message, self.config.get_verbosity() > 0)
+            return f"{message}\n{self._rerun_text(excinfo.value.result)}"
         return str(super().repr_failure(excinfo))
 
     def _rerun_text(self, r: CheckResult) -> str:
@@ -358,23 +384,26 @@ class SuiteCollector(pytest.Collector):
         for ident in self.suite.identities:
             for spec, label in self.suite.adapter_labels:
                 for dtype in self.suite.dtypes:
-                    name = f"{ident.name}[{label}-{dtype}]"
-                    if not self.suite.selected(name):
-                        continue
-                    yield ConformanceItem.from_parent(
-                        self,
-                        name=name,
-                        # parsed like a parametrized test's id (pytest 9 compares structured
-                        # ids: names and params), so --lf / --ff / --sw find it again
-                        nodeid=f"{SUITE_NODE}::{name}",
-                        identity=ident.name,
-                        family=ident.family,
-                        source=ident.source,
-                        spec=spec,
-                        adapter_label=label,
-                        dtype=dtype,
-                        suite=self.suite,
-                    )
+                    for mode in self.suite.adapter_modes[label]:
+                        suffix = "" if mode == "vjp" else f"-{mode}"
+                        name = f"{ident.name}[{label}-{dtype}{suffix}]"
+                        if not self.suite.selected(name):
+                            continue
+                        yield ConformanceItem.from_parent(
+                            self,
+                            name=name,
+                            # parsed like a parametrized test's id (pytest 9 compares structured
+                            # ids: names and params), so --lf / --ff / --sw find it again
+                            nodeid=f"{SUITE_NODE}::{name}",
+                            identity=ident.name,
+                            family=ident.family,
+                            source=ident.source,
+                            spec=spec,
+                            adapter_label=label,
+                            dtype=dtype,
+                            mode=mode,
+                            suite=self.suite,
+                        )
 
 
 def _adapter_label(spec: str, adapter: Any, taken: set[str]) -> str:
@@ -399,6 +428,7 @@ class ConformanceSuite:
         from gradoracle.adapters import AdapterLoadError, load_adapter
         from gradoracle.deviations import DeviationFileError, load_deviations
         from gradoracle.identities import UnknownIdentityError, select_identities
+        from gradoracle.modes import adapter_modes
         from gradoracle.runner import DTYPES
 
         self.config = config
@@ -422,6 +452,8 @@ class ConformanceSuite:
                     sys.path.append(folder)
         taken: set[str] = set()
         self.adapter_labels: list[tuple[str, str]] = []
+        #: per adapter label, the modes it runs (--gradoracle-mode, or every mode it supports)
+        self.adapter_modes: dict[str, tuple[str, ...]] = {}
         for spec in options.adapters:
             try:
                 adapter = load_adapter(spec)
@@ -431,7 +463,9 @@ class ConformanceSuite:
                 raise pytest.UsageError(
                     f"gradoracle: --gradoracle-adapter {spec}: loading it raised {type(exc).__name__}: {exc}"
                 ) from exc
-            self.adapter_labels.append((spec, _adapter_label(spec, adapter, taken)))
+            label = _adapter_label(spec, adapter, taken)
+            self.adapter_labels.append((spec, label))
+            self.adapter_modes[label] = options.modes or adapter_modes(adapter)
         self.results: list[tuple[str, CheckResult]] = []  # (adapter label, result), in report order
         self.written: dict[str, Path] = {}
         self.report_problem: str | None = None
@@ -447,17 +481,17 @@ class ConformanceSuite:
             self._pool = WorkerPool(1, self.options.timeout)
         return self._pool
 
-    def run_check(self, identity: str, spec: str, label: str, dtype: str) -> CheckResult:
+    def run_check(self, identity: str, spec: str, label: str, dtype: str, mode: str = "vjp") -> CheckResult:
         """One check: through the adapter's guard here, or in a worker process with --gradoracle-isolate."""
         from gradoracle.runner import check
 
         if not self.options.isolate:
-            return check(identity, spec, dtype, self.check_settings())
+            return check(identity, spec, dtype, self.check_settings(), mode)
         from gradoracle.identities import get_identity
         from gradoracle.matrix import CheckJob, CheckTask
         from gradoracle.results import CheckResult
 
-        task = CheckTask(identity, get_identity(identity).source, spec, label, dtype)
+        task = CheckTask(identity, get_identity(identity).source, spec, label, dtype, mode)
         records = self._worker_pool().run([CheckJob(task, self.check_settings())])
         return CheckResult.from_dict(records[0])
 
@@ -474,11 +508,13 @@ class ConformanceSuite:
     def check_settings(self) -> CheckSettings:
         return _check_settings(self.config, self.options)
 
-    def deviation_for(self, identity: str, adapter_label: str, dtype: str) -> Deviation | None:
+    def deviation_for(
+        self, identity: str, adapter_label: str, dtype: str, mode: str = "vjp"
+    ) -> Deviation | None:
         """The known deviation covering one check, if any."""
         from gradoracle.results import CheckResult, Verdict
 
-        probe = CheckResult(identity, "", adapter_label, dtype, Verdict.SKIP)
+        probe = CheckResult(identity, "", adapter_label, dtype, Verdict.SKIP, mode=mode)
         return next((d for d in self.deviations if d.matches(probe)), None)
 
     def selected(self, name: str) -> bool:
@@ -514,7 +550,8 @@ class ConformanceSuite:
             else "seed chosen by Hypothesis (--hypothesis-seed, derandomize, else random)"
         )
         lines = [
-            f"gradoracle: adapters {adapters}; {len(self.identities)} identities x {', '.join(self.dtypes)}; "
+            f"gradoracle: adapters {adapters}; {len(self.identities)} identities x {', '.join(self.dtypes)}"
+            f"{' x modes ' + ', '.join(self.options.modes) if self.options.modes else ''}; "
             f"{settings.examples} examples per check ({examples_from}), {seed}"
         ]
         if self.options.known_deviations is not None:
@@ -556,12 +593,14 @@ class ConformanceSuite:
         idents = {i.name: n for n, i in enumerate(self.identities)}
         labels = {label: n for n, (_, label) in enumerate(self.adapter_labels)}
         dtypes = {d: n for n, d in enumerate(self.dtypes)}
+        modes = {m: n for n, m in enumerate(("vjp", "jvp", "hvp"))}
         return sorted(
             self.results,
             key=lambda lr: (
                 idents.get(lr[1].identity, -1),
                 labels.get(lr[0], -1),
                 dtypes.get(lr[1].dtype, -1),
+                modes.get(lr[1].mode, -1),
             ),
         )
 
@@ -586,9 +625,18 @@ class ConformanceSuite:
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()
+        from gradoracle.guard import process_session
+        from gradoracle.reporting.environment import frameworks_that_ran
+
         # every probe is a guarded call (time limit, any exception); in a worker with --gradoracle-isolate
         pool = self._worker_pool() if self.options.isolate else None
         probes = run_probe_jobs(self.adapter_labels, self.dtypes, self.settings.timeout_s, pool)
+        self.probes = probes  # the terminal summary shows them
+        loaded = [
+            entry.adapter
+            for entry in (process_session().get(spec) for spec, _ in self.adapter_labels)
+            if entry.adapter is not None
+        ]
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
@@ -602,9 +650,13 @@ class ConformanceSuite:
             "jobs": workers if isinstance(workers, int) and workers > 0 else 1,
             "isolation": "process" if self.options.isolate else "none",
             "shard": None,
-            "planned_checks": len(self.identities) * len(self.adapter_labels) * len(self.dtypes),
+            "modes": list(self.options.modes),
+            "planned_checks": len(self.identities)
+            * len(self.dtypes)
+            * sum(len(self.adapter_modes[label]) for _, label in self.adapter_labels),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
             "duration_s": time.perf_counter() - self.started,
+            "frameworks": frameworks_that_ran(loaded, results),
         }
         if self.options.known_deviations is not None:
             meta["known_deviations"] = {
@@ -641,7 +693,12 @@ class ConformanceSuite:
         if self.results:
             outcome = self._deviation_outcome()
             rows = [i.name for i in self.identities]
-            columns = [f"{label}-{dtype}" for _, label in self.adapter_labels for dtype in self.dtypes]
+            columns = [
+                _column(label, dtype, mode)
+                for _, label in self.adapter_labels
+                for dtype in self.dtypes
+                for mode in self.adapter_modes[label]
+            ]
             terminalreporter.write(matrix_text(self._ordered(), markup, width, rows, columns))
             for line in outcome.warnings() if outcome is not None else []:
                 terminalreporter.write_line(f"WARNING: {line}", yellow=True, bold=True)
@@ -654,6 +711,8 @@ class ConformanceSuite:
             )
             for probe in self.probe_failures:
                 terminalreporter.write_line(probe.message())
+        if getattr(self, "probes", None):
+            terminalreporter.write(conventions_text(self.probes, markup, width))
         for fmt, path in self.written.items():
             terminalreporter.write_line(f"gradoracle report ({fmt}): {path}")
         if self.report_problem:
@@ -663,14 +722,41 @@ class ConformanceSuite:
 # ---------------------------------------------------------------------------- the matrix
 
 
+def _column(label: str, dtype: str, mode: str) -> str:
+    """``torch-float32``, with `` jvp`` / `` hvp`` after the dtype outside reverse mode."""
+    return f"{label}-{dtype}" if mode == "vjp" else f"{label}-{dtype} {mode}"
+
+
 def _cell(result: CheckResult) -> tuple[str, str]:
-    """``verdict max-rel-error`` and a colour for one matrix cell."""
+    """``verdict error/tolerance`` and a colour for one matrix cell (the same scale in every dtype)."""
     verdict = str(result.verdict)
     colour = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "xfail": "cyan"}
-    kind = "analytic" if "analytic" in result.errors else "fd"
-    err = f" {result.max_rel(kind):.1e}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
+    err = f" {result.max_ratio():.2g}" if result.errors and verdict in ("pass", "fail", "xfail") else ""
     shown = verdict.upper() if verdict in ("fail", "error") else verdict
+    precision = result.precision or {}
+    if precision.get("mode"):
+        shown += f" {precision['mode']} {float(precision['bits']):.1f}b"
     return f"{shown}{err}", colour.get(verdict, "white")
+
+
+def conventions_text(probes: Sequence[Any], markup: bool, width: int) -> str:
+    """The convention probes as the probe x framework table (see ``cli.common.conventions_table``)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradoracle.cli.common import conventions_table
+
+    buffer = StringIO()
+    console = Console(
+        file=buffer,
+        width=max(width, 40),
+        force_terminal=markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+    )
+    console.print(conventions_table(probes))
+    return buffer.getvalue()
 
 
 def matrix_text(
@@ -695,7 +781,7 @@ def matrix_text(
 
     cells_by_row: dict[str, dict[str, CheckResult]] = {}
     for label, r in results:
-        cells_by_row.setdefault(r.identity, {})[f"{label}-{r.dtype}"] = r
+        cells_by_row.setdefault(r.identity, {})[_column(label, r.dtype, r.mode)] = r
     seen_columns = {col for cells in cells_by_row.values() for col in cells}
     columns = [c for c in column_order if c in seen_columns]
     columns += sorted(seen_columns - set(columns))
@@ -730,8 +816,8 @@ def matrix_text(
     )
     console.print(table)
     console.print(
-        "cells: verdict and max relative error, autodiff vs analytic "
-        "(vs finite differences where there is no closed form)",
+        "cells: verdict and error/tolerance, the worst error as a fraction of what the tolerance "
+        "allows (a check fails above 1; the same scale for float32 and float64)",
         soft_wrap=True,
     )
     console.print(", ".join(f"{n} {v}" for v, n in sorted(counts.items())), markup=False)

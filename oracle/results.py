@@ -30,30 +30,151 @@ class Fault(StrEnum):
     ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape, NaN, hang, crash)
     NONDETERMINISTIC = "nondeterministic"  # the vjp twice on the same input gave different values
     DTYPE = "dtype"  # the framework returned another dtype than the one asked for (its own promotion)
+    FORWARD_MODE = "forward-mode"  # its forward-mode J v is not the derivative of its forward
+    SECOND_ORDER = "second-order"  # its Hessian-vector product is not the derivative of its gradient
+    PRECISION = "reduced-precision"  # float32 results at fewer mantissa bits (TF32, bf16): right in float64
+    DOMAIN = "input-domain"  # the forward is not defined at the drawn inputs (log of a negative, ...)
     # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
     OUTSIDE_SUBDIFFERENTIAL = "outside-subdifferential"
 
 
-FAULT_TEXT: dict[Fault, str] = {
-    Fault.NONE: "",
-    Fault.FORWARD: "the adapter's forward computes another function than the notes' forward",
-    Fault.BACKWARD: "the adapter's backward is not the derivative of its forward",
-    Fault.ORACLE: "the oracle's closed form disagrees with finite differences (a bug in gradoracle)",
-    Fault.ADAPTER: "the adapter broke its contract",
-    Fault.NONDETERMINISTIC: "the adapter's vjp, called twice on the same input, gave different values",
-    Fault.DTYPE: "the framework returned another dtype than the one asked for (its own dtype promotion)",
-    Fault.OUTSIDE_SUBDIFFERENTIAL: (
-        "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
-    ),
-}
+@dataclass(frozen=True)
+class Words:
+    """How messages name what is under test: a framework adapter, or the user's own function.
+
+    A conformance check speaks of "the adapter's forward" and "autodiff"; a check of a
+    user's function names the function ("your function matvec") and, for a hand-written
+    vjp, "your backward matvec_backward".
+    """
+
+    subject: str = "the adapter"  # who computes the forward and the gradient
+    forward: str = "the adapter's forward"
+    backward: str = "the adapter's backward"
+    gradient: str = "autodiff"  # the label of the gradient under test, beside "analytic"
+    reference: str = "the notes' closed form"
+    user_reference: bool = False  # the closed form is the user's, not gradoracle's
+    who: str = ""  # for a user's check: what computed the gradient ("your backward f_backward")
+
+    @property
+    def user(self) -> bool:
+        """True when the thing under test is the user's own function."""
+        return self.subject.startswith("your ")
+
+
+ADAPTER_WORDS = Words()
+
+
+def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
+    """One plain sentence saying what a fault class means for the thing under test."""
+    if fault == Fault.FORWARD:
+        return f"{words.forward} computes another function than {words.reference}"
+    if fault == Fault.BACKWARD:
+        return (
+            f"{words.backward} is not the derivative of {words.forward} "
+            "(it disagrees with finite differences of that forward)"
+        )
+    if fault == Fault.ORACLE:
+        if words.user_reference:
+            return (
+                f"{words.reference} disagrees with finite differences of {words.forward}: "
+                "your reference gradient, not the backward, is wrong"
+            )
+        return (
+            "gradoracle's closed form disagrees with finite differences "
+            "(a bug in gradoracle: please report it)"
+        )
+    if fault == Fault.ADAPTER:
+        if words.user:
+            return (
+                f"{words.subject} did not run as the check needs (it raised, or returned something unusable)"
+            )
+        return "the adapter broke its contract (it raised, hung, crashed, or returned a wrong shape or NaN)"
+    if fault == Fault.NONDETERMINISTIC:
+        return f"{words.backward}, called twice on the same input, gave different values"
+    if fault == Fault.DTYPE:
+        return "the framework returned another dtype than the one asked for (its own dtype promotion)"
+    if fault == Fault.OUTSIDE_SUBDIFFERENTIAL:
+        return "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
+    if fault == Fault.FORWARD_MODE:
+        return f"{words.subject}'s forward mode (J v) is not the derivative of {words.forward}"
+    if fault == Fault.SECOND_ORDER:
+        return f"{words.subject}'s Hessian-vector product is not the derivative of its gradient"
+    if fault == Fault.PRECISION:
+        return (
+            f"{words.subject} computes this float32 check at reduced precision (fewer correct mantissa bits "
+            "than float32 has; the same example is right in float64): a precision mode such as TF32 or bf16, "
+            "not a wrong derivative"
+        )
+    if fault == Fault.DOMAIN:
+        return (
+            f"the inputs lie outside the domain of {words.forward} (it is not finite there): "
+            "an input-domain problem, not a wrong gradient"
+        )
+    return ""
+
+
+FAULT_TEXT: dict[Fault, str] = {f: fault_text(f) for f in Fault}
+
+
+def kind_text(kind: str, words: Words = ADAPTER_WORDS) -> str:
+    """What a comparison kind compares, in the words of the thing under test."""
+    fwd = words.forward.removeprefix("the ")
+    return {
+        "forward": f"{words.forward} vs the reference forward",
+        "analytic": f"{words.gradient} vs analytic ({words.reference})",
+        "fd": f"{words.gradient} vs finite differences of {fwd}",
+        "oracle": f"analytic ({words.reference}) vs finite differences of the reference forward",
+        "jvp-analytic": "forward-mode J v vs the closed-form directional derivative",
+        "jvp-fd": "forward-mode J v vs finite differences of the adapter's forward",
+        "transpose": (
+            "transpose identity u^T (J v) = (u^T J) v between the adapter's forward and reverse modes"
+        ),
+        "jvp-oracle": "closed-form J v vs finite differences of the reference forward",
+        "hvp-analytic": "Hessian-vector product vs the closed form",
+        "hvp-fd": "Hessian-vector product vs finite differences of the adapter's gradient",
+        "hvp-methods": "reverse-over-reverse vs forward-over-reverse Hessian-vector products",
+        "hvp-oracle": "closed-form H v vs finite differences of the closed-form gradient",
+    }.get(kind, kind)
+
+
+#: The line of a failure message that holds the tolerance formula (shown with --verbose).
+TOLERANCE_FORMULA_PREFIX = "  tolerance formula: "
+
+
+def brief_message(message: str, verbose: bool = False) -> str:
+    """A failure message as a terminal shows it: without the tolerance formula unless ``verbose``.
+
+    The allowance of the worst element stays in words (``allowed 3.7e-15 = 128 ulp x
+    magnitude of the terms 1.3e-1``); the formula it comes from is one ``--verbose`` away.
+    """
+    if verbose:
+        return message
+    return "\n".join(line for line in message.split("\n") if not line.startswith(TOLERANCE_FORMULA_PREFIX))
+
 
 #: The comparisons made on every example.
-KINDS: tuple[str, ...] = ("forward", "analytic", "fd", "oracle")
-KIND_TEXT: dict[str, str] = {
-    "forward": "adapter forward vs reference forward",
-    "analytic": "autodiff vs analytic",
-    "fd": "autodiff vs finite differences of the adapter's forward",
-    "oracle": "analytic vs finite differences of the reference forward",
+KINDS: tuple[str, ...] = (
+    "forward",
+    "analytic",
+    "fd",
+    "oracle",
+    "jvp-analytic",
+    "jvp-fd",
+    "transpose",
+    "jvp-oracle",
+    "hvp-analytic",
+    "hvp-fd",
+    "hvp-methods",
+    "hvp-oracle",
+)
+KIND_TEXT: dict[str, str] = {k: kind_text(k) for k in KINDS}
+
+
+#: Per mode, the comparison kinds shown as "analytic" and "finite differences" in tables.
+MODE_KINDS: dict[str, tuple[str, str]] = {
+    "vjp": ("analytic", "fd"),
+    "jvp": ("jvp-analytic", "jvp-fd"),
+    "hvp": ("hvp-analytic", "hvp-fd"),
 }
 
 
@@ -129,11 +250,17 @@ class CheckResult(CleanText):
     hypothesis_seed: str | None = None
     #: the ``@reproduce_failure`` blob, when the profile has ``print_blob``
     blob: str | None = None
+    #: ``vjp`` (reverse mode), ``jvp`` (forward mode) or ``hvp`` (second order)
+    mode: str = "vjp"
+    #: float32 checks: effective correct mantissa bits and, when the evidence shows one,
+    #: the reduced-precision mode (:mod:`gradoracle.precision`)
+    precision: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
-        """``identity-adapter-dtype``, the id used in tests and reports."""
-        return f"{self.identity}-{self.adapter}-{self.dtype}"
+        """``identity-adapter-dtype`` (reverse mode) or ``identity-adapter-dtype-mode``."""
+        base = f"{self.identity}-{self.adapter}-{self.dtype}"
+        return base if self.mode == "vjp" else f"{base}-{self.mode}"
 
     @property
     def ok(self) -> bool:
@@ -141,7 +268,12 @@ class CheckResult(CleanText):
         return self.verdict in (Verdict.PASS, Verdict.SKIP, Verdict.XFAIL)
 
     def max_rel(self, kind: str) -> float:
-        """The worst norm-wise relative error of ``kind`` over all inputs."""
+        """The worst norm-wise relative error of ``kind`` over all inputs.
+
+        ``analytic`` and ``fd`` stand for this result's mode's kinds (:data:`MODE_KINDS`).
+        """
+        kinds = MODE_KINDS.get(self.mode, MODE_KINDS["vjp"])
+        kind = {"analytic": kinds[0], "fd": kinds[1]}.get(kind, kind)
         return max((s.max_rel for s in self.errors.get(kind, {}).values()), default=0.0)
 
     def max_ratio(self, kind: str | None = None) -> float:

@@ -51,19 +51,23 @@ from gradoracle.guard import (
     read_facts,
 )
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
+from gradoracle.precision import describe_finding, effective_bits, precision_record, reduced_precision_finding
 from gradoracle.results import (
-    FAULT_TEXT,
-    KIND_TEXT,
+    ADAPTER_WORDS,
+    TOLERANCE_FORMULA_PREFIX,
     AdapterContractError,
     CheckResult,
     ErrorStat,
     Fault,
     GradientMismatch,
     Verdict,
+    Words,
     WorstElement,
+    fault_text,
+    kind_text,
 )
 from gradoracle.strategies import Example
-from gradoracle.tolerances import Tolerance, tolerance_for
+from gradoracle.tolerances import Tolerance, sci, tolerance_for
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 
@@ -206,6 +210,7 @@ class Comparison:
     autodiff: float | None = None
     analytic: float | None = None
     fd: float | None = None
+    magnitude: float | None = None  # m_i of the worst element (what rtol multiplies)
 
     @property
     def ratio(self) -> float:
@@ -240,8 +245,10 @@ class ExampleOutcome:
     fault: Fault = Fault.NONE
     crash: str | None = None
     contract: str | None = None
+    domain: str | None = None  # the forward is not finite at these inputs: what and where
     skipped_directions: int = 0
     nondeterminism: Nondeterminism | None = None
+    bits: float | None = None  # effective correct mantissa bits (gradoracle.precision)
 
     @property
     def failures(self) -> list[Comparison]:
@@ -255,6 +262,25 @@ class ExampleOutcome:
 # ------------------------------------------------------------------ one example
 
 
+def _is_domain_error(exc: BaseException) -> bool:
+    """An exception that says the inputs are outside the function's domain (``math.log(-1)``...)."""
+    if isinstance(exc, ArithmeticError):  # ZeroDivisionError, FloatingPointError, OverflowError
+        return True
+    return "domain" in str(exc).lower()
+
+
+def _domain_text(out: np.ndarray, inputs: Mapping[str, np.ndarray]) -> str:
+    """Where the forward's output is not finite, and the inputs' ranges there."""
+    bad = np.argwhere(~np.isfinite(out))
+    first = [int(i) for i in bad[0]] if out.ndim else []
+    value = out[tuple(first)] if out.ndim else out
+    ranges = ", ".join(
+        f"{n} in [{float(np.min(v)):.3g}, {float(np.max(v)):.3g}]" for n, v in inputs.items() if v.size
+    )
+    where = f" at output element {first} ({len(bad)} of {out.size} not finite)" if out.ndim else ""
+    return f"the forward gives {value}{where}; the inputs: {ranges}"
+
+
 def _fd_dtype(adapter: Any, dtype: str, settings: CheckSettings) -> str:
     if settings.fd_dtype:
         return settings.fd_dtype
@@ -266,9 +292,18 @@ def _cotangent(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _compare_arrays(
-    kind: str, name: str, got: np.ndarray, ref: np.ndarray, allowed: np.ndarray
+    kind: str,
+    name: str,
+    got: np.ndarray,
+    ref: np.ndarray,
+    allowed: np.ndarray,
+    magnitude: np.ndarray | None = None,
 ) -> Comparison:
-    """Element-wise ``|got - ref| <= allowed``; records the element with the worst ratio."""
+    """Element-wise ``|got - ref| <= allowed``; records the element with the worst ratio.
+
+    ``magnitude`` (the ``m_i`` the allowance was computed from) is recorded at that element,
+    so a message can say what the allowance is made of.
+    """
     g = np.asarray(got, dtype=np.float64)
     diff = np.abs(g - ref)
     allowed = np.broadcast_to(np.asarray(allowed, dtype=np.float64), diff.shape)
@@ -285,6 +320,11 @@ def _compare_arrays(
         index=index,
         autodiff=float(g.reshape(-1)[flat]) if g.size else None,
         analytic=float(np.asarray(ref).reshape(-1)[flat]) if ref.size else None,
+        magnitude=(
+            float(np.broadcast_to(np.asarray(magnitude, dtype=np.float64), diff.shape).reshape(-1)[flat])
+            if magnitude is not None and diff.size
+            else None
+        ),
     )
 
 
@@ -611,7 +651,19 @@ def _evaluation(
     x_d64 = {k: v.astype(np.float64) for k, v in x_d.items()}  # exact: the inputs the adapter sees
     x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
 
-    ref_out = ident.reference_forward(x_d64, params)
+    try:
+        with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
+            ref_out = np.asarray(ident.reference_forward(x_d64, params))
+    except (ValueError, ArithmeticError) as exc:
+        if ident.family != "user" or not _is_domain_error(exc):
+            raise
+        outcome.fault = Fault.DOMAIN
+        outcome.domain = f"the forward raised {type(exc).__name__}: {exc}"
+        return outcome
+    if ref_out.size and not np.all(np.isfinite(ref_out)):
+        outcome.fault = Fault.DOMAIN
+        outcome.domain = _domain_text(ref_out, x_d64)
+        return outcome
     u = _cotangent(rng, ref_out.shape)
     u_d = u.astype(dtype)
     u_d64 = u_d.astype(np.float64)
@@ -664,8 +716,9 @@ def _evaluation(
         for name in ident.wrt:
             r = np.asarray(ref[name], dtype=np.float64)
             eta = float(np.max(np.abs(np.asarray(ref32[name], dtype=np.float64) - r))) if r.size else 0.0
-            allowed[name] = tol.allowed(np.maximum(mags[name], np.abs(r)), eta)
-            outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name]))
+            mag = np.maximum(mags[name], np.abs(r))
+            allowed[name] = tol.allowed(mag, eta)
+            outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name], mag))
     else:
         for name in ident.wrt:
             g64 = np.asarray(grads[name], dtype=np.float64)
@@ -676,8 +729,15 @@ def _evaluation(
     eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
     out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
     outcome.comparisons.append(
-        _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f))
+        _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f), out_mag)
     )
+    if ref is not None:
+        outcome.bits = effective_bits(
+            {
+                "output": (out, ref_out, out_mag),
+                **{n: (grads[n], ref[n], np.maximum(mags[n], np.abs(ref[n]))) for n in ident.wrt},
+            }
+        )
 
     # 3. finite differences of the adapter's own forward (float64 when it can)
     fd_dtype = _fd_dtype(adapter, dtype, settings)
@@ -819,15 +879,34 @@ def _adapter_spec(adapter: Any, spec: str | None) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def repro_snippet(ident: Identity, adapter_spec: str, dtype: str, example: Example) -> str:
-    """A runnable Python snippet that reproduces one example's check."""
-    lines = ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
+def repro_snippet(
+    ident: Identity,
+    adapter_spec: str,
+    dtype: str,
+    example: Example,
+    env: Sequence[str] = (),
+    mode: str = "vjp",
+) -> str:
+    """A runnable Python snippet that reproduces one example's check.
+
+    When the adapter's module is importable only through this run's ``sys.path`` (the current
+    directory, ``PYTHONPATH``) or the run set variables that matter (``env``, ``JAX_*``...), the
+    snippet's first line says so (:mod:`gradoracle.repro_env`).
+    """
+    from gradoracle.repro_env import needs_line
+
+    path = adapter_spec.partition("?")[0]
+    modules = [path.partition(":")[0]] if ":" in path else []
+    needs = needs_line(modules, env)
+    lines = [needs] if needs else []
+    lines += ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
     for name, arr in example.inputs.items():
         lines.append(f"    {name!r}: np.array({np.asarray(arr, dtype=np.float64).tolist()!r}),")
     lines.append("}")
     lines.append(
         f"reproduce({ident.name!r}, {adapter_spec!r}, {dtype!r}, inputs, params={dict(example.params)!r}, "
-        f"seed={example.seed})  # raises GradientMismatch while the fault is there"
+        f"seed={example.seed}{'' if mode == 'vjp' else f', mode={mode!r}'})  "
+        "# raises GradientMismatch while the fault is there"
     )
     return "\n".join(lines)
 
@@ -836,17 +915,53 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.9g}"
 
 
+def _allowed_text(c: Comparison, tol: Tolerance) -> str:
+    """The allowance of a comparison in words (:meth:`Tolerance.explain`)."""
+    if c.kind in ("fd", "oracle"):
+        fd_tol = tol if c.kind == "fd" else tolerance_for("float64")
+        return fd_tol.explain_fd(c.allowed, c.scale)
+    return tol.explain(c.allowed, c.magnitude)
+
+
 def describe_outcome(
-    ident: Identity, adapter_name: str, dtype: str, outcome: ExampleOutcome, tol: Tolerance, repro: str
+    ident: Identity,
+    adapter_name: str,
+    dtype: str,
+    outcome: ExampleOutcome,
+    tol: Tolerance,
+    repro: str,
+    words: Words | None = None,
+    mode: str = "vjp",
 ) -> tuple[str, WorstElement | None]:
-    """The failure message (identity, adapter, input, worst element, three values, tolerance, repro)."""
-    head = f"{ident.name} [{ident.source}] / adapter {adapter_name} / {dtype}"
+    """The failure message (identity, adapter, input, worst element, three values, tolerance, repro).
+
+    ``words`` names the thing under test (a framework adapter by default; the user's own
+    function and backward for :mod:`gradoracle.user_checks`).  The allowance is spelled
+    out for the worst element; the tolerance formula is the ``tolerance formula:`` line,
+    which terminal front-ends show with ``--verbose`` (:func:`gradoracle.results.brief_message`).
+    """
+    from gradoracle.specification import source_words
+
+    words = words or ADAPTER_WORDS
+    source = source_words(ident.source)
+    if words.user:
+        head = f"{words.subject} ({source}) / {words.who} / {dtype}"
+    else:
+        head = f"{ident.name} ({source}) / adapter {adapter_name} / {dtype}"
+    if mode != "vjp":
+        head += f" / mode {mode}"
     ex = outcome.example
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in ex.inputs.items())
     worst: WorstElement | None = None
-    lines = [f"gradient check failed: {head}", f"  fault: {outcome.fault} - {FAULT_TEXT[outcome.fault]}"]
+    lines = [
+        f"gradient check failed: {head}",
+        f"  fault: {outcome.fault} - {fault_text(outcome.fault, words)}",
+    ]
     nd = outcome.nondeterminism
-    if outcome.crash or outcome.contract:
+    if outcome.domain:
+        lines.append(f"  {outcome.domain}")
+        lines.append(f"  hint: {domain_hint(ident, words)}")
+    elif outcome.crash or outcome.contract:
         lines.append(f"  {outcome.crash or outcome.contract}")
     elif nd is not None:
         element = f", element {nd.index}" if nd.index else ""
@@ -898,24 +1013,43 @@ def describe_outcome(
         where = f"input {w.input!r}" + (
             f", element {w.index}" if w.input != "projection" else f", direction {w.index}"
         )
-        lines.append(f"  worst: {KIND_TEXT[w.kind]}, {where}")
+        got = "output" if w.kind == "forward" else words.gradient
+        ref = "reference" if w.kind == "forward" else "analytic"
+        lines.append(f"  worst: {kind_text(w.kind, words)}, {where}")
         lines.append(
-            f"    autodiff = {_fmt(autodiff)}   analytic = {_fmt(analytic)}   "
-            f"finite differences = {_fmt(fd_value)}"
+            f"    {got} = {_fmt(autodiff)}   {ref} = {_fmt(analytic)}   finite differences = {_fmt(fd_value)}"
         )
         lines.append(
-            f"    |error| = {w.abs_error:.3e} > allowed {w.allowed:.3e} (error/tolerance = {w.ratio:.3g})"
+            f"    |error| {sci(w.abs_error)} > {_allowed_text(w, tol)} (error/tolerance = {w.ratio:.3g})"
         )
         for c in failures[1:4]:
-            lines.append(f"  also: {KIND_TEXT[c.kind]} on {c.input!r}: error/tolerance = {c.ratio:.3g}")
+            also = f"{kind_text(c.kind, words)} on {c.input!r}"
+            lines.append(f"  also: {also}: error/tolerance = {c.ratio:.3g}")
         ok = [n for n, c in analytic_cmp.items() if not c.failed]
         if ok:
-            lines.append(f"  inputs whose gradient matched the notes: {', '.join(ok)}")
-    lines.append(f"  tolerance: {tol.describe()}")
+            matched = "your reference" if words.user_reference else "the notes"
+            lines.append(f"  inputs whose gradient matched {matched}: {', '.join(ok)}")
     lines.append(f"  example: {shapes}, params={dict(ex.params)}, seed={ex.seed}")
+    lines.append(f"{TOLERANCE_FORMULA_PREFIX}{tol.describe()}")
     lines.append("  repro:")
     lines.extend("    " + line for line in repro.splitlines())
     return "\n".join(lines), worst
+
+
+def domain_hint(ident: Identity, words: Words) -> str:
+    """How to keep the inputs inside the forward's domain (the user's check) or whom to tell."""
+    if ident.family != "user":
+        return (
+            f"the strategy of {ident.name} drew inputs outside its forward's domain: "
+            "a bug in gradoracle's strategy (please report it with the repro below)"
+        )
+    first = ident.wrt[0] if ident.wrt else "x"
+    return (
+        "restrict the inputs to where the function is defined: pass a Hypothesis strategy for the "
+        f"input, e.g. inputs={{{first!r}: hypothesis.extra.numpy.arrays(np.float64, (3,), "
+        "elements=st.floats(0.1, 10))}, or map the drawn values into the domain inside your "
+        "function (np.log(1 + x**2) instead of np.log(x))"
+    )
 
 
 def reproduce(
@@ -926,8 +1060,9 @@ def reproduce(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     settings: CheckSettings | None = None,
+    mode: str = "vjp",
 ) -> ExampleOutcome:
-    """Re-run one example; raise :class:`GradientMismatch` with the full diagnostic if it fails."""
+    """Re-run one example in ``mode``; raise :class:`GradientMismatch` with the full diagnostic on failure."""
     from gradoracle.adapters import load_adapter
 
     ident = get_identity(identity)
@@ -937,11 +1072,25 @@ def reproduce(
         {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}, dict(params or {}), seed
     )
     settings = settings or CheckSettings()
-    outcome = evaluate_example(ident, ad, dtype, example, settings)
+    from gradoracle import modes as mode_checks
+
+    if mode not in mode_checks.MODES:
+        raise mode_checks.UnknownModeError(
+            f"unknown mode {mode!r}; use one of {', '.join(mode_checks.MODES)}"
+        )
+    gap = mode_checks.unsupported_reason(ad, mode) or mode_checks.identity_mode_gap(ident, mode)
+    if gap:
+        raise mode_checks.UnknownModeError(gap)
+    evaluate = evaluate_example if mode == "vjp" else mode_checks.EVALUATORS[mode]
+    outcome = evaluate(ident, ad, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
-        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
-        message, worst = describe_outcome(ident, ad.name, dtype, outcome, tol, repro)
+        repro = repro_snippet(
+            ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ()), mode
+        )
+        message, worst = describe_outcome(
+            ident, ad.name, dtype, outcome, tol, repro, getattr(ad, "words", None), mode
+        )
         raise GradientMismatch(
             message,
             identity=ident.name,
@@ -962,12 +1111,18 @@ def check(
     adapter: Any,
     dtype: str = "float64",
     settings: CheckSettings | None = None,
+    mode: str = "vjp",
 ) -> CheckResult:
-    """Check one identity on one adapter in one dtype over Hypothesis-drawn examples.
+    """Check one identity on one adapter in one dtype and one mode over Hypothesis-drawn examples.
+
+    ``mode`` is ``vjp`` (reverse mode, :func:`evaluate_example`), ``jvp`` (forward mode) or
+    ``hvp`` (second order), the last two from :mod:`gradoracle.modes`.
 
     Every call into the adapter goes through its guard (:mod:`gradoracle.guard`): its own
     thread, ``settings.timeout_s`` per example, any exception a record.
     """
+    from gradoracle import modes as mode_checks
+
     start = time.perf_counter()
     settings = settings or CheckSettings()
     spec = adapter if isinstance(adapter, str) else None
@@ -975,7 +1130,9 @@ def check(
     try:
         ident = get_identity(identity)
     except UnknownIdentityError as exc:
-        return CheckResult(str(identity), "", adapter_label, dtype, Verdict.ERROR, Fault.NONE, str(exc))
+        return CheckResult(
+            str(identity), "", adapter_label, dtype, Verdict.ERROR, Fault.NONE, str(exc), mode=mode
+        )
 
     def result(verdict: Verdict, fault: Fault = Fault.NONE, message: str = "", **kw: Any) -> CheckResult:
         return CheckResult(
@@ -987,9 +1144,14 @@ def check(
             fault,
             message,
             duration_s=time.perf_counter() - start,
+            mode=mode,
             **kw,
         )
 
+    if mode not in mode_checks.MODES:
+        return result(
+            Verdict.ERROR, message=f"unknown mode {mode!r}; use one of {', '.join(mode_checks.MODES)}"
+        )
     if dtype not in DTYPES:
         return result(Verdict.ERROR, message=f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     timeout = settings.timeout_s
@@ -1017,6 +1179,10 @@ def check(
         return result(
             Verdict.SKIP, message=f"adapter {adapter_label!r} does not implement {', '.join(missing)}"
         )
+    gap = mode_checks.unsupported_reason(ad, mode) or mode_checks.identity_mode_gap(ident, mode)
+    if gap:
+        return result(Verdict.SKIP, message=gap)
+    evaluate_mode = evaluate_example if mode == "vjp" else mode_checks.EVALUATORS[mode]
 
     fd_dtype = settings.fd_dtype or ("float64" if "float64" in facts.dtypes else dtype)
     tol = tolerance_for(dtype, fd_dtype)
@@ -1048,7 +1214,7 @@ def check(
         # (after a hang the guard refuses further calls at once)
         try:
             outcome: ExampleOutcome = guard.call(
-                lambda: evaluate_example(ident, ad, dtype, example, settings),
+                lambda: evaluate_mode(ident, ad, dtype, example, settings),
                 timeout,
                 what,
                 passthrough=(InvalidShapeError,),
@@ -1075,6 +1241,8 @@ def check(
         outcome = evaluate(example)
         state["last"] = outcome
         state["outcomes"].append(outcome)
+        if outcome.bits is not None:
+            state["bits"] = min(state.get("bits", outcome.bits), outcome.bits)
         if not outcome.passed and state["first_failure"] is None:
             state["first_failure"] = state["drawn"]
             state["fault"] = outcome.fault
@@ -1088,8 +1256,12 @@ def check(
                 c.abs_error, c.rel_error, c.ratio
             )
         if not outcome.passed:
-            repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example)
-            message, worst = describe_outcome(ident, adapter_label, dtype, outcome, tol, repro)
+            repro = repro_snippet(
+                ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ()), mode
+            )
+            message, worst = describe_outcome(
+                ident, adapter_label, dtype, outcome, tol, repro, getattr(ad, "words", None), mode
+            )
             raise GradientMismatch(
                 message,
                 identity=ident.name,
@@ -1147,9 +1319,15 @@ def check(
             body(current_build_context().data.draw(ident.strategy()))
         else:
             # one example-database entry per check (the closure's source is the same for all)
-            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}".encode()
+            mode_key = "" if mode == "vjp" else f":{mode}"
+            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-            if settings.batch > 1 and any(supports_batching(ad)) and not settings.reproduce_failure:
+            if (
+                mode == "vjp"
+                and settings.batch > 1
+                and any(supports_batching(ad))
+                and not settings.reproduce_failure
+            ):
                 # Hypothesis chooses the examples (a pass that only records them), the
                 # adapter evaluates them in batches; a clean batch is the whole check.
                 # Otherwise the one-at-a-time pass replays the same examples (answered
@@ -1181,7 +1359,7 @@ def check(
                 body(batch_failed[0])
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
-        crashed = last is not None and last.crash is not None
+        crashed = last is not None and (last.crash is not None or last.domain is not None)
         counter = None
         if last is not None:
             counter = {
@@ -1189,14 +1367,24 @@ def check(
                 "params": dict(last.example.params),
                 "seed": last.example.seed,
             }
+        fault, message, precision = exc.fault, str(exc), None
+        if dtype == "float32" and last is not None and not crashed:
+            finding = reduced_precision_finding(
+                last, lambda: _passes_in_float64(evaluate_mode, ident, ad, last.example, settings)
+            )
+            if finding is not None:
+                fault = Fault.PRECISION
+                message = describe_finding(finding[0], finding[1]) + "\n" + message
+                precision = precision_record(*finding)
         return result(
             Verdict.ERROR if crashed else Verdict.FAIL,
-            exc.fault,
-            str(exc),
+            fault,
+            message,
             errors=stats,
             worst=exc.worst,
             counterexample=counter,
             repro=exc.repro,
+            precision=precision,
             **counts(),
             **provenance(exc),
             **common,
@@ -1226,11 +1414,24 @@ def check(
             **provenance(exc),
             **common,
         )
-    return result(Verdict.PASS, errors=stats, **counts(), **common)
+    bits = state.get("bits") if dtype == "float32" else None
+    return result(Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common)
 
 
 #: ``@reproduce_failure('6.x', b'BLOB')`` as Hypothesis prints it under ``print_blob``.
 _BLOB = re.compile(r"@reproduce_failure\([^,]+, b'([^']+)'\)")
+
+
+def _passes_in_float64(
+    evaluate: Any, ident: Identity, adapter: Any, example: Example, settings: CheckSettings
+) -> bool:
+    """Whether ``example`` conforms when the adapter runs it in float64 (a precision finding's proof)."""
+    if "float64" not in getattr(adapter, "dtypes", DTYPES):
+        return False
+    try:
+        return bool(evaluate(ident, adapter, "float64", example, settings).passed)
+    except Exception:  # the float64 run failing in any way: no evidence for a precision mode
+        return False
 
 
 def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:
@@ -1353,14 +1554,16 @@ def run_checks(
     dtypes: Sequence[str],
     settings: CheckSettings | None = None,
     progress: Any = None,
+    modes: Sequence[str] = ("vjp",),
 ) -> list[CheckResult]:
-    """Every identity x adapter x dtype, in that order; ``progress(result)`` after each."""
+    """Every identity x adapter x dtype x mode, in that order; ``progress(result)`` after each."""
     out: list[CheckResult] = []
     for adapter in adapters:
         for dtype in dtypes:
             for identity in identities:
-                res = check(identity, adapter, dtype, settings)
-                out.append(res)
-                if progress is not None:
-                    progress(res)
+                for mode in modes:
+                    res = check(identity, adapter, dtype, settings, mode)
+                    out.append(res)
+                    if progress is not None:
+                        progress(res)
     return out

@@ -8,6 +8,7 @@ means outside this repository.  A passage is the text between two anchors of the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -115,3 +116,21 @@ def section_title(source: str) -> str:
     """The notes' section title for an identity's ``source`` (itself when it is not a notes label)."""
     base = source.split()[0] if source else source
     return _ANCHORS[base][0] if base in _ANCHORS else source
+
+
+_LABEL = re.compile(r"notes:[a-z0-9-]+")
+
+
+def source_words(source: str) -> str:
+    """An identity's ``source`` with every ``notes:`` label named by its section title.
+
+    ``notes:identity-5, identity matvec-weight-grad`` ->
+    ``notes "Useful identities 5: matrix times column vector w.r.t. the matrix", identity
+    matvec-weight-grad``; a label the notes do not know stays as it is.
+    """
+
+    def title(match: re.Match[str]) -> str:
+        label = match.group(0)
+        return f'notes "{_ANCHORS[label][0]}"' if label in _ANCHORS else label
+
+    return _LABEL.sub(title, source or "")

@@ -54,6 +54,14 @@ import numpy as np
 EPS32 = float(np.finfo(np.float32).eps)
 
 
+def sci(x: float) -> str:
+    """``1.3e-1``: two significant digits, the exponent without padding (``inf``/``nan`` as such)."""
+    if not np.isfinite(x):
+        return str(float(x))
+    mantissa, _, exponent = f"{x:.1e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """The tolerance for one dtype; ``allowed`` implements the module's formula."""
@@ -85,6 +93,34 @@ class Tolerance:
             f"+ {self.kappa:g}*eta*{self.eps / EPS32:.1e} (m_i = magnitude of the terms of element i, "
             f"eta = the oracle's own float32 rounding); finite differences: {self.fd_rtol:.1e} relative"
         )
+
+    def explain(self, allowed: float, magnitude: float | None) -> str:
+        """``allowed 3.7e-15 = 128 ulp x magnitude of the terms 1.3e-1`` for one element.
+
+        ``allowed = atol + rtol m + kappa eta eps/eps_32``: the words name the term that
+        makes the allowance, and the rest when it is more than a hundredth of it.
+        """
+        ulps = self.rtol / self.eps
+        if magnitude is None:
+            return f"allowed {sci(allowed)}"
+        main = self.rtol * magnitude
+        text = f"allowed {sci(allowed)} = {ulps:g} ulp x magnitude of the terms {sci(magnitude)}"
+        rest = allowed - main
+        if rest > 0.01 * allowed:
+            text += f" + rounding room {sci(rest)}"
+        return text
+
+    def explain_fd(self, allowed: float, scale: float) -> str:
+        """``allowed 1.2e-8 = 1.5e-7 x size of the directional derivative 8.0e-2`` (+ rounding/step room)."""
+        main = self.fd_rtol * scale
+        text = (
+            f"allowed {sci(allowed)} = finite-difference accuracy {sci(self.fd_rtol)} "
+            f"x size of the directional derivative {sci(scale)}"
+        )
+        rest = allowed - main
+        if rest > 0.01 * allowed:
+            text += f" + {sci(rest)} for the step's rounding and truncation error"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """The fields and the formula as a JSON-able dict."""

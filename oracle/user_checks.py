@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
 from gradoracle.reference_ops import REFERENCE_OPS
-from gradoracle.results import FAULT_TEXT, CheckResult, Fault, GradientMismatch, Verdict
+from gradoracle.results import CheckResult, GradientMismatch, Verdict, Words, brief_message
 from gradoracle.runner import (
     DTYPES,
     CheckSettings,
@@ -75,11 +75,8 @@ __all__ = [
 Shape = tuple[int | str, ...]
 InputSpec = Any  # a shape, an int (a vector's length), an array, or a Hypothesis strategy of arrays
 
-#: Text for an "oracle" fault when the closed form is the user's own ``reference``.
-USER_REFERENCE_FAULT = (
-    "your reference gradient disagrees with finite differences of your forward "
-    "(the reference, not the backward, is wrong)"
-)
+#: What an "oracle" fault says when the closed form is the user's own ``reference``.
+USER_REFERENCE_FAULT = "your reference gradient, not the backward, is wrong"
 
 
 class UserCheckError(ValueError):
@@ -110,9 +107,61 @@ def _accepted(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
     return names, bool(params)
 
 
-def _label(fn: Callable[..., Any] | None) -> str:
+def _label(fn: Callable[..., Any] | None, role: str = "forward") -> str:
+    """A Python name for ``fn`` in generated code (``role`` for a lambda: forward, vjp, reference)."""
     name = getattr(fn, "__name__", None) or type(fn).__name__
-    return "forward" if name == "<lambda>" else str(name)
+    return role if name == "<lambda>" else str(name)
+
+
+def display_name(fn: Callable[..., Any] | None) -> str:
+    """How messages name a user's callable: ``matvec``, ``the lambda at test_mod.py:12``."""
+    import functools
+    import os
+
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    if name == "<lambda>":
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            return f"(lambda at {os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+        return "a lambda"
+    if name is None:
+        return f"a {type(fn).__name__} object"
+    return str(name)
+
+
+def user_words(
+    forward: Callable[..., Any],
+    vjp: Callable[..., Any] | None,
+    inner: Any,
+    reference: Callable[..., Any] | None,
+    identity: str | None,
+) -> Words:
+    """The words a user check's messages use: "your function f", "your backward f_backward"."""
+    subject = f"your function {display_name(forward)}"
+    if inner is None:
+        backward = f"your backward {display_name(vjp)}"
+        gradient, who = "your backward", backward
+    else:
+        framework = str(getattr(inner, "name", "framework"))
+        backward = f"the {framework} backward of your function"
+        gradient, who = f"{framework} gradient", f"{framework} autodiff"
+    if reference is not None:
+        ref = f"your reference {display_name(reference)}"
+    elif identity is not None:
+        ref = f"the notes' closed form of {identity}"
+    else:
+        ref = "finite differences"
+    return Words(
+        subject=subject,
+        forward=subject,
+        backward=backward,
+        gradient=gradient,
+        reference=ref,
+        user_reference=reference is not None,
+        who=who,
+    )
 
 
 @dataclass(frozen=True)
@@ -179,15 +228,48 @@ class UserFunctionAdapter(AdapterBase):
 
     has_jvp = False
 
-    def __init__(self, user: _UserCallables, inner: Any = None) -> None:
+    def __init__(self, user: _UserCallables, inner: Any = None, identity: str | None = None) -> None:
         self.user = user
         self.inner = inner
+        #: how messages name the function, its backward and its reference
+        self.words = user_words(user.forward, user.vjp, inner, user.reference, identity)
         if inner is None:
             self.name = f"vjp:{_label(user.vjp)}"
             self.dtypes: tuple[str, ...] = DTYPES
         else:
             self.name = str(getattr(inner, "name", "framework"))
             self.dtypes = tuple(getattr(inner, "dtypes", DTYPES))
+            # the framework's forward mode and second order, when it has them
+            self.has_jvp = bool(getattr(inner, "has_jvp", False))
+            self.hvp_methods = tuple(getattr(inner, "hvp_methods", ()) or ())
+
+    def jvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Output and ``J v`` from the framework's forward mode."""
+        if self.inner is None or not self.has_jvp:
+            return super().jvp(fn, inputs, tangents, dtype)
+        out, jv = self.inner.jvp(fn, inputs, tangents, dtype)
+        return np.asarray(out), np.asarray(jv)
+
+    def hvp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """``H v`` from the framework's second order."""
+        if self.inner is None or not self.hvp_methods:
+            return super().hvp(fn, inputs, wrt, cotangent, tangents, dtype, method)
+        return dict(self.inner.hvp(fn, inputs, wrt, cotangent, tangents, dtype, method))
 
     def available(self) -> tuple[bool, str]:
         """The framework's availability (NumPy: always)."""
@@ -452,7 +534,7 @@ def user_identity(
             grads = user.grads(reference, u, a, p)
             return {n: np.asarray(g) for n, g in grads.items()}
 
-        source = f"your reference {_label(reference)}"
+        source = f"your reference {display_name(reference)}"
     else:
         source = "finite differences only"
     label = name or _label(forward)
@@ -470,11 +552,29 @@ def user_identity(
         kink_policy=cat.kink_policy if cat is not None else "none",
         smooth_pattern=cat.smooth_pattern if cat is not None else None,
         validate=cat.validate if cat is not None else None,
+        # the catalogue's forward-mode and second-order closed forms, for modes=
+        reference_jvp=cat.reference_jvp if cat is not None else None,
+        jvp_magnitude=cat.jvp_magnitude if cat is not None else None,
+        reference_hvp=cat.reference_hvp
+        if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
+        else None,
+        hvp_magnitude=cat.hvp_magnitude if cat is not None else None,
+        hvp_undefined=cat.hvp_undefined if cat is not None else None,
+        hvp_wrt=cat.hvp_wrt
+        if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
+        else None,
+        magnitude=cat.magnitude if cat is not None else None,
     )
     return ident, user
 
 
 # ------------------------------------------------------------------------ the checks
+
+
+def _identity_name(identity: str | Identity | None) -> str | None:
+    if identity is None or isinstance(identity, str):
+        return identity
+    return identity.name
 
 
 def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
@@ -512,17 +612,22 @@ def _repro(
     wrt: Sequence[str],
     dtype: str,
     counter: Mapping[str, Any],
+    mode: str = "vjp",
 ) -> str:
     """A snippet calling :func:`check_gradients_at` on the failing example."""
-    fns = [f for f in (forward, vjp, reference) if f is not None]
+    roles = ((forward, "forward"), (vjp, "vjp"), (reference, "reference"))
+    fns = [(f, role) for f, role in roles if f is not None]
     lines = ["import numpy as np", "from gradoracle.user_checks import check_gradients_at"]
     by_module: dict[str, list[str]] = {}
-    for f in fns:
+    for f, role in fns:
         module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")
         if module and qual and "<" not in qual:
             by_module.setdefault(module, []).append(qual.split(".")[0])
         else:
-            lines.append(f"# {_label(f)} is defined inline or locally: bring it into scope here")
+            lines.append(
+                f"# {_label(f, role)} = ... ({display_name(f)} is defined inline or locally: "
+                "bring it into scope here)"
+            )
     for module, quals in by_module.items():
         lines.append(f"from {module} import {', '.join(dict.fromkeys(quals))}  # the functions under test")
     lines.append("")
@@ -533,31 +638,37 @@ def _repro(
     args = [_label(forward), "inputs", f"params={dict(counter.get('params') or {})!r}"]
     args += [f"seed={counter.get('seed', 0)}", f"dtype={dtype!r}", f"wrt={tuple(wrt)!r}"]
     if vjp is not None:
-        args.append(f"vjp={_label(vjp)}")
+        args.append(f"vjp={_label(vjp, 'vjp')}")
     if framework not in (None, "numpy"):
         args.append(f"framework={framework if isinstance(framework, str) else type(framework).__name__!r}")
     if identity is not None:
         args.append(f"identity={identity if isinstance(identity, str) else identity.name!r}")
     if reference is not None:
-        args.append(f"reference={_label(reference)}")
+        args.append(f"reference={_label(reference, 'reference')}")
+    if mode != "vjp":
+        args.append(f"mode={mode!r}")
     lines.append(f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there")
-    return "\n".join(lines)
+    from gradoracle.repro_env import needs_line
+
+    modules = [m for m in by_module if m != "__main__"]
+    if isinstance(framework, str) and ":" in framework.partition("?")[0]:
+        modules.append(framework.partition("?")[0].partition(":")[0])
+    needs = needs_line(modules)
+    return "\n".join([needs, *lines] if needs else lines)
 
 
-def _rewrite_message(message: str, repro: str | None, user_reference: bool) -> str:
-    """The runner's message with the user-facing repro and fault text."""
-    if user_reference:
-        message = message.replace(FAULT_TEXT[Fault.ORACLE], USER_REFERENCE_FAULT)
+def _rewrite_message(message: str, repro: str | None) -> str:
+    """The runner's message with the user-facing repro."""
     if repro is not None and "\n  repro:\n" in message:
         head = message.split("\n  repro:\n", 1)[0]
         message = head + "\n  repro:\n" + "\n".join("    " + line for line in repro.splitlines())
     return message
 
 
-def _mismatch(results: Sequence[CheckResult]) -> GradientMismatch:
+def _mismatch(results: Sequence[CheckResult], verbose: bool = False) -> GradientMismatch:
     first = results[0]
     return GradientMismatch(
-        "\n\n".join(r.message for r in results),
+        "\n\n".join(brief_message(r.message, verbose) for r in results),
         identity=first.identity,
         adapter=first.adapter,
         dtype=first.dtype,
@@ -584,8 +695,17 @@ def check_gradients(
     max_dim: int = 6,
     name: str | None = None,
     settings: CheckSettings | None = None,
+    modes: Sequence[str] | str | None = None,
+    skip_unsupported_modes: bool = False,
+    verbose: bool = False,
 ) -> list[CheckResult]:
     """Check ``forward``'s gradients (autodiff or ``vjp``) over Hypothesis-drawn inputs.
+
+    ``modes`` (default ``("vjp",)``): also ``"jvp"`` (the framework's forward mode against
+    the closed form, finite differences and its own reverse mode) and ``"hvp"``
+    (Hessian-vector products; needs a closed form: a catalogue ``identity``).  A mode the
+    function cannot run raises :class:`UserCheckError`, or is left out with
+    ``skip_unsupported_modes`` (the fixture does that for the session's ``--gradoracle-mode``).
 
     Compares ``u^T J`` with central finite differences of ``forward`` and, with ``identity``
     or ``reference``, with the closed form.  ``examples`` and ``seed`` default to
@@ -595,6 +715,8 @@ def check_gradients(
     dtype fails, returns one :class:`CheckResult` per dtype otherwise.
     :class:`FrameworkUnavailableError` when ``framework`` is not installed;
     :class:`UserCheckError` for arguments that cannot work.
+    The raised message spells the allowance out in words; ``verbose`` adds the tolerance
+    formula (the results' messages always hold it).
     """
     __tracebackhide__ = True
     dtype_list = [dtypes] if isinstance(dtypes, str) else list(dtypes)
@@ -617,7 +739,7 @@ def check_gradients(
         max_dim=max_dim,
         name=name,
     )
-    adapter = UserFunctionAdapter(user, inner)
+    adapter = UserFunctionAdapter(user, inner, _identity_name(identity))
     unsupported = [d for d in dtype_list if d not in adapter.dtypes]
     if unsupported:
         raise UserCheckError(
@@ -628,19 +750,47 @@ def check_gradients(
         examples=base.examples if examples is None else int(examples),
         seed=base.seed if seed is None else int(seed),
     )
+    mode_list = _user_modes(modes, adapter, ident, skip_unsupported_modes)
     results = []
-    for dtype in dtype_list:
-        res = check(ident, adapter, dtype, run_settings)
+    for dtype, mode in ((d, m) for m in mode_list for d in dtype_list):
+        res = check(ident, adapter, dtype, run_settings, mode)
         if res.counterexample is not None and res.repro is not None:
             res.repro = _repro(
-                forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample
+                forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample, mode
             )
-        res.message = _rewrite_message(res.message, res.repro, reference is not None)
+        res.message = _rewrite_message(res.message, res.repro)
         results.append(res)
     failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
     if failed:
-        raise _mismatch(failed)
+        raise _mismatch(failed, verbose)
     return results
+
+
+def _user_modes(
+    modes: Sequence[str] | str | None, adapter: Any, ident: Identity, skip_unsupported: bool
+) -> tuple[str, ...]:
+    """The modes to run: validated, each supported by the function (or left out when asked)."""
+    from gradoracle.modes import UnknownModeError, identity_mode_gap, parse_modes, unsupported_reason
+
+    try:
+        chosen = parse_modes([modes] if isinstance(modes, str) else list(modes or ())) or ("vjp",)
+    except UnknownModeError as exc:
+        raise UserCheckError(str(exc)) from None
+    kept = []
+    for mode in chosen:
+        gap = unsupported_reason(adapter, mode) or identity_mode_gap(ident, mode)
+        if gap and mode == "jvp" and adapter.inner is None:
+            gap = (
+                "jvp needs a framework's forward mode: pass framework='torch' or 'jax' (a NumPy vjp has none)"
+            )
+        if gap and mode == "hvp" and not gap.startswith("adapter") and ident.reference_hvp is None:
+            gap = "hvp needs a closed form: pass identity=<catalogue name> (gradoracle list)"
+        if gap:
+            if skip_unsupported:
+                continue
+            raise UserCheckError(f"mode {mode!r} cannot run here: {gap}")
+        kept.append(mode)
+    return tuple(kept) or ("vjp",)
 
 
 def check_gradients_at(
@@ -657,8 +807,12 @@ def check_gradients_at(
     reference: Callable[..., Any] | None = None,
     name: str | None = None,
     settings: CheckSettings | None = None,
+    mode: str = "vjp",
+    verbose: bool = False,
 ) -> ExampleOutcome:
     """One example (fixed arrays; ``seed`` fixes the cotangent and directions); raises on failure.
+
+    ``mode``: ``vjp`` (default), ``jvp`` or ``hvp`` (see :func:`check_gradients`).
 
     The repro snippets of :func:`check_gradients` call this.
     """
@@ -678,10 +832,16 @@ def check_gradients_at(
         vjp=vjp,
         name=name,
     )
-    adapter = UserFunctionAdapter(user, inner)
+    adapter = UserFunctionAdapter(user, inner, _identity_name(identity))
     settings = settings or CheckSettings()
     example = Example(arrays, dict(params or {}), int(seed))
-    outcome = evaluate_example(ident, adapter, dtype, example, settings)
+    (mode,) = _user_modes(mode, adapter, ident, skip_unsupported=False)
+    if mode == "vjp":
+        outcome = evaluate_example(ident, adapter, dtype, example, settings)
+    else:
+        from gradoracle.modes import EVALUATORS
+
+        outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
         counter = {
@@ -689,10 +849,12 @@ def check_gradients_at(
             "params": example.params,
             "seed": seed,
         }
-        repro = _repro(forward, vjp, reference, framework, identity, ident.wrt, dtype, counter)
-        message, worst = describe_outcome(ident, adapter.name, dtype, outcome, tol, repro)
+        repro = _repro(forward, vjp, reference, framework, identity, ident.wrt, dtype, counter, mode)
+        message, worst = describe_outcome(
+            ident, adapter.name, dtype, outcome, tol, repro, adapter.words, mode
+        )
         raise GradientMismatch(
-            _rewrite_message(message, None, reference is not None),
+            brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,
             adapter=adapter.name,
             dtype=dtype,
@@ -720,14 +882,22 @@ class GradOracle:
     seed: int | None = 0
     dtypes: tuple[str, ...] = ("float64",)
     settings: CheckSettings | None = None
+    #: the session's ``--gradoracle-mode`` (``()``: reverse mode only); a test's own
+    #: ``modes=`` wins, and session modes the function cannot run are left out
+    modes: tuple[str, ...] = ()
+    verbose: bool = False  # pytest -v: the failure message also holds the tolerance formula
 
     def check(self, forward: Callable[..., Any], inputs: Any = None, **kwargs: Any) -> list[CheckResult]:
-        """:func:`check_gradients` (see there for the arguments)."""
+        """:func:`check_gradients` (see there for the arguments; ``modes=`` selects the modes)."""
         __tracebackhide__ = True
         kwargs.setdefault("examples", self.examples)
         kwargs.setdefault("seed", self.seed)
+        kwargs.setdefault("verbose", self.verbose)
         kwargs.setdefault("dtypes", self.dtypes)
         kwargs.setdefault("settings", self.settings)
+        if "modes" not in kwargs and self.modes:
+            kwargs["modes"] = self.modes
+            kwargs.setdefault("skip_unsupported_modes", True)
         try:
             return check_gradients(forward, inputs, **kwargs)
         except FrameworkUnavailableError as exc:
@@ -740,6 +910,7 @@ class GradOracle:
     ) -> ExampleOutcome:
         """:func:`check_gradients_at` (one fixed example)."""
         __tracebackhide__ = True
+        kwargs.setdefault("verbose", self.verbose)
         kwargs.setdefault("settings", self.settings)
         try:
             return check_gradients_at(forward, inputs, **kwargs)

@@ -72,7 +72,7 @@ def test_report_two_jax_adapters_either_order(order: list[str], mode: str, tmp_p
 @pytest.mark.parametrize("order", _jax_orders(), ids=["jax-first", "wrong-first"])
 def test_check_two_jax_adapters_either_order(order: list[str]) -> None:
     pytest.importorskip("jax")
-    args = ["check", "--no-conventions", *SIGMOID]
+    args = ["check", "--no-conventions", "--mode", "vjp", *SIGMOID]
     for spec in order:
         args += ["--adapter", spec]
     proc = run_cli(*args)
@@ -95,7 +95,14 @@ def test_plugin_two_jax_adapters_either_order(
 ) -> None:
     pytester.syspathinsert(TESTS)
     args = ["-p", "no:cacheprovider", "--gradoracle-examples", "3", "--gradoracle-dtype", "float64"]
-    args += ["--gradoracle-identity", "elementwise-sigmoid", "--gradoracle-report", "rep"]
+    args += [
+        "--gradoracle-identity",
+        "elementwise-sigmoid",
+        "--gradoracle-report",
+        "rep",
+        "--gradoracle-mode",
+        "vjp",
+    ]
     for spec in order:
         args += ["--gradoracle-adapter", spec]
     result = pytester.runpytest(*args)  # in this process, like a user's pytest session
@@ -196,7 +203,8 @@ def test_report_survives_every_hostile_adapter(jobs: str, tmp_path: Path) -> Non
     assert proc.returncode == 1, proc.stdout + proc.stderr  # nonconformance, not a crash of the run
     from gradoracle.reporting import FILE_NAMES
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILE_NAMES.values())
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert names == sorted([*FILE_NAMES.values(), "report-set.json"])
     doc = report_doc(tmp_path)
     got = {r["adapter"]: r for r in doc["results"]}
     assert got["numpy"]["verdict"] == "pass"

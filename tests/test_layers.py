@@ -440,3 +440,39 @@ def test_impossible_layer_inputs_are_rejected_with_a_reason(
 ) -> None:
     with pytest.raises(InvalidShapeError, match=match):
         get_identity(name).gradient(inputs, params, np.zeros(1))
+
+
+# ------------------------------------------------------------------ convention probes
+
+
+@pytest.mark.parametrize("adapter", ["numpy", "torch", "jax"])
+def test_layer_probes_name_the_convention_each_adapter_follows(adapter: str) -> None:
+    from gradoracle.adapters import load_adapter
+    from gradoracle.conventions import LAYER_PROBES, PROBES, run_probe
+
+    assert {p.name for p in LAYER_PROBES} <= {p.name for p in PROBES}
+    ad = load_adapter(adapter)
+    if not ad.available()[0]:
+        pytest.skip(f"{adapter} not installed")
+    rows = {p.name: run_probe(p, ad, "float64") for p in LAYER_PROBES}
+    assert all(r.error is None and r.verdict == "convention" for r in rows.values()), rows
+    # gradoracle.ops follows PyTorch: the partial ceil-mode window is divided by its clipped count
+    assert rows["avg-pool-ceil-partial-window"].convention.startswith("pytorch divisor")
+    assert rows["avg-pool-ceil-padded-window"].convention.startswith("pytorch divisor")
+
+
+def test_a_full_window_divisor_is_a_named_convention_and_a_wrong_one_is_outside() -> None:
+    """Negative control: the Flax-style engine is reported by name; a divisor off by one is outside."""
+    from gradoracle.conventions import LAYER_PROBES, run_probe
+
+    probe = next(p for p in LAYER_PROBES if p.name == "avg-pool-ceil-partial-window")
+    flax = run_probe(probe, NumpyEngineAdapter(rules=M.AvgPoolFlaxCeilDivisor()), "float64")
+    assert flax.verdict == "convention" and flax.convention.startswith("full window divisor"), flax
+
+    class OffByOne(M.Rules):
+        def avg_pool_nd_backward(self, delta: Any, x: Any, padding: Any, cache: Any) -> Any:
+            positions, count, shape = cache
+            return super().avg_pool_nd_backward(delta, x, padding, (positions, count + 1, shape))
+
+    wrong = run_probe(probe, NumpyEngineAdapter(rules=OffByOne()), "float64")
+    assert wrong.verdict != "convention", wrong

@@ -43,7 +43,7 @@ from gradoracle.reporting import (
     write_reports,
 )
 from gradoracle.reporting.atomic import atomic_write_text
-from gradoracle.reporting.html_report import heat_colour
+from gradoracle.reporting.html_report import VERDICT_COLOURS, ratio_bar
 from gradoracle.results import Verdict
 from gradoracle.runner import CheckSettings
 
@@ -284,9 +284,9 @@ def test_html_has_heatmap_pictures_and_escapes_hostile_text(broken_report: dict[
     ok, bad = cells["matvec-weight-grad-numpy-float64"], cells["matvec-weight-grad-broken-float64"]
     assert bad["data-verdict"] == "fail"
     assert "verdict-fail" in (bad["class"] or "")
-    assert "background" in (ok["style"] or "")
-    assert "background" in (bad["style"] or "")
-    assert ok["style"] != bad["style"]  # colour follows the error
+    assert VERDICT_COLOURS["pass"]["background"] in (ok["style"] or "")
+    assert VERDICT_COLOURS["fail"]["background"] in (bad["style"] or "")
+    assert ok["style"] != bad["style"]  # colour follows the verdict
     assert any(t == "section" and a.get("id") == "failure-matvec-weight-grad-broken-float64" for t, a in tags)
     images = [a.get("src") or "" for t, a in tags if t == "img"]
     assert images
@@ -296,14 +296,12 @@ def test_html_has_heatmap_pictures_and_escapes_hostile_text(broken_report: dict[
     assert not [src for t, a in tags if (src := a.get("src")) and not src.startswith("data:")]
 
 
-def test_heatmap_colour_follows_log_error() -> None:
-    small_err, large_err = heat_colour(1e-16), heat_colour(1e-2)
-    assert small_err is not None
-    assert large_err is not None
-    assert small_err != large_err
-    assert heat_colour(1e-16) == heat_colour(1e-16)
-    assert heat_colour(0.0) == heat_colour(1e-30)
-    assert heat_colour(None) is None
+def test_ratio_bar_is_logarithmic_up_to_the_limit() -> None:
+    assert ratio_bar(None) == 0 and ratio_bar(0.0) == 0 and ratio_bar(1e-12) == 0
+    assert ratio_bar(1e-4) == 50
+    assert ratio_bar(1.0) == 100 and ratio_bar(1e9) == 100 and ratio_bar(float("inf")) == 100
+    assert ratio_bar(1e-6) < ratio_bar(1e-3) < ratio_bar(0.5)
+    assert len({c["background"] for c in VERDICT_COLOURS.values()}) == len(VERDICT_COLOURS)
 
 
 def test_markdown_has_matrix_conventions_and_failures(broken_report: dict[str, Any]) -> None:

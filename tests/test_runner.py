@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -105,17 +106,20 @@ def test_failure_message_names_everything_and_the_repro_reproduces_it(tmp_path: 
     msg = r.message
     for piece in (
         "conv-input",
-        "notes:conv-input",
+        'notes "CNN example 2: gradient w.r.t. the input"',
         "no-rot180",
         "float32",
         "input 'X'",
         "autodiff =",
         "analytic =",
         "finite differences =",
-        "tolerance:",
+        "tolerance formula: float32",
         "repro:",
     ):
         assert piece in msg, piece
+    assert re.search(
+        r"allowed \d\.\de-?\d+ = (128 ulp x magnitude of the terms|finite-difference accuracy)", msg
+    )
     assert r.worst is not None and r.worst.input == "X" and r.worst.abs_error > r.worst.allowed
     # the snippet runs on its own (fresh interpreter) and raises GradientMismatch
     script = tmp_path / "repro.py"

@@ -4,6 +4,10 @@ Checks and convention probes run in worker processes (``--jobs``, ``--in-process
 turn it off) through the adapter guard (:mod:`gradoracle.guard`, ``--timeout``), so an
 adapter that crashes or hangs is a record, not the end of the run.
 
+``-q`` prints the failures (one line each) and the counts; the default adds the table of
+verdicts and each failure's message; ``-v`` adds the convention table and the tolerance
+formulas.
+
 Exit codes: 0 every check conforms, 1 a nonconformance, 2 a usage or configuration error.
 """
 
@@ -21,8 +25,10 @@ from gradoracle.cli.common import (
     EXIT_OK,
     adapter_specs,
     add_isolation_options,
+    add_verbosity_options,
     console,
     conventions_table,
+    print_failures,
     progress_bar,
     resolve_adapters,
     results_table,
@@ -37,8 +43,12 @@ def register(subparsers: Any) -> None:
     shared.add_to_argparse(p, exclude=("known_deviations",))
     add_isolation_options(p)
     p.add_argument(
-        "--no-conventions", dest="conventions", action="store_false", help="do not run the convention probes"
+        "--no-conventions",
+        dest="conventions",
+        action="store_false",
+        help="do not run the convention probes (they run, and are shown, with -v)",
     )
+    add_verbosity_options(p)
     p.set_defaults(func=cmd_check)
 
 
@@ -50,18 +60,22 @@ def run_with_progress(
     out: Console,
     jobs: int = 1,
     pool: Any = None,
+    modes: Sequence[str] = (),
 ) -> list[Any]:
     """Run every check (in ``pool`` when given) with a rich progress bar (transient; off when not a terminal).
 
-    The order is the command line's: adapter, then dtype, then identity.
+    The order is the command line's: adapter, then dtype, then identity, then mode; ``modes``
+    empty: every mode each adapter supports.
     """
     from gradoracle.matrix import CheckTask, run_matrix
+    from gradoracle.modes import adapter_modes
 
     tasks = [
-        CheckTask(ident.name, ident.source, spec, str(adapter.name), dtype)
+        CheckTask(ident.name, ident.source, spec, str(adapter.name), dtype, mode)
         for spec, adapter in adapters
         for dtype in dtypes
         for ident in identities
+        for mode in (tuple(modes) or adapter_modes(adapter))
     ]
     with progress_bar(out) as progress:
         bar = progress.add_task("checking", total=len(tasks))
@@ -70,7 +84,8 @@ def run_with_progress(
             settings,
             jobs=jobs,
             on_start=lambda task: progress.update(
-                bar, description=markup_safe(f"{task.identity} [{task.adapter_name}-{task.dtype}]")
+                bar,
+                description=markup_safe(f"{task.identity} [{task.adapter_name}-{task.dtype}-{task.mode}]"),
             ),
             on_result=lambda result: progress.advance(bar),
             isolate=pool is not None,
@@ -101,7 +116,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     total = len(identities) * len(adapters) * len(config.dtypes)
     pool = WorkerPool(min(jobs, max(1, total)), config.timeout) if args.isolate else None
     try:
-        results = run_with_progress(identities, adapters, config.dtypes, config.settings, out, jobs, pool)
+        results = run_with_progress(
+            identities, adapters, config.dtypes, config.settings, out, jobs, pool, config.modes
+        )
         probes = (
             run_probe_jobs(
                 [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes, config.timeout, pool
@@ -112,26 +129,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         if pool is not None:
             pool.close()
-    out.print(
-        results_table(results, f"gradoracle check: {len(results)} checks, {config.examples} examples each")
-    )
-    for r in results:
-        if r.verdict in ("fail", "error"):
-            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}", markup=True)
-            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
+    verbosity = int(getattr(args, "verbosity", 0))
+    if verbosity >= 0:
+        title = f"gradoracle check: {len(results)} checks, {config.examples} examples each"
+        out.print(results_table(results, title, out.size.width))
+    print_failures(results, out, verbosity)
     outside: list[Any] = []
     if args.conventions:
-        out.print(conventions_table(probes))
+        if verbosity > 0:
+            out.print(conventions_table(probes))
         outside = [p for p in probes if p.failed]
-        for p in outside:  # a value outside the generalised gradient is a failure (#13)
+        for p in outside:  # a value outside the generalised gradient is a failure (#13), at any verbosity
             out.print(
                 clean_text(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail"), style="bold red", markup=False
             )
-            out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False)
+            out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False, soft_wrap=True)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}
     line = ", ".join(f"{n} {v}" for v, n in counts.items())
     if outside:
         line += f"; {len(outside)} convention probe(s) outside the generalised gradient"
-    out.print(line)
+    out.print(line, soft_wrap=True)
     return EXIT_NONCONFORMANCE if bad or outside else EXIT_OK

@@ -20,10 +20,11 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,9 +39,16 @@ from rich.table import Table
 from gradoracle import options as shared
 from gradoracle.reporting import FORMATS, normalize_formats
 from gradoracle.reporting.json_report import result_record, summarize
-from gradoracle.reporting.tables import convention_rows, fmt_error, headline_error, summary_line
-from gradoracle.results import CheckResult, Verdict
-from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe, plain
+from gradoracle.reporting.tables import (
+    agrees_mark,
+    convention_matrix,
+    convention_rows,
+    fmt_ratio,
+    headline_ratio,
+    summary_line,
+)
+from gradoracle.results import MODE_KINDS, CheckResult, Verdict, brief_message
+from gradoracle.text import MESSAGE_LIMIT, clean_text
 
 EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention).
@@ -61,10 +69,41 @@ class UsageError(Exception):
     """A usage or configuration problem: exit code 2 with this message."""
 
 
+def terminal_width(stream: Any = None) -> int | None:
+    """The width to lay tables out for: ``COLUMNS`` when set, the terminal's, else 130 (a file, CI log)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    stream = stream or sys.stdout
+    return None if stream.isatty() else 130
+
+
 def console(stderr: bool = False) -> Console:
-    """The rich console the CLI writes to (plain when not a terminal)."""
+    """The rich console the CLI writes to (plain when not a terminal; ``COLUMNS`` honoured)."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 130)
+    return Console(stderr=stderr, highlight=False, width=terminal_width(stream))
+
+
+def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
+    """``-q`` / ``-v``: less (failures and the summary line) or more (conventions, tolerance formulas)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        help="print only failures and the summary",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=1,
+        help="also print the convention table and each failure's tolerance formula",
+    )
+    parser.set_defaults(verbosity=0)
 
 
 def positive_int(text: str) -> int:
@@ -213,93 +252,141 @@ def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None
 # -------------------------------------------------------------------------- tables
 
 
-def results_table(results: Sequence[Any], title: str) -> Table:
-    """The compact table of verdicts and worst errors."""
-    table = Table(title=title)
-    for col in (
-        "identity",
-        "adapter",
-        "dtype",
-        "verdict",
-        "fault",
-        "rel err (analytic)",
-        "rel err (FD)",
-        "err/tol",
-        "examples",
-        "time",
-    ):
-        table.add_column(col, justify="right" if col in ("examples", "time", "err/tol") else "left")
+def _number_column(table: Table, header: str, values: Sequence[str]) -> None:
+    """A right-aligned column that never cuts a number: as wide as its longest value, no wrapping."""
+    widest = max((len(v) for v in values), default=1)
+    longest_word = max(len(w) for w in header.split("\n"))
+    table.add_column(header, justify="right", no_wrap=True, min_width=max(widest, longest_word))
+
+
+#: Below this many columns the results table puts identity, adapter and dtype in one cell.
+COMPACT_BELOW = 110
+
+
+def results_table(results: Sequence[Any], title: str, width: int | None = None) -> Table:
+    """The compact table of verdicts and worst errors.
+
+    Numbers are never cut: their columns are as wide as their longest value and do not wrap.
+    Below :data:`COMPACT_BELOW` columns (``width``, the console's) the identity, adapter and
+    dtype share one cell on two lines and the table has no vertical rules, so an 80-column
+    terminal shows every number whole; names fold onto more lines rather than being cut.
+    """
+    compact = width is not None and width < COMPACT_BELOW
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        padding=(0, 0) if compact else (0, 1),
+        pad_edge=not compact,
+    )
+    rows = []
     for r in results:
         v = str(r.verdict)
-        table.add_row(
-            plain(r.identity),
-            plain(r.adapter),
-            plain(r.dtype),
-            f"[{VERDICT_COLOUR.get(v, 'white')}]{markup_safe(v)}[/]",
-            "" if str(r.fault) == "none" else str(r.fault),
-            f"{r.max_rel('analytic'):.1e}" if r.errors else "",
-            f"{r.max_rel('fd'):.1e}" if r.errors else "",
-            f"{r.max_ratio():.2g}" if r.errors else "",
-            str(r.examples),
-            f"{r.duration_s:.2f}s",
+        mode = str(getattr(r, "mode", "vjp"))
+        analytic_kind, fd_kind = MODE_KINDS.get(mode, MODE_KINDS["vjp"])
+        rows.append(
+            (
+                r.identity,
+                r.adapter,
+                r.dtype if mode == "vjp" else f"{r.dtype} {mode}",
+                f"[{VERDICT_COLOUR.get(v, 'white')}]{escape(v)}[/]",
+                ("" if str(r.fault) == "none" else str(r.fault)) + precision_note(r),
+                f"{r.max_ratio():.2g}" if r.errors else "",
+                f"{r.max_rel(analytic_kind):.1e}" if r.errors else "",
+                f"{r.max_rel(fd_kind):.1e}" if r.errors else "",
+                str(r.examples),
+                f"{r.duration_s:.2f}s",
+            )
         )
+    if compact:
+        table.add_column("check", overflow="fold", min_width=19)
+    else:
+        for col in ("identity", "adapter", "dtype"):
+            table.add_column(col, overflow="fold")
+    table.add_column("verdict", no_wrap=True, min_width=7)
+    table.add_column("fault", overflow="fold", min_width=8 if compact else None)
+    headers = ("err/tol", "rel err\nanalytic", "rel err\nFD", "exam-\nples", "time")
+    for i, header in enumerate(headers, start=5):
+        _number_column(table, header, [row[i] for row in rows])
+    for row in rows:
+        names = (escape(row[0]), escape(row[1]), escape(row[2]))
+        lead = (f"{names[0]}\n  {names[1]} {names[2]}",) if compact else names
+        table.add_row(*lead, row[3], escape(row[4]), *row[5:])
     return table
 
 
-def conventions_table(rows: Sequence[Any]) -> Table:
-    """The convention probes: what each framework returns at its kinks."""
-    from gradoracle.reporting.tables import judged_text
+def conventions_table(probes: Sequence[Any]) -> Table:
+    """The convention probes as a probe x framework table, the notes' answer in the last column.
 
+    ``probes`` are :class:`gradoracle.conventions.ProbeResult` (or their dicts); a cell is what
+    the framework returned (per dtype when its dtypes differ), marked ``(= notes)`` or
+    ``(differs from the notes)`` where the notes give an answer.
+    """
+    m = convention_matrix([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
     table = Table(
-        title="Conventions at non-differentiable points (inside the generalised gradient: valid convention; "
-        "outside: failure)"
+        title="Conventions at non-differentiable points (inside the generalised gradient: a valid "
+        "convention; outside: a failure)",
+        title_justify="left",
+        show_lines=True,
     )
-    for col in ("probe", "adapter", "dtype", "observed convention", "judged", "notes' formula", "agrees"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        agrees = "" if r.agrees_with_notes is None else ("yes" if r.agrees_with_notes else "no")
-        record = {
-            "verdict": getattr(r, "verdict", None),
-            "error": r.error,
-            "fault": getattr(r, "fault", ""),
-            "outside": getattr(r, "outside", ""),
-        }
-        judged = judged_text(record)
-        judged = f"[bold red]{markup_safe(judged)}[/]" if record["verdict"] == "fail" else markup_safe(judged)
-        table.add_row(
-            plain(r.probe),
-            plain(r.adapter),
-            plain(r.dtype),
-            plain(r.error or r.convention),
-            judged,
-            plain(r.notes_text),
-            agrees,
-        )
+    table.add_column("probe", overflow="fold")
+    for adapter in m.adapters:
+        table.add_column(adapter, overflow="fold")
+    table.add_column("judged", overflow="fold")
+    table.add_column("the notes", overflow="fold")
+    for probe in m.probes:
+        cells = []
+        for adapter in m.adapters:
+            cell = m.cell(probe["name"], adapter)
+            cells.append("" if cell is None else escape(cell.text) + agrees_mark(cell.agrees))
+        judged = escape(probe["judged"])
+        judged = f"[bold red]{judged}[/]" if probe["judged"].startswith("FAILURE") else judged
+        table.add_row(escape(probe["name"]), *cells, judged, escape(probe["notes_text"]))
     return table
 
 
-def summary_table(results: Sequence[CheckResult], title: str) -> Table:
-    """Counts per adapter and dtype, the worst relative error and the time taken."""
+def summary_table(results: Sequence[CheckResult], title: str, width: int | None = None) -> Table:
+    """Counts per adapter and dtype, the worst error/tolerance and the time taken.
+
+    Numbers never wrap or get cut; below :data:`COMPACT_BELOW` columns the table drops its
+    vertical rules so an 80-column terminal holds it.
+    """
     groups: dict[tuple[str, str], list[CheckResult]] = {}
     for r in results:
         groups.setdefault((r.adapter, r.dtype), []).append(r)
-    table = Table(title=title)
+    compact = width is not None and width < COMPACT_BELOW
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        padding=(0, 1),
+        pad_edge=not compact,
+    )
     verdicts = [str(v) for v in Verdict]
-    for col in ("adapter", "dtype", *verdicts, "worst rel err (analytic)", "time"):
-        table.add_column(col, justify="left" if col in ("adapter", "dtype") else "right")
+    rows = []
     for (adapter, dtype), rs in groups.items():
-        errors = [e for e in (headline_error(result_record(r)) for r in rs) if e is not None]
-        cells = []
-        for v in verdicts:
-            n = sum(1 for r in rs if r.verdict == v)
-            cells.append(f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n else "0")
-        table.add_row(
-            plain(adapter),
-            plain(dtype),
-            *cells,
-            fmt_error(max(errors)) if errors else "",
-            f"{sum(r.duration_s for r in rs):.1f}s",
+        errors = [e for e in (headline_ratio(result_record(r)) for r in rs) if e is not None]
+        counts = [str(sum(1 for r in rs if r.verdict == v)) for v in verdicts]
+        rows.append(
+            (
+                adapter,
+                dtype,
+                *counts,
+                fmt_ratio(max(errors)) if errors else "",
+                f"{sum(r.duration_s for r in rs):.1f}s",
+            )
         )
+    table.add_column("adapter", overflow="fold")
+    table.add_column("dtype", overflow="fold")
+    headers = [v.replace("-", "-\n") for v in verdicts] + ["worst\nerr/tol", "time"]
+    for i, header in enumerate(headers, start=2):
+        _number_column(table, header, [row[i] for row in rows])
+    for row in rows:
+        cells = [
+            f"[{VERDICT_COLOUR.get(v, 'white')}]{n}[/]" if n != "0" else n
+            for v, n in zip(verdicts, row[2 : 2 + len(verdicts)], strict=True)
+        ]
+        table.add_row(escape(row[0]), escape(row[1]), *cells, *row[2 + len(verdicts) :])
     return table
 
 
@@ -406,38 +493,45 @@ def write_report_files(
         ) from exc
 
 
-def _print_conventions(probes: Sequence[Any], out: Console) -> None:
+def _print_conventions(probes: Sequence[Any], out: Console, verbosity: int = 1) -> None:
+    """The convention table (with ``-v``) and, at any verbosity, every probe judged a failure."""
     if not probes:
         return
-    rows = convention_rows([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
-    shown = [
-        SimpleNamespace(
-            probe=r["probe"],
-            adapter=r["adapter"],
-            dtype=r["dtype"],
-            error=r["observed"] if r["is_error"] else None,
-            convention=r["observed"],
-            notes_text=r["notes_text"],
-            agrees_with_notes=r["agrees"],
-            verdict=r["verdict"],
-            fault="outside-subdifferential" if r["is_failure"] else "",
-            outside=r["outside"],
-        )
-        for r in rows
-    ]
-    out.print(conventions_table(shown))
-    for r in rows:
+    dicts = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes]
+    if verbosity > 0:
+        out.print(conventions_table(dicts))
+    for r in convention_rows(dicts):
         if r["is_failure"]:
             out.print(
                 f"\n{r['probe']} [{r['adapter']}-{r['dtype']}]: fail (outside-subdifferential)",
                 markup=False,
                 style="bold red",
             )
-            out.print(f"  outside: {r['outside']}\n  allowed: {r['allowed']}", markup=False)
+            out.print(f"  outside: {r['outside']}\n  allowed: {r['allowed']}", markup=False, soft_wrap=True)
             if r["repro"]:
                 out.print(
-                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()), markup=False
+                    "  repro:\n" + "\n".join("    " + line for line in r["repro"].splitlines()),
+                    markup=False,
+                    soft_wrap=True,
                 )
+
+
+def print_failures(results: Sequence[CheckResult], out: Console, verbosity: int) -> None:
+    """Each failure's message (the tolerance formula only with ``-v``; only the id line with ``-q``)."""
+    for r in results:
+        if r.verdict in (Verdict.FAIL, Verdict.ERROR):
+            if verbosity < 0:
+                first = r.message.split("\n", 2)
+                line = f"{r.id}: {r.verdict} - {first[1].strip() if len(first) > 1 else ''}"
+                out.print(line, markup=False, soft_wrap=True)
+                continue
+            out.print(f"\n[bold red]{escape(r.id)}[/]: {r.verdict}")
+            # the message keeps its own lines; the terminal wraps long ones (never cut mid-number)
+            out.print(
+                clean_text(brief_message(r.message, verbosity > 0), MESSAGE_LIMIT),
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def finish(
@@ -448,17 +542,21 @@ def finish(
     interrupted: bool,
     title: str,
     out: Console,
+    verbosity: int = 0,
 ) -> int:
-    """Print the summary, the warnings and the files written; the exit code."""
+    """Print the summary, the warnings and the files written; the exit code.
+
+    ``verbosity`` -1 (``-q``): failures as one line each and the summary line; 0: the table of
+    checks that did not pass, the failures and the summary table; 1 (``-v``): also the
+    convention table and each failure's tolerance formula.
+    """
     not_ok = [r for r in results if r.verdict not in (Verdict.PASS,)]
-    _print_conventions(probes, out)
-    if not_ok:
-        out.print(results_table(not_ok, "checks that did not pass"))
-    for r in results:
-        if r.verdict in (Verdict.FAIL, Verdict.ERROR):
-            out.print(f"\n[bold red]{markup_safe(r.id)}[/]: {r.verdict}")
-            out.print(clean_text(r.message, MESSAGE_LIMIT), markup=False)
-    out.print(summary_table(results, title))
+    _print_conventions(probes, out, verbosity)
+    if not_ok and verbosity >= 0:
+        out.print(results_table(not_ok, "checks that did not pass", out.size.width))
+    print_failures(results, out, verbosity)
+    if verbosity >= 0:
+        out.print(summary_table(results, title, out.size.width))
     err = console(stderr=True)
     if outcome is not None:
         for line in outcome.warnings():
@@ -470,8 +568,8 @@ def finish(
             markup=False,
             style="bold yellow",
         )
-    out.print(summary_line({"summary": summarize(results)}), markup=False)
-    out.print(clean_text("wrote " + ", ".join(str(p) for p in written.values()), None), markup=False)
+    out.print(summary_line({"summary": summarize(results)}), markup=False, soft_wrap=True)
+    out.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False, soft_wrap=True)
     from gradoracle.conventions import probe_failures
 
     failed_probes = probe_failures([p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes])
@@ -480,6 +578,7 @@ def finish(
             f"{len(failed_probes)} convention probe(s) outside the generalised gradient "
             "(outside-subdifferential)",
             markup=False,
+            soft_wrap=True,
         )
     bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results) or bool(failed_probes)
     if bad:
@@ -487,3 +586,11 @@ def finish(
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def precision_note(result: Any) -> str:
+    """`` (tf32, 10.8 bits)`` for a reduced-precision finding, ``""`` otherwise."""
+    precision = getattr(result, "precision", None) or {}
+    if not precision.get("mode"):
+        return ""
+    return f" ({precision['mode']}, {float(precision['bits']):.1f} bits)"

@@ -8,7 +8,7 @@ from typing import Any
 
 from gradoracle.cli.common import EXIT_OK, console
 from gradoracle.identities import get_identity
-from gradoracle.specification import UnknownNotesLabelError, passage
+from gradoracle.specification import UnknownNotesLabelError, passage, source_words
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +29,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = console()
     lines = [
         f"{ident.name}  ({ident.source}, family {ident.family})",
+        f"  notes section:      {source_words(ident.source)}",
         f"  formula:            {ident.formula}",
         f"  gradient w.r.t.:    {', '.join(ident.wrt)}",
         f"  ops used:           {', '.join(sorted(ident.ops)) or '(none)'}",

@@ -29,6 +29,7 @@ from gradoracle.cli.common import (
     adapter_specs,
     add_isolation_options,
     add_output_options,
+    add_verbosity_options,
     check_out_dir,
     chosen_formats,
     console,
@@ -41,6 +42,7 @@ from gradoracle.cli.common import (
 )
 from gradoracle.isolation import WorkerPool
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
+from gradoracle.reporting.environment import frameworks_that_ran
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
@@ -65,6 +67,7 @@ def register(subparsers: Any) -> None:
     shared.add_to_argparse(p)
     add_output_options(p)
     add_isolation_options(p)
+    add_verbosity_options(p)
     p.add_argument(
         "--shard",
         type=_shard,
@@ -177,14 +180,15 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     jobs = worker_count(args.jobs)
     identities = select_identities(list(config.identities))
     check_out_dir(args.out, stack)
-    tasks = plan_tasks(identities, [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes)
+    tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
     shard_note = f", shard {args.shard} ({len(tasks)} of {planned})" if args.shard else ""
     names = ", ".join(clean_text(ad.name, NAME_LIMIT) for _, ad in adapters)
     out.print(
         f"gradoracle report: {len(identities)} identities x {len(adapters)} adapters "
-        f"({names}) x {len(config.dtypes)} dtypes{shard_note}, "
+        f"({names}) x {len(config.dtypes)} dtypes x "
+        f"modes {', '.join(config.modes) or 'each adapter supports'}{shard_note} = {planned} checks, "
         f"{config.examples} examples each, seed {config.seed}, {jobs} job(s)"
         f"{'' if args.isolate else ', in-process'}",
         markup=False,
@@ -216,6 +220,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "interrupted": interrupted,
         "duration_s": time.perf_counter() - start,
     }
+    meta["frameworks"] = frameworks_that_ran([ad for _, ad in adapters], results)
     if entries is not None:
         meta["known_deviations"] = {
             "file": str(config.known_deviations),
@@ -223,4 +228,6 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         }
     written = write_report_files(results, probes, args.out, formats, meta, deviations)
     title = f"gradoracle report: {len(results)} checks, {config.examples} examples each"
-    return finish(results, probes, deviations, written, interrupted, title, out)
+    return finish(
+        results, probes, deviations, written, interrupted, title, out, int(getattr(args, "verbosity", 0))
+    )

@@ -241,12 +241,13 @@ def kill_table(report: Any) -> Table:
 
     colour = {"killed": "green", "survived": "red", "mislocalised": "red", "skipped": "yellow"}
     table = Table(title=f"Kill matrix: {len(report.mutants)} mutants")
-    for col in ("mutant", "adapter", "expected", "float64", "float32", "status"):
+    for col in ("mutant", "adapter", "mode", "expected", "float64", "float32", "status"):
         table.add_column(col)
     for m in report.mutants:
         table.add_row(
             m.name,
             m.framework,
+            getattr(m, "mode", "vjp"),
             m.expected_fault,
             kill_cell(m, "float64").replace("**", ""),
             kill_cell(m, "float32").replace("**", ""),

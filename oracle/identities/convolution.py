@@ -43,6 +43,39 @@ def _grad_conv_input(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.nd
     return {"X": correlate2d_valid(padded, K[::-1, ::-1])}
 
 
+def _jvp_conv(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode (bilinear in X and K): ``dZ = dX * K + X * dK`` over the tangents given."""
+    out = np.zeros(
+        (a["X"].shape[0] - a["K"].shape[0] + 1, a["X"].shape[1] - a["K"].shape[1] + 1),
+        dtype=np.result_type(a["X"], a["K"]),
+    )
+    if "X" in t:
+        out = out + correlate2d_valid(t["X"], a["K"])
+    if "K" in t:
+        out = out + correlate2d_valid(a["X"], t["K"])
+    return out
+
+
+def _hvp_conv(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """``s = <U, X * K>``: ``grad_K = X * U`` depends on X only and ``grad_X = pad(U) * rot180(K)``
+    on K only, so ``H v = (grad_X at K = v_K, grad_K at X = v_X)``: the cross terms of the
+    double backward (``d grad_K / dX`` and ``d grad_X / dK``)."""
+    zeros = {n: np.zeros_like(np.asarray(a[n])) for n in ("X", "K")}
+    vX, vK = t.get("X", zeros["X"]), t.get("K", zeros["K"])
+    out: dict[str, np.ndarray] = {}
+    if "K" in t:
+        out["K"] = _grad_conv_filter({"X": vX, "K": a["K"]}, p, u)["K"]
+    if "X" in t:
+        out["X"] = _grad_conv_input({"X": a["X"], "K": vK}, p, u)["X"]
+    return out
+
+
+_CONV_SECOND_ORDER = (
+    "taken over X and K together: s = <U, X * K> is bilinear, so H v is the cross term "
+    "(d(dJ/dK)/dX v_X = v_X * U and d(dJ/dX)/dK v_K = pad(U) * rot180(v_K))"
+)
+
+
 @st.composite
 def _conv_inputs(draw: st.DrawFn) -> S.Example:
     k, H, W = draw(S.shapes(S.CONV_SHAPES))
@@ -63,6 +96,10 @@ RECORDS: tuple[Identity, ...] = (
         strategy=_conv_inputs,
         ops=frozenset({"conv2d"}),
         validate=_check_conv,
+        reference_jvp=_jvp_conv,
+        reference_hvp=_hvp_conv,
+        hvp_wrt=("X", "K"),
+        second_order_note=_CONV_SECOND_ORDER,
     ),
     Identity(
         name="conv-input",
@@ -75,5 +112,9 @@ RECORDS: tuple[Identity, ...] = (
         strategy=_conv_inputs,
         ops=frozenset({"conv2d"}),
         validate=_check_conv,
+        reference_jvp=_jvp_conv,
+        reference_hvp=_hvp_conv,
+        hvp_wrt=("X", "K"),
+        second_order_note=_CONV_SECOND_ORDER,
     ),
 )

@@ -36,6 +36,11 @@ class Elementwise:
     term_magnitude: Callable[[np.ndarray], np.ndarray] | None = None
     #: magnitude of the terms in f(x); default |f(x)| + |x f'(x)|
     value_magnitude: Callable[[np.ndarray], np.ndarray] | None = None
+    #: the closed-form second derivative ``f''`` (zero away from a kink for piecewise-linear f)
+    second: Callable[[np.ndarray], np.ndarray] = lambda x: np.zeros_like(x)
+    second_text: str = "0"
+    #: magnitude of the terms in f''(x); default |f''(x)|
+    second_magnitude: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _t(x: np.ndarray, v: float) -> Any:
@@ -52,6 +57,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "nonzero",
         "x = 0 (left derivative 0, right derivative 1; generalised gradient [0, 1])",
         (0.0, 1.0),
+        second_text="0 for x != 0 (f' jumps at 0: no f'' there)",
     ),
     Elementwise(
         "leaky_relu",
@@ -61,6 +67,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         f"x = 0 (left derivative {LEAKY_RELU_SLOPE}, right derivative 1; generalised gradient "
         f"[{LEAKY_RELU_SLOPE}, 1])",
         (LEAKY_RELU_SLOPE, 1.0),
+        second_text="0 for x != 0 (f' jumps at 0: no f'' there)",
     ),
     Elementwise(
         "sigmoid",
@@ -68,6 +75,9 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "sigma(x) (1 - sigma(x))",
         scale=4.0,
         term_magnitude=lambda x: sigmoid(x) * (1 + sigmoid(x)),
+        second=lambda x: sigmoid(x) * (1 - sigmoid(x)) * (1 - 2 * sigmoid(x)),
+        second_text="sigma(x) (1 - sigma(x)) (1 - 2 sigma(x))",
+        second_magnitude=lambda x: sigmoid(x) * (1 + sigmoid(x)) * (1 + 2 * sigmoid(x)),
     ),
     Elementwise(
         "tanh",
@@ -75,12 +85,35 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "1 - tanh(x)^2",
         scale=3.0,
         term_magnitude=lambda x: 1 + np.tanh(x) ** 2,
+        second=lambda x: -2 * np.tanh(x) * (1 - np.tanh(x) ** 2),
+        second_text="-2 tanh(x) (1 - tanh(x)^2)",
+        second_magnitude=lambda x: 2 * np.abs(np.tanh(x)) * (1 + np.tanh(x) ** 2),
     ),
-    Elementwise("exp", np.exp, "exp(x)", scale=3.0),
-    Elementwise("log", lambda x: 1 / x, "1 / x", "positive"),
-    Elementwise("softplus", sigmoid, "sigma(x)", "near0", scale=4.0),
-    Elementwise("sin", np.cos, "cos(x)", scale=4.0, term_magnitude=lambda x: np.ones_like(x)),
-    Elementwise("square", lambda x: 2 * x, "2 x"),
+    Elementwise("exp", np.exp, "exp(x)", scale=3.0, second=np.exp, second_text="exp(x)"),
+    Elementwise(
+        "log", lambda x: 1 / x, "1 / x", "positive", second=lambda x: -1 / (x * x), second_text="-1 / x^2"
+    ),
+    Elementwise(
+        "softplus",
+        sigmoid,
+        "sigma(x)",
+        "near0",
+        scale=4.0,
+        second=lambda x: sigmoid(x) * (1 - sigmoid(x)),
+        second_text="sigma(x) (1 - sigma(x))",
+        second_magnitude=lambda x: sigmoid(x) * (1 + sigmoid(x)),
+    ),
+    Elementwise(
+        "sin",
+        np.cos,
+        "cos(x)",
+        scale=4.0,
+        term_magnitude=lambda x: np.ones_like(x),
+        second=lambda x: -np.sin(x),
+        second_text="-sin(x)",
+        second_magnitude=lambda x: np.ones_like(x),
+    ),
+    Elementwise("square", lambda x: 2 * x, "2 x", second=lambda x: np.full_like(x, 2.0), second_text="2"),
     Elementwise(
         "abs",
         np.sign,
@@ -88,6 +121,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "nonzero",
         "x = 0 (left derivative -1, right derivative 1; generalised gradient [-1, 1])",
         (-1.0, 1.0),
+        second_text="0 for x != 0 (f' jumps at 0: no f'' there)",
     ),
     Elementwise(
         "elu",
@@ -97,6 +131,8 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         second_derivative_jump=True,
         # x <= 0: expm1(x), or exp(x) - 1 whose terms are exp(x) and 1 (cancellation near 0)
         value_magnitude=lambda x: np.where(x > 0, np.abs(x), np.exp(np.minimum(x, 0)) + 1),
+        second=lambda x: np.where(x > 0, _t(x, 0.0), _t(x, ELU_ALPHA) * np.exp(np.minimum(x, 0))),
+        second_text=f"0 if x > 0 else {ELU_ALPHA} exp(x) (jumps at 0)",
     ),
     Elementwise(
         "silu",
@@ -105,6 +141,9 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "near0",
         scale=4.0,
         term_magnitude=lambda x: sigmoid(x) * (1 + np.abs(x) * (1 + sigmoid(x))),
+        second=lambda x: sigmoid(x) * (1 - sigmoid(x)) * (2 + x * (1 - 2 * sigmoid(x))),
+        second_text="sigma(x) (1 - sigma(x)) (2 + x (1 - 2 sigma(x)))",
+        second_magnitude=lambda x: sigmoid(x) * (1 + sigmoid(x)) * (2 + np.abs(x) * (1 + 2 * sigmoid(x))),
     ),
     Elementwise(
         "gelu",
@@ -118,6 +157,9 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         ),
         # x/2 (1 + erf(x / sqrt 2)): the 1 + erf cancels for x << 0
         value_magnitude=lambda x: 0.5 * np.abs(x) * (1 + np.abs(erf(x / _t(x, math.sqrt(2.0))))),
+        second=lambda x: np.exp(-0.5 * x * x) / _t(x, _SQRT_2PI) * (2 - x * x),
+        second_text="phi(x) (2 - x^2)",
+        second_magnitude=lambda x: np.exp(-0.5 * x * x) / _t(x, _SQRT_2PI) * (2 + x * x),
     ),
 )
 
@@ -138,6 +180,25 @@ def _policy(f: Elementwise) -> str:
     if f.domain == "positive":
         return "inputs drawn in [0.1, 4] (log's domain)"
     return "none needed"
+
+
+def _f2_jump(a: Arrays, p: Params) -> dict[str, np.ndarray]:
+    """Where f'' jumps (x = 0 exactly): the second derivative has no single value there."""
+    return {"x": np.asarray(a["x"] == 0)}
+
+
+def _second_order_note(f: Elementwise) -> str:
+    if f.domain == "nonzero":
+        return (
+            f"f''(x) = {f.second_text}: off the kink a double backward must give 0 (the inputs never sit "
+            "on it); at 0 itself f' jumps and f'' is a Dirac, not checked"
+        )
+    if f.second_derivative_jump:
+        return (
+            f"f''(x) = {f.second_text}: checked on both sides, down to 2^-124 from 0; at x = 0 exactly "
+            "f'' has no single value (any is accepted there) and finite differences never straddle 0"
+        )
+    return f"f''(x) = {f.second_text}"
 
 
 def _elementwise_identity(f: Elementwise) -> Identity:
@@ -162,6 +223,28 @@ def _elementwise_identity(f: Elementwise) -> Identity:
     def magnitude(a: Arrays, p: Params, u: np.ndarray) -> dict[str, np.ndarray]:
         terms = f.term_magnitude or (lambda x: np.abs(f.derivative(x)))
         return {"x": np.abs(u) * np.abs(terms(a["x"]))}
+
+    def jvp(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+        # diag(f'(x)) v = f'(x) * v
+        return np.asarray(f.derivative(a["x"]) * t["x"])
+
+    jvp.__doc__ = (
+        f"Identity 4 in forward mode: ``diag(f'(x)) v = f'(x) * v``, ``f'(x) = {f.derivative_text}``."
+    )
+
+    def jvp_magnitude(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+        terms = f.term_magnitude or (lambda x: np.abs(f.derivative(x)))
+        return np.abs(t["x"]) * np.abs(terms(a["x"]))
+
+    def hvp(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+        # s(x) = sum_i u_i f(x_i): grad = u * f'(x), H = diag(u * f''(x)), H v = u * f''(x) * v
+        return {"x": u * f.second(a["x"]) * t["x"]}
+
+    hvp.__doc__ = f"``H v = u * f''(x) * v`` for ``s = <u, f(x)>``, ``f''(x) = {f.second_text}``."
+
+    def hvp_magnitude(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+        terms = f.second_magnitude or (lambda x: np.abs(f.second(x)))
+        return {"x": np.abs(u) * np.abs(terms(a["x"])) * np.abs(t["x"])}
 
     def forward_magnitude(a: Arrays, p: Params) -> np.ndarray:
         # f(x) to a few ulps of |f(x)|, plus the input's own rounding carried through f'
@@ -205,6 +288,12 @@ def _elementwise_identity(f: Elementwise) -> Identity:
         nondifferentiable=f.kink or "none",
         kink_policy=_policy(f),
         smooth_pattern=pattern,
+        reference_jvp=jvp,
+        jvp_magnitude=jvp_magnitude,
+        reference_hvp=hvp,
+        hvp_magnitude=hvp_magnitude,
+        second_order_note=_second_order_note(f),
+        hvp_undefined=_f2_jump if f.second_derivative_jump else None,
     )
 
 

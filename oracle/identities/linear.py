@@ -14,7 +14,15 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gradoracle import strategies as S
-from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params, vjp_from_jacobian
+from gradoracle.identities.record import (
+    Arrays,
+    Identity,
+    InvalidShapeError,
+    Params,
+    jvp_from_jacobian,
+    vjp_from_jacobian,
+    zero_hvp,
+)
 
 # -------------------------------------------------------------------- shape checks
 
@@ -101,6 +109,51 @@ def _grad_vecmat(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarra
     return {"W": np.outer(a["x"], delta), "x": delta @ a["W"].T}
 
 
+def _zeros_like_in(a: Arrays, name: str) -> np.ndarray:
+    return np.zeros_like(np.asarray(a[name]))
+
+
+def _jvp_matvec(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode of ``z = W x`` (bilinear): ``dz = dW x + W dx``."""
+    dW = t.get("W", _zeros_like_in(a, "W"))
+    dx = t.get("x", _zeros_like_in(a, "x"))
+    return np.asarray(dW @ a["x"] + a["W"] @ dx)
+
+
+def _jvp_vecmat(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode of ``z = x W`` (bilinear): ``dz = dx W + x dW``."""
+    dW = t.get("W", _zeros_like_in(a, "W"))
+    dx = t.get("x", _zeros_like_in(a, "x"))
+    return np.asarray(dx @ a["W"] + a["x"] @ dW)
+
+
+def _hvp_matvec(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """``s = u^T W x``: ``grad_W = u x^T``, ``grad_x = W^T u``, so ``H v = (u v_x^T, v_W^T u)``."""
+    out: dict[str, np.ndarray] = {}
+    if "W" in t:
+        out["W"] = np.outer(u, t.get("x", _zeros_like_in(a, "x")))
+    if "x" in t:
+        out["x"] = t.get("W", _zeros_like_in(a, "W")).T @ u
+    return out
+
+
+def _hvp_vecmat(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """``s = x W u``: ``grad_W = x^T u``, ``grad_x = W u``, so ``H v = (v_x^T u, v_W u)``."""
+    out: dict[str, np.ndarray] = {}
+    if "W" in t:
+        out["W"] = np.outer(t.get("x", _zeros_like_in(a, "x")), u)
+    if "x" in t:
+        out["x"] = t.get("W", _zeros_like_in(a, "W")) @ u
+    return out
+
+
+_LINEAR_SECOND_ORDER = (
+    "s = <u, f(x)> is linear in x: H v = 0 (checked: a double backward must give exactly 0)"
+)
+_BILINEAR_SECOND_ORDER = (
+    "s = <u, f(W, x)> is bilinear: the Hessian is the cross term only (d grad_W / dx and d grad_x / dW)"
+)
+
 # ----------------------------------------------------------------------- records
 
 #: Notes identities 1, 2, 3: the Jacobians of ``z = W x``, ``z = x W`` and ``z = x``.
@@ -114,6 +167,9 @@ JACOBIAN_RECORDS: tuple[Identity, ...] = (
         wrt=("x",),
         reference_gradient=vjp_from_jacobian(_jac_matvec),
         reference_jacobian=_jac_matvec,
+        reference_jvp=jvp_from_jacobian(_jac_matvec),
+        reference_hvp=zero_hvp,
+        second_order_note=_LINEAR_SECOND_ORDER,
         strategy=_matvec_inputs,
         ops=frozenset({"matmul"}),
         validate=_check_matvec,
@@ -127,6 +183,9 @@ JACOBIAN_RECORDS: tuple[Identity, ...] = (
         wrt=("x",),
         reference_gradient=vjp_from_jacobian(_jac_vecmat),
         reference_jacobian=_jac_vecmat,
+        reference_jvp=jvp_from_jacobian(_jac_vecmat),
+        reference_hvp=zero_hvp,
+        second_order_note=_LINEAR_SECOND_ORDER,
         strategy=_vecmat_inputs,
         ops=frozenset({"matmul"}),
         validate=_check_vecmat,
@@ -140,6 +199,9 @@ JACOBIAN_RECORDS: tuple[Identity, ...] = (
         wrt=("x",),
         reference_gradient=vjp_from_jacobian(_jac_self),
         reference_jacobian=_jac_self,
+        reference_jvp=jvp_from_jacobian(_jac_self),
+        reference_hvp=zero_hvp,
+        second_order_note=_LINEAR_SECOND_ORDER,
         strategy=_vector_inputs,
         ops=frozenset(),
     ),
@@ -155,6 +217,9 @@ WEIGHT_GRADIENT_RECORDS: tuple[Identity, ...] = (
         forward=_matvec_forward,
         wrt=("W", "x"),
         reference_gradient=_grad_matvec,
+        reference_jvp=_jvp_matvec,
+        reference_hvp=_hvp_matvec,
+        second_order_note=_BILINEAR_SECOND_ORDER,
         strategy=_matvec_inputs,
         ops=frozenset({"matmul"}),
         validate=_check_matvec,
@@ -167,6 +232,9 @@ WEIGHT_GRADIENT_RECORDS: tuple[Identity, ...] = (
         forward=_vecmat_forward,
         wrt=("W", "x"),
         reference_gradient=_grad_vecmat,
+        reference_jvp=_jvp_vecmat,
+        reference_hvp=_hvp_vecmat,
+        second_order_note=_BILINEAR_SECOND_ORDER,
         strategy=_vecmat_inputs,
         ops=frozenset({"matmul"}),
         validate=_check_vecmat,

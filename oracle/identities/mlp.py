@@ -209,6 +209,121 @@ def _grad_step_e(a: Arrays, p: Params, c: np.ndarray) -> dict[str, np.ndarray]:
     return {"W1": g["W1"], "b1": g["b1"]}
 
 
+# ------------------------------------------- forward mode and second order (closed forms)
+#
+# One tangent pass through the network, written from the notes' forward: with tangents
+# dW1, db1, dx, dW2, db2 (zero for inputs held constant) and the mask m = 1(z1 > 0),
+#   dz1 = dW1 x + W1 dx + db1,  dh = m * dz1,  dz2 = dW2 h + W2 dh + db2,
+#   dJ  = delta2 . dz2                                   (forward mode: J v)
+# and, differentiating steps A-E along the tangent (second order: H v of s = c J):
+#   d delta2 = c (diag(yhat) - yhat yhat^T) dz2         (the softmax Jacobian)
+#   d dW2 = d delta2 h^T + delta2 dh^T,  d db2 = d delta2
+#   d dh = dW2^T delta2 + W2^T d delta2,  d delta1 = m * d dh   (m is constant off the kink)
+#   d dW1 = d delta1 x^T + delta1 dx^T,  d db1 = d delta1,  d dx = dW1^T delta1 + W1^T d delta1
+# With ``ab`` (the magnitude of the terms) every product is taken in absolute value, the
+# differences become sums, and yhat carries the relative error of exp(z2 - max z2).
+
+
+def _softmax_tangent(
+    z2: np.ndarray, dz2: np.ndarray, c: np.ndarray, ab: bool, z2_terms: np.ndarray
+) -> np.ndarray:
+    """``c (diag(yhat) - yhat yhat^T) dz2 = c yhat * (dz2 - <yhat, dz2>)``."""
+    yhat = _softmax(z2)
+    if ab:
+        ym = yhat * (1 + z2_terms + np.max(z2_terms))
+        return np.asarray(np.abs(c) * ym * (np.abs(dz2) + float(np.sum(ym * np.abs(dz2)))))
+    return np.asarray(c * yhat * (dz2 - float(np.sum(yhat * dz2))))
+
+
+def _mlp_tangent(a: Arrays, t: Arrays, c: np.ndarray, ab: bool = False) -> dict[str, np.ndarray]:
+    """The tangent pass and the differentiated steps A-E (see above) for the whole network
+    or any of its steps: the network starts at ``x`` (W1, b1), ``z1``, ``h`` or ``z2``."""
+    A = (lambda n: np.abs(a[n])) if ab else (lambda n: a[n])
+    T = (
+        (lambda n: np.abs(t[n]) if n in t else np.zeros_like(a[n]))
+        if ab
+        else (lambda n: t[n] if n in t else np.zeros_like(a[n]))
+    )
+    out: dict[str, np.ndarray] = {}
+    y = a["y"]
+    if "z2" in a:  # step A: the logits are the input
+        z2, dz2, z2_terms = a["z2"], T("z2"), np.abs(a["z2"])
+        dd2 = _softmax_tangent(z2, dz2, c, ab, z2_terms)
+        d2 = _delta2_magnitude(z2_terms, z2, y, c) if ab else _delta2(z2, y, c)
+        out.update(z2=dd2, J=np.asarray(np.sum(d2 * dz2)))
+        return out
+    m: np.ndarray | None = None
+    if "h" in a:  # steps B, C: the hidden activation is the input
+        h, dh, h_terms = a["h"], T("h"), np.abs(a["h"])
+    else:
+        if "z1" in a:  # step D
+            z1, dz1, z1_terms = a["z1"], T("z1"), np.abs(a["z1"])
+        else:  # the whole network, step E
+            z1 = a["W1"] @ a["x"] + a["b1"]
+            z1_terms = np.abs(a["W1"]) @ np.abs(a["x"]) + np.abs(a["b1"])
+            dz1 = T("W1") @ A("x") + A("W1") @ T("x") + T("b1")
+        m = (z1 > 0).astype(z1.dtype)
+        h, dh, h_terms = np.maximum(z1, 0), m * dz1, z1_terms * m
+    z2 = a["W2"] @ h + a["b2"]
+    z2_terms = np.abs(a["W2"]) @ h_terms + np.abs(a["b2"])
+    dz2 = T("W2") @ (np.abs(h) if ab else h) + A("W2") @ dh + T("b2")
+    d2 = _delta2_magnitude(z2_terms, z2, y, c) if ab else _delta2(z2, y, c)
+    dd2 = _softmax_tangent(z2, dz2, c, ab, z2_terms)
+    out["J"] = np.asarray(np.sum(d2 * dz2))
+    out["W2"] = np.outer(dd2, np.abs(h) if ab else h) + np.outer(d2, dh)
+    out["b2"] = dd2
+    ddh = T("W2").T @ d2 + A("W2").T @ dd2
+    out["h"] = ddh
+    if m is None:
+        return out
+    dd1 = m * ddh
+    out["z1"] = dd1
+    if "x" in a:
+        d1 = m * ((np.abs(a["W2"]).T @ d2) if ab else (a["W2"].T @ d2))
+        out["W1"] = np.outer(dd1, A("x")) + np.outer(d1, T("x"))
+        out["b1"] = dd1
+        out["x"] = T("W1").T @ d1 + A("W1").T @ dd1
+    return out
+
+
+def _mlp_jvp(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode: ``J v = delta2 . dz2`` with ``dz2`` from the tangent pass (above)."""
+    return np.asarray(_mlp_tangent(a, t, np.asarray(1.0))["J"])
+
+
+def _mlp_hvp_for(names: tuple[str, ...]) -> Any:
+    def hvp(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+        g = _mlp_tangent(a, t, np.asarray(u))
+        return {n: g[n] for n in names if n in t}
+
+    def magnitude(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+        g = _mlp_tangent(a, t, np.asarray(u), ab=True)
+        return {n: g[n] for n in names if n in t}
+
+    hvp.__doc__ = (
+        "Second order of ``s = u J``: steps A-E differentiated along the tangent, with "
+        "``d delta2 = u (diag(yhat) - yhat yhat^T) dz2`` (module comment)."
+    )
+    return hvp, magnitude
+
+
+_MLP_SECOND_ORDER = (
+    "the softmax cross-entropy's Hessian diag(yhat) - yhat yhat^T carried through both layers; "
+    f"ReLU: its f'' is 0 off the kink (inputs keep |z1| >= {2 * S.KINK_MARGIN}), so the mask is constant "
+    "and a framework whose double backward through ReLU is not zero fails; at z1 = 0 not checked"
+)
+
+
+def _second_order(names: tuple[str, ...]) -> dict[str, Any]:
+    hvp, magnitude = _mlp_hvp_for(names)
+    return {
+        "reference_jvp": _mlp_jvp,
+        "reference_hvp": hvp,
+        "hvp_magnitude": magnitude,
+        "second_order_note": _MLP_SECOND_ORDER,
+    }
+
+
 def _mlp_sizes(draw: st.DrawFn) -> tuple[int, int, int, bool, int]:
     n, h, m = draw(S.shapes(S.MLP_SHAPES))
     return n, h, m, draw(st.booleans()), draw(S.SEEDS)
@@ -302,6 +417,7 @@ RECORDS: tuple[Identity, ...] = (
         ),
         forward=_mlp_forward,
         wrt=("W1", "b1", "W2", "b2", "x"),
+        **_second_order(("W1", "b1", "W2", "b2", "x")),
         reference_gradient=_grad_mlp,
         magnitude=_mlp_magnitude,
         forward_magnitude=_mlp_forward_magnitude,
@@ -319,6 +435,7 @@ RECORDS: tuple[Identity, ...] = (
         formula="Step A: J = CE(y, softmax(z2));  delta2 = dJ/dz2 = yhat - y",
         forward=_mlp_step_a_forward,
         wrt=("z2",),
+        **_second_order(("z2",)),
         reference_gradient=_grad_step_a,
         magnitude=_step_a_magnitude,
         forward_magnitude=_step_a_forward_magnitude,
@@ -333,6 +450,7 @@ RECORDS: tuple[Identity, ...] = (
         formula="Step B: z2 = W2 h + b2;  dJ/dW2 = delta2 h^T,  dJ/db2 = delta2",
         forward=_mlp_output_forward,
         wrt=("W2", "b2"),
+        **_second_order(("W2", "b2")),
         reference_gradient=_grad_step_b,
         magnitude=_step_b_magnitude,
         forward_magnitude=_output_forward_magnitude,
@@ -347,6 +465,7 @@ RECORDS: tuple[Identity, ...] = (
         formula="Step C: z2 = W2 h + b2;  dJ/dh = W2^T delta2",
         forward=_mlp_output_forward,
         wrt=("h",),
+        **_second_order(("h",)),
         reference_gradient=_grad_step_c,
         magnitude=_step_c_magnitude,
         forward_magnitude=_output_forward_magnitude,
@@ -361,6 +480,7 @@ RECORDS: tuple[Identity, ...] = (
         formula="Step D: h = ReLU(z1), z2 = W2 h + b2;  delta1 = dJ/dz1 = (W2^T delta2) * 1(z1 > 0)",
         forward=_mlp_relu_forward,
         wrt=("z1",),
+        **_second_order(("z1",)),
         reference_gradient=_grad_step_d,
         magnitude=_step_d_magnitude,
         forward_magnitude=_relu_forward_magnitude,
@@ -381,6 +501,7 @@ RECORDS: tuple[Identity, ...] = (
         formula="Step E: z1 = W1 x + b1;  dJ/dW1 = delta1 x^T,  dJ/db1 = delta1",
         forward=_mlp_forward,
         wrt=("W1", "b1"),
+        **_second_order(("W1", "b1")),
         reference_gradient=_grad_step_e,
         magnitude=_mlp_e_magnitude,
         forward_magnitude=_mlp_forward_magnitude,

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gradoracle import strategies as S
-from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params, zero_hvp
 
 
 def _check_pool(inputs: Arrays, params: Params) -> None:
@@ -90,6 +90,27 @@ def _max_pool_magnitude(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np
     return {"X": np.abs(_grad_max_pool(a, p, delta)["X"])}
 
 
+def _jvp_max_pool(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode of the router: ``(J v)_uv = v_ij`` at the argmax ``ij`` of window uv."""
+    win, _, _ = _windows(a["X"], int(p["k"]))
+    is_max = win == win.max(axis=(1, 3), keepdims=True)
+    vwin, _, _ = _windows(np.asarray(t["X"]), int(p["k"]))
+    # separated maxima: exactly one True per window, so the masked sum picks v at the argmax
+    return np.asarray(np.where(is_max, vwin, 0).sum(axis=(1, 3)))
+
+
+def _jvp_max_pool_magnitude(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """The router moves values without arithmetic: the magnitude is ``|J v|`` itself."""
+    return np.abs(_jvp_max_pool(a, p, t))
+
+
+def _jvp_avg_pool(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode of the linear average: ``(J v)_uv = (1/k^2) sum_{ij in window uv} v_ij``."""
+    k = int(p["k"])
+    vwin, _, _ = _windows(np.asarray(t["X"]), k)
+    return np.asarray(vwin.sum(axis=(1, 3)) / k**2)
+
+
 RECORDS: tuple[Identity, ...] = (
     Identity(
         name="max-pool",
@@ -112,6 +133,13 @@ RECORDS: tuple[Identity, ...] = (
         ),
         smooth_pattern=_max_pool_pattern,
         validate=_check_pool,
+        reference_jvp=_jvp_max_pool,
+        jvp_magnitude=_jvp_max_pool_magnitude,
+        reference_hvp=zero_hvp,
+        second_order_note=(
+            "piecewise linear: away from ties (maxima separated by the margin) the router is constant, "
+            "so H v = 0 exactly; at a tie the gradient jumps and no second derivative exists (not checked)"
+        ),
     ),
     Identity(
         name="avg-pool",
@@ -125,5 +153,8 @@ RECORDS: tuple[Identity, ...] = (
         ops=frozenset({"avg_pool2d"}),
         kink_policy="none needed; rows/columns left over at the edge (floor mode) get zero gradient",
         validate=_check_pool,
+        reference_jvp=_jvp_avg_pool,
+        reference_hvp=zero_hvp,
+        second_order_note="linear: H v = 0 exactly",
     ),
 )

@@ -28,6 +28,11 @@ ForwardFn = Callable[[Any, Arrays, Params], Any]
 ReferenceFn = Callable[[Arrays, Params, np.ndarray], dict[str, np.ndarray]]
 JacobianFn = Callable[[Arrays, Params], dict[str, np.ndarray]]
 PatternFn = Callable[[Arrays, Params], np.ndarray]
+#: ``(inputs, params, tangents) -> J v`` (the output's shape); tangents for names in ``wrt``.
+JvpFn = Callable[[Arrays, Params, Arrays], np.ndarray]
+#: ``(inputs, params, u, tangents) -> H v`` per name of the second-order inputs, where
+#: ``H`` is the Hessian of ``s(x) = <u, f(x)>``.
+HvpFn = Callable[[Arrays, Params, np.ndarray, Arrays], dict[str, np.ndarray]]
 
 
 class UnknownIdentityError(KeyError):
@@ -68,6 +73,26 @@ class Identity:
     generalises: tuple[str, ...] = ()
     #: How the closed form follows from the notes' rules (shown by ``gradoracle explain``).
     derivation: str = ""
+    #: Closed-form ``J v`` (forward mode); ``None``: forward mode has no closed form here
+    #: (it is then checked against finite differences and the transpose identity only).
+    reference_jvp: JvpFn | None = None
+    #: Per output element, the magnitude of the terms of ``J v`` (default: see
+    #: :meth:`jvp_term_magnitude`).
+    jvp_magnitude: JvpFn | None = None
+    #: Closed-form Hessian-vector product of ``s(x) = <u, f(x)>``; ``None``: second order
+    #: is not checked for this identity (reported as such, never passed).
+    reference_hvp: HvpFn | None = None
+    #: Per element, the magnitude of the terms of ``H v`` (default: the closed form on
+    #: ``|inputs|``, ``|u|``, ``|v|``).
+    hvp_magnitude: HvpFn | None = None
+    #: The inputs the Hessian is taken over (default: ``wrt``).
+    hvp_wrt: tuple[str, ...] | None = None
+    #: What is checked at the kinks in second order (ReLU, max pooling, ...).
+    second_order_note: str = ""
+    #: Per input of the Hessian, the elements where ``H v`` is not defined (a jump of the
+    #: second derivative, ELU's f'' at 0): any value is accepted there, finite differences
+    #: never straddle them (``smooth_pattern``).
+    hvp_undefined: Callable[[Arrays, Params], dict[str, np.ndarray]] | None = None
 
     def run_forward(self, ops: Any, inputs: Arrays, params: Params | None = None) -> Any:
         """``forward(ops, inputs, params)``: the identity's forward on any ops namespace."""
@@ -122,6 +147,70 @@ class Identity:
         self.check_shapes(inputs, params)
         return self.reference_gradient(inputs, params or {}, np.asarray(cotangent))
 
+    # ------------------------------------------------------------------ forward mode
+
+    @property
+    def second_order_wrt(self) -> tuple[str, ...]:
+        """The inputs the Hessian-vector product is taken over (``hvp_wrt`` or ``wrt``)."""
+        return self.hvp_wrt if self.hvp_wrt is not None else self.wrt
+
+    def jvp(self, inputs: Arrays, params: Params | None, tangents: Arrays) -> np.ndarray:
+        """Closed-form ``J v = sum_n (df/dx_n) v_n`` over the names in ``tangents``."""
+        if self.reference_jvp is None:
+            raise ValueError(f"identity {self.name!r} has no closed-form J v")
+        self.check_shapes(inputs, params)
+        return np.asarray(self.reference_jvp(inputs, params or {}, tangents))
+
+    def jvp_term_magnitude(self, inputs: Arrays, params: Params | None, tangents: Arrays) -> np.ndarray:
+        """Per output element, the magnitude of the terms ``J v`` is computed from.
+
+        ``jvp_magnitude`` when the identity has one; for a scalar output the terms are
+        ``sum_n <m_n(|u| = 1), |v_n|>`` with ``m_n`` the gradient's term magnitudes (the
+        derivative of a scalar is its gradient); otherwise the closed form applied to
+        ``|inputs|`` and ``|v|`` (right for sums of products: matmul, conv, pooling sums).
+        """
+        params = params or {}
+        absv = {k: np.abs(v) for k, v in tangents.items()}
+        if self.jvp_magnitude is not None:
+            return np.abs(np.asarray(self.jvp_magnitude(inputs, params, tangents)))
+        out_shape = self.reference_forward(
+            {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}, params
+        ).shape
+        if int(np.prod(out_shape)) == 1 and (self.magnitude is not None or self.reference_gradient):
+            m = self.gradient_magnitude(inputs, params, np.ones(out_shape))
+            return np.asarray(
+                sum(float(np.sum(m[n] * absv[n])) for n in absv if n in m), dtype=np.float64
+            ).reshape(out_shape)
+        if self.reference_jvp is None:
+            raise ValueError(f"identity {self.name!r} has no closed-form J v, hence no magnitude")
+        absolute = {k: np.abs(v) for k, v in inputs.items()}
+        return np.abs(np.asarray(self.reference_jvp(absolute, params, absv)))
+
+    # ------------------------------------------------------------------- second order
+
+    def hvp(
+        self, inputs: Arrays, params: Params | None, cotangent: np.ndarray, tangents: Arrays
+    ) -> dict[str, np.ndarray]:
+        """Closed-form ``H v`` of ``s(x) = <u, f(x)>`` for every name in :attr:`second_order_wrt`."""
+        if self.reference_hvp is None:
+            raise ValueError(f"identity {self.name!r} has no closed-form Hessian-vector product")
+        self.check_shapes(inputs, params)
+        return self.reference_hvp(inputs, params or {}, np.asarray(cotangent), tangents)
+
+    def hvp_term_magnitude(
+        self, inputs: Arrays, params: Params | None, cotangent: np.ndarray, tangents: Arrays
+    ) -> dict[str, np.ndarray]:
+        """Per element, the magnitude of the terms of ``H v`` (``hvp_magnitude`` or |closed form|)."""
+        params = params or {}
+        u = np.asarray(cotangent)
+        if self.hvp_magnitude is not None:
+            return {k: np.abs(v) for k, v in self.hvp_magnitude(inputs, params, u, tangents).items()}
+        if self.reference_hvp is None:
+            raise ValueError(f"identity {self.name!r} has no closed-form H v, hence no magnitude")
+        absolute = {k: np.abs(v) for k, v in inputs.items()}
+        absv = {k: np.abs(v) for k, v in tangents.items()}
+        return {k: np.abs(v) for k, v in self.reference_hvp(absolute, params, np.abs(u), absv).items()}
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -137,3 +226,25 @@ def vjp_from_jacobian(jac: JacobianFn) -> ReferenceFn:
 
     vjp.__doc__ = f"``u^T J`` from the full Jacobian. {jac.__doc__}"
     return vjp
+
+
+def jvp_from_jacobian(jac: JacobianFn) -> JvpFn:
+    """``J v`` reshaped to the output's shape, from a full Jacobian ``J`` (out x in)."""
+
+    def jvp(inputs: Arrays, params: Params, tangents: Arrays) -> np.ndarray:
+        total: np.ndarray | None = None
+        for name, J in jac(inputs, params).items():
+            if name in tangents:
+                part = J @ np.asarray(tangents[name]).reshape(-1)
+                total = part if total is None else total + part
+        if total is None:
+            raise ValueError("no tangent for any input of the Jacobian")
+        return total
+
+    jvp.__doc__ = f"``J v`` from the full Jacobian. {jac.__doc__}"
+    return jvp
+
+
+def zero_hvp(inputs: Arrays, params: Params, u: np.ndarray, tangents: Arrays) -> dict[str, np.ndarray]:
+    """``H v = 0``: ``s(x) = <u, f(x)>`` is linear (or piecewise linear) in the inputs."""
+    return {name: np.zeros_like(np.asarray(inputs[name])) for name in tangents}

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -164,4 +165,92 @@ def hypothesis_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
                 suppress_health_check=[h.name for h in profile.suppress_health_check],
                 print_blob=bool(profile.print_blob),
             )
+    return out
+
+
+#: The distributions each built-in adapter module runs on.
+BUILTIN_FRAMEWORKS: dict[str, tuple[str, ...]] = {
+    "gradoracle.adapters.numpy_engine": ("numpy",),
+    "gradoracle.adapters.torch_adapter": ("torch",),
+    "gradoracle.adapters.jax_adapter": ("jax", "jaxlib"),
+    "gradoracle.adapters.autograd_adapter": ("autograd",),
+}
+#: Distributions that are tools of gradoracle, not a framework under test.
+NOT_FRAMEWORKS: frozenset[str] = frozenset(
+    {"gradoracle", "hypothesis", "pytest", "rich", "jinja2", "matplotlib"}
+)
+
+
+@cache
+def _owners() -> dict[str, list[str]]:
+    """Top-level import name -> distributions (scanned once per process)."""
+    return dict(metadata.packages_distributions())
+
+
+def _distributions_of_module(module_name: str) -> list[str]:
+    """The installed distributions a module belongs to or imports at its top level."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return []
+    owners = _owners()
+    tops = [module_name.split(".")[0]]
+    for value in list(vars(module).values()):
+        try:
+            name = value.__name__ if isinstance(value, type(sys)) else getattr(value, "__module__", None)
+        except Exception:  # a module attribute that misbehaves on access says nothing about frameworks
+            continue
+        if isinstance(name, str) and name:
+            tops.append(name.split(".")[0])
+    found: list[str] = []
+    for top in tops:
+        for dist in owners.get(top, []):
+            if dist not in found and dist.lower() not in NOT_FRAMEWORKS:
+                found.append(dist)
+    return found
+
+
+def adapter_frameworks(adapter: Any) -> dict[str, str]:
+    """``{distribution: version}`` of the framework(s) an adapter runs on.
+
+    An adapter may say it with a ``frameworks`` attribute (distribution names); a built-in
+    adapter (or a subclass of one) is known; otherwise the distributions its module belongs
+    to and imports (numpy for a NumPy-based one, ``mylib`` for ``import mylib``) are taken.
+    An adapter wrapping another (``inner``, as a user check's) reports the inner one's.
+    """
+    declared = getattr(adapter, "frameworks", None)
+    names: list[str] = []
+    if isinstance(declared, str):
+        names = [declared]
+    elif isinstance(declared, list | tuple):
+        names = [str(n) for n in declared]
+    inner = getattr(adapter, "inner", None)
+    if not names and inner is not None and inner is not adapter:
+        return adapter_frameworks(inner)
+    if not names:
+        # the adapter's own modules first (a third party's), then a built-in base class's framework
+        for cls in type(adapter).__mro__:
+            if cls is object or cls.__module__.startswith("gradoracle."):
+                continue
+            names += [n for n in _distributions_of_module(cls.__module__) if n not in names]
+        builtin = next(
+            (c.__module__ for c in type(adapter).__mro__ if c.__module__ in BUILTIN_FRAMEWORKS), None
+        )
+        if builtin is not None:
+            names += [n for n in BUILTIN_FRAMEWORKS[builtin] if n not in names]
+    versions = package_versions(tuple(names))
+    return {name: version for name, version in versions.items() if version}
+
+
+def frameworks_that_ran(adapters: Any, results: Any) -> dict[str, dict[str, str]]:
+    """``{adapter name: {distribution: version}}`` for every adapter with a check that ran.
+
+    ``adapters`` are adapter objects; a check ran unless it was skipped or not run, so an
+    installed framework whose adapter was not used is not named.
+    """
+    ran = {str(r.adapter) for r in results if str(r.verdict) not in ("skip", "not-run")}
+    out: dict[str, dict[str, str]] = {}
+    for adapter in adapters:
+        name = str(getattr(adapter, "name", ""))
+        if name in ran and name not in out:
+            out[name] = adapter_frameworks(adapter)
     return out

@@ -6,7 +6,8 @@ The document (schema: ``oracle/report.schema.json``)::
     generator        {"name": "gradoracle", "version": ...}
     created          UTC time the report was written (ISO 8601)
     environment      Python, platform, package versions, device, threads, BLAS,
-                     seed and the Hypothesis settings (see gradoracle.reporting.environment)
+                     seed and the Hypothesis settings (see gradoracle.reporting.environment);
+                     frameworks: {adapter: {distribution: version}} of the adapters that ran
     run              what was run: adapters, identities, dtypes, examples, seed, jobs,
                      shard, planned_checks, interrupted, duration_s, command, ...
     run_id           the id of the report set this file belongs to (every file of the set
@@ -157,6 +158,9 @@ def build_document(
     created = run.pop("created", None) or datetime.now(UTC).isoformat(timespec="seconds")
     run_id = run.pop("run_id", None)
     known = run.pop("known_deviations", None)
+    frameworks = run.pop("frameworks", None)  # {adapter: {distribution: version}} of what ran
+    if isinstance(frameworks, Mapping):
+        environment = {**environment, "frameworks": dict(frameworks)}
     run.pop("summary", None)  # recomputed from the results
     summary = summarize(results)
     merge = run.get("merge")

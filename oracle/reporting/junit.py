@@ -47,7 +47,9 @@ def render_junit(document: Mapping[str, Any]) -> bytes:
     env = document.get("environment") or {}
     suites: dict[str, list[Mapping[str, Any]]] = {}
     for r in results:
-        suites.setdefault(f"gradoracle.{r['adapter']}.{r['dtype']}", []).append(r)
+        mode = str(r.get("mode") or "vjp")
+        suffix = "" if mode == "vjp" else f".{mode}"
+        suites.setdefault(f"gradoracle.{r['adapter']}.{r['dtype']}{suffix}", []).append(r)
 
     def counts(records: list[Mapping[str, Any]]) -> dict[str, str]:
         return {

@@ -15,16 +15,19 @@ from typing import Any
 from gradoracle.reporting.tables import (
     DETAILED_VERDICTS,
     VERDICT_ICON,
-    agrees_text,
+    agrees_mark,
     build_matrix,
+    convention_matrix,
     convention_rows,
-    fmt_error,
     fmt_number,
-    headline_error,
+    fmt_ratio,
+    headline_ratio,
     message_without_repro,
+    repro_needs,
     summary_line,
     versions_line,
 )
+from gradoracle.specification import source_words
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
 
@@ -45,8 +48,8 @@ def _cell(record: Mapping[str, Any] | None) -> str:
     if record is None:
         return ""
     verdict = str(record["verdict"])
-    err = fmt_error(headline_error(record))
-    return f"{VERDICT_ICON.get(verdict, '')} {verdict}" + (f" {err}" if err else "")
+    ratio = fmt_ratio(headline_ratio(record)) if verdict not in ("skip", "not-run") else ""
+    return f"{VERDICT_ICON.get(verdict, '')} {verdict}" + (f" {ratio}" if ratio else "")
 
 
 def _matrix(results: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -60,36 +63,35 @@ def _matrix(results: Sequence[Mapping[str, Any]]) -> list[str]:
         lines.append("| " + " | ".join([escape(identity), escape(source), *cells]) + " |")
     lines.append("")
     lines.append(
-        "Each cell: verdict and the worst relative error of the framework's gradient against the "
-        "analytic one, |autodiff - analytic| / |analytic| (infinity norm, worst input and example). "
+        "Each cell: the verdict, then the worst error as a fraction of what the tolerance allows "
+        "(error / tolerance over every comparison, input, element and example; a check fails above 1), "
+        "the same scale for float32 and float64. "
         + " ".join(f"{icon} {v}" for v, icon in VERDICT_ICON.items())
     )
+    sources = list(dict.fromkeys(source for _, source in m.rows if source_words(source) != source))
+    if sources:
+        lines.append("")
+        named = "; ".join(f"{escape(s)}: {escape(source_words(s))}" for s in sources)
+        lines.append(f"Sources: {named}.")
     return lines
 
 
 def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
-    rows = convention_rows(conventions)
-    if not rows:
+    """The probe x framework table, the notes' answer as the last column."""
+    m = convention_matrix(conventions)
+    if not m.probes:
         return ["_No convention probes in this report._"]
-    lines = [
-        "| probe | adapter | dtype | observed convention | judged | notes' formula | agrees |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        observed = ("error: " if r["is_error"] else "") + str(r["observed"])
+    header = ["probe", *m.adapters, "judged", "the notes"]
+    lines = ["| " + " | ".join(escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for probe in m.probes:
+        cells = []
+        for adapter in m.adapters:
+            cell = m.cell(probe["name"], adapter)
+            cells.append("" if cell is None else escape(cell.text + agrees_mark(cell.agrees)))
         lines.append(
             "| "
             + " | ".join(
-                escape(x)
-                for x in (
-                    r["probe"],
-                    r["adapter"],
-                    r["dtype"],
-                    observed,
-                    r["judged"],
-                    r["notes_text"],
-                    agrees_text(r["agrees"]),
-                )
+                [escape(probe["name"]), *cells, escape(probe["judged"]), escape(probe["notes_text"])]
             )
             + " |"
         )
@@ -98,7 +100,7 @@ def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
         "A value inside the generalised (Clarke) gradient, the convex hull of the one-sided derivatives, "
         "is a valid convention; a value outside it is a failure (fault `outside-subdifferential`)."
     )
-    for r in rows:
+    for r in convention_rows(conventions):
         if r["is_failure"]:
             lines += [
                 "",
@@ -106,7 +108,7 @@ def _conventions(conventions: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{escape(r['outside'])}.  Allowed: {escape(r['allowed'])}.",
             ]
             if r["repro"]:
-                lines += ["", "```python", r["repro"], "```"]
+                lines += ["", fence(str(r["repro"]), "python")]
     return lines
 
 
@@ -117,6 +119,13 @@ def _details(record: Mapping[str, Any]) -> list[str]:
     if fault != "none":
         title += f" ({escape(fault)} fault)"
     lines = [title, ""]
+    precision = record.get("precision") or {}
+    if precision.get("mode"):
+        lines.append(
+            f"Reduced precision: {escape(precision.get('bits'))} correct mantissa bits "
+            f"({escape(precision.get('text', precision['mode']))})."
+        )
+        lines.append("")
     deviation = record.get("deviation")
     if verdict == "xfail" and deviation:
         link = str(deviation.get("link") or "")
@@ -137,7 +146,9 @@ def _details(record: Mapping[str, Any]) -> list[str]:
         lines.append("")
     lines.append(fence(message_without_repro(record) or "(no message)"))
     if record.get("repro"):
-        lines += ["", "Repro (runs on its own):", "", fence(str(record["repro"]), "python")]
+        needs = repro_needs(str(record["repro"]))
+        intro = f"Repro (runs on its own; it needs {escape(needs)}):" if needs else "Repro (runs on its own):"
+        lines += ["", intro, "", fence(str(record["repro"]), "python")]
     lines.append("")
     return lines
 

@@ -18,10 +18,17 @@ from gradoracle.results import Fault
 from gradoracle.selftest.mutant_frameworks import (
     _jax_avg_pool_divided_by_k,
     _jax_matmul_outer_reversed,
+    _jax_relu_second_derivative_one,
     _jax_sigmoid_missing_one_minus,
+    _jax_softmax_ce_hessian_missing_outer,
     _torch_conv_input_no_rot180,
+    _torch_conv_jvp_rot180,
     _torch_relu_mask_inverted,
+    _torch_relu_second_derivative_one,
+    _torch_sigmoid_jvp_missing_one_minus,
     _torch_softmax_ce_forgot_y,
+    _torch_softmax_ce_hessian_missing_outer,
+    _torch_tanh_backward_wrong_jvp_right,
 )
 from gradoracle.selftest.mutant_rules import (
     AbsSignLost,
@@ -110,6 +117,8 @@ class Mutant:
     factory: Callable[[str], Any]
     dtypes: tuple[str, ...] = BOTH
     control: bool = False  # a negative control: not a bug, must survive
+    #: the mode the mutant must be killed in: vjp (reverse), jvp (forward), hvp (second order)
+    mode: str = "vjp"
     #: convention probes (:mod:`gradoracle.conventions`) it must fail with ``outside-subdifferential``
     probes: tuple[str, ...] = ()
 
@@ -148,6 +157,7 @@ def mutant_spec(name: str) -> str:
 # ======================================================================================
 
 B, F_, A = Fault.BACKWARD, Fault.FORWARD, Fault.ADAPTER
+FM, SO = Fault.FORWARD_MODE, Fault.SECOND_ORDER
 #: What a mutant's convention probes must report.
 OUTSIDE = Fault.OUTSIDE_SUBDIFFERENTIAL
 MLP_CE = ("mlp-a-logits", "mlp-b-output-params", "mlp-c-hidden-activation", "mlp")
@@ -444,10 +454,11 @@ _ENTRIES: tuple[Mutant, ...] = (
     ),
     Mutant(
         "conv-filter-float16-accumulation",
-        "float32 dJ/dK computed and accumulated in float16",
+        "float32 dJ/dK computed and accumulated in float16 (a reduced-precision mode: named as such, "
+        "with its ~11 correct mantissa bits, not as a wrong rule; right in float64)",
         "notes:conv-filter",
         ("conv-filter",),
-        B,
+        Fault.PRECISION,
         "numpy",
         _numpy(ConvFilterFloat16Accumulation),
         dtypes=("float32",),
@@ -598,6 +609,79 @@ _ENTRIES: tuple[Mutant, ...] = (
         B,
         "jax",
         _jax_matmul_outer_reversed,
+    ),
+    # forward mode and second order (issue 15): one rule wrong, the others right
+    Mutant(
+        "torch-sigmoid-jvp-missing-one-minus",
+        "PyTorch: sigmoid's forward-mode rule is J v = s v ((1 - s) dropped); its backward is right",
+        "notes:identity-4",
+        ("elementwise-sigmoid",),
+        FM,
+        "torch",
+        _torch_sigmoid_jvp_missing_one_minus,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-conv-jvp-rot180",
+        "PyTorch: conv2d's forward-mode rule correlates the input tangent with rot180(K); backward right",
+        "notes:conv-input",
+        ("conv-input",),
+        FM,
+        "torch",
+        _torch_conv_jvp_rot180,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-tanh-backward-wrong-jvp-right",
+        "PyTorch: tanh's backward is u (1 - tanh) (square dropped) while its forward mode is right: "
+        "the transpose identity u^T (J v) = (u^T J) v pins the reverse rule",
+        "notes:identity-4",
+        ("elementwise-tanh",),
+        B,
+        "torch",
+        _torch_tanh_backward_wrong_jvp_right,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-relu-second-derivative-one",
+        "PyTorch: relu(x) + (x - x.detach())^2 / 2: value and gradient right, double backward f'' = 1",
+        "notes:identity-4",
+        ("elementwise-relu", "mlp-d-relu-mask", "mlp"),
+        SO,
+        "torch",
+        _torch_relu_second_derivative_one,
+        mode="hvp",
+    ),
+    Mutant(
+        "torch-softmax-ce-hessian-missing-outer",
+        "PyTorch: cross-entropy with the right gradient yhat - y whose double backward is diag(yhat) "
+        "(the - yhat yhat^T term missing)",
+        "notes:mlp",
+        ("mlp-a-logits", "mlp-c-hidden-activation", "mlp"),
+        SO,
+        "torch",
+        _torch_softmax_ce_hessian_missing_outer,
+        mode="hvp",
+    ),
+    Mutant(
+        "jax-relu-second-derivative-one",
+        "JAX: relu(x) + (x - stop_gradient(x))^2 / 2: first order right, second derivative 1 instead of 0",
+        "notes:identity-4",
+        ("elementwise-relu", "mlp-d-relu-mask"),
+        SO,
+        "jax",
+        _jax_relu_second_derivative_one,
+        mode="hvp",
+    ),
+    Mutant(
+        "jax-softmax-ce-hessian-missing-outer",
+        "JAX: cross-entropy whose gradient is right and whose Hessian misses - yhat yhat^T",
+        "notes:mlp",
+        ("mlp-a-logits", "mlp-b-output-params"),
+        SO,
+        "jax",
+        _jax_softmax_ce_hessian_missing_outer,
+        mode="hvp",
     ),
 )
 

@@ -129,6 +129,7 @@ class MutantReport:
     control: bool = False
     skipped: str = ""
     rows: list[MutantRow] = field(default_factory=list)
+    mode: str = "vjp"  # the mode it is killed in (vjp, jvp, hvp)
 
     @property
     def status(self) -> str:
@@ -298,6 +299,7 @@ def run_selftest(
             list(m.targets),
             [d for d in m.dtypes if d in dtypes],
             m.control,
+            mode=getattr(m, "mode", "vjp"),
         )
         ok, why = m.available()
         if not ok:
@@ -306,7 +308,11 @@ def run_selftest(
             for target in m.targets:
                 ident = get_identity(target)
                 for dtype in report.dtypes:
-                    tasks.append(CheckTask(ident.name, ident.source, m.spec, m.adapter_name, dtype))
+                    tasks.append(
+                        CheckTask(
+                            ident.name, ident.source, m.spec, m.adapter_name, dtype, getattr(m, "mode", "vjp")
+                        )
+                    )
                     owners.append((report, m.expected_fault))
         reports.append(report)
 
@@ -316,12 +322,12 @@ def run_selftest(
     _run_mutant_probes(chosen, reports, dtypes)
 
     unavailable: dict[str, str] = {}
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, Any]] = []
     for spec in correct_adapters:
         adapter = load_adapter(spec)
         ok, why = adapter.available()
         if ok:
-            pairs.append((spec, adapter.name))
+            pairs.append((spec, adapter))  # every mode the adapter supports (vjp, jvp, hvp)
         else:
             unavailable[spec] = why
     correct: list[CheckResult] = []
@@ -418,6 +424,7 @@ def selftest_markdown(report: SelftestReport) -> str:
             f"`{m.name}`",
             m.framework,
             m.rule.removeprefix("notes:"),
+            m.mode,
             m.expected_fault,
             kill_cell(m, "float64"),
             kill_cell(m, "float32"),
@@ -425,7 +432,7 @@ def selftest_markdown(report: SelftestReport) -> str:
         )
         for m in report.mutants
     ]
-    lines += _md_table(("mutant", "adapter", "rule", "expected", "float64", "float32", "bug"), rows)
+    lines += _md_table(("mutant", "adapter", "rule", "mode", "expected", "float64", "float32", "bug"), rows)
     lines += ["", "## Per target", ""]
     detail = [
         (f"`{m.name}`", r.identity, r.dtype, r.verdict, r.fault, r.first_failure or "-", _MARK[r.status])

@@ -220,3 +220,172 @@ def _jax_matmul_outer_reversed(name: str) -> Any:
             return matmul(a, b)
 
     return _jax_adapter(name, Ops)
+
+
+# ======================================================================================
+# Forward-mode and second-order mutants (issue 15): one rule wrong, the others right
+# ======================================================================================
+
+
+def _torch_sigmoid_jvp_missing_one_minus(name: str) -> Any:
+    """Forward mode ``J v = sigma(x) v`` (the ``(1 - sigma)`` dropped); reverse mode right."""
+    import torch
+
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class SigmoidJvpWrong(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any) -> Any:
+            return torch.sigmoid(x)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (s,) = ctx.saved_tensors
+            return g * s * (1 - s)
+
+        @staticmethod
+        def jvp(ctx: Any, t: Any) -> Any:
+            (s,) = ctx.saved_tensors
+            return t * s
+
+    class Ops(TorchOps):
+        def sigmoid(self, x: Any) -> Any:
+            return SigmoidJvpWrong.apply(x)
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_conv_jvp_rot180(name: str) -> Any:
+    """Forward mode correlates the input's tangent with rot180(K); reverse mode right."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn import grad as nn_grad
+
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    def conv(x: Any, k: Any) -> Any:
+        return F.conv2d(x[None, None], k[None, None])[0, 0]
+
+    class ConvJvpRot(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any, k: Any) -> Any:
+            return conv(x, k)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            x, k = inputs
+            ctx.save_for_backward(x, k)
+            ctx.save_for_forward(x, k)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            x, k = ctx.saved_tensors
+            gx = nn_grad.conv2d_input((1, 1, *x.shape), k[None, None], g[None, None])[0, 0]
+            gk = nn_grad.conv2d_weight(x[None, None], (1, 1, *k.shape), g[None, None])[0, 0]
+            return gx, gk
+
+        @staticmethod
+        def jvp(ctx: Any, tx: Any, tk: Any) -> Any:
+            x, k = ctx.saved_tensors
+            out = torch.zeros_like(conv(x, k))
+            if tx is not None:
+                out = out + conv(tx, torch.flip(k, (0, 1)))
+            if tk is not None:
+                out = out + conv(x, tk)
+            return out
+
+    class Ops(TorchOps):
+        def conv2d(self, x: Any, k: Any) -> Any:
+            return ConvJvpRot.apply(x, k)
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_tanh_backward_wrong_jvp_right(name: str) -> Any:
+    """Reverse mode ``u (1 - tanh)`` (the square dropped); forward mode right."""
+    import torch
+
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class TanhBackwardWrong(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any) -> Any:
+            return torch.tanh(x)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (t,) = ctx.saved_tensors
+            return g * (1 - t)
+
+        @staticmethod
+        def jvp(ctx: Any, v: Any) -> Any:
+            (t,) = ctx.saved_tensors
+            return v * (1 - t * t)
+
+    class Ops(TorchOps):
+        def tanh(self, x: Any) -> Any:
+            return TanhBackwardWrong.apply(x)
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_relu_second_derivative_one(name: str) -> Any:
+    """``relu(x) + (x - sg(x))^2 / 2``: value and first derivative right, ``f'' = 1`` instead of 0."""
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class Ops(TorchOps):
+        def relu(self, x: Any) -> Any:
+            d = x - x.detach()
+            return self._torch.relu(x) + 0.5 * d * d
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_softmax_ce_hessian_missing_outer(name: str) -> Any:
+    """Cross-entropy whose gradient is right (``yhat - y``) but whose Hessian is ``diag(yhat)``:
+    ``sum(y) (sum exp(z - sg(L)) - 1 + sg(L)) - y.z`` with ``L = logsumexp(z)`` (the
+    ``- yhat yhat^T`` term of the double backward missing)."""
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class Ops(TorchOps):
+        def softmax_cross_entropy(self, logits: Any, target: Any) -> Any:
+            torch = self._torch
+            lse = torch.logsumexp(logits, 0).detach()
+            return target.sum() * (torch.exp(logits - lse).sum() - 1 + lse) - (target * logits).sum()
+
+    return _torch_adapter(name, Ops)
+
+
+def _jax_relu_second_derivative_one(name: str) -> Any:
+    """``relu(x) + (x - stop_gradient(x))^2 / 2``: ``f'' = 1`` instead of 0, first order right."""
+    from gradoracle.adapters.jax_adapter import JaxOps
+
+    class Ops(JaxOps):
+        def relu(self, x: Any) -> Any:
+            d = x - self._lax.stop_gradient(x)
+            return self._jax.nn.relu(x) + 0.5 * d * d
+
+    return _jax_adapter(name, Ops)
+
+
+def _jax_softmax_ce_hessian_missing_outer(name: str) -> Any:
+    """The JAX twin of :func:`_torch_softmax_ce_hessian_missing_outer`."""
+    from gradoracle.adapters.jax_adapter import JaxOps
+
+    class Ops(JaxOps):
+        def softmax_cross_entropy(self, logits: Any, target: Any) -> Any:
+            jnp = self._jnp
+            lse = self._lax.stop_gradient(self._jax.nn.logsumexp(logits))
+            return jnp.sum(target) * (jnp.sum(jnp.exp(logits - lse)) - 1 + lse) - jnp.sum(target * logits)
+
+    return _jax_adapter(name, Ops)

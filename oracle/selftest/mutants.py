@@ -93,6 +93,11 @@ class MutantAdapter:
         return bool(self.inner.has_jvp)
 
     @property
+    def hvp_methods(self) -> tuple[str, ...]:
+        """The real adapter's Hessian-vector-product methods."""
+        return tuple(getattr(self.inner, "hvp_methods", ()) or ())
+
+    @property
     def ops(self) -> Any:
         """The real adapter's (mutated) ops namespace."""
         return self.inner.ops
@@ -130,6 +135,19 @@ class MutantAdapter:
         """Delegated."""
         out, jv = self.inner.jvp(fn, inputs, tangents, dtype)
         return np.asarray(out), np.asarray(jv)
+
+    def hvp(
+        self,
+        fn: Any,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        tangents: Mapping[str, np.ndarray],
+        dtype: str,
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """Delegated."""
+        return dict(self.inner.hvp(fn, inputs, wrt, cotangent, tangents, dtype, method))
 
     def __repr__(self) -> str:
         return f"<MutantAdapter {self.mutant.name!r}>"

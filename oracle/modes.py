@@ -1,0 +1,719 @@
+"""The check's modes: reverse (``vjp``), forward (``jvp``) and second order (``hvp``).
+
+A mode is part of a check's identity (results, reports, plugin ids, deviations, shards).
+The reverse mode is :func:`gradoracle.runner.evaluate_example`; this module holds the
+other two, each comparing three ways like the reverse mode does:
+
+``jvp`` (forward mode, the adapter's ``jvp``), for a random tangent ``v``:
+
+1. ``J v`` against the closed-form directional derivative (``Identity.reference_jvp``);
+2. ``u^T (J v)`` against central differences of the adapter's own forward along ``v``;
+3. the transpose identity ``u^T (J v) = (u^T J) v`` between the adapter's forward mode and
+   its own reverse mode (its ``vjp``): it localises a disagreement between the two rules;
+
+and, as the oracle's self-test, the closed form against differences of the reference forward.
+
+``hvp`` (second order, the adapter's ``hvp``): for ``s(x) = <u, f(x)>`` and a tangent
+``v``, ``H v`` by every method the adapter has (``reverse-over-reverse``,
+``forward-over-reverse``) against the closed form (``Identity.reference_hvp``), against
+central differences of the adapter's own gradient along ``v`` (projected on a random
+``w``), and the methods against each other; the oracle's self-test differences the
+closed-form gradient.
+
+An identity without a closed form for a mode: ``jvp`` is still checked against finite
+differences and the transpose identity (the record says so); ``hvp`` is not checked
+and the check is a ``skip`` that says why (never a silent pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gradoracle import finite_differences as fd
+from gradoracle.identities import Identity, get_identity
+from gradoracle.precision import effective_bits
+from gradoracle.results import AdapterContractError, Fault
+from gradoracle.strategies import Example
+from gradoracle.tolerances import Tolerance, tolerance_for
+
+#: Every mode, in report order: reverse mode, forward mode, second order.
+MODES: tuple[str, ...] = ("vjp", "jvp", "hvp")
+DEFAULT_MODE = "vjp"
+MODE_TEXT: dict[str, str] = {
+    "vjp": "reverse mode: u^T J against the closed-form gradient and finite differences",
+    "jvp": "forward mode: J v against the closed-form directional derivative, finite differences "
+    "and the transpose identity u^T (J v) = (u^T J) v",
+    "hvp": "second order: Hessian-vector products (reverse-over-reverse, forward-over-reverse) against "
+    "the closed form and finite differences of the gradient",
+}
+#: The ways a framework computes a Hessian-vector product.
+HVP_METHODS: tuple[str, ...] = ("reverse-over-reverse", "forward-over-reverse")
+
+
+class UnknownModeError(ValueError):
+    """A mode name that is not one of :data:`MODES`."""
+
+
+def parse_modes(values: Sequence[str] | None) -> tuple[str, ...]:
+    """Validated modes in :data:`MODES` order (``()`` for none given: the adapter's own).
+
+    Accepts repeated values and comma-separated lists (``--mode vjp,jvp``).
+    """
+    names: list[str] = []
+    for value in values or ():
+        names += [v.strip().lower() for v in str(value).split(",") if v.strip()]
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise UnknownModeError(
+            f"unknown mode(s) {', '.join(repr(n) for n in unknown)}; choose from {', '.join(MODES)} "
+            "(vjp: reverse mode, jvp: forward mode, hvp: Hessian-vector products)"
+        )
+    return tuple(m for m in MODES if m in names)
+
+
+def adapter_hvp_methods(adapter: Any) -> tuple[str, ...]:
+    """The Hessian-vector-product methods an adapter declares (``hvp_methods``), known ones only."""
+    methods = getattr(adapter, "hvp_methods", ()) or ()
+    return tuple(m for m in HVP_METHODS if m in tuple(methods))
+
+
+def adapter_modes(adapter: Any) -> tuple[str, ...]:
+    """Modes an adapter supports: ``vjp`` always, ``jvp`` with ``has_jvp``, ``hvp`` with ``hvp_methods``."""
+    modes = ["vjp"]
+    if getattr(adapter, "has_jvp", False):
+        modes.append("jvp")
+    if adapter_hvp_methods(adapter):
+        modes.append("hvp")
+    return tuple(modes)
+
+
+def unsupported_reason(adapter: Any, mode: str) -> str:
+    """Why ``adapter`` cannot run ``mode`` ('' when it can)."""
+    name = getattr(adapter, "name", "?")
+    if mode == "jvp" and not getattr(adapter, "has_jvp", False):
+        return f"adapter {name!r} has no forward mode (has_jvp = False): jvp not checked"
+    if mode == "hvp" and not adapter_hvp_methods(adapter):
+        return f"adapter {name!r} has no Hessian-vector products (no hvp_methods): hvp not checked"
+    return ""
+
+
+def identity_mode_gap(ident: Identity, mode: str) -> str:
+    """Why ``ident`` cannot be checked in ``mode`` ('' when it can)."""
+    if mode == "hvp" and ident.reference_hvp is None:
+        return (
+            f"identity {ident.name!r} has no closed-form Hessian-vector product: second order is not "
+            "checked for it"
+        )
+    return ""
+
+
+def check_id(identity: str, adapter: str, dtype: str, mode: str = DEFAULT_MODE) -> str:
+    """``identity-adapter-dtype`` for reverse mode, ``identity-adapter-dtype-mode`` otherwise."""
+    base = f"{identity}-{adapter}-{dtype}"
+    return base if mode == DEFAULT_MODE else f"{base}-{mode}"
+
+
+# ------------------------------------------------------------------------ shared bits
+
+
+def _tangents(
+    rng: np.random.Generator, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    return {n: np.asarray(rng.uniform(-1.0, 1.0, size=np.shape(inputs[n]))) for n in names}
+
+
+def _dot(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    return float(sum(float(np.sum(np.asarray(a[n], dtype=np.float64) * b[n])) for n in b))
+
+
+def _validate_array(what: str, got: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    if got is None:
+        raise AdapterContractError(f"{what} is missing")
+    arr = np.asarray(got)
+    if tuple(arr.shape) != tuple(shape):
+        raise AdapterContractError(f"{what} has shape {list(arr.shape)}, expected {list(shape)}")
+    if arr.dtype != np.dtype(dtype):
+        raise AdapterContractError(f"{what} has dtype {arr.dtype}, expected {dtype}")
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist() if arr.ndim else []
+        raise AdapterContractError(f"{what} is not finite at {bad}")
+    return arr
+
+
+def _scalar_comparison(
+    kind: str, name: str, got: float, ref: float, allowed: float, scale: float, fd_value: float | None = None
+) -> Any:
+    from gradoracle.runner import Comparison
+
+    return Comparison(
+        kind=kind,
+        input=name,
+        abs_error=abs(got - ref),
+        scale=scale,
+        allowed=allowed,
+        index=[],
+        autodiff=got,
+        analytic=None if fd_value is not None else ref,
+        fd=fd_value,
+    )
+
+
+def _fd_check(
+    kind: str,
+    name: str,
+    forward: fd.Forward,
+    inputs: Mapping[str, np.ndarray],
+    w: np.ndarray,
+    direction: Mapping[str, np.ndarray],
+    h: float,
+    fd_dtype: str,
+    value: float,
+    mag: float,
+    extra: float,
+    tol: Tolerance,
+    analytic: float | None = None,
+) -> Any:
+    """``value`` against ``D(h) ~ w^T (d/dt) F(x + t v)``, Richardson when the plain one misses."""
+    from gradoracle.runner import Comparison
+
+    eps_fd = fd.machine_epsilon(fd_dtype)
+    d_h = fd.central_difference(forward, inputs, w, direction, h, fd_dtype)
+    estimate, allowed = d_h, tol.fd_allowed(mag) + extra
+    if abs(value - estimate) > allowed:
+        rich = fd.richardson(forward, inputs, w, direction, h, fd_dtype, d_h=d_h)
+        estimate, allowed = rich.value, tol.fd_allowed(mag, rich.error) + extra
+    del eps_fd
+    return Comparison(
+        kind=kind,
+        input=name,
+        abs_error=abs(value - estimate),
+        scale=mag,
+        allowed=allowed,
+        index=[],
+        autodiff=value if kind.endswith("-fd") else None,
+        analytic=value if kind.endswith("-oracle") else analytic,
+        fd=estimate,
+    )
+
+
+def _safe_step(
+    ident: Identity,
+    inputs: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    d: Mapping[str, np.ndarray],
+    h: float,
+) -> float | None:
+    from gradoracle.runner import _kink_safe_step
+
+    return _kink_safe_step(ident, inputs, params, d, h)
+
+
+def _points(
+    example: Example, dtype: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    master = {k: np.asarray(v, dtype=np.float64) for k, v in example.inputs.items()}
+    x_d = {k: v.astype(dtype) for k, v in master.items()}
+    x_d64 = {k: v.astype(np.float64) for k, v in x_d.items()}
+    x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
+    return master, x_d, x_d64, x_32
+
+
+def _classify(outcome: Any, mode_fault: Fault) -> None:
+    failed = {c.kind for c in outcome.failures}
+    if failed & {"oracle", "jvp-oracle", "hvp-oracle"}:
+        outcome.fault = Fault.ORACLE
+    elif "forward" in failed:
+        outcome.fault = Fault.FORWARD
+    elif failed & {"jvp-analytic", "jvp-fd", "hvp-analytic", "hvp-fd", "hvp-methods"}:
+        outcome.fault = mode_fault
+    elif "transpose" in failed:
+        # forward mode matches the notes and finite differences; the reverse rule disagrees
+        outcome.fault = Fault.BACKWARD
+
+
+def _forward_comparison(
+    ident: Identity,
+    params: Mapping[str, Any],
+    out: np.ndarray,
+    ref_out: np.ndarray,
+    x_d64: Mapping[str, np.ndarray],
+    x_32: Mapping[str, np.ndarray],
+    tol: Tolerance,
+) -> tuple[Any, np.ndarray]:
+    from gradoracle.runner import _compare_arrays
+
+    out32 = np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
+    eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
+    out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
+    return _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f)), out_mag
+
+
+# ------------------------------------------------------------------------ forward mode
+
+
+def evaluate_jvp_example(
+    identity: Identity | str, adapter: Any, dtype: str, example: Example, settings: Any = None
+) -> Any:
+    """Forward mode on one example: closed form, finite differences, transpose identity."""
+    from gradoracle.runner import CheckSettings, ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+
+    ident = get_identity(identity)
+    settings = settings or CheckSettings()
+    params = example.params
+    ident.check_shapes(example.inputs, params)
+    outcome = ExampleOutcome(example)
+    fd_dtype = _fd_dtype(adapter, dtype, settings)
+    tol = tolerance_for(dtype, fd_dtype)
+    fn = forward_for(ident, params)
+    rng = np.random.default_rng([int(example.seed) % (2**32), 1])
+    master, x_d, x_d64, x_32 = _points(example, dtype)
+    ref_out = ident.reference_forward(x_d64, params)
+    v = _tangents(rng, x_d64, ident.wrt)
+    v_d = {n: a.astype(dtype) for n, a in v.items()}
+    v64 = {n: a.astype(np.float64) for n, a in v_d.items()}
+    u = np.asarray(rng.uniform(-1.0, 1.0, size=ref_out.shape))
+    u_d64 = u.astype(dtype).astype(np.float64)
+
+    try:
+        result = adapter.jvp(fn, x_d, v_d, dtype)
+    except Exception as exc:  # any adapter failure becomes a record
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {type(exc).__name__}: {exc}"
+        return outcome
+    try:
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise AdapterContractError(f"jvp returned {type(result).__name__}, not a pair (output, J v)")
+        out = _validate_array("forward output", result[0], ref_out.shape, dtype)
+        jv = _validate_array("forward-mode J v", result[1], ref_out.shape, dtype)
+    except AdapterContractError as exc:
+        outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+        return outcome
+    jv64 = np.asarray(jv, dtype=np.float64)
+
+    forward_cmp, out_mag = _forward_comparison(ident, params, out, ref_out, x_d64, x_32, tol)
+    outcome.comparisons.append(forward_cmp)
+
+    # 1. the closed-form directional derivative
+    if ident.reference_jvp is not None:
+        ref_jv = ident.jvp(x_d64, params, v64).reshape(ref_out.shape)
+        ref_jv32 = np.asarray(
+            ident.jvp(x_32, params, {n: a.astype(np.float32) for n, a in v64.items()}), dtype=np.float64
+        ).reshape(ref_out.shape)
+        eta = float(np.max(np.abs(ref_jv32 - ref_jv))) if ref_jv.size else 0.0
+        mag = np.maximum(ident.jvp_term_magnitude(x_d64, params, v64).reshape(ref_out.shape), np.abs(ref_jv))
+        allowed_jv = tol.allowed(mag, eta)
+        cmp = _compare_arrays("jvp-analytic", "J v", jv64, ref_jv, allowed_jv)
+        outcome.comparisons.append(cmp)
+        outcome.bits = effective_bits({"output": (out, ref_out, out_mag), "J v": (jv64, ref_jv, mag)})
+        term_scale = float(np.sum(np.abs(u_d64) * mag))
+        slack = float(np.sum(np.abs(u_d64) * allowed_jv))
+    else:
+        ref_jv = None
+        term_scale = float(np.sum(np.abs(u_d64 * jv64)))
+        slack = float(np.sum(np.abs(u_d64) * tol.allowed(np.abs(jv64), 0.0)))
+
+    # 2. finite differences of the adapter's own forward along v (float64 when it can); when
+    # every step along v crosses a kink (inputs drawn down to 2^-124 from one), small inputs
+    # fall back to the basis directions that do not, each with its own forward-mode J e_j
+    h0 = fd.step_size(fd_dtype, x_d64)
+
+    def adapter_forward(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(adapter.forward(fn, arrays, fd_dtype))
+
+    output_scale = float(np.sum(np.abs(u_d64) * out_mag))
+    plan: list[tuple[dict[str, np.ndarray], float, np.ndarray, np.ndarray | None]] = []
+    h = _safe_step(ident, x_d64, params, v64, h0)
+    if h is not None:
+        plan.append((v64, h, jv64, ref_jv))
+    else:
+        outcome.skipped_directions += 1
+        try:
+            plan += _basis_plan(ident, adapter, fn, x_d, x_d64, params, dtype, h0, settings, ref_out.shape)
+        except AdapterContractError as exc:
+            outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+            return outcome
+        except Exception as exc:
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {type(exc).__name__}: {exc}"
+            return outcome
+    worst_fd: Any = None
+    for d, hd, jd, ref_d in plan:
+        pd = float(np.sum(u_d64 * jd))
+        if ref_d is not None:
+            mag_d = np.maximum(
+                ident.jvp_term_magnitude(x_d64, params, d).reshape(ref_out.shape), np.abs(ref_d)
+            )
+            scale_d = float(np.sum(np.abs(u_d64) * mag_d))
+            slack_d = float(np.sum(np.abs(u_d64) * tol.allowed(mag_d, 0.0)))
+        else:
+            scale_d = float(np.sum(np.abs(u_d64 * jd)))
+            slack_d = float(np.sum(np.abs(u_d64) * tol.allowed(np.abs(jd), 0.0)))
+        if d is v64:
+            scale_d, slack_d = term_scale, slack
+        try:
+            cmp = _fd_check(
+                "jvp-fd",
+                "u^T J v",
+                adapter_forward,
+                x_d64,
+                u_d64,
+                d,
+                hd,
+                fd_dtype,
+                pd,
+                max(scale_d, abs(pd)),
+                slack_d + 16 * fd.machine_epsilon(fd_dtype) * output_scale / hd,
+                tol,
+                analytic=None if ref_d is None else float(np.sum(u_d64 * ref_d)),
+            )
+        except Exception as exc:  # the adapter's forward may fail on its own
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
+            return outcome
+        if worst_fd is None or cmp.ratio > worst_fd.ratio:
+            worst_fd = cmp
+    if worst_fd is not None:
+        outcome.comparisons.append(worst_fd)
+    p = float(np.sum(u_d64 * jv64))
+
+    # 3. the transpose identity between the adapter's own forward and reverse modes
+    try:
+        rev = adapter.vjp(fn, x_d, ident.wrt, u_d64.astype(dtype), dtype)
+        grads = {
+            n: _validate_array(f"gradient for {n!r}", rev.grads.get(n), x_d[n].shape, dtype)
+            for n in ident.wrt
+        }
+    except AdapterContractError as exc:
+        outcome.fault, outcome.contract = Fault.ADAPTER, f"vjp (for the transpose identity): {exc}"
+        return outcome
+    except Exception as exc:
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {type(exc).__name__}: {exc}"
+        return outcome
+    q = _dot(grads, v64)
+    gmag = (
+        ident.gradient_magnitude(x_d64, params, u_d64)
+        if ident.reference_gradient or ident.magnitude
+        else None
+    )
+    rev_scale = (
+        sum(float(np.sum(gmag[n] * np.abs(v64[n]))) for n in v64 if n in gmag)
+        if gmag is not None
+        else sum(float(np.sum(np.abs(np.asarray(grads[n], dtype=np.float64) * v64[n]))) for n in v64)
+    )
+    allowed_t = float(tol.allowed(max(term_scale, abs(p)), 0.0)) + float(
+        tol.allowed(max(rev_scale, abs(q)), 0.0)
+    )
+    outcome.comparisons.append(
+        _scalar_comparison("transpose", "u^T (J v) vs (u^T J) v", p, q, allowed_t, max(term_scale, rev_scale))
+    )
+
+    # 4. the oracle itself: closed-form J v vs differences of the reference forward, float64
+    if ref_jv is not None:
+        ref_master = ident.jvp(master, params, v).reshape(ref_out.shape) if dtype != "float64" else ref_jv
+        tol64 = tolerance_for("float64")
+        hm = _safe_step(ident, master, params, v, fd.step_size("float64", master))
+        if hm is not None:
+            mag64 = float(
+                np.sum(np.abs(u) * ident.jvp_term_magnitude(master, params, v).reshape(ref_out.shape))
+            )
+            out_scale64 = float(
+                np.sum(np.abs(u) * np.maximum(ident.output_magnitude(master, params), np.abs(ref_out)))
+            )
+            outcome.comparisons.append(
+                _fd_check(
+                    "jvp-oracle",
+                    "u^T J v",
+                    lambda a: ident.reference_forward(a, params),
+                    master,
+                    u,
+                    v,
+                    hm,
+                    "float64",
+                    float(np.sum(u * ref_master)),
+                    mag64,
+                    16 * fd.machine_epsilon("float64") * out_scale64 / hm,
+                    tol64,
+                )
+            )
+
+    _classify(outcome, Fault.FORWARD_MODE)
+    return outcome
+
+
+def _basis_plan(
+    ident: Identity,
+    adapter: Any,
+    fn: Any,
+    x_d: Mapping[str, np.ndarray],
+    x_d64: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    dtype: str,
+    h0: float,
+    settings: Any,
+    out_shape: tuple[int, ...],
+) -> list[tuple[dict[str, np.ndarray], float, np.ndarray, np.ndarray | None]]:
+    """Kink-safe basis directions ``e_j`` (inputs of at most ``full_jacobian_max`` elements),
+    each with the adapter's ``J e_j`` and the closed form's: ``(e_j, h, J e_j, ref)``."""
+    shapes = {n: tuple(np.shape(x_d64[n])) for n in ident.wrt}
+    if sum(int(np.prod(s)) for s in shapes.values()) > settings.full_jacobian_max:
+        return []
+    out = []
+    rng = np.random.default_rng(0)
+    for d in fd.directions(rng, shapes, 0, settings.full_jacobian_max):
+        h = _safe_step(ident, x_d64, params, d, h0)
+        if h is None:
+            continue
+        result = adapter.jvp(fn, x_d, {n: a.astype(dtype) for n, a in d.items()}, dtype)
+        jd = np.asarray(_validate_array("forward-mode J v", result[1], out_shape, dtype), dtype=np.float64)
+        ref = ident.jvp(x_d64, params, d).reshape(out_shape) if ident.reference_jvp is not None else None
+        out.append((d, h, jd, ref))
+    return out
+
+
+# ------------------------------------------------------------------------ second order
+
+
+def evaluate_hvp_example(
+    identity: Identity | str, adapter: Any, dtype: str, example: Example, settings: Any = None
+) -> Any:
+    """Second order on one example: every HVP method against the closed form, finite
+    differences of the adapter's gradient, and each other."""
+    from gradoracle.runner import CheckSettings, ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+
+    ident = get_identity(identity)
+    settings = settings or CheckSettings()
+    params = example.params
+    ident.check_shapes(example.inputs, params)
+    outcome = ExampleOutcome(example)
+    fd_dtype = _fd_dtype(adapter, dtype, settings)
+    tol = tolerance_for(dtype, fd_dtype)
+    fn = forward_for(ident, params)
+    names = ident.second_order_wrt
+    rng = np.random.default_rng([int(example.seed) % (2**32), 2])
+    master, x_d, x_d64, x_32 = _points(example, dtype)
+    ref_out = ident.reference_forward(x_d64, params)
+    u = np.asarray(rng.uniform(-1.0, 1.0, size=ref_out.shape))
+    u_d = u.astype(dtype)
+    u_d64 = u_d.astype(np.float64)
+    v = _tangents(rng, x_d64, names)
+    v_d = {n: a.astype(dtype) for n, a in v.items()}
+    v64 = {n: a.astype(np.float64) for n, a in v_d.items()}
+    w = _tangents(rng, x_d64, names)  # projects the gradient for the finite differences
+
+    ref = ident.hvp(x_d64, params, u_d64, v64)
+    ref32 = ident.hvp(
+        x_32, params, u_d64.astype(np.float32), {n: a.astype(np.float32) for n, a in v64.items()}
+    )
+    mags = ident.hvp_term_magnitude(x_d64, params, u_d64, v64)
+    allowed: dict[str, np.ndarray] = {}
+    for n in names:
+        r = np.asarray(ref[n], dtype=np.float64)
+        eta = float(np.max(np.abs(np.asarray(ref32[n], dtype=np.float64) - r))) if r.size else 0.0
+        allowed[n] = tol.allowed(np.maximum(mags[n], np.abs(r)), eta)
+
+    got: dict[str, dict[str, np.ndarray]] = {}
+    undefined = ident.hvp_undefined(x_d64, params) if ident.hvp_undefined is not None else {}
+    for method in adapter_hvp_methods(adapter):
+        try:
+            res = adapter.hvp(fn, x_d, names, u_d, v_d, dtype, method)
+        except Exception as exc:  # any adapter failure becomes a record
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp ({method}) raised {type(exc).__name__}: {exc}"
+            return outcome
+        try:
+            if not isinstance(res, Mapping):
+                raise AdapterContractError(f"hvp returned {type(res).__name__}, not a dict name -> H v")
+            got[method] = {
+                n: np.asarray(
+                    _validate_array(f"H v for {n!r} ({method})", res.get(n), x_d[n].shape, dtype),
+                    dtype=np.float64,
+                )
+                for n in names
+            }
+        except AdapterContractError as exc:
+            outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+            return outcome
+        for n in names:
+            if n in undefined:  # no single second derivative there: any value is accepted
+                got[method][n] = np.where(undefined[n], np.asarray(ref[n], dtype=np.float64), got[method][n])
+            outcome.comparisons.append(
+                _compare_arrays("hvp-analytic", f"{n} [{method}]", got[method][n], ref[n], allowed[n])
+            )
+    methods = list(got)
+    if methods:
+        outcome.bits = effective_bits(
+            {
+                f"{n} [{m}]": (got[m][n], np.asarray(ref[n], dtype=np.float64), mags[n])
+                for m in methods
+                for n in names
+            }
+        )
+    if len(methods) == 2:
+        a, b = got[methods[0]], got[methods[1]]
+        for n in names:
+            cmp = _compare_arrays("hvp-methods", n, a[n], b[n], 2 * allowed[n])
+            outcome.comparisons.append(cmp)
+
+    # finite differences of the adapter's own gradient along v, projected on w
+    u_fd = u_d64.astype(fd_dtype)
+
+    def adapter_gradient(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        res = adapter.vjp(fn, arrays, names, u_fd, fd_dtype)
+        return np.concatenate([np.asarray(res.grads[n], dtype=np.float64).reshape(-1) for n in names])
+
+    w_flat = np.concatenate([w[n].reshape(-1) for n in names])
+    gmag = ident.gradient_magnitude(x_d64, params, u_d64) if set(names) <= set(ident.wrt) else None
+    grad_scale = float(sum(np.sum(np.abs(w[n]) * gmag[n]) for n in names)) if gmag is not None else 0.0
+    h0 = fd.step_size(fd_dtype, x_d64)
+    h = _safe_step(ident, x_d64, params, v64, h0)
+    # (direction, step, H d per method, closed-form H d, its term magnitudes, its allowance)
+    plan: list[tuple[Any, float, dict[str, dict[str, np.ndarray]], Any, Any, Any]] = []
+    if h is not None:
+        plan.append((v64, h, got, ref, mags, allowed))
+    else:
+        # every step along v crosses a kink: small inputs fall back to the kink-safe basis
+        # directions, each with its own H e_j by every method
+        outcome.skipped_directions += 1
+        shapes = {n: tuple(np.shape(x_d64[n])) for n in names}
+        if sum(int(np.prod(sh)) for sh in shapes.values()) <= settings.full_jacobian_max:
+            for d in fd.directions(np.random.default_rng(0), shapes, 0, settings.full_jacobian_max):
+                hd = _safe_step(ident, x_d64, params, d, h0)
+                if hd is None:
+                    continue
+                d_d = {n: a.astype(dtype) for n, a in d.items()}
+                try:
+                    got_d = {
+                        m: {
+                            n: np.asarray(
+                                _validate_array(
+                                    f"H v for {n!r} ({m})",
+                                    adapter.hvp(fn, x_d, names, u_d, d_d, dtype, m).get(n),
+                                    x_d[n].shape,
+                                    dtype,
+                                ),
+                                dtype=np.float64,
+                            )
+                            for n in names
+                        }
+                        for m in methods
+                    }
+                except AdapterContractError as exc:
+                    outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+                    return outcome
+                except Exception as exc:
+                    outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp raised {type(exc).__name__}: {exc}"
+                    return outcome
+                ref_d = ident.hvp(x_d64, params, u_d64, d)
+                mags_d = ident.hvp_term_magnitude(x_d64, params, u_d64, d)
+                allowed_d = {n: tol.allowed(np.maximum(mags_d[n], np.abs(ref_d[n])), 0.0) for n in names}
+                plan.append((d, hd, got_d, ref_d, mags_d, allowed_d))
+    worst_fd: Any = None
+    for d, hd, got_d, ref_d, mags_d, allowed_d in plan:
+        for method in methods:
+            value = sum(float(np.sum(w[n] * got_d[method][n])) for n in names)
+            mag = float(sum(np.sum(np.abs(w[n]) * np.maximum(mags_d[n], np.abs(ref_d[n]))) for n in names))
+            slack = float(sum(np.sum(np.abs(w[n]) * allowed_d[n]) for n in names))
+            if gmag is None:
+                base = adapter_gradient(x_d64)
+                grad_scale = float(np.sum(np.abs(w_flat * base)))
+            extra = slack + 16 * fd.machine_epsilon(fd_dtype) * grad_scale / hd
+            try:
+                cmp = _fd_check(
+                    "hvp-fd",
+                    f"w^T H v [{method}]",
+                    adapter_gradient,
+                    x_d64,
+                    w_flat,
+                    d,
+                    hd,
+                    fd_dtype,
+                    value,
+                    max(mag, abs(value)),
+                    extra,
+                    tol,
+                    analytic=sum(float(np.sum(w[n] * ref_d[n])) for n in names),
+                )
+            except Exception as exc:
+                outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {type(exc).__name__}: {exc}"
+                return outcome
+            if worst_fd is None or cmp.ratio > worst_fd.ratio:
+                worst_fd = cmp
+    if worst_fd is not None:
+        outcome.comparisons.append(worst_fd)
+
+    # the oracle itself: closed-form H v vs differences of the closed-form gradient, float64
+    hm = _safe_step(ident, master, params, v, fd.step_size("float64", master))
+    if hm is not None:
+        gradient = _closed_form_gradient(ident, params, u, names)
+        ref_master = ident.hvp(master, params, u, v) if dtype != "float64" else ref
+        value = sum(float(np.sum(w[n] * ref_master[n])) for n in names)
+        mag_m = ident.hvp_term_magnitude(master, params, u, v)
+        mag = float(sum(np.sum(np.abs(w[n]) * np.maximum(mag_m[n], np.abs(ref_master[n]))) for n in names))
+        gm = _closed_form_gradient(ident, params, np.abs(u), names, absolute=True)(
+            {k: np.abs(a) for k, a in master.items()}
+        )
+        gscale = float(np.sum(np.abs(w_flat) * np.abs(gm)))
+        outcome.comparisons.append(
+            _fd_check(
+                "hvp-oracle",
+                "w^T H v",
+                gradient,
+                master,
+                w_flat,
+                v,
+                hm,
+                "float64",
+                value,
+                mag,
+                16 * fd.machine_epsilon("float64") * gscale / hm,
+                tolerance_for("float64"),
+            )
+        )
+
+    _classify(outcome, Fault.SECOND_ORDER)
+    return outcome
+
+
+def _closed_form_gradient(
+    ident: Identity, params: Mapping[str, Any], u: np.ndarray, names: Sequence[str], absolute: bool = False
+) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """``x -> grad_x <u, f(x)>`` over ``names`` from the closed-form gradient, flattened.
+
+    An identity whose Hessian is taken over more inputs than its ``wrt`` (the convolutions:
+    over X and K) needs the gradient of every one of them: each comes from the closed form
+    of an identity of the same forward that has it in its ``wrt`` (the notes' section
+    pairs: ``conv-filter`` and ``conv-input``).
+    """
+    sources: list[Identity] = [ident]
+    missing = [n for n in names if n not in ident.wrt]
+    if missing:
+        from gradoracle.identities import IDENTITIES
+
+        for other in IDENTITIES.values():
+            if (
+                other.forward is ident.forward
+                and other.reference_gradient is not None
+                and set(other.wrt) & set(missing)
+            ):
+                sources.append(other)
+    covered = {n for s in sources for n in s.wrt}
+    if not set(names) <= covered:
+        raise ValueError(
+            f"identity {ident.name!r}: no closed-form gradient for {sorted(set(names) - covered)} "
+            "(needed by the second-order self-test)"
+        )
+
+    def gradient(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        parts: dict[str, np.ndarray] = {}
+        for s in sources:
+            g = s.gradient_magnitude(arrays, params, u) if absolute else s.gradient(arrays, params, u)
+            for n in s.wrt:
+                parts.setdefault(n, np.asarray(g[n], dtype=np.float64))
+        return np.concatenate([parts[n].reshape(-1) for n in names])
+
+    return gradient
+
+
+EVALUATORS: dict[str, Callable[..., Any]] = {
+    "jvp": evaluate_jvp_example,
+    "hvp": evaluate_hvp_example,
+}
