@@ -325,6 +325,17 @@ class ThreadBoundAdapter(NumpyEngineAdapter):
         self._same_thread()
         return super().forward(fn, inputs, dtype)
 
+    def vjp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        self._same_thread()
+        return super().vjp(fn, inputs, wrt, cotangent, dtype)
+
 
 # ---------------------------------------------------------------------------------------------
 # Issue 11 part B (clean text, load failures): hostile text and adapters that fail to load.
@@ -352,8 +363,6 @@ class HostileTextAdapter(NumpyEngineAdapter):
         cotangent: np.ndarray,
         dtype: str,
     ) -> VJPResult:
-        self._same_thread()
-        return super().vjp(fn, inputs, wrt, cotangent, dtype)
         filler = "y" * (HUGE_MESSAGE_CHARS - 2 * len(HOSTILE_TEXT))
         raise RuntimeError(HOSTILE_TEXT + filler + HOSTILE_TEXT)
 
