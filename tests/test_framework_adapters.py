@@ -445,6 +445,7 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
     fresh = JaxAdapter(jit=mode)
     _close(fresh.forward(_matvec, {"W": _W, "x": _x}, "float64"), _W @ _x, "float64")
     assert set(fresh._compiled.values()) == set(adapter._compiled.values())
+
     # A subclass, or an instance whose ops were replaced, never sees what another adapter
     # compiled (the compiled code holds that adapter's ops): in auto mode its first call
     # counts from zero again.
