@@ -39,11 +39,9 @@ from gradoracle.modes import (
 from gradoracle.precision import effective_bits, name_precision_mode
 from gradoracle.results import CheckResult, Fault
 
-#: The notes' identities, which carry closed forms for both new modes; the general layer
-#: identities (issue 14) have none yet: jvp checks them against finite differences and the
-#: transpose identity only, hvp reports them as not checked (tested below).
-IDENTITIES = [i.name for i in all_identities() if i.reference_jvp is not None]
-WITHOUT = [i.name for i in all_identities() if i.reference_hvp is None]
+#: Every catalogue identity (the notes' and the layers') carries closed forms for both new modes.
+IDENTITIES = [i.name for i in all_identities()]
+LAYER_IDENTITIES = [i.name for i in all_identities() if i.parameters]
 EXAMPLES = int(os.environ.get("GRADORACLE_MODE_EXAMPLES", "4"))
 SETTINGS = CheckSettings(examples=EXAMPLES, seed=20261130)
 SLOW = CheckSettings(examples=6, seed=3, shrink=False)
@@ -103,10 +101,11 @@ def _full_gradient(
     """The closed-form gradient over the Hessian's inputs (the conv pair covers X and K)."""
     from gradoracle.identities import IDENTITIES
 
+    missing = set(ident.second_order_wrt) - set(ident.wrt)
     sources = [ident] + [
         o
         for o in IDENTITIES.values()
-        if o.forward is ident.forward and o is not ident and o.reference_gradient
+        if missing and o.forward is ident.forward and o is not ident and o.reference_gradient
     ]
 
     def grad(a: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -197,6 +196,119 @@ def test_negative_controls_wrong_closed_forms_are_caught_by_the_same_comparisons
     assert all(e > 1e-4 * s for e, s in errs)
 
 
+def _rel(errs: list[tuple[float, float]]) -> list[float]:
+    return [e / sc for e, sc in errs]
+
+
+def test_layer_identities_have_closed_forms_in_both_modes() -> None:
+    assert len(LAYER_IDENTITIES) == 10
+    for name in LAYER_IDENTITIES:
+        ident = get_identity(name)
+        assert ident.reference_jvp is not None and ident.reference_hvp is not None, name
+        assert ident.second_order_note, name
+
+
+def test_negative_controls_wrong_layer_jvps_are_caught() -> None:
+    from gradoracle.identities import convolution_nd, linear_layers, pooling_nd
+    from gradoracle.reference_layers import max_pool_nd
+
+    # a convolution J v without the bias tangent db: wrong on every example (db is drawn nonzero)
+    conv = get_identity("conv2d-layer")
+
+    def conv_no_bias(a: Any, p: Any, t: Any) -> np.ndarray:
+        return convolution_nd._jvp_conv(a, p, {k: v for k, v in t.items() if k != "b"})
+
+    assert all(r > 1e-4 for r in _rel([_jvp_error(conv, conv_no_bias, ex) for ex in _examples(conv, 8)]))
+    # a linear-layer J v holding W (no X dW^T term): caught unless X is all zeros (the simplest draw)
+    lin = get_identity("linear-layer")
+
+    def lin_no_dw(a: Any, p: Any, t: Any) -> np.ndarray:
+        return linear_layers._jvp_linear(a, p, {k: v for k, v in t.items() if k != "W"})
+
+    examples = _examples(lin, 8)
+    caught = [r > 1e-4 for r in _rel([_jvp_error(lin, lin_no_dw, ex) for ex in examples])]
+    assert caught == [bool(np.any(ex.inputs["X"] != 0)) for ex in examples] and any(caught)
+    # max pooling routing the tangent from each window's minimum instead of its maximum: caught
+    # exactly on the examples where some window's minimum and maximum differ (a window of two
+    # or more input elements), accepted where every window holds one element
+    pool = get_identity("max-pool-layer")
+
+    def route_min(a: Any, p: Any, t: Any) -> np.ndarray:
+        return np.asarray(pooling_nd._jvp_max({"X": -a["X"]}, p, t))
+
+    seen = set()
+    for ex in _examples(pool, 20):
+        x = np.asarray(ex.inputs["X"], dtype=np.float64)
+        geometry = (ex.params[k] for k in ("window", "stride", "padding", "dilation", "ceil_mode"))
+        w, s_, q, d, c = geometry
+        spread = bool(np.any(max_pool_nd(x, w, s_, q, d, c) != -max_pool_nd(-x, w, s_, q, d, c)))
+        err, scale = _jvp_error(pool, route_min, ex)
+        assert (err > 1e-4 * scale) == spread, (ex.params, err, scale)
+        seen.add(spread)
+    assert True in seen
+
+
+def test_negative_controls_wrong_layer_hvps_are_caught() -> None:
+    from gradoracle.identities import convolution_nd, linear_layers, mlp_batch
+
+    # a batched cross-entropy H v missing the 1/N of reduction='mean': rejected exactly when
+    # the reduction is mean over N > 1 rows, accepted for sum or a single row
+    ce = get_identity("cross-entropy-batch")
+
+    def missing_mean(a: Any, p: Any, u: Any, t: Any) -> dict[str, np.ndarray]:
+        g = mlp_batch._hvp(a, p, u, t)
+        n = a["Z"].shape[0]
+        return {k: v * n for k, v in g.items()} if p["reduction"] == "mean" else g
+
+    cases = set()
+    for ex in _examples(ce, 16):
+        on = ex.params["reduction"] == "mean" and ex.inputs["Z"].shape[0] > 1
+        err, scale = _hvp_error(ce, missing_mean, ex)
+        assert (err > 1e-4 * scale) == on, (ex.params, ex.inputs["Z"].shape, err, scale)
+        cases.add(on)
+    assert cases == {True, False}
+    # the batched MLP's double backward without the Delta2 dW2 term of d(dJ/dH) (the path of W2's
+    # tangent into Delta1): caught whenever some hidden unit is active (the mask carries it on)
+    mlp = get_identity("mlp-batch")
+
+    def no_dw2_term(a: Any, p: Any, u: Any, t: Any) -> dict[str, np.ndarray]:
+        g = mlp_batch._hvp(a, p, u, t)
+        z1 = a["X"] @ a["W1"].T + a["b1"]
+        z2 = np.maximum(z1, 0) @ a["W2"].T + a["b2"]
+        tt, r = mlp_batch._targets(a, p, z2)
+        term = (z1 > 0) * (mlp_batch._delta2(z2, tt, r, np.asarray(u)) @ t["W2"])
+        g["W1"], g["b1"], g["X"] = g["W1"] - term.T @ a["X"], g["b1"] - term.sum(axis=0), g["X"] - term @ a["W1"]
+        return g
+
+    for ex in _examples(mlp, 8):
+        active = bool(np.any(ex.inputs["X"] @ ex.inputs["W1"].T + ex.inputs["b1"] > 0))
+        err, scale = _hvp_error(mlp, no_dw2_term, ex)
+        assert (err > 1e-4 * scale) == active, (err, scale)
+    # a linear layer whose (H v)_W block takes the first batch row only: caught iff there are rows to sum
+    lin = get_identity("linear-layer")
+
+    def first_row(a: Any, p: Any, u: Any, t: Any) -> dict[str, np.ndarray]:
+        g = linear_layers._hvp_linear(a, p, u, t)
+        rows_u = u.reshape(-1, u.shape[-1])
+        rows_v = np.asarray(t["X"]).reshape(-1, a["X"].shape[-1])
+        g["W"] = np.outer(rows_u[0], rows_v[0])
+        return g
+
+    for ex in _examples(lin, 10):
+        rows = int(np.prod(ex.inputs["X"].shape[:-1]))
+        err, scale = _hvp_error(lin, first_row, ex)
+        assert (err > 1e-4 * scale) == (rows > 1), (ex.inputs["X"].shape, err, scale)
+    # a convolution H v taking the K block at X instead of the tangent v_X
+    conv = get_identity("conv1d-layer")
+
+    def at_x(a: Any, p: Any, u: Any, t: Any) -> dict[str, np.ndarray]:
+        g = convolution_nd._hvp_conv(a, p, u, t)
+        g["K"] = convolution_nd._grad_conv(a, p, u)["K"]
+        return g
+
+    assert all(r > 1e-4 for r in _rel([_hvp_error(conv, at_x, ex) for ex in _examples(conv, 8)]))
+
+
 # ----------------------------------------------------------------- conformance in the modes
 
 #: JAX runs one identity per family by default (eager JAX is ~10x slower per example than
@@ -212,6 +324,9 @@ JAX_SAMPLE = (
     "conv-filter",
     "max-pool",
     "avg-pool",
+    "conv2d-layer",
+    "max-pool-layer",
+    "cross-entropy-batch",
 )
 FULL = os.environ.get("GRADORACLE_MODES_FULL", "") not in ("", "0")
 CASES = [
@@ -258,13 +373,6 @@ def test_the_numpy_engine_is_reverse_only_and_says_so() -> None:
         result = check("mlp", engine, "float64", SETTINGS, mode)
         assert result.verdict == Verdict.SKIP and words in result.message
         assert result.id == f"mlp-numpy-float64-{mode}"
-
-
-def test_layer_identities_without_closed_forms_say_so() -> None:
-    adapter = _available("torch")
-    for name in WITHOUT[:3]:
-        result = check(name, adapter, "float64", CheckSettings(examples=2, seed=1), "hvp")
-        assert result.verdict == Verdict.SKIP and "not checked" in result.message
 
 
 def test_an_identity_without_a_closed_form_hvp_is_not_checked_never_passed() -> None:

@@ -20,6 +20,12 @@ pad(delta, k-1) * rot180(K)`` are its special case N = C = 1, s = d = 1, no padd
 
 The closed forms walk the ``prod(k)`` kernel offsets, each one strided slice of ``Xpad``
 (no sliding-window tensor), and are linear in each input separately.
+
+Forward mode: Z is bilinear in (X, K) plus b, so ``J v = conv(dX, K) + conv(X, dK) + db``
+(the product rule; ``db`` broadcast over the batch and space).  Second order of ``s = <U, Z>``:
+``dJ/dK`` depends on X only, ``dJ/dX`` on K only and ``dJ/db`` on neither, so the Hessian
+over (X, K, b) is the cross term: ``(H v)_K = dJ/dK`` with X replaced by ``v_X``,
+``(H v)_X = dJ/dX`` (the transposed convolution) with K replaced by ``v_K``, ``(H v)_b = 0``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from gradoracle import strategies as S
 from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
 from gradoracle.reference_layers import (
     Pads,
+    conv_nd,
     conv_output_shape,
     conv_pads,
     crop,
@@ -123,6 +130,40 @@ def _grad_conv(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]
     return {"X": crop(dxp, pads), "K": dK.reshape(K.shape), "b": delta.sum(axis=(0, *range(2, delta.ndim)))}
 
 
+def _tangent(a: Arrays, t: Arrays, name: str) -> np.ndarray:
+    return np.asarray(t[name]) if name in t else np.zeros_like(np.asarray(a[name]))
+
+
+def _jvp_conv(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode (bilinear in X and K, affine in b): ``dZ = conv(dX, K) + conv(X, dK) + db``."""
+    geometry = (tuple(p["stride"]), p["padding"], tuple(p["dilation"]), int(p["groups"]))
+    X, K = a["X"], a["K"]
+    return np.asarray(
+        conv_nd(_tangent(a, t, "X"), K, _tangent(a, t, "b"), *geometry)
+        + conv_nd(X, _tangent(a, t, "K"), None, *geometry)
+    )
+
+
+def _hvp_conv(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """``s = <U, conv(X, K) + b>``: ``(H v)_X = dJ/dX at K = v_K`` (transposed conv of U with v_K),
+    ``(H v)_K = dJ/dK at X = v_X`` (v_X correlated with U), ``(H v)_b = 0``."""
+    out: dict[str, np.ndarray] = {}
+    if "X" in t:
+        out["X"] = _grad_conv({"X": a["X"], "K": _tangent(a, t, "K"), "b": a["b"]}, p, u)["X"]
+    if "K" in t:
+        out["K"] = _grad_conv({"X": _tangent(a, t, "X"), "K": a["K"], "b": a["b"]}, p, u)["K"]
+    if "b" in t:
+        out["b"] = np.zeros_like(np.asarray(a["b"]))
+    return out
+
+
+_SECOND_ORDER = (
+    "taken over X, K and b: s = <U, conv(X, K) + b> is bilinear in (X, K) and linear in b, so H v is the "
+    "cross term (d(dJ/dK)/dX v_X = v_X correlated with U, d(dJ/dX)/dK v_K = the transposed convolution of U "
+    "with v_K); the b block is exactly 0"
+)
+
+
 @st.composite
 def _conv_inputs(draw: st.DrawFn, rank: int) -> S.Example:
     big = draw(L.large())
@@ -187,6 +228,9 @@ def _record(rank: int) -> Identity:
         validate=_validator(rank),
         parameters=_PARAMETERS,
         generalises=("notes:conv-filter", "notes:conv-input"),
+        reference_jvp=_jvp_conv,
+        reference_hvp=_hvp_conv,
+        second_order_note=_SECOND_ORDER,
         derivation=(
             "Z is linear in K, X and b; each gradient is the adjoint of the index map p s + a d: "
             "for K a correlation of the padded input with the stride-dilated delta sampled by the dilation, "

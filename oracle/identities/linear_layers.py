@@ -12,7 +12,12 @@ every row, so their gradients are the per-row identities *summed over the batch*
   ``dJ/dX = delta W^T`` (identity 2).
 
 Every closed form is linear in each input separately, so a directional derivative is the
-same formula with one input replaced by its tangent (product rule over the inputs).
+same formula with one input replaced by its tangent (product rule over the inputs):
+
+- forward mode: ``J v = dX W^T + X dW^T + db`` (PyTorch layout), ``dX W + X dW + db`` (Flax);
+- second order of ``s = <U, Z>``: the gradients ``dJ/dX = U W`` and ``dJ/dW = U^T X`` each
+  depend on the other input only and ``dJ/db = sum_r U_r`` on none, so ``H v`` is the cross
+  term: ``(H v)_X = U v_W``, ``(H v)_W = U^T v_X`` (summed over the batch), ``(H v)_b = 0``.
 """
 
 from __future__ import annotations
@@ -78,6 +83,57 @@ def _grad_dense(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray
     }
 
 
+def _tangent(a: Arrays, t: Arrays, name: str) -> np.ndarray:
+    """The tangent of ``name``, zero when it is held constant."""
+    return np.asarray(t[name]) if name in t else np.zeros_like(np.asarray(a[name]))
+
+
+def _jvp_linear(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode of ``Z = X W^T + b`` (bilinear in X and W): ``dZ = dX W^T + X dW^T + db``."""
+    X, W = a["X"], a["W"]
+    return np.asarray(
+        np.matmul(_tangent(a, t, "X"), W.T) + np.matmul(X, _tangent(a, t, "W").T) + _tangent(a, t, "b")
+    )
+
+
+def _jvp_dense(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode of ``Z = X W + b``: ``dZ = dX W + X dW + db``."""
+    X, W = a["X"], a["W"]
+    return np.asarray(
+        np.matmul(_tangent(a, t, "X"), W) + np.matmul(X, _tangent(a, t, "W")) + _tangent(a, t, "b")
+    )
+
+
+def _cross_hvp(grad: Any) -> Any:
+    def hvp(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if "X" in t:  # d(dJ/dX)/dW v_W: the X-gradient with W replaced by its tangent
+            out["X"] = grad({"X": a["X"], "W": _tangent(a, t, "W")}, p, u)["X"]
+        if "W" in t:  # d(dJ/dW)/dX v_X
+            out["W"] = grad({"X": _tangent(a, t, "X"), "W": a["W"]}, p, u)["W"]
+        if "b" in t:  # dJ/db = sum_r U_r depends on no input
+            out["b"] = np.zeros_like(np.asarray(a["b"]))
+        return out
+
+    return hvp
+
+
+def _hvp_linear(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """``s = <U, X W^T + b>``: ``(H v)_X = U v_W``, ``(H v)_W = U^T v_X`` (batch-summed), ``(H v)_b = 0``."""
+    return dict(_cross_hvp(_grad_linear)(a, p, u, t))
+
+
+def _hvp_dense(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """``s = <U, X W + b>``: ``(H v)_X = U v_W^T``, ``(H v)_W = v_X^T U`` (batch-summed), ``(H v)_b = 0``."""
+    return dict(_cross_hvp(_grad_dense)(a, p, u, t))
+
+
+_SECOND_ORDER = (
+    "s = <U, Z> is bilinear in X and W and linear in b: H v is the cross term only "
+    "(d grad_X / dW v_W and d grad_W / dX v_X, the latter summed over the batch); the b block is exactly 0"
+)
+
+
 @st.composite
 def _layer_inputs(draw: st.DrawFn, layout: str) -> S.Example:
     batch: tuple[int, ...]
@@ -114,6 +170,9 @@ RECORDS: tuple[Identity, ...] = (
         validate=_validator("torch"),
         parameters=_PARAMETERS,
         generalises=("notes:identity-5", "notes:identity-1", "notes:identity-3"),
+        reference_jvp=_jvp_linear,
+        reference_hvp=_hvp_linear,
+        second_order_note=_SECOND_ORDER,
         derivation=(
             "each batch row is z_r = W x_r + b (identity 5 for W, identity 1 for x_r, identity 3 for b); "
             "W and b are shared by the rows, so their gradients sum the per-row ones over the batch"
@@ -135,6 +194,9 @@ RECORDS: tuple[Identity, ...] = (
         validate=_validator("flax"),
         parameters=_PARAMETERS,
         generalises=("notes:identity-6", "notes:identity-2", "notes:identity-3"),
+        reference_jvp=_jvp_dense,
+        reference_hvp=_hvp_dense,
+        second_order_note=_SECOND_ORDER,
         derivation=(
             "each batch row is z_r = x_r W + b (identity 6 for W, identity 2 for x_r, identity 3 for b); "
             "the shared W and b sum the per-row gradients over the batch"

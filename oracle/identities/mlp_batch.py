@@ -12,6 +12,24 @@ Derivation (steps A-E of the notes, per row, then summed over the batch):
 - B: ``dJ/dW2 = sum_n delta2_n h_n^T = Delta2^T H``, ``dJ/db2 = sum_n delta2_n``;
 - C: ``dJ/dH = Delta2 W2``;  D: ``Delta1 = dJ/dH * 1(Z1 > 0)``;
 - E: ``dJ/dW1 = Delta1^T X``, ``dJ/db1 = sum_n delta1_n``, and ``dJ/dX = Delta1 W1``.
+
+Forward mode and second order: one tangent pass through the batch (tangents dX, dW1, db1,
+dW2, db2; zero for inputs held constant; ``M = 1(Z1 > 0)``)::
+
+    dZ1 = dX W1^T + X dW1^T + db1,  dH = M * dZ1,  dZ2 = dH W2^T + H dW2^T + db2
+    J v = sum_(n,c) Delta2 * dZ2                                   (forward mode)
+
+and steps A-E differentiated along it, for ``s = c J`` (H v)::
+
+    d Delta2_n = c r S_n (diag(yhat_n) - yhat_n yhat_n^T) dz2_n = c r S_n yhat_n * (dz2_n - <yhat_n, dz2_n>)
+    (S_n = sum_c t~_nc, 1 for every target here; the smoothed targets are constants)
+    (H v)_W2 = dDelta2^T H + Delta2^T dH,   (H v)_b2 = sum_n d delta2_n
+    dG = dDelta2 W2 + Delta2 dW2,  dDelta1 = M * dG   (M is constant off the kink)
+    (H v)_W1 = dDelta1^T X + Delta1^T dX,  (H v)_b1 = sum_n d delta1_n,  (H v)_X = dDelta1 W1 + Delta1 dW1
+
+``r`` (1/N under mean) multiplies both Delta2 and its tangent: a double backward that drops
+it is off by N.  For the logits alone (``cross-entropy-batch``): ``J v = sum Delta2 * dZ``,
+``(H v)_Z = d Delta2``.
 """
 
 from __future__ import annotations
@@ -175,6 +193,85 @@ def _mlp_pattern(a: Arrays, p: Params) -> np.ndarray:
     return np.asarray(a["X"] @ a["W1"].T + a["b1"] > 0)
 
 
+def _softmax_tangent(
+    z: np.ndarray, dz: np.ndarray, t: np.ndarray, r: float, c: np.ndarray, ab: bool, terms: np.ndarray
+) -> np.ndarray:
+    """``c r S_n yhat_n * (dz_n - <yhat_n, dz_n>)`` per row (with ``ab``: the magnitude of its terms,
+    yhat carrying the relative error of ``exp(z - max z)``)."""
+    yhat = np.exp(log_softmax_rows(z))
+    weight = t.sum(axis=1, keepdims=True)
+    if ab:
+        ym = yhat * (1 + terms + terms.max(axis=1, keepdims=True))
+        inner = np.sum(ym * np.abs(dz), axis=1, keepdims=True)
+        return np.asarray(np.abs(c) * r * np.abs(t).sum(axis=1, keepdims=True) * ym * (np.abs(dz) + inner))
+    inner = np.sum(yhat * dz, axis=1, keepdims=True)
+    return np.asarray(c * z.dtype.type(r) * weight * yhat * (dz - inner))
+
+
+def _batch_tangent(a: Arrays, p: Params, t: Arrays, c: np.ndarray, ab: bool = False) -> dict[str, np.ndarray]:
+    """The tangent pass and steps A-E differentiated along it (module docstring), for the
+    whole network (``X`` in the inputs) or the logits alone (``Z``); ``J`` is ``J v`` (c = 1)."""
+
+    def A(n: str) -> np.ndarray:
+        return np.abs(a[n]) if ab else np.asarray(a[n])
+
+    def T(n: str) -> np.ndarray:
+        v = np.asarray(t[n]) if n in t else np.zeros_like(np.asarray(a[n]))
+        return np.abs(v) if ab else v
+
+    if "Z" in a:  # step A alone
+        z = a["Z"]
+        tt, r = _targets(a, p, z)
+        dz = T("Z")
+        d2 = _delta2_magnitude(z, np.abs(z), tt, r, c) if ab else _delta2(z, tt, r, c)
+        return {"J": np.asarray(np.sum(d2 * dz)), "Z": _softmax_tangent(z, dz, tt, r, c, ab, np.abs(z))}
+    h, mask, z2, terms2 = _mlp_terms(a)
+    m = mask.astype(h.dtype)
+    tt, r = _targets(a, p, z2)
+    dz1 = T("X") @ A("W1").T + A("X") @ T("W1").T + T("b1")
+    dh = m * dz1
+    hh = np.abs(h) if ab else h
+    dz2 = dh @ A("W2").T + hh @ T("W2").T + T("b2")
+    d2 = _delta2_magnitude(z2, terms2, tt, r, c) if ab else _delta2(z2, tt, r, c)
+    dd2 = _softmax_tangent(z2, dz2, tt, r, c, ab, terms2)
+    d1 = m * (d2 @ A("W2"))
+    dd1 = m * (dd2 @ A("W2") + d2 @ T("W2"))
+    return {
+        "J": np.asarray(np.sum(d2 * dz2)),
+        "W2": dd2.T @ hh + d2.T @ dh,
+        "b2": dd2.sum(axis=0),
+        "W1": dd1.T @ A("X") + d1.T @ T("X"),
+        "b1": dd1.sum(axis=0),
+        "X": dd1 @ A("W1") + d1 @ T("W1"),
+    }
+
+
+def _jvp(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Forward mode: ``J v = sum Delta2 * dZ2`` with ``dZ2`` from the tangent pass (module docstring)."""
+    return np.asarray(_batch_tangent(a, p, t, np.asarray(1.0))["J"])
+
+
+def _hvp(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """Second order of ``s = u J``: steps A-E differentiated along the tangent, ``d Delta2 =
+    u r S_n yhat_n * (dz2_n - <yhat_n, dz2_n>)`` (module docstring)."""
+    g = _batch_tangent(a, p, t, np.asarray(u))
+    return {n: g[n] for n in t if n in g and n != "J"}
+
+
+def _hvp_magnitude(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
+    """The same pass with every product in absolute value (the rounding-error scale)."""
+    g = _batch_tangent(a, p, t, np.asarray(u), ab=True)
+    return {n: g[n] for n in t if n in g and n != "J"}
+
+
+_SECOND_ORDER = (
+    "the batched softmax cross-entropy's Hessian r S_n (diag(yhat_n) - yhat_n yhat_n^T) per row (r = 1/N "
+    "under mean, the smoothed targets constant) carried through both layers; ReLU: f'' is 0 off the kink "
+    f"(b1 keeps |Z1| >= {2 * S.KINK_MARGIN} on every row), so the mask is constant and a double backward "
+    "through ReLU that is not zero fails; at Z1 = 0 not checked"
+)
+
+
 @st.composite
 def _loss_params(draw: st.DrawFn) -> dict[str, Any]:
     return {
@@ -247,6 +344,10 @@ RECORDS: tuple[Identity, ...] = (
         smooth_pattern=_mlp_pattern,
         validate=_check_mlp_batch,
         parameters=_PARAMETERS,
+        reference_jvp=_jvp,
+        reference_hvp=_hvp,
+        hvp_magnitude=_hvp_magnitude,
+        second_order_note=_SECOND_ORDER,
         generalises=("notes:mlp", "notes:identity-5", "notes:identity-4"),
         derivation=(
             "steps A-E per row; the loss is r times the sum of the rows' losses, so delta2 gains the "
@@ -267,6 +368,13 @@ RECORDS: tuple[Identity, ...] = (
         ops=frozenset({"cross_entropy"}),
         validate=_check_logits,
         parameters=_PARAMETERS,
+        reference_jvp=_jvp,
+        reference_hvp=_hvp,
+        hvp_magnitude=_hvp_magnitude,
+        second_order_note=(
+            "the batched softmax cross-entropy's Hessian: (H v)_Z = u r S_n (diag(yhat_n) - yhat_n yhat_n^T) "
+            "dz_n per row (r = 1/N under mean; label smoothing changes only the constant target)"
+        ),
         generalises=("notes:mlp",),
         derivation=(
             "step A per row (yhat - y with y the smoothed target t~), times r = 1/N under mean; "

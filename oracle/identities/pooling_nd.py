@@ -14,6 +14,14 @@ over the windows (a pixel in several windows, stride < window, collects from eac
   ``count_include_pad`` (the ceil-mode overhang never counts), else the number of input
   elements in it; padding positions get nothing;
 - global average: ``dJ/dx[n,c,p] = delta[n,c] / prod(S)``.
+
+Forward mode is the transpose of each router/spread: max pooling routes the tangent from
+each window's maximum (``(J v)_p = v`` at the argmax of window ``p``; with overlapping windows
+one element can feed several outputs), average pooling is linear, so ``J v`` is the same
+average of the tangent (``sum_a vpad[p s - pad + a] / divisor_p``, zero padding), and global
+pooling averages the tangent over space.  Second order: average pooling is linear and max
+pooling piecewise linear, so ``H v = 0`` (for max pooling away from ties, where the router
+is constant; at a tie the gradient jumps and has no second derivative).
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ from hypothesis import strategies as st
 
 from gradoracle import layer_strategies as L
 from gradoracle import strategies as S
-from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params, zero_hvp
 from gradoracle.reference_layers import (
     avg_pool_divisor,
+    avg_pool_nd,
     crop,
     offset_slices,
     offsets,
@@ -155,6 +164,45 @@ def _grad_global(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarra
     return {"X": np.broadcast_to((delta / count).reshape(delta.shape + (1,) * (X.ndim - 2)), X.shape).copy()}
 
 
+def _jvp_max(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Router forward: ``(J v)[n,c,p] = v`` at the (first) maximum of window ``p`` (padding never wins)."""
+    X, v = a["X"], np.asarray(t["X"])
+    window, stride, _, dilation, out, pads = _setup(a, p, True)
+    xp = np.pad(X, ((0, 0), (0, 0), *pads), constant_values=-np.inf)
+    vp = np.pad(v, ((0, 0), (0, 0), *pads))
+    index = [(slice(None), slice(None), *offset_slices(o, dilation, stride, out)) for o in offsets(window)]
+    z = np.max([xp[i] for i in index], axis=0)
+    jv = np.zeros(z.shape, dtype=np.result_type(X, v))
+    routed = np.zeros(z.shape, dtype=bool)
+    for i in index:
+        hit = (xp[i] == z) & ~routed
+        jv = np.where(hit, vp[i], jv)
+        routed |= hit
+    return jv
+
+
+def _jvp_max_magnitude(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """The router moves values without arithmetic: the magnitude is ``|J v|`` itself."""
+    return np.abs(_jvp_max(a, p, t))
+
+
+def _jvp_avg(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """Linear: ``(J v)[n,c,p] = sum_a vpad[n,c, p s - pad + a] / divisor_p`` (the same average of v)."""
+    window, stride, padding, _, _, _ = _setup(a, p, False)
+    return avg_pool_nd(
+        np.asarray(t["X"]), window, stride, padding, bool(p["ceil_mode"]), bool(p["count_include_pad"])
+    )
+
+
+def _jvp_global(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
+    """``(J v)[n,c] = (1 / prod S) sum_p v[n,c,p]``."""
+    v = np.asarray(t["X"])
+    return np.asarray(np.sum(v, axis=tuple(range(2, v.ndim))) / v.dtype.type(int(np.prod(v.shape[2:]))))
+
+
+_LINEAR_SECOND_ORDER = "linear: H v = 0 exactly (a double backward must give exactly 0)"
+
+
 def _max_pattern(a: Arrays, p: Params) -> np.ndarray:
     """Which window offset holds each window's maximum (changes exactly when the router would)."""
     window, stride, _, dilation, out, pads = _setup(a, p, True)
@@ -265,6 +313,14 @@ RECORDS: tuple[Identity, ...] = (
         validate=_validator(True),
         parameters=(*_COMMON, ("dilation", f"per axis from {list(DILATIONS)}")),
         generalises=("notes:max-pool",),
+        reference_jvp=_jvp_max,
+        jvp_magnitude=_jvp_max_magnitude,
+        reference_hvp=zero_hvp,
+        second_order_note=(
+            "piecewise linear: away from ties (values drawn pairwise >= the margin apart, so every window, "
+            "overlapping or not, has one maximum) the router is constant and H v = 0 exactly; at a tie the "
+            "gradient jumps and there is no second derivative (not checked; ties are probed in reverse mode)"
+        ),
         derivation=(
             "the notes' router per window; a pixel that is the maximum of several windows (stride < window) "
             "receives the sum of their deltas; padding (-inf) never wins"
@@ -288,6 +344,9 @@ RECORDS: tuple[Identity, ...] = (
         validate=_validator(False),
         parameters=(*_COMMON, ("count_include_pad", "False, True")),
         generalises=("notes:avg-pool",),
+        reference_jvp=_jvp_avg,
+        reference_hvp=zero_hvp,
+        second_order_note=_LINEAR_SECOND_ORDER,
         derivation=(
             "the notes' spread delta / k^2 per window with k^2 replaced by the window's divisor; windows "
             "overlapping a pixel add their shares; the shares falling on padding are dropped"
@@ -309,6 +368,9 @@ RECORDS: tuple[Identity, ...] = (
             ("N, C, S", "batch 1-4, channels 1-3 (16-64 rarely), each spatial axis from 1, 2, 3, 5"),
         ),
         generalises=("notes:avg-pool",),
+        reference_jvp=_jvp_global,
+        reference_hvp=zero_hvp,
+        second_order_note=_LINEAR_SECOND_ORDER,
         derivation="the notes' spread with one window covering the whole map (k^2 -> prod S)",
     ),
 )
