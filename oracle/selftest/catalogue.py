@@ -17,12 +17,16 @@ from typing import Any
 from gradoracle.results import Fault
 from gradoracle.selftest.mutant_frameworks import (
     _jax_avg_pool_divided_by_k,
+    _jax_cross_entropy_hessian_missing_mean,
     _jax_matmul_outer_reversed,
     _jax_relu_second_derivative_one,
     _jax_sigmoid_missing_one_minus,
     _jax_softmax_ce_hessian_missing_outer,
     _torch_conv_input_no_rot180,
     _torch_conv_jvp_rot180,
+    _torch_conv_layer_jvp_missing_bias_tangent,
+    _torch_cross_entropy_hessian_missing_mean,
+    _torch_max_pool_layer_jvp_routes_the_minimum,
     _torch_relu_mask_inverted,
     _torch_relu_second_derivative_one,
     _torch_sigmoid_jvp_missing_one_minus,
@@ -681,6 +685,51 @@ _ENTRIES: tuple[Mutant, ...] = (
         SO,
         "jax",
         _jax_softmax_ce_hessian_missing_outer,
+        mode="hvp",
+    ),
+    # forward mode and second order on the layer identities (issue 15, second round)
+    Mutant(
+        "torch-conv-layer-jvp-missing-bias-tangent",
+        "PyTorch: F.conv{1,2,3}d's forward-mode rule is conv(dX, K) + conv(X, dK), the bias tangent db "
+        "dropped; value and backward right",
+        "notes:conv-filter",
+        ("conv1d-layer", "conv2d-layer", "conv3d-layer"),
+        FM,
+        "torch",
+        _torch_conv_layer_jvp_missing_bias_tangent,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-max-pool-layer-jvp-routes-the-minimum",
+        "PyTorch: F.max_pool{1,2,3}d's forward-mode rule takes each window's tangent at its minimum, not its "
+        "maximum (the router pointed at the wrong element); value and backward right",
+        "notes:max-pool",
+        ("max-pool-layer",),
+        FM,
+        "torch",
+        _torch_max_pool_layer_jvp_routes_the_minimum,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-cross-entropy-hessian-missing-mean",
+        "[mean, N > 1] PyTorch: F.cross_entropy whose value and gradient are right but whose double "
+        "backward is the sum's (the 1/N of reduction='mean' missing in second order)",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        SO,
+        "torch",
+        _torch_cross_entropy_hessian_missing_mean,
+        mode="hvp",
+    ),
+    Mutant(
+        "jax-cross-entropy-hessian-missing-mean",
+        "[mean, N > 1] JAX: batched cross-entropy with the right value and gradient whose Hessian misses "
+        "the 1/N of the mean",
+        "notes:mlp",
+        ("cross-entropy-batch",),
+        SO,
+        "jax",
+        _jax_cross_entropy_hessian_missing_mean,
         mode="hvp",
     ),
 )
