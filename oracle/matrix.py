@@ -8,29 +8,31 @@ then float64 before float32), so the order never depends on how the flags were w
 - ``--shard K/N`` keeps every N-th task starting at the K-th (:func:`select_shard`);
   the N shards are disjoint, cover the matrix, and each gets a similar mix of slow and
   fast adapters.
-- ``--jobs N`` runs tasks in N spawned worker processes.  Each worker loads the adapter
-  from its spec string (``torch``, ``pkg.mod:Class?k=v``) and sends the result back as
-  :meth:`CheckResult.to_dict`.  A worker that dies (a segfaulting adapter) takes down
-  only the checks it was running: each is retried alone once, then recorded as an error.
-- Every check uses the same :class:`CheckSettings` (hence the same Hypothesis seed),
-  and each check loads a fresh adapter, so a check's result depends only on
-  (identity, adapter spec, dtype, settings): not on sharding, jobs, or what ran before.
+- ``isolate=True`` (the CLI's default at any ``--jobs``) runs every task in spawned worker
+  processes (:class:`gradoracle.isolation.WorkerPool`, ``jobs`` of them): a worker that
+  dies (a segfaulting adapter, ``os._exit``) takes down only the check it was running,
+  which is recorded as an error naming the signal or exit code, and a fresh worker
+  carries on.  Results come back as :meth:`CheckResult.to_dict`.
+- Every call into an adapter goes through :mod:`gradoracle.guard` (time limit, any
+  exception, one thread per adapter instance); every check uses the same
+  :class:`CheckSettings` (hence the same Hypothesis seed) and each process keeps one
+  adapter instance per spec, so a check's result depends on (identity, adapter spec,
+  dtype, settings) and that adapter's own state, never on another adapter.
+- :class:`ProbeJob` runs an adapter's convention probes the same way (guarded, isolated).
 - Ctrl-C (``KeyboardInterrupt``) stops the run: the results so far are kept and every
   other task becomes a :data:`Verdict.NOT_RUN` record.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import signal
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from gradoracle.guard import AdapterCallError, process_session
 from gradoracle.identities import IDENTITIES, Identity
+from gradoracle.isolation import WorkerPool, run_jobs_in_process
 from gradoracle.modes import MODES, adapter_modes
 from gradoracle.options import DEFAULT_ADAPTERS
 from gradoracle.results import CheckResult, Fault, Verdict
@@ -185,23 +187,11 @@ def run_task(task: CheckTask, settings: CheckSettings) -> CheckResult:
     result = check(task.identity, task.adapter_spec, task.dtype, settings, task.mode)
     if result.counterexample is not None:
         result.counterexample.setdefault("adapter_spec", task.adapter_spec)
-        attach_gradients(result, task.adapter_spec)
+        attach_gradients(result, task.adapter_spec, settings.timeout_s)
     return result
 
 
-def _worker_init() -> None:
-    # Ctrl-C is the parent's business: it keeps what finished and stops the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _worker(task: CheckTask, settings: CheckSettings) -> dict[str, Any]:
-    return run_task(task, settings).to_dict()
-
-
-# ---------------------------------------------------------------------- the engine
-
-
-def _worker_died(task: CheckTask, exc: BaseException) -> CheckResult:
+def _worker_died(task: CheckTask, reason: str) -> CheckResult:
     return CheckResult(
         task.identity,
         task.source,
@@ -209,93 +199,109 @@ def _worker_died(task: CheckTask, exc: BaseException) -> CheckResult:
         task.dtype,
         Verdict.ERROR,
         Fault.ADAPTER,
-        f"the worker process running this check died ({type(exc).__name__}: {exc}); the adapter "
-        "probably crashed the interpreter (a segfault or os._exit). Rerun it alone with "
-        f"'gradoracle check --identity {task.identity} --adapter {task.adapter_spec} --dtype {task.dtype} "
-        f"--mode {task.mode}'.",
+        f"{reason}; a fresh worker carried on with the other checks. The adapter probably crashed or "
+        f"hung the interpreter. Rerun it alone with 'gradoracle check --identity {task.identity} "
+        f"--adapter {task.adapter_spec} --dtype {task.dtype} --mode {task.mode}'.",
         mode=task.mode,
     )
 
 
-def _stop_workers(executor: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and terminate the workers (Ctrl-C must not wait for them)."""
-    # ProcessPoolExecutor has no public terminate before Python 3.14; shutdown() forgets
-    # the processes, so take them first.
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5)
+@dataclass(frozen=True)
+class CheckJob:
+    """One check as a :class:`gradoracle.isolation.Job` (its record is ``CheckResult.to_dict()``)."""
+
+    task: CheckTask
+    settings: CheckSettings
+
+    @property
+    def label(self) -> str:
+        return self.task.id
+
+    def run(self, timeout: float | None) -> dict[str, Any]:
+        """Run the check (:func:`run_task`)."""
+        return run_task(self.task, self.settings).to_dict()
+
+    def died(self, reason: str) -> dict[str, Any]:
+        """An error record naming how the worker ended."""
+        return _worker_died(self.task, reason).to_dict()
 
 
-def _run_pool(
-    tasks: Sequence[CheckTask],
-    todo: deque[int],
-    settings: CheckSettings,
-    jobs: int,
-    done: dict[int, CheckResult],
-    on_start: OnStart | None,
-    on_result: OnResult | None,
-) -> list[int]:
-    """Run ``todo`` (indices into ``tasks``) on one pool; the indices in flight if the pool broke."""
-    context = multiprocessing.get_context("spawn")  # no fork: torch/jax threads may be live here
-    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init)
-    inflight: dict[Future[dict[str, Any]], int] = {}
-    try:
-        while todo or inflight:
-            while todo and len(inflight) < jobs:
-                i = todo.popleft()
-                try:
-                    future = executor.submit(_worker, tasks[i], settings)
-                except BrokenProcessPool:  # a worker died since the last wait
-                    _stop_workers(executor)
-                    if inflight:
-                        todo.appendleft(i)
-                        return list(inflight.values())
-                    return [i]  # retried alone (and so pinned) by the caller
-                if on_start is not None:
-                    on_start(tasks[i])
-                inflight[future] = i
-            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for future in finished:
-                i = inflight.pop(future)
-                try:
-                    result = CheckResult.from_dict(future.result())
-                except BrokenProcessPool:
-                    broken = [i, *inflight.values()]
-                    _stop_workers(executor)
-                    return broken
-                done[i] = result
-                if on_result is not None:
-                    on_result(result)
-    except BaseException:
-        _stop_workers(executor)
-        raise
-    executor.shutdown(wait=True)
-    return []
+@dataclass(frozen=True)
+class ProbeJob:
+    """The convention probes of one adapter in some dtypes, each probe a guarded call."""
+
+    spec: str
+    adapter_name: str
+    dtypes: tuple[str, ...]
+    timeout: float | None
+
+    @property
+    def label(self) -> str:
+        return f"convention probes [{self.adapter_name}]"
+
+    def run(self, timeout: float | None) -> list[dict[str, Any]]:
+        """Every probe in every dtype the adapter supports (none when it is not available)."""
+        return [p.to_dict() for p in guarded_probes(self.spec, self.dtypes, self.timeout)]
+
+    def died(self, reason: str) -> list[dict[str, Any]]:
+        """An error record per probe and dtype naming how the worker ended."""
+        from gradoracle.conventions import ERROR, PROBES, ProbeResult
+
+        return [
+            ProbeResult(
+                p.name,
+                self.adapter_name,
+                dtype,
+                p.description,
+                notes_text=p.notes_text,
+                error=f"not run: {reason}",
+                verdict=ERROR,
+            ).to_dict()
+            for dtype in self.dtypes
+            for p in PROBES
+        ]
 
 
-def _run_parallel(
-    tasks: Sequence[CheckTask],
-    settings: CheckSettings,
-    jobs: int,
-    done: dict[int, CheckResult],
-    on_start: OnStart | None,
-    on_result: OnResult | None,
-) -> None:
-    todo: deque[int] = deque(range(len(tasks)))
-    suspects: list[int] = []
-    while todo:
-        suspects += _run_pool(tasks, todo, settings, jobs, done, on_start, on_result)
-    for i in suspects:  # each alone, so a crash is pinned on the check that caused it
-        if i in done:
+def guarded_probes(adapter: Any, dtypes: Sequence[str], timeout: float | None) -> list[Any]:
+    """The convention probes of one adapter (an object or a spec), each :func:`run_probe` call
+    through the adapter's guard: a probe that raises, hangs or returns nonsense is a record."""
+    from gradoracle.conventions import ERROR, PROBES, ProbeResult, run_probe
+    from gradoracle.guard import guard_for, read_facts
+
+    spec = adapter if isinstance(adapter, str) else None
+    if isinstance(adapter, str):
+        entry = process_session().get(adapter, timeout)
+        if entry.facts is None:
+            return []
+        ad, guard, facts = entry.adapter, entry.guard, entry.facts
+    else:
+        ad, guard = adapter, guard_for(adapter)
+        try:
+            facts = read_facts(ad, guard, timeout)
+        except AdapterCallError:
+            return []
+    if not facts.available:
+        return []
+    out: list[Any] = []
+    for dtype in dtypes:
+        if dtype not in facts.dtypes:
             continue
-        if _run_pool(tasks, deque([i]), settings, 1, done, on_start, on_result):
-            done[i] = _worker_died(tasks[i], BrokenProcessPool("the worker exited abruptly"))
-            if on_result is not None:
-                on_result(done[i])
+        for probe in PROBES:
+            what = f"{facts.name} probe {probe.name}/{dtype}"
+            try:
+                res = guard.call(partial(run_probe, probe, ad, dtype, spec), timeout, what)
+            except AdapterCallError as exc:
+                res = ProbeResult(
+                    probe.name,
+                    facts.name,
+                    dtype,
+                    probe.description,
+                    notes_text=probe.notes_text,
+                    error=str(exc),
+                    verdict=ERROR,
+                )
+            out.append(res)
+    return out
 
 
 def run_matrix(
@@ -304,28 +310,57 @@ def run_matrix(
     jobs: int = 1,
     on_start: OnStart | None = None,
     on_result: OnResult | None = None,
+    isolate: bool | None = None,
+    pool: WorkerPool | None = None,
 ) -> MatrixOutcome:
-    """Run ``tasks`` (in this process when ``jobs == 1``); results come back in task order.
+    """Run ``tasks``; results come back in task order.
 
+    ``isolate`` runs them in ``jobs`` worker processes (default: when ``jobs > 1``; a
+    ``pool`` given is used, and kept open, instead of a new one); otherwise in this process.
     ``on_start(task)`` is called as a task is handed out and ``on_result(result)`` as it
     finishes.  A ``KeyboardInterrupt`` ends the run early: the outcome is marked
     ``interrupted`` and every task without a result gets a ``not-run`` record.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if isolate is None:
+        isolate = pool is not None or jobs > 1
     done: dict[int, CheckResult] = {}
     interrupted = False
+    work = [CheckJob(task, settings) for task in tasks]
+
+    def started(i: int) -> None:
+        if on_start is not None:
+            on_start(tasks[i])
+
+    def finished(i: int, record: dict[str, Any]) -> None:
+        done[i] = CheckResult.from_dict(record)
+        if on_result is not None:
+            on_result(done[i])
+
     try:
-        if jobs == 1 or len(tasks) <= 1:
-            for i, task in enumerate(tasks):
-                if on_start is not None:
-                    on_start(task)
-                done[i] = run_task(task, settings)
-                if on_result is not None:
-                    on_result(done[i])
+        if not isolate:
+            run_jobs_in_process(work, settings.timeout_s, started, finished)
+        elif pool is not None:
+            pool.run(work, started, finished)
         else:
-            _run_parallel(tasks, settings, min(jobs, len(tasks)), done, on_start, on_result)
+            with WorkerPool(min(jobs, max(1, len(tasks))), settings.timeout_s) as own:
+                own.run(work, started, finished)
     except KeyboardInterrupt:
         interrupted = True
     results = [done[i] if i in done else not_run_result(task) for i, task in enumerate(tasks)]
     return MatrixOutcome(results, interrupted)
+
+
+def run_probe_jobs(
+    adapters: Sequence[tuple[str, str]],
+    dtypes: Sequence[str],
+    timeout: float | None,
+    pool: WorkerPool | None = None,
+) -> list[Any]:
+    """The convention probes of every ``(spec, name)`` adapter, in ``pool`` (or in this process)."""
+    from gradoracle.conventions import ProbeResult
+
+    work = [ProbeJob(spec, name, tuple(dtypes), timeout) for spec, name in adapters]
+    records = pool.run(work) if pool is not None else run_jobs_in_process(work, timeout)
+    return [ProbeResult(**record) for i in range(len(work)) for record in records.get(i, [])]

@@ -55,6 +55,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Default ``--timeout`` (seconds per call into an adapter); :data:`gradoracle.guard.DEFAULT_TIMEOUT_S`.
+DEFAULT_TIMEOUT_S = 20.0
+
+
+def timeout_seconds(text: str) -> float | None:
+    """``--timeout`` value: seconds > 0, or 0 / ``none`` for no limit."""
+    if str(text).strip().lower() in ("none", "0", "0.0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 (or 0 / none for no limit), got {text!r}")
+    return value
+
+
 #: The check's modes (``gradoracle.modes.MODES`` is this tuple): reverse, forward, second order.
 MODES: tuple[str, ...] = ("vjp", "jvp", "hvp")
 
@@ -109,6 +126,14 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
         "seed", "seed for Hypothesis and the random directions (default 0)", type=int, default=0, metavar="S"
     ),
     SharedOption(
+        "timeout",
+        f"time limit in seconds on each call into an adapter (one example of a check, one probe, "
+        f"available()); a call past it is recorded as a hang; 0 = none (default {DEFAULT_TIMEOUT_S:g})",
+        type=timeout_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+    ),
+    SharedOption(
         "known_deviations",
         "TOML file of known deviations (identity, adapter, dtype, reason, link)",
         type=Path,
@@ -128,6 +153,7 @@ class RunConfig:
     modes: tuple[str, ...] = ()
     examples: int = 30
     seed: int = 0
+    timeout: float | None = DEFAULT_TIMEOUT_S
     known_deviations: Path | None = None
     settings: CheckSettings = field(default_factory=lambda: _check_settings())
 
@@ -180,6 +206,9 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
     seed = values.get("seed")
     seed = 0 if seed is None else int(seed)
     base = settings or _check_settings()
+    timeout = values.get("timeout", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout, str):
+        timeout = timeout_seconds(timeout)
     return RunConfig(
         adapters=tuple(values.get("adapter") or ()),
         identities=tuple(values.get("identity") or ()),
@@ -187,8 +216,9 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
         modes=modes_from(values.get("mode")),
         examples=int(examples),
         seed=seed,
+        timeout=timeout,
         known_deviations=Path(values["known_deviations"]) if values.get("known_deviations") else None,
-        settings=base.with_(examples=int(examples), seed=seed),
+        settings=base.with_(examples=int(examples), seed=seed, timeout_s=timeout),
     )
 
 

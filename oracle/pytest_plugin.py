@@ -3,8 +3,12 @@
 Active once gradoracle is installed; ``-p no:gradoracle`` disables it.  It adds:
 
 - the ``gradoracle`` option group (``--gradoracle-adapter``, ``-identity``, ``-dtype``,
-  ``-examples``, ``-seed``, ``-known-deviations``, ``-report``), each also an ini key
-  ``gradoracle_<name>``;
+  ``-examples``, ``-seed``, ``-timeout``, ``-known-deviations``, ``-report``,
+  ``-isolate``), each also an ini key ``gradoracle_<name>``;
+- every call into an adapter (checks and convention probes) through its guard
+  (:mod:`gradoracle.guard`: one thread per adapter, ``--gradoracle-timeout``, any
+  exception a record); ``--gradoracle-isolate`` runs each check in a worker process
+  (:mod:`gradoracle.isolation`), so an adapter that segfaults fails its item, not the session;
 - with at least one adapter, the conformance suite as pytest items, one per
   identity x adapter x dtype (``gradoracle::conv-input[torch-float32]``), selectable with
   ``-k``, working under pytest-xdist, failing with the oracle's diagnostic; known
@@ -63,6 +67,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gradoracle-report", dest="gradoracle_report", default=None, metavar="DIR", help=help_text
     )
     parser.addini("gradoracle_report", help=help_text, type="string", default=None)
+    isolate_help = (
+        "run each conformance check in a worker process (as 'gradoracle check' and 'report' do): an "
+        "adapter that crashes the interpreter (segfault, os._exit) or hangs in C fails its own item "
+        "instead of the session; costs a process start (~1-2 s) per pytest process"
+    )
+    parser.getgroup("gradoracle").addoption(
+        "--gradoracle-isolate",
+        dest="gradoracle_isolate",
+        action="store_true",
+        default=None,
+        help=isolate_help,
+    )
+    parser.addini("gradoracle_isolate", help=isolate_help, type="bool", default=False)
     parser.getgroup("gradoracle").addoption(
         "--gradoracle-reproduce-failure",
         dest="gradoracle_reproduce_failure",
@@ -85,6 +102,8 @@ class PluginConfig:
     seed: int | None = None  # None: Hypothesis chooses (--hypothesis-seed, derandomize, random)
     known_deviations: Path | None = None
     report_dir: Path | None = None
+    timeout: float | None = 20.0
+    isolate: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # option -> "command line" | ini path
 
 
@@ -95,7 +114,7 @@ def _ini_base(config: pytest.Config) -> Path:
 
 def _resolve_options(config: pytest.Config) -> PluginConfig:
     """Command line first, then the ini key; values checked with the shared option types."""
-    from gradoracle.options import SHARED_OPTIONS
+    from gradoracle.options import DEFAULT_TIMEOUT_S, SHARED_OPTIONS
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -124,7 +143,11 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
             converted = (invocation if where == "command line" else _ini_base(config)) / converted
         values[name] = converted
         sources[name] = where
+    isolate_cli = config.getoption("gradoracle_isolate", default=None)
+    isolate = bool(isolate_cli) if isolate_cli is not None else bool(config.getini("gradoracle_isolate"))
     return PluginConfig(
+        timeout=values.get("timeout", DEFAULT_TIMEOUT_S),
+        isolate=isolate,
         adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
         identities=tuple(values.get("identity", ())),
         dtypes=tuple(dict.fromkeys(values.get("dtype", ()))),
@@ -204,7 +227,7 @@ def _check_settings(config: pytest.Config, options: PluginConfig) -> CheckSettin
     """
     from gradoracle.runner import profile_settings
 
-    settings = profile_settings(options.examples, options.seed)
+    settings = profile_settings(options.examples, options.seed).with_(timeout_s=options.timeout)
     blob = config.getoption("gradoracle_reproduce_failure", default=None)
     return settings.with_(reproduce_failure=blob) if blob else settings
 
@@ -288,9 +311,8 @@ class ConformanceItem(pytest.Item):
     def runtest(self) -> None:
         """Run the check; map its verdict to a pytest outcome (skip, failure; xfail by the marker)."""
         from gradoracle.results import Verdict
-        from gradoracle.runner import check
 
-        result = check(self.identity, self.spec, self.dtype, self.suite.check_settings(), self.mode)
+        result = self.suite.run_check(self.identity, self.spec, self.adapter_label, self.dtype, self.mode)
         # the raw result travels to the controller, which applies the known deviations once
         payload = {"label": self.adapter_label, "result": result.to_dict()}
         self.user_properties.append((RESULT_PROPERTY, json.dumps(payload, default=str)))
@@ -386,7 +408,10 @@ class SuiteCollector(pytest.Collector):
 
 def _adapter_label(spec: str, adapter: Any, taken: set[str]) -> str:
     """The adapter's own name, made unique (and free of id-breaking characters)."""
-    name = str(getattr(adapter, "name", "") or spec)
+    try:
+        name = str(getattr(adapter, "name", "") or spec)
+    except Exception:  # a name property that raises: the spec names it
+        name = spec
     label = "".join(c if c.isalnum() or c in "_.:-" else "_" for c in name)
     if label in taken:
         label = "".join(c if c.isalnum() or c in "_.-" else "_" for c in spec)
@@ -446,7 +471,34 @@ class ConformanceSuite:
         self.report_problem: str | None = None
         self.probe_failures: list[Any] = []  # convention probes outside the generalised gradient
         self._outcome: DeviationOutcome | None = None
+        self._pool: Any = None  # the worker pool of --gradoracle-isolate, started on first use
         self.started = time.perf_counter()
+
+    def _worker_pool(self) -> Any:
+        if self._pool is None:
+            from gradoracle.isolation import WorkerPool
+
+            self._pool = WorkerPool(1, self.options.timeout)
+        return self._pool
+
+    def run_check(self, identity: str, spec: str, label: str, dtype: str, mode: str = "vjp") -> CheckResult:
+        """One check: through the adapter's guard here, or in a worker process with --gradoracle-isolate."""
+        from gradoracle.runner import check
+
+        if not self.options.isolate:
+            return check(identity, spec, dtype, self.check_settings(), mode)
+        from gradoracle.identities import get_identity
+        from gradoracle.matrix import CheckJob, CheckTask
+        from gradoracle.results import CheckResult
+
+        task = CheckTask(identity, get_identity(identity).source, spec, label, dtype, mode)
+        records = self._worker_pool().run([CheckJob(task, self.check_settings())])
+        return CheckResult.from_dict(records[0])
+
+    def pytest_unconfigure(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     @property
     def settings(self) -> CheckSettings:
@@ -568,22 +620,23 @@ class ConformanceSuite:
             return
         import dataclasses
 
-        from gradoracle.adapters import load_adapter
-        from gradoracle.conventions import run_probes
+        from gradoracle.matrix import run_probe_jobs
         from gradoracle.reporting import write_reports
 
         results = [r for _, r in self._ordered()]
         deviations = self._deviation_outcome()
+        from gradoracle.guard import process_session
         from gradoracle.reporting.environment import frameworks_that_ran
 
-        probes: list[Any] = []
-        loaded = []
-        for spec, _ in self.adapter_labels:
-            adapter = load_adapter(spec)
-            loaded.append(adapter)
-            if adapter.available()[0]:
-                probes.extend(run_probes([adapter], self.dtypes))
+        # every probe is a guarded call (time limit, any exception); in a worker with --gradoracle-isolate
+        pool = self._worker_pool() if self.options.isolate else None
+        probes = run_probe_jobs(self.adapter_labels, self.dtypes, self.settings.timeout_s, pool)
         self.probes = probes  # the terminal summary shows them
+        loaded = [
+            entry.adapter
+            for entry in (process_session().get(spec) for spec, _ in self.adapter_labels)
+            if entry.adapter is not None
+        ]
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
@@ -595,6 +648,7 @@ class ConformanceSuite:
             "seed": self.settings.seed,
             "settings": dataclasses.asdict(self.settings),
             "jobs": workers if isinstance(workers, int) and workers > 0 else 1,
+            "isolation": "process" if self.options.isolate else "none",
             "shard": None,
             "modes": list(self.options.modes),
             "planned_checks": len(self.identities)

@@ -27,7 +27,9 @@ class Fault(StrEnum):
     FORWARD = "forward"  # the adapter's forward computes another function than the reference
     BACKWARD = "backward"  # its backward is not the derivative of its (correct) forward
     ORACLE = "oracle"  # the closed form disagrees with finite differences: an oracle bug
-    ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape/dtype, NaN, hang)
+    ADAPTER = "adapter"  # the adapter broke its contract (raised, wrong shape, NaN, hang, crash)
+    NONDETERMINISTIC = "nondeterministic"  # the vjp twice on the same input gave different values
+    DTYPE = "dtype"  # the framework returned another dtype than the one asked for (its own promotion)
     FORWARD_MODE = "forward-mode"  # its forward-mode J v is not the derivative of its forward
     SECOND_ORDER = "second-order"  # its Hessian-vector product is not the derivative of its gradient
     PRECISION = "reduced-precision"  # float32 results at fewer mantissa bits (TF32, bf16): right in float64
@@ -86,7 +88,11 @@ def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
             return (
                 f"{words.subject} did not run as the check needs (it raised, or returned something unusable)"
             )
-        return "the adapter broke its contract (it raised, hung, or returned a wrong shape, dtype or NaN)"
+        return "the adapter broke its contract (it raised, hung, crashed, or returned a wrong shape or NaN)"
+    if fault == Fault.NONDETERMINISTIC:
+        return f"{words.backward}, called twice on the same input, gave different values"
+    if fault == Fault.DTYPE:
+        return "the framework returned another dtype than the one asked for (its own dtype promotion)"
     if fault == Fault.OUTSIDE_SUBDIFFERENTIAL:
         return "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"
     if fault == Fault.FORWARD_MODE:

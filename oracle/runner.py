@@ -17,14 +17,13 @@ a :class:`CheckResult`.
 from __future__ import annotations
 
 import hashlib
-import queue
 import random
 import re
-import threading
 import time
 import zlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,11 +34,22 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis.control import current_build_context, currently_in_test_context
 from hypothesis.database import ReadOnlyDatabase
+from hypothesis.errors import Flaky
 from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
 from gradoracle import finite_differences as fd
 from gradoracle.batching import ForwardCall, Request, VjpCall, drive, run_one, supports_batching
+from gradoracle.guard import (
+    DEFAULT_TIMEOUT_S,
+    AdapterCallError,
+    AdapterFacts,
+    AdapterGuard,
+    describe_exception,
+    guard_for,
+    process_session,
+    read_facts,
+)
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
 from gradoracle.precision import describe_finding, effective_bits, precision_record, reduced_precision_finding
 from gradoracle.results import (
@@ -83,7 +93,8 @@ class CheckSettings:
     seed: int | None = 0
     directions: int = 2
     full_jacobian_max: int = 12
-    timeout_s: float | None = 60.0
+    timeout_s: float | None = DEFAULT_TIMEOUT_S  # per call into the adapter (one example)
+    repeat_vjp: bool = True  # call the vjp twice per example: nondeterminism is a named fault
     shrink: bool = True
     fd_dtype: str | None = None  # default: float64 when the adapter supports it
     use_profile: bool = False
@@ -214,6 +225,17 @@ class Comparison:
         return not self.abs_error <= self.allowed
 
 
+@dataclass(frozen=True)
+class Nondeterminism:
+    """Two vjp calls on one input that disagreed: where, and both values."""
+
+    what: str  # "output" or the input name of a gradient
+    index: list[int]
+    first: float
+    second: float
+    allowed: float  # 0.0: bit-identical required
+
+
 @dataclass
 class ExampleOutcome:
     """Everything one example showed."""
@@ -225,6 +247,7 @@ class ExampleOutcome:
     contract: str | None = None
     domain: str | None = None  # the forward is not finite at these inputs: what and where
     skipped_directions: int = 0
+    nondeterminism: Nondeterminism | None = None
     bits: float | None = None  # effective correct mantissa bits (gradoracle.precision)
 
     @property
@@ -305,6 +328,69 @@ def _compare_arrays(
     )
 
 
+class DtypeChange(AdapterContractError):
+    """An output or gradient in another dtype than the one asked for (``what``, ``got``)."""
+
+    def __init__(self, what: str, got: str, expected: str) -> None:
+        super().__init__(f"{what} has dtype {got}, expected {expected}")
+        self.what, self.got, self.expected = what, got, expected
+
+
+def _dtype_name(value: Any) -> str | None:
+    """The dtype of a framework array as a NumPy name (``torch.float64`` -> ``float64``)."""
+    dt = getattr(value, "dtype", None)
+    if dt is None:
+        return None
+    text = str(dt)
+    for candidate in (text, text.rpartition(".")[2], text.replace("dtype(", "").strip("')\"")):
+        try:
+            return np.dtype(candidate).name
+        except TypeError:
+            continue
+    return text
+
+
+class _DtypeTracingOps:
+    """An ops namespace that records the first op whose result has another dtype than asked."""
+
+    def __init__(self, ops: Any, dtype: str, found: list[str]) -> None:
+        self._ops, self._dtype, self._found = ops, dtype, found
+
+    def __getattr__(self, name: str) -> Any:
+        op = getattr(self._ops, name)
+        if not callable(op):
+            return op
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            out = op(*args, **kwargs)
+            got = _dtype_name(out)
+            inputs_ok = all(_dtype_name(a) in (None, self._dtype) for a in args)
+            if not self._found and got is not None and got != self._dtype and inputs_ok:
+                self._found.append(f"ops.{name} returned {got} for {self._dtype} input")
+            return out
+
+        return traced
+
+
+def locate_dtype_change(
+    ident: Identity, adapter: Any, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], dtype: str
+) -> str | None:
+    """Which op of the identity's forward returns another dtype than its inputs (``None``: none did).
+
+    Runs the forward once more with an ops namespace that looks at every op's result.
+    """
+    found: list[str] = []
+
+    def traced(ops: Any, arrays: Mapping[str, Any]) -> Any:
+        return ident.forward(_DtypeTracingOps(ops, dtype, found), arrays, params)
+
+    try:
+        adapter.forward(traced, inputs, dtype)
+    except Exception:  # the localisation is a courtesy; the finding stands without it
+        return None
+    return found[0] if found else None
+
+
 def _validate_vjp(
     result: Any, ident: Identity, ref_out: np.ndarray, inputs: Mapping[str, np.ndarray], dtype: str
 ) -> None:
@@ -318,7 +404,7 @@ def _validate_vjp(
             f"forward output has shape {list(out.shape)}, expected {list(ref_out.shape)}"
         )
     if out.dtype != np.dtype(dtype):
-        raise AdapterContractError(f"forward output has dtype {out.dtype}, expected {dtype}")
+        raise DtypeChange("forward output", str(out.dtype), dtype)
     for name in ident.wrt:
         if name not in grads or grads[name] is None:
             raise AdapterContractError(f"no gradient returned for input {name!r}")
@@ -328,7 +414,7 @@ def _validate_vjp(
                 f"gradient for {name!r} has shape {list(g.shape)}, expected {list(inputs[name].shape)}"
             )
         if g.dtype != np.dtype(dtype):
-            raise AdapterContractError(f"gradient for {name!r} has dtype {g.dtype}, expected {dtype}")
+            raise DtypeChange(f"gradient for {name!r}", str(g.dtype), dtype)
         if not np.all(np.isfinite(g)):
             bad = np.argwhere(~np.isfinite(g))[0].tolist()
             raise AdapterContractError(f"gradient for {name!r} is not finite at {bad}: {g[tuple(bad)]}")
@@ -582,19 +668,39 @@ def _evaluation(
     u_d = u.astype(dtype)
     u_d64 = u_d.astype(np.float64)
 
-    # 1. the adapter's forward and backward, in the dtype under test
-    try:
-        result = yield VjpCall(fn, x_d, tuple(ident.wrt), u_d, dtype)
-    except Exception as exc:  # any adapter failure becomes a record
-        outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {type(exc).__name__}: {exc}"
-        return outcome
-    try:
-        _validate_vjp(result, ident, ref_out, x_d, dtype)
-    except AdapterContractError as exc:
-        outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
-        return outcome
-    out = np.asarray(result.output)
-    grads = {n: np.asarray(result.grads[n]) for n in ident.wrt}
+    # 1. the adapter's forward and backward, in the dtype under test - twice, on the same
+    # input: a vjp that does not repeat itself is a finding of its own (nondeterministic)
+    results = []
+    for _ in range(2 if settings.repeat_vjp else 1):
+        try:
+            result = yield VjpCall(
+                fn, {k: v.copy() for k, v in x_d.items()}, tuple(ident.wrt), u_d.copy(), dtype
+            )
+        except Exception as exc:  # any adapter failure becomes a record
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {describe_exception(exc)}"
+            return outcome
+        try:
+            _validate_vjp(result, ident, ref_out, x_d, dtype)
+        except DtypeChange as exc:
+            outcome.fault, outcome.contract = (
+                Fault.DTYPE,
+                _dtype_finding(exc, ident, adapter, x_d, params, dtype),
+            )
+            return outcome
+        except AdapterContractError as exc:
+            outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+            return outcome
+        except Exception as exc:  # a result object whose attributes or arrays misbehave
+            outcome.fault, outcome.contract = Fault.ADAPTER, f"vjp result unusable: {describe_exception(exc)}"
+            return outcome
+        results.append((np.asarray(result.output), {n: np.asarray(result.grads[n]) for n in ident.wrt}))
+    (out, grads), (out2, grads2) = results[0], results[-1]
+    rtol = _nondeterminism_rtol(adapter)
+    for what, a, b in [("output", out, out2), *((n, grads[n], grads2[n]) for n in ident.wrt)]:
+        found = _disagreement(what, a, b, rtol)
+        if found is not None:
+            outcome.fault, outcome.nondeterminism = Fault.NONDETERMINISTIC, found
+            return outcome
 
     # 2. the closed form, with the tolerance model of gradoracle.tolerances: per element, the
     # magnitude of the terms the gradient is computed from, plus the oracle's own float32
@@ -662,7 +768,7 @@ def _evaluation(
             steps=steps,
         )
     except Exception as exc:  # the adapter's forward may fail on its own
-        outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
         return outcome
 
     # 4. the oracle itself: closed form vs finite differences of the reference forward, float64,
@@ -702,6 +808,65 @@ def _evaluation(
     elif failed & {"analytic", "fd"}:
         outcome.fault = Fault.BACKWARD
     return outcome
+
+
+def _nondeterminism_rtol(adapter: Any) -> float:
+    """How far two vjp calls may differ, relative to the largest magnitude: 0.0 (bit-identical)
+    unless the adapter documents nondeterminism with ``nondeterminism_rtol``."""
+    try:
+        return max(0.0, float(getattr(adapter, "nondeterminism_rtol", 0.0) or 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _disagreement(what: str, a: np.ndarray, b: np.ndarray, rtol: float) -> Nondeterminism | None:
+    """The worst element where two results of the same call differ beyond ``rtol`` (None: agree)."""
+    if a.shape != b.shape:
+        return Nondeterminism(what, [], float("nan"), float("nan"), 0.0)
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if rtol == 0.0:
+        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+        if np.all(same):
+            return None
+        diff = np.where(same, 0.0, np.abs(a64 - b64))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        allowed = 0.0
+    else:
+        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+        allowed = rtol * scale
+        diff = np.abs(a64 - b64)
+        if not np.any(diff > allowed) and not np.any(np.isnan(diff)):
+            return None
+    flat = int(np.argmax(np.where(np.isnan(diff), np.inf, diff)))
+    index = [int(i) for i in np.unravel_index(flat, a64.shape)] if a64.ndim else []
+    return Nondeterminism(what, index, float(a64.reshape(-1)[flat]), float(b64.reshape(-1)[flat]), allowed)
+
+
+def _dtype_finding(
+    exc: DtypeChange,
+    ident: Identity,
+    adapter: Any,
+    inputs: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    dtype: str,
+) -> str:
+    """The framework's dtype promotion as a finding: what came back in which dtype, and which op."""
+    located = locate_dtype_change(ident, adapter, inputs, params, dtype)
+    ops = ", ".join(sorted(ident.ops))
+    if located is not None:
+        where = f"in the forward, {located}"
+    elif exc.what == "forward output":
+        where = f"no op of the forward ({ops}) changed the dtype: the adapter's conversion did"
+    else:
+        where = (
+            f"every op of the forward ({ops}) kept {dtype}: the backward of one of them (or the "
+            "adapter's conversion) changed it"
+        )
+    return (
+        f"the {exc.what} has dtype {exc.got}, asked for {dtype} ({where}). A dtype the framework "
+        f"chose, not a wrong value: cast back in the adapter only if the framework's users get {dtype} "
+        "too, else record it as a known deviation"
+    )
 
 
 # ------------------------------------------------------------------ diagnostics
@@ -792,11 +957,33 @@ def describe_outcome(
         f"gradient check failed: {head}",
         f"  fault: {outcome.fault} - {fault_text(outcome.fault, words)}",
     ]
+    nd = outcome.nondeterminism
     if outcome.domain:
         lines.append(f"  {outcome.domain}")
         lines.append(f"  hint: {domain_hint(ident, words)}")
     elif outcome.crash or outcome.contract:
         lines.append(f"  {outcome.crash or outcome.contract}")
+    elif nd is not None:
+        element = f", element {nd.index}" if nd.index else ""
+        target = "the forward output" if nd.what == "output" else f"the gradient for input {nd.what!r}"
+        bound = "bit-identical results" if nd.allowed == 0.0 else f"a difference <= {nd.allowed:.3e}"
+        lines.append(f"  two vjp calls on the same input disagree on {target}{element}:")
+        lines.append(
+            f"    first call = {_fmt(nd.first)}   second call = {_fmt(nd.second)}   (expected {bound})"
+        )
+        lines.append(
+            "    a framework that documents nondeterminism can declare nondeterminism_rtol on its adapter"
+        )
+        worst = WorstElement(
+            kind="nondeterministic",
+            input=nd.what,
+            index=nd.index,
+            autodiff=nd.first,
+            analytic=None,
+            fd=None,
+            abs_error=abs(nd.first - nd.second) if np.isfinite(nd.first - nd.second) else float("inf"),
+            allowed=nd.allowed,
+        )
     else:
         failures = sorted(outcome.failures, key=lambda c: -c.ratio)
         w = failures[0]
@@ -919,56 +1106,6 @@ def reproduce(
 # ----------------------------------------------------------------------- a check
 
 
-class _TimeoutError(Exception):
-    """An adapter call that did not return within the per-example timeout."""
-
-
-class _ExampleWorker:
-    """One daemon thread that runs every example of a check, each with a timeout.
-
-    A thread per example cost ~0.8 ms CPU and ~2-3 ms wall per example here (measured
-    over the 56 numpy checks x 50 examples: 5.4 s CPU / 11.6 s wall with a thread per
-    example, 3.2 s / 3.3 s without); handing work to one waiting thread costs ~13 us.
-    A call that does not return in time is abandoned (the thread is a daemon and gets
-    no more work: the check stops calling the adapter).
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def _loop(self) -> None:
-        while (func := self._jobs.get()) is not None:
-            try:
-                self._results.put((True, func()))
-            except BaseException as exc:  # re-raised in the caller's thread
-                self._results.put((False, exc))
-
-    def call(self, func: Any, timeout: float | None) -> Any:
-        """``func()`` in the worker thread; :class:`_TimeoutError` after ``timeout`` seconds."""
-        if timeout is None:
-            return func()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="gradoracle-check")
-            self._thread.start()
-        self._jobs.put(func)
-        try:
-            ok, value = self._results.get(timeout=timeout)
-        except queue.Empty:
-            raise _TimeoutError(
-                f"adapter did not return within {timeout:g} s (per-example timeout)"
-            ) from None
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        """Let the thread end once it is idle."""
-        if self._thread is not None:
-            self._jobs.put(None)
-
-
 def check(
     identity: Identity | str,
     adapter: Any,
@@ -980,9 +1117,11 @@ def check(
 
     ``mode`` is ``vjp`` (reverse mode, :func:`evaluate_example`), ``jvp`` (forward mode) or
     ``hvp`` (second order), the last two from :mod:`gradoracle.modes`.
+
+    Every call into the adapter goes through its guard (:mod:`gradoracle.guard`): its own
+    thread, ``settings.timeout_s`` per example, any exception a record.
     """
     from gradoracle import modes as mode_checks
-    from gradoracle.adapters import AdapterLoadError, load_adapter
 
     start = time.perf_counter()
     settings = settings or CheckSettings()
@@ -1015,20 +1154,27 @@ def check(
         )
     if dtype not in DTYPES:
         return result(Verdict.ERROR, message=f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    try:
-        ad = load_adapter(adapter)
-        adapter_label = str(getattr(ad, "name", adapter_label))
-        available, why = ad.available()
-    except (AdapterLoadError, Exception) as exc:
-        return result(Verdict.ERROR, Fault.ADAPTER, f"adapter {adapter_label!r} failed to load: {exc}")
-    if not available:
-        return result(Verdict.SKIP, message=f"adapter {adapter_label!r} is not available: {why}")
-    if dtype not in getattr(ad, "dtypes", DTYPES):
+    timeout = settings.timeout_s
+    facts: AdapterFacts
+    if isinstance(adapter, str):  # one instance per spec in this process, on its own thread
+        entry = process_session().get(adapter, timeout)
+        if entry.facts is None:
+            return result(Verdict.ERROR, Fault.ADAPTER, entry.error or f"adapter {adapter_label!r} failed")
+        ad, guard, facts = entry.adapter, entry.guard, entry.facts
+    else:
+        ad, guard = adapter, guard_for(adapter)
+        try:
+            facts = read_facts(ad, guard, timeout)
+        except AdapterCallError as exc:
+            return result(Verdict.ERROR, Fault.ADAPTER, f"adapter {adapter_label!r}: {exc}")
+    adapter_label = facts.name
+    if not facts.available:
+        return result(Verdict.SKIP, message=f"adapter {adapter_label!r} is not available: {facts.why}")
+    if dtype not in facts.dtypes:
         return result(Verdict.SKIP, message=f"adapter {adapter_label!r} does not support {dtype}")
-    try:
-        missing = sorted(ident.ops - set(ad.supported_ops()))
-    except Exception as exc:
-        return result(Verdict.ERROR, Fault.ADAPTER, f"supported_ops() raised {type(exc).__name__}: {exc}")
+    if facts.supported_ops is None:
+        return result(Verdict.ERROR, Fault.ADAPTER, facts.ops_error or "supported_ops() failed")
+    missing = sorted(ident.ops - facts.supported_ops)
     if missing:
         return result(
             Verdict.SKIP, message=f"adapter {adapter_label!r} does not implement {', '.join(missing)}"
@@ -1038,7 +1184,7 @@ def check(
         return result(Verdict.SKIP, message=gap)
     evaluate_mode = evaluate_example if mode == "vjp" else mode_checks.EVALUATORS[mode]
 
-    fd_dtype = _fd_dtype(ad, dtype, settings)
+    fd_dtype = settings.fd_dtype or ("float64" if "float64" in facts.dtypes else dtype)
     tol = tolerance_for(dtype, fd_dtype)
     stats: dict[str, dict[str, ErrorStat]] = {}
     # drawn: examples generated or replayed before the first failure (shrink calls apart);
@@ -1050,9 +1196,9 @@ def check(
         "fault": None,
         "generating": False,
         "last": None,
-        "timeout": None,
+        "outcomes": [],
     }
-    worker = _ExampleWorker()
+    what = f"{adapter_label} on one example of {ident.name}/{dtype}"
     # inside the user's own @given test, check() draws one example through it (no nesting)
     nested = currently_in_test_context()
     skip_simplest = settings.reproduce_failure is None and not nested
@@ -1064,16 +1210,17 @@ def check(
         cached = known.get(example_digest(example)) if known else None
         if cached is not None:
             return cached
-        if state["timeout"] is not None:
-            # the adapter hung once: do not call it again (its thread may still be busy)
-            return ExampleOutcome(example, fault=Fault.ADAPTER, crash=state["timeout"])
+        # through the adapter's guard: its own thread, the time limit, any exception a record
+        # (after a hang the guard refuses further calls at once)
         try:
-            outcome: ExampleOutcome = worker.call(
-                lambda: evaluate_mode(ident, ad, dtype, example, settings), settings.timeout_s
+            outcome: ExampleOutcome = guard.call(
+                lambda: evaluate_mode(ident, ad, dtype, example, settings),
+                timeout,
+                what,
+                passthrough=(InvalidShapeError,),
             )
             return outcome
-        except _TimeoutError as exc:
-            state["timeout"] = str(exc)
+        except AdapterCallError as exc:
             return ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
 
     def body(example: Example) -> None:
@@ -1093,6 +1240,7 @@ def check(
             state["drawn"] += 1
         outcome = evaluate(example)
         state["last"] = outcome
+        state["outcomes"].append(outcome)
         if outcome.bits is not None:
             state["bits"] = min(state.get("bits", outcome.bits), outcome.bits)
         if not outcome.passed and state["first_failure"] is None:
@@ -1166,54 +1314,49 @@ def check(
 
     batch_failed: list[Example] = []
     try:
-        try:
-            if nested:
-                # one example, drawn (and shrunk) by the user's test
-                body(current_build_context().data.draw(ident.strategy()))
-            else:
-                # one example-database entry per check (the closure's source is the same for all)
-                mode_key = "" if mode == "vjp" else f":{mode}"
-                key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
-                body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-                if (
-                    mode == "vjp"
-                    and settings.batch > 1
-                    and any(supports_batching(ad))
-                    and not settings.reproduce_failure
-                ):
-                    # Hypothesis chooses the examples (a pass that only records them), the
-                    # adapter evaluates them in batches; a clean batch is the whole check.
-                    # Otherwise the one-at-a-time pass replays the same examples (answered
-                    # from `known`) up to the failing one and Hypothesis shrinks it.  Both
-                    # passes must draw the same examples: one seed for both.
-                    if run_seed["seed"] is None and not _seed_fixed_elsewhere(settings):
-                        run_seed["seed"] = run_seed["generated"] = random.getrandbits(128)
-                    recording = []
-                    with with_reporter(lambda _: None):
-                        hypothesis_test(record=True)()
-                    drawn, recording = recording, None
-                    state["generating"] = False
-                    batch_failed = _evaluate_in_batches(
-                        ident, ad, dtype, drawn, settings, worker, known, state
-                    )
-                    if not batch_failed:
-                        for example in drawn:
-                            state["calls"] += 1
-                            state["drawn"] += 1
-                            for c in known[example_digest(example)].comparisons:
-                                stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
-                                    c.abs_error, c.rel_error, c.ratio
-                                )
-                        return result(Verdict.PASS, errors=stats, **counts(), **common)
-                test = hypothesis_test(record=False)
-                with with_reporter(reported.append):
-                    test()
-                if batch_failed:
-                    # the replay drew other examples than the recording pass: report the
-                    # batch's failure as it was found (unshrunk) rather than lose it
-                    body(batch_failed[0])
-        finally:
-            worker.close()
+        if nested:
+            # one example, drawn (and shrunk) by the user's test
+            body(current_build_context().data.draw(ident.strategy()))
+        else:
+            # one example-database entry per check (the closure's source is the same for all)
+            mode_key = "" if mode == "vjp" else f":{mode}"
+            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
+            body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+            if (
+                mode == "vjp"
+                and settings.batch > 1
+                and any(supports_batching(ad))
+                and not settings.reproduce_failure
+            ):
+                # Hypothesis chooses the examples (a pass that only records them), the
+                # adapter evaluates them in batches; a clean batch is the whole check.
+                # Otherwise the one-at-a-time pass replays the same examples (answered
+                # from `known`) up to the failing one and Hypothesis shrinks it.  Both
+                # passes must draw the same examples: one seed for both.
+                if run_seed["seed"] is None and not _seed_fixed_elsewhere(settings):
+                    run_seed["seed"] = run_seed["generated"] = random.getrandbits(128)
+                recording = []
+                with with_reporter(lambda _: None):
+                    hypothesis_test(record=True)()
+                drawn, recording = recording, None
+                state["generating"] = False
+                batch_failed = _evaluate_in_batches(ident, ad, dtype, drawn, settings, guard, known, state)
+                if not batch_failed:
+                    for example in drawn:
+                        state["calls"] += 1
+                        state["drawn"] += 1
+                        for c in known[example_digest(example)].comparisons:
+                            stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
+                                c.abs_error, c.rel_error, c.ratio
+                            )
+                    return result(Verdict.PASS, errors=stats, **counts(), **common)
+            test = hypothesis_test(record=False)
+            with with_reporter(reported.append):
+                test()
+            if batch_failed:
+                # the replay drew other examples than the recording pass: report the
+                # batch's failure as it was found (unshrunk) rather than lose it
+                body(batch_failed[0])
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
         crashed = last is not None and (last.crash is not None or last.domain is not None)
@@ -1248,11 +1391,24 @@ def check(
         )
     except InvalidShapeError as exc:
         return result(Verdict.ERROR, Fault.NONE, f"invalid input shapes: {exc}", **counts(), **common)
-    except Exception as exc:  # Hypothesis errors (flaky failures, health checks, ...) become records too
+    except Flaky as exc:  # failed once, passed when replayed: the adapter does not repeat itself
+        return _flaky_result(
+            exc,
+            state["outcomes"],
+            ident,
+            ad,
+            spec,
+            adapter_label,
+            dtype,
+            tol,
+            result,
+            {**common, **counts(), **provenance(exc)},
+        )
+    except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too
         return result(
             Verdict.ERROR,
             Fault.ADAPTER,
-            f"{type(exc).__name__}: {exc}",
+            describe_exception(exc),
             errors=stats,
             **counts(),
             **provenance(exc),
@@ -1305,7 +1461,7 @@ def _evaluate_in_batches(
     dtype: str,
     examples: Sequence[Example],
     settings: CheckSettings,
-    worker: _ExampleWorker,
+    guard: AdapterGuard,
     known: dict[bytes, ExampleOutcome],
     state: dict[str, Any],
 ) -> list[Example]:
@@ -1325,22 +1481,18 @@ def _evaluate_in_batches(
     for members in groups.values():
         for start in range(0, len(members), settings.batch):
             chunk = members[start : start + settings.batch]
-            if state["timeout"] is not None:
+            if guard.hung is not None:  # the adapter hung: the replay records it per example
                 return [ex for ex in examples if example_digest(ex) not in known]
+            timeout = None if settings.timeout_s is None else settings.timeout_s * len(chunk)
+            evaluations = [_evaluation(ident, adapter, dtype, ex, settings) for ex in chunk]
             try:
-                timeout = None if settings.timeout_s is None else settings.timeout_s * len(chunk)
-                outcomes = worker.call(
-                    lambda chunk=chunk: drive(
-                        adapter, [_evaluation(ident, adapter, dtype, ex, settings) for ex in chunk]
-                    ),
+                outcomes = guard.call(
+                    partial(drive, adapter, evaluations),
                     timeout,
+                    f"{len(chunk)} examples of {ident.name}/{dtype} evaluated together",
                 )
-            except _TimeoutError:
-                state["timeout"] = (
-                    f"adapter did not return within {settings.timeout_s:g} s (per-example timeout; "
-                    f"{len(chunk)} examples evaluated together were allowed {timeout:g} s)"
-                )
-                continue
+            except AdapterCallError:
+                continue  # no outcomes: these examples are evaluated one at a time in the replay
             for ex, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, ExampleOutcome):
                     known[example_digest(ex)] = outcome
@@ -1349,6 +1501,51 @@ def _evaluate_in_batches(
 
 
 _NOT_PASSED = ExampleOutcome(Example({}), fault=Fault.ADAPTER)
+
+
+def _flaky_result(
+    exc: BaseException,
+    outcomes: Sequence[ExampleOutcome],
+    ident: Identity,
+    adapter: Any,
+    spec: str | None,
+    label: str,
+    dtype: str,
+    tol: Tolerance,
+    result: Any,
+    common: Mapping[str, Any],
+) -> CheckResult:
+    """A Hypothesis ``Flaky`` (an example failed, then passed when replayed) as a ``nondeterministic``
+    record: the failing example's diagnostic and repro, and what its replay gave."""
+    failed = next((o for o in outcomes if not o.passed), None)
+    if failed is None:
+        return result(
+            Verdict.FAIL,
+            Fault.NONDETERMINISTIC,
+            f"the check failed once and passed when Hypothesis replayed it ({describe_exception(exc)})",
+            **common,
+        )
+    repro = repro_snippet(ident, _adapter_spec(adapter, spec), dtype, failed.example)
+    message, worst = describe_outcome(ident, label, dtype, failed, tol, repro)
+    head = (
+        f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
+        "input, so the adapter does not give the same answer twice; the failing call:"
+    )
+    example = failed.example
+    counter = {
+        "inputs": {k: np.asarray(v).tolist() for k, v in example.inputs.items()},
+        "params": dict(example.params),
+        "seed": example.seed,
+    }
+    return result(
+        Verdict.FAIL,
+        Fault.NONDETERMINISTIC,
+        f"{head}\n{message}",
+        worst=worst,
+        counterexample=counter,
+        repro=repro,
+        **common,
+    )
 
 
 def run_checks(

@@ -5,6 +5,8 @@ Loadable by path (``broken_adapters:RaisingAdapter``) with ``tests/`` on ``sys.p
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -177,6 +179,162 @@ class WrongSigmoidJaxAdapter(JaxAdapter):
                 return sigmoid(x)
 
         return Ops()
+
+
+# ------------------------------------------------------------------ issue 11, part A (iso)
+# One hostile adapter per failure the guard and the process isolation must contain.
+
+
+class SegfaultAdapter(_Post):
+    """vjp crashes the interpreter (SIGSEGV)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: a segmentation fault
+        return result
+
+
+class ExitAdapter(_Post):
+    """vjp ends the process with ``os._exit(3)`` (no exception, no cleanup)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        os._exit(3)
+
+
+class SystemExitAdapter(_Post):
+    """vjp raises ``SystemExit(4)`` (``sys.exit`` inside the framework)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        raise SystemExit(4)
+
+
+class KeyboardInterruptAdapter(_Post):
+    """vjp raises ``KeyboardInterrupt`` itself (nobody pressed Ctrl-C)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        raise KeyboardInterrupt
+
+
+class _Unprintable(RuntimeError):
+    def __str__(self) -> str:
+        raise ValueError("__str__ of this exception raises")
+
+    def __repr__(self) -> str:
+        raise ValueError("__repr__ of this exception raises")
+
+
+class UnprintableExceptionAdapter(_Post):
+    """vjp raises an exception whose ``__str__`` and ``__repr__`` raise."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        raise _Unprintable()
+
+
+class ZeroDimGradAdapter(_Post):
+    """Gradients come back as 0-d arrays (the probes used to crash formatting them)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        return VJPResult(result.output, {k: np.asarray(v.reshape(-1)[0]) for k, v in result.grads.items()})
+
+
+class HangingAvailableAdapter(NumpyEngineAdapter):
+    """``available()`` never returns."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hanging-available")
+
+    def available(self) -> tuple[bool, str]:
+        time.sleep(3600)
+        return True, ""
+
+
+class GILHoldingHangAdapter(_Post):
+    """vjp blocks in a C call that holds the interpreter lock (no thread can time it out)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        import ctypes
+
+        ctypes.PyDLL(None).sleep(3600)  # PyDLL: the GIL stays held during the call
+        return result
+
+
+class OsEntropyNoiseAdapter(_Post):
+    """Gradients carry noise from the OS (``os.urandom``): a different answer every call."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        def noisy(v: np.ndarray) -> np.ndarray:
+            noise = np.frombuffer(os.urandom(8 * v.size), dtype=np.uint64).reshape(v.shape)
+            scale = (noise / np.float64(2**64) - 0.5) * 1e-3
+            return (v * (1 + scale)).astype(v.dtype)
+
+        return VJPResult(result.output, {k: noisy(v) for k, v in result.grads.items()})
+
+
+class NumpyRandomNoiseAdapter(_Post):
+    """Gradients carry tiny noise from ``np.random`` (within tolerance; Hypothesis reseeds it)."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        def noisy(v: np.ndarray) -> np.ndarray:
+            return (v * (1 + 4 * np.finfo(v.dtype).eps * np.random.standard_normal(v.shape))).astype(v.dtype)
+
+        return VJPResult(result.output, {k: noisy(v) for k, v in result.grads.items()})
+
+
+class DocumentedNoiseAdapter(NumpyRandomNoiseAdapter):
+    """The same tiny noise, documented: ``nondeterminism_rtol`` allows it."""
+
+    nondeterminism_rtol = 1e-12
+
+
+class PromotingRules(Rules):
+    """leaky_relu returns float64 whatever it is given (MyGrad's leaky ReLU does this)."""
+
+    def leaky_relu_forward(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(super().leaky_relu_forward(x), dtype=np.float64)
+
+    def leaky_relu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.asarray(super().leaky_relu_backward(delta, x, z), dtype=np.float64)
+
+
+class PromotingAdapter(NumpyEngineAdapter):
+    def __init__(self) -> None:
+        super().__init__(rules=PromotingRules(), name="promoting")
+
+
+class ThreadBoundAdapter(NumpyEngineAdapter):
+    """Works only on the thread that made it (tinygrad's SQLite cache is bound to one thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="thread-bound")
+        self._owner = threading.get_ident()
+
+    def _same_thread(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("SQLite objects created in a thread can only be used in that same thread")
+
+    def available(self) -> tuple[bool, str]:
+        self._same_thread()
+        return True, ""
+
+    def supported_ops(self) -> frozenset[str]:
+        self._same_thread()
+        return super().supported_ops()
+
+    def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        self._same_thread()
+        return super().forward(fn, inputs, dtype)
+
+    def vjp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        self._same_thread()
+        return super().vjp(fn, inputs, wrt, cotangent, dtype)
 
 
 # ---------------------------------------------------------------------------------------------

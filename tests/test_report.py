@@ -344,7 +344,8 @@ def test_conforming_run_exits_0(adapter_dir: Path, tmp_path: Path) -> None:
         (["--shard", "3/2"], "expected K/N"),
         (["--shard", "x"], "expected K/N"),
         (["--format", "json,pdf"], "unknown report format"),
-        (["--jobs", "0"], "positive number"),
+        (["--jobs", "-1"], "expected a number of worker processes"),
+        (["--timeout", "-3"], "expected seconds > 0"),
         (["--known-deviations", "does-not-exist.toml"], "does not exist"),
     ],
 )
@@ -467,7 +468,7 @@ def test_keyboard_interrupt_keeps_results_and_marks_the_rest(
         return real_check(*args, **kwargs)
 
     monkeypatch.setattr(matrix, "check", check_then_interrupt)
-    code = run_cli("report", "--adapter", "numpy", "--out", str(tmp_path), *small(examples=3))
+    code = run_cli("report", "--adapter", "numpy", "--in-process", "--out", str(tmp_path), *small(examples=3))
     assert code == 130
     captured = capsys.readouterr()
     assert "interrupted: 2 check(s) did not run" in flat(captured.err)

@@ -40,7 +40,7 @@ def test_correct_engine_passes_and_records_errors() -> None:
             "vjp raised RuntimeError",
         ),
         ("broken_adapters:WrongShapeAdapter", "matvec-weight-grad", Verdict.FAIL, Fault.ADAPTER, "has shape"),
-        ("broken_adapters:WrongDtypeAdapter", "conv-input", Verdict.FAIL, Fault.ADAPTER, "has dtype float16"),
+        ("broken_adapters:WrongDtypeAdapter", "conv-input", Verdict.FAIL, Fault.DTYPE, "has dtype float16"),
         (
             "broken_adapters:MissingGradAdapter",
             "mlp",

@@ -35,6 +35,7 @@ from gradoracle.conventions import PROBES
 from gradoracle.identities import SOURCES, all_identities, get_identity
 from gradoracle.results import Fault
 from gradoracle.runner import CheckSettings, check
+from gradoracle.selftest.layer_parameters import PARAMETERS
 from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
 
 CI_EXAMPLES = 20
@@ -155,6 +156,12 @@ def test_ci_report_is_ok_and_written(ci_report: S.SelftestReport, tmp_path: Path
     assert data["summary"]["survived"] == 0
     md = paths[1].read_text()
     assert "## Kill matrix" in md and "`conv-true-convolution`" in md and "forward" in md
+    # every layer hyper-parameter has a killed mutant (its bug shows under that parameter only)
+    parameters = ci_report.parameters()
+    assert set(parameters) == set(PARAMETERS)
+    for name, by_status in parameters.items():
+        assert "killed" in by_status and set(by_status) <= {"killed", "skipped"}, (name, by_status)
+    assert data["parameters"] == parameters and "## Layer parameters" in md
 
 
 def test_a_correct_engine_under_a_mutant_name_survives_and_fails_the_selftest() -> None:
@@ -181,7 +188,8 @@ def test_shrinking_keeps_the_localisation() -> None:
 
 
 class _WrongFromCall(NumpyEngineAdapter):
-    """Correct for the first ``k - 1`` vjp calls, then every gradient doubled."""
+    """Correct for the first ``k - 1`` examples, then every gradient doubled (the runner calls
+    the vjp twice per example, to see that it repeats itself)."""
 
     def __init__(self, k: int) -> None:
         super().__init__(name=f"wrong-from-{k}")
@@ -190,7 +198,7 @@ class _WrongFromCall(NumpyEngineAdapter):
     def vjp(self, fn: Any, inputs: Any, wrt: Any, cotangent: Any, dtype: str) -> Any:
         self.calls += 1
         result = super().vjp(fn, inputs, wrt, cotangent, dtype)
-        if self.calls >= self.k:
+        if (self.calls + 1) // 2 >= self.k:
             return type(result)(result.output, {n: 2 * g for n, g in result.grads.items()})
         return result
 

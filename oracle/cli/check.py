@@ -1,4 +1,8 @@
-"""``gradoracle check``: run the conformance checks in this process and print the verdicts.
+"""``gradoracle check``: run the conformance checks and print the verdicts.
+
+Checks and convention probes run in worker processes (``--jobs``, ``--in-process`` to
+turn it off) through the adapter guard (:mod:`gradoracle.guard`, ``--timeout``), so an
+adapter that crashes or hangs is a record, not the end of the run.
 
 ``-q`` prints the failures (one line each) and the counts; the default adds the table of
 verdicts and each failure's message; ``-v`` adds the convention table and the tolerance
@@ -20,6 +24,7 @@ from gradoracle.cli.common import (
     EXIT_NONCONFORMANCE,
     EXIT_OK,
     adapter_specs,
+    add_isolation_options,
     add_verbosity_options,
     console,
     conventions_table,
@@ -27,6 +32,7 @@ from gradoracle.cli.common import (
     progress_bar,
     resolve_adapters,
     results_table,
+    worker_count,
 )
 from gradoracle.text import MESSAGE_LIMIT, clean_text, markup_safe
 
@@ -35,6 +41,7 @@ def register(subparsers: Any) -> None:
     """Add the ``check`` sub-command."""
     p = subparsers.add_parser("check", help="run conformance checks and print a table of verdicts")
     shared.add_to_argparse(p, exclude=("known_deviations",))
+    add_isolation_options(p)
     p.add_argument(
         "--no-conventions",
         dest="conventions",
@@ -47,47 +54,81 @@ def register(subparsers: Any) -> None:
 
 def run_with_progress(
     identities: Sequence[Any],
-    adapters: Sequence[Any],
+    adapters: Sequence[tuple[str, Any]],
     dtypes: Sequence[str],
     settings: Any,
     out: Console,
+    jobs: int = 1,
+    pool: Any = None,
     modes: Sequence[str] = (),
 ) -> list[Any]:
-    """Run every check with a rich progress bar (transient; plain text when not a terminal).
+    """Run every check (in ``pool`` when given) with a rich progress bar (transient; off when not a terminal).
 
-    ``modes`` empty: every mode each adapter supports.
+    The order is the command line's: adapter, then dtype, then identity, then mode; ``modes``
+    empty: every mode each adapter supports.
     """
+    from gradoracle.matrix import CheckTask, run_matrix
     from gradoracle.modes import adapter_modes
-    from gradoracle.runner import check
 
-    results = []
-    chosen = {id(a): tuple(modes) or adapter_modes(a) for a in adapters}
-    total = len(identities) * len(dtypes) * sum(len(m) for m in chosen.values())
+    tasks = [
+        CheckTask(ident.name, ident.source, spec, str(adapter.name), dtype, mode)
+        for spec, adapter in adapters
+        for dtype in dtypes
+        for ident in identities
+        for mode in (tuple(modes) or adapter_modes(adapter))
+    ]
     with progress_bar(out) as progress:
-        task = progress.add_task("checking", total=total)
-        for adapter in adapters:
-            for dtype in dtypes:
-                for ident in identities:
-                    for mode in chosen[id(adapter)]:
-                        progress.update(
-                            task, description=markup_safe(f"{ident.name} [{adapter.name}-{dtype}-{mode}]")
-                        )
-                        results.append(check(ident, adapter, dtype, settings, mode))
-                        progress.advance(task)
-    return results
+        bar = progress.add_task("checking", total=len(tasks))
+        outcome = run_matrix(
+            tasks,
+            settings,
+            jobs=jobs,
+            on_start=lambda task: progress.update(
+                bar,
+                description=markup_safe(f"{task.identity} [{task.adapter_name}-{task.dtype}-{task.mode}]"),
+            ),
+            on_result=lambda result: progress.advance(bar),
+            isolate=pool is not None,
+            pool=pool,
+        )
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.results
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the conformance checks and print the verdicts; exit 1 on any nonconformance."""
-    from gradoracle.conventions import run_probes
     from gradoracle.identities import select_identities
+    from gradoracle.isolation import WorkerPool
+    from gradoracle.matrix import run_probe_jobs
 
     config = shared.run_config(vars(args))
     specs, explicit = adapter_specs(config.adapters)
-    adapters = resolve_adapters(specs, explicit)
+    loaded = resolve_adapters(specs, explicit, config.timeout)
+    if explicit:
+        adapters = list(zip(specs, loaded, strict=True))
+    else:  # the built-in defaults that are not installed were dropped; each is named as its spec
+        by_name = {str(ad.name): ad for ad in loaded}
+        adapters = [(spec, by_name[spec]) for spec in specs if spec in by_name]
     identities = select_identities(list(config.identities))
+    jobs = worker_count(args.jobs)
     out = console()
-    results = run_with_progress(identities, adapters, config.dtypes, config.settings, out, config.modes)
+    total = len(identities) * len(adapters) * len(config.dtypes)
+    pool = WorkerPool(min(jobs, max(1, total)), config.timeout) if args.isolate else None
+    try:
+        results = run_with_progress(
+            identities, adapters, config.dtypes, config.settings, out, jobs, pool, config.modes
+        )
+        probes = (
+            run_probe_jobs(
+                [(spec, str(ad.name)) for spec, ad in adapters], config.dtypes, config.timeout, pool
+            )
+            if args.conventions
+            else []
+        )
+    finally:
+        if pool is not None:
+            pool.close()
     verbosity = int(getattr(args, "verbosity", 0))
     if verbosity >= 0:
         title = f"gradoracle check: {len(results)} checks, {config.examples} examples each"
@@ -95,12 +136,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     print_failures(results, out, verbosity)
     outside: list[Any] = []
     if args.conventions:
-        probes = run_probes(adapters, config.dtypes)
         if verbosity > 0:
             out.print(conventions_table(probes))
         outside = [p for p in probes if p.failed]
         for p in outside:  # a value outside the generalised gradient is a failure (#13), at any verbosity
-            out.print(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail", style="bold red", markup=False)
+            out.print(
+                clean_text(f"\n{p.probe} [{p.adapter}-{p.dtype}]: fail"), style="bold red", markup=False
+            )
             out.print(clean_text(p.message(), MESSAGE_LIMIT), markup=False, soft_wrap=True)
     bad = [r for r in results if not r.ok]
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("pass", "fail", "error", "skip")}

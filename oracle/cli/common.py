@@ -117,6 +117,47 @@ def positive_int(text: str) -> int:
     return value
 
 
+def jobs_count(text: str) -> int:
+    """Argument type of ``--jobs``: 0 (all usable cores) or a positive number of workers."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"--jobs {text!r}: expected a number of worker processes (0 = one per usable core)"
+        )
+    return value
+
+
+def add_isolation_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--in-process`` of the commands that run checks (``check``, ``report``)."""
+    parser.add_argument(
+        "--jobs",
+        type=jobs_count,
+        default=1,
+        metavar="N",
+        help="worker processes (default 1; 0 = one per usable CPU core; capped at the usable cores)",
+    )
+    parser.add_argument(
+        "--in-process",
+        dest="isolate",
+        action="store_false",
+        help="call the adapters in this process instead of worker processes: starts faster, but an "
+        "adapter that crashes the interpreter (segfault, os._exit) ends the run without a report",
+    )
+
+
+def worker_count(requested: int) -> int:
+    """``--jobs`` capped at the usable cores (0: all of them); a note on stderr when capped."""
+    from gradoracle.isolation import effective_jobs
+
+    jobs, note = effective_jobs(requested)
+    if note:
+        console(stderr=True).print(f"note: {note}", markup=False, style="yellow")
+    return jobs
+
+
 def progress_bar(out: Console, *, spinner: bool = False) -> Progress:
     """The transient progress display of a command (disabled when ``out`` is not a terminal).
 
@@ -180,34 +221,29 @@ def adapter_specs(values: Sequence[str]) -> tuple[list[str], bool]:
     return (list(values), True) if values else (list(shared.DEFAULT_ADAPTERS), False)
 
 
-def resolve_adapters(names: Sequence[str], explicit: bool) -> list[Any]:
-    """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError."""
-    from gradoracle.adapters import AdapterLoadError, load_adapter
+def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None = 20.0) -> list[Any]:
+    """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError.
+
+    Each is loaded on its own thread and asked ``available()`` through its guard
+    (:class:`gradoracle.guard.AdapterSession`), so an adapter whose import, constructor or
+    ``available()`` hangs or exits is a usage error after ``timeout`` s, not a hung run.
+    """
+    from gradoracle.guard import process_session
 
     loaded = []
     for name in names:
-        try:
-            adapter = load_adapter(name)
-        except AdapterLoadError as exc:
-            raise UsageError(str(exc)) from exc
-        try:
-            ok, why = adapter.available()
-        except (Exception, SystemExit) as exc:  # available() must answer, not raise
-            from gradoracle.adapters import describe_failure
-
-            raise UsageError(
-                f"adapter {name!r}: available() raised {describe_failure(exc)}; "
-                "it must return (True, '') or (False, 'why')"
-            ) from exc
-        if not ok:
+        entry = process_session().get(name, timeout)
+        if entry.facts is None:
+            raise UsageError(entry.error or f"adapter {name!r} failed to load")
+        if not entry.facts.available:
             if explicit:
                 extra = name.partition("?")[0]
                 raise UsageError(
-                    f"adapter {name!r} was asked for but is not available: {why}. "
+                    f"adapter {name!r} was asked for but is not available: {entry.facts.why}. "
                     f"Install it (pip install 'gradoracle[{extra}]') or drop --adapter {name}."
                 )
             continue
-        loaded.append(adapter)
+        loaded.append(entry.adapter)
     if not loaded:
         raise UsageError("no adapter is available; install one (pip install 'gradoracle[torch]') or name one")
     return loaded

@@ -27,6 +27,7 @@ from gradoracle import options as shared
 from gradoracle.cli.common import (
     UsageError,
     adapter_specs,
+    add_isolation_options,
     add_output_options,
     add_verbosity_options,
     check_out_dir,
@@ -36,24 +37,16 @@ from gradoracle.cli.common import (
     load_deviation_entries,
     progress_bar,
     resolve_adapters,
+    worker_count,
     write_report_files,
 )
+from gradoracle.isolation import WorkerPool
 from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
 from gradoracle.reporting.environment import frameworks_that_ran
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
 # ------------------------------------------------------------------- argument types
-
-
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--jobs {text!r}: expected a positive number of worker processes")
-    return value
 
 
 def _shard(text: str) -> Shard:
@@ -73,10 +66,8 @@ def register(subparsers: Any) -> None:
     )
     shared.add_to_argparse(p)
     add_output_options(p)
+    add_isolation_options(p)
     add_verbosity_options(p)
-    p.add_argument(
-        "--jobs", type=_jobs, default=1, metavar="N", help="run checks in N worker processes (default 1)"
-    )
     p.add_argument(
         "--shard",
         type=_shard,
@@ -90,12 +81,14 @@ def register(subparsers: Any) -> None:
 # ------------------------------------------------------------------------- helpers
 
 
-def _load_adapters(specs: Sequence[str], explicit: bool, out: Console) -> list[tuple[str, Any]]:
+def _load_adapters(
+    specs: Sequence[str], explicit: bool, out: Console, timeout: float | None = 20.0
+) -> list[tuple[str, Any]]:
     """``(spec, adapter)`` for every spec; without explicit adapters, uninstalled ones are skipped."""
     loaded: list[tuple[str, Any]] = []
     for spec in specs:
         try:
-            (adapter,) = resolve_adapters([spec], explicit)
+            (adapter,) = resolve_adapters([spec], explicit, timeout)
         except UsageError:
             if explicit:
                 raise
@@ -116,20 +109,21 @@ def _load_adapters(specs: Sequence[str], explicit: bool, out: Console) -> list[t
     return loaded
 
 
-def _run_probes(adapters: Sequence[tuple[str, Any]], dtypes: Sequence[str]) -> tuple[list[Any], bool]:
-    """Convention probes per adapter; ``(probes, interrupted)``."""
-    from gradoracle.conventions import run_probes
+def _run_probes(
+    adapters: Sequence[tuple[str, Any]], dtypes: Sequence[str], timeout: float | None, pool: Any
+) -> tuple[list[Any], bool]:
+    """Convention probes per adapter, guarded (in the pool when isolated): ``(probes, interrupted)``."""
+    from gradoracle.matrix import run_probe_jobs
 
-    probes: list[Any] = []
     try:
-        for _, adapter in adapters:
-            probes.extend(run_probes([adapter], dtypes))
+        return run_probe_jobs([(spec, str(ad.name)) for spec, ad in adapters], dtypes, timeout, pool), False
     except KeyboardInterrupt:
-        return probes, True
-    return probes, False
+        return [], True
 
 
-def _run_with_progress(tasks: Sequence[CheckTask], settings: Any, jobs: int, out: Console) -> Any:
+def _run_with_progress(
+    tasks: Sequence[CheckTask], settings: Any, jobs: int, out: Console, pool: Any = None
+) -> Any:
     """:func:`run_matrix` with a rich progress bar (a line per tenth of the run when not a terminal)."""
     total = len(tasks)
     state = {"done": 0, "bad": 0, "next": max(1, total // 10)}
@@ -152,7 +146,15 @@ def _run_with_progress(tasks: Sequence[CheckTask], settings: Any, jobs: int, out
                     markup=False,
                 )
 
-        return run_matrix(tasks, settings, jobs=jobs, on_start=on_start, on_result=on_result)
+        return run_matrix(
+            tasks,
+            settings,
+            jobs=jobs,
+            on_start=on_start,
+            on_result=on_result,
+            isolate=pool is not None,
+            pool=pool,
+        )
 
 
 # ------------------------------------------------------------------------- command
@@ -174,7 +176,8 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     formats = chosen_formats(args.formats)
     entries = load_deviation_entries(config.known_deviations)
     specs, explicit = adapter_specs(config.adapters)
-    adapters = _load_adapters(specs, explicit, out)
+    adapters = _load_adapters(specs, explicit, out, config.timeout)
+    jobs = worker_count(args.jobs)
     identities = select_identities(list(config.identities))
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
@@ -186,15 +189,21 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         f"gradoracle report: {len(identities)} identities x {len(adapters)} adapters "
         f"({names}) x {len(config.dtypes)} dtypes x "
         f"modes {', '.join(config.modes) or 'each adapter supports'}{shard_note} = {planned} checks, "
-        f"{config.examples} examples each, seed {config.seed}, {args.jobs} job(s)",
+        f"{config.examples} examples each, seed {config.seed}, {jobs} job(s)"
+        f"{'' if args.isolate else ', in-process'}",
         markup=False,
     )
 
-    outcome = _run_with_progress(tasks, config.settings, args.jobs, out)
-    results, interrupted = outcome.results, outcome.interrupted
-    probes: list[Any] = []
-    if not interrupted:  # after the checks: a Ctrl-C here loses only probes
-        probes, interrupted = _run_probes(adapters, config.dtypes)
+    pool = WorkerPool(min(jobs, max(1, len(tasks))), config.timeout) if args.isolate else None
+    try:
+        outcome = _run_with_progress(tasks, config.settings, jobs, out, pool)
+        results, interrupted = outcome.results, outcome.interrupted
+        probes: list[Any] = []
+        if not interrupted:  # after the checks: a Ctrl-C here loses only probes
+            probes, interrupted = _run_probes(adapters, config.dtypes, config.timeout, pool)
+    finally:
+        if pool is not None:
+            pool.close()
     deviations = apply_known_deviations(results, entries) if entries is not None else None
 
     meta: dict[str, Any] = {
@@ -204,7 +213,8 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "examples": config.examples,
         "seed": config.seed,
         "settings": dataclasses.asdict(config.settings),
-        "jobs": args.jobs,
+        "jobs": jobs,
+        "isolation": "process" if args.isolate else "none",
         "shard": str(args.shard) if args.shard else None,
         "planned_checks": planned,
         "interrupted": interrupted,

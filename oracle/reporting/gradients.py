@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gradoracle.guard import DEFAULT_TIMEOUT_S
 from gradoracle.identities import get_identity
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.runner import _cotangent
@@ -44,17 +45,28 @@ def adapter_spec_from_repro(repro: str | None) -> str | None:
 
 
 def failure_gradients(
-    identity: str, adapter: Any, dtype: str, counterexample: Mapping[str, Any]
+    identity: str,
+    adapter: Any,
+    dtype: str,
+    counterexample: Mapping[str, Any],
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> dict[str, dict[str, Any]]:
     """``{input: {"autodiff": list, "analytic": list}}`` at the counterexample.
 
-    ``adapter`` is an adapter object or a spec string.  Exceptions from the adapter
-    propagate; :func:`attach_gradients` turns them into "no picture".
+    ``adapter`` is an adapter object or a spec string (this process's instance of it);
+    the vjp is a guarded call (its thread, ``timeout``).  Failures raise;
+    :func:`attach_gradients` turns them into "no picture".
     """
-    from gradoracle.adapters import load_adapter
+    from gradoracle.guard import guard_for, process_session
 
     ident = get_identity(identity)
-    ad = load_adapter(adapter)
+    if isinstance(adapter, str):
+        entry = process_session().get(adapter, timeout)
+        if entry.facts is None:
+            raise RuntimeError(entry.error or f"adapter {adapter!r} failed to load")
+        ad, guard = entry.adapter, entry.guard
+    else:
+        ad, guard = adapter, guard_for(adapter)
     params = dict(counterexample.get("params") or {})
     master = {k: np.asarray(v, dtype=np.float64) for k, v in counterexample["inputs"].items()}
     x_d = {k: v.astype(dtype) for k, v in master.items()}
@@ -66,11 +78,15 @@ def failure_gradients(
     def fn(ops: Any, arrays: Mapping[str, Any]) -> Any:
         return ident.forward(ops, arrays, params)
 
-    vjp = ad.vjp(fn, x_d, ident.wrt, u_d, dtype)
+    def autodiff() -> dict[str, np.ndarray]:
+        vjp = ad.vjp(fn, x_d, ident.wrt, u_d, dtype)
+        return {name: np.asarray(vjp.grads[name], dtype=np.float64) for name in ident.wrt}
+
+    grads = guard.call(autodiff, timeout, f"vjp at the counterexample of {identity}/{dtype}")
     ref = ident.gradient(x_d64, params, u_d.astype(np.float64))
     out: dict[str, dict[str, Any]] = {}
     for name in ident.wrt:
-        got = np.asarray(vjp.grads[name], dtype=np.float64)
+        got = grads[name]
         want = np.asarray(ref[name], dtype=np.float64)
         if got.shape != want.shape:
             continue
@@ -78,7 +94,9 @@ def failure_gradients(
     return out
 
 
-def attach_gradients(result: CheckResult, adapter: Any = None) -> bool:
+def attach_gradients(
+    result: CheckResult, adapter: Any = None, timeout: float | None = DEFAULT_TIMEOUT_S
+) -> bool:
     """Store :func:`failure_gradients` in a failed result's counterexample; True when stored.
 
     Only failures (not crashes) qualify.  ``adapter`` defaults to the spec in the repro
@@ -93,7 +111,8 @@ def attach_gradients(result: CheckResult, adapter: Any = None) -> bool:
     if adapter is None:
         return False
     try:
-        ce["gradients"] = failure_gradients(result.identity, adapter, result.dtype, ce)
+        ce["gradients"] = failure_gradients(result.identity, adapter, result.dtype, ce, timeout)
     except Exception:  # a broken adapter may fail anywhere; the report just has no picture
+        ce["gradients"] = {}  # tried: the report writer does not call the adapter again
         return False
     return True

@@ -1,0 +1,310 @@
+"""Process isolation: guarded work in worker processes that may die without taking the run down.
+
+A :class:`WorkerPool` runs :class:`Job` objects (one check, or the convention probes of
+one adapter) in spawned worker processes, one job per worker at a time.  Inside a worker
+every call into an adapter still goes through :mod:`gradoracle.guard` (its own thread, a
+time limit, any exception); the pool contains what a thread cannot:
+
+- a worker that **dies** (segfault, ``os._exit``, the out-of-memory killer) is recorded as
+  an error of the job it was running, naming the signal or the exit code, and a fresh
+  worker carries on with the next job;
+- a worker whose adapter **hung** (a call abandoned after ``--timeout``) is replaced once
+  its job's record is in, so no abandoned thread keeps running beside later checks;
+- a worker that goes **silent** (no heartbeat for :func:`watchdog_s`: a C call holding the
+  interpreter lock, which no thread can interrupt) is killed and its job recorded as hung.
+
+Each worker keeps one loaded adapter per spec (:class:`gradoracle.guard.AdapterSession`),
+so the checks of one adapter share its instance, thread and compiled code, and two
+adapters never share anything.  Ctrl-C stops the workers (they ignore SIGINT; the
+parent terminates them) and propagates as ``KeyboardInterrupt``.
+
+:func:`usable_cores` and :func:`effective_jobs` cap ``--jobs`` at the cores this process
+may run on (``--jobs 0``: all of them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
+from typing import Any, Protocol
+
+from gradoracle.guard import DEFAULT_TIMEOUT_S
+
+#: Seconds between a busy worker's heartbeats.
+HEARTBEAT_S = 0.5
+
+
+class Job(Protocol):
+    """A unit of guarded work that runs in a worker (or in this process)."""
+
+    @property
+    def label(self) -> str: ...
+
+    def run(self, timeout: float | None) -> Any:
+        """Do the work (in whichever process) and return a picklable record."""
+        ...
+
+    def died(self, reason: str) -> Any:
+        """The record of this job when its worker died or hung (``reason`` says how)."""
+        ...
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` without one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def effective_jobs(requested: int) -> tuple[int, str | None]:
+    """``(workers, note)``: ``--jobs`` capped at :func:`usable_cores`; 0 means all of them.
+
+    ``note`` says what was changed (``None`` when the request stands).
+    """
+    cores = usable_cores()
+    if requested < 0:
+        raise ValueError(f"--jobs {requested}: expected 0 (all usable cores) or a positive number")
+    if requested == 0:
+        return cores, None
+    if requested > cores:
+        return cores, (
+            f"--jobs {requested} capped at {cores}: this process may use {cores} CPU core(s); more worker "
+            "processes would only compete for them"
+        )
+    return requested, None
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker ended: ``killed by signal SIGSEGV (Segmentation fault)``, ``exited with code 3``."""
+    if exitcode is None:
+        return "stopped responding"
+    if exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode)
+            text = signal.strsignal(sig) or ""
+            name = f"{sig.name} ({text})" if text else sig.name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = "; SIGKILL is often the out-of-memory killer" if exitcode == -signal.SIGKILL else ""
+        return f"killed by signal {name}{hint}"
+    return f"exited with code {exitcode} (os._exit, or an exit the guard could not catch)"
+
+
+def watchdog_s(timeout: float | None) -> float | None:
+    """How long a busy worker may go without a heartbeat before it is killed (``None``: never)."""
+    if not timeout:
+        return None
+    return timeout + max(5.0, timeout)
+
+
+# ----------------------------------------------------------------------- the worker
+
+
+def _worker_main(conn: Connection, timeout: float | None) -> None:
+    """A worker: run the jobs the parent sends, one at a time, until it sends ``None``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    from gradoracle.guard import process_session
+
+    session = process_session()
+    session.timeout = timeout
+    send_lock = threading.Lock()
+    busy = threading.Event()
+
+    def send(message: Any) -> None:
+        with send_lock:
+            conn.send(message)
+
+    def heartbeat() -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            if busy.is_set():
+                try:
+                    send(("alive",))
+                except OSError:
+                    return
+
+    threading.Thread(target=heartbeat, daemon=True, name="gradoracle-heartbeat").start()
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        job: Job = message
+        busy.set()
+        try:
+            record = job.run(timeout)
+        except BaseException as exc:
+            from gradoracle.guard import describe_exception
+
+            record = job.died(f"the job raised {describe_exception(exc)}")
+        busy.clear()
+        send(("done", record, session.tainted()))
+        if session.tainted():
+            return  # an abandoned adapter thread may still run: the parent starts a fresh worker
+
+
+# ----------------------------------------------------------------------- the pool
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    job: int | None = None
+    last_heard: float = 0.0
+
+
+class WorkerPool:
+    """Up to ``workers`` spawned processes running :class:`Job` objects (module docstring)."""
+
+    def __init__(self, workers: int, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.timeout = timeout
+        self._context = multiprocessing.get_context("spawn")  # no fork: framework threads may be live
+        self._idle: list[_Worker] = []
+        self.started = 0  # worker processes started (fresh ones after deaths included)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> _Worker:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main, args=(child, self.timeout), daemon=True, name="gradoracle-worker"
+        )
+        process.start()
+        child.close()
+        self.started += 1
+        return _Worker(process, parent)
+
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=5)
+        worker.conn.close()
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        on_start: Callable[[int], None] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> dict[int, Any]:
+        """Run every job; ``{index: record}``.  ``KeyboardInterrupt`` stops the workers and propagates
+        (the records so far are passed to ``on_result`` as they come)."""
+        todo = list(range(len(jobs)))[::-1]
+        done: dict[int, Any] = {}
+        busy: list[_Worker] = []
+        limit = watchdog_s(self.timeout)
+
+        def finish(worker: _Worker, record: Any) -> None:
+            assert worker.job is not None
+            done[worker.job] = record
+            if on_result is not None:
+                on_result(worker.job, record)
+            worker.job = None
+
+        try:
+            while todo or busy:
+                while todo and len(busy) < self.workers:
+                    worker = self._idle.pop() if self._idle else self._start()
+                    i = todo.pop()
+                    try:
+                        worker.conn.send(jobs[i])
+                    except OSError:  # died while idle: start another for this job
+                        self._kill(worker)
+                        todo.append(i)
+                        continue
+                    worker.job, worker.last_heard = i, time.monotonic()
+                    busy.append(worker)
+                    if on_start is not None:
+                        on_start(i)
+                ready = set(
+                    wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+                )
+                now = time.monotonic()
+                for worker in list(busy):
+                    job = jobs[worker.job] if worker.job is not None else None
+                    if worker.conn in ready:
+                        try:
+                            message = worker.conn.recv()
+                        except (EOFError, OSError):
+                            message = None
+                        if message is not None and message[0] == "alive":
+                            worker.last_heard = now
+                            continue
+                        if message is not None and message[0] == "done":
+                            _, record, tainted = message
+                            finish(worker, record)
+                            busy.remove(worker)
+                            if tainted:
+                                self._kill(worker)
+                            else:
+                                self._idle.append(worker)
+                            continue
+                    if worker.conn in ready or worker.process.sentinel in ready:
+                        worker.process.join(timeout=5)
+                        how = describe_exit(worker.process.exitcode)
+                        assert job is not None
+                        finish(worker, job.died(f"the worker process running it {how}"))
+                        busy.remove(worker)
+                        self._kill(worker)
+                    elif limit is not None and now - worker.last_heard > limit:
+                        assert job is not None
+                        self._kill(worker)
+                        finish(
+                            worker,
+                            job.died(
+                                f"the worker process running it was silent for {limit:g} s (an adapter call "
+                                "that holds the interpreter and ignores the --timeout) and was killed"
+                            ),
+                        )
+                        busy.remove(worker)
+        except BaseException:
+            for worker in busy:
+                self._kill(worker)
+            raise
+        return done
+
+    def close(self) -> None:
+        """Ask idle workers to exit (and make sure they do)."""
+        for worker in self._idle:
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
+        for worker in self._idle:
+            worker.process.join(timeout=5)
+            self._kill(worker)
+        self._idle.clear()
+
+
+def run_jobs_in_process(
+    jobs: Sequence[Job],
+    timeout: float | None,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+) -> dict[int, Any]:
+    """The same jobs in this process (no isolation: a crashing adapter ends the run)."""
+    done: dict[int, Any] = {}
+    for i, job in enumerate(jobs):
+        if on_start is not None:
+            on_start(i)
+        done[i] = job.run(timeout)
+        if on_result is not None:
+            on_result(i, done[i])
+    return done
