@@ -35,6 +35,7 @@ from gradoracle.conventions import PROBES
 from gradoracle.identities import SOURCES, all_identities, get_identity
 from gradoracle.results import Fault
 from gradoracle.runner import CheckSettings, check
+from gradoracle.selftest.layer_parameters import PARAMETERS
 from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
 
 CI_EXAMPLES = 20
@@ -155,6 +156,12 @@ def test_ci_report_is_ok_and_written(ci_report: S.SelftestReport, tmp_path: Path
     assert data["summary"]["survived"] == 0
     md = paths[1].read_text()
     assert "## Kill matrix" in md and "`conv-true-convolution`" in md and "forward" in md
+    # every layer hyper-parameter has a killed mutant (its bug shows under that parameter only)
+    parameters = ci_report.parameters()
+    assert set(parameters) == set(PARAMETERS)
+    for name, by_status in parameters.items():
+        assert "killed" in by_status and set(by_status) <= {"killed", "skipped"}, (name, by_status)
+    assert data["parameters"] == parameters and "## Layer parameters" in md
 
 
 def test_a_correct_engine_under_a_mutant_name_survives_and_fails_the_selftest() -> None:
