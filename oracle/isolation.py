@@ -205,9 +205,11 @@ class WorkerPool:
         jobs: Sequence[Job],
         on_start: Callable[[int], None] | None = None,
         on_result: Callable[[int, Any], None] | None = None,
+        skip: Callable[[int], Any] | None = None,
     ) -> dict[int, Any]:
         """Run every job; ``{index: record}``.  ``KeyboardInterrupt`` stops the workers and propagates
-        (the records so far are passed to ``on_result`` as they come)."""
+        (the records so far are passed to ``on_result`` as they come).  ``skip(i)``, asked as job
+        ``i`` comes up, may return a record for it instead of running it (``None``: run it)."""
         todo = list(range(len(jobs)))[::-1]
         done: dict[int, Any] = {}
         busy: list[_Worker] = []
@@ -223,8 +225,14 @@ class WorkerPool:
         try:
             while todo or busy:
                 while todo and len(busy) < self.workers:
-                    worker = self._idle.pop() if self._idle else self._start()
                     i = todo.pop()
+                    instead = skip(i) if skip is not None else None
+                    if instead is not None:
+                        done[i] = instead
+                        if on_result is not None:
+                            on_result(i, instead)
+                        continue
+                    worker = self._idle.pop() if self._idle else self._start()
                     try:
                         worker.conn.send(jobs[i])
                     except OSError:  # died while idle: start another for this job
@@ -235,6 +243,8 @@ class WorkerPool:
                     busy.append(worker)
                     if on_start is not None:
                         on_start(i)
+                if not busy:
+                    continue
                 ready = set(
                     wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
                 )
@@ -298,13 +308,19 @@ def run_jobs_in_process(
     timeout: float | None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
+    skip: Callable[[int], Any] | None = None,
 ) -> dict[int, Any]:
-    """The same jobs in this process (no isolation: a crashing adapter ends the run)."""
+    """The same jobs in this process (no isolation: a crashing adapter ends the run);
+    ``skip`` as in :meth:`WorkerPool.run`."""
     done: dict[int, Any] = {}
     for i, job in enumerate(jobs):
-        if on_start is not None:
-            on_start(i)
-        done[i] = job.run(timeout)
+        instead = skip(i) if skip is not None else None
+        if instead is not None:
+            done[i] = instead
+        else:
+            if on_start is not None:
+                on_start(i)
+            done[i] = job.run(timeout)
         if on_result is not None:
             on_result(i, done[i])
     return done
