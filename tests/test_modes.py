@@ -277,7 +277,11 @@ def test_negative_controls_wrong_layer_hvps_are_caught() -> None:
         z2 = np.maximum(z1, 0) @ a["W2"].T + a["b2"]
         tt, r = mlp_batch._targets(a, p, z2)
         term = (z1 > 0) * (mlp_batch._delta2(z2, tt, r, np.asarray(u)) @ t["W2"])
-        g["W1"], g["b1"], g["X"] = g["W1"] - term.T @ a["X"], g["b1"] - term.sum(axis=0), g["X"] - term @ a["W1"]
+        g["W1"], g["b1"], g["X"] = (
+            g["W1"] - term.T @ a["X"],
+            g["b1"] - term.sum(axis=0),
+            g["X"] - term @ a["W1"],
+        )
         return g
 
     for ex in _examples(mlp, 8):
