@@ -286,6 +286,17 @@ class CheckJob:
         """An error record naming how the worker ended."""
         return _worker_died(self.task, reason).to_dict()
 
+    def with_output(self, record: dict[str, Any], printed: str) -> dict[str, Any]:
+        """``record`` with what the adapter printed during the check (kept for a failure or an
+        error only, as pytest shows a failing test's captured output)."""
+        if record.get("verdict") not in (Verdict.FAIL, Verdict.ERROR):
+            return record
+        indented = "\n".join("    " + line for line in printed.splitlines())
+        return {
+            **record,
+            "message": f"{record.get('message', '')}\n  output of the adapter during this check:\n{indented}",
+        }
+
 
 @dataclass(frozen=True)
 class ProbeJob:

@@ -492,3 +492,53 @@ def test_plugin_max_hangs_stops_calling_a_hanging_adapter(pytester: pytest.Pytes
     text = result.stdout.str()
     assert text.count("did not return within 0.5 s") >= 1
     assert text.count("hung in 1 check already") >= 2
+
+
+# ------------------------------------------- output: what an adapter prints is captured, like pytest
+
+
+def test_what_an_adapter_prints_is_captured_and_shown_for_failures_only(tmp_path: Path) -> None:
+    args = ["report", "--out", str(tmp_path), "--format", "json", "--dtype", "float64", "--examples", "3"]
+    args += ["--identity", "elementwise-tanh", "--mode", "vjp"]
+    args += [
+        "--adapter",
+        "broken_adapters:PrintingAdapter",
+        "--adapter",
+        "broken_adapters:PrintingWrongAdapter",
+    ]
+    args += ["--adapter", "broken_adapters:PrintingSegfaultAdapter"]
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    terminal = proc.stdout + proc.stderr
+    # never raw on the terminal: only inside the failing check's message, indented and cleaned
+    printed = [line for line in terminal.splitlines() if "printing adapter" in line]
+    assert printed and all(line.startswith("    ") for line in printed), printed
+    assert "\x1b]0;pwned" not in terminal and "\x07" not in terminal
+    by_adapter = {r["adapter"]: r for r in report_doc(tmp_path)["results"]}
+    assert by_adapter["PrintingAdapter"]["verdict"] == "pass"
+    assert "output of the adapter" not in by_adapter["PrintingAdapter"]["message"]  # a pass drops it
+    wrong = by_adapter["PrintingWrongAdapter"]
+    assert wrong["verdict"] == "fail" and wrong["fault"] == "backward"
+    assert "output of the adapter during this check:" in wrong["message"]
+    assert (
+        "debug: vjp of the printing adapter" in wrong["message"] and "native stderr line" in wrong["message"]
+    )
+    assert "\x1b" not in wrong["message"] and "\x07" not in wrong["message"]  # cleaned
+    crashed = by_adapter["PrintingSegfaultAdapter"]
+    assert crashed["verdict"] == "error" and "SIGSEGV" in crashed["message"]
+    assert "what it printed last: last words before the crash" in crashed["message"]
+
+
+def test_in_process_output_is_not_captured_negative_control() -> None:
+    args = ["check", "--in-process", "--no-conventions", "--dtype", "float64", "--examples", "2"]
+    args += [
+        "--identity",
+        "elementwise-tanh",
+        "--mode",
+        "vjp",
+        "--adapter",
+        "broken_adapters:PrintingAdapter",
+    ]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "debug: vjp of the printing adapter" in proc.stdout  # what the worker's capture hides
