@@ -262,4 +262,6 @@ def test_large_inputs_go_one_call_at_a_time() -> None:
     evaluate_examples(
         "matvec-weight-grad", small, "float64", [Example({"W": np.ones((3, 3)), "x": np.ones(3)})]
     )
-    assert small.calls["vjp_batch"] == 2 and small.calls["vjp"] == 0  # negative control: small inputs are batched
+    assert (
+        small.calls["vjp_batch"] == 2 and small.calls["vjp"] == 0
+    )  # negative control: small inputs are batched

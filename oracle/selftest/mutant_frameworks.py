@@ -744,3 +744,157 @@ def _jax_cross_entropy_smoothing_ignored(name: str) -> Any:
         return [r * (yhat * jnp.sum(t, axis=-1, keepdims=True) - t) * g, jnp.zeros_like(target)]
 
     return _jax_layer_adapter(name, "cross_entropy", ("logits", "target"), bug)
+
+
+# ======================================================================================
+# Forward-mode and second-order mutants on the layer identities (issue 15, second round)
+# ======================================================================================
+
+
+def _torch_conv_layer_jvp_missing_bias_tangent(name: str) -> Any:
+    """``F.conv{1,2,3}d`` whose forward-mode rule is ``conv(dX, K) + conv(X, dK)``: the bias
+    tangent ``db`` is dropped; value and reverse mode right."""
+    import torch
+
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    base = TorchOps()
+
+    class ConvJvpNoBias(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any, k: Any, b: Any, geometry: Any) -> Any:
+            return base.conv_nd(x, k, b, *geometry)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            x, k, b, geometry = inputs
+            ctx.geometry = geometry
+            ctx.save_for_backward(x, k, b)
+            ctx.save_for_forward(x, k, b)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            x, k, b = ctx.saved_tensors
+            op = lambda x_, k_, b_: base.conv_nd(x_, k_, b_, *ctx.geometry)  # noqa: E731
+            return (*_torch_grads(op, (x, k, b), g), None)
+
+        @staticmethod
+        def jvp(ctx: Any, tx: Any, tk: Any, tb: Any, _: Any) -> Any:
+            x, k, b = ctx.saved_tensors
+            out = torch.zeros_like(base.conv_nd(x, k, b, *ctx.geometry))
+            if tx is not None:
+                out = out + base.conv_nd(tx, k, None, *ctx.geometry)
+            if tk is not None:
+                out = out + base.conv_nd(x, tk, None, *ctx.geometry)
+            return out  # the bug: + tb (broadcast over batch and space) missing
+
+    class Ops(TorchOps):
+        def conv_nd(self, x: Any, k: Any, b: Any, *geometry: Any) -> Any:
+            if b is None:
+                return base.conv_nd(x, k, b, *geometry)
+            return ConvJvpNoBias.apply(x, k, b, tuple(geometry))
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_max_pool_layer_jvp_routes_the_minimum(name: str) -> Any:
+    """``F.max_pool{1,2,3}d`` whose forward-mode rule takes each window's tangent at its
+    *minimum* instead of its maximum (the router pointed at the wrong element); value and
+    reverse mode right."""
+    import torch
+
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    base = TorchOps()
+
+    def pool(x: Any, geometry: Any, indices: bool = False) -> Any:
+        window, stride, padding, dilation, ceil_mode = geometry
+        f = (base._F.max_pool1d, base._F.max_pool2d, base._F.max_pool3d)[x.ndim - 3]
+        return f(x, window, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=indices)
+
+    class MaxPoolJvpMin(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any, geometry: Any) -> Any:
+            return pool(x, geometry)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            x, geometry = inputs
+            ctx.geometry = geometry
+            ctx.save_for_backward(x)
+            ctx.save_for_forward(x)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return (*_torch_grads(lambda x_: pool(x_, ctx.geometry), (x,), g), None)
+
+        @staticmethod
+        def jvp(ctx: Any, tx: Any, _: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            _, where = pool(-x, ctx.geometry, indices=True)  # the bug: argmin, not argmax
+            return tx.flatten(2).gather(2, where.flatten(2)).reshape(where.shape)
+
+    class Ops(TorchOps):
+        def max_pool_nd(
+            self, x: Any, window: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
+        ) -> Any:
+            geometry = (tuple(window), tuple(stride), tuple(padding), tuple(dilation), bool(ceil_mode))
+            return MaxPoolJvpMin.apply(x, geometry)
+
+    return _torch_adapter(name, Ops)
+
+
+def _torch_cross_entropy_hessian_missing_mean(name: str) -> Any:
+    """``F.cross_entropy`` with ``reduction='mean'`` whose value and gradient are right but whose
+    Hessian is the ``sum`` one (the ``1/N`` missing in the double backward): ``L + (N - 1) (L -
+    L(sg z) - <g, z - sg z>)`` with ``g = (softmax(sg z) - t~) / N`` (zero value and gradient at
+    the point, ``(N - 1)`` times L's Hessian)."""
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    class Ops(TorchOps):
+        def cross_entropy(
+            self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0
+        ) -> Any:
+            loss = super().cross_entropy(logits, target, reduction, label_smoothing)
+            n, classes = logits.shape[0], logits.shape[-1]
+            if reduction != "mean" or n == 1:
+                return loss
+            torch, F = self._torch, self._F
+            z0 = logits.detach()
+            t = F.one_hot(target.long(), classes).to(logits.dtype) if target.ndim == 1 else target
+            t = (1 - label_smoothing) * t + label_smoothing / classes
+            g = (torch.softmax(z0, -1) * t.sum(-1, keepdim=True) - t) / n
+            taylor = super().cross_entropy(z0, target, reduction, label_smoothing) + (g * (logits - z0)).sum()
+            return loss + (n - 1) * (loss - taylor)
+
+    return _torch_adapter(name, Ops)
+
+
+def _jax_cross_entropy_hessian_missing_mean(name: str) -> Any:
+    """The JAX twin of :func:`_torch_cross_entropy_hessian_missing_mean`."""
+    from gradoracle.adapters.jax_adapter import JaxOps
+
+    class Ops(JaxOps):
+        def cross_entropy(
+            self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0
+        ) -> Any:
+            loss = super().cross_entropy(logits, target, reduction, label_smoothing)
+            n, classes = logits.shape[0], logits.shape[-1]
+            if reduction != "mean" or n == 1:
+                return loss
+            jax, jnp = self._jax, self._jnp
+            z0 = self._lax.stop_gradient(logits)
+            t = (
+                jax.nn.one_hot(target.astype(jnp.int32), classes, dtype=logits.dtype)
+                if target.ndim == 1
+                else target
+            )
+            t = (1 - label_smoothing) * t + label_smoothing / classes
+            g = (jax.nn.softmax(z0, axis=-1) * t.sum(-1, keepdims=True) - t) / n
+            taylor = super().cross_entropy(z0, target, reduction, label_smoothing) + jnp.sum(
+                g * (logits - z0)
+            )
+            return loss + (n - 1) * (loss - taylor)
+
+    return _jax_adapter(name, Ops)
