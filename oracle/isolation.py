@@ -11,7 +11,10 @@ time limit, any exception); the pool contains what a thread cannot:
 - a worker whose adapter **hung** (a call abandoned after ``--timeout``) is replaced once
   its job's record is in, so no abandoned thread keeps running beside later checks;
 - a worker that goes **silent** (no heartbeat for :func:`watchdog_s`: a C call holding the
-  interpreter lock, which no thread can interrupt) is killed and its job recorded as hung.
+  interpreter lock, which no thread can interrupt) is killed and its job recorded as hung;
+- what an adapter **prints** (Python or C, stdout or stderr) goes to a capture file of its
+  worker, never to the terminal: like pytest's capture, a passing check's output is dropped,
+  and a failing or erroring check's record (or a dead worker's) carries its cleaned tail.
 
 Each worker keeps one loaded adapter per spec (:class:`gradoracle.guard.AdapterSession`),
 so the checks of one adapter share its instance, thread and compiled code, and two
@@ -29,6 +32,8 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +46,9 @@ from gradoracle.guard import DEFAULT_TIMEOUT_S
 
 #: Seconds between a busy worker's heartbeats.
 HEARTBEAT_S = 0.5
+
+#: Characters of an adapter's captured output kept in a record (the tail: where errors are).
+OUTPUT_TAIL_CHARS = 2000
 
 
 class Job(Protocol):
@@ -114,9 +122,46 @@ def watchdog_s(timeout: float | None) -> float | None:
 # ----------------------------------------------------------------------- the worker
 
 
-def _worker_main(conn: Connection, timeout: float | None) -> None:
+def output_tail(raw: bytes, limit: int = OUTPUT_TAIL_CHARS) -> str:
+    """The last ``limit`` characters of captured output, cleaned (:func:`gradoracle.text.clean_text`),
+    with a note of the original length when cut; ``""`` when nothing but whitespace was printed."""
+    from gradoracle.text import clean_text
+
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        return ""
+    tail = text[-limit:]
+    head = f"(last {limit} of {len(text)} characters) " if len(text) > limit else ""
+    return head + clean_text(tail, None).strip()
+
+
+def _capture_output(path: str) -> Any:
+    """Send this process's stdout and stderr (file descriptors 1 and 2: Python and C alike) to ``path``."""
+    capture = open(path, "w+b")  # noqa: SIM115 - kept open for the life of the worker
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os.dup2(capture.fileno(), 1)
+    os.dup2(capture.fileno(), 2)
+    return capture
+
+
+def _drain(capture: Any) -> bytes:
+    """What was printed since the last drain (the file is emptied)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    capture.seek(0)
+    raw: bytes = capture.read()
+    capture.seek(0)
+    capture.truncate()
+    return raw
+
+
+def _worker_main(conn: Connection, timeout: float | None, output_path: str | None = None) -> None:
     """A worker: run the jobs the parent sends, one at a time, until it sends ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    capture = _capture_output(output_path) if output_path else None
     from gradoracle.guard import process_session
 
     session = process_session()
@@ -153,6 +198,11 @@ def _worker_main(conn: Connection, timeout: float | None) -> None:
             from gradoracle.guard import describe_exception
 
             record = job.died(f"the job raised {describe_exception(exc)}")
+        if capture is not None:
+            printed = output_tail(_drain(capture))
+            attach = getattr(job, "with_output", None)
+            if printed and attach is not None:
+                record = attach(record, printed)
         busy.clear()
         send(("done", record, session.tainted()))
         if session.tainted():
@@ -169,6 +219,17 @@ class _Worker:
     job: int | None = None
     last_heard: float = 0.0
     affinity: Any = None  # the affinity key of the last job it ran (what it has compiled)
+    output_path: str | None = None  # where the worker's stdout and stderr go
+
+    def last_output(self) -> str:
+        """The cleaned tail of what the worker printed since its last job (``""``: nothing)."""
+        if not self.output_path:
+            return ""
+        try:
+            with open(self.output_path, "rb") as f:
+                return output_tail(f.read())
+        except OSError:
+            return ""
 
 
 class _Queues:
@@ -232,13 +293,18 @@ class WorkerPool:
 
     def _start(self) -> _Worker:
         parent, child = self._context.Pipe()
+        fd, output_path = tempfile.mkstemp(prefix="gradoracle-worker-", suffix=".out")
+        os.close(fd)
         process = self._context.Process(
-            target=_worker_main, args=(child, self.timeout), daemon=True, name="gradoracle-worker"
+            target=_worker_main,
+            args=(child, self.timeout, output_path),
+            daemon=True,
+            name="gradoracle-worker",
         )
         process.start()
         child.close()
         self.started += 1
-        return _Worker(process, parent)
+        return _Worker(process, parent, output_path=output_path)
 
     @staticmethod
     def _kill(worker: _Worker) -> None:
@@ -246,15 +312,20 @@ class WorkerPool:
             worker.process.kill()
         worker.process.join(timeout=5)
         worker.conn.close()
+        if worker.output_path:
+            with contextlib.suppress(OSError):
+                os.unlink(worker.output_path)
 
     def run(
         self,
         jobs: Sequence[Job],
         on_start: Callable[[int], None] | None = None,
         on_result: Callable[[int, Any], None] | None = None,
+        skip: Callable[[int], Any] | None = None,
     ) -> dict[int, Any]:
         """Run every job; ``{index: record}``.  ``KeyboardInterrupt`` stops the workers and propagates
-        (the records so far are passed to ``on_result`` as they come).
+        (the records so far are passed to ``on_result`` as they come).  ``skip(i)``, asked as job
+        ``i`` comes up, may return a record for it instead of running it (``None``: run it).
 
         Jobs that share an ``affinity`` key (a check's identity and adapter) go to the worker
         that ran the group's earlier jobs while it lasts (:class:`_Queues`): that worker has
@@ -278,6 +349,13 @@ class WorkerPool:
                     ranked = sorted(range(len(self._idle)), key=lambda k: todo.has(self._idle[k].affinity))
                     worker = self._idle.pop(ranked[-1]) if self._idle else self._start()
                     i = todo.take(worker, {w.affinity for w in busy})
+                    instead = skip(i) if skip is not None else None
+                    if instead is not None:
+                        done[i] = instead
+                        if on_result is not None:
+                            on_result(i, instead)
+                        self._idle.append(worker)
+                        continue
                     try:
                         worker.conn.send(jobs[i])
                     except OSError:  # died while idle: start another for this job
@@ -288,6 +366,8 @@ class WorkerPool:
                     busy.append(worker)
                     if on_start is not None:
                         on_start(i)
+                if not busy:
+                    continue
                 ready = set(
                     wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
                 )
@@ -314,8 +394,10 @@ class WorkerPool:
                     if worker.conn in ready or worker.process.sentinel in ready:
                         worker.process.join(timeout=5)
                         how = describe_exit(worker.process.exitcode)
+                        printed = worker.last_output()
+                        said = f"; what it printed last: {printed}" if printed else ""
                         assert job is not None
-                        finish(worker, job.died(f"the worker process running it {how}"))
+                        finish(worker, job.died(f"the worker process running it {how}{said}"))
                         busy.remove(worker)
                         self._kill(worker)
                     elif limit is not None and now - worker.last_heard > limit:
@@ -351,13 +433,19 @@ def run_jobs_in_process(
     timeout: float | None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
+    skip: Callable[[int], Any] | None = None,
 ) -> dict[int, Any]:
-    """The same jobs in this process (no isolation: a crashing adapter ends the run)."""
+    """The same jobs in this process (no isolation: a crashing adapter ends the run);
+    ``skip`` as in :meth:`WorkerPool.run`."""
     done: dict[int, Any] = {}
     for i, job in enumerate(jobs):
-        if on_start is not None:
-            on_start(i)
-        done[i] = job.run(timeout)
+        instead = skip(i) if skip is not None else None
+        if instead is not None:
+            done[i] = instead
+        else:
+            if on_start is not None:
+                on_start(i)
+            done[i] = job.run(timeout)
         if on_result is not None:
             on_result(i, done[i])
     return done

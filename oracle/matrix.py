@@ -206,6 +206,67 @@ def _worker_died(task: CheckTask, reason: str) -> CheckResult:
     )
 
 
+#: Words of a check's message that mean a call into the adapter hung: the guard's time limit
+#: (:meth:`gradoracle.guard.AdapterGuard.call`) or the watchdog killing a silent worker.
+HANG_MARKS: tuple[str, ...] = ("did not return within", "was silent for")
+
+#: Default of ``--max-hangs``: checks of one adapter that may hang before it is not called again.
+DEFAULT_MAX_HANGS = 3
+
+
+def hung(result: CheckResult) -> bool:
+    """Whether a check ended because a call into its adapter hung (past ``--timeout``)."""
+    return (
+        result.verdict == Verdict.ERROR
+        and result.fault == Fault.ADAPTER
+        and any(mark in result.message for mark in HANG_MARKS)
+    )
+
+
+class HangBreaker:
+    """Stops calling an adapter after it hung in ``limit`` checks (``None`` or 0: never stops).
+
+    Each hang costs the full ``--timeout``; an adapter that hangs in every check would cost
+    that for each one (pytest-xdist's ``--max-worker-restart`` is the same idea).  Once
+    tripped, the adapter's remaining checks are error records that name the hangs and say how
+    to rerun one check alone, so the run ends in seconds with every check accounted for.
+    """
+
+    def __init__(self, limit: int | None = DEFAULT_MAX_HANGS) -> None:
+        self.limit = limit or None
+        self.hangs: dict[str, list[str]] = {}  # adapter spec -> ids of the checks that hung
+
+    def record(self, spec: str, result: CheckResult) -> None:
+        """Note ``result`` of a check of the adapter ``spec``."""
+        if hung(result):
+            self.hangs.setdefault(spec, []).append(result.id)
+
+    def tripped(self, spec: str) -> bool:
+        """Whether ``spec`` hung in ``limit`` checks already."""
+        return self.limit is not None and len(self.hangs.get(spec, ())) >= self.limit
+
+    def result_for(self, task: CheckTask) -> CheckResult | None:
+        """The error record standing for ``task`` once its adapter tripped the breaker, else ``None``."""
+        if not self.tripped(task.adapter_spec):
+            return None
+        ids = self.hangs[task.adapter_spec]
+        checks = f"{len(ids)} check{'s' if len(ids) != 1 else ''}"
+        return CheckResult(
+            task.identity,
+            task.source,
+            task.adapter_name,
+            task.dtype,
+            Verdict.ERROR,
+            Fault.ADAPTER,
+            f"not run: adapter {task.adapter_name!r} hung in {checks} already "
+            f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}), each past the --timeout "
+            f"limit, so it is not called again (--max-hangs {self.limit}). Rerun this check alone "
+            f"with 'gradoracle check --identity {task.identity} --adapter {task.adapter_spec} "
+            f"--dtype {task.dtype} --mode {task.mode}', or raise --max-hangs (0: no limit).",
+            mode=task.mode,
+        )
+
+
 @dataclass(frozen=True)
 class CheckJob:
     """One check as a :class:`gradoracle.isolation.Job` (its record is ``CheckResult.to_dict()``)."""
@@ -231,6 +292,17 @@ class CheckJob:
     def died(self, reason: str) -> dict[str, Any]:
         """An error record naming how the worker ended."""
         return _worker_died(self.task, reason).to_dict()
+
+    def with_output(self, record: dict[str, Any], printed: str) -> dict[str, Any]:
+        """``record`` with what the adapter printed during the check (kept for a failure or an
+        error only, as pytest shows a failing test's captured output)."""
+        if record.get("verdict") not in (Verdict.FAIL, Verdict.ERROR):
+            return record
+        indented = "\n".join("    " + line for line in printed.splitlines())
+        return {
+            **record,
+            "message": f"{record.get('message', '')}\n  output of the adapter during this check:\n{indented}",
+        }
 
 
 @dataclass(frozen=True)
@@ -319,14 +391,17 @@ def run_matrix(
     on_result: OnResult | None = None,
     isolate: bool | None = None,
     pool: WorkerPool | None = None,
+    max_hangs: int | None = DEFAULT_MAX_HANGS,
 ) -> MatrixOutcome:
     """Run ``tasks``; results come back in task order.
 
     ``isolate`` runs them in ``jobs`` worker processes (default: when ``jobs > 1``; a
     ``pool`` given is used, and kept open, instead of a new one); otherwise in this process.
     ``on_start(task)`` is called as a task is handed out and ``on_result(result)`` as it
-    finishes.  A ``KeyboardInterrupt`` ends the run early: the outcome is marked
-    ``interrupted`` and every task without a result gets a ``not-run`` record.
+    finishes.  An adapter that hung in ``max_hangs`` checks is not called again
+    (:class:`HangBreaker`; ``None`` or 0: no limit).  A ``KeyboardInterrupt`` ends the run
+    early: the outcome is marked ``interrupted`` and every task without a result gets a
+    ``not-run`` record.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -340,19 +415,26 @@ def run_matrix(
         if on_start is not None:
             on_start(tasks[i])
 
+    breaker = HangBreaker(max_hangs)
+
     def finished(i: int, record: dict[str, Any]) -> None:
         done[i] = CheckResult.from_dict(record)
+        breaker.record(tasks[i].adapter_spec, done[i])
         if on_result is not None:
             on_result(done[i])
 
+    def skip(i: int) -> dict[str, Any] | None:
+        instead = breaker.result_for(tasks[i])
+        return None if instead is None else instead.to_dict()
+
     try:
         if not isolate:
-            run_jobs_in_process(work, settings.timeout_s, started, finished)
+            run_jobs_in_process(work, settings.timeout_s, started, finished, skip)
         elif pool is not None:
-            pool.run(work, started, finished)
+            pool.run(work, started, finished, skip)
         else:
             with WorkerPool(min(jobs, max(1, len(tasks))), settings.timeout_s) as own:
-                own.run(work, started, finished)
+                own.run(work, started, finished, skip)
     except KeyboardInterrupt:
         interrupted = True
     results = [done[i] if i in done else not_run_result(task) for i, task in enumerate(tasks)]

@@ -48,6 +48,16 @@ class SharedOption:
         return "gradoracle_" + self.name
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -134,6 +144,14 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
         metavar="S",
     ),
     SharedOption(
+        "max_hangs",
+        "stop calling an adapter after it hung (past --timeout) in this many checks: its other checks "
+        "are errors that say so; 0 = no limit (default 3)",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+    ),
+    SharedOption(
         "known_deviations",
         "TOML file of known deviations (identity, adapter, dtype, reason, link)",
         type=Path,
@@ -154,6 +172,8 @@ class RunConfig:
     examples: int = 30
     seed: int = 0
     timeout: float | None = DEFAULT_TIMEOUT_S
+    #: checks of one adapter that may hang before it is not called again; 0: no limit
+    max_hangs: int = 3
     known_deviations: Path | None = None
     settings: CheckSettings = field(default_factory=lambda: _check_settings())
 
@@ -217,6 +237,7 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
         examples=int(examples),
         seed=seed,
         timeout=timeout,
+        max_hangs=3 if values.get("max_hangs") is None else _non_negative_int(str(values["max_hangs"])),
         known_deviations=Path(values["known_deviations"]) if values.get("known_deviations") else None,
         settings=base.with_(examples=int(examples), seed=seed, timeout_s=timeout),
     )

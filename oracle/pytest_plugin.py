@@ -3,7 +3,7 @@
 Active once gradoracle is installed; ``-p no:gradoracle`` disables it.  It adds:
 
 - the ``gradoracle`` option group (``--gradoracle-adapter``, ``-identity``, ``-dtype``,
-  ``-examples``, ``-seed``, ``-timeout``, ``-known-deviations``, ``-report``,
+  ``-examples``, ``-seed``, ``-timeout``, ``-max-hangs``, ``-known-deviations``, ``-report``,
   ``-isolate``), each also an ini key ``gradoracle_<name>``;
 - every call into an adapter (checks and convention probes) through its guard
   (:mod:`gradoracle.guard`: one thread per adapter, ``--gradoracle-timeout``, any
@@ -103,6 +103,7 @@ class PluginConfig:
     known_deviations: Path | None = None
     report_dir: Path | None = None
     timeout: float | None = 20.0
+    max_hangs: int = 3  # checks of one adapter that may hang before it is not called again; 0: no limit
     isolate: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # option -> "command line" | ini path
 
@@ -147,6 +148,7 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
     isolate = bool(isolate_cli) if isolate_cli is not None else bool(config.getini("gradoracle_isolate"))
     return PluginConfig(
         timeout=values.get("timeout", DEFAULT_TIMEOUT_S),
+        max_hangs=int(values.get("max_hangs", 3)),
         isolate=isolate,
         adapters=tuple(dict.fromkeys(values.get("adapter", ()))),
         identities=tuple(values.get("identity", ())),
@@ -472,6 +474,9 @@ class ConformanceSuite:
         self.probe_failures: list[Any] = []  # convention probes outside the generalised gradient
         self._outcome: DeviationOutcome | None = None
         self._pool: Any = None  # the worker pool of --gradoracle-isolate, started on first use
+        from gradoracle.matrix import HangBreaker
+
+        self.hang_breaker = HangBreaker(options.max_hangs)  # per pytest process (each xdist worker)
         self.started = time.perf_counter()
 
     def _worker_pool(self) -> Any:
@@ -483,17 +488,22 @@ class ConformanceSuite:
 
     def run_check(self, identity: str, spec: str, label: str, dtype: str, mode: str = "vjp") -> CheckResult:
         """One check: through the adapter's guard here, or in a worker process with --gradoracle-isolate."""
-        from gradoracle.runner import check
-
-        if not self.options.isolate:
-            return check(identity, spec, dtype, self.check_settings(), mode)
         from gradoracle.identities import get_identity
         from gradoracle.matrix import CheckJob, CheckTask
         from gradoracle.results import CheckResult
+        from gradoracle.runner import check
 
         task = CheckTask(identity, get_identity(identity).source, spec, label, dtype, mode)
-        records = self._worker_pool().run([CheckJob(task, self.check_settings())])
-        return CheckResult.from_dict(records[0])
+        instead = self.hang_breaker.result_for(task)  # the adapter hung in --gradoracle-max-hangs checks
+        if instead is not None:
+            return instead
+        if not self.options.isolate:
+            result = check(identity, spec, dtype, self.check_settings(), mode)
+        else:
+            records = self._worker_pool().run([CheckJob(task, self.check_settings())])
+            result = CheckResult.from_dict(records[0])
+        self.hang_breaker.record(spec, result)
+        return result
 
     def pytest_unconfigure(self) -> None:
         if self._pool is not None:

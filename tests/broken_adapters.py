@@ -386,3 +386,40 @@ class ExitingConstructorAdapter(NumpyEngineAdapter):
 
     def __init__(self) -> None:
         raise SystemExit(4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters that print: captured by the worker, never on the terminal (shown for failures only).
+
+#: What the printing adapters write: from Python to stdout, with an ANSI colour and an OSC title.
+PRINTED_TEXT = "debug: vjp of the printing adapter \x1b[31mred\x1b[0m \x1b]0;pwned\x07"
+#: What they write from "C" (straight to file descriptor 2, under Python's sys.stderr).
+PRINTED_FD2 = b"native stderr line from the printing adapter\n"
+
+
+class PrintingAdapter(_Post):
+    """A correct vjp that prints on every call, from Python and at the file-descriptor level."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        print(PRINTED_TEXT, flush=True)
+        os.write(2, PRINTED_FD2)
+        return result
+
+
+class PrintingWrongAdapter(PrintingAdapter):
+    """Prints like :class:`PrintingAdapter`, and its gradients are 1.5x too large."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        result = super().mangle(result, dtype)
+        return VJPResult(result.output, {k: v * 1.5 for k, v in result.grads.items()})
+
+
+class PrintingSegfaultAdapter(_Post):
+    """Prints a last word, then crashes the interpreter."""
+
+    def mangle(self, result: VJPResult, dtype: str) -> VJPResult:
+        import ctypes
+
+        print("last words before the crash", flush=True)
+        ctypes.string_at(0)
+        return result

@@ -426,3 +426,119 @@ def test_plugin_timeout_ini_key_and_guarded_probes(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(["*did not return within 0.5 s*"])
     doc = report_doc(pytester.path / "rep")  # the probes ran (guarded) and the report was written
     assert doc["conventions"] and all(p["error"] for p in doc["conventions"])
+
+
+# ------------------------------------------- hangs: an adapter that hangs everywhere stops being called
+
+ELEMENTWISE_FOUR = ["elementwise-relu", "elementwise-sigmoid", "elementwise-tanh", "elementwise-softplus"]
+
+
+def _identity_args(names: list[str]) -> list[str]:
+    return [a for name in names for a in ("--identity", name)]
+
+
+@pytest.mark.parametrize("max_hangs", ["2", "0"])
+def test_an_adapter_that_hangs_in_max_hangs_checks_is_not_called_again(
+    max_hangs: str, tmp_path: Path
+) -> None:
+    args = ["report", "--out", str(tmp_path), "--format", "json", "--dtype", "float64", "--examples", "2"]
+    args += ["--timeout", "0.5", "--max-hangs", max_hangs, *_identity_args(ELEMENTWISE_FOUR)]
+    args += ["--adapter", "numpy", "--adapter", "broken_adapters:HangingAdapter"]
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = report_doc(tmp_path)["results"]
+    hanging = [r for r in results if r["adapter"] == "HangingAdapter"]
+    assert len(hanging) == 4 and all(r["verdict"] == "error" and r["fault"] == "adapter" for r in hanging)
+    assert all(r["verdict"] == "pass" for r in results if r["adapter"] == "numpy")  # the others' results kept
+    timed_out = [r for r in hanging if "did not return within 0.5 s" in r["message"]]
+    stopped = [r for r in hanging if "is not called again (--max-hangs 2)" in r["message"]]
+    if max_hangs == "2":
+        assert len(timed_out) == 2 and len(stopped) == 2
+        assert "Rerun this check alone with 'gradoracle check --identity" in stopped[0]["message"]
+    else:  # negative control: 0 = no limit, every check calls the adapter and times out
+        assert len(timed_out) == 4 and stopped == []
+
+
+def test_the_hang_breaker_counts_hangs_only() -> None:
+    from gradoracle.matrix import CheckTask, HangBreaker, hung
+    from gradoracle.results import CheckResult, Fault, Verdict
+
+    def rec(message: str, verdict: Verdict = Verdict.ERROR) -> CheckResult:
+        return CheckResult("elementwise-relu", "", "a", "float64", verdict, Fault.ADAPTER, message)
+
+    task = CheckTask("elementwise-tanh", "", "spec", "a", "float64")
+    breaker = HangBreaker(2)
+    breaker.record("spec", rec("vjp raised RuntimeError: no"))  # an ordinary error is not a hang
+    breaker.record("spec", rec("x did not return within 1 s", Verdict.FAIL))
+    assert not breaker.tripped("spec") and breaker.result_for(task) is None
+    breaker.record("spec", rec("probe did not return within 1 s (the --timeout limit ...)"))
+    breaker.record("other", rec("the worker process running it was silent for 5 s"))
+    assert not breaker.tripped("spec") and hung(rec("was silent for 5 s"))
+    breaker.record("spec", rec("the worker process running it was silent for 5 s and was killed"))
+    stand_in = breaker.result_for(task)
+    assert (
+        stand_in is not None and stand_in.verdict == Verdict.ERROR and stand_in.identity == "elementwise-tanh"
+    )
+    assert "hung in 2 checks already" in stand_in.message and not HangBreaker(0).tripped("spec")
+
+
+def test_plugin_max_hangs_stops_calling_a_hanging_adapter(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(broken_adapters=(TESTS / "broken_adapters.py").read_text(encoding="utf-8"))
+    pytester.makeini("[pytest]\ngradoracle_timeout = 0.5\ngradoracle_max_hangs = 1\n")
+    args = [*PLUGIN_FAST, *[f"--gradoracle-identity={n}" for n in ELEMENTWISE_FOUR[:3]]]
+    args += ["--gradoracle-adapter", "broken_adapters:HangingAdapter"]
+    result = pytester.runpytest_subprocess(*args, timeout=300)
+    result.assert_outcomes(failed=3)
+    text = result.stdout.str()
+    assert text.count("did not return within 0.5 s") >= 1
+    assert text.count("hung in 1 check already") >= 2
+
+
+# ------------------------------------------- output: what an adapter prints is captured, like pytest
+
+
+def test_what_an_adapter_prints_is_captured_and_shown_for_failures_only(tmp_path: Path) -> None:
+    args = ["report", "--out", str(tmp_path), "--format", "json", "--dtype", "float64", "--examples", "3"]
+    args += ["--identity", "elementwise-tanh", "--mode", "vjp"]
+    args += [
+        "--adapter",
+        "broken_adapters:PrintingAdapter",
+        "--adapter",
+        "broken_adapters:PrintingWrongAdapter",
+    ]
+    args += ["--adapter", "broken_adapters:PrintingSegfaultAdapter"]
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    terminal = proc.stdout + proc.stderr
+    # never raw on the terminal: only inside the failing check's message, indented and cleaned
+    printed = [line for line in terminal.splitlines() if "printing adapter" in line]
+    assert printed and all(line.startswith("    ") for line in printed), printed
+    assert "\x1b]0;pwned" not in terminal and "\x07" not in terminal
+    by_adapter = {r["adapter"]: r for r in report_doc(tmp_path)["results"]}
+    assert by_adapter["PrintingAdapter"]["verdict"] == "pass"
+    assert "output of the adapter" not in by_adapter["PrintingAdapter"]["message"]  # a pass drops it
+    wrong = by_adapter["PrintingWrongAdapter"]
+    assert wrong["verdict"] == "fail" and wrong["fault"] == "backward"
+    assert "output of the adapter during this check:" in wrong["message"]
+    assert (
+        "debug: vjp of the printing adapter" in wrong["message"] and "native stderr line" in wrong["message"]
+    )
+    assert "\x1b" not in wrong["message"] and "\x07" not in wrong["message"]  # cleaned
+    crashed = by_adapter["PrintingSegfaultAdapter"]
+    assert crashed["verdict"] == "error" and "SIGSEGV" in crashed["message"]
+    assert "what it printed last: last words before the crash" in crashed["message"]
+
+
+def test_in_process_output_is_not_captured_negative_control() -> None:
+    args = ["check", "--in-process", "--no-conventions", "--dtype", "float64", "--examples", "2"]
+    args += [
+        "--identity",
+        "elementwise-tanh",
+        "--mode",
+        "vjp",
+        "--adapter",
+        "broken_adapters:PrintingAdapter",
+    ]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "debug: vjp of the printing adapter" in proc.stdout  # what the worker's capture hides

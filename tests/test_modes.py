@@ -277,7 +277,11 @@ def test_negative_controls_wrong_layer_hvps_are_caught() -> None:
         z2 = np.maximum(z1, 0) @ a["W2"].T + a["b2"]
         tt, r = mlp_batch._targets(a, p, z2)
         term = (z1 > 0) * (mlp_batch._delta2(z2, tt, r, np.asarray(u)) @ t["W2"])
-        g["W1"], g["b1"], g["X"] = g["W1"] - term.T @ a["X"], g["b1"] - term.sum(axis=0), g["X"] - term @ a["W1"]
+        g["W1"], g["b1"], g["X"] = (
+            g["W1"] - term.T @ a["X"],
+            g["b1"] - term.sum(axis=0),
+            g["X"] - term @ a["W1"],
+        )
         return g
 
     for ex in _examples(mlp, 8):
@@ -407,6 +411,22 @@ NEW_MUTANTS = [
     ("torch-softmax-ce-hessian-missing-outer", "mlp", "hvp", Fault.SECOND_ORDER, "hvp-analytic"),
     ("jax-relu-second-derivative-one", "elementwise-relu", "hvp", Fault.SECOND_ORDER, "hvp-analytic"),
     ("jax-softmax-ce-hessian-missing-outer", "mlp-a-logits", "hvp", Fault.SECOND_ORDER, "hvp-analytic"),
+    # on the layer identities
+    ("torch-conv-layer-jvp-missing-bias-tangent", "conv2d-layer", "jvp", Fault.FORWARD_MODE, "jvp-analytic"),
+    (
+        "torch-max-pool-layer-jvp-routes-the-minimum",
+        "max-pool-layer",
+        "jvp",
+        Fault.FORWARD_MODE,
+        "jvp-analytic",
+    ),
+    (
+        "torch-cross-entropy-hessian-missing-mean",
+        "cross-entropy-batch",
+        "hvp",
+        Fault.SECOND_ORDER,
+        "hvp-analytic",
+    ),
 ]
 
 
@@ -423,6 +443,25 @@ def test_mutants_of_the_new_modes_are_caught_where_they_are(
     if fault != Fault.BACKWARD:
         # the rule that is wrong is only the new mode's: reverse mode conforms
         assert _mutant_result(name, target, "float64", "vjp").verdict == Verdict.PASS
+
+
+def test_the_missing_mean_hessian_mutant_shows_under_mean_with_several_rows_only() -> None:
+    from gradoracle.selftest.catalogue import get_mutant
+    from gradoracle.strategies import Example
+
+    mutant = get_mutant("torch-cross-entropy-hessian-missing-mean")
+    if not mutant.available()[0]:
+        pytest.skip("torch not installed")
+    adapter = mutant.build()
+    rng = np.random.default_rng(5)
+    for reduction, rows, on in (("mean", 3, True), ("sum", 3, False), ("mean", 1, False)):
+        inputs = {"Z": rng.uniform(-2, 2, (rows, 4)), "T": np.asarray(rng.integers(0, 4, rows), dtype=float)}
+        params = {"target": "index", "reduction": reduction, "label_smoothing": 0.1}
+        outcome = evaluate_hvp_example("cross-entropy-batch", adapter, "float64", Example(inputs, params, 11))
+        assert outcome.passed != on, (reduction, rows, [c.kind for c in outcome.failures])
+        if on:
+            assert outcome.fault == Fault.SECOND_ORDER
+            assert {c.kind for c in outcome.failures} >= {"hvp-analytic", "hvp-fd"}
 
 
 def test_the_second_order_mutants_fail_finite_differences_of_their_own_gradient_too() -> None:

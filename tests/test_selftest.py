@@ -35,6 +35,7 @@ from gradoracle.conventions import PROBES
 from gradoracle.identities import SOURCES, all_identities, get_identity
 from gradoracle.results import Fault
 from gradoracle.runner import CheckSettings, check
+from gradoracle.selftest.layer_parameters import PARAMETERS
 from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
 
 CI_EXAMPLES = 20
@@ -155,6 +156,12 @@ def test_ci_report_is_ok_and_written(ci_report: S.SelftestReport, tmp_path: Path
     assert data["summary"]["survived"] == 0
     md = paths[1].read_text()
     assert "## Kill matrix" in md and "`conv-true-convolution`" in md and "forward" in md
+    # every layer hyper-parameter has a killed mutant (its bug shows under that parameter only)
+    parameters = ci_report.parameters()
+    assert set(parameters) == set(PARAMETERS)
+    for name, by_status in parameters.items():
+        assert "killed" in by_status and set(by_status) <= {"killed", "skipped"}, (name, by_status)
+    assert data["parameters"] == parameters and "## Layer parameters" in md
 
 
 def test_a_correct_engine_under_a_mutant_name_survives_and_fails_the_selftest() -> None:
@@ -352,6 +359,63 @@ def test_cli_fp_campaign_exit_codes(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------- detection threshold
+
+
+def test_plan_fp_units_runs_each_adapter_in_the_modes_it_supports() -> None:
+    modes = ("vjp", "jvp", "hvp")
+    units = S.plan_fp_units(["numpy", "torch"], ["float64"], ["mlp", "conv2d-layer"], 4, [0], 4, modes)
+    by_adapter = {a: {u.mode for u in units if u.adapter == a} for a in ("numpy", "torch")}
+    assert by_adapter == {"numpy": {"vjp"}, "torch": set(modes)}  # the engine is reverse-only
+    assert len(units) == 2 * (1 + 3) and len({u.key for u in units}) == len(units)
+    # reverse-mode keys are those of campaigns saved before the modes (resumable across the change)
+    vjp = next(u for u in units if u.mode == "vjp")
+    assert not vjp.key.endswith("|vjp") and next(u for u in units if u.mode == "hvp").key.endswith("|hvp")
+    assert S.plan_fp_units(["torch"], ["float64"], ["mlp"], 4, [0]) == [
+        u for u in S.plan_fp_units(["torch"], ["float64"], ["mlp"], 4, [0], 4, modes) if u.mode == "vjp"
+    ]
+    with pytest.raises(ValueError, match="unknown mode"):
+        S.plan_fp_units(["torch"], ["float64"], ["mlp"], 4, [0], 4, ("jvp", "fwd"))
+
+
+@_needs("torch")
+def test_fp_campaign_in_forward_mode_and_second_order_has_no_false_failures(tmp_path: Path) -> None:
+    identities = ["conv2d-layer", "max-pool-layer", "cross-entropy-batch", "elementwise-relu"]
+    units = S.plan_fp_units(["torch"], ["float64", "float32"], identities, 3, [0], 3, ("jvp", "hvp"))
+    report = S.run_fp_campaign(units, tmp_path)
+    assert report.complete and report.false_failures == 0, report.to_dict()["failure_details"]
+    data = report.to_dict()
+    assert {(c["identity"], c["dtype"], c["mode"]) for c in data["per_check"]} == {
+        (i, d, m) for i in identities for d in ("float64", "float32") for m in ("jvp", "hvp")
+    }
+    assert set(data["distribution_by_mode"]) == {"jvp", "hvp"}
+    for dtype in ("float64", "float32"):
+        kinds = data["distribution"][dtype]
+        # forward mode's transpose identity and second order's two methods have their own histograms
+        assert kinds["transpose"]["count"] > 0 and kinds["methods"]["count"] > 0
+        assert kinds["analytic"]["count"] > 0 and 0 < kinds["all"]["max"] < 1
+    md = (tmp_path / "fp_campaign.md").read_text()
+    assert "## Per mode" in md and "| conv2d-layer | torch | float32 | hvp |" in md
+
+
+@_needs("torch")
+def test_fp_campaign_counts_failures_of_a_wrong_forward_mode(tmp_path: Path) -> None:
+    spec = get_mutant("torch-conv-layer-jvp-missing-bias-tangent").spec
+    units = S.plan_fp_units([spec], ["float64"], ["conv1d-layer"], 4, [0], 4, ("vjp", "jvp"))
+    report = S.run_fp_campaign(units, tmp_path)
+    by_mode = report.to_dict()["false_failures_by_mode"]
+    assert by_mode["vjp"] == 0 and by_mode["jvp"] == 4  # reverse mode is right, forward mode never
+    detail = report.to_dict()["failure_details"][0]
+    assert (detail["mode"], detail["fault"], detail["kind"]) == ("jvp", "forward-mode", "jvp-analytic")
+
+
+def test_cli_fp_campaign_modes(tmp_path: Path) -> None:
+    base = ["selftest", "--campaign", "fp", "--identity", "avg-pool", "--dtype", "float64"]
+    base += ["--examples-per-check", "2", "--chunk", "2", "--adapter", "numpy"]
+    assert main([*base, "--mode", "vjp,jvp", "--out", str(tmp_path / "ok")]) == 0
+    parts = (tmp_path / "ok" / S.FP_PARTS).read_text().splitlines()
+    assert [json.loads(line)["mode"] for line in parts] == ["vjp"]  # numpy has no forward mode
+    assert main([*base, "--mode", "fwd", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*base, "--mode", "hvp", "--out", str(tmp_path / "none")]) == 2  # nothing to run
 
 
 def test_perturb_scales_or_adds_noise_of_relative_norm_eps() -> None:

@@ -61,6 +61,7 @@ def run_with_progress(
     jobs: int = 1,
     pool: Any = None,
     modes: Sequence[str] = (),
+    max_hangs: int | None = 3,
 ) -> list[Any]:
     """Run every check (in ``pool`` when given) with a rich progress bar (transient; off when not a terminal).
 
@@ -90,6 +91,7 @@ def run_with_progress(
             on_result=lambda result: progress.advance(bar),
             isolate=pool is not None,
             pool=pool,
+            max_hangs=max_hangs,
         )
     if outcome.interrupted:
         raise KeyboardInterrupt
@@ -117,7 +119,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     pool = WorkerPool(min(jobs, max(1, total)), config.timeout) if args.isolate else None
     try:
         results = run_with_progress(
-            identities, adapters, config.dtypes, config.settings, out, jobs, pool, config.modes
+            identities,
+            adapters,
+            config.dtypes,
+            config.settings,
+            out,
+            jobs,
+            pool,
+            config.modes,
+            config.max_hangs,
         )
         probes = (
             run_probe_jobs(

@@ -122,7 +122,12 @@ def _run_probes(
 
 
 def _run_with_progress(
-    tasks: Sequence[CheckTask], settings: Any, jobs: int, out: Console, pool: Any = None
+    tasks: Sequence[CheckTask],
+    settings: Any,
+    jobs: int,
+    out: Console,
+    pool: Any = None,
+    max_hangs: int | None = 3,
 ) -> Any:
     """:func:`run_matrix` with a rich progress bar (a line per tenth of the run when not a terminal)."""
     total = len(tasks)
@@ -154,6 +159,7 @@ def _run_with_progress(
             on_result=on_result,
             isolate=pool is not None,
             pool=pool,
+            max_hangs=max_hangs,
         )
 
 
@@ -196,7 +202,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
 
     pool = WorkerPool(min(jobs, max(1, len(tasks))), config.timeout) if args.isolate else None
     try:
-        outcome = _run_with_progress(tasks, config.settings, jobs, out, pool)
+        outcome = _run_with_progress(tasks, config.settings, jobs, out, pool, config.max_hangs)
         results, interrupted = outcome.results, outcome.interrupted
         probes: list[Any] = []
         if not interrupted:  # after the checks: a Ctrl-C here loses only probes

@@ -130,6 +130,14 @@ def register(subparsers: Any) -> None:
         "--identity", action="append", default=[], metavar="NAME", help="fp: identities (default all)"
     )
     g.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        metavar="MODE",
+        help="fp: modes (vjp, jvp, hvp; repeatable or comma-separated); default: every mode each adapter "
+        "supports (numpy: vjp; torch, jax: vjp, jvp, hvp)",
+    )
+    g.add_argument(
         "--examples-per-check",
         type=positive_int,
         default=10_000,
@@ -361,7 +369,23 @@ def _fp(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(str(exc)) from exc
     dtypes = tuple(dict.fromkeys(args.dtype)) or DTYPES
-    units = plan_fp_units(specs, dtypes, identities, args.examples_per_check, args.seeds, args.chunk)
+    from gradoracle.modes import MODES, UnknownModeError, parse_modes
+
+    try:
+        modes = parse_modes(args.mode) or MODES
+    except UnknownModeError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        units = plan_fp_units(
+            specs, dtypes, identities, args.examples_per_check, args.seeds, args.chunk, modes
+        )
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"--adapter/--mode: {exc}") from exc
+    if not units and not args.report_only:
+        raise UsageError(
+            f"no adapter of {specs} supports the mode(s) {', '.join(modes)} (numpy: vjp only; torch, jax: "
+            "vjp, jvp, hvp): add --adapter torch or --adapter jax, or choose --mode vjp"
+        )
     out = console()
     progress, task = _progress(out, len(units), "fp campaign")
 
@@ -369,7 +393,7 @@ def _fp(args: argparse.Namespace) -> int:
         progress.update(
             task,
             completed=done,
-            description=markup_safe(f"{unit.identity} [{record['adapter_name']}-{unit.dtype}]"),
+            description=markup_safe(f"{unit.identity} [{record['adapter_name']}-{unit.dtype}-{unit.mode}]"),
         )
 
     if args.report_only:
@@ -388,13 +412,28 @@ def _fp(args: argparse.Namespace) -> int:
     table = Table(
         title=f"False-positive campaign: {d['examples']:,} examples, {d['false_failures']} false failures"
     )
-    for col in ("dtype", "examples", "max error/tol", "p99.9 <=", "p99 <=", "median <="):
+    for col in (
+        "mode",
+        "dtype",
+        "examples",
+        "false failures",
+        "max error/tol",
+        "p99.9 <=",
+        "p99 <=",
+        "median <=",
+    ):
         table.add_column(col, justify="right")
-    for dtype, kinds in d["distribution"].items():
-        s = kinds["all"]
+    failures: dict[tuple[str, str], int] = {}
+    for c in d["per_check"]:
+        failures[(c["mode"], c["dtype"])] = failures.get((c["mode"], c["dtype"]), 0) + int(c["failures"])
+    for (mode, dtype), s in (
+        ((m, dt), s) for m, by in d["distribution_by_mode"].items() for dt, s in by.items() if s["count"]
+    ):
         table.add_row(
+            mode,
             dtype,
             f"{s['count']:,}",
+            str(failures.get((mode, dtype), 0)),
             f"{s['max']:.3g}",
             f"{s['p999']:.2g}",
             f"{s['p99']:.2g}",

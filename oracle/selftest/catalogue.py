@@ -16,13 +16,27 @@ from typing import Any
 
 from gradoracle.results import Fault
 from gradoracle.selftest.mutant_frameworks import (
+    _jax_avg_pool_ceil_overhang_counted,
     _jax_avg_pool_divided_by_k,
+    _jax_conv_filter_groups_offset_dropped,
+    _jax_conv_input_cropped_at_origin,
+    _jax_cross_entropy_hessian_missing_mean,
+    _jax_cross_entropy_smoothing_ignored,
     _jax_matmul_outer_reversed,
+    _jax_max_pool_overlap_overwrites,
     _jax_relu_second_derivative_one,
     _jax_sigmoid_missing_one_minus,
     _jax_softmax_ce_hessian_missing_outer,
+    _torch_avg_pool_count_include_pad_ignored,
+    _torch_conv_filter_dilation_ignored,
     _torch_conv_input_no_rot180,
+    _torch_conv_input_stride_not_dilated,
     _torch_conv_jvp_rot180,
+    _torch_conv_layer_jvp_missing_bias_tangent,
+    _torch_cross_entropy_hessian_missing_mean,
+    _torch_cross_entropy_mean_missing_1_over_n,
+    _torch_linear_bias_grad_mean,
+    _torch_max_pool_layer_jvp_routes_the_minimum,
     _torch_relu_mask_inverted,
     _torch_relu_second_derivative_one,
     _torch_sigmoid_jvp_missing_one_minus,
@@ -121,6 +135,9 @@ class Mutant:
     mode: str = "vjp"
     #: convention probes (:mod:`gradoracle.conventions`) it must fail with ``outside-subdifferential``
     probes: tuple[str, ...] = ()
+    #: a layer mutant's hyper-parameter (:data:`gradoracle.selftest.layer_parameters.PARAMETERS`):
+    #: the bug shows only when it is on, the gradient is right when it is off
+    parameter: str = ""
 
     @property
     def adapter_name(self) -> str:
@@ -683,6 +700,51 @@ _ENTRIES: tuple[Mutant, ...] = (
         _jax_softmax_ce_hessian_missing_outer,
         mode="hvp",
     ),
+    # forward mode and second order on the layer identities (issue 15, second round)
+    Mutant(
+        "torch-conv-layer-jvp-missing-bias-tangent",
+        "PyTorch: F.conv{1,2,3}d's forward-mode rule is conv(dX, K) + conv(X, dK), the bias tangent db "
+        "dropped; value and backward right",
+        "notes:conv-filter",
+        ("conv1d-layer", "conv2d-layer", "conv3d-layer"),
+        FM,
+        "torch",
+        _torch_conv_layer_jvp_missing_bias_tangent,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-max-pool-layer-jvp-routes-the-minimum",
+        "PyTorch: F.max_pool{1,2,3}d's forward-mode rule takes each window's tangent at its minimum, not its "
+        "maximum (the router pointed at the wrong element); value and backward right",
+        "notes:max-pool",
+        ("max-pool-layer",),
+        FM,
+        "torch",
+        _torch_max_pool_layer_jvp_routes_the_minimum,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-cross-entropy-hessian-missing-mean",
+        "[mean, N > 1] PyTorch: F.cross_entropy whose value and gradient are right but whose double "
+        "backward is the sum's (the 1/N of reduction='mean' missing in second order)",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        SO,
+        "torch",
+        _torch_cross_entropy_hessian_missing_mean,
+        mode="hvp",
+    ),
+    Mutant(
+        "jax-cross-entropy-hessian-missing-mean",
+        "[mean, N > 1] JAX: batched cross-entropy with the right value and gradient whose Hessian misses "
+        "the 1/N of the mean",
+        "notes:mlp",
+        ("cross-entropy-batch",),
+        SO,
+        "jax",
+        _jax_cross_entropy_hessian_missing_mean,
+        mode="hvp",
+    ),
 )
 
 CONV_LAYERS = ("conv1d-layer", "conv2d-layer", "conv3d-layer")
@@ -697,6 +759,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(LinearBiasGradFirstRow),
+        parameter="N > 1",
     ),
     Mutant(
         "dense-weight-grad-first-row",
@@ -706,6 +769,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(DenseWeightGradFirstRow),
+        parameter="N > 1",
     ),
     Mutant(
         "cross-entropy-mean-missing-1-over-n",
@@ -715,6 +779,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(CrossEntropyMeanMissingOneOverN),
+        parameter="reduction=mean",
     ),
     Mutant(
         "cross-entropy-smoothing-ignored",
@@ -724,6 +789,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(CrossEntropySmoothingIgnored),
+        parameter="label_smoothing > 0",
     ),
     Mutant(
         "conv-input-stride-not-dilated",
@@ -733,6 +799,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(ConvInputStrideNotDilated),
+        parameter="stride > 1",
     ),
     Mutant(
         "conv-filter-stride-not-dilated",
@@ -742,6 +809,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(ConvFilterStrideNotDilated),
+        parameter="stride > 1",
     ),
     Mutant(
         "conv-filter-dilation-ignored",
@@ -751,6 +819,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(ConvFilterDilationIgnored),
+        parameter="dilation > 1",
     ),
     Mutant(
         "conv-input-cropped-at-wrong-border",
@@ -760,6 +829,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(ConvInputCroppedAtWrongBorder),
+        parameter="padding > 0",
     ),
     Mutant(
         "conv-filter-groups-crossed",
@@ -769,6 +839,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(ConvFilterGroupsCrossed),
+        parameter="groups > 1",
     ),
     Mutant(
         "conv-bias-grad-first-sample",
@@ -778,6 +849,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(ConvBiasGradFirstSample),
+        parameter="N > 1",
     ),
     Mutant(
         "max-pool-overlap-overwrites",
@@ -787,6 +859,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(MaxPoolOverlapOverwrites),
+        parameter="overlapping windows",
     ),
     Mutant(
         "max-pool-padding-not-cropped",
@@ -796,6 +869,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(MaxPoolPaddingNotCropped),
+        parameter="padding > 0",
     ),
     Mutant(
         "avg-pool-ceil-divisor-full-window",
@@ -805,6 +879,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(AvgPoolCeilDivisorFullWindow),
+        parameter="ceil_mode",
     ),
     Mutant(
         "avg-pool-pad-counted-when-excluded",
@@ -814,6 +889,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(AvgPoolPadCountedWhenExcluded),
+        parameter="count_include_pad=False",
     ),
     Mutant(
         "avg-pool-flax-ceil-divisor",
@@ -824,6 +900,7 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         F_,
         "numpy",
         _numpy(AvgPoolFlaxCeilDivisor),
+        parameter="ceil_mode",
     ),
     Mutant(
         "global-avg-pool-last-axis-only",
@@ -833,6 +910,121 @@ _LAYER_ENTRIES: tuple[Mutant, ...] = (
         B,
         "numpy",
         _numpy(GlobalAvgPoolLastAxisOnly),
+        parameter="2-D/3-D maps",
+    ),
+)
+
+
+#: PyTorch and JAX layer mutants: the framework's own op with one gradient rewritten from a
+#: formula that is right exactly when the parameter is off (:mod:`gradoracle.selftest.mutant_frameworks`).
+_FRAMEWORK_LAYER_ENTRIES: tuple[Mutant, ...] = (
+    Mutant(
+        "torch-conv-input-stride-not-dilated",
+        "PyTorch [stride > 1]: F.conv{1,2,3}d's input gradient is conv_transpose(delta, K) with stride "
+        "1: delta not dilated by the stride",
+        "notes:conv-input",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_input_stride_not_dilated,
+        parameter="stride > 1",
+    ),
+    Mutant(
+        "torch-conv-filter-dilation-ignored",
+        "PyTorch [dilation > 1]: the filter gradient correlates the padded input with delta at offsets "
+        "a, not a d",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_filter_dilation_ignored,
+        parameter="dilation > 1",
+    ),
+    Mutant(
+        "torch-linear-bias-grad-mean",
+        "PyTorch [N > 1]: F.linear's bias gradient is delta averaged over the batch rows instead of summed",
+        "notes:identity-5",
+        ("linear-layer", "mlp-batch"),
+        B,
+        "torch",
+        _torch_linear_bias_grad_mean,
+        parameter="N > 1",
+    ),
+    Mutant(
+        "torch-cross-entropy-mean-missing-1-over-n",
+        "PyTorch [reduction=mean, N > 1]: F.cross_entropy's backward is yhat - t~ per row, the mean's "
+        "1/N forgotten",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        B,
+        "torch",
+        _torch_cross_entropy_mean_missing_1_over_n,
+        parameter="reduction=mean",
+    ),
+    Mutant(
+        "torch-avg-pool-count-include-pad-ignored",
+        "PyTorch [count_include_pad=False, padding > 0]: the average pool's backward is recomputed with "
+        "the default count_include_pad=True",
+        "notes:avg-pool",
+        ("avg-pool-layer",),
+        B,
+        "torch",
+        _torch_avg_pool_count_include_pad_ignored,
+        parameter="count_include_pad=False",
+    ),
+    Mutant(
+        "jax-max-pool-overlap-overwrites",
+        "JAX [overlapping windows]: a custom_vjp max pool whose router sets (.at[].set) each window's "
+        "delta at its maximum instead of adding it",
+        "notes:max-pool",
+        ("max-pool-layer",),
+        B,
+        "jax",
+        _jax_max_pool_overlap_overwrites,
+        parameter="overlapping windows",
+    ),
+    Mutant(
+        "jax-conv-filter-groups-offset-dropped",
+        "JAX [groups > 1]: a custom_vjp convolution whose filter gradient pairs every group's delta "
+        "with the first group's input channels",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "jax",
+        _jax_conv_filter_groups_offset_dropped,
+        parameter="groups > 1",
+    ),
+    Mutant(
+        "jax-conv-input-cropped-at-origin",
+        "JAX [padding > 0]: a custom_vjp convolution whose input gradient is the padded input's "
+        "gradient cropped from its origin, not from the padding",
+        "notes:conv-input",
+        CONV_LAYERS,
+        B,
+        "jax",
+        _jax_conv_input_cropped_at_origin,
+        parameter="padding > 0",
+    ),
+    Mutant(
+        "jax-avg-pool-ceil-overhang-counted",
+        "JAX [ceil_mode]: a custom_vjp average pool whose backward divisor counts the ceil-mode "
+        "overhang as input",
+        "notes:avg-pool",
+        ("avg-pool-layer",),
+        B,
+        "jax",
+        _jax_avg_pool_ceil_overhang_counted,
+        parameter="ceil_mode",
+    ),
+    Mutant(
+        "jax-cross-entropy-smoothing-ignored",
+        "JAX [label_smoothing > 0]: a custom_vjp cross-entropy whose backward uses the unsmoothed target",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        B,
+        "jax",
+        _jax_cross_entropy_smoothing_ignored,
+        parameter="label_smoothing > 0",
     ),
 )
 
@@ -850,7 +1042,7 @@ _CONTROL_ENTRIES: tuple[Mutant, ...] = (
 )
 
 #: Every mutant of the default catalogue, by name.
-CATALOGUE: dict[str, Mutant] = {m.name: m for m in (*_ENTRIES, *_LAYER_ENTRIES)}
+CATALOGUE: dict[str, Mutant] = {m.name: m for m in (*_ENTRIES, *_LAYER_ENTRIES, *_FRAMEWORK_LAYER_ENTRIES)}
 #: Negative controls (correct adapters under a mutant's name), selectable by name only.
 CONTROLS: dict[str, Mutant] = {m.name: m for m in _CONTROL_ENTRIES}
 

@@ -1,8 +1,9 @@
 """The false-positive campaign (``gradoracle selftest --campaign fp``): planning and running.
 
-Correct adapters, many examples per identity x adapter x dtype: each example goes through
-:func:`gradoracle.runner.evaluate_example` (the runner's per-example three-way comparison),
-and the error/tolerance ratio of every comparison is recorded in a
+Correct adapters, many examples per identity x adapter x dtype x mode: each example goes
+through the runner's per-example comparison of its mode (:func:`gradoracle.runner.evaluate_example`
+for ``vjp``, :data:`gradoracle.modes.EVALUATORS` for ``jvp`` and ``hvp``), and the
+error/tolerance ratio of every comparison is recorded in a
 :class:`~gradoracle.selftest.fp_report.RatioHistogram` per dtype and kind.  Work is cut into
 units of ``chunk`` examples, each persisted to ``fp_campaign.parts.jsonl`` as it finishes,
 so a run can be stopped and resumed; the report (``fp_campaign.json/md``) aggregates every
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gradoracle.identities import get_identity
+from gradoracle.modes import EVALUATORS
 from gradoracle.runner import CheckSettings, evaluate_example
 from gradoracle.selftest.common import (
     Callback,
@@ -39,9 +41,26 @@ FP_FILES = ("fp_campaign.json", "fp_campaign.md")
 FP_PARTS = "fp_campaign.parts.jsonl"
 
 
+#: Each comparison kind of the modes, by the histogram it goes into (:data:`FP_KINDS`).
+KIND_HISTOGRAM: dict[str, str] = {
+    "forward": "forward",
+    "analytic": "analytic",
+    "fd": "fd",
+    "oracle": "oracle",
+    "jvp-analytic": "analytic",
+    "jvp-fd": "fd",
+    "jvp-oracle": "oracle",
+    "transpose": "transpose",
+    "hvp-analytic": "analytic",
+    "hvp-fd": "fd",
+    "hvp-oracle": "oracle",
+    "hvp-methods": "methods",
+}
+
+
 @dataclass(frozen=True)
 class FPUnit:
-    """A chunk of the campaign: ``size`` examples of one identity x adapter x dtype."""
+    """A chunk of the campaign: ``size`` examples of one identity x adapter x dtype x mode."""
 
     adapter: str
     dtype: str
@@ -50,11 +69,15 @@ class FPUnit:
     chunk: int
     size: int
     code: str = ""
+    #: vjp (reverse mode), jvp (forward mode) or hvp (second order)
+    mode: str = "vjp"
 
     @property
     def key(self) -> str:
-        """Identifies the unit in the parts file (resumption skips keys already there)."""
-        return f"{self.adapter}|{self.dtype}|{self.identity}|{self.seed}|{self.chunk}|{self.size}|{self.code}"
+        """Identifies the unit in the parts file (resumption skips keys already there);
+        reverse-mode keys are those of campaigns run before the modes existed."""
+        key = f"{self.adapter}|{self.dtype}|{self.identity}|{self.seed}|{self.chunk}|{self.size}|{self.code}"
+        return key if self.mode == "vjp" else f"{key}|{self.mode}"
 
     @property
     def hypothesis_seed(self) -> int:
@@ -69,18 +92,24 @@ def plan_fp_units(
     examples_per_check: int,
     seeds: Sequence[int],
     chunk: int = 500,
+    modes: Sequence[str] = ("vjp",),
 ) -> list[FPUnit]:
-    """Units covering ``examples_per_check`` examples per identity x adapter x dtype.
+    """Units covering ``examples_per_check`` examples per identity x adapter x dtype x mode.
 
     The examples are split evenly across ``seeds``, each share cut into chunks of at
     most ``chunk``.  Units come chunk-major (every check's first chunk, then every
     second chunk, ...), so a run stopped early leaves every check with similar counts.
+    ``modes``: each adapter runs those of them it supports (:func:`gradoracle.modes.adapter_modes`);
+    an identity without a closed form for a mode (:func:`gradoracle.modes.identity_mode_gap`)
+    is left out of that mode.
     """
     if examples_per_check < 1 or chunk < 1 or not seeds:
         raise ValueError("examples_per_check and chunk must be >= 1 and at least one seed given")
     per_seed = [
         examples_per_check // len(seeds) + (i < examples_per_check % len(seeds)) for i in range(len(seeds))
     ]
+    supported = {a: _supported_modes(a, modes) for a in adapters}
+    gaps = {(i, m) for i in identities for m in modes if _mode_gap(i, m)}
     layers: list[list[FPUnit]] = []
     for seed, total in zip(seeds, per_seed, strict=True):
         for c in range(math.ceil(total / chunk)):
@@ -88,16 +117,40 @@ def plan_fp_units(
             while len(layers) <= c:
                 layers.append([])
             layers[c].extend(
-                FPUnit(a, d, i, seed, c, size, code_fingerprint(adapter_modules(a)))
+                FPUnit(a, d, i, seed, c, size, code_fingerprint(adapter_modules(a)), m)
                 for a in adapters
                 for d in dtypes
                 for i in identities
+                for m in supported[a]
+                if (i, m) not in gaps
             )
     return [u for layer in layers for u in layer]
 
 
+def _supported_modes(spec: str, modes: Sequence[str]) -> tuple[str, ...]:
+    """The modes of ``modes`` the adapter ``spec`` supports (reverse mode needs no loading)."""
+    from gradoracle.modes import MODES, adapter_modes
+
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+    if tuple(modes) == ("vjp",):
+        return ("vjp",)
+    from gradoracle.adapters import load_adapter
+
+    have = adapter_modes(load_adapter(spec))
+    return tuple(m for m in MODES if m in modes and m in have)
+
+
+def _mode_gap(identity: str, mode: str) -> str:
+    from gradoracle.modes import identity_mode_gap
+
+    return identity_mode_gap(get_identity(identity), mode)
+
+
 def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
-    """Evaluate ``unit.size`` Hypothesis-drawn examples; histogram every error/tolerance ratio."""
+    """Evaluate ``unit.size`` Hypothesis-drawn examples in ``unit.mode``; histogram every
+    error/tolerance ratio."""
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings as hypothesis_settings
@@ -109,6 +162,7 @@ def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
     adapter = load_adapter(unit.adapter)
     code = code_fingerprint(adapter_modules(unit.adapter))  # now: the code just imported
     settings = CheckSettings(oracle_every=1)  # the campaign histograms every comparison
+    evaluate = evaluate_example if unit.mode == "vjp" else EVALUATORS[unit.mode]
     hists = {k: RatioHistogram() for k in FP_KINDS}
     failures: list[dict[str, Any]] = []
     state = {"examples": 0, "failures": 0, "skipped_directions": 0, "repeats": 0}
@@ -123,15 +177,19 @@ def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
             return
         seen.add(digest)
         digests.append(digest)
-        outcome = evaluate_example(ident, adapter, unit.dtype, example, settings)
+        outcome = evaluate(ident, adapter, unit.dtype, example, settings)
         state["examples"] += 1
         state["skipped_directions"] += outcome.skipped_directions
         per_kind: dict[str, float] = {}
+        worst_ratio = 0.0
         for c in outcome.comparisons:
-            per_kind[c.kind] = max(per_kind.get(c.kind, 0.0), c.ratio)
+            worst_ratio = max(worst_ratio, c.ratio)
+            kind = KIND_HISTOGRAM.get(c.kind)
+            if kind is not None:
+                per_kind[kind] = max(per_kind.get(kind, 0.0), c.ratio)
         for kind, ratio in per_kind.items():
             hists[kind].add(ratio)
-        hists["all"].add(max(per_kind.values(), default=0.0))
+        hists["all"].add(worst_ratio)
         if not outcome.passed:
             state["failures"] += 1
             failing.append(digest)
@@ -142,6 +200,7 @@ def run_fp_unit(unit: FPUnit) -> dict[str, Any]:
                         "identity": ident.name,
                         "adapter": adapter.name,
                         "dtype": unit.dtype,
+                        "mode": unit.mode,
                         "fault": str(outcome.fault),
                         "kind": worst.kind if worst else None,
                         "input": worst.input if worst else None,

@@ -17,7 +17,11 @@ from gradoracle.runner import DTYPES
 from gradoracle.selftest.common import _fmt, _md_table, _versions
 
 BINS_PER_DECADE = 20
-FP_KINDS: tuple[str, ...] = ("all", "forward", "analytic", "fd", "oracle")
+#: Histograms per kind of comparison: ``analytic``, ``fd`` and ``oracle`` hold every mode's
+#: (J v and H v against the closed form, finite differences, the oracle's self-test);
+#: ``transpose`` is forward mode's ``u^T (J v) = (u^T J) v`` and ``methods`` second order's
+#: reverse-over-reverse against forward-over-reverse.
+FP_KINDS: tuple[str, ...] = ("all", "forward", "analytic", "fd", "oracle", "transpose", "methods")
 
 
 @dataclass
@@ -123,12 +127,12 @@ class FPCampaignReport:
         """Examples evaluated in total (an example repeated by another unit counts twice)."""
         return sum(int(p["examples"]) for p in self.parts)
 
-    def _distinct(self) -> dict[tuple[str, str, str], tuple[int, int]]:
-        """Per (identity, adapter, dtype): distinct examples and distinct failing examples."""
-        seen: dict[tuple[str, str, str], set[bytes]] = {}
-        failing: dict[tuple[str, str, str], set[str]] = {}
+    def _distinct(self) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+        """Per (identity, adapter, dtype, mode): distinct examples and distinct failing examples."""
+        seen: dict[tuple[str, str, str, str], set[bytes]] = {}
+        failing: dict[tuple[str, str, str, str], set[str]] = {}
         for p in self.parts:
-            key = (p["identity"], p["adapter_name"], p["dtype"])
+            key = (p["identity"], p["adapter_name"], p["dtype"], _mode(p))
             raw = base64.b64decode(p.get("digests", ""))
             seen.setdefault(key, set()).update(raw[i : i + 6] for i in range(0, len(raw), 6))
             failing.setdefault(key, set()).update(p.get("failing_digests", []))
@@ -139,26 +143,29 @@ class FPCampaignReport:
         """Examples a correct adapter failed (each one is a false positive)."""
         return sum(int(p["failures"]) for p in self.parts)
 
-    def histograms(self, dtype: str, adapter: str | None = None) -> dict[str, RatioHistogram]:
-        """Merged histograms per kind for one dtype (and optionally one adapter)."""
+    def histograms(
+        self, dtype: str, adapter: str | None = None, mode: str | None = None
+    ) -> dict[str, RatioHistogram]:
+        """Merged histograms per kind for one dtype (and optionally one adapter, one mode)."""
         out = {k: RatioHistogram() for k in FP_KINDS}
         for p in self.parts:
-            if p["dtype"] == dtype and adapter in (None, p["adapter_name"]):
+            if p["dtype"] == dtype and adapter in (None, p["adapter_name"]) and mode in (None, _mode(p)):
                 for k, h in p["histograms"].items():
                     out[k].merge(RatioHistogram.from_dict(h))
         return out
 
     def per_check(self) -> list[dict[str, Any]]:
-        """Examples, failures and the max ratio per identity x adapter x dtype."""
-        acc: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """Examples, failures and the max ratio per identity x adapter x dtype x mode."""
+        acc: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         for p in self.parts:
-            key = (p["identity"], p["adapter_name"], p["dtype"])
+            key = (p["identity"], p["adapter_name"], p["dtype"], _mode(p))
             row = acc.setdefault(
                 key,
                 {
                     "identity": key[0],
                     "adapter": key[1],
                     "dtype": key[2],
+                    "mode": key[3],
                     "examples": 0,
                     "failures": 0,
                     "max_ratio": 0.0,
@@ -181,10 +188,15 @@ class FPCampaignReport:
         """The adapter names present."""
         return list(dict.fromkeys(p["adapter_name"] for p in self.parts))
 
-    def distribution(self, dtype: str, adapter: str | None = None) -> dict[str, Any]:
+    def modes(self) -> list[str]:
+        """The modes present, in report order (vjp, jvp, hvp)."""
+        present = {_mode(p) for p in self.parts}
+        return [m for m in ("vjp", "jvp", "hvp") if m in present] + sorted(present - {"vjp", "jvp", "hvp"})
+
+    def distribution(self, dtype: str, adapter: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Per kind: count, zeros, max, median, p99, p99.9 and counts per decade."""
         out: dict[str, Any] = {}
-        for kind, h in self.histograms(dtype, adapter).items():
+        for kind, h in self.histograms(dtype, adapter, mode).items():
             out[kind] = {
                 "count": h.total,
                 "zeros": h.zeros,
@@ -224,6 +236,12 @@ class FPCampaignReport:
             "distribution_by_adapter": {
                 a: {d: self.distribution(d, a)["all"] for d in self.dtypes()} for a in self.adapters()
             },
+            "distribution_by_mode": {
+                m: {d: self.distribution(d, mode=m)["all"] for d in self.dtypes()} for m in self.modes()
+            },
+            "false_failures_by_mode": {
+                m: sum(int(p["failures"]) for p in self.parts if _mode(p) == m) for m in self.modes()
+            },
             "per_check": checks,
             "failure_details": [f for p in self.parts for f in p.get("failure_details", [])][:50],
             "other_code": self.other_code(),
@@ -251,7 +269,8 @@ def fp_markdown(report: FPCampaignReport) -> str:
         "An example Hypothesis draws twice within a unit is evaluated once; one drawn again by another "
         "unit is evaluated again and counted again ('distinct' counts each once).",
         "",
-        "Each example is one call of `gradoracle.runner.evaluate_example` at the default settings; "
+        "Each example is one call of `gradoracle.runner.evaluate_example` (vjp) or of "
+        "`gradoracle.modes.EVALUATORS[mode]` (jvp, hvp) at the default settings; "
         "the ratio is "
         "error / tolerance of a comparison (a check fails above 1).  'all' is the worst comparison of "
         "the example.",
@@ -300,12 +319,21 @@ def fp_markdown(report: FPCampaignReport) -> str:
         for dt, s in by.items()
     ]
     lines += _md_table(("adapter", "dtype", "examples", "max", "p99.9 <="), arows)
-    lines += ["", "## Per identity x adapter x dtype", ""]
+    lines += ["", "## Per mode", ""]
+    mrows = [
+        (m, dt, f"{s['count']:,}", d["false_failures_by_mode"][m], _fmt(s["max"], 3), _fmt(s["p999"]))
+        for m, by in d["distribution_by_mode"].items()
+        for dt, s in by.items()
+        if s["count"]
+    ]
+    lines += _md_table(("mode", "dtype", "examples", "false failures", "max", "p99.9 <="), mrows)
+    lines += ["", "## Per identity x adapter x dtype x mode", ""]
     crows = [
         (
             c["identity"],
             c["adapter"],
             c["dtype"],
+            c["mode"],
             f"{c['examples']:,}",
             f"{c['distinct']:,}",
             c["failures"],
@@ -314,7 +342,16 @@ def fp_markdown(report: FPCampaignReport) -> str:
         for c in d["per_check"]
     ]
     lines += _md_table(
-        ("identity", "adapter", "dtype", "examples", "distinct", "false failures", "max error/tolerance"),
+        (
+            "identity",
+            "adapter",
+            "dtype",
+            "mode",
+            "examples",
+            "distinct",
+            "false failures",
+            "max error/tolerance",
+        ),
         crows,
     )
     if d["other_code"]:
@@ -345,8 +382,14 @@ def fp_markdown(report: FPCampaignReport) -> str:
         lines += ["", "## False failures (first ones)", ""]
         for f in d["failure_details"][:20]:
             lines.append(
-                f"- {f['identity']} / {f['adapter']} / {f['dtype']}: fault {f['fault']}, {f['kind']} on "
+                f"- {f['identity']} / {f['adapter']} / {f['dtype']} / {f.get('mode', 'vjp')}: "
+                f"fault {f['fault']}, {f['kind']} on "
                 f"{f['input']!r}, ratio {_fmt(f['ratio'], 3)}, shapes {f['shapes']}, params {f['params']}, "
                 f"example seed {f['example_seed']} ({f['crash'] or ''})"
             )
     return "\n".join(lines) + "\n"
+
+
+def _mode(part: Mapping[str, Any]) -> str:
+    """A saved unit's mode (units saved before the modes existed are reverse mode)."""
+    return str(part.get("mode", "vjp"))

@@ -130,6 +130,7 @@ class MutantReport:
     skipped: str = ""
     rows: list[MutantRow] = field(default_factory=list)
     mode: str = "vjp"  # the mode it is killed in (vjp, jvp, hvp)
+    parameter: str = ""  # a layer mutant's hyper-parameter (gradoracle.selftest.layer_parameters)
 
     @property
     def status(self) -> str:
@@ -221,6 +222,14 @@ class SelftestReport:
             "ok": self.ok,
         }
 
+    def parameters(self) -> dict[str, dict[str, list[str]]]:
+        """Per layer hyper-parameter, its mutants by status: what proves the parameter is checked."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for m in self.mutants:
+            if m.parameter:
+                out.setdefault(m.parameter, {}).setdefault(m.status, []).append(m.name)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The whole report as JSON-able data."""
         return {
@@ -242,6 +251,7 @@ class SelftestReport:
             "duration_s": round(self.duration_s, 2),
             "versions": _versions(),
             "mutants": [m.to_dict() for m in self.mutants],
+            "parameters": self.parameters(),
             "correct": [r.to_dict() for r in self.correct],
             "correct_probes": [p.to_dict() for p in self.correct_probes],
         }
@@ -300,6 +310,7 @@ def run_selftest(
             [d for d in m.dtypes if d in dtypes],
             m.control,
             mode=getattr(m, "mode", "vjp"),
+            parameter=getattr(m, "parameter", ""),
         )
         ok, why = m.available()
         if not ok:
@@ -433,6 +444,32 @@ def selftest_markdown(report: SelftestReport) -> str:
         for m in report.mutants
     ]
     lines += _md_table(("mutant", "adapter", "rule", "mode", "expected", "float64", "float32", "bug"), rows)
+    parameters = report.parameters()
+    if parameters:
+        lines += [
+            "",
+            "## Layer parameters",
+            "",
+            "Each layer mutant's bug shows only under its hyper-parameter (its gradient is right with the "
+            "parameter off): a killed mutant proves the parameter is checked.",
+            "",
+        ]
+        prows = []
+        for name, by_status in parameters.items():
+            killed = by_status.get("killed", [])
+            frameworks = sorted({m.framework for m in report.mutants if m.name in killed})
+            others = [
+                f"{n} ({status})" for status, names in by_status.items() if status != "killed" for n in names
+            ]
+            prows.append(
+                (
+                    name,
+                    ", ".join(f"`{n}`" for n in killed) or "-",
+                    ", ".join(frameworks) or "-",
+                    ", ".join(others) or "-",
+                )
+            )
+        lines += _md_table(("parameter", "killed mutants", "adapters", "not killed"), prows)
     lines += ["", "## Per target", ""]
     detail = [
         (f"`{m.name}`", r.identity, r.dtype, r.verdict, r.fault, r.first_failure or "-", _MARK[r.status])
