@@ -40,28 +40,66 @@ def _correct(framework: str) -> Any:
     return load_adapter(framework)
 
 
-def _differences(mutant: Any, name: str, example: Any, good: Any, bad: Any) -> float:
-    """The largest relative difference between the two adapters' output and gradients."""
+def _per_input(name: str, example: Any, good: Any, bad: Any) -> dict[str, float]:
+    """The relative difference between the two adapters' output and each gradient."""
     ident = get_identity(name)
     fn = runner.forward_for(ident, example.params)
     out = ident.reference_forward(example.inputs, example.params)
     u = np.random.default_rng(0).uniform(-1, 1, np.shape(out))
     a = good.vjp(fn, example.inputs, ident.wrt, u, "float64")
     b = bad.vjp(fn, example.inputs, ident.wrt, u, "float64")
-    worst = 0.0
-    pairs = [(np.asarray(a.output), np.asarray(b.output))]
-    pairs += [(np.asarray(a.grads[k]), np.asarray(b.grads[k])) for k in ident.wrt]
-    for x, y in pairs:
-        assert x.shape == y.shape, (mutant.name, name)
+    pairs = {"output": (a.output, b.output), **{k: (a.grads[k], b.grads[k]) for k in ident.wrt}}
+    out_diff = {}
+    for key, (x, y) in pairs.items():
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.shape == y.shape, (name, key)
         scale = max(float(np.max(np.abs(x), initial=0.0)), 1e-300)
-        worst = max(worst, float(np.max(np.abs(x - y), initial=0.0)) / scale)
-    return worst
+        out_diff[key] = float(np.max(np.abs(x - y), initial=0.0)) / scale
+    return out_diff
+
+
+def _differences(mutant: Any, name: str, example: Any, good: Any, bad: Any) -> float:
+    """The largest relative difference between the two adapters' output and gradients."""
+    return max(_per_input(name, example, good, bad).values())
+
+
+#: The one gradient each layer mutant's bug touches on a single-layer identity (plus the output
+#: for the forward-fault mutant); on mlp-batch a wrong loss gradient flows into every input.
+TOUCHES = {
+    "linear-bias-grad-first-row": {"b"},
+    "dense-weight-grad-first-row": {"W"},
+    "cross-entropy-mean-missing-1-over-n": {"Z"},
+    "cross-entropy-smoothing-ignored": {"Z"},
+    "conv-input-stride-not-dilated": {"X"},
+    "conv-filter-stride-not-dilated": {"K"},
+    "conv-filter-dilation-ignored": {"K"},
+    "conv-input-cropped-at-wrong-border": {"X"},
+    "conv-filter-groups-crossed": {"K"},
+    "conv-bias-grad-first-sample": {"b"},
+    "max-pool-overlap-overwrites": {"X"},
+    "max-pool-padding-not-cropped": {"X"},
+    "avg-pool-ceil-divisor-full-window": {"X"},
+    "avg-pool-pad-counted-when-excluded": {"X"},
+    "avg-pool-flax-ceil-divisor": {"output", "X"},
+    "global-avg-pool-last-axis-only": {"X"},
+    "torch-conv-input-stride-not-dilated": {"X"},
+    "torch-conv-filter-dilation-ignored": {"K"},
+    "torch-linear-bias-grad-mean": {"b"},
+    "torch-cross-entropy-mean-missing-1-over-n": {"Z"},
+    "torch-avg-pool-count-include-pad-ignored": {"X"},
+    "jax-max-pool-overlap-overwrites": {"X"},
+    "jax-conv-filter-groups-offset-dropped": {"K"},
+    "jax-conv-input-cropped-at-origin": {"X"},
+    "jax-avg-pool-ceil-overhang-counted": {"X"},
+    "jax-cross-entropy-smoothing-ignored": {"Z"},
+}
 
 
 def test_every_layer_parameter_has_mutants_in_the_engine_and_the_frameworks() -> None:
     named = {m.parameter for m in LAYER_MUTANTS}
     assert named <= set(PARAMETERS), named - set(PARAMETERS)
     assert named == set(PARAMETERS), f"parameters without a mutant: {set(PARAMETERS) - named}"
+    assert set(TOUCHES) == {m.name for m in LAYER_MUTANTS}
     by_framework = {fw: {m.parameter for m in LAYER_MUTANTS if m.framework == fw} for fw in ("torch", "jax")}
     # the bugs that only the framework mutants carry (custom autograd.Function / custom_vjp)
     assert len(by_framework["torch"]) >= 5 and len(by_framework["jax"]) >= 5, by_framework
@@ -121,8 +159,11 @@ def test_a_layer_mutant_is_right_when_its_parameter_is_off(name: str) -> None:
             diff = _differences(mutant, target, example, good, bad)
             assert diff < 1e-10, (target, example.params, diff)
         # with the parameter on, the bug shows on some drawn example
-        on = _draw(mutant, target, True, checks)
-        assert any(_differences(mutant, target, e, good, bad) > 1e-6 for e in on), target
+        on = [_per_input(target, e, good, bad) for e in _draw(mutant, target, True, checks)]
+        shown = [{k for k, v in diff.items() if v > 1e-6} for diff in on]
+        assert any(shown), target
+        if target != "mlp-batch":  # the bug touches its one gradient, nothing else
+            assert all(keys <= TOUCHES[name] for keys in shown), (target, shown)
 
 
 def test_the_off_check_rejects_a_mutant_whose_bug_shows_without_its_parameter() -> None:
