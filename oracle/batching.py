@@ -9,12 +9,15 @@ requests that can share a call at once:
 - every ``VjpCall`` with the same forward, input shapes, ``wrt`` and dtype becomes one
   ``adapter.vjp_batch`` call (inputs and cotangents stacked on a new leading axis);
 - every ``ForwardCall`` with the same forward, shapes and dtype - all the finite-difference
-  points of all the examples of a group - becomes one ``adapter.forward_batch`` call.
+  points of all the examples of a group - becomes one ``adapter.forward_batch`` call;
+- every :class:`JvpCall` (forward mode, ``J v``) and :class:`HvpCall` (second order,
+  ``H v`` by one method) with the same forward, shapes, names and dtype becomes one
+  ``adapter.jvp_batch`` / ``adapter.hvp_batch`` call.
 
-Both methods are optional (:func:`supports_batching`): an adapter without them, or one
-that overrides ``vjp``/``forward`` without overriding the batched method too (a subclass,
+The batched methods are optional (:func:`supports_batching`): an adapter without them, or one
+that overrides ``vjp``/``forward``/``jvp``/``hvp`` without overriding the batched method too (a subclass,
 a proxy that perturbs or counts), gets the same requests one call at a time (``vjp``,
-``forward``), so third-party adapters keep working unchanged.  A batched call that
+``forward``, ``jvp``, ``hvp``), so third-party adapters keep working unchanged.  A batched call that
 raises, or returns the wrong shape, is answered one call at a time instead (and that
 forward is not batched again for this adapter), so an error is reported against the
 example that caused it, exactly as without batching.  The answers are the adapter's
@@ -37,7 +40,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ForwardCall", "Request", "VjpCall", "drive", "run_one", "supports_batching"]
+__all__ = [
+    "ForwardCall",
+    "HvpCall",
+    "JvpCall",
+    "Request",
+    "VjpCall",
+    "batches_anything",
+    "drive",
+    "run_one",
+    "supports_batching",
+]
 
 
 @dataclass
@@ -66,7 +79,46 @@ class ForwardCall:
         return ("forward", id(self.fn), _signature(self.points[0]) if self.points else (), self.dtype)
 
 
-Request = VjpCall | ForwardCall
+@dataclass
+class JvpCall:
+    """Ask for ``adapter.jvp(fn, inputs, tangents, dtype)``; answered with ``(output, J v)``."""
+
+    fn: Any
+    inputs: Mapping[str, np.ndarray]
+    tangents: Mapping[str, np.ndarray]
+    dtype: str
+
+    def key(self) -> tuple[Any, ...]:
+        return ("jvp", id(self.fn), _signature(self.inputs), _signature(self.tangents), self.dtype)
+
+
+@dataclass
+class HvpCall:
+    """Ask for ``adapter.hvp(fn, inputs, wrt, cotangent, tangents, dtype, method)``; answered
+    with its dict name -> ``H v``."""
+
+    fn: Any
+    inputs: Mapping[str, np.ndarray]
+    wrt: tuple[str, ...]
+    cotangent: np.ndarray
+    tangents: Mapping[str, np.ndarray]
+    dtype: str
+    method: str
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            "hvp",
+            id(self.fn),
+            _signature(self.inputs),
+            self.wrt,
+            _signature(self.tangents),
+            self.dtype,
+            self.cotangent.shape,
+            self.method,
+        )
+
+
+Request = VjpCall | ForwardCall | JvpCall | HvpCall
 #: An example's evaluation: yields requests, is sent their answers, returns its outcome.
 Evaluation = Generator[Request, Any, Any]
 
@@ -98,6 +150,13 @@ def supports_batching(adapter: Any) -> tuple[bool, bool]:
     return (
         _batched_method(adapter, "forward", "forward_batch"),
         _batched_method(adapter, "vjp", "vjp_batch"),
+    )
+
+
+def batches_anything(adapter: Any) -> bool:
+    """Whether ``adapter`` has any usable batched method (forward, vjp, jvp or hvp)."""
+    return any(supports_batching(adapter)) or any(
+        _batched_method(adapter, single, f"{single}_batch") for single in ("jvp", "hvp")
     )
 
 
@@ -198,6 +257,96 @@ def _vjp_many(adapter: Any, calls: Sequence[VjpCall]) -> list[Any] | None:
     return [VJPResult(output=out[i], grads={n: g[i] for n, g in grads.items()}) for i in range(len(calls))]
 
 
+def _rows(tree: Any, count: int) -> bool:
+    """Whether every array of ``tree`` (an array, a tuple or a dict of arrays) has ``count`` rows."""
+    if isinstance(tree, Mapping):
+        return all(_rows(v, count) for v in tree.values())
+    if isinstance(tree, tuple | list):
+        return all(_rows(v, count) for v in tree)
+    arr = np.asarray(tree)
+    return arr.ndim >= 1 and arr.shape[0] == count
+
+
+def _jvp_many(adapter: Any, calls: Sequence[JvpCall]) -> list[Any] | None:
+    """Every ``J v`` in one ``jvp_batch`` call; ``None`` when that is not possible (then one by one)."""
+    first = calls[0]
+    if (
+        not _batched_method(adapter, "jvp", "jvp_batch")
+        or not _worth_batching(first.inputs)
+        or _unbatchable(adapter, "jvp", first.fn)
+    ):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = adapter.jvp_batch(
+                first.fn,
+                _stack([c.inputs for c in calls], first.dtype),
+                _stack([c.tangents for c in calls], first.dtype),
+                first.dtype,
+            )
+        if not isinstance(res, tuple) or len(res) != 2:
+            raise ValueError("jvp_batch did not return a pair (outputs, J v)")
+        out, jv = np.asarray(res[0]), np.asarray(res[1])
+        if not _rows((out, jv), len(calls)):
+            raise ValueError("jvp_batch returned arrays without the batch axis")
+    except Exception:
+        _mark_unbatchable(adapter, "jvp", first.fn)
+        return None
+    return [(out[i], jv[i]) for i in range(len(calls))]
+
+
+def _hvp_many(adapter: Any, calls: Sequence[HvpCall]) -> list[Any] | None:
+    """Every ``H v`` in one ``hvp_batch`` call; ``None`` when that is not possible (then one by one)."""
+    first = calls[0]
+    if (
+        not _batched_method(adapter, "hvp", "hvp_batch")
+        or not _worth_batching(first.inputs)
+        or _unbatchable(adapter, "hvp", first.fn)
+    ):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = adapter.hvp_batch(
+                first.fn,
+                _stack([c.inputs for c in calls], first.dtype),
+                first.wrt,
+                np.stack([np.asarray(c.cotangent, dtype=first.dtype) for c in calls]),
+                _stack([c.tangents for c in calls], first.dtype),
+                first.dtype,
+                first.method,
+            )
+        if not isinstance(res, Mapping) or any(n not in res for n in first.wrt):
+            raise ValueError("hvp_batch did not return a dict name -> H v for every name")
+        hv = {n: np.asarray(res[n]) for n in first.wrt}
+        if not _rows(hv, len(calls)):
+            raise ValueError("hvp_batch returned arrays without the batch axis")
+    except Exception:
+        _mark_unbatchable(adapter, "hvp", first.fn)
+        return None
+    return [{n: a[i] for n, a in hv.items()} for i in range(len(calls))]
+
+
+def _single(adapter: Any, request: Request) -> Any:
+    """The adapter's answer to one request, one call (or one call per point)."""
+    if isinstance(request, ForwardCall):
+        return [np.asarray(adapter.forward(request.fn, p, request.dtype)) for p in request.points]
+    if isinstance(request, VjpCall):
+        return adapter.vjp(request.fn, request.inputs, request.wrt, request.cotangent, request.dtype)
+    if isinstance(request, JvpCall):
+        return adapter.jvp(request.fn, request.inputs, request.tangents, request.dtype)
+    return adapter.hvp(
+        request.fn,
+        request.inputs,
+        request.wrt,
+        request.cotangent,
+        request.tangents,
+        request.dtype,
+        request.method,
+    )
+
+
 def drive(adapter: Any, evaluations: Sequence[Evaluation]) -> list[Any]:
     """Run the evaluations in lockstep, answering their requests batched; their return values.
 
@@ -250,14 +399,19 @@ def _answer(adapter: Any, reqs: Sequence[Request]) -> list[tuple[bool, Any]]:
                 except Exception as exc:
                     out.append((False, exc))
             return out
-    vcalls = [r for r in reqs if isinstance(r, VjpCall)]
-    batched = _vjp_many(adapter, vcalls)
+    batched: list[Any] | None = None
+    if isinstance(first, VjpCall):
+        batched = _vjp_many(adapter, [r for r in reqs if isinstance(r, VjpCall)])
+    elif isinstance(first, JvpCall):
+        batched = _jvp_many(adapter, [r for r in reqs if isinstance(r, JvpCall)])
+    elif isinstance(first, HvpCall):
+        batched = _hvp_many(adapter, [r for r in reqs if isinstance(r, HvpCall)])
     if batched is not None:
         return [(True, r) for r in batched]
     answers: list[tuple[bool, Any]] = []
-    for v in vcalls:
+    for r in reqs:
         try:
-            answers.append((True, adapter.vjp(v.fn, v.inputs, v.wrt, v.cotangent, v.dtype)))
+            answers.append((True, _single(adapter, r)))
         except Exception as exc:
             answers.append((False, exc))
     return answers

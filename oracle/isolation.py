@@ -27,6 +27,7 @@ may run on (``--jobs 0``: all of them).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing
 import os
@@ -51,7 +52,11 @@ OUTPUT_TAIL_CHARS = 2000
 
 
 class Job(Protocol):
-    """A unit of guarded work that runs in a worker (or in this process)."""
+    """A unit of guarded work that runs in a worker (or in this process).
+
+    A job may also have an ``affinity`` attribute (any hashable, or ``None``): jobs with the
+    same one are kept on one worker while it has them (:meth:`WorkerPool.run`).
+    """
 
     @property
     def label(self) -> str: ...
@@ -213,6 +218,7 @@ class _Worker:
     conn: Connection
     job: int | None = None
     last_heard: float = 0.0
+    affinity: Any = None  # the affinity key of the last job it ran (what it has compiled)
     output_path: str | None = None  # where the worker's stdout and stderr go
 
     def last_output(self) -> str:
@@ -226,10 +232,51 @@ class _Worker:
             return ""
 
 
+class _Queues:
+    """Job indices grouped by affinity key (:attr:`Job.affinity`), groups in first-seen order.
+
+    :meth:`take` gives a worker the next job of the group it worked on last (its compiled
+    programs and loaded adapter serve it again); a worker without one opens the first group
+    no busy worker holds; when every group left is held, it takes the last job of the
+    largest group (so the run's tail stays parallel).  Jobs without an affinity are a group
+    each, in order.
+    """
+
+    def __init__(self, jobs: Sequence[Any]) -> None:
+        self.groups: dict[Any, collections.deque[int]] = {}
+        for i, job in enumerate(jobs):
+            key = getattr(job, "affinity", None)
+            self.groups.setdefault(("job", i) if key is None else ("key", key), collections.deque()).append(i)
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def has(self, key: Any) -> bool:
+        return key is not None and key in self.groups
+
+    def take(self, worker: _Worker, held: set[Any]) -> int:
+        key = worker.affinity
+        if key not in self.groups:
+            free = [k for k in self.groups if k not in held]
+            key = free[0] if free else max(self.groups, key=lambda k: len(self.groups[k]))
+            queue = self.groups[key]
+            i = queue.popleft() if free else queue.pop()
+        else:
+            i = self.groups[key].popleft()
+        if not self.groups[key]:
+            del self.groups[key]
+        worker.affinity = key
+        return i
+
+    def put_back(self, key: Any, i: int) -> None:
+        self.groups.setdefault(key, collections.deque()).appendleft(i)
+
+
 class WorkerPool:
     """Up to ``workers`` spawned processes running :class:`Job` objects (module docstring)."""
 
     def __init__(self, workers: int, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """``workers`` processes at most; ``timeout`` per adapter call (the watchdog's basis)."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
@@ -278,8 +325,12 @@ class WorkerPool:
     ) -> dict[int, Any]:
         """Run every job; ``{index: record}``.  ``KeyboardInterrupt`` stops the workers and propagates
         (the records so far are passed to ``on_result`` as they come).  ``skip(i)``, asked as job
-        ``i`` comes up, may return a record for it instead of running it (``None``: run it)."""
-        todo = list(range(len(jobs)))[::-1]
+        ``i`` comes up, may return a record for it instead of running it (``None``: run it).
+
+        Jobs that share an ``affinity`` key (a check's identity and adapter) go to the worker
+        that ran the group's earlier jobs while it lasts (:class:`_Queues`): that worker has
+        the adapter loaded and its programs compiled (JAX compiles per shape and dtype)."""
+        todo = _Queues(jobs)
         done: dict[int, Any] = {}
         busy: list[_Worker] = []
         limit = watchdog_s(self.timeout)
@@ -294,19 +345,22 @@ class WorkerPool:
         try:
             while todo or busy:
                 while todo and len(busy) < self.workers:
-                    i = todo.pop()
+                    # an idle worker whose group has jobs left first, then any idle one
+                    ranked = sorted(range(len(self._idle)), key=lambda k: todo.has(self._idle[k].affinity))
+                    worker = self._idle.pop(ranked[-1]) if self._idle else self._start()
+                    i = todo.take(worker, {w.affinity for w in busy})
                     instead = skip(i) if skip is not None else None
                     if instead is not None:
                         done[i] = instead
                         if on_result is not None:
                             on_result(i, instead)
+                        self._idle.append(worker)
                         continue
-                    worker = self._idle.pop() if self._idle else self._start()
                     try:
                         worker.conn.send(jobs[i])
                     except OSError:  # died while idle: start another for this job
                         self._kill(worker)
-                        todo.append(i)
+                        todo.put_back(worker.affinity, i)
                         continue
                     worker.job, worker.last_heard = i, time.monotonic()
                     busy.append(worker)

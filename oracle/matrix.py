@@ -278,6 +278,13 @@ class CheckJob:
     def label(self) -> str:
         return self.task.id
 
+    @property
+    def affinity(self) -> tuple[str, str]:
+        """The checks of one identity on one adapter (its dtypes and modes) share a worker: they
+        draw the same examples, so the programs one compiles (JAX: per shape, dtype and kind)
+        serve the others."""
+        return (self.task.adapter_spec, self.task.identity)
+
     def run(self, timeout: float | None) -> dict[str, Any]:
         """Run the check (:func:`run_task`)."""
         return run_task(self.task, self.settings).to_dict()

@@ -27,12 +27,13 @@ and the check is a ``skip`` that says why (never a silent pass).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from gradoracle import finite_differences as fd
+from gradoracle.batching import ForwardCall, HvpCall, JvpCall, Request, VjpCall, drive, run_one
 from gradoracle.identities import Identity, get_identity
 from gradoracle.precision import effective_bits
 from gradoracle.results import AdapterContractError, Fault
@@ -161,10 +162,53 @@ def _scalar_comparison(
     )
 
 
+Points = list[dict[str, np.ndarray]]
+#: The function a finite difference is taken of, at several points: a generator that asks
+#: for adapter work (:mod:`gradoracle.batching`) or answers at once (:func:`_answered`).
+PointsFn = Callable[[Points], Generator[Request, Any, list[np.ndarray]]]
+
+
+def _answered(values: list[np.ndarray]) -> Generator[Request, Any, list[np.ndarray]]:
+    """An evaluation that asks the adapter for nothing and returns ``values``."""
+    yield from ()
+    return values
+
+
+def _local(f: fd.Forward) -> PointsFn:
+    """``f`` (the oracle's own reference) at each point, computed here."""
+    return lambda points: _answered([np.asarray(f(p)) for p in points])
+
+
+def _adapter_forward(fn: Any, fd_dtype: str) -> PointsFn:
+    """The adapter's forward at each point: one :class:`ForwardCall` (batched across examples)."""
+
+    def at(points: Points) -> Generator[Request, Any, list[np.ndarray]]:
+        outs = yield ForwardCall(fn, points, fd_dtype)
+        return [np.asarray(o) for o in outs]
+
+    return at
+
+
+def _adapter_gradient(fn: Any, names: Sequence[str], u: np.ndarray, fd_dtype: str) -> PointsFn:
+    """The adapter's gradient of ``<u, f(x)>`` over ``names``, flattened, at each point: one
+    :class:`VjpCall` per point (each batched across examples)."""
+
+    def at(points: Points) -> Generator[Request, Any, list[np.ndarray]]:
+        outs = []
+        for p in points:
+            res = yield VjpCall(fn, p, tuple(names), u, fd_dtype)
+            outs.append(
+                np.concatenate([np.asarray(res.grads[n], dtype=np.float64).reshape(-1) for n in names])
+            )
+        return outs
+
+    return at
+
+
 def _fd_check(
     kind: str,
     name: str,
-    forward: fd.Forward,
+    at: PointsFn,
     inputs: Mapping[str, np.ndarray],
     w: np.ndarray,
     direction: Mapping[str, np.ndarray],
@@ -175,17 +219,28 @@ def _fd_check(
     extra: float,
     tol: Tolerance,
     analytic: float | None = None,
-) -> Any:
-    """``value`` against ``D(h) ~ w^T (d/dt) F(x + t v)``, Richardson when the plain one misses."""
+) -> Generator[Request, Any, Any]:
+    """``value`` against ``D(h) ~ w^T (d/dt) F(x + t v)``, Richardson when the plain one misses.
+
+    ``D(h) = (s(h) - s(-h)) / 2h`` with ``s(t) = <w, F(x + t v)>`` in float64; Richardson:
+    ``(4 D(h) - D(2h)) / 3`` with error ``|D(h) - D(2h)|`` (:func:`fd.richardson`).  ``F`` is
+    ``at`` (the adapter's forward or gradient, or the oracle's reference), asked at both
+    points of a step at once.
+    """
     from gradoracle.runner import Comparison
 
-    eps_fd = fd.machine_epsilon(fd_dtype)
-    d_h = fd.central_difference(forward, inputs, w, direction, h, fd_dtype)
+    w64 = np.asarray(w, dtype=np.float64)
+
+    def s(out: np.ndarray) -> float:
+        return float(np.sum(w64 * np.asarray(out, dtype=np.float64)))
+
+    near = yield from at([fd.perturbed(inputs, direction, t, fd_dtype) for t in (h, -h)])
+    d_h = (s(near[0]) - s(near[1])) / (2 * h)
     estimate, allowed = d_h, tol.fd_allowed(mag) + extra
     if abs(value - estimate) > allowed:
-        rich = fd.richardson(forward, inputs, w, direction, h, fd_dtype, d_h=d_h)
-        estimate, allowed = rich.value, tol.fd_allowed(mag, rich.error) + extra
-    del eps_fd
+        far = yield from at([fd.perturbed(inputs, direction, t, fd_dtype) for t in (2 * h, -2 * h)])
+        d_2h = (s(far[0]) - s(far[1])) / (4 * h)
+        estimate, allowed = (4 * d_h - d_2h) / 3, tol.fd_allowed(mag, abs(d_h - d_2h)) + extra
     return Comparison(
         kind=kind,
         input=name,
@@ -254,14 +309,32 @@ def _forward_comparison(
 # ------------------------------------------------------------------------ forward mode
 
 
+def _one(adapter: Any, evaluation: Generator[Request, Any, Any]) -> Any:
+    """Run one example's evaluation, its adapter calls through :func:`batching.drive` (so one
+    example sees the same adapter path as a batch of them); raises what it raised."""
+    (result,) = drive(adapter, [evaluation])
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def evaluate_jvp_example(
     identity: Identity | str, adapter: Any, dtype: str, example: Example, settings: Any = None
 ) -> Any:
     """Forward mode on one example: closed form, finite differences, transpose identity."""
-    from gradoracle.runner import CheckSettings, ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+    from gradoracle.runner import CheckSettings
 
-    ident = get_identity(identity)
-    settings = settings or CheckSettings()
+    return _one(
+        adapter, jvp_evaluation(get_identity(identity), adapter, dtype, example, settings or CheckSettings())
+    )
+
+
+def jvp_evaluation(
+    ident: Identity, adapter: Any, dtype: str, example: Example, settings: Any
+) -> Generator[Request, Any, Any]:
+    """:func:`evaluate_jvp_example` as an evaluation that asks for adapter work (batchable)."""
+    from gradoracle.runner import ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+
     params = example.params
     ident.check_shapes(example.inputs, params)
     outcome = ExampleOutcome(example)
@@ -278,7 +351,7 @@ def evaluate_jvp_example(
     u_d64 = u.astype(dtype).astype(np.float64)
 
     try:
-        result = adapter.jvp(fn, x_d, v_d, dtype)
+        result = yield JvpCall(fn, x_d, v_d, dtype)
     except Exception as exc:  # any adapter failure becomes a record
         outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {type(exc).__name__}: {exc}"
         return outcome
@@ -318,10 +391,7 @@ def evaluate_jvp_example(
     # every step along v crosses a kink (inputs drawn down to 2^-124 from one), small inputs
     # fall back to the basis directions that do not, each with its own forward-mode J e_j
     h0 = fd.step_size(fd_dtype, x_d64)
-
-    def adapter_forward(arrays: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(adapter.forward(fn, arrays, fd_dtype))
-
+    adapter_forward = _adapter_forward(fn, fd_dtype)
     output_scale = float(np.sum(np.abs(u_d64) * out_mag))
     plan: list[tuple[dict[str, np.ndarray], float, np.ndarray, np.ndarray | None]] = []
     h = _safe_step(ident, x_d64, params, v64, h0)
@@ -330,7 +400,7 @@ def evaluate_jvp_example(
     else:
         outcome.skipped_directions += 1
         try:
-            plan += _basis_plan(ident, adapter, fn, x_d, x_d64, params, dtype, h0, settings, ref_out.shape)
+            plan += yield from _basis_plan(ident, fn, x_d, x_d64, params, dtype, h0, settings, ref_out.shape)
         except AdapterContractError as exc:
             outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
             return outcome
@@ -352,7 +422,7 @@ def evaluate_jvp_example(
         if d is v64:
             scale_d, slack_d = term_scale, slack
         try:
-            cmp = _fd_check(
+            cmp = yield from _fd_check(
                 "jvp-fd",
                 "u^T J v",
                 adapter_forward,
@@ -378,7 +448,7 @@ def evaluate_jvp_example(
 
     # 3. the transpose identity between the adapter's own forward and reverse modes
     try:
-        rev = adapter.vjp(fn, x_d, ident.wrt, u_d64.astype(dtype), dtype)
+        rev = yield VjpCall(fn, x_d, tuple(ident.wrt), u_d64.astype(dtype), dtype)
         grads = {
             n: _validate_array(f"gradient for {n!r}", rev.grads.get(n), x_d[n].shape, dtype)
             for n in ident.wrt
@@ -419,30 +489,34 @@ def evaluate_jvp_example(
             out_scale64 = float(
                 np.sum(np.abs(u) * np.maximum(ident.output_magnitude(master, params), np.abs(ref_out)))
             )
-            outcome.comparisons.append(
-                _fd_check(
-                    "jvp-oracle",
-                    "u^T J v",
-                    lambda a: ident.reference_forward(a, params),
-                    master,
-                    u,
-                    v,
-                    hm,
-                    "float64",
-                    float(np.sum(u * ref_master)),
-                    mag64,
-                    16 * fd.machine_epsilon("float64") * out_scale64 / hm,
-                    tol64,
-                )
+            oracle_fd = _fd_check(
+                "jvp-oracle",
+                "u^T J v",
+                _local(lambda a: ident.reference_forward(a, params)),
+                master,
+                u,
+                v,
+                hm,
+                "float64",
+                float(np.sum(u * ref_master)),
+                mag64,
+                16 * fd.machine_epsilon("float64") * out_scale64 / hm,
+                tol64,
             )
+            outcome.comparisons.append(run_one(oracle_fd, _no_adapter_work))
 
     _classify(outcome, Fault.FORWARD_MODE)
     return outcome
 
 
+def _no_adapter_work(request: Request) -> Any:
+    raise AssertionError(
+        f"the oracle's own finite differences asked the adapter for {type(request).__name__}"
+    )
+
+
 def _basis_plan(
     ident: Identity,
-    adapter: Any,
     fn: Any,
     x_d: Mapping[str, np.ndarray],
     x_d64: Mapping[str, np.ndarray],
@@ -451,7 +525,7 @@ def _basis_plan(
     h0: float,
     settings: Any,
     out_shape: tuple[int, ...],
-) -> list[tuple[dict[str, np.ndarray], float, np.ndarray, np.ndarray | None]]:
+) -> Generator[Request, Any, list[tuple[dict[str, np.ndarray], float, np.ndarray, np.ndarray | None]]]:
     """Kink-safe basis directions ``e_j`` (inputs of at most ``full_jacobian_max`` elements),
     each with the adapter's ``J e_j`` and the closed form's: ``(e_j, h, J e_j, ref)``."""
     shapes = {n: tuple(np.shape(x_d64[n])) for n in ident.wrt}
@@ -463,7 +537,7 @@ def _basis_plan(
         h = _safe_step(ident, x_d64, params, d, h0)
         if h is None:
             continue
-        result = adapter.jvp(fn, x_d, {n: a.astype(dtype) for n, a in d.items()}, dtype)
+        result = yield JvpCall(fn, x_d, {n: a.astype(dtype) for n, a in d.items()}, dtype)
         jd = np.asarray(_validate_array("forward-mode J v", result[1], out_shape, dtype), dtype=np.float64)
         ref = ident.jvp(x_d64, params, d).reshape(out_shape) if ident.reference_jvp is not None else None
         out.append((d, h, jd, ref))
@@ -478,10 +552,19 @@ def evaluate_hvp_example(
 ) -> Any:
     """Second order on one example: every HVP method against the closed form, finite
     differences of the adapter's gradient, and each other."""
-    from gradoracle.runner import CheckSettings, ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+    from gradoracle.runner import CheckSettings
 
-    ident = get_identity(identity)
-    settings = settings or CheckSettings()
+    return _one(
+        adapter, hvp_evaluation(get_identity(identity), adapter, dtype, example, settings or CheckSettings())
+    )
+
+
+def hvp_evaluation(
+    ident: Identity, adapter: Any, dtype: str, example: Example, settings: Any
+) -> Generator[Request, Any, Any]:
+    """:func:`evaluate_hvp_example` as an evaluation that asks for adapter work (batchable)."""
+    from gradoracle.runner import ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+
     params = example.params
     ident.check_shapes(example.inputs, params)
     outcome = ExampleOutcome(example)
@@ -515,7 +598,7 @@ def evaluate_hvp_example(
     undefined = ident.hvp_undefined(x_d64, params) if ident.hvp_undefined is not None else {}
     for method in adapter_hvp_methods(adapter):
         try:
-            res = adapter.hvp(fn, x_d, names, u_d, v_d, dtype, method)
+            res = yield HvpCall(fn, x_d, tuple(names), u_d, v_d, dtype, method)
         except Exception as exc:  # any adapter failure becomes a record
             outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp ({method}) raised {type(exc).__name__}: {exc}"
             return outcome
@@ -555,10 +638,7 @@ def evaluate_hvp_example(
 
     # finite differences of the adapter's own gradient along v, projected on w
     u_fd = u_d64.astype(fd_dtype)
-
-    def adapter_gradient(arrays: dict[str, np.ndarray]) -> np.ndarray:
-        res = adapter.vjp(fn, arrays, names, u_fd, fd_dtype)
-        return np.concatenate([np.asarray(res.grads[n], dtype=np.float64).reshape(-1) for n in names])
+    adapter_gradient = _adapter_gradient(fn, names, u_fd, fd_dtype)
 
     w_flat = np.concatenate([w[n].reshape(-1) for n in names])
     gmag = ident.gradient_magnitude(x_d64, params, u_d64) if set(names) <= set(ident.wrt) else None
@@ -581,21 +661,16 @@ def evaluate_hvp_example(
                     continue
                 d_d = {n: a.astype(dtype) for n, a in d.items()}
                 try:
-                    got_d = {
-                        m: {
+                    got_d: dict[str, dict[str, np.ndarray]] = {}
+                    for m in methods:
+                        res_d = yield HvpCall(fn, x_d, tuple(names), u_d, d_d, dtype, m)
+                        got_d[m] = {
                             n: np.asarray(
-                                _validate_array(
-                                    f"H v for {n!r} ({m})",
-                                    adapter.hvp(fn, x_d, names, u_d, d_d, dtype, m).get(n),
-                                    x_d[n].shape,
-                                    dtype,
-                                ),
+                                _validate_array(f"H v for {n!r} ({m})", res_d.get(n), x_d[n].shape, dtype),
                                 dtype=np.float64,
                             )
                             for n in names
                         }
-                        for m in methods
-                    }
                 except AdapterContractError as exc:
                     outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
                     return outcome
@@ -612,12 +687,12 @@ def evaluate_hvp_example(
             value = sum(float(np.sum(w[n] * got_d[method][n])) for n in names)
             mag = float(sum(np.sum(np.abs(w[n]) * np.maximum(mags_d[n], np.abs(ref_d[n]))) for n in names))
             slack = float(sum(np.sum(np.abs(w[n]) * allowed_d[n]) for n in names))
-            if gmag is None:
-                base = adapter_gradient(x_d64)
-                grad_scale = float(np.sum(np.abs(w_flat * base)))
-            extra = slack + 16 * fd.machine_epsilon(fd_dtype) * grad_scale / hd
             try:
-                cmp = _fd_check(
+                if gmag is None:
+                    (base,) = yield from adapter_gradient([x_d64])
+                    grad_scale = float(np.sum(np.abs(w_flat * base)))
+                extra = slack + 16 * fd.machine_epsilon(fd_dtype) * grad_scale / hd
+                cmp = yield from _fd_check(
                     "hvp-fd",
                     f"w^T H v [{method}]",
                     adapter_gradient,
@@ -652,22 +727,21 @@ def evaluate_hvp_example(
             {k: np.abs(a) for k, a in master.items()}
         )
         gscale = float(np.sum(np.abs(w_flat) * np.abs(gm)))
-        outcome.comparisons.append(
-            _fd_check(
-                "hvp-oracle",
-                "w^T H v",
-                gradient,
-                master,
-                w_flat,
-                v,
-                hm,
-                "float64",
-                value,
-                mag,
-                16 * fd.machine_epsilon("float64") * gscale / hm,
-                tolerance_for("float64"),
-            )
+        oracle_fd = _fd_check(
+            "hvp-oracle",
+            "w^T H v",
+            _local(gradient),
+            master,
+            w_flat,
+            v,
+            hm,
+            "float64",
+            value,
+            mag,
+            16 * fd.machine_epsilon("float64") * gscale / hm,
+            tolerance_for("float64"),
         )
+        outcome.comparisons.append(run_one(oracle_fd, _no_adapter_work))
 
     _classify(outcome, Fault.SECOND_ORDER)
     return outcome
@@ -716,4 +790,10 @@ def _closed_form_gradient(
 EVALUATORS: dict[str, Callable[..., Any]] = {
     "jvp": evaluate_jvp_example,
     "hvp": evaluate_hvp_example,
+}
+#: Per mode, the evaluation of one example as a generator of adapter requests
+#: (:mod:`gradoracle.batching`): what :func:`gradoracle.runner.check` evaluates in batches.
+EVALUATIONS: dict[str, Callable[..., Generator[Request, Any, Any]]] = {
+    "jvp": jvp_evaluation,
+    "hvp": hvp_evaluation,
 }

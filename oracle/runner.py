@@ -39,7 +39,7 @@ from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
 from gradoracle import finite_differences as fd
-from gradoracle.batching import ForwardCall, Request, VjpCall, drive, run_one, supports_batching
+from gradoracle.batching import ForwardCall, Request, VjpCall, batches_anything, drive, run_one
 from gradoracle.guard import (
     DEFAULT_TIMEOUT_S,
     AdapterCallError,
@@ -1322,12 +1322,7 @@ def check(
             mode_key = "" if mode == "vjp" else f":{mode}"
             key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-            if (
-                mode == "vjp"
-                and settings.batch > 1
-                and any(supports_batching(ad))
-                and not settings.reproduce_failure
-            ):
+            if settings.batch > 1 and batches_anything(ad) and not settings.reproduce_failure:
                 # Hypothesis chooses the examples (a pass that only records them), the
                 # adapter evaluates them in batches; a clean batch is the whole check.
                 # Otherwise the one-at-a-time pass replays the same examples (answered
@@ -1340,16 +1335,24 @@ def check(
                     hypothesis_test(record=True)()
                 drawn, recording = recording, None
                 state["generating"] = False
-                batch_failed = _evaluate_in_batches(ident, ad, dtype, drawn, settings, guard, known, state)
+                batch_failed = _evaluate_in_batches(
+                    ident, ad, dtype, drawn, settings, guard, known, state, evaluation_for(mode)
+                )
                 if not batch_failed:
                     for example in drawn:
                         state["calls"] += 1
                         state["drawn"] += 1
-                        for c in known[example_digest(example)].comparisons:
+                        outcome = known[example_digest(example)]
+                        if outcome.bits is not None:
+                            state["bits"] = min(state.get("bits", outcome.bits), outcome.bits)
+                        for c in outcome.comparisons:
                             stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
                                 c.abs_error, c.rel_error, c.ratio
                             )
-                    return result(Verdict.PASS, errors=stats, **counts(), **common)
+                    bits = state.get("bits") if dtype == "float32" else None
+                    return result(
+                        Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common
+                    )
             test = hypothesis_test(record=False)
             with with_reporter(reported.append):
                 test()
@@ -1455,6 +1458,16 @@ def example_digest(example: Example) -> bytes:
     return h.digest()
 
 
+def evaluation_for(mode: str) -> Any:
+    """The evaluation of one example in ``mode`` as a generator of adapter requests:
+    ``(identity, adapter, dtype, example, settings) -> Generator`` (:mod:`gradoracle.batching`)."""
+    if mode == "vjp":
+        return _evaluation
+    from gradoracle.modes import EVALUATIONS
+
+    return EVALUATIONS[mode]
+
+
 def _evaluate_in_batches(
     ident: Identity,
     adapter: Any,
@@ -1464,11 +1477,13 @@ def _evaluate_in_batches(
     guard: AdapterGuard,
     known: dict[bytes, ExampleOutcome],
     state: dict[str, Any],
+    evaluation: Any = None,
 ) -> list[Example]:
     """Evaluate ``examples`` in batches of up to ``settings.batch`` that share shapes and
     parameters; record each outcome in ``known``.  Returns the examples that did not pass,
     in drawing order (an example whose evaluation raised, or every example of a batch that
     timed out, has no outcome and counts as not passed: the replay evaluates it alone)."""
+    evaluation = evaluation or _evaluation
     groups: dict[tuple[Any, ...], list[Example]] = {}
     order: dict[bytes, int] = {}
     for i, ex in enumerate(examples):
@@ -1484,7 +1499,7 @@ def _evaluate_in_batches(
             if guard.hung is not None:  # the adapter hung: the replay records it per example
                 return [ex for ex in examples if example_digest(ex) not in known]
             timeout = None if settings.timeout_s is None else settings.timeout_s * len(chunk)
-            evaluations = [_evaluation(ident, adapter, dtype, ex, settings) for ex in chunk]
+            evaluations = [evaluation(ident, adapter, dtype, ex, settings) for ex in chunk]
             try:
                 outcomes = guard.call(
                     partial(drive, adapter, evaluations),

@@ -225,6 +225,7 @@ def test_framework_batches_equal_single_calls_on_every_identity(framework: str) 
 
 def test_jax_batches_compile_one_program_per_shape_and_kind() -> None:
     pytest.importorskip("jax")
+    from gradoracle.adapters import jax_adapter
     from gradoracle.adapters.jax_adapter import JaxAdapter, batch_chunk
     from gradoracle.adapters.jax_cache import compile_stats
 
@@ -236,13 +237,24 @@ def test_jax_batches_compile_one_program_per_shape_and_kind() -> None:
     assert batch_chunk({"X": (64, 64), "K": (3, 3)}, 4) == 4
     assert batch_chunk({"X": (64, 64), "K": (3, 3)}, 1000) == 32
     assert batch_chunk({"x": (5,)}, 1) == 32  # small: always the one full-size program
+    assert jax_adapter.VMAP_MIN_ROWS == 8
     ad = JaxAdapter()
     ad.available()
+    jax_adapter.clear_cache(ad)  # what earlier tests compiled for plain adapters
     fn = forward_for(get_identity("elementwise-sin"), {})
     before = compile_stats()["programs"]
-    for rows in (1, 3, 7, 32, 33, 70):  # every row count: the same chunk-sized program
+    # a shape first called with VMAP_MIN_ROWS rows or more: one chunk-sized vmapped program,
+    # whatever the row counts of later calls
+    for rows in (8, 1, 3, 7, 32, 33, 70):
         ad.forward_batch(fn, {"x": np.linspace(-1, 1, rows * 3).reshape(rows, 3)}, "float64")
     assert compile_stats()["programs"] - before == 1
+    # a shape first called with fewer rows: the single-example program, row by row, for good
+    tanh = forward_for(get_identity("elementwise-tanh"), {})
+    for rows in (2, 40, 1):
+        out = ad.forward_batch(tanh, {"x": np.linspace(-1, 1, rows * 3).reshape(rows, 3)}, "float64")
+        np.testing.assert_allclose(out, np.tanh(np.linspace(-1, 1, rows * 3).reshape(rows, 3)), rtol=1e-15)
+    assert compile_stats()["programs"] - before == 2
+    assert {k[0] for k in ad._compiled} == {"forward_batch", "forward"}
     out = ad.forward_batch(fn, {"x": np.linspace(-1, 1, 70 * 3).reshape(70, 3)}, "float64")
     np.testing.assert_allclose(out, np.sin(np.linspace(-1, 1, 210).reshape(70, 3)), rtol=1e-15)
 

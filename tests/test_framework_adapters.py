@@ -430,6 +430,7 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(jax_adapter, "AUTO_JIT_AFTER", {"vjp": 2, "jvp": 2, "forward": 3})
     adapter = JaxAdapter(jit=mode)
+    jax_adapter.clear_cache(adapter)  # what earlier tests compiled for plain adapters
     for i in range(4):  # past the auto thresholds, so the compiled path runs too
         if mode == "auto" and i == 1:
             assert not adapter._compiled, "auto compiled before the threshold"
@@ -439,14 +440,27 @@ def test_jax_jit_modes_agree_and_cache(mode: str, monkeypatch: pytest.MonkeyPatc
     # Different values on a cached shape are not baked in.
     _close(adapter.forward(_matvec, {"W": 2 * _W, "x": _x}, "float64"), 2 * _W @ _x, "float64")
     assert (len(adapter._compiled) > 0) == (mode != "never")
-    # A fresh adapter never sees what another one compiled (the compiled code holds that
-    # adapter's ops): in auto mode its first call counts from zero again.
+    # A fresh plain adapter reuses what another plain one compiled (the same stock ops):
+    # a report's checks, each with a fresh adapter, compile each program once per process.
     fresh = JaxAdapter(jit=mode)
     _close(fresh.forward(_matvec, {"W": _W, "x": _x}, "float64"), _W @ _x, "float64")
-    assert (len(fresh._compiled) > 0) == (mode == "always")
-    assert not set(fresh._compiled.values()) & set(adapter._compiled.values())
+    assert set(fresh._compiled.values()) == set(adapter._compiled.values())
+
+    # A subclass, or an instance whose ops were replaced, never sees what another adapter
+    # compiled (the compiled code holds that adapter's ops): in auto mode its first call
+    # counts from zero again.
+    class Derived(JaxAdapter):
+        pass
+
+    replaced = JaxAdapter(jit=mode)
+    replaced.ops = jax_adapter.JaxOps()
+    replaced.ops.relu = lambda x: x  # type: ignore[method-assign]
+    for other in (Derived(jit=mode), replaced):
+        _close(other.forward(_matvec, {"W": _W, "x": _x}, "float64"), _W @ _x, "float64")
+        assert (len(other._compiled) > 0) == (mode == "always")
+        assert not set(other._compiled.values()) & set(adapter._compiled.values())
     jax_adapter.clear_cache(adapter)
-    assert not adapter._compiled
+    assert not adapter._compiled and not fresh._compiled
 
 
 @pytest.mark.parametrize("wrong_first", [True, False])

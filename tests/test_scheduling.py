@@ -1,0 +1,80 @@
+"""``--jobs`` scheduling (issue 16): the checks of one identity on one adapter stay on the worker
+that compiled their programs, and the run's tail stays parallel."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gradoracle.isolation import WorkerPool, _Queues, _Worker
+
+
+@dataclass(frozen=True)
+class PidJob:
+    """Records which worker process ran it (sleeps a little so both workers get work)."""
+
+    name: str
+    affinity: Any
+    pause: float = 0.05
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def run(self, timeout: float | None) -> tuple[str, int]:
+        time.sleep(self.pause)
+        return (self.name, os.getpid())
+
+    def died(self, reason: str) -> tuple[str, int]:
+        return (self.name, -1)
+
+
+def _worker() -> _Worker:
+    return _Worker(process=None, conn=None)  # type: ignore[arg-type]
+
+
+def test_queues_keep_a_group_on_its_worker_and_steal_only_at_the_tail() -> None:
+    jobs = [PidJob(f"{g}{i}", g) for g in "abc" for i in range(3)]
+    q = _Queues(jobs)
+    w1, w2 = _worker(), _worker()
+    assert q.take(w1, set()) == 0  # a0: w1 opens group a
+    assert q.take(w2, {w1.affinity}) == 3  # b0: w2 opens the first group nobody holds
+    assert q.take(w1, {w2.affinity}) == 1  # a1: w1 stays on a
+    assert q.take(w1, {w2.affinity}) == 2  # a2
+    assert q.take(w1, {w2.affinity}) == 6  # a is done: c0, the next free group
+    assert q.take(w2, {w1.affinity}) == 4  # b1
+    assert q.take(w2, {w1.affinity}) == 5  # b2
+    # every group left is held by w1: w2 takes the last job of the largest one
+    assert q.take(w2, {w1.affinity}) == 8
+    assert q.take(w1, {w2.affinity}) == 7
+    assert not q
+    # jobs without an affinity are a group each, in order
+    q = _Queues([PidJob("x", None), PidJob("y", None)])
+    w = _worker()
+    assert [q.take(w, set()), q.take(w, set())] == [0, 1]
+
+
+def test_a_pool_runs_each_group_on_one_worker() -> None:
+    groups = ["g1", "g2", "g3", "g4"]
+    jobs = [PidJob(f"{g}-{i}", g) for g in groups for i in range(4)]
+    with WorkerPool(2, timeout=30.0) as pool:
+        done = pool.run(jobs)
+    assert len(done) == len(jobs)
+    pids: dict[str, set[int]] = {}
+    for i, job in enumerate(jobs):
+        name, pid = done[i]
+        assert name == job.name
+        pids.setdefault(job.affinity, set()).add(pid)
+    # each group ran on one worker (no stealing: there were always free groups but the last)
+    assert sum(len(p) == 1 for p in pids.values()) >= len(groups) - 1
+    assert len(set().union(*pids.values())) == 2  # and both workers worked
+    # negative control: without affinity, consecutive jobs of a group spread over the workers
+    with WorkerPool(2, timeout=30.0) as pool:
+        plain = [PidJob(j.name, None) for j in jobs]
+        spread = pool.run(plain)
+    by_group: dict[str, set[int]] = {}
+    for i, job in enumerate(jobs):
+        by_group.setdefault(job.affinity, set()).add(spread[i][1])
+    assert any(len(p) == 2 for p in by_group.values())
