@@ -370,3 +370,14 @@ def test_gradcheck_and_check_grads_run_side_by_side() -> None:
     # slow gradcheck perturbs each of the 12 inputs twice; fast mode and check_grads do not
     assert res.measurements["gradcheck"].evals > res.measurements["gradcheck-fast"].evals
     assert res.measurements["check_grads"].evals < res.measurements["gradcheck"].evals
+
+
+def test_batched_tool_holds_fewer_examples_where_32_would_not_fit_in_memory() -> None:
+    # 32 examples up to 65k input elements (linear 128: 16,512), fewer above, never none
+    assert B.batch_examples(B.BenchCase("linear", 128).elements) == B.BATCH_EXAMPLES
+    assert B.batch_examples(B.BenchCase("linear", 512).elements) == B.BATCH_MAX_ELEMENTS // 262_656
+    assert B.batch_examples(10**9) == 1
+    big = B.make_tool("gradoracle-batch[numpy]", B.BenchCase("linear", 512))
+    assert len(big.examples) == big.examples_per_call < B.BATCH_EXAMPLES
+    total = sum(a.size for ex in big.examples for a in ex.inputs.values())
+    assert total <= B.BATCH_MAX_ELEMENTS

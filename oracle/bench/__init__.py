@@ -84,6 +84,8 @@ from gradoracle.bench.report import (
 )
 from gradoracle.bench.timing import Timing, interleaved_ratio, time_calls
 from gradoracle.bench.tools import (
+    BATCH_EXAMPLES,
+    BATCH_MAX_ELEMENTS,
     CheckGradsTool,
     GradcheckTool,
     GradoracleBatchTool,
@@ -92,14 +94,17 @@ from gradoracle.bench.tools import (
     NumpyFwdBwd,
     Tool,
     TorchFwdBwd,
+    batch_examples,
     framework_available,
     make_tool,
     tool_framework,
 )
 
 __all__ = [
+    "BATCH_EXAMPLES",
     "BATCH_GROWTH",
     "BATCH_GROWTH_SIZES",
+    "BATCH_MAX_ELEMENTS",
     "BATCH_TARGETS",
     "BATCH_TARGET_FRAMEWORKS",
     "BENCH_OPS",
@@ -133,6 +138,7 @@ __all__ = [
     "Timing",
     "Tool",
     "TorchFwdBwd",
+    "batch_examples",
     "batch_targets",
     "cotangent_for",
     "fmt_detect",
@@ -226,6 +232,8 @@ def run_case(
         try:
             tool = make_tool(name, case)
             per = int(getattr(tool, "examples_per_call", 1))
+            if name.startswith("gradoracle-batch[") and per < BATCH_EXAMPLES:
+                m.note = f"{per} examples per batched call (32 would not fit in memory), cost per example"
             timing = time_calls(tool.run, config.repeats, config.min_time_s, config.max_seconds)
             m.cpu_s, m.wall_s, m.first_cpu_s, m.passed = (
                 timing.cpu_s / per,

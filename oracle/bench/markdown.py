@@ -66,7 +66,8 @@ def markdown(report: BenchReport, command: str = "gradoracle bench") -> str:
         "`seq.`: a check too slow to repeat in rounds, its median time over the forward+backward's "
         "measured before it. `est.`: not run, predicted from the previous size. "
         "`gradoracle-batch[...]`: 32 examples of the case's shape evaluated as one batch "
-        "(`evaluate_examples`), cost per example. fwd+bwd columns: CPU time of one forward+backward. "
+        "(`evaluate_examples`; fewer above 65k input elements, see Notes), cost per example. "
+        "fwd+bwd columns: CPU time of one forward+backward. "
         "load: the 1-minute load average when the case started.",
         "",
     ]

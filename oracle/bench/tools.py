@@ -119,13 +119,23 @@ class GradoracleTool(Tool):
 
 #: Examples a ``gradoracle-batch[...]`` tool evaluates per call (its cost is per example).
 BATCH_EXAMPLES = 32
+#: At most this many input elements over the examples of one batched call: the examples'
+#: finite-difference points are all held at once (32 examples of linear 1024, 1M elements
+#: each, took over 20 GB), and above 65k elements per example the runner answers them one
+#: call at a time anyway, so fewer examples measure the same per-example cost.
+BATCH_MAX_ELEMENTS = 1 << 21
+
+
+def batch_examples(elements: int) -> int:
+    """Examples per batched call for inputs of ``elements``: ``min(32, 2^21 // elements)``, >= 1."""
+    return max(1, min(BATCH_EXAMPLES, BATCH_MAX_ELEMENTS // max(elements, 1)))
 
 
 class GradoracleBatchTool(GradoracleTool):
-    """:data:`BATCH_EXAMPLES` examples of the case's shape evaluated as one batch
-    (:func:`gradoracle.runner.evaluate_examples`); the timing is divided by their number, so
-    the cost is per example, as in a check of that many examples.  The examples share the
-    case's inputs and differ in their seed: each has its own cotangent and directions."""
+    """:func:`batch_examples` examples (32 up to 65k input elements) of the case's shape evaluated
+    as one batch (:func:`gradoracle.runner.evaluate_examples`); the timing is divided by their
+    number, so the cost is per example, as in a check of that many examples.  The examples share
+    the case's inputs and differ in their seed: each has its own cotangent and directions."""
 
     examples_per_call = BATCH_EXAMPLES
 
@@ -133,7 +143,8 @@ class GradoracleBatchTool(GradoracleTool):
         super().__init__(case, spec)
         self.name = f"gradoracle-batch[{self.framework}]"
         base = self.example
-        self.examples = [type(base)(base.inputs, base.params, i) for i in range(BATCH_EXAMPLES)]
+        self.examples_per_call = batch_examples(case.elements)
+        self.examples = [type(base)(base.inputs, base.params, i) for i in range(self.examples_per_call)]
 
     def _outcomes(self, adapter: Any) -> list[Any]:
         from gradoracle.runner import evaluate_examples
@@ -146,7 +157,7 @@ class GradoracleBatchTool(GradoracleTool):
     def evaluations(self) -> int:
         counter = _Counter()
         self._outcomes(_CountingAdapter(self.adapter, counter))
-        return round(counter.count / BATCH_EXAMPLES)
+        return round(counter.count / self.examples_per_call)
 
     def caught(self, eps: float) -> bool:
         return not all(
