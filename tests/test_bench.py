@@ -381,3 +381,15 @@ def test_batched_tool_holds_fewer_examples_where_32_would_not_fit_in_memory() ->
     assert len(big.examples) == big.examples_per_call < B.BATCH_EXAMPLES
     total = sum(a.size for ex in big.examples for a in ex.inputs.values())
     assert total <= B.BATCH_MAX_ELEMENTS
+
+
+def test_fast_gradcheck_detection_is_not_run_where_its_failure_message_needs_a_huge_jacobian() -> None:
+    pytest.importorskip("torch")
+    # a rejected fast gradcheck computes the slow-mode Jacobians for its message: linear 1024
+    # would hold 8.6 GB twice (the bench was killed for memory); linear 4 is measured (control)
+    big = B.GradcheckTool(B.BenchCase("linear", 1024), fast=True)
+    assert "full Jacobian" in big.detection_problem()
+    assert B.GradcheckTool(B.BenchCase("linear", 4), fast=True).detection_problem() == ""
+    m = B.Measurement("gradcheck-fast", "torch", "ok", cpu_s=1e-3, passed=True)
+    B._detect(big, m, budget_s=10.0)
+    assert m.detect_status == "not measured" and "full Jacobian" in m.note

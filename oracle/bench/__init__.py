@@ -192,6 +192,11 @@ def _detect(tool: Tool, m: Measurement, budget_s: float, per_call: int = 1) -> N
     if not m.passed:
         m.detect_status = "false failure"
         return
+    problem = tool.detection_problem()
+    if problem:
+        m.detect_status = "not measured"
+        m.note = (m.note + "; " if m.note else "") + problem
+        return
     smallest = None
     for eps in DETECTION_GRID:
         if not tool.caught(eps):

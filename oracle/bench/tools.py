@@ -85,6 +85,10 @@ class Tool:
         """Whether the check rejects the gradient perturbed by ``eps`` (see :func:`perturb`)."""
         raise NotImplementedError
 
+    def detection_problem(self) -> str:
+        """Why :meth:`caught` must not be run on this case ('' when it can be)."""
+        return ""
+
 
 class GradoracleTool(Tool):
     """One :func:`gradoracle.runner.evaluate_example` at the default settings, float64."""
@@ -291,6 +295,23 @@ class GradcheckTool(_TorchBase):
 
     def caught(self, eps: float) -> bool:
         return not self._check(self._wrapped(eps, None))
+
+    def detection_problem(self) -> str:
+        """Fast mode that rejects a gradient builds the full numerical and analytical Jacobians
+        for its error message (torch's slow mode): too large to hold beyond
+        :data:`JACOBIAN_MAX_BYTES` (linear 1024: 8.6 GB each)."""
+        out = self.ident.reference_forward(self.example.inputs, self.example.params)
+        size = 8 * self.case.elements * max(int(np.size(out)), 1)
+        if self.fast and size > JACOBIAN_MAX_BYTES:
+            return (
+                f"detection not measured: a failing fast gradcheck builds the full Jacobian for its "
+                f"message ({size / 2**30:.1f} GiB in float64)"
+            )
+        return ""
+
+
+#: The largest Jacobian (bytes, float64) the bench lets gradcheck build while measuring detection.
+JACOBIAN_MAX_BYTES = 1 << 31
 
 
 @contextlib.contextmanager

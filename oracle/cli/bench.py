@@ -373,7 +373,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         task = progress.add_task("bench", total=None)
 
         def on_tool(case: Any, tool: str) -> None:
-            progress.update(task, description=f"{case.label}: {tool}")
+            progress.update(task, description=escape(f"{case.label}: {tool}"))
 
         report = run_bench(config, on_tool=on_tool)
     out.print(cost_table(report))
