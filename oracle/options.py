@@ -155,9 +155,9 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
     SharedOption(
         "configurations",
         "hyper-parameter configurations (shapes, stride, padding, groups, ...) of each layer identity: a "
-        "fixed covering set where every value of every hyper-parameter occurs at least once, grown with pairs of "
-        "values up to N, the arrays drawn freely in each; 'all' = Hypothesis draws every configuration "
-        f"(slower with JAX: one program each) (default {DEFAULT_CONFIGURATIONS})",
+        "fixed covering set where every value of every hyper-parameter occurs at least once, grown with "
+        "pairs of values up to N, the arrays drawn freely in each; 'all' = Hypothesis draws every "
+        f"configuration (slower with JAX: one program each) (default {DEFAULT_CONFIGURATIONS})",
         type=configurations_count,
         default=DEFAULT_CONFIGURATIONS,
         metavar="N|all",
