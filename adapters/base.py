@@ -83,6 +83,37 @@ class Adapter(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def check_wrt_names(adapter: str, inputs: Mapping[str, Any], wrt: Sequence[str]) -> None:
+    """Raise ``KeyError`` naming the ``wrt`` names that are not inputs (``wrt`` must be a subset)."""
+    unknown = [name for name in wrt if name not in inputs]
+    if unknown:
+        raise KeyError(f"{adapter} adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+
+
+def check_tangent_names(adapter: str, inputs: Mapping[str, Any], tangents: Mapping[str, Any]) -> None:
+    """Raise ``KeyError`` naming the tangents that belong to no input (``tangents`` keys must be inputs)."""
+    unknown = [name for name in tangents if name not in inputs]
+    if unknown:
+        raise KeyError(f"{adapter} adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
+
+
+def check_hvp_request(
+    adapter: str,
+    methods: Sequence[str],
+    method: str,
+    inputs: Mapping[str, Any],
+    wrt: Sequence[str],
+    tangents: Mapping[str, Any],
+) -> None:
+    """Raise ``ValueError`` for a ``method`` not in ``methods`` and ``KeyError`` for names of
+    ``wrt`` without both an input and a tangent (``H v`` needs ``x`` and ``v`` per name)."""
+    if method not in methods:
+        raise ValueError(f"{adapter} adapter: unknown hvp method {method!r}; use one of {tuple(methods)}")
+    unknown = [name for name in wrt if name not in inputs or name not in tangents]
+    if unknown:
+        raise KeyError(f"{adapter} adapter: hvp names {unknown} need an input and a tangent")
+
+
 class AdapterBase:
     """Convenience base: ``forward`` via ``from_numpy``/``ops``/``to_numpy``, no ``jvp``."""
 

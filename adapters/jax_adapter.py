@@ -101,7 +101,14 @@ from typing import Any
 
 import numpy as np
 
-from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.adapters.base import (
+    AdapterBase,
+    ForwardFn,
+    VJPResult,
+    check_hvp_request,
+    check_tangent_names,
+    check_wrt_names,
+)
 from gradoracle.adapters.jax_cache import configure_persistent_cache
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
@@ -250,6 +257,31 @@ def _compile(
 def _cast(arrays: Mapping[str, Any], dtype: str) -> dict[str, np.ndarray]:
     """Each array as NumPy in ``dtype`` (no copy when it already is)."""
     return {k: np.asarray(v, dtype=dtype) for k, v in arrays.items()}
+
+
+def _primal_const_tangent(
+    inputs: Mapping[str, np.ndarray],
+    tangents: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    dtype: str,
+    batched: bool | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``inputs`` cast to ``dtype`` and split into the differentiated ``names`` (primal) and the
+    rest (constants), with their tangents cast alike.  With ``batched`` set, a tangent whose shape
+    is not its input's raises ``ValueError`` (shapes named per example when ``batched``)."""
+    args = _cast(inputs, dtype)
+    primal = {name: args[name] for name in names}
+    const = {k: v for k, v in args.items() if k not in primal}
+    tangent = _cast({name: tangents[name] for name in names}, dtype)
+    if batched is not None:
+        skip = 1 if batched else 0
+        for name in names:
+            if tangent[name].shape != primal[name].shape:
+                raise ValueError(
+                    f"jax adapter: tangent {name!r} has shape {tangent[name].shape[skip:]}, "
+                    f"input has {primal[name].shape[skip:]}"
+                )
+    return primal, const, tangent
 
 
 def _to_jax(tree: Any) -> Any:
@@ -738,9 +770,7 @@ class JaxAdapter(AdapterBase):
         dtype: str,
     ) -> VJPResult:
         """Output and ``u^T J`` for each name in ``wrt`` via ``jax.vjp``; other inputs are constants."""
-        unknown = [name for name in wrt if name not in inputs]
-        if unknown:
-            raise KeyError(f"jax adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+        check_wrt_names("jax", inputs, wrt)
         ops = self.ops
         names = tuple(wrt)
 
@@ -863,9 +893,7 @@ class JaxAdapter(AdapterBase):
         """
         import jax
 
-        unknown = [name for name in wrt if name not in inputs]
-        if unknown:
-            raise KeyError(f"jax adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+        check_wrt_names("jax", inputs, wrt)
         names = tuple(wrt)
         rows = _rows(inputs)
         if not self._vmap("vjp", fn, inputs, names, dtype, self.conv_padding):
@@ -914,33 +942,18 @@ class JaxAdapter(AdapterBase):
         """
         import jax
 
-        unknown = [name for name in tangents if name not in inputs]
-        if unknown:
-            raise KeyError(f"jax adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
+        check_tangent_names("jax", inputs, tangents)
         rows = _rows(inputs)
         if not self._vmap("jvp", fn, inputs, tuple(sorted(tangents)), dtype, self.conv_padding):
             each = [JaxAdapter.jvp(self, fn, _row(inputs, i), _row(tangents, i), dtype) for i in range(rows)]
             return np.stack([o for o, _ in each]), np.stack([t for _, t in each])
-        ops = self.ops
         names = tuple(sorted(tangents))
 
         def build() -> Callable[..., Any]:
-            def run(primal: dict[str, Any], const: dict[str, Any], tangent: dict[str, Any]) -> Any:
-                return jax.jvp(lambda p: fn(ops, {**const, **p}), (primal,), (tangent,))
-
-            return jax.vmap(run)
+            return jax.vmap(self._jvp_function(fn))
 
         with self.precision(dtype):
-            args = _cast(inputs, dtype)
-            primal = {name: args[name] for name in names}
-            const = {k: v for k, v in args.items() if k not in primal}
-            tangent = _cast({name: tangents[name] for name in names}, dtype)
-            for name in names:
-                if tangent[name].shape != primal[name].shape:
-                    raise ValueError(
-                        f"jax adapter: tangent {name!r} has shape {tangent[name].shape[1:]}, "
-                        f"input has {primal[name].shape[1:]}"
-                    )
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=True)
             outs = self._in_chunks(
                 "jvp_batch", fn, inputs, build, (names, self.conv_padding), dtype, primal, const, tangent
             )
@@ -959,11 +972,7 @@ class JaxAdapter(AdapterBase):
         """:meth:`hvp` of ``B`` examples stacked on axis 0: ``jax.vmap`` of the same method, jitted."""
         import jax
 
-        if method not in self.hvp_methods:
-            raise ValueError(f"jax adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
-        unknown = [name for name in wrt if name not in inputs or name not in tangents]
-        if unknown:
-            raise KeyError(f"jax adapter: hvp names {unknown} need an input and a tangent")
+        check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
         names = tuple(wrt)
         if not self._vmap("hvp", fn, inputs, names, method, dtype, self.conv_padding):
             rows = _rows(inputs)
@@ -979,10 +988,7 @@ class JaxAdapter(AdapterBase):
             return jax.vmap(self._hvp_function(fn, method))
 
         with self.precision(dtype):
-            args = _cast(inputs, dtype)
-            primal = {name: args[name] for name in names}
-            const = {k: v for k, v in args.items() if k not in primal}
-            tangent = _cast({name: tangents[name] for name in names}, dtype)
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype)
             u = np.asarray(cotangents, dtype=dtype)
             outs = self._in_chunks(
                 "hvp_batch",
@@ -997,6 +1003,18 @@ class JaxAdapter(AdapterBase):
                 tangent,
             )
             return {name: np.concatenate([o[name] for o in outs]) for name in names}
+
+    def _jvp_function(self, fn: ForwardFn) -> Callable[..., Any]:
+        """``(primal, const, tangent) -> (fn(x), J v)`` over ``primal`` (:meth:`jvp`; vmapped in
+        :meth:`jvp_batch`)."""
+        import jax
+
+        ops = self.ops
+
+        def run(primal: dict[str, Any], const: dict[str, Any], tangent: dict[str, Any]) -> Any:
+            return jax.jvp(lambda p: fn(ops, {**const, **p}), (primal,), (tangent,))
+
+        return run
 
     def _hvp_function(self, fn: ForwardFn, method: str) -> Callable[..., Any]:
         """``(primal, const, u, tangent) -> H v`` of ``s = <u, fn>`` over ``primal`` by ``method``."""
@@ -1026,31 +1044,14 @@ class JaxAdapter(AdapterBase):
         dtype: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Output and ``J v`` via ``jax.jvp``; inputs without a tangent are constants."""
-        unknown = [name for name in tangents if name not in inputs]
-        if unknown:
-            raise KeyError(f"jax adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
-        ops = self.ops
+        check_tangent_names("jax", inputs, tangents)
         names = tuple(sorted(tangents))
 
         def build() -> Callable[..., Any]:
-            import jax
-
-            def run(primal: dict[str, Any], const: dict[str, Any], tangent: dict[str, Any]) -> Any:
-                return jax.jvp(lambda p: fn(ops, {**const, **p}), (primal,), (tangent,))
-
-            return run
+            return self._jvp_function(fn)
 
         with self.precision(dtype):
-            args = _cast(inputs, dtype)
-            primal = {name: args[name] for name in names}
-            const = {k: v for k, v in args.items() if k not in primal}
-            tangent = _cast({name: tangents[name] for name in names}, dtype)
-            for name in names:
-                if tangent[name].shape != primal[name].shape:
-                    raise ValueError(
-                        f"jax adapter: tangent {name!r} has shape {tangent[name].shape}, "
-                        f"input has {primal[name].shape}"
-                    )
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=False)
             key = ("jvp", fn, self._shapes(inputs), names, dtype, self.conv_padding)
             out, jv = self._call(key, build, primal, const, tangent)
             return self.to_numpy(out), self.to_numpy(jv)
@@ -1071,21 +1072,14 @@ class JaxAdapter(AdapterBase):
         ``jax.vjp(g, x)[1](v)`` (``H^T v = H v``), ``forward-over-reverse`` is
         ``jax.jvp(g, (x,), (v,))``.
         """
-        if method not in self.hvp_methods:
-            raise ValueError(f"jax adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
-        unknown = [name for name in wrt if name not in inputs or name not in tangents]
-        if unknown:
-            raise KeyError(f"jax adapter: hvp names {unknown} need an input and a tangent")
+        check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
         names = tuple(wrt)
 
         def build() -> Callable[..., Any]:
             return self._hvp_function(fn, method)
 
         with self.precision(dtype):
-            args = _cast(inputs, dtype)
-            primal = {name: args[name] for name in names}
-            const = {k: v for k, v in args.items() if k not in primal}
-            tangent = _cast({name: tangents[name] for name in names}, dtype)
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype)
             u = np.asarray(cotangent, dtype=dtype)
             key = ("hvp", fn, self._shapes(inputs), names, method, dtype)
             hv = self._call(key, build, primal, const, u, tangent)

@@ -33,15 +33,23 @@ Notes for the report:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
+from gradoracle.adapters.base import (
+    AdapterBase,
+    ForwardFn,
+    VJPResult,
+    check_hvp_request,
+    check_tangent_names,
+    check_wrt_names,
+)
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 __all__ = ["TorchAdapter", "TorchOps"]
@@ -55,6 +63,29 @@ def _import_torch() -> tuple[Any, Any]:
     import torch.nn.functional as F
 
     return torch, F
+
+
+@contextlib.contextmanager
+def _quiet_jit_script() -> Iterator[None]:
+    """Silence one warning: torch's forward-AD decompositions are built with ``torch.jit.script``
+    on first use, which warns about its own deprecation (torch's warning, not the user's)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+def _check_tangent_shapes(
+    tangents: Mapping[str, np.ndarray], args: Mapping[str, Any], names: Sequence[str]
+) -> None:
+    """Raise ``ValueError`` when a tangent's shape is not its input tensor's (``v`` lives where ``x``)."""
+    for name in names:
+        if tuple(np.shape(tangents[name])) != tuple(args[name].shape):
+            raise ValueError(
+                f"torch adapter: tangent {name!r} has shape {np.shape(tangents[name])}, "
+                f"input has {tuple(args[name].shape)}"
+            )
 
 
 class TorchOps:
@@ -381,9 +412,7 @@ class TorchAdapter(AdapterBase):
         Inputs outside ``wrt`` are constant tensors (``requires_grad=False``).
         """
         torch, _ = _import_torch()
-        unknown = [name for name in wrt if name not in inputs]
-        if unknown:
-            raise KeyError(f"torch adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+        check_wrt_names("torch", inputs, wrt)
         # wrt leaves share the caller's memory (an in-place op on a leaf that requires grad
         # is an error in torch, so fn cannot write into them); constants are copied.
         args = {
@@ -448,9 +477,7 @@ class TorchAdapter(AdapterBase):
         Output and gradients carry the batch axis first.
         """
         torch, _ = _import_torch()
-        unknown = [name for name in wrt if name not in inputs]
-        if unknown:
-            raise KeyError(f"torch adapter: wrt names {unknown} are not inputs ({sorted(inputs)})")
+        check_wrt_names("torch", inputs, wrt)
         names = list(inputs)
         args = {
             k: (self._shared(v, dtype) if k in wrt else self.from_numpy(v, dtype)) for k, v in inputs.items()
@@ -488,9 +515,7 @@ class TorchAdapter(AdapterBase):
         tangents is every example's ``J_b v_b``.  Output and ``J v`` carry the batch axis first.
         """
         torch, _ = _import_torch()
-        unknown = [name for name in tangents if name not in inputs]
-        if unknown:
-            raise KeyError(f"torch adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
+        check_tangent_names("torch", inputs, tangents)
         everything = list(inputs)
         args = {k: self._shared(v, dtype) for k, v in inputs.items()}
         names = list(tangents)
@@ -500,21 +525,13 @@ class TorchAdapter(AdapterBase):
                 out = batched(*[args[n] for n in everything])
             output = self.to_numpy(out)
             return output, np.zeros_like(output)
-        for name in names:
-            if tuple(np.shape(tangents[name])) != tuple(args[name].shape):
-                raise ValueError(
-                    f"torch adapter: tangent {name!r} has shape {np.shape(tangents[name])}, "
-                    f"input has {tuple(args[name].shape)}"
-                )
+        _check_tangent_shapes(tangents, args, names)
 
         def f(*xs: Any) -> Any:
             full = {**args, **dict(zip(names, xs, strict=True))}
             return batched(*[full[n] for n in everything])
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
-            )
+        with _quiet_jit_script():
             out, jv = torch.func.jvp(
                 f,
                 tuple(args[n] for n in names),
@@ -537,12 +554,8 @@ class TorchAdapter(AdapterBase):
         ``s(X) = sum_b <u_b, f(x_b)>`` separates over the examples, so its Hessian is block
         diagonal and ``H V`` holds every example's ``H_b v_b``.
         """
-        torch, _ = _import_torch()
-        if method not in self.hvp_methods:
-            raise ValueError(f"torch adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
-        unknown = [name for name in wrt if name not in inputs or name not in tangents]
-        if unknown:
-            raise KeyError(f"torch adapter: hvp names {unknown} need an input and a tangent")
+        _import_torch()
+        check_hvp_request("torch", self.hvp_methods, method, inputs, wrt, tangents)
         everything = list(inputs)
         args = {k: self._shared(v, dtype) for k, v in inputs.items()}
         names = list(wrt)
@@ -554,36 +567,7 @@ class TorchAdapter(AdapterBase):
             full = {**args, **dict(zip(names, xs, strict=True))}
             return batched(*[full[n] for n in everything])
 
-        if method == "reverse-over-reverse":
-            leaves = [args[n].detach().clone().requires_grad_(True) for n in names]
-            with torch.enable_grad():
-                out = f(*leaves)
-                if not out.requires_grad:
-                    return {n: np.zeros_like(self.to_numpy(args[n])) for n in names}
-                grads = torch.autograd.grad(out, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
-                inner = [
-                    (g * t).sum()
-                    for g, t in zip(grads, tans, strict=True)
-                    if g is not None and g.requires_grad
-                ]
-                if not inner:
-                    return {n: np.zeros_like(self.to_numpy(args[n])) for n in names}
-                raw = torch.autograd.grad(sum(inner), leaves, allow_unused=True)
-            return {
-                n: np.zeros_like(self.to_numpy(args[n])) if g is None else self._dense_numpy(g)
-                for n, g in zip(names, raw, strict=True)
-            }
-
-        def gradient(*xs: Any) -> Any:
-            _, pullback = torch.func.vjp(f, *xs)
-            return pullback(u)
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
-            )
-            _, hv = torch.func.jvp(gradient, tuple(args[n] for n in names), tuple(tans))
-        return {n: self._dense_numpy(t) for n, t in zip(names, hv, strict=True)}
+        return self._hvp_of(f, args, names, u, tans, method)
 
     def jvp(
         self,
@@ -594,9 +578,7 @@ class TorchAdapter(AdapterBase):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Output and ``J v`` via ``torch.func.jvp``; inputs without a tangent are constants."""
         torch, _ = _import_torch()
-        unknown = [name for name in tangents if name not in inputs]
-        if unknown:
-            raise KeyError(f"torch adapter: tangent names {unknown} are not inputs ({sorted(inputs)})")
+        check_tangent_names("torch", inputs, tangents)
         args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
         names = list(tangents)
         if not names:
@@ -604,24 +586,14 @@ class TorchAdapter(AdapterBase):
                 out = fn(self.ops, args)
             output = self.to_numpy(out)
             return output, np.zeros_like(output)
-        for name in names:
-            if tuple(np.shape(tangents[name])) != tuple(args[name].shape):
-                raise ValueError(
-                    f"torch adapter: tangent {name!r} has shape {np.shape(tangents[name])}, "
-                    f"input has {tuple(args[name].shape)}"
-                )
+        _check_tangent_shapes(tangents, args, names)
         primals = tuple(args[name] for name in names)
         tans = tuple(self.from_numpy(tangents[name], dtype) for name in names)
 
         def f(*xs: Any) -> Any:
             return fn(self.ops, {**args, **dict(zip(names, xs, strict=True))})
 
-        with warnings.catch_warnings():
-            # torch's forward-AD decompositions are built with torch.jit.script on first use,
-            # which warns about its own deprecation; that warning is torch's, not the user's.
-            warnings.filterwarnings(
-                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
-            )
+        with _quiet_jit_script():
             out, jv = torch.func.jvp(f, primals, tans)
         return self.to_numpy(out), self.to_numpy(jv)
 
@@ -641,12 +613,8 @@ class TorchAdapter(AdapterBase):
         built with ``create_graph=True``); ``forward-over-reverse``: ``torch.func.jvp`` of
         the gradient map ``x -> torch.func.vjp(f, x)(u)``.
         """
-        torch, _ = _import_torch()
-        if method not in self.hvp_methods:
-            raise ValueError(f"torch adapter: unknown hvp method {method!r}; use one of {self.hvp_methods}")
-        unknown = [name for name in wrt if name not in inputs or name not in tangents]
-        if unknown:
-            raise KeyError(f"torch adapter: hvp names {unknown} need an input and a tangent")
+        _import_torch()
+        check_hvp_request("torch", self.hvp_methods, method, inputs, wrt, tangents)
         args = {k: self.from_numpy(v, dtype) for k, v in inputs.items()}
         names = list(wrt)
         u = self.from_numpy(np.asarray(cotangent), dtype)
@@ -655,6 +623,15 @@ class TorchAdapter(AdapterBase):
         def f(*xs: Any) -> Any:
             return fn(self.ops, {**args, **dict(zip(names, xs, strict=True))})
 
+        return self._hvp_of(f, args, names, u, tans, method)
+
+    def _hvp_of(
+        self, f: Any, args: Mapping[str, Any], names: Sequence[str], u: Any, tans: Sequence[Any], method: str
+    ) -> dict[str, np.ndarray]:
+        """``H v`` of ``s(x) = <u, f(x)>`` over ``names`` (``f`` takes their tensors in order,
+        ``args`` holds every input's tensor), by ``method``: :meth:`hvp` and :meth:`hvp_batch`
+        (there ``f`` is ``vmap(fn)`` and every tensor has the batch axis first)."""
+        torch, _ = _import_torch()
         if method == "reverse-over-reverse":
             leaves = [args[n].detach().clone().requires_grad_(True) for n in names]
             with torch.enable_grad():
@@ -679,10 +656,7 @@ class TorchAdapter(AdapterBase):
             _, pullback = torch.func.vjp(f, *xs)
             return pullback(u)
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
-            )
+        with _quiet_jit_script():
             _, hv = torch.func.jvp(gradient, tuple(args[n] for n in names), tuple(tans))
         return {n: self._dense_numpy(t) for n, t in zip(names, hv, strict=True)}
 

@@ -22,7 +22,7 @@ from gradoracle.strategies import KINK_MARGIN
 def test_default_cases_are_the_issue_sizes() -> None:
     cases = B.plan_cases()
     by_op = {op: [c.size for c in cases if c.op == op] for op in B.BENCH_OPS}
-    assert by_op["linear"] == [8, 32, 128, 512]
+    assert by_op["linear"] == [8, 32, 128, 512, 1024]  # 8 and 1024: issue 16's growth target
     assert by_op["conv"] == [16, 32, 64, 128]
     assert by_op["max-pool"] == by_op["avg-pool"] == [16, 32, 64, 128]
     assert by_op["mlp"]
@@ -181,6 +181,86 @@ def test_ratio_is_cost_over_the_tool_frameworks_forward_backward() -> None:
 
 
 @pytest.mark.usefixtures("fake_tools")
+def test_ratios_are_interleaved_unless_a_check_is_too_slow_to_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def interleaved(call: Any, base: Any, *args: Any) -> float:
+        seen.append((call.__self__.name, base.__self__.name))
+        return 42.0
+
+    monkeypatch.setattr(B, "interleaved_ratio", interleaved)
+    config = B.BenchConfig(
+        cases=[], adapters=("numpy",), reference_tools=("gradcheck",), interleaved=True, max_seconds=0.01
+    )
+    m = B.run_case(B.BenchCase("linear", 4), config).measurements
+    # each check against the forward+backward of its own framework, round by round
+    assert seen == [("gradoracle[numpy]", "fwd+bwd[numpy]")]
+    assert m["gradoracle[numpy]"].ratio == 42.0 and m["gradoracle[numpy]"].ratio_method == "interleaved"
+    # gradcheck (4 ms x 5 rounds) does not fit 0.01 s: medians timed apart, and said so
+    assert m["gradcheck"].ratio == pytest.approx(4e-3 / 1e-5) and m["gradcheck"].ratio_method == "sequential"
+    assert B.fmt_ratio(m["gradcheck"]).endswith("seq.")
+    assert "seq." not in B.fmt_ratio(m["gradoracle[numpy]"])
+
+
+def test_detection_budget_counts_every_example_of_a_batched_call() -> None:
+    calls: list[float] = []
+
+    class Batch(_FakeTool):
+        def caught(self, eps: float) -> bool:
+            calls.append(eps)
+            return True
+
+    tool = Batch("gradoracle-batch[numpy]", B.BenchCase("linear", 4), 0.01, 0.0)
+    m = B.Measurement(tool.name, "numpy", "ok", cpu_s=0.01, passed=True)
+    B._detect(tool, m, budget_s=1.0, per_call=32)  # 14 points x 32 examples x 10 ms > 1 s
+    assert m.detect_status == "not measured" and not calls
+    B._detect(tool, m, budget_s=1.0, per_call=1)  # control: 14 x 10 ms fits
+    assert m.detect_status == "measured" and len(calls) == len(B.DETECTION_GRID)
+
+
+def _report_with(ratios: dict[tuple[str, int], dict[str, float]]) -> B.BenchReport:
+    cases = []
+    for (op, size), tools in ratios.items():
+        case = B.BenchCase(op, size)
+        res = B.CaseResult(op, size, case.label, case.identity.name, 1)
+        for tool, ratio in tools.items():
+            res.measurements[tool] = B.Measurement(tool, "x", "ok", cpu_s=1.0, ratio=ratio, evals=6)
+        cases.append(res)
+    return B.BenchReport({"adapters": ["numpy", "torch", "jax"]}, {}, cases, 1.0, {})
+
+
+def test_issue_16_targets_are_read_off_the_batched_columns() -> None:
+    report = _report_with(
+        {
+            ("linear", 8): {"gradoracle-batch[torch]": 4.0, "gradoracle-batch[jax]": 4.0},
+            ("linear", 128): {"gradoracle-batch[torch]": 9.9, "gradoracle-batch[jax]": 10.1},
+            ("linear", 1024): {"gradoracle-batch[torch]": 8.0, "gradoracle-batch[jax]": 8.1},
+            ("conv", 64): {"gradoracle-batch[torch]": 5.0, "gradoracle-batch[jax]": 12.0},
+        }
+    )
+    got = {
+        (t["target"].split(":")[0], t["unit"], t["target"].split(" at ")[-1]): t
+        for t in B.batch_targets(report)
+    }
+    assert len(got) == 6 and all(t["issue"] == 16 for t in got.values())
+    met = {k: t["met"] for k, t in got.items()}
+    assert met[("gradoracle-batch[torch]", "x", "linear W 128x128")] is True  # 9.9 <= 10
+    assert met[("gradoracle-batch[jax]", "x", "linear W 128x128")] is False  # 10.1 > 10
+    assert met[("gradoracle-batch[torch]", "x", "conv 64x64 k=3")] is True  # 5.0 <= 5
+    assert met[("gradoracle-batch[jax]", "x", "conv 64x64 k=3")] is False
+    growth = [t for t in got.values() if t["unit"] == "growth"]
+    assert [t["value"] for t in growth] == [pytest.approx(2.0), pytest.approx(8.1 / 4.0)]
+    assert [t["met"] for t in growth] == [True, False]  # 2.0 <= 2; 2.025 > 2
+    assert any(t["issue"] == 16 for t in B.targets(report))
+    # without linear 1024 (or a batched column) the growth target is not claimed either way
+    report.cases = [c for c in report.cases if c.size != 1024]
+    assert all(t["unit"] != "growth" for t in B.batch_targets(report))
+    for c in report.cases:
+        c.measurements = {k.replace("-batch", ""): v for k, v in c.measurements.items()}
+    assert B.batch_targets(report) == []
+
+
+@pytest.mark.usefixtures("fake_tools")
 def test_a_slow_gradcheck_predicted_over_budget_is_not_run_but_estimated() -> None:
     config = B.BenchConfig(cases=[], adapters=("numpy",), reference_tools=("gradcheck",), max_seconds=1.0)
     prev = B.run_case(B.BenchCase("linear", 4), config)
@@ -233,7 +313,7 @@ def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     flat = [t for t in data["targets"] if "flat as linear" in t["target"]]
     assert len(flat) == 1 and "evaluations 6 -> 6" in flat[0]["target"]
     md = (tmp_path / "bench.md").read_text()
-    assert "| linear W 16x16 |" in md and "gradoracle[numpy]" in md and "## Targets (issue 7)" in md
+    assert "| linear W 16x16 |" in md and "gradoracle[numpy]" in md and "## Targets" in md
 
 
 def test_cli_bench_prints_the_table_and_writes_the_files(tmp_path: Path, capsys: Any) -> None:

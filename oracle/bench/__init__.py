@@ -45,6 +45,10 @@ import time
 from collections.abc import Callable, Iterator
 
 from gradoracle.bench.cases import (
+    BATCH_GROWTH,
+    BATCH_GROWTH_SIZES,
+    BATCH_TARGET_FRAMEWORKS,
+    BATCH_TARGETS,
     BENCH_OPS,
     CONV_K,
     DEFAULT_SIZES,
@@ -75,6 +79,7 @@ from gradoracle.bench.report import (
     BenchReport,
     CaseResult,
     Measurement,
+    batch_targets,
     targets,
 )
 from gradoracle.bench.timing import Timing, interleaved_ratio, time_calls
@@ -93,6 +98,10 @@ from gradoracle.bench.tools import (
 )
 
 __all__ = [
+    "BATCH_GROWTH",
+    "BATCH_GROWTH_SIZES",
+    "BATCH_TARGETS",
+    "BATCH_TARGET_FRAMEWORKS",
     "BENCH_OPS",
     "CONV_K",
     "DEFAULT_SIZES",
@@ -124,6 +133,7 @@ __all__ = [
     "Timing",
     "Tool",
     "TorchFwdBwd",
+    "batch_targets",
     "cotangent_for",
     "fmt_detect",
     "fmt_ratio",
@@ -166,9 +176,10 @@ def _estimate(prev: CaseResult | None, tool: str, case: BenchCase) -> float | No
     return t_prev * (case.elements / max(prev.elements, 1)) ** 2
 
 
-def _detect(tool: Tool, m: Measurement, budget_s: float) -> None:
-    """Walk :data:`DETECTION_GRID` down until the tool misses; record the smallest caught."""
-    if m.cpu_s is not None and m.cpu_s * len(DETECTION_GRID) > budget_s:
+def _detect(tool: Tool, m: Measurement, budget_s: float, per_call: int = 1) -> None:
+    """Walk :data:`DETECTION_GRID` down until the tool misses; record the smallest caught.
+    ``per_call``: examples one ``tool.caught`` evaluates (``m.cpu_s`` is per example)."""
+    if m.cpu_s is not None and m.cpu_s * per_call * len(DETECTION_GRID) > budget_s:
         m.detect_status = "not measured"
         m.note = (m.note + "; " if m.note else "") + "detection not measured (too slow)"
         return
@@ -191,7 +202,7 @@ def run_case(
     on_tool: Callable[[BenchCase, str], None] | None = None,
 ) -> CaseResult:
     """Measure every tool of ``config`` on ``case``; failures become records, never exceptions."""
-    result = CaseResult(case.op, case.size, case.label, case.identity.name, case.elements)
+    result = CaseResult(case.op, case.size, case.label, case.identity.name, case.elements, load=_load())
     base_tools: dict[str, Tool] = {}
     for name in config.tools:
         if on_tool is not None:
@@ -210,7 +221,7 @@ def run_case(
                 m.status, m.estimate_s = "skipped", est
                 m.note = f"not run: estimated {est:.0f} s per call > --max-seconds {config.max_seconds:g}"
                 if base is not None and base.cpu_s:
-                    m.ratio = est / base.cpu_s
+                    m.ratio, m.ratio_method = est / base.cpu_s, "estimate"
                 continue
         try:
             tool = make_tool(name, case)
@@ -225,7 +236,7 @@ def run_case(
             if m.cpu_s * per < config.max_seconds / 3:
                 m.evals = tool.evaluations()
             if base is not None and base.cpu_s and not name.startswith("fwd+bwd"):
-                m.ratio = m.cpu_s / base.cpu_s
+                m.ratio, m.ratio_method = m.cpu_s / base.cpu_s, "sequential"
                 baseline = base_tools.get(fw)
                 if (
                     config.interleaved
@@ -236,11 +247,12 @@ def run_case(
                     m.ratio = (
                         interleaved_ratio(tool.run, baseline.run, config.repeats, config.min_time_s) / per
                     )
+                    m.ratio_method = "interleaved"
             elif name.startswith("fwd+bwd"):
                 m.ratio = 1.0
                 base_tools[fw] = tool
             if config.detection and not name.startswith("fwd+bwd"):
-                _detect(tool, m, config.max_seconds)
+                _detect(tool, m, config.max_seconds, per)
         except Exception as exc:  # one broken tool never stops the bench
             m.status, m.note = "error", f"{type(exc).__name__}: {exc}"
     return result

@@ -25,7 +25,7 @@ OP_IDENTITY: dict[str, str] = {
 }
 BENCH_OPS: tuple[str, ...] = tuple(OP_IDENTITY)
 DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
-    "linear": (8, 32, 128, 512),
+    "linear": (8, 32, 128, 512, 1024),
     "conv": (16, 32, 64, 128),
     "mlp": (8, 32, 128),
     "max-pool": (16, 32, 64, 128),
@@ -59,6 +59,14 @@ TARGET_RATIO = 5.0
 TARGET_CASES: tuple[tuple[str, int], ...] = (("linear", 128), ("conv", 64))
 #: The issue's target for a new input shape in JAX, seconds.
 TARGET_NEW_SHAPE_S = 0.005
+#: Issue 16's targets for one check with its examples evaluated as a batch (the
+#: ``gradoracle-batch[...]`` columns, cost per example): at most this many forward+backwards.
+BATCH_TARGETS: dict[tuple[str, int], float] = {("conv", 64): 5.0, ("linear", 128): 10.0}
+#: The frameworks issue 16's batched targets are set for.
+BATCH_TARGET_FRAMEWORKS: tuple[str, ...] = ("torch", "jax")
+#: Issue 16: the batched ratio at linear 1024 at most this multiple of the ratio at linear 8.
+BATCH_GROWTH_SIZES: tuple[int, int] = (8, 1024)
+BATCH_GROWTH = 2.0
 
 
 class BenchError(ValueError):

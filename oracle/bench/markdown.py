@@ -30,6 +30,8 @@ def fmt_ratio(m: Measurement | None) -> str:
     if m.ratio is None:
         return fmt_seconds(m.cpu_s)
     text = f"{m.ratio:.3g}x" if m.ratio < 1000 else f"{m.ratio:,.0f}x"
+    if m.ratio_method == "sequential":  # not interleaved with its forward+backward: a noisier ratio
+        text += " seq."
     return text if m.passed in (True, None) else f"{text} (FAILED)"
 
 
@@ -58,16 +60,22 @@ def markdown(report: BenchReport, command: str = "gradoracle bench") -> str:
         "## Cost of one check, as a multiple of one forward+backward of the same op",
         "",
         "Each cell: CPU time of one check / CPU time of one plain forward+backward in the tool's "
-        "framework (PyTorch eager autograd; JAX `jit(vjp)`, compiled once; the NumPy engine's vjp). "
-        "`est.`: not run, predicted from the previous size.",
+        "framework (PyTorch eager autograd; JAX `jit(vjp)`, compiled once; the NumPy engine's vjp): "
+        "the median over rounds of the per-round ratio, the check and the forward+backward timed "
+        "alternately in each round (interleaved), so a change in the machine's load hits both. "
+        "`seq.`: a check too slow to repeat in rounds, its median time over the forward+backward's "
+        "measured before it. `est.`: not run, predicted from the previous size. "
+        "`gradoracle-batch[...]`: 32 examples of the case's shape evaluated as one batch "
+        "(`evaluate_examples`), cost per example. fwd+bwd columns: CPU time of one forward+backward. "
+        "load: the 1-minute load average when the case started.",
         "",
     ]
     base_cols = [t for t in tools if t.startswith("fwd+bwd")]
     check_cols = [t for t in tools if not t.startswith("fwd+bwd")]
-    header = ["case", "elements", *base_cols, *check_cols]
+    header = ["case", "elements", "load", *base_cols, *check_cols]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in report.cases:
-        row = [c.label, str(c.elements)]
+        row = [c.label, str(c.elements), "" if not c.load else f"{c.load[0]:.2f}"]
         row += [fmt_seconds(_cpu(c, t)) for t in base_cols]
         row += [fmt_ratio(c.measurements.get(t)) for t in check_cols]
         lines.append("| " + " | ".join(row) + " |")
@@ -99,12 +107,22 @@ def markdown(report: BenchReport, command: str = "gradoracle bench") -> str:
                     f"| {label} | {fmt_seconds(m.first_cpu_s)} | {fmt_seconds(m.cpu_s)} | "
                     f"{fmt_seconds(m.new_shape_s)} |"
                 )
-    lines += ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "Issue 16: one check with its examples evaluated as a batch (the `gradoracle-batch` columns). "
+        "Issue 7: one check evaluated one example at a time (flat: the same evaluations at every size and "
+        "the ratio at the largest size at most 1.5x the smallest's).",
+        "",
+        "| issue | target | measured | met |",
+        "|---|---|---|---|",
+    ]
     for t in targets(report):
         value = t["value"]
         shown = "" if value is None else (fmt_seconds(value) if t["unit"] == "s" else f"{value:.3g}")
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "no")
-        lines.append(f"| {t['target']} | {shown} | {met} |")
+        lines.append(f"| {t.get('issue', '')} | {t['target']} | {shown} | {met} |")
     notes = [(c.label, m.tool, m.note) for c in report.cases for m in c.measurements.values() if m.note]
     if notes:
         lines += ["", "## Notes", ""]

@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gradoracle.bench.cases import (
+    BATCH_GROWTH,
+    BATCH_GROWTH_SIZES,
+    BATCH_TARGET_FRAMEWORKS,
+    BATCH_TARGETS,
     FRAMEWORKS,
     GRADORACLE_ADAPTERS,
     REFERENCE_TOOLS,
@@ -31,6 +35,10 @@ class Measurement:
     first_cpu_s: float | None = None
     estimate_s: float | None = None  # predicted cost of a call that was not run
     ratio: float | None = None  # cpu_s (or estimate_s) / the framework's forward+backward
+    #: how ``ratio`` was measured: "interleaved" (median of per-round ratios, check and
+    #: forward+backward timed alternately), "sequential" (medians timed one after the other:
+    #: a check too slow to repeat), "estimate" (not run), "" (no ratio)
+    ratio_method: str = ""
     evals: int | None = None
     passed: bool | None = None  # the check accepted the correct gradient
     detect_eps: float | None = None  # smallest relative gradient error caught
@@ -60,6 +68,7 @@ class CaseResult:
     identity: str
     elements: int
     measurements: dict[str, Measurement] = field(default_factory=dict)
+    load: list[float] | None = None  # the machine's load average when the case started
 
     def baseline(self, framework: str) -> Measurement | None:
         """The forward+backward measurement of ``framework``."""
@@ -73,6 +82,7 @@ class CaseResult:
             "label": self.label,
             "identity": self.identity,
             "elements": self.elements,
+            "load_average": self.load,
             "tools": {k: m.to_dict() for k, m in self.measurements.items()},
         }
 
@@ -141,13 +151,50 @@ def _cpu(case: CaseResult, tool: str) -> float | None:
 FLAT_GROWTH = 1.5
 
 
-def _target(text: str, value: float | None, unit: str, met: bool | None) -> dict[str, Any]:
-    return {"target": text, "value": value, "unit": unit, "met": met}
+def _target(text: str, value: float | None, unit: str, met: bool | None, issue: int = 7) -> dict[str, Any]:
+    return {"issue": issue, "target": text, "value": value, "unit": unit, "met": met}
+
+
+def _ok_ratio(case: CaseResult | None, tool: str) -> float | None:
+    m = None if case is None else case.measurements.get(tool)
+    return m.ratio if m is not None and m.status == "ok" else None
+
+
+def batch_targets(report: BenchReport) -> list[dict[str, Any]]:
+    """Issue 16's one-check targets on the ``gradoracle-batch[...]`` columns (cost per example
+    of a check whose examples are evaluated as one batch), in PyTorch and JAX:
+    ``ratio <= BATCH_TARGETS[case]`` and ``ratio(linear 1024) / ratio(linear 8) <= BATCH_GROWTH``."""
+    out: list[dict[str, Any]] = []
+    adapters = {a.partition("?")[0] for a in report.config.get("adapters", [])}
+    by_key = {(c.op, c.size): c for c in report.cases}
+    for fw in BATCH_TARGET_FRAMEWORKS:
+        tool = f"gradoracle-batch[{fw}]"
+        if fw not in adapters or not any(tool in c.measurements for c in report.cases):
+            continue
+        for (op, size), limit in BATCH_TARGETS.items():
+            case = by_key.get((op, size))
+            if case is None:
+                continue
+            ratio = _ok_ratio(case, tool)
+            text = f"{tool}: one check, per example, <= {limit:g}x forward+backward at {case.label}"
+            out.append(_target(text, ratio, "x", None if ratio is None else ratio <= limit, 16))
+        small, large = (by_key.get(("linear", n)) for n in BATCH_GROWTH_SIZES)
+        if small is None or large is None:
+            continue
+        r0, r1 = _ok_ratio(small, tool), _ok_ratio(large, tool)
+        growth = None if r0 is None or r1 is None or not r0 else r1 / r0
+        text = (
+            f"{tool}: ratio at {large.label} <= {BATCH_GROWTH:g} x the ratio at {small.label} "
+            f"({'n/a' if r0 is None else f'{r0:.3g}x'} -> {'n/a' if r1 is None else f'{r1:.3g}x'})"
+        )
+        out.append(_target(text, growth, "growth", None if growth is None else growth <= BATCH_GROWTH, 16))
+    return out
 
 
 def targets(report: BenchReport) -> list[dict[str, Any]]:
-    """The issue's cost targets that a bench run measures, each with its value and verdict."""
-    out: list[dict[str, Any]] = []
+    """The issues' cost targets that a bench run measures, each with its value and verdict:
+    issue 7's (one check one example at a time) and issue 16's (:func:`batch_targets`)."""
+    out: list[dict[str, Any]] = batch_targets(report)
     adapters = [a.partition("?")[0] for a in report.config.get("adapters", [])]
     by_key = {(c.op, c.size): c for c in report.cases}
     for op, size in TARGET_CASES:

@@ -1,6 +1,6 @@
 """``gradoracle bench``: the cost of a gradient check side by side with gradcheck and check_grads.
 
-Runs :mod:`gradoracle.bench` (linear n in 8, 32, 128, 512; conv input 16..128 with k=3; the
+Runs :mod:`gradoracle.bench` (linear n in 8, 32, 128, 512, 1024; conv input 16..128 with k=3; the
 MLP; both poolings), prints the table of costs as multiples of one forward+backward, the
 evaluations and detection power per check and the issue's targets, and writes
 ``bench.json`` and ``bench.md`` into ``--out`` (default ``reports/latest/``; the committed
@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
         default=[],
         type=_size,
         metavar="OP=N[,N...]",
-        help="sizes of one op, e.g. linear=8,128; repeatable (defaults: linear 8,32,128,512; conv, "
+        help="sizes of one op, e.g. linear=8,128; repeatable (defaults: linear 8,32,128,512,1024; conv, "
         "max-pool, avg-pool 16,32,64,128; mlp 8,32,128)",
     )
     p.add_argument(
@@ -265,7 +265,8 @@ def targets_table(report: Any) -> Table:
     """The issue's targets with the measured value and whether each is met."""
     from gradoracle.bench import fmt_seconds, targets
 
-    table = Table(title="Targets (issue 7) measured by this run")
+    table = Table(title="Targets (issues 7 and 16) measured by this run")
+    table.add_column("issue")
     table.add_column("target", overflow="fold")
     table.add_column("measured", justify="right")
     table.add_column("met")
@@ -273,7 +274,7 @@ def targets_table(report: Any) -> Table:
         v = t["value"]
         shown = "" if v is None else (fmt_seconds(v) if t["unit"] == "s" else f"{v:.3g}")
         met = "n/a" if t["met"] is None else ("[green]yes[/]" if t["met"] else "[red]no[/]")
-        table.add_row(escape(t["target"]), shown, met)
+        table.add_row(str(t.get("issue", "")), escape(t["target"]), shown, met)
     return table
 
 
