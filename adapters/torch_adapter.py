@@ -8,9 +8,16 @@ gradients under test are the ones those calls produce.  Reverse mode is
 Importing this module, constructing a CPU adapter or reading its ``ops`` does not
 import torch: it is imported by ``available()``, the first op or the first
 conversion, so ``gradoracle list`` and the pytest plugin stay cheap and work without
-torch installed.  Torch's global settings
-(thread count, default dtype, grad mode outside our own ``no_grad`` blocks) are never
-changed.
+torch installed.  Torch's global settings (default dtype, grad mode outside our own
+``no_grad`` blocks) are never changed.
+
+Intra-op threads: each call runs torch with ``threads`` intra-op threads (default 1;
+``--adapter 'torch?threads=N'``, 0 = torch's own setting) and gives the caller's setting
+back when it returns.  The checks' arrays are small, where a second thread gains nothing,
+and OpenMP's workers spin-wait at each parallel region: with another process on the cores
+(``--jobs 2`` on two cores, a shared CI runner) a float64 double backward of a
+``(2, 4, 2)`` grouped conv1d took 200 ms with torch's default 2 threads against 0.17 ms with
+one (median of 20 calls, 2-core machine at load 4.3).
 
 Notes for the report:
 
@@ -34,11 +41,13 @@ Notes for the report:
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -74,6 +83,54 @@ def _quiet_jit_script() -> Iterator[None]:
             "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
         )
         yield
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_DEPTH: dict[int, tuple[int, int]] = {}  # thread id -> (depth, the caller's setting)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` on this thread, the caller's setting
+    restored at the outermost exit (nested calls, as a subclass's ``vjp`` calling
+    ``super().vjp``, keep it); ``n <= 0`` leaves torch's setting alone."""
+    if n <= 0:
+        yield
+        return
+    torch, _ = _import_torch()
+    key = threading.get_ident()
+    with _THREADS_LOCK:
+        depth, saved = _THREADS_DEPTH.get(key, (0, 0))
+        if depth == 0:
+            saved = torch.get_num_threads()
+            if saved != n:
+                torch.set_num_threads(n)
+        _THREADS_DEPTH[key] = (depth + 1, saved)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            depth, saved = _THREADS_DEPTH[key]
+            if depth == 1:
+                del _THREADS_DEPTH[key]
+                if saved != n:
+                    torch.set_num_threads(saved)
+            else:
+                _THREADS_DEPTH[key] = (depth - 1, saved)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _scoped_threads(method: _Method) -> _Method:
+    """``method`` run under :func:`_intra_op_threads` with the adapter's ``threads``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _intra_op_threads(int(getattr(self, "threads", 1))):
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, wrapper)
 
 
 def _check_tangent_shapes(
@@ -285,7 +342,9 @@ class TorchAdapter(AdapterBase):
     ``device`` is ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.  Asking for
     a device this machine does not have raises ``ValueError`` at construction (the user
     asked for it explicitly, so a silent skip would hide a misconfigured CI job); a
-    missing torch installation is reported by :meth:`available` instead.
+    missing torch installation is reported by :meth:`available` instead.  ``threads``:
+    torch's intra-op threads during each call (default 1; 0 = torch's own setting; see the
+    module docstring).
     """
 
     name = "torch"
@@ -293,7 +352,17 @@ class TorchAdapter(AdapterBase):
     has_jvp = True
     hvp_methods = ("reverse-over-reverse", "forward-over-reverse")
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", threads: int | str = 1) -> None:
+        try:
+            count = int(str(threads).strip())
+        except ValueError:
+            count = -1
+        if count < 0:
+            raise ValueError(
+                f"torch adapter: threads={threads!r}; use a count >= 1, or 0 for torch's own setting "
+                "(e.g. --adapter 'torch?threads=2')"
+            )
+        self.threads = count
         device = str(device).strip().lower()
         if not _DEVICE_PATTERN.match(device):
             raise ValueError(
@@ -387,6 +456,7 @@ class TorchAdapter(AdapterBase):
         """``t`` as NumPy without a copy on the CPU (for tensors this adapter just made)."""
         return np.asarray(t.detach().cpu().numpy())
 
+    @_scoped_threads
     def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
         """``fn(ops, inputs)`` under ``torch.no_grad()`` (no graph is recorded).
 
@@ -399,6 +469,7 @@ class TorchAdapter(AdapterBase):
             out = fn(self.ops, args)
         return self.to_numpy(out)
 
+    @_scoped_threads
     def vjp(
         self,
         fn: ForwardFn,
@@ -449,6 +520,7 @@ class TorchAdapter(AdapterBase):
 
         return torch.func.vmap(one)
 
+    @_scoped_threads
     def forward_batch(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
         """``fn`` at each of the ``B`` points stacked on axis 0 of ``inputs``: ``(B, *output)``.
 
@@ -462,6 +534,7 @@ class TorchAdapter(AdapterBase):
             out = self._batched_fn(fn, names)(*args)
         return self._view(out)
 
+    @_scoped_threads
     def vjp_batch(
         self,
         fn: ForwardFn,
@@ -502,6 +575,7 @@ class TorchAdapter(AdapterBase):
         }
         return VJPResult(output=output, grads=grads)
 
+    @_scoped_threads
     def jvp_batch(
         self,
         fn: ForwardFn,
@@ -539,6 +613,7 @@ class TorchAdapter(AdapterBase):
             )
         return self._view(out), self._view(jv)
 
+    @_scoped_threads
     def hvp_batch(
         self,
         fn: ForwardFn,
@@ -569,6 +644,7 @@ class TorchAdapter(AdapterBase):
 
         return self._hvp_of(f, args, names, u, tans, method)
 
+    @_scoped_threads
     def jvp(
         self,
         fn: ForwardFn,
@@ -597,6 +673,7 @@ class TorchAdapter(AdapterBase):
             out, jv = torch.func.jvp(f, primals, tans)
         return self.to_numpy(out), self.to_numpy(jv)
 
+    @_scoped_threads
     def hvp(
         self,
         fn: ForwardFn,

@@ -9,12 +9,27 @@ smallest size that fits plus a drawn extra).  Channel counts of 16-64, the sizes
 models run on accelerators, are drawn in about one example in :data:`LARGE_ONE_IN` (the
 default test run stays fast); ``GRADORACLE_LARGE_SHAPES=1`` draws them in every example
 (a GPU run's profile).
+
+A layer identity's inputs are drawn in two halves (:class:`ConfigSpace`): its
+*configuration* (every hyper-parameter and shape: what a compiled framework program is
+specialised to) by a function of a :class:`Picker`, then the *values* by Hypothesis.  A
+check draws the configuration either freely (``configurations=0``: Hypothesis picks every
+hyper-parameter, as above) or from a fixed covering pool of at most ``n`` configurations
+(:func:`covering_pool`, the default): every menu value of every hyper-parameter occurs in
+the pool, then as many pairs of values as the size allows, the simplest configuration first.
+The values stay free in both, so a check draws new arrays for every example; the pool only
+bounds how many distinct programs a compiling framework (JAX) builds per check.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import random
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from hypothesis import strategies as st
@@ -44,6 +59,257 @@ def large(draw: st.DrawFn) -> bool:
     if os.environ.get(LARGE_ENV, "") not in ("", "0"):
         return True
     return bool(draw(st.integers(0, LARGE_ONE_IN - 1)) == LARGE_ONE_IN - 1)
+
+
+T = TypeVar("T")
+
+#: Candidates drawn at random when a covering pool is built (deterministic, per identity).
+POOL_CANDIDATES = 400
+
+
+class Picker(Protocol):
+    """Chooses a configuration's hyper-parameters, one menu at a time (the first entry of
+    each menu is the simplest value).  ``label`` names the hyper-parameter in coverage;
+    ``cover=False`` marks a choice that a covering pool need not vary (sizes inside the
+    rare accelerator-sized branch)."""
+
+    def one(self, label: str, menu: Sequence[T], cover: bool = True) -> T:
+        """One entry of ``menu``."""
+        ...
+
+    def axes(self, label: str, menu: Sequence[T], rank: int) -> tuple[T, ...]:
+        """One entry of ``menu`` per spatial axis (``label[i]`` for axis i)."""
+        ...
+
+    def boolean(self, label: str) -> bool:
+        """False or True (False is the simpler)."""
+        ...
+
+    def large(self) -> bool:
+        """Whether this configuration is accelerator-sized (:func:`large`)."""
+        ...
+
+
+class DrawPicker:
+    """Hypothesis draws every choice (each one shrinks to its menu's first entry): the same
+    choice sequence as drawing the strategies inline."""
+
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def one(self, label: str, menu: Sequence[T], cover: bool = True) -> T:
+        """``draw(sampled_from(menu))``."""
+        return self.draw(st.sampled_from(menu))
+
+    def axes(self, label: str, menu: Sequence[T], rank: int) -> tuple[T, ...]:
+        """``draw(per_axis(menu, rank))``."""
+        return tuple(self.draw(per_axis(tuple(menu), rank)))
+
+    def boolean(self, label: str) -> bool:
+        """``draw(booleans())``."""
+        return bool(self.draw(st.booleans()))
+
+    def large(self) -> bool:
+        """``draw(large())``."""
+        return bool(self.draw(large()))
+
+
+@dataclass
+class RandomPicker:
+    """Uniform choices from a seeded generator, recording each ``(label, value)`` facet."""
+
+    rng: random.Random
+    simplest: bool = False  # every choice its menu's first entry
+    facets: set[tuple[str, str]] = field(default_factory=set)
+
+    def one(self, label: str, menu: Sequence[T], cover: bool = True) -> T:
+        """A uniform entry of ``menu`` (its first with ``simplest``)."""
+        value = menu[0] if self.simplest else menu[self.rng.randrange(len(menu))]
+        if cover:
+            self.facets.add((label, repr(value)))
+        return value
+
+    def axes(self, label: str, menu: Sequence[T], rank: int) -> tuple[T, ...]:
+        """One uniform entry per axis."""
+        return tuple(self.one(f"{label}[{i}]", menu) for i in range(rank))
+
+    def boolean(self, label: str) -> bool:
+        """False or True, uniformly."""
+        return self.one(label, (False, True))
+
+    def large(self) -> bool:
+        """True in about one configuration in :data:`LARGE_ONE_IN` (always under
+        ``GRADORACLE_LARGE_SHAPES=1``)."""
+        if os.environ.get(LARGE_ENV, "") not in ("", "0"):
+            value = True
+        else:
+            value = not self.simplest and self.rng.randrange(LARGE_ONE_IN) == LARGE_ONE_IN - 1
+        self.facets.add(("large", repr(value)))
+        return value
+
+
+Configuration = dict[str, Any]
+
+
+Facets = frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class CoveringPool:
+    """The configurations a check draws from, with the facets each covers."""
+
+    configurations: tuple[Configuration, ...]
+    facets: tuple[Facets, ...]
+    #: every ``(hyper-parameter, value)`` facet among the candidates the pool had to cover
+    universe: Facets
+
+    @property
+    def covered(self) -> Facets:
+        """The facets some configuration of the pool has."""
+        return frozenset().union(*self.facets)
+
+    @property
+    def pairs(self) -> int:
+        """How many pairs of facets (of different hyper-parameters) some configuration has."""
+        return len(frozenset().union(*(_pairs(f) for f in self.facets)))
+
+
+def _pairs(facets: Facets) -> frozenset[tuple[tuple[str, str], tuple[str, str]]]:
+    return frozenset((a, b) for a, b in combinations(sorted(facets), 2) if a[0] != b[0])
+
+
+def covering_pool(
+    name: str, configure: Callable[[Picker], Configuration], size: int, candidates: int = POOL_CANDIDATES
+) -> CoveringPool:
+    """The configurations a check draws from: the simplest first; then, greedily, the
+    candidate that adds the most uncovered ``(hyper-parameter, value)`` facets (ties: the
+    most uncovered pairs of facets, then the earlier candidate) until every facet drawn
+    among the candidates is covered, whatever ``size``; then the candidates that add the
+    most pairs while the pool is smaller than ``size``; last, one accelerator-sized
+    configuration (:func:`large`): among the cheaper half of those drawn, the one that adds
+    the most (every configuration is large under ``GRADORACLE_LARGE_SHAPES=1``).
+
+    The candidates (``candidates`` draws, every choice uniform) come from a generator seeded
+    by ``name`` and ``GRADORACLE_LARGE_SHAPES``, so every process and every run builds the
+    same pool: a compiling framework's programs are reused across workers and through its
+    persistent cache."""
+    if size < 1:
+        raise ValueError(f"a covering pool needs at least 1 configuration; got {size}")
+    key = f"{name}|{os.environ.get(LARGE_ENV, '')}"
+    rng = random.Random(zlib.crc32(key.encode()))
+    first = RandomPicker(rng, simplest=True)
+    drawn: list[tuple[Configuration, Facets]] = [(configure(first), frozenset(first.facets))]
+    seen = {repr(sorted(drawn[0][0].items()))}
+    for _ in range(candidates):
+        picker = RandomPicker(rng)
+        config = configure(picker)
+        signature = repr(sorted(config.items()))
+        if signature not in seen:
+            seen.add(signature)
+            drawn.append((config, frozenset(picker.facets)))
+    forced_large = os.environ.get(LARGE_ENV, "") not in ("", "0")
+    big = [i for i, (_, facets) in enumerate(drawn) if ("large", "True") in facets]
+    small = [i for i in range(len(drawn)) if i not in big]
+    # One accelerator-sized configuration takes the last place; the others cover the small
+    # menus.  Under GRADORACLE_LARGE_SHAPES=1 every one is large.
+    reserve_large = bool(big) and not forced_large and bool(small)
+    pool_of = big if forced_large or not small else small
+    pairs = [_pairs(facets) for _, facets in drawn]
+    universe: set[tuple[str, str]] = set().union(*(drawn[i][1] for i in pool_of))
+    if reserve_large:
+        universe.add(("large", "True"))
+    chosen = [0]
+    singles_done, pairs_done = set(drawn[0][1]), set(pairs[0])
+
+    def add(i: int) -> None:
+        chosen.append(i)
+        singles_done.update(drawn[i][1])
+        pairs_done.update(pairs[i])
+
+    def best(among: list[int]) -> tuple[int, tuple[int, int]]:
+        top, top_gain = -1, (0, 0)
+        for i in among:
+            if i in chosen:
+                continue
+            gain = (len(drawn[i][1] - singles_done), len(pairs[i] - pairs_done))
+            if gain > top_gain:
+                top, top_gain = i, gain
+        return top, top_gain
+
+    while True:  # every facet once
+        i, gain = best(pool_of)
+        if i < 0 or gain[0] == 0:
+            break
+        add(i)
+    room = size - 1 if reserve_large else size
+    while len(chosen) < room:  # then pairs, up to the size asked for
+        i, gain = best(pool_of)
+        if i < 0:
+            break
+        add(i)
+    if reserve_large:
+        cheaper = sorted(big, key=lambda i: (_elements(drawn[i][0]), i))[: max(1, len(big) // 2)]
+        add(max(cheaper, key=lambda i: (len(drawn[i][1] - singles_done), len(pairs[i] - pairs_done), -i)))
+    return CoveringPool(
+        tuple(drawn[i][0] for i in chosen), tuple(drawn[i][1] for i in chosen), frozenset(universe)
+    )
+
+
+def _elements(value: Any) -> int:
+    """A configuration's size: the element counts of the shapes (int tuples) it holds."""
+    if isinstance(value, dict):
+        return sum(_elements(v) for v in value.values())
+    if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+        return int(np.prod(value))
+    if isinstance(value, (tuple, list)):
+        return sum(_elements(v) for v in value)
+    return 0
+
+
+@dataclass(frozen=True)
+class ConfigSpace:
+    """A layer identity's inputs in two halves: ``configure(picker)`` chooses the
+    hyper-parameters and shapes, ``values(draw, configuration)`` draws the arrays."""
+
+    name: str
+    configure: Callable[[Picker], Configuration]
+    values: Callable[[st.DrawFn, Configuration], S.Example]
+
+    def free(self) -> st.SearchStrategy[S.Example]:
+        """Hypothesis draws the configuration and the values (every choice shrinks)."""
+
+        @st.composite
+        def drawn(draw: st.DrawFn) -> S.Example:
+            return self.values(draw, self.configure(DrawPicker(draw)))
+
+        return drawn()
+
+    def pool(self, size: int) -> CoveringPool:
+        """The covering pool for ``size`` configurations (:func:`covering_pool`; cached per process)."""
+        return _pool(self, size, os.environ.get(LARGE_ENV, ""))
+
+    def pooled(self, size: int) -> st.SearchStrategy[S.Example]:
+        """The configuration from :meth:`pool` (shrinks to the simplest, the pool's first),
+        the values drawn freely; ``size <= 0``: :meth:`free`."""
+        if size <= 0:
+            return self.free()
+        configs = self.pool(size).configurations
+
+        @st.composite
+        def drawn(draw: st.DrawFn) -> S.Example:
+            return self.values(draw, dict(draw(st.sampled_from(configs))))
+
+        return drawn()
+
+
+_POOLS: dict[tuple[ConfigSpace, int, str], CoveringPool] = {}
+
+
+def _pool(space: ConfigSpace, size: int, env: str) -> CoveringPool:
+    key = (space, size, env)
+    if key not in _POOLS:
+        _POOLS[key] = covering_pool(space.name, space.configure, size)
+    return _POOLS[key]
 
 
 def per_axis(menu: tuple[Any, ...], rank: int) -> st.SearchStrategy[tuple[Any, ...]]:

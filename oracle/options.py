@@ -82,6 +82,26 @@ def timeout_seconds(text: str) -> float | None:
     return value
 
 
+#: Default ``--configurations``: hyper-parameter configurations per layer identity and check.
+DEFAULT_CONFIGURATIONS = 8
+
+
+def configurations_count(text: str) -> int:
+    """``--configurations`` value: a positive count, or ``all`` / ``0`` (draw them freely) -> 0."""
+    word = str(text).strip().lower()
+    if word in ("all", "0", "free"):
+        return 0
+    try:
+        value = int(word)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of configurations >= 1, or 'all' to draw them freely; got {text!r}"
+        )
+    return value
+
+
 #: The check's modes (``gradoracle.modes.MODES`` is this tuple): reverse, forward, second order.
 MODES: tuple[str, ...] = ("vjp", "jvp", "hvp")
 
@@ -133,6 +153,16 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
         "examples", "Hypothesis examples per check (default 30)", type=_positive_int, default=30, metavar="N"
     ),
     SharedOption(
+        "configurations",
+        "hyper-parameter configurations (shapes, stride, padding, groups, ...) of each layer identity: a "
+        "fixed covering set where every value of every hyper-parameter occurs at least once, grown with "
+        "pairs of values up to N, the arrays drawn freely in each; 'all' = Hypothesis draws every "
+        f"configuration (slower with JAX: one program each) (default {DEFAULT_CONFIGURATIONS})",
+        type=configurations_count,
+        default=DEFAULT_CONFIGURATIONS,
+        metavar="N|all",
+    ),
+    SharedOption(
         "seed", "seed for Hypothesis and the random directions (default 0)", type=int, default=0, metavar="S"
     ),
     SharedOption(
@@ -174,6 +204,8 @@ class RunConfig:
     timeout: float | None = DEFAULT_TIMEOUT_S
     #: checks of one adapter that may hang before it is not called again; 0: no limit
     max_hangs: int = 3
+    #: configurations per layer identity (0: drawn freely)
+    configurations: int = DEFAULT_CONFIGURATIONS
     known_deviations: Path | None = None
     settings: CheckSettings = field(default_factory=lambda: _check_settings())
 
@@ -229,6 +261,8 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
     timeout = values.get("timeout", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, str):
         timeout = timeout_seconds(timeout)
+    raw = values.get("configurations")
+    configurations = DEFAULT_CONFIGURATIONS if raw is None or raw == "" else configurations_count(str(raw))
     return RunConfig(
         adapters=tuple(values.get("adapter") or ()),
         identities=tuple(values.get("identity") or ()),
@@ -238,8 +272,11 @@ def run_config(values: dict[str, Any], settings: CheckSettings | None = None) ->
         seed=seed,
         timeout=timeout,
         max_hangs=3 if values.get("max_hangs") is None else _non_negative_int(str(values["max_hangs"])),
+        configurations=configurations,
         known_deviations=Path(values["known_deviations"]) if values.get("known_deviations") else None,
-        settings=base.with_(examples=int(examples), seed=seed, timeout_s=timeout),
+        settings=base.with_(
+            examples=int(examples), seed=seed, timeout_s=timeout, configurations=configurations
+        ),
     )
 
 

@@ -51,6 +51,7 @@ from gradoracle.guard import (
     read_facts,
 )
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
+from gradoracle.options import DEFAULT_CONFIGURATIONS
 from gradoracle.precision import describe_finding, effective_bits, precision_record, reduced_precision_finding
 from gradoracle.results import (
     ADAPTER_WORDS,
@@ -109,6 +110,12 @@ class CheckSettings:
     #: points, :mod:`gradoracle.batching`), for adapters with ``vjp_batch``/``forward_batch``;
     #: 1 (or an adapter without them): one example at a time, as Hypothesis draws them.
     batch: int = 32
+    #: Layer identities draw their hyper-parameter configuration from a fixed covering pool
+    #: (every value of every hyper-parameter occurs, then pairs of values up to this many
+    #: configurations; the arrays are drawn freely in each): one compiled program per
+    #: configuration, not per example.  0: Hypothesis draws every configuration
+    #: (:func:`gradoracle.layer_strategies.covering_pool`).
+    configurations: int = DEFAULT_CONFIGURATIONS
 
     def with_(self, **changes: Any) -> CheckSettings:
         """A copy with some fields changed."""
@@ -1295,7 +1302,7 @@ def check(
         """``body`` under the check's Hypothesis settings; ``record``: the recording pass, which
         never shrinks and only reads the example database (a saved failure is drawn first but
         neither deleted nor re-saved: the one-at-a-time pass does that)."""
-        wrapped = given(ident.strategy())(body)
+        wrapped = given(ident.examples(settings.configurations))(body)
         hs = hypothesis_settings_for(settings)
         if record:
             db = hs.database
@@ -1316,7 +1323,7 @@ def check(
     try:
         if nested:
             # one example, drawn (and shrunk) by the user's test
-            body(current_build_context().data.draw(ident.strategy()))
+            body(current_build_context().data.draw(ident.examples(settings.configurations)))
         else:
             # one example-database entry per check (the closure's source is the same for all)
             mode_key = "" if mode == "vjp" else f":{mode}"

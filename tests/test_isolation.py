@@ -442,7 +442,7 @@ def test_an_adapter_that_hangs_in_max_hangs_checks_is_not_called_again(
     max_hangs: str, tmp_path: Path
 ) -> None:
     args = ["report", "--out", str(tmp_path), "--format", "json", "--dtype", "float64", "--examples", "2"]
-    args += ["--timeout", "0.5", "--max-hangs", max_hangs, *_identity_args(ELEMENTWISE_FOUR)]
+    args += ["--timeout", "0.5", "--max-hangs", max_hangs, "--jobs", "1", *_identity_args(ELEMENTWISE_FOUR)]
     args += ["--adapter", "numpy", "--adapter", "broken_adapters:HangingAdapter"]
     proc = run_cli(*args)
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from gradoracle.isolation import WorkerPool, _Queues, _Worker
 
 
@@ -78,3 +80,27 @@ def test_a_pool_runs_each_group_on_one_worker() -> None:
     for i, job in enumerate(jobs):
         by_group.setdefault(job.affinity, set()).add(spread[i][1])
     assert any(len(p) == 2 for p in by_group.values())
+
+
+def test_jobs_default_is_auto_one_per_core_up_to_the_cap() -> None:
+    import argparse
+
+    from gradoracle.cli.common import (
+        AUTO_JOBS,
+        AUTO_JOBS_CAP,
+        add_isolation_options,
+        jobs_count,
+        worker_count,
+    )
+    from gradoracle.isolation import usable_cores
+
+    parser = argparse.ArgumentParser()
+    add_isolation_options(parser)
+    args = parser.parse_args([])
+    assert args.jobs == AUTO_JOBS and args.isolate
+    assert worker_count(args.jobs, args.isolate) == min(usable_cores(), AUTO_JOBS_CAP)
+    assert worker_count(AUTO_JOBS, isolate=False) == 1  # in-process: one at a time
+    assert jobs_count("auto") == AUTO_JOBS and jobs_count("0") == 0 and jobs_count("3") == 3
+    assert worker_count(1) == 1
+    with pytest.raises(argparse.ArgumentTypeError, match="auto"):
+        jobs_count("-2")

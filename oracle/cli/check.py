@@ -113,7 +113,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         by_name = {str(ad.name): ad for ad in loaded}
         adapters = [(spec, by_name[spec]) for spec in specs if spec in by_name]
     identities = select_identities(list(config.identities))
-    jobs = worker_count(args.jobs)
+    jobs = worker_count(args.jobs, args.isolate)
     out = console()
     total = len(identities) * len(adapters) * len(config.dtypes)
     pool = WorkerPool(min(jobs, max(1, total)), config.timeout) if args.isolate else None

@@ -117,15 +117,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: ``--jobs auto`` (the default): one worker per usable core, at most this many (each worker
+#: imports the frameworks: about 1 GB with torch and JAX).
+AUTO_JOBS_CAP = 4
+#: The parsed value of ``--jobs auto``.
+AUTO_JOBS = -1
+
+
 def jobs_count(text: str) -> int:
-    """Argument type of ``--jobs``: 0 (all usable cores) or a positive number of workers."""
+    """Argument type of ``--jobs``: ``auto`` (:data:`AUTO_JOBS`), 0 (all usable cores) or a
+    positive number of workers."""
+    if str(text).strip().lower() == "auto":
+        return AUTO_JOBS
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(
-            f"--jobs {text!r}: expected a number of worker processes (0 = one per usable core)"
+            f"--jobs {text!r}: expected a number of worker processes, 0 (one per usable core) or auto "
+            f"(one per usable core, at most {AUTO_JOBS_CAP})"
         )
     return value
 
@@ -135,9 +146,10 @@ def add_isolation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=jobs_count,
-        default=1,
+        default=AUTO_JOBS,
         metavar="N",
-        help="worker processes (default 1; 0 = one per usable CPU core; capped at the usable cores)",
+        help=f"worker processes (default auto: one per usable CPU core, at most {AUTO_JOBS_CAP}, 1 with "
+        "--in-process; 0 = one per usable core; capped at the usable cores)",
     )
     parser.add_argument(
         "--in-process",
@@ -148,10 +160,13 @@ def add_isolation_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def worker_count(requested: int) -> int:
-    """``--jobs`` capped at the usable cores (0: all of them); a note on stderr when capped."""
-    from gradoracle.isolation import effective_jobs
+def worker_count(requested: int, isolate: bool = True) -> int:
+    """``--jobs`` capped at the usable cores (0: all of them; ``auto``: all of them up to
+    :data:`AUTO_JOBS_CAP`, 1 in-process); a note on stderr when an explicit count is capped."""
+    from gradoracle.isolation import effective_jobs, usable_cores
 
+    if requested == AUTO_JOBS:
+        return min(usable_cores(), AUTO_JOBS_CAP) if isolate else 1
     jobs, note = effective_jobs(requested)
     if note:
         console(stderr=True).print(f"note: {note}", markup=False, style="yellow")

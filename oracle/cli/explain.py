@@ -8,6 +8,7 @@ from typing import Any
 
 from gradoracle.cli.common import EXIT_OK, console
 from gradoracle.identities import get_identity
+from gradoracle.options import DEFAULT_CONFIGURATIONS, configurations_count
 from gradoracle.specification import UnknownNotesLabelError, passage, source_words
 
 
@@ -17,6 +18,14 @@ def register(subparsers: Any) -> None:
         "explain", help="show one identity's formula, source and non-differentiable points"
     )
     p.add_argument("name", help="identity name (see 'gradoracle list')")
+    p.add_argument(
+        "--configurations",
+        type=configurations_count,
+        default=DEFAULT_CONFIGURATIONS,
+        metavar="N|all",
+        help=f"show the covering set of configurations a check with --configurations N draws from "
+        f"(default {DEFAULT_CONFIGURATIONS})",
+    )
     p.add_argument(
         "--no-notes", dest="notes", action="store_false", help="do not print the notes' passage for the label"
     )
@@ -41,6 +50,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if ident.derivation:
         lines.append(f"  derivation:         {ident.derivation}")
     lines.extend(f"  parameter {name}: {drawn}" for name, drawn in ident.parameters)
+    if ident.configurations is not None:
+        if args.configurations:
+            pool = ident.configurations.pool(args.configurations)
+            lines.append(
+                f"  configurations:     {len(pool.configurations)} (--configurations {args.configurations}): "
+                f"{len(pool.covered)} of {len(pool.universe)} hyper-parameter values, {pool.pairs} pairs; "
+                "the arrays are drawn anew in every example"
+            )
+            lines.extend(f"    {k + 1}. {_config_text(c)}" for k, c in enumerate(pool.configurations))
+        else:
+            lines.append("  configurations:     all (--configurations all: Hypothesis draws every one)")
     doc = (ident.reference_gradient.__doc__ or "").strip()
     if doc:
         lines.append(f"  reference:          {doc}")
@@ -59,6 +79,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
             for text_line in p.text.splitlines():
                 out.print(f"  {text_line}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    """``key=value`` pairs of a configuration, nested dicts flattened."""
+    parts: list[str] = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            parts.extend(f"{k}={v}" for k, v in value.items())
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts).replace("'", "")
 
 
 def _notes_labels(source: str) -> list[str]:

@@ -183,7 +183,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     entries = load_deviation_entries(config.known_deviations)
     specs, explicit = adapter_specs(config.adapters)
     adapters = _load_adapters(specs, explicit, out, config.timeout)
-    jobs = worker_count(args.jobs)
+    jobs = worker_count(args.jobs, args.isolate)
     identities = select_identities(list(config.identities))
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)

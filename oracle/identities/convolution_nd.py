@@ -164,34 +164,42 @@ _SECOND_ORDER = (
 )
 
 
-@st.composite
-def _conv_inputs(draw: st.DrawFn, rank: int) -> S.Example:
-    big = draw(L.large())
-    n = draw(st.sampled_from(L.BATCH_SIZES))
+def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
+    big = p.large()
+    n = p.one("N", L.BATCH_SIZES)
     if big:
-        groups, c_in, c_out = draw(st.sampled_from(L.LARGE_CONV_CHANNELS))
+        groups, c_in, c_out = p.one("channels", L.LARGE_CONV_CHANNELS, cover=False)
     else:
-        groups = draw(st.sampled_from(GROUPS))
-        c_in, c_out = groups * draw(st.sampled_from((1, 2, 3))), groups * draw(st.sampled_from((1, 2)))
-    kernel = draw(L.per_axis(KERNELS if rank < 3 else KERNELS[:2], rank))
-    stride = draw(L.per_axis(STRIDES, rank))
-    dilation = draw(L.per_axis(DILATIONS, rank))
-    same = all(s == 1 for s in stride) and draw(st.booleans())
-    padding: tuple[int, ...] | str = "same" if same else draw(L.per_axis(PADDINGS, rank))
-    pad_total = (
-        [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)] if same else [2 * q for q in padding]
-    )
-    extra = draw(L.per_axis(EXTRA if rank < 3 and not big else EXTRA[:3], rank))
+        groups = p.one("groups", GROUPS)
+        c_in, c_out = groups * p.one("C_in/groups", (1, 2, 3)), groups * p.one("C_out/groups", (1, 2))
+    kernel = p.axes("kernel", KERNELS if rank < 3 else KERNELS[:2], rank)
+    stride = p.axes("stride", STRIDES, rank)
+    dilation = p.axes("dilation", DILATIONS, rank)
+    same = all(s == 1 for s in stride) and p.boolean("same")
+    padding: tuple[int, ...] | str
+    if same:
+        padding, pad_total = "same", [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    else:
+        pads = p.axes("padding", PADDINGS, rank)
+        padding, pad_total = pads, [2 * q for q in pads]
+    extra = p.axes("extra", EXTRA if rank < 3 and not big else EXTRA[:3], rank)
     spatial = tuple(
         max(d * (k - 1) + 1 - t, 1) + e + (6 if big and rank == 2 else 0)
         for k, d, t, e in zip(kernel, dilation, pad_total, extra, strict=True)
     )
-    scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    arrays = L.uniform(
-        draw, seed, {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}, scale
-    )
     params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    return S.Example(arrays, params, seed)
+    shapes = {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}
+    return {"shapes": shapes, "params": params}
+
+
+def _conv_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
+    scale, seed = draw(S.SCALES), draw(S.SEEDS)
+    arrays = L.uniform(draw, seed, config["shapes"], scale)
+    return S.Example(arrays, dict(config["params"]), seed)
+
+
+def _space(rank: int) -> L.ConfigSpace:
+    return L.ConfigSpace(f"conv{rank}d-layer", lambda p: _conv_config(p, rank), _conv_values)
 
 
 _PARAMETERS = (
@@ -210,6 +218,7 @@ _PARAMETERS = (
 
 
 def _record(rank: int) -> Identity:
+    space = _space(rank)
     return Identity(
         name=f"conv{rank}d-layer",
         source="notes:conv-filter",
@@ -223,7 +232,8 @@ def _record(rank: int) -> Identity:
         forward=_conv_forward,
         wrt=("X", "K", "b"),
         reference_gradient=_grad_conv,
-        strategy=lambda: _conv_inputs(rank),
+        strategy=space.free,
+        configurations=space,
         ops=frozenset({"conv_nd"}),
         validate=_validator(rank),
         parameters=_PARAMETERS,

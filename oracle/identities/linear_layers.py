@@ -22,6 +22,7 @@ same formula with one input replaced by its tangent (product rule over the input
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -134,17 +135,25 @@ _SECOND_ORDER = (
 )
 
 
-@st.composite
-def _layer_inputs(draw: st.DrawFn, layout: str) -> S.Example:
+def _layer_config(p: L.Picker, layout: str) -> L.Configuration:
     batch: tuple[int, ...]
-    if draw(L.large()):
-        batch, (n_in, n_out) = (4,), draw(st.sampled_from(L.LARGE_WIDTHS))
+    if p.large():
+        batch, (n_in, n_out) = (4,), p.one("in, out", L.LARGE_WIDTHS, cover=False)
     else:
-        batch, (n_in, n_out) = draw(st.sampled_from(L.BATCH_SHAPES)), draw(S.shapes(S.MATRIX_SHAPES))
-    scale, seed = draw(S.SCALES), draw(S.SEEDS)
+        batch, (n_in, n_out) = p.one("batch", L.BATCH_SHAPES), p.one("in, out", S.MATRIX_SHAPES)
     w_shape = (n_out, n_in) if layout == "torch" else (n_in, n_out)
-    arrays = L.uniform(draw, seed, {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}, scale)
-    return S.Example(arrays, {}, seed)
+    return {"shapes": {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}}
+
+
+def _layer_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
+    scale, seed = draw(S.SCALES), draw(S.SEEDS)
+    return S.Example(L.uniform(draw, seed, config["shapes"], scale), {}, seed)
+
+
+_SPACES = {
+    layout: L.ConfigSpace(name, functools.partial(_layer_config, layout=layout), _layer_values)
+    for layout, name in (("torch", "linear-layer"), ("flax", "dense-layer"))
+}
 
 
 _PARAMETERS = (
@@ -165,7 +174,8 @@ RECORDS: tuple[Identity, ...] = (
         forward=_linear_forward,
         wrt=("X", "W", "b"),
         reference_gradient=_grad_linear,
-        strategy=lambda: _layer_inputs("torch"),
+        strategy=_SPACES["torch"].free,
+        configurations=_SPACES["torch"],
         ops=frozenset({"linear"}),
         validate=_validator("torch"),
         parameters=_PARAMETERS,
@@ -189,7 +199,8 @@ RECORDS: tuple[Identity, ...] = (
         forward=_dense_forward,
         wrt=("X", "W", "b"),
         reference_gradient=_grad_dense,
-        strategy=lambda: _layer_inputs("flax"),
+        strategy=_SPACES["flax"].free,
+        configurations=_SPACES["flax"],
         ops=frozenset({"dense"}),
         validate=_validator("flax"),
         parameters=_PARAMETERS,

@@ -272,12 +272,11 @@ _SECOND_ORDER = (
 )
 
 
-@st.composite
-def _loss_params(draw: st.DrawFn) -> dict[str, Any]:
+def _loss_params(p: L.Picker) -> dict[str, Any]:
     return {
-        "target": draw(st.sampled_from(TARGETS)),
-        "reduction": draw(st.sampled_from(REDUCTIONS)),
-        "label_smoothing": draw(st.sampled_from(LABEL_SMOOTHING)),
+        "target": p.one("target", TARGETS),
+        "reduction": p.one("reduction", REDUCTIONS),
+        "label_smoothing": p.one("label_smoothing", LABEL_SMOOTHING),
     }
 
 
@@ -287,12 +286,16 @@ def _draw_targets(rng: S.ValueSource, n: int, m: int, kind: str) -> np.ndarray:
     return np.stack([S.target_vector(rng, m, soft=True) for _ in range(n)])
 
 
-@st.composite
-def _mlp_inputs(draw: st.DrawFn) -> S.Example:
-    big = draw(L.large())
-    n_rows = 8 if big else draw(st.sampled_from(L.BATCH_SIZES))
-    n, h, m = draw(st.sampled_from(L.LARGE_MLP)) if big else draw(S.shapes(S.MLP_SHAPES))
-    params, seed = draw(_loss_params()), draw(S.SEEDS)
+def _mlp_config(p: L.Picker) -> L.Configuration:
+    big = p.large()
+    n_rows = 8 if big else p.one("N", L.BATCH_SIZES)
+    n, h, m = p.one("n, h, m", L.LARGE_MLP, cover=False) if big else p.one("n, h, m", S.MLP_SHAPES)
+    return {"rows": n_rows, "widths": (n, h, m), "params": _loss_params(p)}
+
+
+def _mlp_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
+    n_rows, (n, h, m), params = config["rows"], config["widths"], dict(config["params"])
+    seed = draw(S.SEEDS)
     rng = S.values_for(draw, seed)
     X = S.uniform(rng, (n_rows, n), 1.0)
     W1 = S.uniform(rng, (h, n), 1.0)
@@ -303,15 +306,25 @@ def _mlp_inputs(draw: st.DrawFn) -> S.Example:
     return S.Example({"X": X, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "T": T}, params, seed)
 
 
-@st.composite
-def _logit_inputs(draw: st.DrawFn) -> S.Example:
-    big = draw(L.large())
-    n_rows = 16 if big else draw(st.sampled_from(L.BATCH_SIZES))
-    m = 64 if big else draw(S.dims(2, 10))
-    params, seed, scale = draw(_loss_params()), draw(S.SEEDS), draw(S.SCALES)
+def _logit_config(p: L.Picker) -> L.Configuration:
+    big = p.large()
+    n_rows = 16 if big else p.one("N", L.BATCH_SIZES)
+    m = 64 if big else p.one("C", _CLASSES)
+    return {"rows": n_rows, "classes": m, "params": _loss_params(p)}
+
+
+def _logit_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
+    n_rows, m, params = config["rows"], config["classes"], dict(config["params"])
+    seed, scale = draw(S.SEEDS), draw(S.SCALES)
     rng = S.values_for(draw, seed)
     Z = S.uniform(rng, (n_rows, m), 2 * scale)
     return S.Example({"Z": Z, "T": _draw_targets(rng, n_rows, m, params["target"])}, params, seed)
+
+
+#: Class counts of the batched cross-entropy (the menu of ``S.dims(2, 10)``).
+_CLASSES: tuple[int, ...] = tuple(sorted({v for v in S.VECTOR_SIZES if 2 <= v <= 10} | {2, 10}))
+_MLP_SPACE = L.ConfigSpace("mlp-batch", _mlp_config, _mlp_values)
+_LOGIT_SPACE = L.ConfigSpace("cross-entropy-batch", _logit_config, _logit_values)
 
 
 _PARAMETERS = (
@@ -337,7 +350,8 @@ RECORDS: tuple[Identity, ...] = (
         reference_gradient=_grad_mlp,
         magnitude=_mlp_magnitude,
         forward_magnitude=_mlp_forward_magnitude,
-        strategy=_mlp_inputs,
+        strategy=_MLP_SPACE.free,
+        configurations=_MLP_SPACE,
         ops=frozenset({"linear", "relu", "cross_entropy"}),
         nondifferentiable=_NOTE,
         kink_policy=f"b1 chosen per hidden unit so that |Z1| >= {2 * S.KINK_MARGIN} on every row",
@@ -364,7 +378,8 @@ RECORDS: tuple[Identity, ...] = (
         reference_gradient=_grad_logits,
         magnitude=_logits_magnitude,
         forward_magnitude=_logits_forward_magnitude,
-        strategy=_logit_inputs,
+        strategy=_LOGIT_SPACE.free,
+        configurations=_LOGIT_SPACE,
         ops=frozenset({"cross_entropy"}),
         validate=_check_logits,
         parameters=_PARAMETERS,

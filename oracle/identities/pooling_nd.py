@@ -237,39 +237,55 @@ def window_gap(a: Arrays, p: Params) -> float:
     return float(np.min(lead[np.isfinite(lead)])) if np.isfinite(lead).any() else float("inf")
 
 
-@st.composite
-def _pool_inputs(draw: st.DrawFn, kind: str) -> S.Example:
-    big = draw(L.large())
-    rank = draw(st.sampled_from(RANKS))
-    n = draw(st.sampled_from(L.BATCH_SIZES))
-    c = draw(st.sampled_from((16, 32, 64))) if big else draw(st.sampled_from(CHANNELS))
-    window = draw(L.per_axis(WINDOWS if rank < 3 else WINDOWS[:2], rank))
-    stride = tuple(w if s == "w" else s for w, s in zip(window, draw(L.per_axis(STRIDES, rank)), strict=True))
-    padding = tuple(min(q, w // 2) for q, w in zip(draw(L.per_axis(PADDINGS, rank)), window, strict=True))
-    dilation = draw(L.per_axis(DILATIONS, rank)) if kind == "max" else (1,) * rank
-    extra = draw(L.per_axis(EXTRA if rank < 3 else EXTRA[:3], rank))
+def _pool_config(p: L.Picker, kind: str) -> L.Configuration:
+    big = p.large()
+    rank = p.one("rank", RANKS)
+    n = p.one("N", L.BATCH_SIZES)
+    c = p.one("C", (16, 32, 64), cover=False) if big else p.one("C", CHANNELS)
+    window = p.axes("window", WINDOWS if rank < 3 else WINDOWS[:2], rank)
+    stride = tuple(w if s == "w" else s for w, s in zip(window, p.axes("stride", STRIDES, rank), strict=True))
+    padding = tuple(min(q, w // 2) for q, w in zip(p.axes("padding", PADDINGS, rank), window, strict=True))
+    dilation = p.axes("dilation", DILATIONS, rank) if kind == "max" else (1,) * rank
+    extra = p.axes("extra", EXTRA if rank < 3 else EXTRA[:3], rank)
     spatial = tuple(d * (w - 1) + 1 + e for w, d, e in zip(window, dilation, extra, strict=True))
     params: dict[str, Any] = {"window": window, "stride": stride, "padding": padding}
     if kind == "max":
         params["dilation"] = dilation
-    params["ceil_mode"] = draw(st.booleans())
+    params["ceil_mode"] = p.boolean("ceil_mode")
     if kind == "avg":
-        params["count_include_pad"] = draw(st.booleans())
+        params["count_include_pad"] = p.boolean("count_include_pad")
+    return {"shape": (n, c, *spatial), "params": params, "kind": kind}
+
+
+def _pool_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
     rng = S.values_for(draw, seed)
-    shape = (n, c, *spatial)
-    X = L.distinct_values(rng, shape, 2 * S.KINK_MARGIN) if kind == "max" else S.uniform(rng, shape, scale)
-    return S.Example({"X": X}, params, seed)
+    shape = config["shape"]
+    if config["kind"] == "max":
+        X = L.distinct_values(rng, shape, 2 * S.KINK_MARGIN)
+    else:
+        X = S.uniform(rng, shape, scale)
+    return S.Example({"X": X}, dict(config["params"]), seed)
 
 
-@st.composite
-def _global_inputs(draw: st.DrawFn) -> S.Example:
-    big = draw(L.large())
-    rank = draw(st.sampled_from(RANKS))
-    n, c = draw(st.sampled_from(L.BATCH_SIZES)), draw(st.sampled_from((16, 64) if big else CHANNELS))
-    spatial = draw(L.per_axis((2, 1, 3, 5), rank))
+def _global_config(p: L.Picker) -> L.Configuration:
+    big = p.large()
+    rank = p.one("rank", RANKS)
+    n, c = p.one("N", L.BATCH_SIZES), (p.one("C", (16, 64), cover=False) if big else p.one("C", CHANNELS))
+    spatial = p.axes("spatial", (2, 1, 3, 5), rank)
+    return {"shape": (n, c, *spatial)}
+
+
+def _global_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    return S.Example({"X": S.uniform(S.values_for(draw, seed), (n, c, *spatial), scale)}, {}, seed)
+    return S.Example({"X": S.uniform(S.values_for(draw, seed), config["shape"], scale)}, {}, seed)
+
+
+_SPACES = {
+    "max": L.ConfigSpace("max-pool-layer", lambda p: _pool_config(p, "max"), _pool_values),
+    "avg": L.ConfigSpace("avg-pool-layer", lambda p: _pool_config(p, "avg"), _pool_values),
+    "global": L.ConfigSpace("global-avg-pool", _global_config, _global_values),
+}
 
 
 def _check_global(a: Arrays, p: Params) -> None:
@@ -302,7 +318,8 @@ RECORDS: tuple[Identity, ...] = (
         wrt=("X",),
         reference_gradient=_grad_max,
         magnitude=_max_magnitude,
-        strategy=lambda: _pool_inputs("max"),
+        strategy=_SPACES["max"].free,
+        configurations=_SPACES["max"],
         ops=frozenset({"max_pool_nd"}),
         nondifferentiable="tied maxima inside a window (the router has no single target)",
         kink_policy=(
@@ -339,7 +356,8 @@ RECORDS: tuple[Identity, ...] = (
         forward=_avg_forward,
         wrt=("X",),
         reference_gradient=_grad_avg,
-        strategy=lambda: _pool_inputs("avg"),
+        strategy=_SPACES["avg"].free,
+        configurations=_SPACES["avg"],
         ops=frozenset({"avg_pool_nd"}),
         validate=_validator(False),
         parameters=(*_COMMON, ("count_include_pad", "False, True")),
@@ -360,7 +378,8 @@ RECORDS: tuple[Identity, ...] = (
         forward=_global_forward,
         wrt=("X",),
         reference_gradient=_grad_global,
-        strategy=_global_inputs,
+        strategy=_SPACES["global"].free,
+        configurations=_SPACES["global"],
         ops=frozenset({"global_avg_pool"}),
         validate=_check_global,
         parameters=(

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hypothesis import strategies as st
 
 from gradoracle import strategies as S
 from gradoracle.reference_ops import REFERENCE_OPS
+
+if TYPE_CHECKING:
+    from gradoracle.layer_strategies import ConfigSpace
 
 Arrays = Mapping[str, np.ndarray]
 Params = Mapping[str, Any]
@@ -93,6 +96,18 @@ class Identity:
     #: second derivative, ELU's f'' at 0): any value is accepted there, finite differences
     #: never straddle them (``smooth_pattern``).
     hvp_undefined: Callable[[Arrays, Params], dict[str, np.ndarray]] | None = None
+    #: The inputs in two halves, configuration then values (layer identities): a check
+    #: draws the configuration from a covering pool (``configurations=n``) or freely (0);
+    #: ``strategy`` is the free drawing.  ``None``: ``strategy`` alone.
+    configurations: ConfigSpace | None = None
+
+    def examples(self, configurations: int = 0) -> st.SearchStrategy[S.Example]:
+        """The inputs a check draws: from a covering pool of at most ``configurations``
+        hyper-parameter configurations where the identity has them (:mod:`gradoracle.layer_strategies`),
+        else (or with 0) :attr:`strategy`."""
+        if self.configurations is not None and configurations > 0:
+            return self.configurations.pooled(configurations)
+        return self.strategy()
 
     def run_forward(self, ops: Any, inputs: Arrays, params: Params | None = None) -> Any:
         """``forward(ops, inputs, params)``: the identity's forward on any ops namespace."""
