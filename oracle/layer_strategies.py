@@ -53,10 +53,15 @@ LARGE_MLP: tuple[tuple[int, int, int], ...] = ((16, 32, 10), (64, 32, 16), (32, 
 LARGE_CONV_CHANNELS: tuple[tuple[int, int, int], ...] = ((1, 16, 32), (4, 32, 16), (16, 16, 16), (64, 64, 64))
 
 
+def large_forced() -> bool:
+    """Whether ``GRADORACLE_LARGE_SHAPES`` asks for accelerator-sized shapes in every example."""
+    return os.environ.get(LARGE_ENV, "") not in ("", "0")
+
+
 @st.composite
 def large(draw: st.DrawFn) -> bool:
     """True in about one example in :data:`LARGE_ONE_IN` (always under ``GRADORACLE_LARGE_SHAPES=1``)."""
-    if os.environ.get(LARGE_ENV, "") not in ("", "0"):
+    if large_forced():
         return True
     return bool(draw(st.integers(0, LARGE_ONE_IN - 1)) == LARGE_ONE_IN - 1)
 
@@ -140,7 +145,7 @@ class RandomPicker:
     def large(self) -> bool:
         """True in about one configuration in :data:`LARGE_ONE_IN` (always under
         ``GRADORACLE_LARGE_SHAPES=1``)."""
-        if os.environ.get(LARGE_ENV, "") not in ("", "0"):
+        if large_forced():
             value = True
         else:
             value = not self.simplest and self.rng.randrange(LARGE_ONE_IN) == LARGE_ONE_IN - 1
@@ -207,7 +212,7 @@ def covering_pool(
         if signature not in seen:
             seen.add(signature)
             drawn.append((config, frozenset(picker.facets)))
-    forced_large = os.environ.get(LARGE_ENV, "") not in ("", "0")
+    forced_large = large_forced()
     big = [i for i, (_, facets) in enumerate(drawn) if ("large", "True") in facets]
     small = [i for i in range(len(drawn)) if i not in big]
     # One accelerator-sized configuration takes the last place; the others cover the small

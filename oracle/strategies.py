@@ -400,11 +400,16 @@ def push_preactivation_from_kinks(
     return bias + shift
 
 
-def dims(min_value: int = 1, max_value: int = 8) -> st.SearchStrategy[int]:
-    """A dimension size in ``[min_value, max_value]``: both ends and the :data:`VECTOR_SIZES`
-    between them; shrinks towards ``min_value``."""
+def dim_menu(min_value: int = 1, max_value: int = 8) -> tuple[int, ...]:
+    """The sizes :func:`dims` draws from: both ends and the :data:`VECTOR_SIZES` between them,
+    ascending."""
     inside = {v for v in VECTOR_SIZES if min_value <= v <= max_value}
-    return st.sampled_from(sorted(inside | {min_value, max_value}))
+    return tuple(sorted(inside | {min_value, max_value}))
+
+
+def dims(min_value: int = 1, max_value: int = 8) -> st.SearchStrategy[int]:
+    """A dimension size from :func:`dim_menu`; shrinks towards ``min_value``."""
+    return st.sampled_from(dim_menu(min_value, max_value))
 
 
 #: Vector lengths: degenerate 1, small even and odd sizes, a SIMD-width multiple, and 12

@@ -309,7 +309,7 @@ def _mlp_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
 def _logit_config(p: L.Picker) -> L.Configuration:
     big = p.large()
     n_rows = 16 if big else p.one("N", L.BATCH_SIZES)
-    m = 64 if big else p.one("C", _CLASSES)
+    m = 64 if big else p.one("C", S.dim_menu(2, 10))
     return {"rows": n_rows, "classes": m, "params": _loss_params(p)}
 
 
@@ -321,8 +321,6 @@ def _logit_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
     return S.Example({"Z": Z, "T": _draw_targets(rng, n_rows, m, params["target"])}, params, seed)
 
 
-#: Class counts of the batched cross-entropy (the menu of ``S.dims(2, 10)``).
-_CLASSES: tuple[int, ...] = tuple(sorted({v for v in S.VECTOR_SIZES if 2 <= v <= 10} | {2, 10}))
 _MLP_SPACE = L.ConfigSpace("mlp-batch", _mlp_config, _mlp_values)
 _LOGIT_SPACE = L.ConfigSpace("cross-entropy-batch", _logit_config, _logit_values)
 
