@@ -133,6 +133,8 @@ AUTO_JIT_AFTER: dict[str, int] = {
     "forward_batch": 1,
     "jvp_batch": 1,
     "hvp_batch": 1,
+    "combined": 1,
+    "combined_batch": 1,
 }
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 1024
@@ -154,6 +156,27 @@ CONV_PADDING_MODES: tuple[str, ...] = ("pad", "lax")
 #: input elements a chunk may hold before it gets fewer rows (:func:`batch_chunk`).
 BATCH_ROWS = 32
 BATCH_ELEMENTS = 2**18
+
+
+#: One example whose inputs hold at most this many elements is differentiated by one compiled
+#: program per (fn, input shapes, differentiated names, dtype) that returns the output, the vjp,
+#: the jvp and both Hessian-vector products at once (``combine``, on by default): the reverse,
+#: forward and second-order checks of a shape then share one program instead of building four,
+#: and building one program has a fixed cost (tracing, MLIR lowering, XLA compilation or a
+#: persistent-cache load) that dominates at these sizes.  Measured on an MLP forward of 20
+#: shapes (jax 0.10.2, CPU, float64, median per shape, load ~2.8): four programs 711 ms cold /
+#: 76-90 ms with a warm persistent cache, the combined one 415 ms / 35-38 ms; the vjp alone
+#: 20 ms warm, so a run that checks reverse mode only pays ~1.7x more for its programs
+#: (``--adapter 'jax?combine=off'`` avoids that).  Each call still computes what it
+#: asks for with JAX's own transformations (``jax.vjp``, ``jax.jvp``, the two Hessian-vector
+#: product compositions); the unused results of a call cost microseconds at this size, and
+#: larger inputs get a program per kind as before.
+COMBINE_MAX_ELEMENTS = 2**12
+#: The kinds a combined program serves; in ``auto`` mode it is used only while each of them is
+#: compiled on its first call (:data:`AUTO_JIT_AFTER`).
+_COMBINED_KINDS = ("vjp", "jvp", "hvp", "vjp_batch", "jvp_batch", "hvp_batch", "combined", "combined_batch")
+_ON = frozenset({"1", "on", "true", "yes"})
+_OFF = frozenset({"0", "off", "false", "no"})
 
 
 #: Below this many input elements per chunk, padding costs nothing worth a second program.
@@ -218,6 +241,10 @@ class _JitCache:
         self.seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self.untraceable: OrderedDict[Any, bool] = OrderedDict()
         self.vmapped: OrderedDict[tuple[Any, ...], bool] = OrderedDict()
+        #: fns whose combined program failed (a ``custom_vjp`` has no jvp): one program per kind
+        self.uncombined: OrderedDict[Any, bool] = OrderedDict()
+        #: output shape per (fn, input shapes, dtype), for a combined jvp's unused cotangent
+        self.out_shapes: OrderedDict[tuple[Any, ...], tuple[int, ...]] = OrderedDict()
 
     def clear(self) -> None:
         """Forget everything."""
@@ -226,6 +253,8 @@ class _JitCache:
             self.seen.clear()
             self.untraceable.clear()
             self.vmapped.clear()
+            self.uncombined.clear()
+            self.out_shapes.clear()
 
 
 #: What a stock :class:`JaxOps` holds in its instance dict (its padding, cached modules).
@@ -290,6 +319,13 @@ def _to_jax(tree: Any) -> Any:
     import jax.numpy as jnp
 
     return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
+def _tree_to_numpy(adapter: JaxAdapter, tree: Any) -> Any:
+    """A result part (an array or a dict name -> array) as writable NumPy copies."""
+    if isinstance(tree, Mapping):
+        return {k: adapter.to_numpy(v) for k, v in tree.items()}
+    return adapter.to_numpy(tree)
 
 
 def clear_cache(adapter: JaxAdapter) -> None:
@@ -584,6 +620,8 @@ class JaxAdapter(AdapterBase):
     """JAX under test: ``jax.vjp`` for ``u^T J``, ``jax.jvp`` for ``J v``.
 
     ``jit`` is ``"auto"`` (default), ``"always"`` or ``"never"`` (see the module docstring).
+    ``combine`` (default on; ``--adapter 'jax?combine=off'``): small inputs get one compiled
+    program for vjp, jvp and both Hessian-vector products (:data:`COMBINE_MAX_ELEMENTS`).
     """
 
     name = "jax"
@@ -591,7 +629,13 @@ class JaxAdapter(AdapterBase):
     has_jvp = True
     hvp_methods = ("reverse-over-reverse", "forward-over-reverse")
 
-    def __init__(self, jit: str = "auto", conv_padding: str = "pad") -> None:
+    def __init__(self, jit: str = "auto", conv_padding: str = "pad", combine: bool | str = True) -> None:
+        flag = str(combine).strip().lower()
+        if flag not in _ON | _OFF:
+            raise ValueError(
+                f"jax adapter: combine={combine!r}; use on or off (e.g. --adapter 'jax?combine=off')"
+            )
+        self.combine = flag in _ON
         jit = str(jit).strip().lower()
         if jit not in JIT_MODES:
             raise ValueError(f"jax adapter: jit={jit!r}; use one of {', '.join(JIT_MODES)}")
@@ -771,22 +815,13 @@ class JaxAdapter(AdapterBase):
     ) -> VJPResult:
         """Output and ``u^T J`` for each name in ``wrt`` via ``jax.vjp``; other inputs are constants."""
         check_wrt_names("jax", inputs, wrt)
-        ops = self.ops
         names = tuple(wrt)
+        both = self._combined(fn, inputs, names, cotangent, None, dtype, want=("out", "grads"))
+        if both is not None:
+            return VJPResult(output=both["out"], grads={n: both["grads"][n] for n in names})
 
         def build() -> Callable[..., Any]:
-            import jax
-
-            def run(diff: dict[str, Any], const: dict[str, Any], u: Any) -> tuple[Any, Any]:
-                out, pullback = jax.vjp(lambda d: fn(ops, {**const, **d}), diff)
-                if tuple(u.shape) != tuple(out.shape):
-                    raise ValueError(
-                        f"jax adapter: cotangent shape {tuple(u.shape)} != output shape {tuple(out.shape)}"
-                    )
-                (grads,) = pullback(u.astype(out.dtype))
-                return out, grads
-
-            return run
+            return self._vjp_function(fn)
 
         with self.precision(dtype):
             args = _cast(inputs, dtype)
@@ -896,7 +931,12 @@ class JaxAdapter(AdapterBase):
         check_wrt_names("jax", inputs, wrt)
         names = tuple(wrt)
         rows = _rows(inputs)
-        if not self._vmap("vjp", fn, inputs, names, dtype, self.conv_padding):
+        combined = self._combinable(fn, inputs, batched=True)
+        if combined and self._vmap("combined", fn, inputs, tuple(sorted(names)), dtype, self.conv_padding):
+            got = self._combined_batch(fn, inputs, names, cotangents, None, dtype, want=("out", "grads"))
+            if got is not None:
+                return VJPResult(output=got["out"], grads={n: got["grads"][n] for n in names})
+        elif combined or not self._vmap("vjp", fn, inputs, names, dtype, self.conv_padding):
             each = [
                 JaxAdapter.vjp(self, fn, _row(inputs, i), names, cotangents[i], dtype) for i in range(rows)
             ]
@@ -904,19 +944,9 @@ class JaxAdapter(AdapterBase):
                 output=np.stack([r.output for r in each]),
                 grads={n: np.stack([r.grads[n] for r in each]) for n in names},
             )
-        ops = self.ops
 
         def build() -> Callable[..., Any]:
-            def run(diff: dict[str, Any], const: dict[str, Any], u: Any) -> tuple[Any, Any]:
-                out, pullback = jax.vjp(lambda d: fn(ops, {**const, **d}), diff)
-                if tuple(u.shape) != tuple(out.shape):
-                    raise ValueError(
-                        f"jax adapter: cotangent shape {tuple(u.shape)} != output shape {tuple(out.shape)}"
-                    )
-                (grads,) = pullback(u.astype(out.dtype))
-                return out, grads
-
-            return jax.vmap(run)
+            return jax.vmap(self._vjp_function(fn))
 
         with self.precision(dtype):
             args = _cast(inputs, dtype)
@@ -944,10 +974,15 @@ class JaxAdapter(AdapterBase):
 
         check_tangent_names("jax", inputs, tangents)
         rows = _rows(inputs)
-        if not self._vmap("jvp", fn, inputs, tuple(sorted(tangents)), dtype, self.conv_padding):
+        names = tuple(sorted(tangents))
+        combined = self._combinable(fn, inputs, batched=True)
+        if combined and self._vmap("combined", fn, inputs, names, dtype, self.conv_padding):
+            got = self._combined_batch(fn, inputs, names, None, tangents, dtype, want=("out", "jv"))
+            if got is not None:
+                return got["out"], got["jv"]
+        elif combined or not self._vmap("jvp", fn, inputs, names, dtype, self.conv_padding):
             each = [JaxAdapter.jvp(self, fn, _row(inputs, i), _row(tangents, i), dtype) for i in range(rows)]
             return np.stack([o for o, _ in each]), np.stack([t for _, t in each])
-        names = tuple(sorted(tangents))
 
         def build() -> Callable[..., Any]:
             return jax.vmap(self._jvp_function(fn))
@@ -974,7 +1009,12 @@ class JaxAdapter(AdapterBase):
 
         check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
         names = tuple(wrt)
-        if not self._vmap("hvp", fn, inputs, names, method, dtype, self.conv_padding):
+        combined = self._combinable(fn, inputs, batched=True) and method in self._combined_methods()
+        if combined and self._vmap("combined", fn, inputs, tuple(sorted(names)), dtype, self.conv_padding):
+            got = self._combined_batch(fn, inputs, names, cotangents, tangents, dtype, want=(method,))
+            if got is not None:
+                return {n: got[method][n] for n in names}
+        elif combined or not self._vmap("hvp", fn, inputs, names, method, dtype, self.conv_padding):
             rows = _rows(inputs)
             each = [
                 JaxAdapter.hvp(
@@ -1036,6 +1076,205 @@ class JaxAdapter(AdapterBase):
 
         return run
 
+    def _vjp_function(self, fn: ForwardFn) -> Callable[..., Any]:
+        """``(diff, const, u) -> (fn(x), u^T J)`` over ``diff`` (:meth:`vjp`; vmapped in
+        :meth:`vjp_batch`)."""
+        import jax
+
+        ops = self.ops
+
+        def run(diff: dict[str, Any], const: dict[str, Any], u: Any) -> tuple[Any, Any]:
+            out, pullback = jax.vjp(lambda d: fn(ops, {**const, **d}), diff)
+            if tuple(u.shape) != tuple(out.shape):
+                raise ValueError(
+                    f"jax adapter: cotangent shape {tuple(u.shape)} != output shape {tuple(out.shape)}"
+                )
+            (grads,) = pullback(u.astype(out.dtype))
+            return out, grads
+
+        return run
+
+    # -- one program for every mode (small inputs, COMBINE_MAX_ELEMENTS) ----------------------
+
+    def _combined_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in ("reverse-over-reverse", "forward-over-reverse") if m in self.hvp_methods)
+
+    def _combined_function(self, fn: ForwardFn, methods: tuple[str, ...]) -> Callable[..., Any]:
+        """``(primal, const, u, v) -> {out: fn(x), grads: u^T J, jv: J v, <method>: H v}``: the
+        functions of :meth:`vjp`, :meth:`jvp` and :meth:`hvp`, each as JAX computes it alone, in
+        one program."""
+        vjp_run = self._vjp_function(fn)
+        jvp_run = self._jvp_function(fn)
+        hvps = {m: self._hvp_function(fn, m) for m in methods}
+
+        def run(primal: dict[str, Any], const: dict[str, Any], u: Any, tangent: dict[str, Any]) -> Any:
+            out, grads = vjp_run(primal, const, u)
+            _, jv = jvp_run(primal, const, tangent)
+            return {
+                "out": out,
+                "grads": grads,
+                "jv": jv,
+                **{m: h(primal, const, u, tangent) for m, h in hvps.items()},
+            }
+
+        return run
+
+    def _combinable(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], batched: bool) -> bool:
+        """Whether a call on ``inputs`` goes to the combined program: ``combine`` on, jit on, at
+        most :data:`COMBINE_MAX_ELEMENTS` input elements per example, ``fn`` hashable, traceable
+        and not known to fail there (a ``custom_vjp`` has no jvp)."""
+        if not self.combine or self.jit == "never":
+            return False
+        if self.jit == "auto" and any(AUTO_JIT_AFTER.get(k, 1) > 1 for k in _COMBINED_KINDS):
+            return False  # some kind runs eagerly first: each keeps its own program
+        skip = 1 if batched else 0
+        if sum(int(np.prod(np.shape(a)[skip:])) for a in inputs.values()) > COMBINE_MAX_ELEMENTS:
+            return False
+        cache = self._jit_cache
+        try:
+            with cache.lock:
+                return fn not in cache.untraceable and fn not in cache.uncombined
+        except TypeError:  # an unhashable fn is never compiled
+            return False
+
+    def _give_up_combining(self, fn: ForwardFn, key: tuple[Any, ...] | None = None) -> None:
+        cache = self._jit_cache
+        with cache.lock:
+            if key is not None:
+                cache.compiled.pop(key, None)
+            _remember(cache.uncombined, fn, True)
+
+    def _out_shape(
+        self, fn: ForwardFn, shapes: tuple[Any, ...], dtype: str, primal: Any, const: Any
+    ) -> tuple[int, ...]:
+        """The output shape of ``fn`` at these input shapes (remembered; ``jax.eval_shape`` once)."""
+        cache = self._jit_cache
+        with cache.lock:
+            known = cache.out_shapes.get((fn, shapes, dtype))
+        if known is None:
+            import jax
+
+            ops = self.ops
+            known = tuple(jax.eval_shape(lambda p, c: fn(ops, {**c, **p}), primal, const).shape)
+            self._note_out_shape(fn, shapes, dtype, known)
+        return known
+
+    def _note_out_shape(
+        self, fn: ForwardFn, shapes: tuple[Any, ...], dtype: str, shape: tuple[int, ...]
+    ) -> None:
+        cache = self._jit_cache
+        with cache.lock:
+            _remember(cache.out_shapes, (fn, shapes, dtype), tuple(shape))
+
+    def _combined(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        names: Sequence[str],
+        cotangent: np.ndarray | None,
+        tangents: Mapping[str, np.ndarray] | None,
+        dtype: str,
+        want: tuple[str, ...],
+    ) -> dict[str, Any] | None:
+        """The parts ``want`` (``out``, ``grads``, ``jv``, a method's ``H v``) of one example from
+        the combined program of (fn, shapes, names, dtype); ``None`` when it cannot serve the
+        call (the caller then runs the program of its own kind, which raises what it raises).
+
+        A missing ``cotangent`` or ``tangents`` is zeros: the parts computed from it are unused."""
+        if not self._combinable(fn, inputs, batched=False):
+            return None
+        names = tuple(sorted(names))
+        methods = self._combined_methods()
+        shapes = self._shapes(inputs)
+        key = ("combined", fn, shapes, names, methods, dtype, self.conv_padding)
+        with self.precision(dtype):
+            if tangents is None:
+                tangents = {n: np.zeros(np.shape(inputs[n]), dtype) for n in names}
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=False)
+            try:
+                if cotangent is None:
+                    cotangent = np.zeros(self._out_shape(fn, shapes, dtype, primal, const), dtype)
+                else:
+                    with self._jit_cache.lock:
+                        known = self._jit_cache.out_shapes.get((fn, shapes, dtype))
+                    if known is not None and known != tuple(np.shape(cotangent)):
+                        return None  # the caller's own program reports the mismatch
+                u = np.asarray(cotangent, dtype=dtype)
+                res = self._run_combined(
+                    key, lambda: self._combined_function(fn, methods), primal, const, u, tangent
+                )
+            except Exception:
+                self._give_up_combining(fn, key)
+                return None
+            self._note_out_shape(fn, shapes, dtype, tuple(np.shape(res["out"])))
+            return {w: _tree_to_numpy(self, res[w]) for w in want}
+
+    def _run_combined(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], *args: Any) -> Any:
+        """The compiled combined program of ``key`` (compiled on its first call) applied to ``args``."""
+        cache = self._jit_cache
+        with cache.lock:
+            compiled = cache.compiled.get(key)
+            if compiled is None:
+                compiled = _compile(cache, key, build)
+            else:
+                cache.compiled.move_to_end(key)
+        return compiled(*args)
+
+    def _combined_batch(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        names: Sequence[str],
+        cotangents: np.ndarray | None,
+        tangents: Mapping[str, np.ndarray] | None,
+        dtype: str,
+        want: tuple[str, ...],
+    ) -> dict[str, Any] | None:
+        """:meth:`_combined` of ``B`` examples stacked on axis 0, ``jax.vmap``-ed in chunks."""
+        import jax
+
+        names = tuple(sorted(names))
+        methods = self._combined_methods()
+        rows = _rows(inputs)
+        row_shapes = tuple((k, s[1:]) for k, s in self._shapes(inputs))
+
+        def build() -> Callable[..., Any]:
+            return jax.vmap(self._combined_function(fn, methods))
+
+        with self.precision(dtype):
+            if tangents is None:
+                tangents = {n: np.zeros(np.shape(inputs[n]), dtype) for n in names}
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=True)
+            try:
+                if cotangents is None:
+                    first = {k: v[0] for k, v in primal.items()}, {k: v[0] for k, v in const.items()}
+                    shape = self._out_shape(fn, row_shapes, dtype, *first)
+                    cotangents = np.zeros((rows, *shape), dtype)
+                u = np.asarray(cotangents, dtype=dtype)
+                outs = self._in_chunks(
+                    "combined_batch",
+                    fn,
+                    inputs,
+                    build,
+                    (names, methods, self.conv_padding),
+                    dtype,
+                    primal,
+                    const,
+                    u,
+                    tangent,
+                )
+            except Exception:
+                self._give_up_combining(fn)
+                return None
+            self._note_out_shape(fn, row_shapes, dtype, tuple(np.shape(outs[0]["out"])[1:]))
+            parts: dict[str, Any] = {}
+            for w in want:
+                if isinstance(outs[0][w], Mapping):
+                    parts[w] = {n: np.concatenate([o[w][n] for o in outs]) for n in outs[0][w]}
+                else:
+                    parts[w] = np.concatenate([o[w] for o in outs])
+            return parts
+
     def jvp(
         self,
         fn: ForwardFn,
@@ -1046,6 +1285,9 @@ class JaxAdapter(AdapterBase):
         """Output and ``J v`` via ``jax.jvp``; inputs without a tangent are constants."""
         check_tangent_names("jax", inputs, tangents)
         names = tuple(sorted(tangents))
+        both = self._combined(fn, inputs, names, None, tangents, dtype, want=("out", "jv"))
+        if both is not None:
+            return both["out"], both["jv"]
 
         def build() -> Callable[..., Any]:
             return self._jvp_function(fn)
@@ -1074,6 +1316,10 @@ class JaxAdapter(AdapterBase):
         """
         check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
         names = tuple(wrt)
+        if method in self._combined_methods():
+            both = self._combined(fn, inputs, names, cotangent, tangents, dtype, want=(method,))
+            if both is not None:
+                return {n: both[method][n] for n in names}
 
         def build() -> Callable[..., Any]:
             return self._hvp_function(fn, method)

@@ -185,9 +185,11 @@ def test_framework_mode_batches_equal_single_calls_on_every_identity(framework: 
 
 
 def test_jax_modes_reuse_the_programs_of_reverse_mode() -> None:
-    """One process, plain JAX adapters (a fresh one per check, as a report runs them): forward
-    mode compiles its J v programs only; the finite-difference forwards and the transpose
-    identity's vjps are the reverse-mode check's programs."""
+    """One process, plain JAX adapters (a fresh one per check, as a report runs them).  By
+    default (``combine``) the reverse-mode check's programs answer the forward-mode and
+    second-order checks too: those compile at most finite-difference forwards.  With
+    ``combine=off``, forward mode compiles its J v programs only and reuses the reverse-mode
+    check's forwards and vjps."""
     pytest.importorskip("jax")
     from gradoracle.adapters import jax_adapter
     from gradoracle.adapters.jax_adapter import JaxAdapter
@@ -197,17 +199,33 @@ def test_jax_modes_reuse_the_programs_of_reverse_mode() -> None:
     settings = CheckSettings(examples=8, seed=2)
     assert check("elementwise-tanh", first, "float64", settings, "vjp").verdict == Verdict.PASS
     after_vjp = set(first._compiled)
+    assert {k[0] for k in after_vjp} <= {"combined_batch", "forward_batch", "combined", "forward"}
+    assert any(k[0].startswith("combined") for k in after_vjp)
+    for mode in ("jvp", "hvp"):
+        other = JaxAdapter()
+        assert check("elementwise-tanh", other, "float64", settings, mode).verdict == Verdict.PASS
+        new = set(other._compiled) - after_vjp
+        assert {k[0] for k in new} <= {"forward_batch", "forward"}, (mode, new)
+
+    separate = JaxAdapter(combine="off")
+    jax_adapter.clear_cache(separate)
+    assert check("elementwise-tanh", separate, "float64", settings, "vjp").verdict == Verdict.PASS
+    after_vjp = set(separate._compiled)
     assert {k[0] for k in after_vjp} <= {"vjp_batch", "forward_batch", "vjp", "forward"}
-    second = JaxAdapter()
+    second = JaxAdapter(combine="off")
     assert check("elementwise-tanh", second, "float64", settings, "jvp").verdict == Verdict.PASS
     new = set(second._compiled) - after_vjp
     assert new and {k[0] for k in new} <= {"jvp_batch", "jvp"}, new
 
-    # negative control: a subclass keeps its own programs and compiles all three kinds
+    # negative control: a subclass keeps its own programs
     class Derived(JaxAdapter):
         pass
 
     derived = Derived()
+    assert check("elementwise-tanh", derived, "float64", settings, "jvp").verdict == Verdict.PASS
+    kinds = {k[0].removesuffix("_batch") for k in derived._compiled}
+    assert kinds == {"combined", "forward"}
+    derived = Derived(combine=False)
     assert check("elementwise-tanh", derived, "float64", settings, "jvp").verdict == Verdict.PASS
     kinds = {k[0].removesuffix("_batch") for k in derived._compiled}
     assert kinds == {"jvp", "forward", "vjp"}
