@@ -80,6 +80,16 @@ Eager or jit
     is on by default in the user's cache directory (:mod:`gradoracle.adapters.jax_cache`:
     ``GRADORACLE_JAX_CACHE=off`` turns it off, a path moves it).
 
+One program for every mode
+    ``JaxAdapter(combine=True)`` (default; ``--adapter 'jax?combine=off'``): with jit on, an
+    example of at most :data:`COMBINE_MAX_ELEMENTS` input elements is answered by one compiled
+    program per (fn, input shapes, differentiated names, dtype) that returns the output, the
+    vjp, the jvp and both Hessian-vector products, each computed by the same JAX
+    transformation as when asked alone; the reverse, forward and second-order checks of a
+    shape then build one program, not four.  A fn it cannot serve (a ``custom_vjp`` has no
+    jvp) gets one program per kind from its first failure on, and errors are those of the
+    per-kind program.
+
 Seen at non-differentiable points (jax 0.10.2, vjp): relu'(0) = 0, leaky_relu'(0) = 1,
 abs'(0) = 1, elu'(0) = 1, ``jnp.maximum(x, 0)`` and ``jnp.clip(x, min=0)`` at 0 split
 0.5/0.5; a ``reduce_window`` max-pool window with tied maxima routes the whole gradient
