@@ -1202,14 +1202,9 @@ class JaxAdapter(AdapterBase):
                 tangents = {n: np.zeros(np.shape(inputs[n]), dtype) for n in names}
             primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=False)
             try:
-                if cotangent is None:
-                    cotangent = np.zeros(self._out_shape(fn, shapes, dtype, primal, const), dtype)
-                else:
-                    with self._jit_cache.lock:
-                        known = self._jit_cache.out_shapes.get((fn, shapes, dtype))
-                    if known is not None and known != tuple(np.shape(cotangent)):
-                        return None  # the caller's own program reports the mismatch
-                u = np.asarray(cotangent, dtype=dtype)
+                u = self._cotangent(fn, shapes, dtype, primal, const, cotangent, None)
+                if u is None:
+                    return None
                 res = self._run_combined(
                     key, lambda: self._combined_function(fn, methods), primal, const, u, tangent
                 )
@@ -1218,6 +1213,28 @@ class JaxAdapter(AdapterBase):
                 return None
             self._note_out_shape(fn, shapes, dtype, tuple(np.shape(res["out"])))
             return {w: _tree_to_numpy(self, res[w]) for w in want}
+
+    def _cotangent(
+        self,
+        fn: ForwardFn,
+        shapes: tuple[Any, ...],
+        dtype: str,
+        primal: Any,
+        const: Any,
+        cotangent: np.ndarray | None,
+        rows: int | None,
+    ) -> np.ndarray | None:
+        """The combined program's cotangent: zeros of the output shape (``rows`` of them when
+        batched) for a call without one; ``None`` when the output shape is known and the given
+        cotangent's differs (the caller's own program then reports the mismatch)."""
+        if cotangent is None:
+            shape = self._out_shape(fn, shapes, dtype, primal, const)
+            return np.zeros(shape if rows is None else (rows, *shape), dtype)
+        with self._jit_cache.lock:
+            known = self._jit_cache.out_shapes.get((fn, shapes, dtype))
+        if known is not None and known != tuple(np.shape(cotangent))[0 if rows is None else 1 :]:
+            return None
+        return np.asarray(cotangent, dtype=dtype)
 
     def _run_combined(self, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], *args: Any) -> Any:
         """The compiled combined program of ``key`` (compiled on its first call) applied to ``args``."""
@@ -1256,11 +1273,10 @@ class JaxAdapter(AdapterBase):
                 tangents = {n: np.zeros(np.shape(inputs[n]), dtype) for n in names}
             primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=True)
             try:
-                if cotangents is None:
-                    first = {k: v[0] for k, v in primal.items()}, {k: v[0] for k, v in const.items()}
-                    shape = self._out_shape(fn, row_shapes, dtype, *first)
-                    cotangents = np.zeros((rows, *shape), dtype)
-                u = np.asarray(cotangents, dtype=dtype)
+                first = {k: v[0] for k, v in primal.items()}, {k: v[0] for k, v in const.items()}
+                u = self._cotangent(fn, row_shapes, dtype, *first, cotangents, rows)
+                if u is None:
+                    return None
                 outs = self._in_chunks(
                     "combined_batch",
                     fn,
