@@ -182,6 +182,15 @@ BATCH_ELEMENTS = 2**18
 #: product compositions); the unused results of a call cost microseconds at this size, and
 #: larger inputs get a program per kind as before.
 COMBINE_MAX_ELEMENTS = 2**12
+#: A kind (vjp, jvp, hvp) at one (fn, shapes, dtype) leaves the combined program for a program
+#: of its own once the combined one has answered this many of its examples: the combined
+#: program saves building programs, but each of its calls computes every part (a vjp call at
+#: linear 32x32 made a batched reverse-mode check 69x one forward+backward instead of 21x in
+#: ``gradoracle bench``), so a long run at one shape - the false-positive campaign, a
+#: benchmark, thousands of examples - pays one more program and then runs each kind alone.
+#: The default report stays below it: at most 443 examples of one kind at one shape (the
+#: finite differences of the second-order check ask for many vjps in float64).
+COMBINE_HOT_ROWS = 1024
 #: The kinds a combined program serves; in ``auto`` mode it is used only while each of them is
 #: compiled on its first call (:data:`AUTO_JIT_AFTER`).
 _COMBINED_KINDS = ("vjp", "jvp", "hvp", "vjp_batch", "jvp_batch", "hvp_batch", "combined", "combined_batch")
@@ -253,6 +262,8 @@ class _JitCache:
         self.vmapped: OrderedDict[tuple[Any, ...], bool] = OrderedDict()
         #: fns whose combined program failed (a ``custom_vjp`` has no jvp): one program per kind
         self.uncombined: OrderedDict[Any, bool] = OrderedDict()
+        #: examples answered by a combined program per (kind, fn, per-row shapes, dtype)
+        self.uses: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         #: output shape per (fn, input shapes, dtype), for a combined jvp's unused cotangent
         self.out_shapes: OrderedDict[tuple[Any, ...], tuple[int, ...]] = OrderedDict()
 
@@ -264,6 +275,7 @@ class _JitCache:
             self.untraceable.clear()
             self.vmapped.clear()
             self.uncombined.clear()
+            self.uses.clear()
             self.out_shapes.clear()
 
 
@@ -826,7 +838,7 @@ class JaxAdapter(AdapterBase):
         """Output and ``u^T J`` for each name in ``wrt`` via ``jax.vjp``; other inputs are constants."""
         check_wrt_names("jax", inputs, wrt)
         names = tuple(wrt)
-        both = self._combined(fn, inputs, names, cotangent, None, dtype, want=("out", "grads"))
+        both = self._combined(fn, inputs, names, cotangent, None, dtype, "vjp", ("out", "grads"))
         if both is not None:
             return VJPResult(output=both["out"], grads={n: both["grads"][n] for n in names})
 
@@ -941,9 +953,9 @@ class JaxAdapter(AdapterBase):
         check_wrt_names("jax", inputs, wrt)
         names = tuple(wrt)
         rows = _rows(inputs)
-        combined = self._combinable(fn, inputs, batched=True)
+        combined = self._combinable(fn, inputs, True, "vjp", dtype)
         if combined and self._vmap("combined", fn, inputs, tuple(sorted(names)), dtype, self.conv_padding):
-            got = self._combined_batch(fn, inputs, names, cotangents, None, dtype, want=("out", "grads"))
+            got = self._combined_batch(fn, inputs, names, cotangents, None, dtype, "vjp", ("out", "grads"))
             if got is not None:
                 return VJPResult(output=got["out"], grads={n: got["grads"][n] for n in names})
         elif combined or not self._vmap("vjp", fn, inputs, names, dtype, self.conv_padding):
@@ -985,9 +997,9 @@ class JaxAdapter(AdapterBase):
         check_tangent_names("jax", inputs, tangents)
         rows = _rows(inputs)
         names = tuple(sorted(tangents))
-        combined = self._combinable(fn, inputs, batched=True)
+        combined = self._combinable(fn, inputs, True, "jvp", dtype)
         if combined and self._vmap("combined", fn, inputs, names, dtype, self.conv_padding):
-            got = self._combined_batch(fn, inputs, names, None, tangents, dtype, want=("out", "jv"))
+            got = self._combined_batch(fn, inputs, names, None, tangents, dtype, "jvp", ("out", "jv"))
             if got is not None:
                 return got["out"], got["jv"]
         elif combined or not self._vmap("jvp", fn, inputs, names, dtype, self.conv_padding):
@@ -1019,9 +1031,9 @@ class JaxAdapter(AdapterBase):
 
         check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
         names = tuple(wrt)
-        combined = self._combinable(fn, inputs, batched=True) and method in self._combined_methods()
+        combined = self._combinable(fn, inputs, True, "hvp", dtype) and method in self._combined_methods()
         if combined and self._vmap("combined", fn, inputs, tuple(sorted(names)), dtype, self.conv_padding):
-            got = self._combined_batch(fn, inputs, names, cotangents, tangents, dtype, want=(method,))
+            got = self._combined_batch(fn, inputs, names, cotangents, tangents, dtype, "hvp", (method,))
             if got is not None:
                 return {n: got[method][n] for n in names}
         elif combined or not self._vmap("hvp", fn, inputs, names, method, dtype, self.conv_padding):
@@ -1129,10 +1141,13 @@ class JaxAdapter(AdapterBase):
 
         return run
 
-    def _combinable(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], batched: bool) -> bool:
-        """Whether a call on ``inputs`` goes to the combined program: ``combine`` on, jit on, at
-        most :data:`COMBINE_MAX_ELEMENTS` input elements per example, ``fn`` hashable, traceable
-        and not known to fail there (a ``custom_vjp`` has no jvp)."""
+    def _combinable(
+        self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], batched: bool, kind: str, dtype: str
+    ) -> bool:
+        """Whether a ``kind`` call on ``inputs`` goes to the combined program: ``combine`` on, jit
+        on, at most :data:`COMBINE_MAX_ELEMENTS` input elements per example, fewer than
+        :data:`COMBINE_HOT_ROWS` examples of this kind answered by it at these shapes, ``fn``
+        hashable, traceable and not known to fail there (a ``custom_vjp`` has no jvp)."""
         if not self.combine or self.jit == "never":
             return False
         if self.jit == "auto" and any(AUTO_JIT_AFTER.get(k, 1) > 1 for k in _COMBINED_KINDS):
@@ -1141,11 +1156,23 @@ class JaxAdapter(AdapterBase):
         if sum(int(np.prod(np.shape(a)[skip:])) for a in inputs.values()) > COMBINE_MAX_ELEMENTS:
             return False
         cache = self._jit_cache
+        use = (kind, fn, tuple((k, tuple(np.shape(a))[skip:]) for k, a in sorted(inputs.items())), dtype)
         try:
             with cache.lock:
-                return fn not in cache.untraceable and fn not in cache.uncombined
+                return (
+                    fn not in cache.untraceable
+                    and fn not in cache.uncombined
+                    and cache.uses.get(use, 0) < COMBINE_HOT_ROWS
+                )
         except TypeError:  # an unhashable fn is never compiled
             return False
+
+    def _count_use(self, kind: str, fn: ForwardFn, shapes: tuple[Any, ...], dtype: str, rows: int) -> None:
+        """``rows`` more examples of ``kind`` answered by the combined program at these per-row shapes."""
+        cache = self._jit_cache
+        with cache.lock:
+            key = (kind, fn, shapes, dtype)
+            _remember(cache.uses, key, cache.uses.get(key, 0) + rows)
 
     def _give_up_combining(self, fn: ForwardFn, key: tuple[Any, ...] | None = None) -> None:
         cache = self._jit_cache
@@ -1184,6 +1211,7 @@ class JaxAdapter(AdapterBase):
         cotangent: np.ndarray | None,
         tangents: Mapping[str, np.ndarray] | None,
         dtype: str,
+        kind: str,
         want: tuple[str, ...],
     ) -> dict[str, Any] | None:
         """The parts ``want`` (``out``, ``grads``, ``jv``, a method's ``H v``) of one example from
@@ -1191,7 +1219,7 @@ class JaxAdapter(AdapterBase):
         call (the caller then runs the program of its own kind, which raises what it raises).
 
         A missing ``cotangent`` or ``tangents`` is zeros: the parts computed from it are unused."""
-        if not self._combinable(fn, inputs, batched=False):
+        if not self._combinable(fn, inputs, False, kind, dtype):
             return None
         names = tuple(sorted(names))
         methods = self._combined_methods()
@@ -1212,6 +1240,7 @@ class JaxAdapter(AdapterBase):
                 self._give_up_combining(fn, key)
                 return None
             self._note_out_shape(fn, shapes, dtype, tuple(np.shape(res["out"])))
+            self._count_use(kind, fn, shapes, dtype, 1)
             return {w: _tree_to_numpy(self, res[w]) for w in want}
 
     def _cotangent(
@@ -1255,6 +1284,7 @@ class JaxAdapter(AdapterBase):
         cotangents: np.ndarray | None,
         tangents: Mapping[str, np.ndarray] | None,
         dtype: str,
+        kind: str,
         want: tuple[str, ...],
     ) -> dict[str, Any] | None:
         """:meth:`_combined` of ``B`` examples stacked on axis 0, ``jax.vmap``-ed in chunks."""
@@ -1293,6 +1323,7 @@ class JaxAdapter(AdapterBase):
                 self._give_up_combining(fn)
                 return None
             self._note_out_shape(fn, row_shapes, dtype, tuple(np.shape(outs[0]["out"])[1:]))
+            self._count_use(kind, fn, row_shapes, dtype, rows)
             parts: dict[str, Any] = {}
             for w in want:
                 if isinstance(outs[0][w], Mapping):
@@ -1311,7 +1342,7 @@ class JaxAdapter(AdapterBase):
         """Output and ``J v`` via ``jax.jvp``; inputs without a tangent are constants."""
         check_tangent_names("jax", inputs, tangents)
         names = tuple(sorted(tangents))
-        both = self._combined(fn, inputs, names, None, tangents, dtype, want=("out", "jv"))
+        both = self._combined(fn, inputs, names, None, tangents, dtype, "jvp", ("out", "jv"))
         if both is not None:
             return both["out"], both["jv"]
 
@@ -1343,7 +1374,7 @@ class JaxAdapter(AdapterBase):
         check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
         names = tuple(wrt)
         if method in self._combined_methods():
-            both = self._combined(fn, inputs, names, cotangent, tangents, dtype, want=(method,))
+            both = self._combined(fn, inputs, names, cotangent, tangents, dtype, "hvp", (method,))
             if both is not None:
                 return {n: both[method][n] for n in names}
 

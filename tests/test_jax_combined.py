@@ -178,3 +178,37 @@ def test_a_wrong_part_of_the_combined_program_fails_only_its_mode() -> None:
     res = check(ident.name, adapter, "float64", SEEDED, "hvp")
     assert res.verdict == Verdict.FAIL and res.fault == Fault.SECOND_ORDER
     assert {k[0].removesuffix("_batch") for k in adapter._compiled} <= {"combined", "forward"}
+
+
+def test_a_hot_kind_gets_its_own_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After COMBINE_HOT_ROWS examples of one kind at one shape, that kind runs its own program
+    (a long run then stops paying for the parts it does not use); the other kinds stay
+    combined, and the answers do not change."""
+    monkeypatch.setattr(jax_adapter, "COMBINE_HOT_ROWS", 3)
+    rng = np.random.default_rng(5)
+    x = _inputs(rng)
+    u = rng.uniform(-1, 1, 3)
+    adapter = JaxAdapter()
+    jax_adapter.clear_cache(adapter)
+    first = adapter.vjp(_mlp, x, ("W",), u, "float64")
+    for _ in range(2):
+        adapter.vjp(_mlp, x, ("W",), u, "float64")
+    assert _kinds(adapter) == {"combined"}
+    again = adapter.vjp(_mlp, x, ("W",), u, "float64")
+    assert _kinds(adapter) == {"combined", "vjp"}
+    np.testing.assert_allclose(again.grads["W"], first.grads["W"], rtol=1e-13, atol=1e-13)
+    adapter.jvp(_mlp, x, {"W": rng.uniform(-1, 1, (4, 4))}, "float64")
+    assert _kinds(adapter) == {"combined", "vjp"}  # jvp: still the combined program
+    # batched rows count too: 4 rows of a new shape are past 3
+    xb = _inputs(rng, n=2, m=2, rows=9)
+    adapter.vjp_batch(_mlp, xb, ("x",), rng.uniform(-1, 1, (9, 2)), "float64")
+    adapter.vjp_batch(_mlp, xb, ("x",), rng.uniform(-1, 1, (9, 2)), "float64")
+    assert "vjp_batch" in _kinds(adapter)
+
+
+def test_the_bench_times_the_steady_state() -> None:
+    from gradoracle.bench.tools import steady_state_spec
+
+    assert steady_state_spec("jax") == "jax?combine=off"
+    assert steady_state_spec("jax?jit=always") == "jax?jit=always"
+    assert steady_state_spec("torch") == "torch"

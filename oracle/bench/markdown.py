@@ -67,6 +67,9 @@ def markdown(report: BenchReport, command: str = "gradoracle bench") -> str:
         "measured before it. `est.`: not run, predicted from the previous size. "
         "`gradoracle-batch[...]`: 32 examples of the case's shape evaluated as one batch "
         "(`evaluate_examples`; fewer above 65k input elements, see Notes), cost per example. "
+        "`gradoracle[jax]`: the adapter `jax?combine=off`, the steady state of a long run at one "
+        "shape (each kind its own program); the default report's combined programs are timed by "
+        "`--report-timing`. "
         "fwd+bwd columns: CPU time of one forward+backward. "
         "load: the 1-minute load average when the case started.",
         "",
