@@ -806,8 +806,9 @@ class JaxAdapter(AdapterBase):
             return build()(*_to_jax(args))
 
     @staticmethod
-    def _shapes(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        return tuple(sorted((name, tuple(np.shape(a))) for name, a in inputs.items()))
+    def _shapes(inputs: Mapping[str, np.ndarray], skip: int = 0) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(name, shape) of each input, by name; ``skip=1``: per row of a batch."""
+        return tuple(sorted((name, tuple(np.shape(a))[skip:]) for name, a in inputs.items()))
 
     # -- forward, vjp, jvp ----------------------------------------------------------------
 
@@ -864,7 +865,7 @@ class JaxAdapter(AdapterBase):
         """Whether a batched call runs a vmapped program (see :data:`VMAP_MIN_ROWS`): decided
         by the first call of this kind, fn, per-row shapes and ``extra``, then kept."""
         rows = _rows(inputs)
-        key = (kind, fn, tuple((k, tuple(np.shape(v))[1:]) for k, v in sorted(inputs.items())), *extra)
+        key = (kind, fn, self._shapes(inputs, 1), *extra)
         cache = self._jit_cache
         try:
             with cache.lock:
@@ -897,7 +898,7 @@ class JaxAdapter(AdapterBase):
 
         rows = int(np.shape(jax.tree_util.tree_leaves(batched[0])[0])[0])
         chunk = batch_chunk({k: np.shape(v)[1:] for k, v in inputs.items()}, rows)
-        key = (kind, fn, tuple((k, s[1:]) for k, s in self._shapes(inputs)), *extra, chunk, dtype)
+        key = (kind, fn, self._shapes(inputs, 1), *extra, chunk, dtype)
         outs = []
         for start in range(0, rows, chunk):
             stop = min(start + chunk, rows)
@@ -955,7 +956,7 @@ class JaxAdapter(AdapterBase):
         rows = _rows(inputs)
         combined = self._combinable(fn, inputs, True, "vjp", dtype)
         if combined and self._vmap("combined", fn, inputs, tuple(sorted(names)), dtype, self.conv_padding):
-            got = self._combined_batch(fn, inputs, names, cotangents, None, dtype, "vjp", ("out", "grads"))
+            got = self._combined(fn, inputs, names, cotangents, None, dtype, "vjp", ("out", "grads"), True)
             if got is not None:
                 return VJPResult(output=got["out"], grads={n: got["grads"][n] for n in names})
         elif combined or not self._vmap("vjp", fn, inputs, names, dtype, self.conv_padding):
@@ -999,7 +1000,7 @@ class JaxAdapter(AdapterBase):
         names = tuple(sorted(tangents))
         combined = self._combinable(fn, inputs, True, "jvp", dtype)
         if combined and self._vmap("combined", fn, inputs, names, dtype, self.conv_padding):
-            got = self._combined_batch(fn, inputs, names, None, tangents, dtype, "jvp", ("out", "jv"))
+            got = self._combined(fn, inputs, names, None, tangents, dtype, "jvp", ("out", "jv"), True)
             if got is not None:
                 return got["out"], got["jv"]
         elif combined or not self._vmap("jvp", fn, inputs, names, dtype, self.conv_padding):
@@ -1033,7 +1034,7 @@ class JaxAdapter(AdapterBase):
         names = tuple(wrt)
         combined = self._combinable(fn, inputs, True, "hvp", dtype) and method in self._combined_methods()
         if combined and self._vmap("combined", fn, inputs, tuple(sorted(names)), dtype, self.conv_padding):
-            got = self._combined_batch(fn, inputs, names, cotangents, tangents, dtype, "hvp", (method,))
+            got = self._combined(fn, inputs, names, cotangents, tangents, dtype, "hvp", (method,), True)
             if got is not None:
                 return {n: got[method][n] for n in names}
         elif combined or not self._vmap("hvp", fn, inputs, names, method, dtype, self.conv_padding):
@@ -1156,7 +1157,7 @@ class JaxAdapter(AdapterBase):
         if sum(int(np.prod(np.shape(a)[skip:])) for a in inputs.values()) > COMBINE_MAX_ELEMENTS:
             return False
         cache = self._jit_cache
-        use = (kind, fn, tuple((k, tuple(np.shape(a))[skip:]) for k, a in sorted(inputs.items())), dtype)
+        use = (kind, fn, self._shapes(inputs, skip), dtype)
         try:
             with cache.lock:
                 return (
@@ -1213,35 +1214,62 @@ class JaxAdapter(AdapterBase):
         dtype: str,
         kind: str,
         want: tuple[str, ...],
+        batched: bool = False,
     ) -> dict[str, Any] | None:
-        """The parts ``want`` (``out``, ``grads``, ``jv``, a method's ``H v``) of one example from
-        the combined program of (fn, shapes, names, dtype); ``None`` when it cannot serve the
-        call (the caller then runs the program of its own kind, which raises what it raises).
+        """The parts ``want`` (``out``, ``grads``, ``jv``, a method's ``H v``) of one example, or
+        of ``B`` stacked on axis 0 when ``batched`` (``jax.vmap``-ed in chunks), from the combined
+        program of (fn, shapes, names, dtype); ``None`` when it cannot serve the call (the caller
+        then runs the program of its own kind, which raises what it raises).
 
         A missing ``cotangent`` or ``tangents`` is zeros: the parts computed from it are unused."""
-        if not self._combinable(fn, inputs, False, kind, dtype):
+        if not self._combinable(fn, inputs, batched, kind, dtype):
             return None
         names = tuple(sorted(names))
         methods = self._combined_methods()
-        shapes = self._shapes(inputs)
+        skip = 1 if batched else 0
+        shapes = self._shapes(inputs, skip)
         key = ("combined", fn, shapes, names, methods, dtype, self.conv_padding)
+
+        def build() -> Callable[..., Any]:
+            import jax
+
+            run = self._combined_function(fn, methods)
+            return jax.vmap(run) if batched else run
+
         with self.precision(dtype):
             if tangents is None:
                 tangents = {n: np.zeros(np.shape(inputs[n]), dtype) for n in names}
-            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=False)
+            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=batched)
+            rows = _rows(inputs) if batched else None
             try:
-                u = self._cotangent(fn, shapes, dtype, primal, const, cotangent, None)
+                if batched:
+                    first = {k: v[0] for k, v in primal.items()}, {k: v[0] for k, v in const.items()}
+                else:
+                    first = primal, const
+                u = self._cotangent(fn, shapes, dtype, *first, cotangent, rows)
                 if u is None:
                     return None
-                res = self._run_combined(
-                    key, lambda: self._combined_function(fn, methods), primal, const, u, tangent
-                )
+                if batched:
+                    extra = (names, methods, self.conv_padding)
+                    outs = self._in_chunks(
+                        "combined_batch", fn, inputs, build, extra, dtype, primal, const, u, tangent
+                    )
+                else:
+                    outs = [self._run_combined(key, build, primal, const, u, tangent)]
             except Exception:
-                self._give_up_combining(fn, key)
+                self._give_up_combining(fn, None if batched else key)
                 return None
-            self._note_out_shape(fn, shapes, dtype, tuple(np.shape(res["out"])))
-            self._count_use(kind, fn, shapes, dtype, 1)
-            return {w: _tree_to_numpy(self, res[w]) for w in want}
+            self._note_out_shape(fn, shapes, dtype, tuple(np.shape(outs[0]["out"]))[skip:])
+            self._count_use(kind, fn, shapes, dtype, rows or 1)
+            parts: dict[str, Any] = {}
+            for w in want:
+                if not batched:
+                    parts[w] = _tree_to_numpy(self, outs[0][w])
+                elif isinstance(outs[0][w], Mapping):
+                    parts[w] = {n: np.concatenate([o[w][n] for o in outs]) for n in outs[0][w]}
+                else:
+                    parts[w] = np.concatenate([o[w] for o in outs])
+            return parts
 
     def _cotangent(
         self,
@@ -1275,62 +1303,6 @@ class JaxAdapter(AdapterBase):
             else:
                 cache.compiled.move_to_end(key)
         return compiled(*args)
-
-    def _combined_batch(
-        self,
-        fn: ForwardFn,
-        inputs: Mapping[str, np.ndarray],
-        names: Sequence[str],
-        cotangents: np.ndarray | None,
-        tangents: Mapping[str, np.ndarray] | None,
-        dtype: str,
-        kind: str,
-        want: tuple[str, ...],
-    ) -> dict[str, Any] | None:
-        """:meth:`_combined` of ``B`` examples stacked on axis 0, ``jax.vmap``-ed in chunks."""
-        import jax
-
-        names = tuple(sorted(names))
-        methods = self._combined_methods()
-        rows = _rows(inputs)
-        row_shapes = tuple((k, s[1:]) for k, s in self._shapes(inputs))
-
-        def build() -> Callable[..., Any]:
-            return jax.vmap(self._combined_function(fn, methods))
-
-        with self.precision(dtype):
-            if tangents is None:
-                tangents = {n: np.zeros(np.shape(inputs[n]), dtype) for n in names}
-            primal, const, tangent = _primal_const_tangent(inputs, tangents, names, dtype, batched=True)
-            try:
-                first = {k: v[0] for k, v in primal.items()}, {k: v[0] for k, v in const.items()}
-                u = self._cotangent(fn, row_shapes, dtype, *first, cotangents, rows)
-                if u is None:
-                    return None
-                outs = self._in_chunks(
-                    "combined_batch",
-                    fn,
-                    inputs,
-                    build,
-                    (names, methods, self.conv_padding),
-                    dtype,
-                    primal,
-                    const,
-                    u,
-                    tangent,
-                )
-            except Exception:
-                self._give_up_combining(fn)
-                return None
-            self._note_out_shape(fn, row_shapes, dtype, tuple(np.shape(outs[0]["out"])[1:]))
-            self._count_use(kind, fn, row_shapes, dtype, rows)
-            parts: dict[str, Any] = {}
-            for w in want:
-                if isinstance(outs[0][w], Mapping):
-                    parts[w] = {n: np.concatenate([o[w][n] for o in outs]) for n in outs[0][w]}
-                else:
-                    parts[w] = np.concatenate([o[w] for o in outs])
-            return parts
 
     def jvp(
         self,
