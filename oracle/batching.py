@@ -123,8 +123,14 @@ Request = VjpCall | ForwardCall | JvpCall | HvpCall
 Evaluation = Generator[Request, Any, Any]
 
 
-def _signature(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...], str], ...]:
-    return tuple(sorted((k, tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in arrays.items()))
+def _signature(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...], np.dtype[Any]], ...]:
+    """``(name, shape, dtype)`` of each array, by name: requests with equal signatures share a call."""
+    out = []
+    for k, v in arrays.items():
+        a = v if isinstance(v, np.ndarray) else np.asarray(v)
+        out.append((k, a.shape, a.dtype))
+    out.sort(key=lambda item: item[0])
+    return tuple(out)
 
 
 def _batched_method(adapter: Any, single: str, batched: str) -> bool:

@@ -49,7 +49,9 @@ def perturbed(inputs: Arrays, direction: Arrays, t: float, dtype: str | np.dtype
     """``x + t v`` for the names in ``direction`` (others unchanged), cast to ``dtype``."""
     out = {k: np.asarray(v, dtype=dtype) for k, v in inputs.items()}
     for k, v in direction.items():
-        out[k] = (np.asarray(inputs[k], dtype=np.float64) + t * v).astype(dtype)
+        point = np.multiply(v, t, dtype=np.float64)  # one new array, then x added into it
+        point += np.asarray(inputs[k], dtype=np.float64)
+        out[k] = point.astype(dtype, copy=False)
     return out
 
 
