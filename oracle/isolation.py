@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -159,7 +160,28 @@ def _drain(capture: Any) -> bytes:
 
 
 def _worker_main(conn: Connection, timeout: float | None, output_path: str | None = None) -> None:
-    """A worker: run the jobs the parent sends, one at a time, until it sends ``None``."""
+    """A worker: run the jobs the parent sends, one at a time, until it sends ``None``; then
+    leave with ``os._exit`` (status 0, or 1 after an error of the worker's own, printed).
+
+    Every result has been sent by then, so the interpreter's shutdown would only tear down the
+    frameworks the checks loaded (JAX's and torch's exit handlers: about 0.8 s per worker
+    here) and could meet an adapter thread abandoned mid-call in C++ code.
+    """
+    status = 0
+    try:
+        _serve(conn, timeout, output_path)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+
+
+def _serve(conn: Connection, timeout: float | None, output_path: str | None) -> None:
+    """The worker's loop (:func:`_worker_main`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     capture = _capture_output(output_path) if output_path else None
     from gradoracle.guard import process_session

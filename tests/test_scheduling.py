@@ -104,3 +104,51 @@ def test_jobs_default_is_auto_one_per_core_up_to_the_cap() -> None:
     assert worker_count(1) == 1
     with pytest.raises(argparse.ArgumentTypeError, match="auto"):
         jobs_count("-2")
+
+
+@dataclass(frozen=True)
+class AtexitJob:
+    """Registers an exit handler in the worker that would write ``marker`` at a normal exit."""
+
+    marker: str
+
+    @property
+    def label(self) -> str:
+        return "atexit"
+
+    affinity: Any = None
+
+    def run(self, timeout: float | None) -> int:
+        import atexit
+        from pathlib import Path
+
+        atexit.register(Path(self.marker).write_text, "the interpreter shut down normally")
+        return os.getpid()
+
+    def died(self, reason: str) -> int:
+        return -1
+
+
+def _run_atexit_job_and_exit(marker: str) -> None:
+    AtexitJob(marker).run(None)
+
+
+def test_workers_leave_with_status_0_without_the_interpreters_shutdown(tmp_path: Any) -> None:
+    """After the last result the worker ``os._exit``s: the frameworks' exit handlers (JAX's and
+    torch's teardown, ~0.8 s per worker) do not run, and the exit status is still 0."""
+    import multiprocessing
+
+    marker = tmp_path / "marker.txt"
+    pool = WorkerPool(1, timeout=30.0)
+    pid = pool.run([AtexitJob(str(marker))])[0]
+    processes = [w.process for w in pool._idle]
+    pool.close()
+    assert pid > 0 and [p.exitcode for p in processes] == [0]
+    assert not marker.exists()
+    # negative control: the same handler in a process that exits the normal way does run
+    control = multiprocessing.get_context("spawn").Process(
+        target=_run_atexit_job_and_exit, args=(str(marker),)
+    )
+    control.start()
+    control.join(60)
+    assert control.exitcode == 0 and marker.read_text() == "the interpreter shut down normally"
