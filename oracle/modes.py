@@ -35,7 +35,7 @@ import numpy as np
 from gradoracle import finite_differences as fd
 from gradoracle.batching import ForwardCall, HvpCall, JvpCall, Request, VjpCall, drive, run_one
 from gradoracle.identities import Identity, get_identity
-from gradoracle.precision import effective_bits
+from gradoracle.precision import effective_bits, records_bits
 from gradoracle.results import AdapterContractError, Fault
 from gradoracle.strategies import Example
 from gradoracle.tolerances import Tolerance, tolerance_for
@@ -379,7 +379,7 @@ def jvp_evaluation(
         allowed_jv = tol.allowed(mag, eta)
         cmp = _compare_arrays("jvp-analytic", "J v", jv64, ref_jv, allowed_jv)
         outcome.comparisons.append(cmp)
-        if dtype == "float32":  # the precision record is a float32 figure
+        if records_bits(dtype):
             outcome.bits = effective_bits({"output": (out, ref_out, out_mag), "J v": (jv64, ref_jv, mag)})
         term_scale = float(np.sum(np.abs(u_d64) * mag))
         slack = float(np.sum(np.abs(u_d64) * allowed_jv))
@@ -623,7 +623,7 @@ def hvp_evaluation(
                 _compare_arrays("hvp-analytic", f"{n} [{method}]", got[method][n], ref[n], allowed[n])
             )
     methods = list(got)
-    if methods and dtype == "float32":  # the precision record is a float32 figure
+    if methods and records_bits(dtype):
         outcome.bits = effective_bits(
             {
                 f"{n} [{m}]": (got[m][n], np.asarray(ref[n], dtype=np.float64), mags[n])

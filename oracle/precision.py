@@ -75,6 +75,12 @@ PRECISION_MODES: tuple[PrecisionMode, ...] = (
 )
 
 
+def records_bits(dtype: str) -> bool:
+    """Whether a check in ``dtype`` records effective mantissa bits: float32 only, the dtype whose
+    reduced-precision modes (TF32, bf16) the record names; float64 checks skip the computation."""
+    return dtype == "float32"
+
+
 def effective_bits(arrays: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
     """``-log2(max_i |g_i - r_i| / m_i)`` over every ``(got, reference, magnitude)`` array.
 

@@ -52,7 +52,13 @@ from gradoracle.guard import (
 )
 from gradoracle.identities import Identity, InvalidShapeError, UnknownIdentityError, get_identity
 from gradoracle.options import DEFAULT_CONFIGURATIONS
-from gradoracle.precision import describe_finding, effective_bits, precision_record, reduced_precision_finding
+from gradoracle.precision import (
+    describe_finding,
+    effective_bits,
+    precision_record,
+    records_bits,
+    reduced_precision_finding,
+)
 from gradoracle.results import (
     ADAPTER_WORDS,
     TOLERANCE_FORMULA_PREFIX,
@@ -530,12 +536,13 @@ def _fd_comparisons(
     points = [fd.perturbed(inputs, d, t, fd_dtype) for _, d, h in active for t in (h, -h)]
     outs = yield ForwardCall(fn, points, fd_dtype)
     # Per direction v (the rows of V, all inputs' elements side by side): <g, v>, sum |g_i v_i|,
-    # max |v_i| and sum |v_i| slack_i, as three matrix-vector products over the directions.
+    # max |v_i|, sum |v_i| slack_i and <r, v>, as matrix-vector products over the directions.
     names = list(active[0][1])
     V = np.stack([_flat([d[n] for n in names]) for _, d, _ in active])
     absV = np.abs(V)
-    projections = V @ _flat([g64[n] for n in names])
-    mags = absV @ np.abs(_flat([g64[n] for n in names]))
+    g_flat = _flat([g64[n] for n in names])
+    projections = V @ g_flat
+    mags = absV @ np.abs(g_flat)
     vmaxs = absV.max(axis=1) if V.shape[1] else np.zeros(len(active))
     extras = (
         absV
@@ -558,7 +565,6 @@ def _fd_comparisons(
         value = (s(outs[2 * j]) - s(outs[2 * j + 1])) / (2 * h)
         rows.append(
             {
-                "j": j,
                 "k": k,
                 "d": d,
                 "h": h,
@@ -579,7 +585,7 @@ def _fd_comparisons(
             d2 = (s(far[2 * j]) - s(far[2 * j + 1])) / (4 * r["h"])
             r["value"], r["error"] = (4 * r["value"] - d2) / 3, abs(r["value"] - d2)
     worst: Comparison | None = None
-    for r in rows:
+    for j, r in enumerate(rows):
         k, d, p, mag, value = r["k"], r["d"], r["p"], r["mag"], r["value"]
         allowed = (
             tol.fd_allowed(mag, r["error"]) + r["extra"] if "error" in r else tol.fd_allowed(mag) + r["extra"]
@@ -590,7 +596,7 @@ def _fd_comparisons(
             if basis is None
             else (basis[0], list(np.unravel_index(basis[1], grads[basis[0]].shape)))
         )
-        analytic = None if analytics is None else float(analytics[r["j"]])
+        analytic = None if analytics is None else float(analytics[j])
         comp = Comparison(
             kind=kind,
             input=name,
@@ -780,7 +786,7 @@ def _evaluation(
     outcome.comparisons.append(
         _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f), out_mag)
     )
-    if ref is not None and dtype == "float32":  # the precision record is a float32 figure
+    if ref is not None and records_bits(dtype):
         outcome.bits = effective_bits(
             {
                 "output": (out, ref_out, out_mag),
@@ -1398,7 +1404,7 @@ def check(
                             stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
                                 c.abs_error, c.rel_error, c.ratio
                             )
-                    bits = state.get("bits") if dtype == "float32" else None
+                    bits = state.get("bits") if records_bits(dtype) else None
                     return result(
                         Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common
                     )
@@ -1466,7 +1472,7 @@ def check(
             **provenance(exc),
             **common,
         )
-    bits = state.get("bits") if dtype == "float32" else None
+    bits = state.get("bits") if records_bits(dtype) else None
     return result(Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common)
 
 
