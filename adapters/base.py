@@ -13,7 +13,7 @@ or by registering it in the ``gradoracle.adapters`` entry-point group.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -169,6 +169,11 @@ class AdapterBase:
     ) -> dict[str, np.ndarray]:
         """``H v`` of ``s(x) = <u, fn(x)>`` for each name in ``wrt`` (none by default)."""
         raise NotImplementedError(f"adapter {self.name!r} has no Hessian-vector products")
+
+    def plan_modes(self, modes: Iterable[str]) -> None:
+        """A hint given before a run's checks: the modes (``vjp``, ``jvp``, ``hvp``) it will ask
+        of this adapter, so that it can prepare for exactly those (the JAX adapter compiles one
+        program for them).  Optional; the default does nothing."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

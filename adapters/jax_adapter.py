@@ -90,6 +90,12 @@ One program for every mode
     jvp) gets one program per kind from its first failure on, and errors are those of the
     per-kind program.
 
+    A run that checks fewer modes says so (:meth:`JaxAdapter.plan_modes`, called by the
+    runner with the modes of its matrix): the combined program then holds only those modes'
+    parts, and a run of one mode builds no combined program at all (its own program is that
+    mode's).  A reverse-mode-only report of the notes' identities spent most of its JAX time
+    tracing the forward-mode and second-order parts it never used.
+
 Seen at non-differentiable points (jax 0.10.2, vjp): relu'(0) = 0, leaky_relu'(0) = 1,
 abs'(0) = 1, elu'(0) = 1, ``jnp.maximum(x, 0)`` and ``jnp.clip(x, min=0)`` at 0 split
 0.5/0.5; a ``reduce_window`` max-pool window with tied maxima routes the whole gradient
@@ -104,7 +110,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
@@ -194,6 +200,8 @@ COMBINE_HOT_ROWS = 1024
 #: The kinds a combined program serves; in ``auto`` mode it is used only while each of them is
 #: compiled on its first call (:data:`AUTO_JIT_AFTER`).
 _COMBINED_KINDS = ("vjp", "jvp", "hvp", "vjp_batch", "jvp_batch", "hvp_batch", "combined", "combined_batch")
+#: The modes whose parts a combined program can hold (:meth:`JaxAdapter.plan_modes`).
+_COMBINABLE_MODES = ("vjp", "jvp", "hvp")
 _ON = frozenset({"1", "on", "true", "yes"})
 _OFF = frozenset({"0", "off", "false", "no"})
 
@@ -650,6 +658,8 @@ class JaxAdapter(AdapterBase):
     dtypes = ("float64", "float32")
     has_jvp = True
     hvp_methods = ("reverse-over-reverse", "forward-over-reverse")
+    #: the modes the combined program serves (:meth:`plan_modes`); all of them by default
+    _planned_modes: tuple[str, ...] = _COMBINABLE_MODES
 
     def __init__(self, jit: str = "auto", conv_padding: str = "pad", combine: bool | str = True) -> None:
         flag = str(combine).strip().lower()
@@ -670,6 +680,13 @@ class JaxAdapter(AdapterBase):
         self.conv_padding = conv_padding
         # This adapter's own jit state, used unless it is a plain JaxAdapter (_jit_cache).
         self._own_cache = _JitCache()
+
+    def plan_modes(self, modes: Iterable[str]) -> None:
+        """Prepare for checks of ``modes`` (of vjp, jvp, hvp): the combined program holds the
+        parts of these modes only, and none is built for a single mode.  Unknown names are
+        ignored; none known restores the default (every mode)."""
+        planned = tuple(m for m in _COMBINABLE_MODES if m in set(modes))
+        self._planned_modes = planned or _COMBINABLE_MODES
 
     @property
     def _jit_cache(self) -> _JitCache:
@@ -1120,25 +1137,30 @@ class JaxAdapter(AdapterBase):
     # -- one program for every mode (small inputs, COMBINE_MAX_ELEMENTS) ----------------------
 
     def _combined_methods(self) -> tuple[str, ...]:
+        """The Hessian-vector-product methods the combined program holds (none without hvp)."""
+        if "hvp" not in self._planned_modes:
+            return ()
         return tuple(m for m in ("reverse-over-reverse", "forward-over-reverse") if m in self.hvp_methods)
 
-    def _combined_function(self, fn: ForwardFn, methods: tuple[str, ...]) -> Callable[..., Any]:
-        """``(primal, const, u, v) -> {out: fn(x), grads: u^T J, jv: J v, <method>: H v}``: the
-        functions of :meth:`vjp`, :meth:`jvp` and :meth:`hvp`, each as JAX computes it alone, in
-        one program."""
-        vjp_run = self._vjp_function(fn)
-        jvp_run = self._jvp_function(fn)
+    def _combined_function(
+        self, fn: ForwardFn, modes: tuple[str, ...], methods: tuple[str, ...]
+    ) -> Callable[..., Any]:
+        """``(primal, const, u, v) -> {out: fn(x), grads: u^T J, jv: J v, <method>: H v}`` (the
+        parts of ``modes``): the functions of :meth:`vjp`, :meth:`jvp` and :meth:`hvp`, each as
+        JAX computes it alone, in one program."""
+        vjp_run = self._vjp_function(fn) if "vjp" in modes else None
+        jvp_run = self._jvp_function(fn) if "jvp" in modes else None
         hvps = {m: self._hvp_function(fn, m) for m in methods}
 
         def run(primal: dict[str, Any], const: dict[str, Any], u: Any, tangent: dict[str, Any]) -> Any:
-            out, grads = vjp_run(primal, const, u)
-            _, jv = jvp_run(primal, const, tangent)
-            return {
-                "out": out,
-                "grads": grads,
-                "jv": jv,
-                **{m: h(primal, const, u, tangent) for m, h in hvps.items()},
-            }
+            # at least two modes (_combinable), so vjp or jvp is one of them and gives "out"
+            parts: dict[str, Any] = {}
+            if jvp_run is not None:
+                parts["out"], parts["jv"] = jvp_run(primal, const, tangent)
+            if vjp_run is not None:
+                parts["out"], parts["grads"] = vjp_run(primal, const, u)
+            parts.update({m: h(primal, const, u, tangent) for m, h in hvps.items()})
+            return parts
 
         return run
 
@@ -1151,6 +1173,8 @@ class JaxAdapter(AdapterBase):
         hashable, traceable and not known to fail there (a ``custom_vjp`` has no jvp)."""
         if not self.combine or self.jit == "never":
             return False
+        if len(self._planned_modes) < 2 or kind not in self._planned_modes:
+            return False  # one mode planned: its own program is the same program
         if self.jit == "auto" and any(AUTO_JIT_AFTER.get(k, 1) > 1 for k in _COMBINED_KINDS):
             return False  # some kind runs eagerly first: each keeps its own program
         skip = 1 if batched else 0
@@ -1225,15 +1249,15 @@ class JaxAdapter(AdapterBase):
         if not self._combinable(fn, inputs, batched, kind, dtype):
             return None
         names = tuple(sorted(names))
-        methods = self._combined_methods()
+        modes, methods = self._planned_modes, self._combined_methods()
         skip = 1 if batched else 0
         shapes = self._shapes(inputs, skip)
-        key = ("combined", fn, shapes, names, methods, dtype, self.conv_padding)
+        key = ("combined", fn, shapes, names, modes, methods, dtype, self.conv_padding)
 
         def build() -> Callable[..., Any]:
             import jax
 
-            run = self._combined_function(fn, methods)
+            run = self._combined_function(fn, modes, methods)
             return jax.vmap(run) if batched else run
 
         with self.precision(dtype):
@@ -1250,7 +1274,7 @@ class JaxAdapter(AdapterBase):
                 if u is None:
                     return None
                 if batched:
-                    extra = (names, methods, self.conv_padding)
+                    extra = (names, modes, methods, self.conv_padding)
                     outs = self._in_chunks(
                         "combined_batch", fn, inputs, build, extra, dtype, primal, const, u, tangent
                     )

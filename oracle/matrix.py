@@ -138,6 +138,12 @@ def plan_tasks(
     return sorted(tasks, key=lambda t: sort_key(t.identity, t.adapter_name, t.dtype, t.mode))
 
 
+def planned_modes(tasks: Sequence[CheckTask]) -> tuple[str, ...]:
+    """The modes ``tasks`` check, in :data:`gradoracle.modes.MODES` order (``CheckSettings.modes``)."""
+    asked = {t.mode for t in tasks}
+    return tuple(m for m in MODES if m in asked)
+
+
 def parse_shard(text: str) -> Shard:
     """``"K/N"`` -> :class:`Shard`; anything else is a :class:`ShardError` saying what fits."""
     k_text, sep, n_text = text.strip().partition("/")
@@ -405,6 +411,8 @@ def run_matrix(
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if not settings.modes:
+        settings = settings.with_(modes=planned_modes(tasks))
     if isolate is None:
         isolate = pool is not None or jobs > 1
     done: dict[int, CheckResult] = {}

@@ -122,6 +122,10 @@ class CheckSettings:
     #: configuration, not per example.  0: Hypothesis draws every configuration
     #: (:func:`gradoracle.layer_strategies.covering_pool`).
     configurations: int = DEFAULT_CONFIGURATIONS
+    #: The modes the run checks (a matrix of checks fills it in): a hint handed to the
+    #: adapter's ``plan_modes`` before each check, so that it prepares for exactly these (the
+    #: JAX adapter's combined program).  Empty: unknown, the adapter prepares for every mode.
+    modes: tuple[str, ...] = ()
 
     def with_(self, **changes: Any) -> CheckSettings:
         """A copy with some fields changed."""
@@ -1161,6 +1165,19 @@ def reproduce(
 # ----------------------------------------------------------------------- a check
 
 
+def _plan_modes(
+    ad: Any, guard: AdapterGuard, modes: tuple[str, ...], timeout: float | None, label: str
+) -> None:
+    """``ad.plan_modes(modes)`` through its guard, when the adapter has the (optional) hook."""
+
+    def plan() -> None:
+        hook = getattr(ad, "plan_modes", None)
+        if callable(hook):
+            hook(modes)
+
+    guard.call(plan, timeout, f"{label}.plan_modes()")
+
+
 def check(
     identity: Identity | str,
     adapter: Any,
@@ -1237,6 +1254,11 @@ def check(
     gap = mode_checks.unsupported_reason(ad, mode) or mode_checks.identity_mode_gap(ident, mode)
     if gap:
         return result(Verdict.SKIP, message=gap)
+    if settings.modes:
+        try:
+            _plan_modes(ad, guard, settings.modes, timeout, adapter_label)
+        except AdapterCallError as exc:
+            return result(Verdict.ERROR, Fault.ADAPTER, f"adapter {adapter_label!r}: {exc}")
     evaluate_mode = evaluate_example if mode == "vjp" else mode_checks.EVALUATORS[mode]
 
     fd_dtype = settings.fd_dtype or ("float64" if "float64" in facts.dtypes else dtype)

@@ -381,6 +381,13 @@ class AvailableRaisesAdapter(NumpyEngineAdapter):
         raise OSError("libfrobnicate.so: cannot open shared object file")
 
 
+class PlanRaisesAdapter(NumpyEngineAdapter):
+    """The optional plan_modes hint raises."""
+
+    def plan_modes(self, modes: Any) -> None:
+        raise RuntimeError("cannot plan for these modes")
+
+
 class ExitingConstructorAdapter(NumpyEngineAdapter):
     """The constructor calls sys.exit (a CLI script turned adapter)."""
 

@@ -212,3 +212,81 @@ def test_the_bench_times_the_steady_state() -> None:
     assert steady_state_spec("jax") == "jax?combine=off"
     assert steady_state_spec("jax?jit=always") == "jax?jit=always"
     assert steady_state_spec("torch") == "torch"
+
+
+def _all_four(ad: JaxAdapter, dtype: str = "float64") -> dict[str, Any]:
+    """Output, vjp, jvp and both HVPs of one fixed example, from ``ad``."""
+    rng = np.random.default_rng(5)
+    x = _inputs(rng)
+    names = ("W", "x")
+    u = rng.uniform(-1, 1, 3)
+    v = {n: rng.uniform(-1, 1, x[n].shape) for n in names}
+    got: dict[str, Any] = {"vjp": ad.vjp(_mlp, x, names, u, dtype), "jvp": ad.jvp(_mlp, x, v, dtype)}
+    for method in METHODS:
+        got[method] = ad.hvp(_mlp, x, names, u, v, dtype, method)
+    return got
+
+
+@pytest.mark.parametrize(
+    ("planned", "combined_parts"),
+    [
+        (("vjp",), None),  # one mode: no combined program, vjp's own is the same program
+        (("hvp",), None),
+        (("vjp", "jvp"), (("vjp", "jvp"), ())),
+        (("jvp", "hvp"), (("jvp", "hvp"), METHODS)),
+        (("hvp", "vjp", "nonsense"), (("vjp", "hvp"), METHODS)),
+        ((), (("vjp", "jvp", "hvp"), METHODS)),  # nothing known: every mode, as by default
+    ],
+)
+def test_planned_modes_shape_the_combined_program(
+    planned: tuple[str, ...], combined_parts: tuple[tuple[str, ...], tuple[str, ...]] | None
+) -> None:
+    """``plan_modes`` (the runner passes a run's modes): the combined program holds exactly the
+    planned modes' parts, the other modes get their own programs, and every answer is the same
+    as from one program per kind."""
+    ad, off = JaxAdapter(), JaxAdapter(combine="off")
+    jax_adapter.clear_cache(ad)
+    ad.plan_modes(planned)
+    got = _all_four(ad)
+    combined = [k for k in ad._compiled if k[0] == "combined"]
+    own = _kinds(ad) - {"combined"}
+    want = _all_four(off)  # plain instances share one cache: look at it before this runs
+    np.testing.assert_allclose(got["vjp"].output, want["vjp"].output, rtol=1e-13)
+    np.testing.assert_allclose(got["jvp"][1], want["jvp"][1], rtol=1e-13)
+    for n in ("W", "x"):
+        np.testing.assert_allclose(got["vjp"].grads[n], want["vjp"].grads[n], rtol=1e-13)
+        for method in METHODS:
+            np.testing.assert_allclose(got[method][n], want[method][n], rtol=1e-13)
+    if combined_parts is None:
+        assert not combined and own == {"vjp", "jvp", "hvp"}
+        return
+    modes, methods = combined_parts
+    assert [(k[4], k[5]) for k in combined] == [(modes, methods)]
+    assert own == {"vjp", "jvp", "hvp"} - set(modes)
+
+
+def test_without_a_plan_a_reverse_mode_check_builds_every_modes_parts() -> None:
+    """Negative control of the test above: without the hint, reverse mode alone compiles the
+    combined program (the forward-mode and second-order parts a reverse-mode run never uses)."""
+    ad = JaxAdapter()
+    jax_adapter.clear_cache(ad)
+    rng = np.random.default_rng(6)
+    ad.vjp(_mlp, _inputs(rng), ("W",), rng.uniform(-1, 1, 3), "float64")
+    assert _kinds(ad) == {"combined"}
+
+
+def test_a_reverse_mode_matrix_compiles_no_combined_program() -> None:
+    """End to end: a matrix of reverse-mode checks tells the adapter (``CheckSettings.modes``),
+    which then compiles only reverse-mode programs; the results are unchanged."""
+    from gradoracle.guard import process_session
+    from gradoracle.identities import select_identities
+    from gradoracle.matrix import plan_tasks, run_matrix
+
+    jax_adapter.clear_cache(JaxAdapter())
+    tasks = plan_tasks(select_identities(["mlp-a-logits"]), [("jax", "jax")], ["float64"], ["vjp"])
+    outcome = run_matrix(tasks, CheckSettings(examples=5, timeout_s=120.0))
+    assert [r.verdict for r in outcome.results] == [Verdict.PASS]
+    ad = process_session().get("jax").adapter
+    assert ad._planned_modes == ("vjp",)
+    assert "combined" not in _kinds(ad) and "combined_batch" not in _kinds(ad)
+    assert _kinds(ad) & {"vjp", "vjp_batch"}

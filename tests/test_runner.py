@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -237,3 +238,34 @@ def test_oracle_import_does_not_import_frameworks() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_run_s_modes_reach_the_adapter_and_a_failing_hint_is_the_adapter_s_error() -> None:
+    """``CheckSettings.modes`` is handed to the adapter's optional ``plan_modes`` before a check
+    (through its guard); a hint that raises makes that check an adapter error naming it, and a
+    matrix fills the hint in from its tasks."""
+    from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
+    from gradoracle.matrix import CheckTask, planned_modes, run_matrix
+
+    heard: list[tuple[str, ...]] = []
+
+    class Listening(NumpyEngineAdapter):
+        def plan_modes(self, modes: Any) -> None:
+            heard.append(tuple(modes))
+
+    ad = Listening()
+    assert check("matvec-jacobian", ad, "float64", CheckSettings(examples=3)).verdict == Verdict.PASS
+    assert heard == []  # no run, no hint
+    settings = CheckSettings(examples=3, modes=("vjp", "jvp"))
+    assert check("matvec-jacobian", ad, "float64", settings).verdict == Verdict.PASS
+    assert heard == [("vjp", "jvp")]
+
+    tasks = [
+        CheckTask("matvec-jacobian", "", "broken_adapters:PlanRaisesAdapter", "PlanRaisesAdapter", "float64"),
+        CheckTask("matvec-jacobian", "", "numpy", "numpy", "float64"),
+    ]
+    assert planned_modes([*tasks, CheckTask("mlp", "", "jax", "jax", "float32", "hvp")]) == ("vjp", "hvp")
+    raising, fine = run_matrix(tasks, CheckSettings(examples=3)).results
+    assert (raising.verdict, raising.fault) == (Verdict.ERROR, Fault.ADAPTER)
+    assert "plan_modes()" in raising.message and "cannot plan for these modes" in raising.message
+    assert fine.verdict == Verdict.PASS

@@ -41,7 +41,16 @@ from gradoracle.cli.common import (
     write_report_files,
 )
 from gradoracle.isolation import WorkerPool
-from gradoracle.matrix import CheckTask, Shard, ShardError, parse_shard, plan_tasks, run_matrix, select_shard
+from gradoracle.matrix import (
+    CheckTask,
+    Shard,
+    ShardError,
+    parse_shard,
+    plan_tasks,
+    planned_modes,
+    run_matrix,
+    select_shard,
+)
 from gradoracle.reporting.environment import frameworks_that_ran
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
@@ -187,6 +196,8 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     identities = select_identities(list(config.identities))
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
+    # the whole plan's modes, so that every shard of a run records (and compiles for) the same
+    settings = config.settings.with_(modes=planned_modes(tasks))
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
     shard_note = f", shard {args.shard} ({len(tasks)} of {planned})" if args.shard else ""
@@ -202,7 +213,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
 
     pool = WorkerPool(min(jobs, max(1, len(tasks))), config.timeout) if args.isolate else None
     try:
-        outcome = _run_with_progress(tasks, config.settings, jobs, out, pool, config.max_hangs)
+        outcome = _run_with_progress(tasks, settings, jobs, out, pool, config.max_hangs)
         results, interrupted = outcome.results, outcome.interrupted
         probes: list[Any] = []
         if not interrupted:  # after the checks: a Ctrl-C here loses only probes
@@ -218,7 +229,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "dtypes": list(config.dtypes),
         "examples": config.examples,
         "seed": config.seed,
-        "settings": dataclasses.asdict(config.settings),
+        "settings": dataclasses.asdict(settings),
         "jobs": jobs,
         "isolation": "process" if args.isolate else "none",
         "shard": str(args.shard) if args.shard else None,
