@@ -516,7 +516,15 @@ class ConformanceSuite:
         return self.check_settings()
 
     def check_settings(self) -> CheckSettings:
-        return _check_settings(self.config, self.options)
+        """The settings of the suite's checks, with the modes the suite runs as the adapters' hint
+        (``CheckSettings.modes``)."""
+        settings = _check_settings(self.config, self.options)
+        planned = {m for modes in self.adapter_modes.values() for m in modes}
+        if settings.modes or not planned:
+            return settings
+        from gradoracle.modes import MODES
+
+        return settings.with_(modes=tuple(m for m in MODES if m in planned))
 
     def deviation_for(
         self, identity: str, adapter_label: str, dtype: str, mode: str = "vjp"

@@ -393,3 +393,17 @@ def test_fast_gradcheck_detection_is_not_run_where_its_failure_message_needs_a_h
     m = B.Measurement("gradcheck-fast", "torch", "ok", cpu_s=1e-3, passed=True)
     B._detect(big, m, budget_s=10.0)
     assert m.detect_status == "not measured" and "full Jacobian" in m.note
+
+
+def test_report_timing_markdown_names_a_narrowed_report() -> None:
+    """A timing of the default report says so; one narrowed with ``--report-arg`` does not claim
+    to be the default report and shows its arguments."""
+    from gradoracle.bench.report_timing import ReportRun, ReportTiming
+    from gradoracle.cli.bench import report_timing_markdown
+
+    run = ReportRun("warm", 2, 0, 12.5, 1.0, 1.1, 600, 600, 0)
+    default = report_timing_markdown(ReportTiming([], [run]), "gradoracle bench --report-only")
+    narrowed = report_timing_markdown(ReportTiming(["--mode=vjp"], [run]), "gradoracle bench --report-only")
+    assert default.startswith("# The default report, timed")
+    assert narrowed.startswith("# A report, timed") and "--jobs N --mode=vjp" in narrowed
+    assert "| 1 | warm | 2 | 12.5 |" in narrowed

@@ -931,3 +931,25 @@ def test_a_probe_outside_the_subdifferential_fails_the_session(pytester: pytest.
     good = pytester.runpytest(*base, "--gradoracle-adapter", "numpy", "--gradoracle-report", "rep2")
     assert good.ret == pytest.ExitCode.OK
     assert "outside the generalised" not in good.stdout.str()
+
+
+def test_the_suite_s_modes_reach_the_adapter_as_its_plan(other_repo: pytest.Pytester) -> None:
+    """The conformance suite hands the modes it runs to the adapter's optional ``plan_modes``
+    (``CheckSettings.modes``; the JAX adapter builds its combined program for them)."""
+    other_repo.makepyfile(
+        planmod=(
+            "from pathlib import Path\n"
+            "from mymod import MiniAdapter\n\n"
+            "class PlanningAdapter(MiniAdapter):\n"
+            "    def plan_modes(self, modes):\n"
+            "        with Path('planned.txt').open('a') as f:\n"
+            "            f.write(','.join(modes) + '\\n')\n"
+        )
+    )
+    args = ["--gradoracle-adapter", "planmod:PlanningAdapter", *_identity_args(("elementwise-relu",)), *FAST]
+    other_repo.runpytest(*args).assert_outcomes(passed=2)
+    planned = other_repo.path / "planned.txt"
+    assert set(planned.read_text().split()) == {"vjp"}  # MiniAdapter has reverse mode only
+    planned.unlink()
+    other_repo.runpytest(*args, "--gradoracle-mode", "vjp,jvp").assert_outcomes(passed=2, skipped=2)
+    assert set(planned.read_text().split()) == {"vjp,jvp"}

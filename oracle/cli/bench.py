@@ -310,7 +310,7 @@ def report_timing_markdown(timing: Any, command: str) -> str:
     """``report_timing.md``: the runs and the medians of the per-round ratios."""
     d = timing.to_dict()
     lines = [
-        "# The default report, timed",
+        "# The default report, timed" if not timing.args else "# A report, timed (with --report-arg)",
         "",
         f"Command: `{command}`; each run is `gradoracle report --jobs N {' '.join(timing.args)}` in a fresh "
         "process; cold: JAX's persistent compilation cache in a new empty directory, warm: the same "
