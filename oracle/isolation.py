@@ -98,7 +98,7 @@ def effective_jobs(requested: int) -> tuple[int, str | None]:
 
 
 def describe_exit(exitcode: int | None) -> str:
-    """How a worker ended: ``killed by signal SIGSEGV (Segmentation fault)``, ``exited with code 3``."""
+    """How a worker ended: ``was killed by signal SIGSEGV (Segmentation fault)``, ``exited with code 3``."""
     if exitcode is None:
         return "stopped responding"
     if exitcode < 0:
@@ -109,7 +109,7 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         hint = "; SIGKILL is often the out-of-memory killer" if exitcode == -signal.SIGKILL else ""
-        return f"killed by signal {name}{hint}"
+        return f"was killed by signal {name}{hint}"
     return f"exited with code {exitcode} (os._exit, or an exit the guard could not catch)"
 
 

@@ -312,6 +312,77 @@ class CheckJob:
 
 
 @dataclass(frozen=True)
+class AdapterInfo:
+    """An adapter loaded in a worker process, as the process that plans the run sees it.
+
+    What planning and the report read of an adapter: its ``name``, the modes it declares
+    (``has_jvp``, ``hvp_methods``: :func:`gradoracle.modes.adapter_modes`), the distributions
+    it runs on (``frameworks``: :func:`gradoracle.reporting.environment.adapter_frameworks`)
+    and the framework runtime of the worker (torch's threads, JAX's devices).
+    """
+
+    spec: str
+    name: str
+    has_jvp: bool
+    hvp_methods: tuple[str, ...]
+    frameworks: tuple[str, ...]
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """Loading one adapter (import, constructor, ``available()``) in a worker, so that an adapter
+    that crashes or hangs while loading ends that worker, not the run; the worker keeps the
+    adapter for the checks it runs next.  Its record: ``{"info": AdapterInfo}``, ``{"unavailable":
+    why}`` or ``{"error": message}``.
+
+    A run sends one copy per worker (``copy``): every worker then imports the frameworks at the
+    start, side by side, instead of in its first check of each."""
+
+    spec: str
+    copy: int = 0  # one copy per worker: each worker loads every adapter before the checks
+
+    @property
+    def label(self) -> str:
+        return f"loading adapter {self.spec}"
+
+    @property
+    def affinity(self) -> tuple[str, int]:
+        """The loads of one copy share a worker, so that each worker loads every adapter once."""
+        return ("load", self.copy)
+
+    def run(self, timeout: float | None) -> dict[str, Any]:
+        """Load the adapter through this process's session and read what planning needs."""
+        from gradoracle.modes import adapter_hvp_methods
+        from gradoracle.reporting.environment import adapter_frameworks, framework_runtime
+
+        entry = process_session().get(self.spec, timeout)
+        if entry.facts is None:
+            return {"error": entry.error or f"adapter {self.spec!r} failed to load"}
+        if not entry.facts.available:
+            return {"unavailable": entry.facts.why}
+        ad = entry.adapter
+
+        def read() -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+            return (
+                bool(getattr(ad, "has_jvp", False)),
+                adapter_hvp_methods(ad),
+                tuple(adapter_frameworks(ad)),
+            )
+
+        try:
+            has_jvp, methods, frameworks = entry.guard.call(read, timeout, f"{entry.facts.name}'s modes")
+        except AdapterCallError as exc:
+            return {"error": f"adapter {self.spec!r}: {exc}"}
+        info = AdapterInfo(self.spec, entry.facts.name, has_jvp, methods, frameworks, framework_runtime())
+        return {"info": info}
+
+    def died(self, reason: str) -> dict[str, Any]:
+        """The error of an adapter whose loading ended its worker."""
+        return {"error": f"adapter {self.spec!r} could not be loaded: {reason}"}
+
+
+@dataclass(frozen=True)
 class ProbeJob:
     """The convention probes of one adapter in some dtypes, each probe a guarded call."""
 

@@ -388,6 +388,15 @@ class PlanRaisesAdapter(NumpyEngineAdapter):
         raise RuntimeError("cannot plan for these modes")
 
 
+class SegfaultingConstructorAdapter(NumpyEngineAdapter):
+    """The constructor crashes the interpreter (a framework's native import gone wrong)."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        ctypes.string_at(0)
+
+
 class ExitingConstructorAdapter(NumpyEngineAdapter):
     """The constructor calls sys.exit (a CLI script turned adapter)."""
 

@@ -248,6 +248,47 @@ def test_in_process_mode_is_what_isolation_protects_from() -> None:
     assert proc.returncode == -11 or proc.returncode == 139, proc.returncode
 
 
+def test_an_adapter_that_crashes_while_loading_is_a_usage_error_not_a_crashed_report(tmp_path: Path) -> None:
+    """``report`` loads the adapters in its workers: a constructor that segfaults ends a worker,
+    and the run says which adapter and how, instead of dying without a report (exit 139).
+    Negative control: the same with ``--in-process`` takes the report process down."""
+    args = ["report", "--identity", "matvec-jacobian", "--dtype", "float64", "--examples", "2", "-q"]
+    args += ["--adapter", "numpy", "--adapter", "broken_adapters:SegfaultingConstructorAdapter"]
+    proc = run_cli(*args, "--out", str(tmp_path / "isolated"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "adapter 'broken_adapters:SegfaultingConstructorAdapter' could not be loaded" in said
+    assert "was killed by signal SIGSEGV" in said
+    crashed = run_cli(*args, "--in-process", "--out", str(tmp_path / "in-process"))
+    assert crashed.returncode in (-11, 139), crashed.returncode
+
+
+def test_the_report_process_imports_no_framework(tmp_path: Path) -> None:
+    """The adapters are loaded (and the frameworks imported) in the workers only; the report
+    still names the frameworks' versions and the runtime the workers saw.  Negative control:
+    ``--in-process`` imports them here."""
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    code = (
+        "import sys; from gradoracle.cli import main; "
+        "rc = main(sys.argv[1:]); print(rc, 'torch' in sys.modules, 'jax' in sys.modules)"
+    )
+    args = ["report", "--adapter", "torch", "--adapter", "jax", "--identity", "matvec-jacobian"]
+    args += ["--dtype", "float64", "--mode", "vjp", "--examples", "2", "--format", "json", "-q"]
+    for how, expected in (("--jobs=1", "0 False False"), ("--in-process", "0 True True")):
+        out = tmp_path / how.strip("-")
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args, how, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.stdout.split()[-3:] == expected.split(), proc.stdout + proc.stderr
+        env = report_doc(out)["environment"]
+        assert env["threads"]["torch"]["threads"] >= 1 and env["threads"]["jax"]["backend"] == "cpu"
+        assert set(env["frameworks"]) == {"torch", "jax"} and "torch" in env["frameworks"]["torch"]
+
+
 def test_a_hang_that_holds_the_interpreter_is_killed_by_the_watchdog() -> None:
     args = ["check", "--identity", "elementwise-relu", "--dtype", "float64", "--examples", "2"]
     args += ["--timeout", "0.5", "--no-conventions", "--adapter", "broken_adapters:GILHoldingHangAdapter"]

@@ -236,6 +236,15 @@ def adapter_specs(values: Sequence[str]) -> tuple[list[str], bool]:
     return (list(values), True) if values else (list(shared.DEFAULT_ADAPTERS), False)
 
 
+def unavailable_message(spec: str, why: str) -> str:
+    """The usage error of an adapter asked for by name that is not available here."""
+    extra = spec.partition("?")[0]
+    return (
+        f"adapter {spec!r} was asked for but is not available: {why}. "
+        f"Install it (pip install 'gradoracle[{extra}]') or drop --adapter {spec}."
+    )
+
+
 def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None = 20.0) -> list[Any]:
     """Load adapters; an unknown one, or one asked for explicitly but not installed, is a UsageError.
 
@@ -252,11 +261,7 @@ def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None
             raise UsageError(entry.error or f"adapter {name!r} failed to load")
         if not entry.facts.available:
             if explicit:
-                extra = name.partition("?")[0]
-                raise UsageError(
-                    f"adapter {name!r} was asked for but is not available: {entry.facts.why}. "
-                    f"Install it (pip install 'gradoracle[{extra}]') or drop --adapter {name}."
-                )
+                raise UsageError(unavailable_message(name, entry.facts.why))
             continue
         loaded.append(entry.adapter)
     if not loaded:

@@ -37,12 +37,14 @@ from gradoracle.cli.common import (
     load_deviation_entries,
     progress_bar,
     resolve_adapters,
+    unavailable_message,
     worker_count,
     write_report_files,
 )
 from gradoracle.isolation import WorkerPool
 from gradoracle.matrix import (
     CheckTask,
+    LoadJob,
     Shard,
     ShardError,
     parse_shard,
@@ -51,7 +53,7 @@ from gradoracle.matrix import (
     run_matrix,
     select_shard,
 )
-from gradoracle.reporting.environment import frameworks_that_ran
+from gradoracle.reporting.environment import collect_environment, frameworks_that_ran
 from gradoracle.results import CheckResult, Verdict
 from gradoracle.text import NAME_LIMIT, clean_text, markup_safe
 
@@ -91,19 +93,38 @@ def register(subparsers: Any) -> None:
 
 
 def _load_adapters(
-    specs: Sequence[str], explicit: bool, out: Console, timeout: float | None = 20.0
+    specs: Sequence[str], explicit: bool, out: Console, timeout: float | None = 20.0, pool: Any = None
 ) -> list[tuple[str, Any]]:
-    """``(spec, adapter)`` for every spec; without explicit adapters, uninstalled ones are skipped."""
+    """``(spec, adapter)`` for every spec; without explicit adapters, uninstalled ones are skipped.
+
+    With a worker ``pool`` the adapters are loaded there (:class:`gradoracle.matrix.LoadJob`) and
+    the pairs hold :class:`gradoracle.matrix.AdapterInfo`: an adapter whose import or
+    constructor crashes ends a worker, not the run, and this process never imports a framework.
+    """
     loaded: list[tuple[str, Any]] = []
-    for spec in specs:
-        try:
-            (adapter,) = resolve_adapters([spec], explicit, timeout)
-        except UsageError:
-            if explicit:
-                raise
-            out.print(clean_text(f"note: adapter {spec!r} is not installed here; skipped"), markup=False)
-            continue
-        loaded.append((spec, adapter))
+    skipped = "note: adapter {!r} is not installed here; skipped"
+    if pool is not None:
+        # one copy per worker (the first decides; the others only load ahead of the checks)
+        records = pool.run([LoadJob(spec, copy) for copy in range(pool.workers) for spec in specs])
+        for i, spec in enumerate(specs):
+            record = records[i]
+            if "info" in record:
+                loaded.append((spec, record["info"]))
+            elif explicit:
+                why = record.get("unavailable")
+                raise UsageError(unavailable_message(spec, why) if why is not None else record["error"])
+            else:
+                out.print(clean_text(skipped.format(spec)), markup=False)
+    else:
+        for spec in specs:
+            try:
+                (adapter,) = resolve_adapters([spec], explicit, timeout)
+            except UsageError:
+                if explicit:
+                    raise
+                out.print(clean_text(skipped.format(spec)), markup=False)
+                continue
+            loaded.append((spec, adapter))
     if not loaded:
         raise UsageError("no adapter is available; install one (pip install 'gradoracle[torch]') or name one")
     names: dict[str, str] = {}
@@ -191,8 +212,10 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     formats = chosen_formats(args.formats)
     entries = load_deviation_entries(config.known_deviations)
     specs, explicit = adapter_specs(config.adapters)
-    adapters = _load_adapters(specs, explicit, out, config.timeout)
     jobs = worker_count(args.jobs, args.isolate)
+    # the workers load the adapters (and keep them for their checks); closed on every way out
+    pool = stack.enter_context(WorkerPool(jobs, config.timeout)) if args.isolate else None
+    adapters = _load_adapters(specs, explicit, out, config.timeout, pool)
     identities = select_identities(list(config.identities))
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
@@ -211,7 +234,6 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         markup=False,
     )
 
-    pool = WorkerPool(min(jobs, max(1, len(tasks))), config.timeout) if args.isolate else None
     try:
         outcome = _run_with_progress(tasks, settings, jobs, out, pool, config.max_hangs)
         results, interrupted = outcome.results, outcome.interrupted
@@ -238,6 +260,11 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "duration_s": time.perf_counter() - start,
     }
     meta["frameworks"] = frameworks_that_ran([ad for _, ad in adapters], results)
+    if pool is not None:  # torch's threads and JAX's devices as the workers saw them
+        runtime: dict[str, Any] = {}
+        for _, info in adapters:
+            runtime.update({k: v for k, v in info.runtime.items() if v is not None})
+        meta["environment"] = collect_environment(runtime)
     if entries is not None:
         meta["known_deviations"] = {
             "file": str(config.known_deviations),

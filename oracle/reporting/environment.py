@@ -101,10 +101,20 @@ def _cpu_count() -> int | None:
         return os.cpu_count()
 
 
-def collect_environment() -> dict[str, Any]:
-    """Python, platform, package versions, devices, thread counts and BLAS of this process."""
-    torch = _torch_info()
-    jax = _jax_info()
+def framework_runtime() -> dict[str, Any]:
+    """``{"torch": ..., "jax": ...}``: the threads and devices of the frameworks this process has
+    imported (``None`` for one it has not)."""
+    return {"torch": _torch_info(), "jax": _jax_info()}
+
+
+def collect_environment(runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Python, platform, package versions, devices, thread counts and BLAS of this process.
+
+    ``runtime`` (:func:`framework_runtime` of the worker processes that loaded the adapters)
+    stands in for a framework this process has not imported."""
+    here = framework_runtime()
+    torch = here["torch"] or (runtime or {}).get("torch")
+    jax = here["jax"] or (runtime or {}).get("jax")
     devices = ["cpu"]
     if torch and torch.get("cuda_device"):
         devices.append(f"torch: {torch['cuda_device']}")
