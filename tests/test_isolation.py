@@ -248,18 +248,23 @@ def test_in_process_mode_is_what_isolation_protects_from() -> None:
     assert proc.returncode == -11 or proc.returncode == 139, proc.returncode
 
 
-def test_an_adapter_that_crashes_while_loading_is_a_usage_error_not_a_crashed_report(tmp_path: Path) -> None:
-    """``report`` loads the adapters in its workers: a constructor that segfaults ends a worker,
-    and the run says which adapter and how, instead of dying without a report (exit 139).
-    Negative control: the same with ``--in-process`` takes the report process down."""
-    args = ["report", "--identity", "matvec-jacobian", "--dtype", "float64", "--examples", "2", "-q"]
+@pytest.mark.parametrize("command", ["report", "check"])
+def test_an_adapter_that_crashes_while_loading_is_a_usage_error_not_a_crashed_run(
+    command: str, tmp_path: Path
+) -> None:
+    """``report`` and ``check`` load the adapters in their workers: a constructor that segfaults
+    ends a worker, and the run says which adapter and how, instead of dying without a report
+    (exit 139).  Negative control: the same with ``--in-process`` takes the process down."""
+    args = [command, "--identity", "matvec-jacobian", "--dtype", "float64", "--examples", "2"]
     args += ["--adapter", "numpy", "--adapter", "broken_adapters:SegfaultingConstructorAdapter"]
-    proc = run_cli(*args, "--out", str(tmp_path / "isolated"))
+    if command == "report":
+        args += ["-q", "--out", str(tmp_path / "out")]
+    proc = run_cli(*args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     said = " ".join(proc.stderr.split())
     assert "adapter 'broken_adapters:SegfaultingConstructorAdapter' could not be loaded" in said
     assert "was killed by signal SIGSEGV" in said
-    crashed = run_cli(*args, "--in-process", "--out", str(tmp_path / "in-process"))
+    crashed = run_cli(*args, "--in-process")
     assert crashed.returncode in (-11, 139), crashed.returncode
 
 

@@ -28,9 +28,9 @@ from gradoracle.cli.common import (
     add_verbosity_options,
     console,
     conventions_table,
+    load_adapters,
     print_failures,
     progress_bar,
-    resolve_adapters,
     results_table,
     worker_count,
 )
@@ -106,18 +106,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = shared.run_config(vars(args))
     specs, explicit = adapter_specs(config.adapters)
-    loaded = resolve_adapters(specs, explicit, config.timeout)
-    if explicit:
-        adapters = list(zip(specs, loaded, strict=True))
-    else:  # the built-in defaults that are not installed were dropped; each is named as its spec
-        by_name = {str(ad.name): ad for ad in loaded}
-        adapters = [(spec, by_name[spec]) for spec in specs if spec in by_name]
-    identities = select_identities(list(config.identities))
     jobs = worker_count(args.jobs, args.isolate)
     out = console()
-    total = len(identities) * len(adapters) * len(config.dtypes)
-    pool = WorkerPool(min(jobs, max(1, total)), config.timeout) if args.isolate else None
+    # the workers load the adapters (an adapter that crashes while loading ends a worker)
+    pool = WorkerPool(jobs, config.timeout) if args.isolate else None
     try:
+        adapters = load_adapters(specs, explicit, out, config.timeout, pool)
+        identities = select_identities(list(config.identities))
         results = run_with_progress(
             identities,
             adapters,

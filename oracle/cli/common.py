@@ -269,6 +269,55 @@ def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None
     return loaded
 
 
+def load_adapters(
+    specs: Sequence[str], explicit: bool, out: Console, timeout: float | None = 20.0, pool: Any = None
+) -> list[tuple[str, Any]]:
+    """``(spec, adapter)`` for every spec; without explicit adapters, uninstalled ones are skipped.
+
+    With a worker ``pool`` the adapters are loaded there (:class:`gradoracle.matrix.LoadJob`) and
+    the pairs hold :class:`gradoracle.matrix.AdapterInfo`: an adapter whose import or
+    constructor crashes ends a worker, not the run, and this process never imports a framework.
+    """
+    loaded: list[tuple[str, Any]] = []
+    skipped = "note: adapter {!r} is not installed here; skipped"
+    if pool is not None:
+        from gradoracle.matrix import LoadJob
+
+        # one copy per worker (the first decides; the others only load ahead of the checks)
+        records = pool.run([LoadJob(spec, copy) for copy in range(pool.workers) for spec in specs])
+        for i, spec in enumerate(specs):
+            record = records[i]
+            if "info" in record:
+                loaded.append((spec, record["info"]))
+            elif explicit:
+                why = record.get("unavailable")
+                raise UsageError(unavailable_message(spec, why) if why is not None else record["error"])
+            else:
+                out.print(clean_text(skipped.format(spec)), markup=False)
+    else:
+        for spec in specs:
+            try:
+                (adapter,) = resolve_adapters([spec], explicit, timeout)
+            except UsageError:
+                if explicit:
+                    raise
+                out.print(clean_text(skipped.format(spec)), markup=False)
+                continue
+            loaded.append((spec, adapter))
+    if not loaded:
+        raise UsageError("no adapter is available; install one (pip install 'gradoracle[torch]') or name one")
+    names: dict[str, str] = {}
+    for spec, adapter in loaded:
+        name = str(adapter.name)
+        if name in names:
+            raise UsageError(
+                f"adapters {names[name]!r} and {spec!r} both call themselves {name!r}, so their results "
+                "would share ids; give one of them another name or run them separately"
+            )
+        names[name] = spec
+    return loaded
+
+
 # -------------------------------------------------------------------------- tables
 
 

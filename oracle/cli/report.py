@@ -25,7 +25,6 @@ from rich.console import Console
 
 from gradoracle import options as shared
 from gradoracle.cli.common import (
-    UsageError,
     adapter_specs,
     add_isolation_options,
     add_output_options,
@@ -34,17 +33,15 @@ from gradoracle.cli.common import (
     chosen_formats,
     console,
     finish,
+    load_adapters,
     load_deviation_entries,
     progress_bar,
-    resolve_adapters,
-    unavailable_message,
     worker_count,
     write_report_files,
 )
 from gradoracle.isolation import WorkerPool
 from gradoracle.matrix import (
     CheckTask,
-    LoadJob,
     Shard,
     ShardError,
     parse_shard,
@@ -90,53 +87,6 @@ def register(subparsers: Any) -> None:
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _load_adapters(
-    specs: Sequence[str], explicit: bool, out: Console, timeout: float | None = 20.0, pool: Any = None
-) -> list[tuple[str, Any]]:
-    """``(spec, adapter)`` for every spec; without explicit adapters, uninstalled ones are skipped.
-
-    With a worker ``pool`` the adapters are loaded there (:class:`gradoracle.matrix.LoadJob`) and
-    the pairs hold :class:`gradoracle.matrix.AdapterInfo`: an adapter whose import or
-    constructor crashes ends a worker, not the run, and this process never imports a framework.
-    """
-    loaded: list[tuple[str, Any]] = []
-    skipped = "note: adapter {!r} is not installed here; skipped"
-    if pool is not None:
-        # one copy per worker (the first decides; the others only load ahead of the checks)
-        records = pool.run([LoadJob(spec, copy) for copy in range(pool.workers) for spec in specs])
-        for i, spec in enumerate(specs):
-            record = records[i]
-            if "info" in record:
-                loaded.append((spec, record["info"]))
-            elif explicit:
-                why = record.get("unavailable")
-                raise UsageError(unavailable_message(spec, why) if why is not None else record["error"])
-            else:
-                out.print(clean_text(skipped.format(spec)), markup=False)
-    else:
-        for spec in specs:
-            try:
-                (adapter,) = resolve_adapters([spec], explicit, timeout)
-            except UsageError:
-                if explicit:
-                    raise
-                out.print(clean_text(skipped.format(spec)), markup=False)
-                continue
-            loaded.append((spec, adapter))
-    if not loaded:
-        raise UsageError("no adapter is available; install one (pip install 'gradoracle[torch]') or name one")
-    names: dict[str, str] = {}
-    for spec, adapter in loaded:
-        name = str(adapter.name)
-        if name in names:
-            raise UsageError(
-                f"adapters {names[name]!r} and {spec!r} both call themselves {name!r}, so their results "
-                "would share ids; give one of them another name or run them separately"
-            )
-        names[name] = spec
-    return loaded
 
 
 def _run_probes(
@@ -215,7 +165,7 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     jobs = worker_count(args.jobs, args.isolate)
     # the workers load the adapters (and keep them for their checks); closed on every way out
     pool = stack.enter_context(WorkerPool(jobs, config.timeout)) if args.isolate else None
-    adapters = _load_adapters(specs, explicit, out, config.timeout, pool)
+    adapters = load_adapters(specs, explicit, out, config.timeout, pool)
     identities = select_identities(list(config.identities))
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
