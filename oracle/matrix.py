@@ -323,6 +323,8 @@ class AdapterInfo:
 
     spec: str
     name: str
+    available: bool
+    why: str  # why it is not available ("" when it is)
     has_jvp: bool
     hvp_methods: tuple[str, ...]
     frameworks: tuple[str, ...]
@@ -333,8 +335,8 @@ class AdapterInfo:
 class LoadJob:
     """Loading one adapter (import, constructor, ``available()``) in a worker, so that an adapter
     that crashes or hangs while loading ends that worker, not the run; the worker keeps the
-    adapter for the checks it runs next.  Its record: ``{"info": AdapterInfo}``, ``{"unavailable":
-    why}`` or ``{"error": message}``.
+    adapter for the checks it runs next.  Its record: ``{"info": AdapterInfo}`` (loaded, available
+    or not) or ``{"error": message}``.
 
     A run sends one copy per worker (``copy``): every worker then imports the frameworks at the
     start, side by side, instead of in its first check of each."""
@@ -357,10 +359,9 @@ class LoadJob:
         from gradoracle.reporting.environment import adapter_frameworks, framework_runtime
 
         entry = process_session().get(self.spec, timeout)
-        if entry.facts is None:
+        facts = entry.facts
+        if facts is None:
             return {"error": entry.error or f"adapter {self.spec!r} failed to load"}
-        if not entry.facts.available:
-            return {"unavailable": entry.facts.why}
         ad = entry.adapter
 
         def read() -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
@@ -371,10 +372,13 @@ class LoadJob:
             )
 
         try:
-            has_jvp, methods, frameworks = entry.guard.call(read, timeout, f"{entry.facts.name}'s modes")
+            has_jvp, methods, frameworks = entry.guard.call(read, timeout, f"{facts.name}'s modes")
         except AdapterCallError as exc:
             return {"error": f"adapter {self.spec!r}: {exc}"}
-        info = AdapterInfo(self.spec, entry.facts.name, has_jvp, methods, frameworks, framework_runtime())
+        runtime = framework_runtime()
+        info = AdapterInfo(
+            self.spec, facts.name, facts.available, facts.why, has_jvp, methods, frameworks, runtime
+        )
         return {"info": info}
 
     def died(self, reason: str) -> dict[str, Any]:

@@ -456,15 +456,24 @@ class ConformanceSuite:
         self.adapter_labels: list[tuple[str, str]] = []
         #: per adapter label, the modes it runs (--gradoracle-mode, or every mode it supports)
         self.adapter_modes: dict[str, tuple[str, ...]] = {}
+        self._pool: Any = None  # the worker pool of --gradoracle-isolate, started on first use
         for spec in options.adapters:
-            try:
-                adapter = load_adapter(spec)
-            except AdapterLoadError as exc:
-                raise pytest.UsageError(f"gradoracle: --gradoracle-adapter {spec}: {exc}") from exc
-            except Exception as exc:  # the user's module or constructor failed in its own way
-                raise pytest.UsageError(
-                    f"gradoracle: --gradoracle-adapter {spec}: loading it raised {type(exc).__name__}: {exc}"
-                ) from exc
+            if options.isolate:  # loaded in the worker: a constructor that crashes ends it, not pytest
+                from gradoracle.matrix import LoadJob
+
+                record = self._worker_pool().run([LoadJob(spec)])[0]
+                if "info" not in record:
+                    self._worker_pool().close()
+                    raise pytest.UsageError(f"gradoracle: --gradoracle-adapter {spec}: {record['error']}")
+                adapter = record["info"]
+            else:
+                try:
+                    adapter = load_adapter(spec)
+                except AdapterLoadError as exc:
+                    raise pytest.UsageError(f"gradoracle: --gradoracle-adapter {spec}: {exc}") from exc
+                except Exception as exc:  # the user's module or constructor failed in its own way
+                    raised = f"loading it raised {type(exc).__name__}: {exc}"
+                    raise pytest.UsageError(f"gradoracle: --gradoracle-adapter {spec}: {raised}") from exc
             label = _adapter_label(spec, adapter, taken)
             self.adapter_labels.append((spec, label))
             self.adapter_modes[label] = options.modes or adapter_modes(adapter)
@@ -473,7 +482,6 @@ class ConformanceSuite:
         self.report_problem: str | None = None
         self.probe_failures: list[Any] = []  # convention probes outside the generalised gradient
         self._outcome: DeviationOutcome | None = None
-        self._pool: Any = None  # the worker pool of --gradoracle-isolate, started on first use
         from gradoracle.matrix import HangBreaker
 
         self.hang_breaker = HangBreaker(options.max_hangs)  # per pytest process (each xdist worker)

@@ -462,6 +462,21 @@ def test_plugin_isolation_turns_a_segfault_into_a_failed_item(pytester: pytest.P
     assert doc["run"]["isolation"] == "process"
 
 
+def test_plugin_isolation_loads_the_adapters_in_the_worker(pytester: pytest.Pytester) -> None:
+    """With ``--gradoracle-isolate`` an adapter whose constructor segfaults is a usage error
+    naming it, not a crashed pytest.  Negative control: without isolation pytest dies."""
+    pytester.makepyfile(broken_adapters=(TESTS / "broken_adapters.py").read_text(encoding="utf-8"))
+    args = [*PLUGIN_FAST, "--gradoracle-identity", "elementwise-relu"]
+    args += ["--gradoracle-adapter", "broken_adapters:SegfaultingConstructorAdapter"]
+    result = pytester.runpytest_subprocess(*args, "--gradoracle-isolate", timeout=300)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    said = " ".join(str(result.stderr).split())
+    assert "--gradoracle-adapter broken_adapters:SegfaultingConstructorAdapter" in said
+    assert "was killed by signal SIGSEGV" in said
+    crashed = pytester.runpytest_subprocess(*args, timeout=300)
+    assert crashed.ret in (-11, 139)
+
+
 def test_plugin_timeout_ini_key_and_guarded_probes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(broken_adapters=(TESTS / "broken_adapters.py").read_text(encoding="utf-8"))
     pytester.makeini("[pytest]\ngradoracle_timeout = 0.5\n")

@@ -286,12 +286,11 @@ def load_adapters(
         # one copy per worker (the first decides; the others only load ahead of the checks)
         records = pool.run([LoadJob(spec, copy) for copy in range(pool.workers) for spec in specs])
         for i, spec in enumerate(specs):
-            record = records[i]
-            if "info" in record:
-                loaded.append((spec, record["info"]))
+            info = records[i].get("info")
+            if info is not None and info.available:
+                loaded.append((spec, info))
             elif explicit:
-                why = record.get("unavailable")
-                raise UsageError(unavailable_message(spec, why) if why is not None else record["error"])
+                raise UsageError(unavailable_message(spec, info.why) if info else records[i]["error"])
             else:
                 out.print(clean_text(skipped.format(spec)), markup=False)
     else:
