@@ -1387,6 +1387,10 @@ def check(
         if settings.reproduce_failure:
             blob = settings.reproduce_failure.encode()
             wrapped = hypothesis_reproduce_failure(hypothesis_version, blob)(wrapped)
+        if hs.database is None:
+            # no example database: its key (a digest of the test's source, about 3 ms per
+            # check spent in `inspect.getsource` and `tokenize`) would be computed and unused
+            wrapped._hypothesis_internal_database_key = None  # type: ignore[attr-defined]
         return wrapped
 
     batch_failed: list[Example] = []

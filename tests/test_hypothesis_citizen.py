@@ -293,6 +293,31 @@ def test_profile_examples_precedence() -> None:
         settings.load_profile(name)
 
 
+def test_without_an_example_database_no_database_key_is_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's checks run without an example database, so Hypothesis's database key (a digest
+    of the test function's source, about 3 ms per check) is not computed.  Negative control:
+    under a profile with a database the key is computed (and failures are saved under it,
+    ``test_a_failing_example_replays_first_from_the_database``)."""
+    import hypothesis.core as core
+    from hypothesis import settings
+    from hypothesis.database import InMemoryExampleDatabase
+
+    digests: list[Any] = []
+    real = core.function_digest
+    monkeypatch.setattr(core, "function_digest", lambda f: digests.append(f) or real(f))
+    assert check("matvec-jacobian", "numpy", "float64", CheckSettings(examples=3)).verdict == Verdict.PASS
+    assert digests == []
+    name = settings.get_current_profile_name()
+    settings.register_profile("gradoracle-test-db", database=InMemoryExampleDatabase())
+    try:
+        settings.load_profile("gradoracle-test-db")
+        profiled = CheckSettings(examples=3, use_profile=True)
+        assert check("matvec-jacobian", "numpy", "float64", profiled).verdict == Verdict.PASS
+    finally:
+        settings.load_profile(name)
+    assert digests
+
+
 PROFILE_CONFTEST = """
 from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
