@@ -152,3 +152,31 @@ def test_workers_leave_with_status_0_without_the_interpreters_shutdown(tmp_path:
     control.start()
     control.join(60)
     assert control.exitcode == 0 and marker.read_text() == "the interpreter shut down normally"
+
+
+def test_a_run_of_fewer_checks_than_jobs_starts_fewer_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Each worker loads every adapter before the checks, but a run with fewer checks than
+    ``--jobs`` starts (and loads in) only as many workers as it has checks.  Negative control:
+    two checks start two."""
+    from gradoracle.cli import main
+    from gradoracle.isolation import usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("needs two usable cores for --jobs 2")
+    started: list[int] = []
+    real = WorkerPool._start
+
+    def counting(self: WorkerPool) -> Any:
+        started.append(1)
+        return real(self)
+
+    monkeypatch.setattr(WorkerPool, "_start", counting)
+    args = ["report", "--identity", "matvec-jacobian", "--adapter", "numpy", "--mode", "vjp"]
+    args += ["--examples", "2", "--jobs", "2", "--format", "json", "-q"]
+    assert main([*args, "--dtype", "float64", "--out", str(tmp_path / "one")]) == 0
+    assert len(started) == 1
+    started.clear()
+    assert main([*args, "--out", str(tmp_path / "two")]) == 0  # float64 and float32
+    assert len(started) == 2

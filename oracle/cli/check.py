@@ -26,6 +26,7 @@ from gradoracle.cli.common import (
     adapter_specs,
     add_isolation_options,
     add_verbosity_options,
+    checks_at_most,
     console,
     conventions_table,
     load_adapters,
@@ -111,8 +112,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     # the workers load the adapters (an adapter that crashes while loading ends a worker)
     pool = WorkerPool(jobs, config.timeout) if args.isolate else None
     try:
-        adapters = load_adapters(specs, explicit, out, config.timeout, pool)
         identities = select_identities(list(config.identities))
+        at_most = checks_at_most(identities, specs, config.dtypes, config.modes)
+        adapters = load_adapters(specs, explicit, out, config.timeout, pool, at_most)
         results = run_with_progress(
             identities,
             adapters,

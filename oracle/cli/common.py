@@ -269,14 +269,30 @@ def resolve_adapters(names: Sequence[str], explicit: bool, timeout: float | None
     return loaded
 
 
+def checks_at_most(
+    identities: Sequence[Any], specs: Sequence[str], dtypes: Sequence[str], modes: Sequence[str]
+) -> int:
+    """An upper bound on a run's checks: identities x adapters x dtypes x modes (every mode when
+    none is named), known before any adapter is loaded."""
+    from gradoracle.modes import MODES
+
+    return len(identities) * len(specs) * len(dtypes) * (len(modes) or len(MODES))
+
+
 def load_adapters(
-    specs: Sequence[str], explicit: bool, out: Console, timeout: float | None = 20.0, pool: Any = None
+    specs: Sequence[str],
+    explicit: bool,
+    out: Console,
+    timeout: float | None = 20.0,
+    pool: Any = None,
+    checks: int | None = None,
 ) -> list[tuple[str, Any]]:
     """``(spec, adapter)`` for every spec; without explicit adapters, uninstalled ones are skipped.
 
     With a worker ``pool`` the adapters are loaded there (:class:`gradoracle.matrix.LoadJob`) and
     the pairs hold :class:`gradoracle.matrix.AdapterInfo`: an adapter whose import or
     constructor crashes ends a worker, not the run, and this process never imports a framework.
+    Each worker loads them (at most ``checks`` workers: a run of fewer checks starts fewer).
     """
     loaded: list[tuple[str, Any]] = []
     skipped = "note: adapter {!r} is not installed here; skipped"
@@ -284,7 +300,8 @@ def load_adapters(
         from gradoracle.matrix import LoadJob
 
         # one copy per worker (the first decides; the others only load ahead of the checks)
-        records = pool.run([LoadJob(spec, copy) for copy in range(pool.workers) for spec in specs])
+        copies = pool.workers if checks is None else max(1, min(pool.workers, checks))
+        records = pool.run([LoadJob(spec, copy) for copy in range(copies) for spec in specs])
         for i, spec in enumerate(specs):
             info = records[i].get("info")
             if info is not None and info.available:

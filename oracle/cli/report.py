@@ -30,6 +30,7 @@ from gradoracle.cli.common import (
     add_output_options,
     add_verbosity_options,
     check_out_dir,
+    checks_at_most,
     chosen_formats,
     console,
     finish,
@@ -165,8 +166,9 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     jobs = worker_count(args.jobs, args.isolate)
     # the workers load the adapters (and keep them for their checks); closed on every way out
     pool = stack.enter_context(WorkerPool(jobs, config.timeout)) if args.isolate else None
-    adapters = load_adapters(specs, explicit, out, config.timeout, pool)
     identities = select_identities(list(config.identities))
+    at_most = checks_at_most(identities, specs, config.dtypes, config.modes)
+    adapters = load_adapters(specs, explicit, out, config.timeout, pool, at_most)
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
     # the whole plan's modes, so that every shard of a run records (and compiles for) the same
