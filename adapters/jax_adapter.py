@@ -685,7 +685,8 @@ class JaxAdapter(AdapterBase):
         """Prepare for checks of ``modes`` (of vjp, jvp, hvp): the combined program holds the
         parts of these modes only, and none is built for a single mode.  Unknown names are
         ignored; none known restores the default (every mode)."""
-        planned = tuple(m for m in _COMBINABLE_MODES if m in set(modes))
+        asked = set(modes)
+        planned = tuple(m for m in _COMBINABLE_MODES if m in asked)
         self._planned_modes = planned or _COMBINABLE_MODES
 
     @property

@@ -326,29 +326,25 @@ def _compare_arrays(
     diff = np.abs(g - ref)
     if not diff.size:
         return Comparison(kind, name, 0.0, 0.0, 0.0, [], None, None, magnitude=None)
-    allowed = np.asarray(allowed, dtype=np.float64)
-    if allowed.shape != diff.shape:
-        allowed = np.broadcast_to(allowed, diff.shape)
+    allowed = np.broadcast_to(np.asarray(allowed, dtype=np.float64), diff.shape)  # a view
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(diff == 0, 0.0, diff / allowed)  # exact agreement even where nothing is allowed
-    flat = int(ratio.argmax())
-    index = [int(i) for i in np.unravel_index(flat, diff.shape)]
-    mag = None
-    if magnitude is not None:
-        m = np.asarray(magnitude, dtype=np.float64)
-        mag = float(
-            m.reshape(-1)[flat] if m.shape == diff.shape else np.broadcast_to(m, diff.shape).reshape(-1)[flat]
-        )
+    at = np.unravel_index(int(ratio.argmax()), diff.shape)
+    mag = (
+        np.broadcast_to(np.asarray(magnitude, dtype=np.float64), diff.shape)[at]
+        if magnitude is not None
+        else None
+    )
     return Comparison(
         kind=kind,
         input=name,
-        abs_error=float(diff.reshape(-1)[flat]),
+        abs_error=float(diff[at]),
         scale=float(np.abs(ref).max()),
-        allowed=float(allowed.reshape(-1)[flat]),
-        index=index,
-        autodiff=float(g.reshape(-1)[flat]),
-        analytic=float(ref.reshape(-1)[flat]),
-        magnitude=mag,
+        allowed=float(allowed[at]),
+        index=[int(i) for i in at],
+        autodiff=float(g[at]),
+        analytic=float(ref[at]),
+        magnitude=None if mag is None else float(mag),
     )
 
 
@@ -548,14 +544,10 @@ def _fd_comparisons(
     projections = V @ g_flat
     mags = absV @ np.abs(g_flat)
     vmaxs = absV.max(axis=1) if V.shape[1] else np.zeros(len(active))
-    extras = (
-        absV
-        @ _flat(
-            [np.broadcast_to(slack[n], g64[n].shape) if n in slack else np.zeros(g64[n].shape) for n in names]
-        )
-        if any(n in slack for n in names)
-        else np.zeros(len(active))
-    )
+    if any(n in slack for n in names):
+        extras = absV @ _flat([np.broadcast_to(slack.get(n, 0.0), g64[n].shape) for n in names])
+    else:
+        extras = np.zeros(len(active))
     analytics = (
         V @ _flat([np.asarray(ref_grads[n], dtype=np.float64) for n in names])
         if ref_grads is not None
