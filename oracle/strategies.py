@@ -58,6 +58,7 @@ margin: a float32 framework's rounding of them is larger than a few ulps of 0.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,6 +211,29 @@ def _codes(data: bytes, n: int) -> np.ndarray:
     return padded.view(">u8").reshape(n).astype(np.uint64)
 
 
+@functools.lru_cache(maxsize=1024)
+def _binary(size: int) -> st.SearchStrategy[bytes]:
+    return st.binary(min_size=size, max_size=size)
+
+
+@functools.lru_cache(maxsize=1024)
+def array_label(n: int) -> int:
+    """The span label of an array of ``n`` drawn values: a 64-bit digest of ``n``, as
+    Hypothesis labels its own spans (``calc_label_from_name``)."""
+    digest = hashlib.sha384(f"gradoracle.strategies:array of {n} values".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _takes_span_labels(draw: Any) -> bool:
+    """Whether ``draw`` is Hypothesis's ``ConjectureData.draw``, whose second argument is the
+    label of the span the draw makes (another ``draw`` is called without one)."""
+    try:
+        from hypothesis.internal.conjecture.data import ConjectureData
+    except ImportError:  # pragma: no cover - another Hypothesis layout
+        return False
+    return getattr(draw, "__func__", None) is ConjectureData.draw
+
+
 def _size(size: int | tuple[int, ...] | None) -> tuple[int, ...]:
     if size is None:
         return ()
@@ -229,10 +253,18 @@ class DrawnValues:
     an array drawn with every byte 0 (Hypothesis fills the choices after a new prefix
     with their simplest values while it explores) is all zeros: the runner rejects such
     examples until a failure is found (:func:`gradoracle.runner.simplest_values_drawn`).
+
+    Each array's choice is drawn under a label of its size (:func:`array_label`), where
+    Hypothesis's ``draw`` takes one: its generator copies a drawn part of an example over
+    another part with the same label (to try the same value in two places), and under
+    one label for every size the copied bytes would not fit and Hypothesis would fill the
+    choice with zeros instead: an example the runner rejects (one test case in five of a
+    default check was such a copy before the labels).
     """
 
     def __init__(self, draw: st.DrawFn, seed: int) -> None:
         self._draw = draw
+        self._labelled = _takes_span_labels(draw)
         self._rng = np.random.default_rng(seed)
         self._budget = SHRINKABLE_ELEMENTS
 
@@ -243,9 +275,16 @@ class DrawnValues:
         if n > self._budget:
             return self._rng.uniform(low, high, size=size)
         self._budget -= n
-        data = self._draw(st.binary(min_size=CODE_BYTES * n, max_size=CODE_BYTES * n)) if n else b""
+        data = self._array_bytes(n) if n else b""
         values = grid_values(_codes(data, n), float(low), float(high)).reshape(shape)
         return float(values) if size is None else values
+
+    def _array_bytes(self, n: int) -> bytes:
+        """The ``CODE_BYTES * n`` bytes of an array of ``n`` values: one choice, labelled by ``n``."""
+        strategy = _binary(CODE_BYTES * n)
+        if self._labelled:
+            return bytes(self._draw(strategy, array_label(n)))  # type: ignore[call-arg]
+        return bytes(self._draw(strategy))
 
     def random(self, size: int | tuple[int, ...] | None = None) -> Any:
         """Values in ``[0, 1]`` (:meth:`uniform`); shrink towards 0."""

@@ -318,6 +318,42 @@ def test_without_an_example_database_no_database_key_is_computed(monkeypatch: py
     assert digests
 
 
+def _test_cases(identity: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """(test cases Hypothesis ran, of them rejected as drawn with zero arrays) in one check of
+    ``identity`` on the NumPy engine (one example at a time: every test case reaches the body)."""
+    seen: list[bool] = []
+    real = runner_module.simplest_values_drawn
+
+    def spy() -> tuple[bool, bool]:
+        probe, degenerate = real()
+        seen.append(degenerate and not probe)  # a zero array Hypothesis did not ask for as such
+        return probe, degenerate
+
+    monkeypatch.setattr(runner_module, "simplest_values_drawn", spy)
+    result = check(identity, "numpy", "float64", CheckSettings(examples=30))
+    assert result.verdict == Verdict.PASS and result.examples == 30, result.message
+    return len(seen), sum(seen)
+
+
+@pytest.mark.parametrize("identity", ["mlp", "matvec-weight-grad", "conv-filter"])
+def test_generation_copies_arrays_only_between_arrays_of_one_size(
+    identity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hypothesis's generator copies a drawn part of an example over another part with the same
+    span label.  Arrays are drawn under a label of their size (``array_label``), so a copy fits
+    and no example comes out with an array of zeros that the runner must reject.  Negative
+    control: under one label for every size (as before), such copies are a sizeable share."""
+    from gradoracle import strategies
+
+    assert strategies.array_label(3) != strategies.array_label(4)
+    cases, zero_copies = _test_cases(identity, monkeypatch)
+    assert zero_copies == 0
+    one_label = strategies.array_label(1)
+    monkeypatch.setattr(strategies, "array_label", lambda n: one_label)
+    cases_before, zero_copies_before = _test_cases(identity, monkeypatch)
+    assert zero_copies_before >= 5 and cases_before > cases
+
+
 PROFILE_CONFTEST = """
 from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
