@@ -283,7 +283,7 @@ class DrawnValues:
         """The ``CODE_BYTES * n`` bytes of an array of ``n`` values: one choice, labelled by ``n``."""
         strategy = _binary(CODE_BYTES * n)
         if self._labelled:
-            return bytes(self._draw(strategy, array_label(n)))  # type: ignore[call-arg]
+            return bytes(self._draw(strategy, array_label(n)))
         return bytes(self._draw(strategy))
 
     def random(self, size: int | tuple[int, ...] | None = None) -> Any:

@@ -259,6 +259,49 @@ def test_jax_batches_compile_one_program_per_shape_and_kind() -> None:
     np.testing.assert_allclose(out, np.sin(np.linspace(-1, 1, 210).reshape(70, 3)), rtol=1e-15)
 
 
+def test_jax_finite_difference_forwards_reuse_the_float64_vjp_program() -> None:
+    """A small float64 ``vjp_batch`` (even of a few rows) runs the vmapped vjp program, and the
+    finite-difference ``forward_batch`` of that fn and shapes is answered by it with a zero
+    cotangent: in a reverse-mode run, one program where there were two, with the forward's
+    values.  Negative control:
+    with ``combine=off`` the forward builds its own program; float32 keeps the plain vjp."""
+    pytest.importorskip("jax")
+    from gradoracle.adapters import jax_adapter
+    from gradoracle.adapters.jax_adapter import JaxAdapter
+    from gradoracle.adapters.jax_cache import compile_stats
+
+    ident = get_identity("mlp")
+    fn = forward_for(ident, {})
+    rng = np.random.default_rng(3)
+    shapes = {"W1": (4, 3), "b1": (4,), "W2": (2, 4), "b2": (2,), "x": (3,), "y": (2,)}
+
+    def batch(rows: int) -> dict[str, np.ndarray]:
+        arrays = {k: rng.standard_normal((rows, *s)) for k, s in shapes.items()}
+        arrays["y"] = np.abs(arrays["y"]) / np.abs(arrays["y"]).sum(axis=1, keepdims=True)
+        return arrays
+
+    def programs(ad: JaxAdapter, dtype: str) -> tuple[int, np.ndarray, np.ndarray]:
+        ad.plan_modes(["vjp"])  # a reverse-mode run (several modes share the combined program)
+        jax_adapter.clear_cache(ad)
+        before = compile_stats()["programs"]
+        examples = batch(3)  # fewer rows than VMAP_MIN_ROWS
+        ad.vjp_batch(fn, examples, ["W1", "x"], np.ones(3), dtype)
+        points = batch(40)
+        got = ad.forward_batch(fn, points, dtype)
+        plain = np.stack([ad.forward(fn, {k: v[i] for k, v in points.items()}, dtype) for i in range(40)])
+        return int(compile_stats()["programs"] - before), got, plain
+
+    shared, got, plain = programs(JaxAdapter(), "float64")
+    assert shared == 2  # the vmapped vjp, then the plain forward of the comparison below
+    np.testing.assert_allclose(got, plain, rtol=1e-13, atol=0)
+    separate, got_off, plain_off = programs(JaxAdapter(combine="off"), "float64")
+    assert separate == 3  # plain vjp, vmapped forward, plain forward: nothing shared
+    np.testing.assert_allclose(got_off, plain_off, rtol=1e-13, atol=0)
+    in_float32, got32, plain32 = programs(JaxAdapter(), "float32")
+    assert in_float32 == 3
+    np.testing.assert_allclose(got32, plain32, rtol=1e-6, atol=0)
+
+
 def test_large_inputs_go_one_call_at_a_time() -> None:
     from gradoracle.batching import LARGE_INPUT_ELEMENTS
 
