@@ -533,6 +533,8 @@ def run_probe_jobs(
     """The convention probes of every ``(spec, name)`` adapter, in ``pool`` (or in this process)."""
     from gradoracle.conventions import ProbeResult
 
-    work = [ProbeJob(spec, name, tuple(dtypes), timeout) for spec, name in adapters]
+    # one job per adapter and dtype: the probes of one adapter (JAX's take about 1.2 s) run on
+    # every worker instead of holding one worker at the end of a run while the others wait
+    work = [ProbeJob(spec, name, (dtype,), timeout) for spec, name in adapters for dtype in dtypes]
     records = pool.run(work) if pool is not None else run_jobs_in_process(work, timeout)
     return [ProbeResult(**record) for i in range(len(work)) for record in records.get(i, [])]

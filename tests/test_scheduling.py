@@ -180,3 +180,31 @@ def test_a_run_of_fewer_checks_than_jobs_starts_fewer_workers(
     started.clear()
     assert main([*args, "--out", str(tmp_path / "two")]) == 0  # float64 and float32
     assert len(started) == 2
+
+
+def test_the_probes_of_one_adapter_are_one_job_per_dtype_in_order() -> None:
+    """The convention probes go to the pool as one job per adapter and dtype, so that one
+    adapter's probes (JAX's take about 1.2 s) spread over the workers at the end of a run
+    instead of holding one worker while the others wait; the records keep the order adapter,
+    then dtype, then probe, and equal the probes run as one job (the earlier way, which the
+    first assertion rejects)."""
+    from gradoracle.conventions import PROBES
+    from gradoracle.matrix import ProbeJob, guarded_probes, run_probe_jobs
+
+    class RecordingPool:
+        def __init__(self) -> None:
+            self.work: list[Any] = []
+
+        def run(self, work: list[Any]) -> dict[int, Any]:
+            self.work = list(work)
+            return {i: job.run(None) for i, job in enumerate(work)}
+
+    pool = RecordingPool()
+    records = run_probe_jobs([("numpy", "numpy")], ("float64", "float32"), 20.0, pool)  # type: ignore[arg-type]
+    assert [(j.spec, j.dtypes) for j in pool.work] == [("numpy", ("float64",)), ("numpy", ("float32",))]
+    assert all(isinstance(j, ProbeJob) for j in pool.work)
+    assert [(r.dtype, r.probe) for r in records] == [
+        (d, p.name) for d in ("float64", "float32") for p in PROBES
+    ]
+    together = guarded_probes("numpy", ("float64", "float32"), 20.0)
+    assert [r.to_dict() for r in records] == [r.to_dict() for r in together]
