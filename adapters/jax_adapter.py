@@ -985,17 +985,8 @@ class JaxAdapter(AdapterBase):
         shared = self._fd_vjp(fn, inputs, dtype)
         if shared is not None:  # the vmapped vjp program of these shapes, zero cotangent
             names, out_shape = shared
-
-            def build_vjp() -> Callable[..., Any]:
-                return jax.vmap(self._vjp_function(fn))
-
-            with self.precision(dtype):
-                args = _cast(inputs, dtype)
-                diff = {name: args[name] for name in names}
-                const = {k: v for k, v in args.items() if k not in diff}
-                u = np.zeros((rows, *out_shape), dtype)
-                outs = self._in_chunks("vjp_batch", fn, inputs, build_vjp, (names,), dtype, diff, const, u)
-                return np.concatenate([o for o, _ in outs])
+            outs = self._vjp_chunks(fn, inputs, names, np.zeros((rows, *out_shape), dtype), dtype)
+            return np.concatenate([o for o, _ in outs])
         if not self._vmap("forward", fn, inputs, dtype, self.conv_padding):
             return np.stack([JaxAdapter.forward(self, fn, _row(inputs, i), dtype) for i in range(rows)])
         ops = self.ops
@@ -1023,8 +1014,6 @@ class JaxAdapter(AdapterBase):
 
         Output and gradients carry the batch axis first.
         """
-        import jax
-
         check_wrt_names("jax", inputs, wrt)
         names = tuple(wrt)
         rows = _rows(inputs)
@@ -1043,6 +1032,25 @@ class JaxAdapter(AdapterBase):
                 grads={n: np.stack([r.grads[n] for r in each]) for n in names},
             )
 
+        outs = self._vjp_chunks(fn, inputs, names, cotangents, dtype)
+        output = np.concatenate([o for o, _ in outs])
+        if shares_fd:
+            self._note_fd_vjp(fn, inputs, dtype, names, tuple(output.shape[1:]))
+        return VJPResult(output=output, grads={n: np.concatenate([g[n] for _, g in outs]) for n in names})
+
+    def _vjp_chunks(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        names: tuple[str, ...],
+        cotangents: np.ndarray,
+        dtype: str,
+    ) -> list[Any]:
+        """``(output, grads)`` per chunk of the vmapped vjp program over ``names`` (one program per
+        per-row shapes, :meth:`_in_chunks`): the examples' vjps and, with zero cotangents, the
+        finite-difference forwards (:data:`SHARED_FD_ELEMENTS`)."""
+        import jax
+
         def build() -> Callable[..., Any]:
             return jax.vmap(self._vjp_function(fn))
 
@@ -1051,11 +1059,7 @@ class JaxAdapter(AdapterBase):
             diff = {name: args[name] for name in names}
             const = {k: v for k, v in args.items() if k not in diff}
             u = np.asarray(cotangents, dtype=dtype)
-            outs = self._in_chunks("vjp_batch", fn, inputs, build, (names,), dtype, diff, const, u)
-            output = np.concatenate([o for o, _ in outs])
-            if shares_fd:
-                self._note_fd_vjp(fn, inputs, dtype, names, tuple(output.shape[1:]))
-            return VJPResult(output=output, grads={n: np.concatenate([g[n] for _, g in outs]) for n in names})
+            return self._in_chunks("vjp_batch", fn, inputs, build, (names,), dtype, diff, const, u)
 
     def _note_fd_vjp(
         self,
