@@ -291,6 +291,11 @@ class CheckJob:
         serve the others."""
         return (self.task.adapter_spec, self.task.identity)
 
+    @property
+    def loads(self) -> str:
+        """The adapter the check loads in its worker (a worker that has it is preferred)."""
+        return self.task.adapter_spec
+
     def run(self, timeout: float | None) -> dict[str, Any]:
         """Run the check (:func:`run_task`)."""
         return run_task(self.task, self.settings).to_dict()
@@ -338,20 +343,29 @@ class LoadJob:
     adapter for the checks it runs next.  Its record: ``{"info": AdapterInfo}`` (loaded, available
     or not) or ``{"error": message}``.
 
-    A run sends one copy per worker (``copy``): every worker then imports the frameworks at the
-    start, side by side, instead of in its first check of each."""
+    A run with several workers loads each adapter once, the adapters spread over the workers
+    (``spread``: each load is a group of its own, so an idle worker takes the next); the checks
+    then go first to a worker that has their adapter loaded (:class:`gradoracle.isolation._Queues`),
+    and another worker loads it only when the balance of the run needs it there.  Without
+    ``spread`` the loads of a run share one worker.
+    """
 
     spec: str
-    copy: int = 0  # one copy per worker: each worker loads every adapter before the checks
+    spread: bool = False
 
     @property
     def label(self) -> str:
         return f"loading adapter {self.spec}"
 
     @property
-    def affinity(self) -> tuple[str, int]:
-        """The loads of one copy share a worker, so that each worker loads every adapter once."""
-        return ("load", self.copy)
+    def affinity(self) -> tuple[str, str]:
+        """Spread: one group per adapter (the loads go to the workers side by side); else one group."""
+        return ("load", self.spec if self.spread else "")
+
+    @property
+    def loads(self) -> str:
+        """The adapter this job loads."""
+        return self.spec
 
     def run(self, timeout: float | None) -> dict[str, Any]:
         """Load the adapter through this process's session and read what planning needs."""
@@ -398,6 +412,11 @@ class ProbeJob:
     @property
     def label(self) -> str:
         return f"convention probes [{self.adapter_name}]"
+
+    @property
+    def loads(self) -> str:
+        """The adapter the probes load (a worker that has it is preferred)."""
+        return self.spec
 
     def run(self, timeout: float | None) -> list[dict[str, Any]]:
         """Every probe in every dtype the adapter supports (none when it is not available)."""

@@ -58,6 +58,70 @@ def test_queues_keep_a_group_on_its_worker_and_steal_only_at_the_tail() -> None:
     assert [q.take(w, set()), q.take(w, set())] == [0, 1]
 
 
+@dataclass(frozen=True)
+class AdapterJob(PidJob):
+    """A job of one adapter (``loads``), as the report's checks, loads and probes are."""
+
+    loads: str | None = None
+
+
+def test_a_worker_opens_groups_of_an_adapter_it_has_loaded_first() -> None:
+    """A framework is imported by as few workers as the balance needs: a worker that loaded torch
+    takes the next free torch group, not the first free group (whose adapter it would have to
+    import).  Negative control: jobs that say nothing of their adapter keep the first-free order."""
+    order = [("jax", "i1"), ("torch", "i1"), ("jax", "i2"), ("torch", "i2"), ("jax", "i3"), ("torch", "i3")]
+    jobs = [AdapterJob(f"{a}-{i}", (a, i), loads=a) for a, i in order]
+    q = _Queues(jobs)
+    w_jax, w_torch = _worker(), _worker()
+    w_jax.loaded.add("jax")
+    w_torch.loaded.add("torch")
+    assert q.take(w_torch, set()) == 1  # torch/i1, not jax/i1 (the first free group)
+    assert q.take(w_jax, {w_torch.affinity}) == 0
+    assert q.take(w_torch, {w_jax.affinity}) == 3  # torch/i2
+    assert q.take(w_jax, {w_torch.affinity}) == 2
+    assert q.take(w_torch, {w_jax.affinity}) == 5  # torch/i3
+    # no torch group left: the torch worker takes the first free group and now has jax too
+    assert q.take(w_torch, {w_jax.affinity}) == 4
+    assert w_torch.loaded == {"torch", "jax"} and not q
+    # negative control: without ``loads`` the first free group, whatever the worker loaded
+    q = _Queues([PidJob(j.name, j.affinity) for j in jobs])
+    w = _worker()
+    w.loaded.add("torch")
+    assert q.take(w, set()) == 0
+
+
+def test_a_report_loads_each_adapter_once_spread_over_the_workers() -> None:
+    """The report sends one load per adapter, each a group of its own (so two workers load two
+    adapters side by side), not one copy per worker (every worker importing every framework:
+    torch alone costs about 1.2 s of CPU per worker).  A run of one check loads in one worker."""
+    from rich.console import Console
+
+    from gradoracle.cli.common import load_adapters
+    from gradoracle.matrix import AdapterInfo, LoadJob
+
+    class RecordingPool:
+        workers = 2
+
+        def __init__(self) -> None:
+            self.work: list[Any] = []
+
+        def run(self, work: list[Any]) -> dict[int, Any]:
+            self.work = list(work)
+            return {
+                i: {"info": AdapterInfo(j.spec, j.spec, True, "", False, (), ())} for i, j in enumerate(work)
+            }
+
+    pool = RecordingPool()
+    quiet = Console(quiet=True)
+    loaded = load_adapters(["numpy", "torch", "jax"], False, quiet, pool=pool, checks=10)
+    assert [spec for spec, _ in loaded] == ["numpy", "torch", "jax"]
+    assert [j.spec for j in pool.work] == ["numpy", "torch", "jax"]  # once each
+    assert all(isinstance(j, LoadJob) and j.loads == j.spec for j in pool.work)
+    assert len({j.affinity for j in pool.work}) == 3  # a group each: spread over the workers
+    load_adapters(["numpy", "torch"], False, quiet, pool=pool, checks=1)
+    assert len({j.affinity for j in pool.work}) == 1  # one check: one worker loads both
+
+
 def test_a_pool_runs_each_group_on_one_worker() -> None:
     groups = ["g1", "g2", "g3", "g4"]
     jobs = [PidJob(f"{g}-{i}", g) for g in groups for i in range(4)]

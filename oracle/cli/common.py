@@ -292,16 +292,17 @@ def load_adapters(
     With a worker ``pool`` the adapters are loaded there (:class:`gradoracle.matrix.LoadJob`) and
     the pairs hold :class:`gradoracle.matrix.AdapterInfo`: an adapter whose import or
     constructor crashes ends a worker, not the run, and this process never imports a framework.
-    Each worker loads them (at most ``checks`` workers: a run of fewer checks starts fewer).
+    Each adapter is loaded once, the adapters spread over the workers (one worker for a run of
+    one check); a worker loads an adapter it has not loaded when a check of it comes its way.
     """
     loaded: list[tuple[str, Any]] = []
     skipped = "note: adapter {!r} is not installed here; skipped"
     if pool is not None:
         from gradoracle.matrix import LoadJob
 
-        # one copy per worker (the first decides; the others only load ahead of the checks)
-        copies = pool.workers if checks is None else max(1, min(pool.workers, checks))
-        records = pool.run([LoadJob(spec, copy) for copy in range(copies) for spec in specs])
+        # each adapter once, spread over the workers (a run of one check loads them in one)
+        spread = pool.workers > 1 and (checks is None or checks > 1)
+        records = pool.run([LoadJob(spec, spread) for spec in specs])
         for i, spec in enumerate(specs):
             info = records[i].get("info")
             if info is not None and info.available:
