@@ -90,6 +90,22 @@ def test_a_worker_opens_groups_of_an_adapter_it_has_loaded_first() -> None:
     assert q.take(w, set()) == 0
 
 
+def test_a_pool_sends_checks_to_the_worker_that_loaded_their_adapter() -> None:
+    """Across runs of one pool (the report's load pass, then its checks' pass), the first check of
+    each adapter goes to the worker that loaded it, though the checks come interleaved and the
+    first-free order would send the first check of ``a`` to whichever worker asks first."""
+    loads = [AdapterJob("load-a", ("load", "a"), 0.3, "a"), AdapterJob("load-b", ("load", "b"), 0.3, "b")]
+    order = [("a", "i1"), ("b", "i1"), ("a", "i2"), ("b", "i2")]
+    checks = [AdapterJob(f"{a}-{i}-{k}", (a, i), 0.05, a) for a, i in order for k in range(2)]
+    with WorkerPool(2, timeout=30.0) as pool:
+        loaded = pool.run(loads)
+        done = pool.run(checks)
+    loader = {"a": loaded[0][1], "b": loaded[1][1]}
+    assert loader["a"] != loader["b"]  # the two loads ran side by side, one per worker
+    first = {a: next(done[n][1] for n, j in enumerate(checks) if j.loads == a) for a in "ab"}
+    assert first == loader
+
+
 def test_a_report_loads_each_adapter_once_spread_over_the_workers() -> None:
     """The report sends one load per adapter, each a group of its own (so two workers load two
     adapters side by side), not one copy per worker (every worker importing every framework:
