@@ -245,6 +245,16 @@ def _row(arrays: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[i] for k, v in arrays.items()}
 
 
+def _full_chunk(shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int]:
+    """``(rows of a full chunk, input elements per row)`` for one example's input shapes: the
+    largest power of two rows, at most :data:`BATCH_ROWS`, within :data:`BATCH_ELEMENTS`."""
+    per_row = max(1, sum(int(np.prod(s)) for s in shapes.values()))
+    full = 1
+    while full * 2 <= BATCH_ROWS and full * 2 * per_row <= BATCH_ELEMENTS:
+        full *= 2
+    return full, per_row
+
+
 def batch_chunk(shapes: Mapping[str, tuple[int, ...]], rows: int | None = None) -> int:
     """Rows per batched call for one example's input shapes: a power of two, at most
     :data:`BATCH_ROWS`, with at most :data:`BATCH_ELEMENTS` input elements per call.
@@ -254,10 +264,7 @@ def batch_chunk(shapes: Mapping[str, tuple[int, ...]], rows: int | None = None) 
     shape compiles one batched program whatever the number of ``rows``; larger inputs get
     the smallest power of two that holds ``rows`` (a 128x128 matrix at most 8, a
     1024x1024 one 1), since there the arithmetic padding would multiply is the cost."""
-    per_row = max(1, sum(int(np.prod(s)) for s in shapes.values()))
-    full = 1
-    while full * 2 <= BATCH_ROWS and full * 2 * per_row <= BATCH_ELEMENTS:
-        full *= 2
+    full, per_row = _full_chunk(shapes)
     if rows is None or full * per_row <= SMALL_CHUNK_ELEMENTS:
         return full
     need = 1
@@ -922,9 +929,8 @@ class JaxAdapter(AdapterBase):
         finite-difference forwards (:data:`SHARED_FD_ELEMENTS`): float64, jit and ``combine`` on."""
         if dtype != "float64" or not self.combine or self.jit == "never":
             return False
-        shapes = {k: tuple(np.shape(v))[1:] for k, v in inputs.items()}
-        per_row = max(1, sum(int(np.prod(s)) for s in shapes.values()))
-        return batch_chunk(shapes) * per_row <= SHARED_FD_ELEMENTS
+        full, per_row = _full_chunk({k: tuple(np.shape(v))[1:] for k, v in inputs.items()})
+        return full * per_row <= SHARED_FD_ELEMENTS
 
     def _fd_vjp(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> Any:
         """``(names, output shape)`` of the vmapped vjp program that answers this forward batch,

@@ -288,7 +288,7 @@ class _Queues:
         key = worker.affinity
         if key not in self.groups:
             free = [k for k in self.groups if k not in held]
-            ready = [k for k in free if self.loads[k] is not None and self.loads[k] in worker.loaded]
+            ready = [k for k in free if self.loads[k] in worker.loaded]  # never holds None
             key = (ready or free)[0] if free else max(self.groups, key=lambda k: len(self.groups[k]))
             queue = self.groups[key]
             i = queue.popleft() if free else queue.pop()
