@@ -607,8 +607,11 @@ def print_failures(results: Sequence[CheckResult], out: Console, verbosity: int)
     for r in results:
         if r.verdict in (Verdict.FAIL, Verdict.ERROR):
             if verbosity < 0:
+                # the fault line of a check's message; a message of one line (a worker that
+                # died, an adapter that failed to load) is its own summary
                 first = r.message.split("\n", 2)
-                line = f"{r.id}: {r.verdict} - {first[1].strip() if len(first) > 1 else ''}"
+                reason = clean_text(first[1] if len(first) > 1 else first[0], MESSAGE_LIMIT).strip()
+                line = f"{r.id}: {r.verdict} - {reason}"
                 out.print(line, markup=False, soft_wrap=True)
                 continue
             out.print(f"\n[bold red]{escape(r.id)}[/]: {r.verdict}")
