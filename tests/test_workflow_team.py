@@ -13,6 +13,7 @@ own adapter module, and pins one defect found by acting as that team:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,66 @@ def test_the_report_records_the_configurations_setting(team: pytest.Pytester) ->
     team.runpytest(*args, "--gradoracle-configurations", "all", *FAST).assert_outcomes(passed=2)
     settings = json.loads(Path(team.path / "rep" / "report.json").read_text())["run"]["settings"]
     assert settings["configurations"] == 0
+
+
+TWO_FIXTURE_TESTS = """
+def test_a_correct_square(gradoracle):
+    gradoracle.check(lambda x: x * x, {"x": (3,)}, vjp=lambda g, x: {"x": 2 * x * g})
+
+
+def test_b_wrong_square(gradoracle):
+    gradoracle.check(lambda x: x * x, {"x": (3,)}, vjp=lambda g, x: {"x": 3 * x * g})
+"""
+
+REPLAY_ONLY_CONFTEST = """
+from hypothesis import Phase, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+settings.register_profile("db", database=DirectoryBasedExampleDatabase(".hypothesis/examples"))
+settings.register_profile("replay", parent=settings.get_profile("db"), phases=[Phase.explicit, Phase.reuse])
+"""
+
+
+@pytest.fixture(autouse=True)
+def _hypothesis_profile_restored() -> Iterator[None]:
+    """``--hypothesis-profile`` in an in-process run loads it for the rest of this process."""
+    from hypothesis import core, settings
+
+    profile, forced = settings.get_current_profile_name(), core.global_force_seed
+    try:
+        yield
+    finally:
+        settings.load_profile(profile)
+        core.global_force_seed = forced
+
+
+def test_a_fixture_failure_replays_from_the_database_for_its_own_test(pytester: pytest.Pytester) -> None:
+    """Each fixture check has its own example-database entry: before, every check of a lambda shared
+    one ("forward" / "vjp:vjp"), so a correct test replayed another test's saved failure, passed,
+    and Hypothesis deleted it: the failing test did not replay it first on the next run."""
+    pytester.makepyfile(test_mine=TWO_FIXTURE_TESTS)
+    pytester.makeconftest(REPLAY_ONLY_CONFTEST)
+    first = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--hypothesis-profile", "db")
+    first.assert_outcomes(passed=1, failed=1)
+    # only the saved examples run now: the failure must come back, the correct test has none of its own
+    replay = pytester.runpytest("-p", "no:cacheprovider", "-rfs", "--hypothesis-profile", "replay")
+    replay.assert_outcomes(failed=1, skipped=1)
+    replay.stdout.fnmatch_lines(["*SKIPPED*no example ran: your Hypothesis profile's phases*Phase.generate*"])
+    assert "test_b_wrong_square" in "\n".join(line for line in replay.outlines if line.startswith("FAILED"))
+
+
+def test_a_replay_only_profile_skips_a_check_that_has_nothing_saved(team: pytest.Pytester) -> None:
+    """A profile without Phase.generate checks nothing new: a skip that says so, as Hypothesis skips a
+    test of its own (it was an error blamed on the adapter, quoting Hypothesis's internals)."""
+    team.makeconftest(REPLAY_ONLY_CONFTEST)
+    args = [
+        "--gradoracle-adapter",
+        "team_adapters:Bad",
+        *_identities("elementwise-sigmoid", "elementwise-tanh"),
+    ]
+    args += ["--gradoracle-dtype", "float64", *FAST, "-rs"]
+    team.runpytest(*args, "--hypothesis-profile", "db").assert_outcomes(failed=1, passed=1)
+    replay = team.runpytest(*args, "--hypothesis-profile", "replay")
+    # the saved failure replays; tanh, which saved nothing, is not silently passed
+    replay.assert_outcomes(failed=1, skipped=1)
+    replay.stdout.fnmatch_lines(["*SKIPPED*gradoracle*no example ran*Phase.explicit, Phase.reuse*"])
