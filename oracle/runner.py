@@ -21,6 +21,7 @@ import math
 import random
 import re
 import time
+import unittest
 import zlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1427,7 +1428,7 @@ def check(
         else:
             # one example-database entry per check (the closure's source is the same for all)
             mode_key = "" if mode == "vjp" else f":{mode}"
-            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
+            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}{_own_key(ad)}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
             if settings.batch > 1 and batches_anything(ad) and not settings.reproduce_failure:
                 # Hypothesis chooses the examples (a pass that only records them), the
@@ -1514,6 +1515,8 @@ def check(
             result,
             {**common, **counts(), **provenance(exc)},
         )
+    except unittest.SkipTest:  # Hypothesis ran no example (a profile without the generate phase)
+        return result(Verdict.SKIP, Fault.NONE, no_examples_message(), **counts(), **common)
     except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too
         return result(
             Verdict.ERROR,
@@ -1526,6 +1529,22 @@ def check(
         )
     bits = state.get("bits") if records_bits(dtype) else None
     return result(Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common)
+
+
+#: The start of the message of a check in which Hypothesis ran no example (see :func:`no_examples_message`).
+NO_EXAMPLES = "no example ran"
+
+
+def no_examples_message() -> str:
+    """Why a check ran no example: the loaded Hypothesis profile's phases generate none, and the
+    example database held no saved example of this check (Hypothesis's own ``SkipTest``)."""
+    phases = getattr(hypothesis_settings.default, "phases", ())
+    named = ", ".join(f"Phase.{p.name}" for p in phases) or "none"
+    return (
+        f"{NO_EXAMPLES}: your Hypothesis profile's phases ({named}) do not include Phase.generate and "
+        "the example database holds no saved example of this check, so nothing was checked; add "
+        "Phase.generate to the profile's phases (or load a profile that generates) to check it"
+    )
 
 
 #: ``@reproduce_failure('6.x', b'BLOB')`` as Hypothesis prints it under ``print_blob``.
@@ -1542,6 +1561,16 @@ def _passes_in_float64(
         return bool(evaluate(ident, adapter, "float64", example, settings).passed)
     except Exception:  # the float64 run failing in any way: no evidence for a precision mode
         return False
+
+
+def _own_key(adapter: Any) -> str:
+    """``:KEY`` when the adapter names its own example-database entry (``example_database_key``
+    in its instance ``__dict__``: a user check, keyed by its test and its functions), else ``""``."""
+    try:
+        value = object.__getattribute__(adapter, "__dict__").get("example_database_key")
+    except Exception:  # no __dict__, or one that misbehaves: the default key
+        return ""
+    return f":{value}" if isinstance(value, str) and value else ""
 
 
 def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:
