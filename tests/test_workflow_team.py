@@ -190,7 +190,9 @@ REPLAY_ONLY_CONFTEST = """
 from hypothesis import Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-settings.register_profile("db", database=DirectoryBasedExampleDatabase(".hypothesis/examples"))
+# derandomize and print_blob off: under CI=1 Hypothesis's "ci" profile is the parent
+db = DirectoryBasedExampleDatabase(".hypothesis/examples")
+settings.register_profile("db", database=db, derandomize=False, print_blob=False)
 settings.register_profile("replay", parent=settings.get_profile("db"), phases=[Phase.explicit, Phase.reuse])
 """
 
@@ -201,6 +203,7 @@ def _hypothesis_profile_restored() -> Iterator[None]:
     from hypothesis import core, settings
 
     profile, forced = settings.get_current_profile_name(), core.global_force_seed
+    core.global_force_seed = None  # a --hypothesis-seed another in-process run left behind
     try:
         yield
     finally:
@@ -243,8 +246,8 @@ def test_a_replay_only_profile_skips_a_check_that_has_nothing_saved(team: pytest
 BLOB_CONFTEST = """
 from hypothesis import settings
 
-settings.register_profile("blob", print_blob=True, database=None)
-settings.register_profile("nodb", database=None)
+settings.register_profile("blob", print_blob=True, database=None, derandomize=False)
+settings.register_profile("nodb", database=None, derandomize=False, print_blob=False)
 """
 
 
