@@ -259,8 +259,7 @@ def _pool_config(p: L.Picker, kind: str) -> L.Configuration:
     out, pads = pool_geometry(spatial, window, stride, padding, dilation, params["ceil_mode"])
     p.note("partial ceil window", any(hi > lo for lo, hi in pads))
     positions = [
-        window_positions(*axis)
-        for axis in zip(spatial, window, stride, padding, dilation, out, strict=True)
+        window_positions(*axis) for axis in zip(spatial, window, stride, padding, dilation, out, strict=True)
     ]
     p.note("overlapping windows", any(len(np.unique(q)) < q.size for q in positions))
     if kind == "avg":
