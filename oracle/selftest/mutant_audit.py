@@ -2,9 +2,10 @@
 configuration only, as a framework team's real bugs look.
 
 Each wraps one layer op of the PyTorch adapter with
-:func:`~gradoracle.selftest.mutant_frameworks._torch_layer_adapter` (the real op forward, the framework's own gradient for every input but one) or, for the
-forward-mode and second-order ones, an ``autograd.Function`` with ``setup_context``; the one
-wrong gradient is written from a formula that is right exactly when the mutant's parameter
+:func:`~gradoracle.selftest.mutant_frameworks._torch_layer_adapter` (the real op forward, the
+framework's own gradient for every input but one) or, for the forward-mode and second-order
+ones, an ``autograd.Function`` with ``setup_context``; the one wrong gradient is written from a
+formula that is right exactly when the mutant's parameter
 (:mod:`gradoracle.selftest.layer_parameters`) is off.  torch is imported only inside the
 factories.
 """
