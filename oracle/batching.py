@@ -198,6 +198,14 @@ def _worth_batching(arrays: Mapping[str, np.ndarray]) -> bool:
     return sum(int(np.size(v)) for v in arrays.values()) <= LARGE_INPUT_ELEMENTS
 
 
+def _fresh(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Copies of ``arrays`` for one call into an adapter: an adapter that writes into its inputs
+    (``x *= 2`` in its forward) changes only its own copy, never the oracle's points, which
+    share unperturbed inputs with each other and, in float64, with the master inputs that the
+    closed form and the oracle's own finite differences use."""
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
+
+
 def _stack(items: Sequence[Mapping[str, np.ndarray]], dtype: str) -> dict[str, np.ndarray]:
     return {name: np.stack([np.asarray(it[name], dtype=dtype) for it in items]) for name in items[0]}
 
@@ -224,7 +232,7 @@ def _forward_many(adapter: Any, calls: Sequence[ForwardCall]) -> list[list[np.nd
             _mark_unbatchable(adapter, "forward", fn)
             outs = None
     if outs is None:
-        outs = [np.asarray(adapter.forward(fn, p, dtype)) for p in points]
+        outs = [np.asarray(adapter.forward(fn, _fresh(p), dtype)) for p in points]
     answers, i = [], 0
     for c in calls:
         answers.append(outs[i : i + len(c.points)])
@@ -337,17 +345,19 @@ def _hvp_many(adapter: Any, calls: Sequence[HvpCall]) -> list[Any] | None:
 def _single(adapter: Any, request: Request) -> Any:
     """The adapter's answer to one request, one call (or one call per point)."""
     if isinstance(request, ForwardCall):
-        return [np.asarray(adapter.forward(request.fn, p, request.dtype)) for p in request.points]
+        return [np.asarray(adapter.forward(request.fn, _fresh(p), request.dtype)) for p in request.points]
     if isinstance(request, VjpCall):
-        return adapter.vjp(request.fn, request.inputs, request.wrt, request.cotangent, request.dtype)
+        return adapter.vjp(
+            request.fn, _fresh(request.inputs), request.wrt, request.cotangent.copy(), request.dtype
+        )
     if isinstance(request, JvpCall):
-        return adapter.jvp(request.fn, request.inputs, request.tangents, request.dtype)
+        return adapter.jvp(request.fn, _fresh(request.inputs), _fresh(request.tangents), request.dtype)
     return adapter.hvp(
         request.fn,
-        request.inputs,
+        _fresh(request.inputs),
         request.wrt,
-        request.cotangent,
-        request.tangents,
+        request.cotangent.copy(),
+        _fresh(request.tangents),
         request.dtype,
         request.method,
     )
@@ -401,7 +411,9 @@ def _answer(adapter: Any, reqs: Sequence[Request]) -> list[tuple[bool, Any]]:
             out: list[tuple[bool, Any]] = []
             for c in calls:
                 try:
-                    out.append((True, [np.asarray(adapter.forward(c.fn, p, c.dtype)) for p in c.points]))
+                    out.append(
+                        (True, [np.asarray(adapter.forward(c.fn, _fresh(p), c.dtype)) for p in c.points])
+                    )
                 except Exception as exc:
                     out.append((False, exc))
             return out

@@ -230,6 +230,23 @@ class AdapterFacts:
     ops_error: str | None = None
 
 
+def dtype_names(value: Any) -> tuple[str, ...]:
+    """An adapter's ``dtypes`` as a tuple of names: one string is one name (``dtypes = "float64"``
+    is ``("float64",)``, not its seven letters); anything but strings or an iterable of them is a
+    ``TypeError`` that says what to write."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"dtypes must be a tuple of dtype names such as ('float64', 'float32'), got {value!r:.80}"
+        )
+    return names
+
+
 def read_facts(adapter: Any, guard: AdapterGuard, timeout: float | None) -> AdapterFacts:
     """``name``, ``available()``, ``dtypes`` and ``supported_ops()`` through the guard.
 
@@ -254,9 +271,7 @@ def read_facts(adapter: Any, guard: AdapterGuard, timeout: float | None) -> Adap
     ok, why = guard.call(available, timeout, f"{label}.available()")
     from gradoracle.options import DTYPES
 
-    dtypes = guard.call(
-        lambda: tuple(str(d) for d in getattr(adapter, "dtypes", DTYPES)), timeout, f"{label}.dtypes"
-    )
+    dtypes = guard.call(lambda: dtype_names(getattr(adapter, "dtypes", DTYPES)), timeout, f"{label}.dtypes")
     ops: frozenset[str] | None = None
     ops_error = None
     if ok:

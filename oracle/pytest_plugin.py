@@ -100,6 +100,7 @@ class PluginConfig:
     modes: tuple[str, ...] = ()  # () = every mode each adapter supports
     examples: int | None = None  # None: the Hypothesis profile's, else gradoracle's 30
     seed: int | None = None  # None: Hypothesis chooses (--hypothesis-seed, derandomize, random)
+    configurations: int | None = None  # None: the default covering set; 0: drawn freely ('all')
     known_deviations: Path | None = None
     report_dir: Path | None = None
     timeout: float | None = 20.0
@@ -156,6 +157,7 @@ def _resolve_options(config: pytest.Config) -> PluginConfig:
         modes=_modes(values.get("mode", ())),
         examples=int(values["examples"]) if "examples" in values else None,
         seed=int(values["seed"]) if "seed" in values else None,
+        configurations=int(values["configurations"]) if "configurations" in values else None,
         known_deviations=values.get("known_deviations"),
         report_dir=values.get("report"),
         sources=sources,
@@ -230,6 +232,8 @@ def _check_settings(config: pytest.Config, options: PluginConfig) -> CheckSettin
     from gradoracle.runner import profile_settings
 
     settings = profile_settings(options.examples, options.seed).with_(timeout_s=options.timeout)
+    if options.configurations is not None:
+        settings = settings.with_(configurations=options.configurations)
     blob = config.getoption("gradoracle_reproduce_failure", default=None)
     return settings.with_(reproduce_failure=blob) if blob else settings
 
@@ -300,6 +304,7 @@ class ConformanceItem(pytest.Item):
         self.dtype = dtype
         self.mode = mode
         self.suite = suite
+        self.source = source
         self.add_marker("gradoracle")
         self.extra_keyword_matches.update({family, source, adapter_label, dtype, mode})
         self.deviation = suite.deviation_for(identity, adapter_label, dtype, mode)
@@ -640,9 +645,51 @@ class ConformanceSuite:
             self._outcome = apply_known_deviations([r for _, r in self.results], self.deviations)
         return self._outcome
 
+    def _stopped(self, session: pytest.Session, exitstatus: int) -> str | None:
+        """Why the session ended before running every selected check (``None``: it did not)."""
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            return "the pytest session was interrupted (Ctrl-C) before this check ran"
+        if session.shouldfail or session.shouldstop:
+            reason = session.shouldfail or session.shouldstop
+            return f"the pytest session stopped early ({reason}; -x / --maxfail) before this check ran"
+        return None
+
+    def _add_not_run(self, session: pytest.Session, why: str) -> None:
+        """A ``not-run`` record for every selected conformance item without a result (this process's
+        items; under xdist the controller collects none, so only what the workers reported counts)."""
+        from gradoracle.results import CheckResult, Verdict
+
+        done = {(r.identity, label, r.dtype, r.mode) for label, r in self.results}
+        for item in session.items:
+            if not isinstance(item, ConformanceItem):
+                continue
+            key = (item.identity, item.adapter_label, item.dtype, item.mode)
+            if key not in done:
+                record = CheckResult(
+                    item.identity,
+                    item.source,
+                    item.adapter_label,
+                    item.dtype,
+                    Verdict.NOT_RUN,
+                    message=f"not run: {why}",
+                    mode=item.mode,
+                )
+                self.results.append((item.adapter_label, record))
+                done.add(key)
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """Write the report files (controller only) once every result is in."""
-        if self._is_worker() or self.options.report_dir is None or not self.results:
+        """Write the report files (controller only) once every result is in.
+
+        A session cut short (Ctrl-C, ``-x``, ``--maxfail``) marks the selected checks that did
+        not run ``not-run`` (the report's status is then ``incomplete``, never ``conform``) and,
+        interrupted, runs no convention probe (as ``gradoracle report`` after a Ctrl-C).
+        """
+        if self._is_worker():
+            return
+        stopped = self._stopped(session, exitstatus)
+        if stopped is not None:
+            self._add_not_run(session, stopped)
+        if self.options.report_dir is None or not self.results:
             return
         import dataclasses
 
@@ -656,7 +703,13 @@ class ConformanceSuite:
 
         # every probe is a guarded call (time limit, any exception); in a worker with --gradoracle-isolate
         pool = self._worker_pool() if self.options.isolate else None
-        probes = run_probe_jobs(self.adapter_labels, self.dtypes, self.settings.timeout_s, pool)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        probes: list[Any] = []
+        if not interrupted:  # after a Ctrl-C the adapter's thread may still be inside a check
+            try:
+                probes = run_probe_jobs(self.adapter_labels, self.dtypes, self.settings.timeout_s, pool)
+            except KeyboardInterrupt:  # a Ctrl-C during the probes loses only the probes
+                interrupted = True
         self.probes = probes  # the terminal summary shows them
         loaded = [
             entry.adapter
@@ -680,7 +733,7 @@ class ConformanceSuite:
             "planned_checks": len(self.identities)
             * len(self.dtypes)
             * sum(len(self.adapter_modes[label]) for _, label in self.adapter_labels),
-            "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+            "interrupted": interrupted,
             "duration_s": time.perf_counter() - self.started,
             "frameworks": frameworks_that_ran(loaded, results),
         }

@@ -17,9 +17,11 @@ a :class:`CheckResult`.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import time
+import unittest
 import zlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -413,7 +415,9 @@ def locate_dtype_change(
 
 def _validate_vjp(
     result: Any, ident: Identity, ref_out: np.ndarray, inputs: Mapping[str, np.ndarray], dtype: str
-) -> None:
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The output and the gradients of a vjp result as the arrays that were validated (each read
+    once: a result whose attributes change between reads cannot slip other arrays past)."""
     out = getattr(result, "output", None)
     grads = getattr(result, "grads", None)
     if out is None or grads is None:
@@ -425,10 +429,12 @@ def _validate_vjp(
         )
     if out.dtype != np.dtype(dtype):
         raise DtypeChange("forward output", str(out.dtype), dtype)
+    checked: dict[str, np.ndarray] = {}
     for name in ident.wrt:
-        if name not in grads or grads[name] is None:
+        g = grads[name] if name in grads else None  # noqa: SIM401 (any mapping, .get or not)
+        if g is None:
             raise AdapterContractError(f"no gradient returned for input {name!r}")
-        g = np.asarray(grads[name])
+        g = checked[name] = np.asarray(g)
         if g.shape != inputs[name].shape:
             raise AdapterContractError(
                 f"gradient for {name!r} has shape {list(g.shape)}, expected {list(inputs[name].shape)}"
@@ -440,6 +446,7 @@ def _validate_vjp(
             raise AdapterContractError(f"gradient for {name!r} is not finite at {bad}: {g[tuple(bad)]}")
     if not np.isfinite(out).all():
         raise AdapterContractError("forward output is not finite")
+    return out, checked
 
 
 def _kink_safe_step(
@@ -697,7 +704,7 @@ def _evaluation(
     rng = np.random.default_rng(example.seed)
     master = {k: np.asarray(v, dtype=np.float64) for k, v in example.inputs.items()}
     # no copies where the dtype is already right: the oracle never writes into these, and the
-    # adapter is handed copies (VjpCall below, the stacked batch)
+    # adapter is handed copies (gradoracle.batching: every call, single or stacked)
     x_d = {k: v.astype(dtype, copy=False) for k, v in master.items()}
     x_d64 = {k: v.astype(np.float64, copy=False) for k, v in x_d.items()}  # exact: what the adapter sees
     x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
@@ -724,14 +731,12 @@ def _evaluation(
     results = []
     for _ in range(2 if settings.repeat_vjp else 1):
         try:
-            result = yield VjpCall(
-                fn, {k: v.copy() for k, v in x_d.items()}, tuple(ident.wrt), u_d.copy(), dtype
-            )
+            result = yield VjpCall(fn, x_d, tuple(ident.wrt), u_d, dtype)  # the adapter gets copies
         except Exception as exc:  # any adapter failure becomes a record
             outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {describe_exception(exc)}"
             return outcome
         try:
-            _validate_vjp(result, ident, ref_out, x_d, dtype)
+            validated = _validate_vjp(result, ident, ref_out, x_d, dtype)
         except DtypeChange as exc:
             outcome.fault, outcome.contract = (
                 Fault.DTYPE,
@@ -744,7 +749,7 @@ def _evaluation(
         except Exception as exc:  # a result object whose attributes or arrays misbehave
             outcome.fault, outcome.contract = Fault.ADAPTER, f"vjp result unusable: {describe_exception(exc)}"
             return outcome
-        results.append((np.asarray(result.output), {n: np.asarray(result.grads[n]) for n in ident.wrt}))
+        results.append(validated)
     (out, grads), (out2, grads2) = results[0], results[-1]
     rtol = _nondeterminism_rtol(adapter)
     for what, a, b in [("output", out, out2), *((n, grads[n], grads2[n]) for n in ident.wrt)]:
@@ -863,11 +868,35 @@ def _evaluation(
 
 def _nondeterminism_rtol(adapter: Any) -> float:
     """How far two vjp calls may differ, relative to the largest magnitude: 0.0 (bit-identical)
-    unless the adapter documents nondeterminism with ``nondeterminism_rtol``."""
+    unless the adapter documents nondeterminism with ``nondeterminism_rtol`` (a finite number
+    >= 0; anything else, ``inf`` and NaN included, counts as 0.0)."""
     try:
-        return max(0.0, float(getattr(adapter, "nondeterminism_rtol", 0.0) or 0.0))
-    except (TypeError, ValueError):
+        rtol = float(getattr(adapter, "nondeterminism_rtol", 0.0) or 0.0)
+    except Exception:  # a property that raises, a string that is no number
         return 0.0
+    return rtol if math.isfinite(rtol) and rtol > 0.0 else 0.0
+
+
+def _adapter_words(adapter: Any) -> Words | None:
+    """The adapter's optional ``words`` (how messages name it), ``None`` unless it is a :class:`Words`."""
+    try:
+        words = getattr(adapter, "words", None)
+    except Exception:  # an optional attribute: one that raises is not there
+        return None
+    return words if isinstance(words, Words) else None
+
+
+def _adapter_repro_env(adapter: Any) -> tuple[str, ...]:
+    """The adapter's optional ``repro_env`` (variable names a repro needs) as strings; ``()``
+    when it is missing, raises or is not a string or a collection of strings."""
+    try:
+        env = getattr(adapter, "repro_env", ())
+        if isinstance(env, str):
+            return (env,)
+        names = tuple(env)
+    except Exception:
+        return ()
+    return names if all(isinstance(n, str) for n in names) else ()
 
 
 def _disagreement(what: str, a: np.ndarray, b: np.ndarray, rtol: float) -> Nondeterminism | None:
@@ -1136,11 +1165,9 @@ def reproduce(
     outcome = evaluate(ident, ad, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
-        repro = repro_snippet(
-            ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ()), mode
-        )
+        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example, _adapter_repro_env(ad), mode)
         message, worst = describe_outcome(
-            ident, ad.name, dtype, outcome, tol, repro, getattr(ad, "words", None), mode
+            ident, ad.name, dtype, outcome, tol, repro, _adapter_words(ad), mode
         )
         raise GradientMismatch(
             message,
@@ -1326,10 +1353,10 @@ def check(
             )
         if not outcome.passed:
             repro = repro_snippet(
-                ident, _adapter_spec(ad, spec), dtype, example, getattr(ad, "repro_env", ()), mode
+                ident, _adapter_spec(ad, spec), dtype, example, _adapter_repro_env(ad), mode
             )
             message, worst = describe_outcome(
-                ident, adapter_label, dtype, outcome, tol, repro, getattr(ad, "words", None), mode
+                ident, adapter_label, dtype, outcome, tol, repro, _adapter_words(ad), mode
             )
             raise GradientMismatch(
                 message,
@@ -1393,7 +1420,7 @@ def check(
         else:
             # one example-database entry per check (the closure's source is the same for all)
             mode_key = "" if mode == "vjp" else f":{mode}"
-            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
+            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}{_own_key(ad)}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
             if settings.batch > 1 and batches_anything(ad) and not settings.reproduce_failure:
                 # Hypothesis chooses the examples (a pass that only records them), the
@@ -1480,6 +1507,8 @@ def check(
             result,
             {**common, **counts(), **provenance(exc)},
         )
+    except unittest.SkipTest:  # Hypothesis ran no example (a profile without the generate phase)
+        return result(Verdict.SKIP, Fault.NONE, no_examples_message(), **counts(), **common)
     except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too
         return result(
             Verdict.ERROR,
@@ -1492,6 +1521,22 @@ def check(
         )
     bits = state.get("bits") if records_bits(dtype) else None
     return result(Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common)
+
+
+#: The start of the message of a check in which Hypothesis ran no example (see :func:`no_examples_message`).
+NO_EXAMPLES = "no example ran"
+
+
+def no_examples_message() -> str:
+    """Why a check ran no example: the loaded Hypothesis profile's phases generate none, and the
+    example database held no saved example of this check (Hypothesis's own ``SkipTest``)."""
+    phases = getattr(hypothesis_settings.default, "phases", ())
+    named = ", ".join(f"Phase.{p.name}" for p in phases) or "none"
+    return (
+        f"{NO_EXAMPLES}: your Hypothesis profile's phases ({named}) do not include Phase.generate and "
+        "the example database holds no saved example of this check, so nothing was checked; add "
+        "Phase.generate to the profile's phases (or load a profile that generates) to check it"
+    )
 
 
 #: ``@reproduce_failure('6.x', b'BLOB')`` as Hypothesis prints it under ``print_blob``.
@@ -1508,6 +1553,16 @@ def _passes_in_float64(
         return bool(evaluate(ident, adapter, "float64", example, settings).passed)
     except Exception:  # the float64 run failing in any way: no evidence for a precision mode
         return False
+
+
+def _own_key(adapter: Any) -> str:
+    """``:KEY`` when the adapter names its own example-database entry (``example_database_key``
+    in its instance ``__dict__``: a user check, keyed by its test and its functions), else ``""``."""
+    try:
+        value = object.__getattribute__(adapter, "__dict__").get("example_database_key")
+    except Exception:  # no __dict__, or one that misbehaves: the default key
+        return ""
+    return f":{value}" if isinstance(value, str) and value else ""
 
 
 def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:

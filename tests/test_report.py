@@ -374,7 +374,7 @@ def test_out_that_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "is a file" in flat(capsys.readouterr().err)
 
 
-def test_html_without_its_libraries_is_a_usage_error(
+def test_html_without_its_libraries_is_left_out_or_a_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import importlib.util
@@ -383,7 +383,12 @@ def test_html_without_its_libraries_is_a_usage_error(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "jinja2" else real(name, *a)
     )
-    assert run_cli("report", "--adapter", "numpy", "--out", str(tmp_path), *small(examples=2)) == 2
+    # by default: the other formats, and a note naming the extra
+    assert run_cli("report", "--adapter", "numpy", "--out", str(tmp_path), *small(examples=2)) == 0
+    assert "pip install 'gradoracle[report]'" in flat(capsys.readouterr().err)
+    assert (tmp_path / "report.json").exists() and not (tmp_path / "report.html").exists()
+    # asked for: a usage error
+    assert run_cli("report", "--adapter", "numpy", "--format", "html", "--out", str(tmp_path), *small()) == 2
     assert "pip install 'gradoracle[report]'" in flat(capsys.readouterr().err)
     assert (
         run_cli("report", "--adapter", "numpy", "--format", "json,md", "--out", str(tmp_path), *small()) == 0

@@ -501,19 +501,26 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         type=_formats,
         action="append",
         metavar="LIST",
-        help=f"comma-separated formats out of {','.join(FORMATS)}; repeatable (default: all four)",
+        help=f"comma-separated formats out of {','.join(FORMATS)}; repeatable (default: all four; html "
+        "only where jinja2 and matplotlib are installed)",
     )
 
 
 def chosen_formats(values: Sequence[Sequence[str]] | None) -> list[str]:
-    """The formats asked for (all by default); HTML without its libraries is a usage error."""
+    """The formats asked for (all by default).
+
+    HTML asked for with ``--format`` but without its libraries (jinja2, matplotlib: the
+    ``[report]`` extra) is a usage error; by default it is left out with a note on stderr, so a
+    core install (``pip install gradoracle``) still writes report.json, report.md and junit.xml.
+    """
     formats = list(FORMATS) if not values else normalize_formats([f for group in values for f in group])
     missing = [m for m in ("jinja2", "matplotlib") if importlib.util.find_spec(m) is None]
     if "html" in formats and missing:
-        raise UsageError(
-            f"report.html needs {' and '.join(missing)}: pip install 'gradoracle[report]', "
-            "or leave html out (--format json,md,junit)"
-        )
+        needs = f"report.html needs {' and '.join(missing)}: pip install 'gradoracle[report]'"
+        if values:
+            raise UsageError(f"{needs}, or leave html out (--format json,md,junit)")
+        console(stderr=True).print(f"note: {needs}; writing the other formats", markup=False, style="yellow")
+        formats.remove("html")
     return formats
 
 
@@ -607,8 +614,11 @@ def print_failures(results: Sequence[CheckResult], out: Console, verbosity: int)
     for r in results:
         if r.verdict in (Verdict.FAIL, Verdict.ERROR):
             if verbosity < 0:
+                # the fault line of a check's message; a message of one line (a worker that
+                # died, an adapter that failed to load) is its own summary
                 first = r.message.split("\n", 2)
-                line = f"{r.id}: {r.verdict} - {first[1].strip() if len(first) > 1 else ''}"
+                reason = clean_text(first[1] if len(first) > 1 else first[0], MESSAGE_LIMIT).strip()
+                line = f"{r.id}: {r.verdict} - {reason}"
                 out.print(line, markup=False, soft_wrap=True)
                 continue
             out.print(f"\n[bold red]{escape(r.id)}[/]: {r.verdict}")

@@ -1,0 +1,267 @@
+"""Hostile adapters (audit 1): adapters that write into their inputs, declare odd attributes or
+hand back results that change between reads.  Each case keeps a negative control: the same
+hostility with a wrong gradient must still fail, with the right fault."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from gradoracle import CheckSettings, Fault, Verdict, check
+from gradoracle.adapters.base import ForwardFn, VJPResult
+from gradoracle.adapters.numpy_engine import NumpyEngineAdapter
+from gradoracle.batching import ForwardCall, VjpCall, drive
+from gradoracle.guard import AdapterGuard, dtype_names, read_facts
+from gradoracle.results import CheckResult
+
+FAST = CheckSettings(examples=3, seed=1, timeout_s=20.0)
+
+
+class _Engine(NumpyEngineAdapter):
+    """The correct NumPy engine; ``scale`` != 1 makes every gradient wrong (the negative control)."""
+
+    scale = 1.0
+
+    def __init__(self) -> None:
+        super().__init__(name=type(self).__name__)
+
+    def vjp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        r = super().vjp(fn, inputs, wrt, cotangent, dtype)
+        return VJPResult(r.output, {k: (v * self.scale).astype(v.dtype) for k, v in r.grads.items()})
+
+
+# ------------------------------------------------------------------ adapters that write into their inputs
+
+
+class MutatingForward(_Engine):
+    """Its forward is right for the inputs it is given, then scales them in place."""
+
+    def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        out = super().forward(fn, inputs, dtype)
+        for v in inputs.values():
+            v *= 1.5
+        return out
+
+
+class MutatingForwardWrong(MutatingForward):
+    scale = 2.0
+
+
+class MutatingVjp(_Engine):
+    """Its vjp is right, then scales its inputs and the cotangent in place."""
+
+    def vjp(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        r = super().vjp(fn, inputs, wrt, cotangent, dtype)
+        for v in inputs.values():
+            v *= 1.5
+        cotangent *= 2.0
+        return r
+
+
+@pytest.mark.parametrize("identity", ["conv-filter", "matvec-jacobian"])  # X / W: inputs not differentiated
+def test_an_adapter_writing_into_its_forward_inputs_does_not_fool_the_oracle(identity: str) -> None:
+    # The finite-difference points share the inputs that are not perturbed (and, in float64,
+    # the master copy the closed form and the oracle's own finite differences use): once
+    # an adapter scaled them in place, gradoracle blamed itself ("oracle" fault).
+    r = check(identity, MutatingForward(), "float64", FAST)
+    assert r.verdict == Verdict.PASS, r.message
+    wrong = check(identity, MutatingForwardWrong(), "float64", FAST)
+    assert (wrong.verdict, wrong.fault) == (Verdict.FAIL, Fault.BACKWARD), wrong.message
+
+
+def test_an_adapter_writing_into_its_vjp_inputs_and_cotangent_passes() -> None:
+    for dtype in ("float64", "float32"):
+        r = check("mlp", MutatingVjp(), dtype, FAST)
+        assert r.verdict == Verdict.PASS, r.message
+
+
+def test_every_call_gets_its_own_copy_of_the_arrays() -> None:
+    shared = np.arange(4.0)
+    seen: list[np.ndarray] = []
+
+    class Writer(NumpyEngineAdapter):
+        def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+            seen.append(inputs["x"].copy())
+            inputs["x"][:] = -1.0
+            return np.zeros(1)
+
+        def vjp(
+            self,
+            fn: ForwardFn,
+            inputs: Mapping[str, np.ndarray],
+            wrt: Sequence[str],
+            u: np.ndarray,
+            dtype: str,
+        ) -> VJPResult:
+            seen.append(inputs["x"].copy())
+            inputs["x"][:] = -2.0
+            u[:] = -2.0
+            return VJPResult(np.zeros(1), {"x": np.zeros(4)})
+
+    u = np.ones(1)
+
+    def evaluation() -> Any:
+        yield ForwardCall(lambda ops, a: a["x"], [{"x": shared}, {"x": shared}, {"x": shared}], "float64")
+        yield VjpCall(lambda ops, a: a["x"], {"x": shared}, ("x",), u, "float64")
+        return "done"
+
+    assert drive(Writer(), [evaluation()]) == ["done"]
+    assert len(seen) == 4 and all(np.array_equal(s, np.arange(4.0)) for s in seen)
+    assert np.array_equal(shared, np.arange(4.0)) and np.array_equal(u, np.ones(1))
+
+
+# ------------------------------------------------------------------ odd declarations
+
+
+def test_dtypes_as_one_string_is_one_dtype_not_its_letters() -> None:
+    # ``dtypes = "float64"`` used to read as ('f', 'l', 'o', ...): every check skipped, exit 0
+    assert dtype_names("float64") == ("float64",)
+    assert dtype_names(["float32"]) == ("float32",)
+
+    class OneString(_Engine):
+        dtypes = "float64"  # type: ignore[assignment]
+
+    r = check("matvec-jacobian", OneString(), "float64", FAST)
+    assert r.verdict == Verdict.PASS, r.message
+    assert check("matvec-jacobian", OneString(), "float32", FAST).verdict == Verdict.SKIP
+
+    class OneStringWrong(OneString):
+        scale = 2.0
+
+    assert check("matvec-jacobian", OneStringWrong(), "float64", FAST).verdict == Verdict.FAIL
+
+
+@pytest.mark.parametrize("value", [3, None, ("float64", 3)])
+def test_dtypes_that_are_not_names_are_a_clear_error(value: Any) -> None:
+    class Odd(_Engine):
+        dtypes = value
+
+    r = check("matvec-jacobian", Odd(), "float64", FAST)
+    assert (r.verdict, r.fault) == (Verdict.ERROR, Fault.ADAPTER)
+    assert "dtypes must be a tuple of dtype names such as ('float64', 'float32')" in r.message
+
+
+def test_read_facts_names_the_bad_dtypes() -> None:
+    class Odd(_Engine):
+        dtypes = 3  # type: ignore[assignment]
+
+    with pytest.raises(Exception, match=r"Odd\.dtypes raised TypeError: dtypes must be a tuple"):
+        read_facts(Odd(), AdapterGuard("odd"), 5.0)
+
+
+class _RaisingOptionals(_Engine):
+    """Optional attributes that raise when read (a courtesy attribute gone wrong)."""
+
+    @property
+    def words(self) -> Any:
+        raise RuntimeError("words boom")
+
+    @property
+    def repro_env(self) -> Any:
+        raise RuntimeError("repro_env boom")
+
+
+class _JunkGetattr(_Engine):
+    """``__getattr__`` answers every unknown attribute with a string."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return "junk"
+
+
+@pytest.mark.parametrize("base", [_RaisingOptionals, _JunkGetattr])
+def test_broken_optional_attributes_do_not_hide_a_wrong_gradient(base: type[_Engine]) -> None:
+    # reading ``words`` / ``repro_env`` for the failure message used to turn the finding into
+    # an error about that attribute ("RuntimeError: words boom")
+    assert check("matvec-jacobian", base(), "float64", FAST).verdict == Verdict.PASS
+    wrong = type("Wrong", (base,), {"scale": 2.0})()
+    r = check("matvec-jacobian", wrong, "float64", FAST)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.BACKWARD), r.message
+    assert "boom" not in r.message and "reproduce('matvec-jacobian'" in r.message
+
+
+@pytest.mark.parametrize("rtol", [float("inf"), float("nan"), -1.0, "lots"])
+def test_a_meaningless_nondeterminism_rtol_allows_nothing(rtol: Any) -> None:
+    class Noisy(_Engine):
+        nondeterminism_rtol = rtol
+        calls = 0
+
+        def vjp(self, *args: Any) -> VJPResult:
+            r = super().vjp(*args)
+            Noisy.calls += 1
+            return VJPResult(r.output, {k: v * (1 + 1e-3 * (Noisy.calls % 2)) for k, v in r.grads.items()})
+
+    r = check("matvec-jacobian", Noisy(), "float64", FAST)
+    assert r.fault == Fault.NONDETERMINISTIC, r.message
+
+    class Documented(Noisy):
+        nondeterminism_rtol = 1e-2  # the control: a finite declaration covers the noise...
+
+    assert check("matvec-jacobian", Documented(), "float64", FAST).fault != Fault.NONDETERMINISTIC
+
+
+# ------------------------------------------------------------------ results that change between reads
+
+
+class _Shifty:
+    """A vjp result whose ``grads`` are right on the first read and NaN of another shape after."""
+
+    def __init__(self, result: VJPResult) -> None:
+        self.output, self._grads, self.reads = result.output, result.grads, 0
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        self.reads += 1
+        return self._grads if self.reads == 1 else {k: np.full(3, np.nan) for k in self._grads}
+
+
+def test_a_vjp_result_is_read_once_and_the_validated_arrays_are_compared() -> None:
+    class Shifty(_Engine):
+        def vjp(self, *args: Any) -> Any:
+            return _Shifty(super().vjp(*args))
+
+    r = check("matvec-jacobian", Shifty(), "float64", FAST)
+    assert r.verdict == Verdict.PASS, r.message
+
+    class ShiftyWrong(Shifty):
+        scale = 2.0
+
+    assert check("matvec-jacobian", ShiftyWrong(), "float64", FAST).fault == Fault.BACKWARD
+
+
+# ------------------------------------------------------------------ the -q line
+
+
+def test_quiet_line_of_a_one_line_message_says_what_happened() -> None:
+    from gradoracle.cli.common import print_failures
+
+    died = "the worker process running it was killed by signal SIGSEGV (Segmentation fault)\x1b[31m"
+    buf = io.StringIO()
+    print_failures(
+        [CheckResult("mlp", "", "a", "float64", Verdict.ERROR, Fault.ADAPTER, died)],
+        Console(file=buf, width=300),
+        -1,
+    )
+    text = buf.getvalue()
+    assert "mlp-a-float64: error - the worker process running it was killed by signal SIGSEGV" in text
+    assert "\x1b" not in text
