@@ -41,7 +41,6 @@ from gradoracle.reference_layers import (
     offset_slices,
     offsets,
     pool_geometry,
-    window_positions,
 )
 
 RANKS: tuple[int, ...] = (2, 1, 3)
@@ -255,15 +254,6 @@ def _pool_config(p: L.Picker, kind: str) -> L.Configuration:
     params["ceil_mode"] = p.boolean("ceil_mode")
     if kind == "avg":
         params["count_include_pad"] = p.boolean("count_include_pad")
-    # properties the choices above combine into, which a covering pool must hold as well
-    out, pads = pool_geometry(spatial, window, stride, padding, dilation, params["ceil_mode"])
-    p.note("partial ceil window", any(hi > lo for lo, hi in pads))
-    positions = [
-        window_positions(*axis) for axis in zip(spatial, window, stride, padding, dilation, out, strict=True)
-    ]
-    p.note("overlapping windows", any(len(np.unique(q)) < q.size for q in positions))
-    if kind == "avg":
-        p.note("padding left out of the divisor", not params["count_include_pad"] and any(padding))
     return {"shape": (n, c, *spatial), "params": params, "kind": kind}
 
 
