@@ -1300,11 +1300,13 @@ def check(
     skip_simplest = settings.reproduce_failure is None and not nested
 
     known: dict[bytes, ExampleOutcome] = {}  # outcomes of the batched pass, by example digest
+    alone: set[bytes] = set()  # digests whose failing batched outcome was replaced by one alone
     recording: list[Example] | None = None  # the examples Hypothesis draws, in the recording pass
 
     def evaluate(example: Example) -> ExampleOutcome:
-        cached = known.get(example_digest(example)) if known else None
-        if cached is not None:
+        digest = example_digest(example) if known else b""
+        cached = known.get(digest) if known else None
+        if cached is not None and (cached.passed or digest in alone):
             return cached
         # through the adapter's guard: its own thread, the time limit, any exception a record
         # (after a hang the guard refuses further calls at once)
@@ -1315,9 +1317,15 @@ def check(
                 what,
                 passthrough=(InvalidShapeError,),
             )
-            return outcome
         except AdapterCallError as exc:
-            return ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+            outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+        if cached is not None:
+            # failed in the batched pass: what the example gives alone is what the record and its
+            # repro show; when alone it passes, the batched methods disagree with the single calls
+            outcome = _batch_disagreement(cached, outcome) if outcome.passed else outcome
+            known[digest] = outcome
+            alone.add(digest)
+        return outcome
 
     def body(example: Example) -> None:
         if skip_simplest:
@@ -1650,6 +1658,37 @@ def _evaluate_in_batches(
 
 
 _NOT_PASSED = ExampleOutcome(Example({}), fault=Fault.ADAPTER)
+
+
+def _outcome_summary(outcome: ExampleOutcome) -> str:
+    """One line: an outcome's fault and what showed it (the worst comparison, or the message)."""
+    failures = sorted(outcome.failures, key=lambda c: -c.ratio)
+    if outcome.crash or outcome.contract or outcome.domain:
+        what = str(outcome.crash or outcome.contract or outcome.domain)
+    elif outcome.nondeterminism is not None:
+        what = f"two calls disagree on {outcome.nondeterminism.what!r}"
+    elif failures:
+        w = failures[0]
+        what = f"{w.kind} comparison on {w.input!r} element {w.index}, error/tolerance {w.ratio:.3g}"
+    else:
+        what = "no comparison recorded"
+    return f"{outcome.fault}: {what}"
+
+
+def _batch_disagreement(batched: ExampleOutcome, alone: ExampleOutcome) -> ExampleOutcome:
+    """An example that failed evaluated with others in one batched call (``vjp_batch``,
+    ``forward_batch``, ``jvp_batch``, ``hvp_batch``) and passed alone: an adapter fault."""
+    return replace(
+        alone,
+        fault=Fault.ADAPTER,
+        contract=(
+            "the adapter's batched methods disagree with its single calls: evaluated together with "
+            f"other examples in one batched call this example failed ({_outcome_summary(batched)}); "
+            "evaluated alone it passes (so does the repro below). Check that vjp_batch, forward_batch, "
+            "jvp_batch and hvp_batch give row i the answer of vjp, forward, jvp and hvp on example i "
+            "(or that the adapter is deterministic)"
+        ),
+    )
 
 
 def _flaky_result(

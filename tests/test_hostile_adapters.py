@@ -265,3 +265,50 @@ def test_quiet_line_of_a_one_line_message_says_what_happened() -> None:
     text = buf.getvalue()
     assert "mlp-a-float64: error - the worker process running it was killed by signal SIGSEGV" in text
     assert "\x1b" not in text
+
+
+# ------------------------------------------------------------------ batched methods that lie for some rows
+
+
+class _Batched(_Engine):
+    """The engine with a ``vjp_batch`` that loops over its rows; ``lie_from`` doubles the
+    gradients of rows at and after that index (0: every row, also a batch of one)."""
+
+    lie_from: int | None = None
+
+    def vjp_batch(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        rows = [
+            self.vjp(fn, {k: v[i] for k, v in inputs.items()}, wrt, cotangent[i], dtype)
+            for i in range(len(cotangent))
+        ]
+        grads = {k: np.stack([r.grads[k] for r in rows]) for k in wrt}
+        if self.lie_from is not None:
+            for g in grads.values():
+                g[self.lie_from :] *= 2
+        return VJPResult(np.stack([r.output for r in rows]), grads)
+
+
+BATCHED = CheckSettings(examples=10, seed=1, timeout_s=20.0)
+
+
+def test_a_vjp_batch_that_lies_only_in_a_batch_is_an_adapter_fault_not_the_backward() -> None:
+    # The failing example of the batched pass used to be reported as the framework's backward,
+    # with a repro that passes (alone, the example is answered right).
+    honest = check("elementwise-tanh", _Batched(), "float64", BATCHED)
+    assert honest.verdict == Verdict.PASS, honest.message
+    lying = type("LiesInBatches", (_Batched,), {"lie_from": 1})()
+    r = check("elementwise-tanh", lying, "float64", BATCHED)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.ADAPTER), r.message
+    assert "the adapter's batched methods disagree with its single calls" in r.message
+    assert "failed (backward: analytic comparison on 'x'" in r.message
+    # the control: a vjp_batch that lies in every row (alone too) is the backward, as before
+    always = type("LiesAlways", (_Batched,), {"lie_from": 0})()
+    r = check("elementwise-tanh", always, "float64", BATCHED)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.BACKWARD), r.message
