@@ -36,7 +36,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis.control import current_build_context, currently_in_test_context
 from hypothesis.database import ReadOnlyDatabase
-from hypothesis.errors import Flaky
+from hypothesis.errors import DidNotReproduce, Flaky
 from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
@@ -1515,6 +1515,12 @@ def check(
             result,
             {**common, **counts(), **provenance(exc)},
         )
+    except DidNotReproduce:  # --gradoracle-reproduce-failure's example passes now
+        message = (
+            "the example of --gradoracle-reproduce-failure no longer fails this check (the fault is fixed, "
+            "or the blob belongs to another check or Hypothesis version); run without the option"
+        )
+        return result(Verdict.ERROR, Fault.NONE, message, **counts(), **common)
     except unittest.SkipTest:  # Hypothesis ran no example (a profile without the generate phase)
         return result(Verdict.SKIP, Fault.NONE, no_examples_message(), **counts(), **common)
     except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too

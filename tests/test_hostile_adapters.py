@@ -5,6 +5,8 @@ hostility with a wrong gradient must still fail, with the right fault."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -312,3 +314,33 @@ def test_a_vjp_batch_that_lies_only_in_a_batch_is_an_adapter_fault_not_the_backw
     always = type("LiesAlways", (_Batched,), {"lie_from": 0})()
     r = check("elementwise-tanh", always, "float64", BATCHED)
     assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.BACKWARD), r.message
+
+
+# ------------------------------------------------------------------ adapters that change the process
+
+
+def test_an_adapter_call_leaves_the_working_directory_and_recursion_limit_as_it_found_them(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.chdir in an adapter moved `report --in-process --out reports` elsewhere; a recursion
+    # limit of 60 crashed the run's own code (RecursionError) after the adapter returned
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    limit = sys.getrecursionlimit()
+
+    class Meddler(_Engine):
+        def vjp(self, *args: Any) -> VJPResult:
+            r = super().vjp(*args)
+            os.chdir(elsewhere)
+            sys.setrecursionlimit(60)
+            return r
+
+    try:
+        r = check("matvec-jacobian", Meddler(), "float64", FAST)
+        assert os.getcwd() == str(tmp_path) and sys.getrecursionlimit() == limit
+        assert r.verdict == Verdict.PASS, r.message
+        wrong = check("matvec-jacobian", type("MeddlerWrong", (Meddler,), {"scale": 2.0})(), "float64", FAST)
+        assert wrong.fault == Fault.BACKWARD, wrong.message
+    finally:
+        sys.setrecursionlimit(limit)
