@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -759,7 +760,7 @@ class ConformanceSuite:
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
-            "invocation": " ".join(["pytest", *self.config.invocation_params.args]),
+            "invocation": shlex.join(["pytest", *self.config.invocation_params.args]),
             "adapters": list(self.options.adapters),
             "identities": [i.name for i in self.identities],
             "dtypes": list(self.dtypes),

@@ -72,3 +72,31 @@ def test_sigterm_during_a_report_writes_what_finished(tmp_path: Path) -> None:
     plain = _report(tmp_path, sigterm=False)
     assert plain.returncode == 0, plain.stderr
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["summary"]["status"] == "conform"
+
+
+def test_a_non_integer_count_names_the_option_not_a_private_function(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gradoracle.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--adapter", "numpy", "--examples", "abc"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --examples: must be a positive integer, got 'abc'" in err
+    assert "_positive_int" not in err  # it read "invalid _positive_int value: 'abc'"
+
+
+def test_ctrl_c_in_check_does_not_speak_of_report_sets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gradoracle.cli.check as check_module
+    from gradoracle.cli import main
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check_module, "cmd_check", interrupted)
+    assert main(["check", "--adapter", "numpy"]) == 130
+    err = capsys.readouterr().err
+    assert "gradoracle check: interrupted" in err and "report set" not in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,10 +172,13 @@ def test_the_configurations_option_and_ini_key_reach_the_checks(
 
 
 def test_the_report_records_the_configurations_setting(team: pytest.Pytester) -> None:
-    args = ["--gradoracle-adapter", "numpy", *_identities("elementwise-tanh"), "--gradoracle-report", "rep"]
-    team.runpytest(*args, "--gradoracle-configurations", "all", *FAST).assert_outcomes(passed=2)
-    settings = json.loads(Path(team.path / "rep" / "report.json").read_text())["run"]["settings"]
-    assert settings["configurations"] == 0
+    args = ["--gradoracle-adapter", "numpy", *_identities("elementwise-tanh"), "--gradoracle-report", "rep ü"]
+    args += ["--gradoracle-configurations", "all", *FAST]
+    team.runpytest(*args).assert_outcomes(passed=2)
+    run = json.loads(Path(team.path / "rep ü" / "report.json").read_text())["run"]
+    assert run["settings"]["configurations"] == 0
+    # the recorded command runs again as it is, a path with a space included (it was joined with spaces)
+    assert shlex.split(run["invocation"])[: len(args) + 1] == ["pytest", *args]  # (pytester adds --basetemp)
 
 
 TWO_FIXTURE_TESTS = """
