@@ -827,6 +827,29 @@ def _evaluation(
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
         return outcome
 
+    # 3b. only the finite differences failed (the gradients match the closed form, the vjp's
+    # output matches the reference): is the adapter's forward() the function its vjp
+    # differentiates?  One more call, on this failing path only.
+    if ref is not None and {c.kind for c in outcome.failures} == {"fd"}:
+        try:
+            (at_x,) = yield ForwardCall(fn, [fd.perturbed(x_d64, {}, 0.0, fd_dtype)], fd_dtype)
+            at_x = np.asarray(at_x, dtype=np.float64)
+        except Exception:  # the forward's own failures show in the finite differences already
+            at_x = None
+        if at_x is not None and at_x.shape == ref_out.shape:
+            tol_fwd = tolerance_for(fd_dtype) if fd_dtype != dtype else tol
+            c = _compare_arrays("forward", "output", at_x, ref_out, tol_fwd.allowed(out_mag, eta_f), out_mag)
+            if c.failed:
+                outcome.fault = Fault.ADAPTER
+                outcome.contract = (
+                    f"the adapter's forward() and its vjp compute different functions: at the example's "
+                    f"inputs forward() gives {_fmt(c.autodiff)} at output element {c.index} where the vjp's "
+                    f"output and the notes' forward give {_fmt(c.analytic)} ({fd_dtype}). The gradients "
+                    "match the notes' closed form; the finite differences of forward() cannot confirm "
+                    "them. Make forward() run the same computation as vjp"
+                )
+                return outcome
+
     # 4. the oracle itself: closed form vs finite differences of the reference forward, float64,
     # on a sample of the examples and on every example where something else failed (so that
     # a wrong closed form is always told apart from a wrong backward)

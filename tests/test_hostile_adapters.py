@@ -363,3 +363,24 @@ def test_convention_probes_of_an_adapter_writing_into_its_forward_inputs_are_jud
             return VJPResult(r.output, {k: np.full_like(v, 2.0) for k, v in r.grads.items()})
 
     assert run_probe(probe, MutatingForwardReluOne(), "float64").verdict == FAILURE
+
+
+class ForwardOff(_Engine):
+    """``forward()`` (what finite differences evaluate) is 1.001x the function the vjp differentiates."""
+
+    def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        return (np.asarray(super().forward(fn, inputs, dtype)) * 1.001).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_forward_method_that_disagrees_with_the_vjp_is_an_adapter_fault_not_the_backward(
+    dtype: str,
+) -> None:
+    # gradients equal to the notes' closed form were reported as fault 'backward' (the
+    # framework's autodiff wrong) when only the adapter's forward() computed another function
+    r = check("elementwise-tanh", ForwardOff(), dtype, FAST)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.ADAPTER), r.message
+    assert "the adapter's forward() and its vjp compute different functions" in r.message
+    # the control: with wrong gradients as well, the backward is what is reported
+    wrong = check("elementwise-tanh", type("ForwardOffWrong", (ForwardOff,), {"scale": 2.0})(), dtype, FAST)
+    assert (wrong.verdict, wrong.fault) == (Verdict.FAIL, Fault.BACKWARD), wrong.message
