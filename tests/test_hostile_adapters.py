@@ -344,3 +344,22 @@ def test_an_adapter_call_leaves_the_working_directory_and_recursion_limit_as_it_
         assert wrong.fault == Fault.BACKWARD, wrong.message
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_convention_probes_of_an_adapter_writing_into_its_forward_inputs_are_judged_where_asked() -> None:
+    # the probe's vjp was made at the inputs the forward had scaled: a right vjp was judged
+    # outside the generalised gradient (6 probes, exit 1)
+    from gradoracle.conventions import FAILURE, get_probe, run_probe
+
+    for name in ("clamp-at-bounds", "elu-at-0", "softplus-threshold"):
+        assert run_probe(get_probe(name), MutatingForward(), "float64").verdict == "convention", name
+    probe = get_probe("relu-at-0")
+
+    class MutatingForwardReluOne(MutatingForward):
+        """The control: relu'(0) = 2 is outside [0, 1] whatever the forward does."""
+
+        def vjp(self, *args: Any) -> VJPResult:
+            r = super().vjp(*args)
+            return VJPResult(r.output, {k: np.full_like(v, 2.0) for k, v in r.grads.items()})
+
+    assert run_probe(probe, MutatingForwardReluOne(), "float64").verdict == FAILURE
