@@ -842,11 +842,12 @@ def _evaluation(
             if c.failed:
                 outcome.fault = Fault.ADAPTER
                 outcome.contract = (
-                    f"the adapter's forward() and its vjp compute different functions: at the example's "
-                    f"inputs forward() gives {_fmt(c.autodiff)} at output element {c.index} where the vjp's "
-                    f"output and the notes' forward give {_fmt(c.analytic)} ({fd_dtype}). The gradients "
-                    "match the notes' closed form; the finite differences of forward() cannot confirm "
-                    "them. Make forward() run the same computation as vjp"
+                    "the adapter's forward() and its vjp compute different functions: at the "
+                    f"example's inputs forward() (or forward_batch) gives {_fmt(c.autodiff)} at "
+                    f"output element {c.index} where the vjp's output and the notes' forward give "
+                    f"{_fmt(c.analytic)} ({fd_dtype}). The gradients match the notes' closed form; "
+                    "the finite differences of forward() cannot confirm them. Make forward() and "
+                    "forward_batch run the same computation as vjp"
                 )
                 return outcome
 
