@@ -721,6 +721,10 @@ def _observed(grads: Arrays, wrt: Sequence[str]) -> Any:
     return {n: grads[n].tolist() for n in wrt}
 
 
+def _copies(arrays: Arrays) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
+
+
 def run_probe(probe: Probe, adapter: Any, dtype: str, spec: str | None = None) -> ProbeResult:
     """Evaluate one probe and judge it; adapter failures become a result with ``error`` set."""
     name = str(getattr(adapter, "name", "?"))
@@ -734,8 +738,10 @@ def run_probe(probe: Probe, adapter: Any, dtype: str, spec: str | None = None) -
             res.verdict = UNSUPPORTED
             res.error = f"adapter does not implement {', '.join(missing)}"
             return res
-        out = np.asarray(adapter.forward(probe.forward, arrays, dtype))
-        vjp = adapter.vjp(probe.forward, arrays, probe.wrt, np.ones(out.shape, dtype=dtype), dtype)
+        # each call gets its own copies: an adapter that writes into its inputs must not move
+        # the point at which the next call (and the judgement) is made
+        out = np.asarray(adapter.forward(probe.forward, _copies(arrays), dtype))
+        vjp = adapter.vjp(probe.forward, _copies(arrays), probe.wrt, np.ones(out.shape, dtype=dtype), dtype)
         grads: Arrays = {}
         for n in probe.wrt:
             g = np.asarray(vjp.grads[n], dtype=np.float64)
@@ -746,8 +752,8 @@ def run_probe(probe: Probe, adapter: Any, dtype: str, spec: str | None = None) -
             grads[n] = g
         if probe.precondition is not None:
             pre_fn, pre_grad, pre_text = probe.precondition
-            pre_out = np.asarray(adapter.forward(pre_fn, arrays, dtype))
-            pre = adapter.vjp(pre_fn, arrays, probe.wrt, np.ones(pre_out.shape, dtype=dtype), dtype)
+            pre_out = np.asarray(adapter.forward(pre_fn, _copies(arrays), dtype))
+            pre = adapter.vjp(pre_fn, _copies(arrays), probe.wrt, np.ones(pre_out.shape, dtype=dtype), dtype)
             got = np.asarray(pre.grads[probe.wrt[0]], dtype=np.float64)
             if not np.allclose(got, pre_grad, rtol=1e-4, atol=0.0):
                 res.verdict = ERROR

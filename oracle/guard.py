@@ -27,7 +27,9 @@ adapters never share anything, and an adapter that hung is replaced by a fresh i
 from __future__ import annotations
 
 import importlib
+import os
 import queue
+import sys
 import threading
 import traceback
 import weakref
@@ -98,6 +100,30 @@ def describe_exception(exc: BaseException) -> str:
     return _sanitize(f"{name}: {text}{where}" if text else f"{name}{where}")
 
 
+def _process_state() -> tuple[str | None, int]:
+    """What of the process an adapter call may change and the run depends on: the working
+    directory (``--out reports`` is relative to it) and the recursion limit."""
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    return cwd, sys.getrecursionlimit()
+
+
+def _restore_process_state(state: tuple[str | None, int]) -> None:
+    """Undo an adapter's ``os.chdir`` and ``sys.setrecursionlimit`` (a limit of 60 made the
+    run's own code raise ``RecursionError`` afterwards; a ``chdir`` moved the report)."""
+    cwd, limit = state
+    if sys.getrecursionlimit() != limit:
+        sys.setrecursionlimit(limit)
+    if cwd is not None:
+        try:
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
+        except OSError:  # the directory is gone (or the adapter's is): stay where it is
+            pass
+
+
 class AdapterGuard:
     """All calls into one adapter instance: on one thread, each with a time limit.
 
@@ -122,10 +148,13 @@ class AdapterGuard:
 
     def _loop(self) -> None:
         while (func := self._jobs.get()) is not None:
+            state = _process_state()
             try:
-                self._results.put((True, func()))
+                answer: tuple[bool, Any] = (True, func())
             except BaseException as exc:
-                self._results.put((False, exc))
+                answer = (False, exc)
+            _restore_process_state(state)  # before the caller resumes
+            self._results.put(answer)
 
     def call(
         self,

@@ -44,7 +44,7 @@ LARGE_ENV = "GRADORACLE_LARGE_SHAPES"
 #: Leading batch shapes of a linear layer's input: one row first, then several, two batch axes.
 BATCH_SHAPES: tuple[tuple[int, ...], ...] = ((1,), (2,), (3,), (2, 3), (5,), (2, 1, 3))
 #: Batch sizes N of the layers (the first is the simplest; N > 1 shows a missing batch sum).
-BATCH_SIZES: tuple[int, ...] = (1, 2, 3, 4)
+BATCH_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: (in, out) widths of an accelerator-sized linear layer.
 LARGE_WIDTHS: tuple[tuple[int, int], ...] = ((16, 32), (64, 16), (32, 64))
 #: (inputs n, hidden h, classes m) of an accelerator-sized MLP.
@@ -94,6 +94,11 @@ class Picker(Protocol):
         """Whether this configuration is accelerator-sized (:func:`large`)."""
         ...
 
+    def note(self, label: str, value: object) -> None:
+        """Record a property that earlier choices combine into (asymmetric ``same`` padding,
+        a partial ceil-mode window): a facet a covering pool must cover too, chosen by nobody."""
+        ...
+
 
 class DrawPicker:
     """Hypothesis draws every choice (each one shrinks to its menu's first entry): the same
@@ -117,6 +122,9 @@ class DrawPicker:
     def large(self) -> bool:
         """``draw(large())``."""
         return bool(self.draw(large()))
+
+    def note(self, label: str, value: object) -> None:
+        """Nothing: Hypothesis draws the choices the property is made of."""
 
 
 @dataclass
@@ -151,6 +159,10 @@ class RandomPicker:
             value = not self.simplest and self.rng.randrange(LARGE_ONE_IN) == LARGE_ONE_IN - 1
         self.facets.add(("large", repr(value)))
         return value
+
+    def note(self, label: str, value: object) -> None:
+        """Record ``(label, value)`` as a facet (outside the accelerator-sized branch too)."""
+        self.facets.add((label, repr(value)))
 
 
 Configuration = dict[str, Any]

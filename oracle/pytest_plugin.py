@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -197,11 +198,29 @@ def _take_selectors(config: pytest.Config) -> list[str]:
     return taken
 
 
+def _check_blob(blob: str | None) -> None:
+    """A ``--gradoracle-reproduce-failure`` value Hypothesis cannot decode is a usage error (it was
+    an error in every selected check, quoting Hypothesis's internals)."""
+    if not blob:
+        return
+    from hypothesis.core import decode_failure
+    from hypothesis.errors import InvalidArgument
+
+    try:
+        decode_failure(blob.encode())
+    except (InvalidArgument, ValueError) as exc:
+        raise pytest.UsageError(
+            f"gradoracle: --gradoracle-reproduce-failure {blob!r} is not a blob Hypothesis printed ({exc}); "
+            "copy the value from a failure's 'replay exactly this example' line"
+        ) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve the options; with adapters, register the conformance suite for this session."""
     config.addinivalue_line("markers", "gradoracle: a gradoracle conformance check (added by the plugin)")
     options = _resolve_options(config)
     config.stash[_CONFIG_KEY] = options
+    _check_blob(config.getoption("gradoracle_reproduce_failure", default=None))
     selectors = _take_selectors(config)
     config.stash[_SELECTORS_KEY] = selectors
     if selectors and not options.adapters:
@@ -367,17 +386,39 @@ class ConformanceItem(pytest.Item):
             lines.append(
                 f"replay exactly this example: pytest '{self.nodeid}' --gradoracle-reproduce-failure={r.blob}"
             )
-        if settings.seed is not None:
-            lines.append(f"examples drawn with --gradoracle-seed {settings.seed}")
-        elif r.hypothesis_seed is not None:
-            lines.append(
-                f"examples drawn with a random seed: --hypothesis-seed={r.hypothesis_seed} draws them again; "
-                "the example database replays the failing one first"
-            )
+        lines.append(_drawn_how(settings, r.hypothesis_seed))
         return "\n".join(lines)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, 0, f"gradoracle: {self.name}"
+
+
+def _drawn_how(settings: CheckSettings, hypothesis_seed: str | None) -> str:
+    """How a failing check's examples were drawn and how to draw them again, true to this session:
+    the blob replayed, ``--gradoracle-seed``, ``--hypothesis-seed``, ``derandomize``, or a random
+    seed (and whether the profile's example database will replay the failure first)."""
+    import hypothesis.core
+    from hypothesis import settings as hypothesis_settings
+
+    profile = hypothesis_settings.default
+    if settings.reproduce_failure:
+        return "the example replayed is the one of --gradoracle-reproduce-failure"
+    if settings.seed is not None:
+        return f"examples drawn with --gradoracle-seed {settings.seed}: the same command draws them again"
+    forced = getattr(hypothesis.core, "global_force_seed", None)
+    if forced is not None:
+        return f"examples drawn with --hypothesis-seed={forced}: the same command draws them again"
+    if getattr(profile, "derandomize", False):
+        return "examples drawn derandomized (your Hypothesis profile's derandomize=True): each run draws them"
+    if getattr(profile, "database", None) is None:
+        replay = "your Hypothesis profile has no example database, so the next run draws new examples"
+    else:
+        replay = "the example database replays the failing one first on the next run"
+    if hypothesis_seed is None:
+        return f"examples drawn with a random seed; {replay}"
+    return (
+        f"examples drawn with a random seed: --hypothesis-seed={hypothesis_seed} draws them again; {replay}"
+    )
 
 
 class SuiteCollector(pytest.Collector):
@@ -719,7 +760,7 @@ class ConformanceSuite:
         workers = getattr(self.config.option, "numprocesses", None)
         meta: dict[str, Any] = {
             "front_end": "pytest plugin",
-            "invocation": " ".join(["pytest", *self.config.invocation_params.args]),
+            "invocation": shlex.join(["pytest", *self.config.invocation_params.args]),
             "adapters": list(self.options.adapters),
             "identities": [i.name for i in self.identities],
             "dtypes": list(self.dtypes),

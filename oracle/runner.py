@@ -21,6 +21,7 @@ import math
 import random
 import re
 import time
+import unittest
 import zlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis.control import current_build_context, currently_in_test_context
 from hypothesis.database import ReadOnlyDatabase
-from hypothesis.errors import Flaky
+from hypothesis.errors import DidNotReproduce, Flaky
 from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
@@ -826,6 +827,30 @@ def _evaluation(
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
         return outcome
 
+    # 3b. only the finite differences failed (the gradients match the closed form, the vjp's
+    # output matches the reference): is the adapter's forward() the function its vjp
+    # differentiates?  One more call, on this failing path only.
+    if ref is not None and {c.kind for c in outcome.failures} == {"fd"}:
+        try:
+            (at_x,) = yield ForwardCall(fn, [fd.perturbed(x_d64, {}, 0.0, fd_dtype)], fd_dtype)
+            at_x = np.asarray(at_x, dtype=np.float64)
+        except Exception:  # the forward's own failures show in the finite differences already
+            at_x = None
+        if at_x is not None and at_x.shape == ref_out.shape:
+            tol_fwd = tolerance_for(fd_dtype) if fd_dtype != dtype else tol
+            c = _compare_arrays("forward", "output", at_x, ref_out, tol_fwd.allowed(out_mag, eta_f), out_mag)
+            if c.failed:
+                outcome.fault = Fault.ADAPTER
+                outcome.contract = (
+                    "the adapter's forward() and its vjp compute different functions: at the "
+                    f"example's inputs forward() (or forward_batch) gives {_fmt(c.autodiff)} at "
+                    f"output element {c.index} where the vjp's output and the notes' forward give "
+                    f"{_fmt(c.analytic)} ({fd_dtype}). The gradients match the notes' closed form; "
+                    "the finite differences of forward() cannot confirm them. Make forward() and "
+                    "forward_batch run the same computation as vjp"
+                )
+                return outcome
+
     # 4. the oracle itself: closed form vs finite differences of the reference forward, float64,
     # on a sample of the examples and on every example where something else failed (so that
     # a wrong closed form is always told apart from a wrong backward)
@@ -1299,11 +1324,13 @@ def check(
     skip_simplest = settings.reproduce_failure is None and not nested
 
     known: dict[bytes, ExampleOutcome] = {}  # outcomes of the batched pass, by example digest
+    alone: set[bytes] = set()  # digests whose failing batched outcome was replaced by one alone
     recording: list[Example] | None = None  # the examples Hypothesis draws, in the recording pass
 
     def evaluate(example: Example) -> ExampleOutcome:
-        cached = known.get(example_digest(example)) if known else None
-        if cached is not None:
+        digest = example_digest(example) if known else b""
+        cached = known.get(digest) if known else None
+        if cached is not None and (cached.passed or digest in alone):
             return cached
         # through the adapter's guard: its own thread, the time limit, any exception a record
         # (after a hang the guard refuses further calls at once)
@@ -1314,9 +1341,15 @@ def check(
                 what,
                 passthrough=(InvalidShapeError,),
             )
-            return outcome
         except AdapterCallError as exc:
-            return ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+            outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+        if cached is not None:
+            # failed in the batched pass: what the example gives alone is what the record and its
+            # repro show; when alone it passes, the batched methods disagree with the single calls
+            outcome = _batch_disagreement(cached, outcome) if outcome.passed else outcome
+            known[digest] = outcome
+            alone.add(digest)
+        return outcome
 
     def body(example: Example) -> None:
         if skip_simplest:
@@ -1419,7 +1452,7 @@ def check(
         else:
             # one example-database entry per check (the closure's source is the same for all)
             mode_key = "" if mode == "vjp" else f":{mode}"
-            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}".encode()
+            key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}{_own_key(ad)}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
             if settings.batch > 1 and batches_anything(ad) and not settings.reproduce_failure:
                 # Hypothesis chooses the examples (a pass that only records them), the
@@ -1506,6 +1539,14 @@ def check(
             result,
             {**common, **counts(), **provenance(exc)},
         )
+    except DidNotReproduce:  # --gradoracle-reproduce-failure's example passes now
+        message = (
+            "the example of --gradoracle-reproduce-failure no longer fails this check (the fault is fixed, "
+            "or the blob belongs to another check or Hypothesis version); run without the option"
+        )
+        return result(Verdict.ERROR, Fault.NONE, message, **counts(), **common)
+    except unittest.SkipTest:  # Hypothesis ran no example (a profile without the generate phase)
+        return result(Verdict.SKIP, Fault.NONE, no_examples_message(), **counts(), **common)
     except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too
         return result(
             Verdict.ERROR,
@@ -1518,6 +1559,22 @@ def check(
         )
     bits = state.get("bits") if records_bits(dtype) else None
     return result(Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common)
+
+
+#: The start of the message of a check in which Hypothesis ran no example (see :func:`no_examples_message`).
+NO_EXAMPLES = "no example ran"
+
+
+def no_examples_message() -> str:
+    """Why a check ran no example: the loaded Hypothesis profile's phases generate none, and the
+    example database held no saved example of this check (Hypothesis's own ``SkipTest``)."""
+    phases = getattr(hypothesis_settings.default, "phases", ())
+    named = ", ".join(f"Phase.{p.name}" for p in phases) or "none"
+    return (
+        f"{NO_EXAMPLES}: your Hypothesis profile's phases ({named}) do not include Phase.generate and "
+        "the example database holds no saved example of this check, so nothing was checked; add "
+        "Phase.generate to the profile's phases (or load a profile that generates) to check it"
+    )
 
 
 #: ``@reproduce_failure('6.x', b'BLOB')`` as Hypothesis prints it under ``print_blob``.
@@ -1534,6 +1591,16 @@ def _passes_in_float64(
         return bool(evaluate(ident, adapter, "float64", example, settings).passed)
     except Exception:  # the float64 run failing in any way: no evidence for a precision mode
         return False
+
+
+def _own_key(adapter: Any) -> str:
+    """``:KEY`` when the adapter names its own example-database entry (``example_database_key``
+    in its instance ``__dict__``: a user check, keyed by its test and its functions), else ``""``."""
+    try:
+        value = object.__getattribute__(adapter, "__dict__").get("example_database_key")
+    except Exception:  # no __dict__, or one that misbehaves: the default key
+        return ""
+    return f":{value}" if isinstance(value, str) and value else ""
 
 
 def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:
@@ -1615,6 +1682,37 @@ def _evaluate_in_batches(
 
 
 _NOT_PASSED = ExampleOutcome(Example({}), fault=Fault.ADAPTER)
+
+
+def _outcome_summary(outcome: ExampleOutcome) -> str:
+    """One line: an outcome's fault and what showed it (the worst comparison, or the message)."""
+    failures = sorted(outcome.failures, key=lambda c: -c.ratio)
+    if outcome.crash or outcome.contract or outcome.domain:
+        what = str(outcome.crash or outcome.contract or outcome.domain)
+    elif outcome.nondeterminism is not None:
+        what = f"two calls disagree on {outcome.nondeterminism.what!r}"
+    elif failures:
+        w = failures[0]
+        what = f"{w.kind} comparison on {w.input!r} element {w.index}, error/tolerance {w.ratio:.3g}"
+    else:
+        what = "no comparison recorded"
+    return f"{outcome.fault}: {what}"
+
+
+def _batch_disagreement(batched: ExampleOutcome, alone: ExampleOutcome) -> ExampleOutcome:
+    """An example that failed evaluated with others in one batched call (``vjp_batch``,
+    ``forward_batch``, ``jvp_batch``, ``hvp_batch``) and passed alone: an adapter fault."""
+    return replace(
+        alone,
+        fault=Fault.ADAPTER,
+        contract=(
+            "the adapter's batched methods disagree with its single calls: evaluated together with "
+            f"other examples in one batched call this example failed ({_outcome_summary(batched)}); "
+            "evaluated alone it passes (so does the repro below). Check that vjp_batch, forward_batch, "
+            "jvp_batch and hvp_batch give row i the answer of vjp, forward, jvp and hvp on example i "
+            "(or that the adapter is deterministic)"
+        ),
+    )
 
 
 def _flaky_result(

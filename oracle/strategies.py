@@ -371,6 +371,22 @@ def near_point(rng: ValueSource, shape: tuple[int, ...], scale: float, point: fl
     return np.where(pick < 0.4, ordinary, np.where(pick < 0.85, near, point))
 
 
+def with_tails(rng: ValueSource, x: np.ndarray, scale: float, tail: float) -> np.ndarray:
+    """``x`` with about half its entries (at least one) moved to the tails: ``+-`` log-uniform in
+    ``[scale, tail]``, where a rule written for the bulk (a saturating branch, a threshold, an
+    approximation valid for small ``|x|``, an overflowing intermediate) is still checked.
+    Unchanged under :func:`ordinary_draws`."""
+    if not _NEAR_DRAWS[-1] or tail <= scale or x.size == 0:
+        return x
+    out = np.array(x, dtype=float)
+    flat = out.reshape(-1)
+    pick = rng.random(size=flat.shape) < 0.5
+    pick[int(rng.integers(0, flat.size))] = True
+    sign = np.where(rng.random(size=flat.shape) < 0.5, -1.0, 1.0)
+    flat[pick] = (sign * _log_uniform(rng, flat.shape, scale, tail))[pick]
+    return out
+
+
 def positive(rng: ValueSource, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
     """Values uniform in ``[low, high]`` (for log's domain)."""
     return rng.uniform(low, high, size=shape)

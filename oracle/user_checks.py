@@ -113,6 +113,26 @@ def _label(fn: Callable[..., Any] | None, role: str = "forward") -> str:
     return role if name == "<lambda>" else str(name)
 
 
+def example_database_key(*functions: Callable[..., Any] | None) -> str:
+    """What tells one user check's example-database entry from another's: the running pytest
+    test (``PYTEST_CURRENT_TEST``, parameters included) and where each function is defined.
+
+    Without it every check of a lambda shared one entry, so a correct test replayed (and
+    Hypothesis deleted) another test's saved failure.
+    """
+    import functools
+    import os
+
+    parts = [os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]]
+    for fn in functions:
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        code = getattr(fn, "__code__", None)
+        where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else type(fn).__qualname__
+        parts.append(f"{getattr(fn, '__qualname__', '')}@{where}")
+    return "|".join(parts)
+
+
 def display_name(fn: Callable[..., Any] | None) -> str:
     """How messages name a user's callable: ``matvec``, ``the lambda at test_mod.py:12``."""
     import functools
@@ -233,6 +253,8 @@ class UserFunctionAdapter(AdapterBase):
         self.inner = inner
         #: how messages name the function, its backward and its reference
         self.words = user_words(user.forward, user.vjp, inner, user.reference, identity)
+        #: the check's own example-database entry (see :func:`example_database_key`)
+        self.example_database_key = example_database_key(user.forward, user.vjp, user.reference)
         if inner is None:
             self.name = f"vjp:{_label(user.vjp)}"
             self.dtypes: tuple[str, ...] = DTYPES
@@ -763,6 +785,13 @@ def check_gradients(
     failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
     if failed:
         raise _mismatch(failed, verbose)
+    from gradoracle.runner import NO_EXAMPLES
+
+    unchecked = [r for r in results if r.verdict == Verdict.SKIP and r.message.startswith(NO_EXAMPLES)]
+    if unchecked:  # as Hypothesis does for a test of its own that ran no example: a skip, never a pass
+        import unittest
+
+        raise unittest.SkipTest(unchecked[0].message)
     return results
 
 

@@ -155,9 +155,11 @@ def test_a_broken_batched_method_falls_back_to_single_calls(mode: str) -> None:
 
 
 def test_batched_answers_are_the_ones_checked() -> None:
-    """Negative control: a batched forward 1% off must fail the finite-difference comparison."""
+    """Negative control: a batched forward 1% off must fail the finite-difference comparison
+    (the gradients match the closed form: the adapter's forward is the fault)."""
     r = check("matvec-weight-grad", CountingEngine(batch_out="wrong"), "float64", SEEDED)
-    assert r.verdict == Verdict.FAIL and r.fault in (Fault.BACKWARD, Fault.FORWARD)
+    assert r.verdict == Verdict.FAIL and r.fault == Fault.ADAPTER, r.message
+    assert "forward() (or forward_batch)" in r.message
 
 
 def test_evaluate_examples_matches_evaluate_example() -> None:

@@ -5,6 +5,8 @@ hostility with a wrong gradient must still fail, with the right fault."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -265,3 +267,120 @@ def test_quiet_line_of_a_one_line_message_says_what_happened() -> None:
     text = buf.getvalue()
     assert "mlp-a-float64: error - the worker process running it was killed by signal SIGSEGV" in text
     assert "\x1b" not in text
+
+
+# ------------------------------------------------------------------ batched methods that lie for some rows
+
+
+class _Batched(_Engine):
+    """The engine with a ``vjp_batch`` that loops over its rows; ``lie_from`` doubles the
+    gradients of rows at and after that index (0: every row, also a batch of one)."""
+
+    lie_from: int | None = None
+
+    def vjp_batch(
+        self,
+        fn: ForwardFn,
+        inputs: Mapping[str, np.ndarray],
+        wrt: Sequence[str],
+        cotangent: np.ndarray,
+        dtype: str,
+    ) -> VJPResult:
+        rows = [
+            self.vjp(fn, {k: v[i] for k, v in inputs.items()}, wrt, cotangent[i], dtype)
+            for i in range(len(cotangent))
+        ]
+        grads = {k: np.stack([r.grads[k] for r in rows]) for k in wrt}
+        if self.lie_from is not None:
+            for g in grads.values():
+                g[self.lie_from :] *= 2
+        return VJPResult(np.stack([r.output for r in rows]), grads)
+
+
+BATCHED = CheckSettings(examples=10, seed=1, timeout_s=20.0)
+
+
+def test_a_vjp_batch_that_lies_only_in_a_batch_is_an_adapter_fault_not_the_backward() -> None:
+    # The failing example of the batched pass used to be reported as the framework's backward,
+    # with a repro that passes (alone, the example is answered right).
+    honest = check("elementwise-tanh", _Batched(), "float64", BATCHED)
+    assert honest.verdict == Verdict.PASS, honest.message
+    lying = type("LiesInBatches", (_Batched,), {"lie_from": 1})()
+    r = check("elementwise-tanh", lying, "float64", BATCHED)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.ADAPTER), r.message
+    assert "the adapter's batched methods disagree with its single calls" in r.message
+    assert "failed (backward: analytic comparison on 'x'" in r.message
+    # the control: a vjp_batch that lies in every row (alone too) is the backward, as before
+    always = type("LiesAlways", (_Batched,), {"lie_from": 0})()
+    r = check("elementwise-tanh", always, "float64", BATCHED)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.BACKWARD), r.message
+
+
+# ------------------------------------------------------------------ adapters that change the process
+
+
+def test_an_adapter_call_leaves_the_working_directory_and_recursion_limit_as_it_found_them(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.chdir in an adapter moved `report --in-process --out reports` elsewhere; a recursion
+    # limit of 60 crashed the run's own code (RecursionError) after the adapter returned
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    limit = sys.getrecursionlimit()
+
+    class Meddler(_Engine):
+        def vjp(self, *args: Any) -> VJPResult:
+            r = super().vjp(*args)
+            os.chdir(elsewhere)
+            sys.setrecursionlimit(60)
+            return r
+
+    try:
+        r = check("matvec-jacobian", Meddler(), "float64", FAST)
+        assert os.getcwd() == str(tmp_path) and sys.getrecursionlimit() == limit
+        assert r.verdict == Verdict.PASS, r.message
+        wrong = check("matvec-jacobian", type("MeddlerWrong", (Meddler,), {"scale": 2.0})(), "float64", FAST)
+        assert wrong.fault == Fault.BACKWARD, wrong.message
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_convention_probes_of_an_adapter_writing_into_its_forward_inputs_are_judged_where_asked() -> None:
+    # the probe's vjp was made at the inputs the forward had scaled: a right vjp was judged
+    # outside the generalised gradient (6 probes, exit 1)
+    from gradoracle.conventions import FAILURE, get_probe, run_probe
+
+    for name in ("clamp-at-bounds", "elu-at-0", "softplus-threshold"):
+        assert run_probe(get_probe(name), MutatingForward(), "float64").verdict == "convention", name
+    probe = get_probe("relu-at-0")
+
+    class MutatingForwardReluOne(MutatingForward):
+        """The control: relu'(0) = 2 is outside [0, 1] whatever the forward does."""
+
+        def vjp(self, *args: Any) -> VJPResult:
+            r = super().vjp(*args)
+            return VJPResult(r.output, {k: np.full_like(v, 2.0) for k, v in r.grads.items()})
+
+    assert run_probe(probe, MutatingForwardReluOne(), "float64").verdict == FAILURE
+
+
+class ForwardOff(_Engine):
+    """``forward()`` (what finite differences evaluate) is 1.001x the function the vjp differentiates."""
+
+    def forward(self, fn: ForwardFn, inputs: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+        return (np.asarray(super().forward(fn, inputs, dtype)) * 1.001).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_forward_method_that_disagrees_with_the_vjp_is_an_adapter_fault_not_the_backward(
+    dtype: str,
+) -> None:
+    # gradients equal to the notes' closed form were reported as fault 'backward' (the
+    # framework's autodiff wrong) when only the adapter's forward() computed another function
+    r = check("elementwise-tanh", ForwardOff(), dtype, FAST)
+    assert (r.verdict, r.fault) == (Verdict.FAIL, Fault.ADAPTER), r.message
+    assert "the adapter's forward() and its vjp compute different functions" in r.message
+    # the control: with wrong gradients as well, the backward is what is reported
+    wrong = check("elementwise-tanh", type("ForwardOffWrong", (ForwardOff,), {"scale": 2.0})(), dtype, FAST)
+    assert (wrong.verdict, wrong.fault) == (Verdict.FAIL, Fault.BACKWARD), wrong.message

@@ -468,7 +468,8 @@ def test_print_blob_and_reproduce_failure_replay_exactly_that_example(repo: pyte
         f"--gradoracle-reproduce-failure={match.group(1)}",
     )
     other.assert_outcomes(failed=1)
-    other.stdout.fnmatch_lines(["*DidNotReproduce*"])
+    # Hypothesis's DidNotReproduce, said in words
+    other.stdout.fnmatch_lines(["*example of --gradoracle-reproduce-failure no longer fails this check*"])
 
 
 # ------------------------------------------------------------------ 3. node ids

@@ -92,6 +92,23 @@ TOUCHES = {
     "jax-conv-input-cropped-at-origin": {"X"},
     "jax-avg-pool-ceil-overhang-counted": {"X"},
     "jax-cross-entropy-smoothing-ignored": {"Z"},
+    # the second audit (oracle/selftest/mutant_audit.py)
+    "torch-conv-input-dilation-ignored": {"X"},
+    "torch-conv-input-groups-crossed": {"X"},
+    "torch-conv-input-same-pad-swapped": {"X"},
+    "torch-conv-input-first-axis-stride": {"X"},
+    "torch-conv-input-kernel-axes-swapped": {"X"},
+    "torch-conv-input-batch-mean": {"X"},
+    "torch-conv-filter-channels-reversed": {"K"},
+    "torch-conv-filter-batch-mean": {"K"},
+    "torch-conv-filter-first-four-samples": {"K"},
+    "torch-conv-bias-grad-spatial-mean": {"b"},
+    "torch-max-pool-ceil-window-dropped": {"X"},
+    "torch-max-pool-dilation-ignored": {"X"},
+    "torch-linear-weight-grad-batch-mean": {"W"},
+    "torch-cross-entropy-sum-divided-by-n": {"Z"},
+    "torch-cross-entropy-smoothing-over-c-minus-1": {"Z"},
+    "torch-cross-entropy-soft-target-argmax": {"Z"},
 }
 
 

@@ -182,7 +182,10 @@ def test_negative_controls_wrong_closed_forms_are_caught_by_the_same_comparisons
     assert any(e > 1e-4 * s for e, s in errs)
     # ... a sigmoid J v without (1 - s) ...
     sig = get_identity("elementwise-sigmoid")
-    errs = [_jvp_error(sig, lambda a, p, t: 1 / (1 + np.exp(-a["x"])) * t["x"], ex) for ex in _examples(sig)]
+    # (on examples with an entry in the bulk: in the far negative tail s (1 - s) = s to rounding)
+    bulk = [ex for ex in _examples(sig) if np.min(np.abs(ex.inputs["x"])) <= 4.0]
+    errs = [_jvp_error(sig, lambda a, p, t: 1 / (1 + np.exp(-a["x"])) * t["x"], ex) for ex in bulk]
+    assert len(bulk) >= 3
     assert all(e > 1e-4 * s for e, s in errs)
     # ... a softmax cross-entropy Hessian missing - yhat yhat^T (diag(yhat) only) ...
     ce = get_identity("mlp-a-logits")

@@ -86,10 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"gradoracle: error: {clean_text(exc, None)}", markup=False, soft_wrap=True
         )
         return EXIT_USAGE
-    except KeyboardInterrupt:  # a second Ctrl-C (the first one marks checks not-run and writes)
+    except KeyboardInterrupt:  # report: a second Ctrl-C (the first one marks checks not-run and writes)
+        writes = args.command in ("report", "merge")
         console(stderr=True).print(
             "gradoracle: interrupted; no report set was left half written (the previous one, if any, "
-            "is unchanged)",
+            "is unchanged)"
+            if writes
+            else f"gradoracle {args.command}: interrupted",
             markup=False,
             soft_wrap=True,
         )

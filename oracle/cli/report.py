@@ -8,8 +8,9 @@ slice; ``gradoracle merge`` (:mod:`gradoracle.cli.merge`) joins the slices.
 
 Exit codes: 0 every check conforms (known deviations allowed), 1 a nonconformance
 (a fail or error), 2 a usage or configuration error, 130 interrupted (Ctrl-C) with no
-nonconformance among the checks that finished.  An interrupted run still writes its
-reports, the rest marked not-run.
+nonconformance among the checks that finished, 143 the same after SIGTERM (a CI job
+cancelled or timed out).  An interrupted run still writes its reports, the rest marked
+not-run.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
 
 from gradoracle import options as shared
 from gradoracle.cli.common import (
+    EXIT_INTERRUPTED,
     adapter_specs,
     add_isolation_options,
     add_output_options,
@@ -144,13 +148,47 @@ def _run_with_progress(
         )
 
 
+#: Exit code after SIGTERM: 128 + 15, as a shell reports a process ended by it.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[dict[str, bool]]:
+    """SIGTERM (a CI job cancelled or past its time limit, ``kill``) handled like Ctrl-C.
+
+    The handler raises :class:`KeyboardInterrupt` in the main thread, so the checks that
+    finished are written and the rest marked not-run, as after Ctrl-C; the yielded dict's
+    ``"terminated"`` says whether it fired.  The previous handler is given back on the way
+    out.  Off the main thread (where no handler can be set) it does nothing.
+    """
+    state = {"terminated": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if not state["terminated"]:  # a second SIGTERM while the reports are written is ignored
+            state["terminated"] = True
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ------------------------------------------------------------------------- command
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the matrix and the probes, write the reports, print the summary."""
-    with contextlib.ExitStack() as stack:  # holds the --out directory's lock until the reports are written
-        return _cmd_report(args, stack)
+    # the --out directory's lock is held until the reports are written
+    with sigterm_as_interrupt() as signalled, contextlib.ExitStack() as stack:
+        code = _cmd_report(args, stack)
+    if signalled["terminated"] and code == EXIT_INTERRUPTED:
+        return int(EXIT_TERMINATED)
+    return code
 
 
 def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:

@@ -164,6 +164,23 @@ _SECOND_ORDER = (
 )
 
 
+def _reads_input(
+    spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    padding: tuple[int, ...] | str,
+) -> bool:
+    """Whether some kernel tap meets an input element (not only padding) along every axis."""
+    pads = conv_pads(padding, kernel, dilation)
+    out = conv_output_shape(spatial, kernel, stride, pads, dilation)
+    for m, k, s, d, (lo, _), o in zip(spatial, kernel, stride, dilation, pads, out, strict=True):
+        taps = (np.arange(o) * s)[:, None] + np.arange(k)[None, :] * d - lo
+        if not np.any((taps >= 0) & (taps < m)):
+            return False
+    return True
+
+
 def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
     big = p.large()
     n = p.one("N", L.BATCH_SIZES)
@@ -189,6 +206,13 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
     )
     params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     shapes = {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}
+    # 'same' with an odd d (k - 1) pads one element more after than before (PyTorch's split): a
+    # property of kernel x dilation x same that the covering pool must hold, not only its parts,
+    # on a configuration whose kernel reads the input (a dilated kernel can step over all of it)
+    p.note(
+        "asymmetric padding, input read",
+        any(t % 2 for t in pad_total) and _reads_input(spatial, kernel, stride, dilation, padding),
+    )
     return {"shapes": shapes, "params": params}
 
 

@@ -15,6 +15,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradoracle.results import Fault
+from gradoracle.selftest.mutant_audit import (
+    _torch_conv_bias_grad_spatial_mean,
+    _torch_conv_filter_batch_mean,
+    _torch_conv_filter_channels_reversed,
+    _torch_conv_filter_first_four_samples,
+    _torch_conv_filter_float16,
+    _torch_conv_filter_scaled,
+    _torch_conv_input_batch_mean,
+    _torch_conv_input_dilation_ignored,
+    _torch_conv_input_first_axis_stride,
+    _torch_conv_input_groups_crossed,
+    _torch_conv_input_kernel_axes_swapped,
+    _torch_conv_input_same_pad_swapped,
+    _torch_cross_entropy_smoothing_over_c_minus_1,
+    _torch_cross_entropy_soft_target_argmax,
+    _torch_cross_entropy_sum_divided_by_n,
+    _torch_linear_hessian_cross_term_missing,
+    _torch_linear_input_grad_last_row,
+    _torch_linear_jvp_transposed,
+    _torch_linear_weight_grad_batch_mean,
+    _torch_max_pool_ceil_window_dropped,
+    _torch_max_pool_dilation_ignored,
+)
 from gradoracle.selftest.mutant_frameworks import (
     _jax_avg_pool_ceil_overhang_counted,
     _jax_avg_pool_divided_by_k,
@@ -72,6 +95,7 @@ from gradoracle.selftest.mutant_rules import (
     EluVanishesNearZero,
     ExpDerivativeFromInput,
     GeluTanhApproximation,
+    GeluZeroBelowMinusThree,
     GlobalAvgPoolLastAxisOnly,
     LeakyReluSlopeDropped,
     LeakyReluZeroAtZero,
@@ -95,9 +119,11 @@ from gradoracle.selftest.mutant_rules import (
     SinDerivativeSign,
     SoftmaxCEForgotY,
     SoftmaxCESignFlipped,
+    SoftplusLinearAboveFive,
     SoftplusSigmoidSign,
     SquareFactorTwoMissing,
     SumPoolForward,
+    TanhDerivativeZeroBeyondThree,
     TanhNotSquared,
     TrueConvolution,
     VecmatOuterReversed,
@@ -1028,6 +1054,260 @@ _FRAMEWORK_LAYER_ENTRIES: tuple[Mutant, ...] = (
     ),
 )
 
+#: The second adversarial audit: framework bugs the default checks missed before their
+#: configuration or value range was drawn (asymmetric 'same' padding, N > 4, the elementwise
+#: tails), and more of the kind that were already caught, kept so that they stay caught.
+_AUDIT_ENTRIES: tuple[Mutant, ...] = (
+    Mutant(
+        "softplus-linear-above-5",
+        "softplus' = 1 for x > 5 (a linear-tail threshold of 5 in the backward, forward exact)",
+        "notes:identity-4",
+        ("elementwise-softplus",),
+        B,
+        "numpy",
+        _numpy(SoftplusLinearAboveFive),
+    ),
+    Mutant(
+        "tanh-derivative-zero-beyond-3",
+        "tanh' = 0 for |x| > 3 (the saturated branch cut too early)",
+        "notes:identity-4",
+        ("elementwise-tanh",),
+        B,
+        "numpy",
+        _numpy(TanhDerivativeZeroBeyondThree),
+    ),
+    Mutant(
+        "gelu-zero-below-minus-3",
+        "gelu' = 0 for x < -3 (an approximation's clamp)",
+        "notes:identity-4",
+        ("elementwise-gelu",),
+        B,
+        "numpy",
+        _numpy(GeluZeroBelowMinusThree),
+    ),
+    Mutant(
+        "torch-conv-filter-float16",
+        "PyTorch: float32 dJ/dK of F.conv{1,2,3}d computed from float16-rounded operands (a reduced-"
+        "precision mode, right in float64)",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        Fault.PRECISION,
+        "torch",
+        _torch_conv_filter_float16,
+        dtypes=("float32",),
+    ),
+    Mutant(
+        "torch-conv-filter-scaled-1e-4",
+        "PyTorch: F.conv{1,2,3}d's dJ/dK multiplied by 1 + 1e-4",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_filter_scaled,
+    ),
+    Mutant(
+        "torch-linear-input-grad-last-row",
+        "PyTorch: F.linear's dJ/dX wrong on the last row only (W's last output row dropped there)",
+        "notes:identity-5",
+        ("linear-layer", "mlp-batch"),
+        B,
+        "torch",
+        _torch_linear_input_grad_last_row,
+    ),
+    Mutant(
+        "torch-linear-jvp-transposed",
+        "PyTorch: F.linear's forward-mode rule pushes dX through W instead of W^T (the vjp's matrix, "
+        "which only fits a square W); reverse mode right",
+        "notes:identity-5",
+        ("linear-layer", "mlp-batch"),
+        FM,
+        "torch",
+        _torch_linear_jvp_transposed,
+        mode="jvp",
+    ),
+    Mutant(
+        "torch-linear-hessian-cross-term-missing",
+        "PyTorch: F.linear whose weight gradient reads a detached X: gradient right, the double "
+        "backward misses (H v)_W = U^T v_X",
+        "notes:identity-5",
+        ("linear-layer", "mlp-batch"),
+        SO,
+        "torch",
+        _torch_linear_hessian_cross_term_missing,
+        mode="hvp",
+    ),
+)
+
+#: The second audit's layer mutants: PyTorch's op, one gradient rewritten from a formula right
+#: exactly when the parameter is off (:mod:`gradoracle.selftest.mutant_audit`).
+_AUDIT_LAYER_ENTRIES: tuple[Mutant, ...] = (
+    Mutant(
+        "torch-conv-input-dilation-ignored",
+        "PyTorch [dilation > 1]: dJ/dX spreads each kernel tap at offset a, not a d",
+        "notes:conv-input",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_input_dilation_ignored,
+        parameter="dilation > 1",
+    ),
+    Mutant(
+        "torch-conv-input-groups-crossed",
+        "PyTorch [groups > 1]: dJ/dX spreads each group's delta with the mirrored group's filters",
+        "notes:conv-input",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_input_groups_crossed,
+        parameter="groups > 1",
+    ),
+    Mutant(
+        "torch-conv-input-same-pad-swapped",
+        "PyTorch [asymmetric padding]: dJ/dX cropped with the padding's (before, after) swapped, as if "
+        "'same' put its odd extra element first",
+        "notes:conv-input",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_input_same_pad_swapped,
+        parameter="asymmetric padding",
+    ),
+    Mutant(
+        "torch-conv-input-first-axis-stride",
+        "PyTorch [anisotropic stride]: dJ/dX dilates delta by the first axis's stride on every axis",
+        "notes:conv-input",
+        ("conv2d-layer", "conv3d-layer"),
+        B,
+        "torch",
+        _torch_conv_input_first_axis_stride,
+        parameter="anisotropic stride",
+    ),
+    Mutant(
+        "torch-conv-input-kernel-axes-swapped",
+        "PyTorch [square 2-D kernel]: dJ/dX with the kernel's two spatial axes swapped (an HW/WH slip "
+        "that only fits a square kernel)",
+        "notes:conv-input",
+        ("conv2d-layer",),
+        B,
+        "torch",
+        _torch_conv_input_kernel_axes_swapped,
+        parameter="square 2-D kernel",
+    ),
+    Mutant(
+        "torch-conv-input-batch-mean",
+        "PyTorch [N > 1]: every sample gets the batch's mean dJ/dX (a batch axis reduced)",
+        "notes:conv-input",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_input_batch_mean,
+        parameter="N > 1",
+    ),
+    Mutant(
+        "torch-conv-filter-channels-reversed",
+        "PyTorch [C_in/groups > 1]: dJ/dK with its input-channel axis reversed (a channel permutation)",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_filter_channels_reversed,
+        parameter="C_in/groups > 1",
+    ),
+    Mutant(
+        "torch-conv-filter-batch-mean",
+        "PyTorch [N > 1]: dJ/dK averaged over the batch instead of summed",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_filter_batch_mean,
+        parameter="N > 1",
+    ),
+    Mutant(
+        "torch-conv-filter-first-four-samples",
+        "PyTorch [N > 4]: dJ/dK summed over the first four samples only (a batch tile never advanced)",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_filter_first_four_samples,
+        parameter="N > 4",
+    ),
+    Mutant(
+        "torch-conv-bias-grad-spatial-mean",
+        "PyTorch [output positions > 1]: dJ/db summed over the batch and averaged over space",
+        "notes:conv-filter",
+        CONV_LAYERS,
+        B,
+        "torch",
+        _torch_conv_bias_grad_spatial_mean,
+        parameter="output positions > 1",
+    ),
+    Mutant(
+        "torch-max-pool-ceil-window-dropped",
+        "PyTorch [ceil_mode]: the max pool's backward routes the floor-mode windows only (the partial "
+        "window's delta dropped)",
+        "notes:max-pool",
+        ("max-pool-layer",),
+        B,
+        "torch",
+        _torch_max_pool_ceil_window_dropped,
+        parameter="ceil_mode",
+    ),
+    Mutant(
+        "torch-max-pool-dilation-ignored",
+        "PyTorch [dilation > 1]: the router maps a window's argmax offset a d back to p s - pad + a",
+        "notes:max-pool",
+        ("max-pool-layer",),
+        B,
+        "torch",
+        _torch_max_pool_dilation_ignored,
+        parameter="dilation > 1",
+    ),
+    Mutant(
+        "torch-linear-weight-grad-batch-mean",
+        "PyTorch [N > 1]: F.linear's dJ/dW averaged over the batch rows instead of summed",
+        "notes:identity-5",
+        ("linear-layer", "mlp-batch"),
+        B,
+        "torch",
+        _torch_linear_weight_grad_batch_mean,
+        parameter="N > 1",
+    ),
+    Mutant(
+        "torch-cross-entropy-sum-divided-by-n",
+        "PyTorch [reduction=sum]: F.cross_entropy's backward divides by N under 'sum' too",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        B,
+        "torch",
+        _torch_cross_entropy_sum_divided_by_n,
+        parameter="reduction=sum",
+    ),
+    Mutant(
+        "torch-cross-entropy-smoothing-over-c-minus-1",
+        "PyTorch [label_smoothing > 0]: the backward smooths with eps / (C - 1) off the true class, the "
+        "forward with eps / C",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        B,
+        "torch",
+        _torch_cross_entropy_smoothing_over_c_minus_1,
+        parameter="label_smoothing > 0",
+    ),
+    Mutant(
+        "torch-cross-entropy-soft-target-argmax",
+        "PyTorch [probability targets]: the backward replaces a probability target by the one-hot of "
+        "its argmax",
+        "notes:mlp",
+        ("cross-entropy-batch", "mlp-batch"),
+        B,
+        "torch",
+        _torch_cross_entropy_soft_target_argmax,
+        parameter="probability targets",
+    ),
+)
+
 _CONTROL_ENTRIES: tuple[Mutant, ...] = (
     Mutant(
         "control-correct-numpy",
@@ -1042,7 +1322,10 @@ _CONTROL_ENTRIES: tuple[Mutant, ...] = (
 )
 
 #: Every mutant of the default catalogue, by name.
-CATALOGUE: dict[str, Mutant] = {m.name: m for m in (*_ENTRIES, *_LAYER_ENTRIES, *_FRAMEWORK_LAYER_ENTRIES)}
+CATALOGUE: dict[str, Mutant] = {
+    m.name: m
+    for m in (*_ENTRIES, *_LAYER_ENTRIES, *_FRAMEWORK_LAYER_ENTRIES, *_AUDIT_ENTRIES, *_AUDIT_LAYER_ENTRIES)
+}
 #: Negative controls (correct adapters under a mutant's name), selectable by name only.
 CONTROLS: dict[str, Mutant] = {m.name: m for m in _CONTROL_ENTRIES}
 

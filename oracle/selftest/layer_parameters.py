@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gradoracle.reference_layers import conv_pads, pool_geometry, window_positions
+from gradoracle.reference_layers import conv_output_shape, conv_pads, pool_geometry, window_positions
 
 Inputs = Mapping[str, np.ndarray]
 Params = Mapping[str, Any]
@@ -61,6 +61,29 @@ def ceil_adds_a_window(inputs: Inputs, params: Params) -> bool:
     ceil, _ = pool_geometry(spatial, window, stride, padding, dilation, True)
     floor, _ = pool_geometry(spatial, window, stride, padding, dilation, False)
     return ceil != floor
+
+
+def _conv_pads(inputs: Inputs, params: Params) -> tuple[tuple[int, int], ...]:
+    kernel = tuple(np.shape(inputs["K"])[2:])
+    return tuple(conv_pads(params["padding"], kernel, tuple(params["dilation"])))
+
+
+def output_positions(inputs: Inputs, params: Params) -> int:
+    """The number of spatial positions of a convolution's output."""
+    kernel = tuple(np.shape(inputs["K"])[2:])
+    spatial = tuple(np.shape(inputs["X"])[2:])
+    pads = _conv_pads(inputs, params)
+    return int(
+        np.prod(conv_output_shape(spatial, kernel, tuple(params["stride"]), pads, tuple(params["dilation"])))
+    )
+
+
+def soft_targets(inputs: Inputs) -> bool:
+    """Whether the targets are class probabilities with some row that is not one-hot."""
+    target = np.asarray(inputs["T"])
+    if target.ndim != 2:
+        return False
+    return bool(np.any(np.sum(target > 0, axis=-1) > 1))
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,42 @@ PARAMETERS: dict[str, LayerParameter] = {
             "count_include_pad=False",
             "padding > 0 with the padding left out of the average's divisor",
             lambda i, a, p: not p["count_include_pad"] and any(int(q) > 0 for q in p["padding"]),
+        ),
+        _p("N > 4", "more than four batch rows (a batch tile of 4 shows)", lambda i, a, p: rows(i, a) > 4),
+        _p(
+            "reduction=sum",
+            "the sum reduction over more than one row",
+            lambda i, a, p: p.get("reduction") == "sum" and rows(i, a) > 1,
+        ),
+        _p(
+            "probability targets",
+            "class-probability targets with a row that is not one-hot",
+            lambda i, a, p: soft_targets(a),
+        ),
+        _p(
+            "asymmetric padding",
+            "more padding after than before on some axis ('same' with an odd d (k - 1), PyTorch's split)",
+            lambda i, a, p: any(lo != hi for lo, hi in _conv_pads(a, p)),
+        ),
+        _p(
+            "anisotropic stride",
+            "strides that differ across the spatial axes",
+            lambda i, a, p: len(set(p["stride"])) > 1,
+        ),
+        _p(
+            "square 2-D kernel",
+            "a 2-D convolution whose kernel is square and larger than 1 x 1",
+            lambda i, a, p: np.ndim(a["K"]) == 4 and np.shape(a["K"])[2] == np.shape(a["K"])[3] > 1,
+        ),
+        _p(
+            "C_in/groups > 1",
+            "more than one input channel per group (the filter's channel axis)",
+            lambda i, a, p: np.shape(a["K"])[1] > 1,
+        ),
+        _p(
+            "output positions > 1",
+            "a convolution output with more than one spatial position",
+            lambda i, a, p: output_positions(a, p) > 1,
         ),
         _p(
             "2-D/3-D maps",

@@ -744,3 +744,29 @@ class GlobalAvgPoolLastAxisOnly(Rules):
 
     def global_avg_pool_backward(self, delta: np.ndarray, x: np.ndarray) -> np.ndarray:
         return super().global_avg_pool_backward(delta, x) * float(np.prod(x.shape[2:-1]))
+
+
+# ---- the tails of the smooth elementwise functions (second audit) ------------------------
+
+
+class SoftplusLinearAboveFive(Rules):
+    """softplus' = 1 for x > 5 (a linear-tail threshold of 5 in the backward; the forward exact):
+    off by 1 - sigma(x), up to 6.7e-3, only in the tail past the bulk of the draws."""
+
+    def softplus_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return delta * np.where(x > 5, 1.0, _stable_sigmoid(x)).astype(x.dtype)
+
+
+class TanhDerivativeZeroBeyondThree(Rules):
+    """tanh' = 0 for |x| > 3 (a saturated branch cut too early; tanh'(3) = 9.9e-3)."""
+
+    def tanh_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.where(np.abs(x) > 3, 0.0, delta * (1.0 - z * z)).astype(delta.dtype)
+
+
+class GeluZeroBelowMinusThree(Rules):
+    """gelu' = 0 for x < -3 (an approximation's clamp; gelu'(-3) = -1.2e-2)."""
+
+    def gelu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        g = super().gelu_backward(delta, x, z)
+        return np.where(x < -3, 0.0, g).astype(g.dtype)

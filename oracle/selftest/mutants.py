@@ -65,6 +65,7 @@ SOURCE_MODULES: tuple[str, ...] = (
     "gradoracle.selftest.catalogue",
     "gradoracle.selftest.mutant_rules",
     "gradoracle.selftest.mutant_frameworks",
+    "gradoracle.selftest.mutant_audit",
 )
 
 
