@@ -31,6 +31,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -136,8 +137,11 @@ class AdapterGuard:
     def __init__(self, label: str = "adapter") -> None:
         self.label = label
         self.hung: str | None = None
-        self._jobs: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        # Jobs and results carry a call number: a call abandoned by KeyboardInterrupt leaves its
+        # late result in the queue, and the next call must not take it for its own.
+        self._jobs: queue.SimpleQueue[tuple[int, Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
+        self._calls = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one call at a time (callers on several threads queue up)
 
@@ -147,14 +151,15 @@ class AdapterGuard:
         return self._thread
 
     def _loop(self) -> None:
-        while (func := self._jobs.get()) is not None:
+        while (job := self._jobs.get()) is not None:
+            number, func = job
             state = _process_state()
             try:
                 answer: tuple[bool, Any] = (True, func())
             except BaseException as exc:
                 answer = (False, exc)
             _restore_process_state(state)  # before the caller resumes
-            self._results.put(answer)
+            self._results.put((number, *answer))
 
     def call(
         self,
@@ -176,9 +181,18 @@ class AdapterGuard:
                     target=self._loop, daemon=True, name=f"gradoracle-adapter-{self.label}"
                 )
                 self._thread.start()
-            self._jobs.put(func)
+            self._calls += 1
+            number = self._calls
+            self._jobs.put((number, func))
+            deadline = None if not timeout else time.monotonic() + timeout
             try:
-                ok, value = self._results.get(timeout=timeout) if timeout else self._results.get()
+                while True:  # results of earlier, abandoned calls are dropped
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    got, ok, value = (
+                        self._results.get(timeout=left) if left is not None else self._results.get()
+                    )
+                    if got == number:
+                        break
             except queue.Empty:
                 self.hung = f"{what} did not return within {timeout:g} s"
                 raise AdapterCallError(

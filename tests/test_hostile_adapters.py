@@ -384,3 +384,27 @@ def test_a_forward_method_that_disagrees_with_the_vjp_is_an_adapter_fault_not_th
     # the control: with wrong gradients as well, the backward is what is reported
     wrong = check("elementwise-tanh", type("ForwardOffWrong", (ForwardOff,), {"scale": 2.0})(), dtype, FAST)
     assert (wrong.verdict, wrong.fault) == (Verdict.FAIL, Fault.BACKWARD), wrong.message
+
+
+def test_a_call_abandoned_by_ctrl_c_does_not_answer_the_next_call() -> None:
+    """A KeyboardInterrupt leaves the first call's late result queued; the next call gets its own."""
+    import signal
+    import threading
+    import time
+
+    from gradoracle.guard import AdapterGuard
+
+    guard = AdapterGuard("x")
+
+    def slow() -> str:
+        time.sleep(0.4)
+        return "first"
+
+    timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        guard.call(slow, None, "slow")
+    time.sleep(0.5)  # the first call's result is in the queue by now
+    assert guard.call(lambda: "second", None, "fast") == "second"
+    assert guard.call(lambda: "third", 5.0, "fast") == "third"  # with a timeout too
+    guard.close()
