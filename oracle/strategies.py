@@ -382,10 +382,11 @@ def with_tails(
     for the bulk (a saturating branch, a threshold, an approximation valid for small ``|x|``, an
     overflowing intermediate) is still checked.
 
-    Each moved entry (one of them always to the far end) is ``+-`` log-uniform in ``[scale, tail]`` (every decade of the tail alike),
-    or, for half of them, uniform in ``[0.9 tail, tail]``: the far end, where an intermediate such
-    as ``exp(|x|)`` overflows (float32's ``exp`` past 88.7 of a tail of 100), is drawn often
-    enough for a 30-example check to reach it (log-uniform alone puts 4% of the entries there).
+    Each moved entry is ``+-`` log-uniform in ``[scale, tail]`` (every decade of the tail alike) or,
+    for half of them and always for one, uniform in ``[0.9 tail, tail]``: the far end, where an
+    intermediate such as ``exp(|x|)`` overflows (float32's ``exp`` past 88.7 of a tail of 100), is
+    drawn in every tailed example (log-uniform alone puts 4% of the entries there, and a
+    30-example check missed it).
     ``gap = (a, b)``: values drawn inside the open interval move up by ``b - a`` (a region a
     framework documents a deviation in, such as PyTorch's softplus linearisation between its
     threshold 20 and the point where it stops showing in float64).
@@ -399,9 +400,8 @@ def with_tails(
     far = rng.random(size=flat.shape) < 0.5
     chosen = int(rng.integers(0, flat.size))  # at least one entry moved, to the far end
     pick[chosen] = far[chosen] = True
-    magnitude = np.where(
-        far, rng.uniform(max(scale, 0.9 * tail), tail, size=flat.shape), _log_uniform(rng, flat.shape, scale, tail)
-    )
+    far_end = rng.uniform(max(scale, 0.9 * tail), tail, size=flat.shape)
+    magnitude = np.where(far, far_end, _log_uniform(rng, flat.shape, scale, tail))
     moved = sign * magnitude
     if gap is not None:
         low, high = gap

@@ -865,7 +865,7 @@ class SoftmaxCEWithoutMaxSubtraction(Rules):
     def softmax_cross_entropy_backward(
         self, delta: np.ndarray, z: np.ndarray, y: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        yhat, log_yhat = cache
+        _, log_yhat = cache
         return (_softmax_without_max(z) - y) * delta, -log_yhat * delta
 
 
@@ -881,7 +881,7 @@ class CrossEntropyWithoutMaxSubtraction(Rules):
         label_smoothing: float,
         cache: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        log_yhat, smooth, r = cache
+        _, smooth, r = cache
         with np.errstate(divide="ignore", invalid="ignore"):
             unstable_log = np.log(_softmax_without_max(z, axis=1)).astype(z.dtype)
         return super().cross_entropy_backward(delta, z, target, label_smoothing, (unstable_log, smooth, r))
