@@ -371,6 +371,10 @@ def near_point(rng: ValueSource, shape: tuple[int, ...], scale: float, point: fl
     return np.where(pick < 0.4, ordinary, np.where(pick < 0.85, near, point))
 
 
+#: The upper end of the tail draws' middle decades (see :func:`with_tails`).
+MID_TAIL = 20.0
+
+
 def with_tails(
     rng: ValueSource,
     x: np.ndarray,
@@ -378,15 +382,16 @@ def with_tails(
     tail: float,
     gap: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """``x`` with about half its entries (at least one) moved to the tails, where a rule written
+    """``x`` with about three quarters of its entries (at least one) moved to the tails, where a rule written
     for the bulk (a saturating branch, a threshold, an approximation valid for small ``|x|``, an
     overflowing intermediate) is still checked.
 
-    Each moved entry is ``+-`` log-uniform in ``[scale, tail]`` (every decade of the tail alike) or,
-    for half of them and always for one, uniform in ``[0.9 tail, tail]``: the far end, where an
-    intermediate such as ``exp(|x|)`` overflows (float32's ``exp`` past 88.7 of a tail of 100), is
-    drawn in every tailed example (log-uniform alone puts 4% of the entries there, and a
-    30-example check missed it).
+    Each moved entry is ``+-`` log-uniform in ``[scale, 20]`` (:data:`MID_TAIL`: where thresholds,
+    clamps and saturated branches cut too early show, a gradient still above the tolerance), or,
+    for a quarter of them, in ``[20, tail]``; and two entries of opposite signs (one in half the
+    examples of one or two entries) are uniform in ``[0.9 tail, tail]``: the far end, where an
+    intermediate such as ``exp(|x|)`` overflows (float32's ``exp`` past 88.7 of a tail of 100;
+    log-uniform draws alone put 4% of the entries there, and a 30-example check missed it).
     ``gap = (a, b)``: values drawn inside the open interval move up by ``b - a`` (a region a
     framework documents a deviation in, such as PyTorch's softplus linearisation between its
     threshold 20 and the point where it stops showing in float64).
@@ -395,13 +400,26 @@ def with_tails(
         return x
     out = np.array(x, dtype=float)
     flat = out.reshape(-1)
-    pick = rng.random(size=flat.shape) < 0.5
-    sign = np.where(rng.random(size=flat.shape) < 0.5, -1.0, 1.0)
-    far = rng.random(size=flat.shape) < 0.5
-    chosen = int(rng.integers(0, flat.size))  # at least one entry moved, to the far end
-    pick[chosen] = far[chosen] = True
-    far_end = rng.uniform(max(scale, 0.9 * tail), tail, size=flat.shape)
-    magnitude = np.where(far, far_end, _log_uniform(rng, flat.shape, scale, tail))
+    pick = rng.random(size=flat.shape) < 0.75
+    # signs alternate along the vector, each flipped by a coin: Hypothesis favours the simplest
+    # codes (0.0 from ``random()``), which would otherwise give one sign throughout
+    flips = rng.random(size=flat.shape) < 0.5
+    sign = np.where((np.arange(flat.size) + flips) % 2 == 0, 1.0, -1.0)
+    chosen = int(rng.integers(0, flat.size))  # at least one entry moved
+    pick[chosen] = True
+    mid = min(tail, MID_TAIL)
+    beyond = (rng.random(size=flat.shape) >= 0.75) & (tail > mid)  # simplest codes: the middle
+    magnitude = np.where(
+        beyond, _log_uniform(rng, flat.shape, mid, tail), _log_uniform(rng, flat.shape, scale, mid)
+    )
+    far_end = rng.uniform(max(scale, 0.9 * tail), tail, size=2)
+    if tail > mid and flat.size >= 3:  # the far end on both sides
+        other = (chosen + 1 + int(rng.integers(0, flat.size - 1))) % flat.size
+        pick[other] = True
+        magnitude[[chosen, other]] = far_end
+        sign[other] = -sign[chosen]
+    elif tail > mid and rng.random() < 0.5:
+        magnitude[chosen] = far_end[0]
     moved = sign * magnitude
     if gap is not None:
         low, high = gap
