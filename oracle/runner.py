@@ -1450,8 +1450,12 @@ def check(
                 phases=[p for p in hs.phases if p is not Phase.shrink],
             )
         wrapped = hs(wrapped)
-        if seed is not None:
-            wrapped = hypothesis_seed(seed)(wrapped)
+        if seed is not None and run_seed["generated"] is None:
+            wrapped = hypothesis_seed(seed)(wrapped)  # the user's seed: as @seed, no database
+        elif seed is not None:
+            # a seed the check chose (to draw the same examples in both passes and derive the
+            # top-ups'): Hypothesis's random choice made explicit, the example database kept
+            wrapped._hypothesis_internal_use_seed = seed
         if settings.reproduce_failure:
             blob = settings.reproduce_failure.encode()
             wrapped = hypothesis_reproduce_failure(hypothesis_version, blob)(wrapped)
@@ -1517,7 +1521,7 @@ def check(
             if (batched or pool_size) and run_seed["seed"] is None and not _seed_fixed_elsewhere(settings):
                 # one seed for the recording and the one-at-a-time passes, and the top-ups' seeds
                 # derived from it: the seed reported draws every example of the check again
-                run_seed["seed"] = run_seed["generated"] = random.getrandbits(128)
+                run_seed["seed"] = run_seed["generated"] = _fresh_seed()
             space = ident.configurations
             top_up = space is not None and pool_size > 0 and _tops_up(settings)
             configs = space.pool(settings.configurations).configurations if space and top_up else ()
@@ -1531,7 +1535,9 @@ def check(
 
             # a top-up's failure saved in the example database is replayed first (one at a
             # time, so that Hypothesis deletes the entry once it passes)
-            database = hypothesis_settings_for(settings).database
+            # a seed of the user's own (--gradoracle-seed, the CLI) runs without the database, as
+            # Hypothesis's @seed does
+            database = hypothesis_settings_for(settings).database if settings.seed is None else None
             saved = [k for k in range(len(configs)) if _has_saved(database, keys[k])]
             for k in saved:
                 top_up_pass(k, "a failure of it was saved in the example database", False)
@@ -1643,6 +1649,11 @@ def _top_up_seed(seed: int | None, index: int) -> int | None:
         return None
     digest = hashlib.blake2b(f"{seed}:top-up:{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def _fresh_seed() -> int:
+    """A random seed for a check that the user left to Hypothesis (reported, so it can be rerun)."""
+    return random.getrandbits(128)
 
 
 def _has_saved(database: Any, key: bytes) -> bool:
