@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 
 from gradoracle import CheckSettings, GradientMismatch, Verdict, check, runner
@@ -51,7 +51,9 @@ def _pool() -> tuple[dict[str, Any], ...]:
     return space.pool(8).configurations
 
 
-def _is(config: Mapping[str, Any], x: np.ndarray, k: np.ndarray, stride: Any, dilation: Any, groups: int) -> bool:
+def _is(
+    config: Mapping[str, Any], x: np.ndarray, k: np.ndarray, stride: Any, dilation: Any, groups: int
+) -> bool:
     p = config["params"]
     return (
         tuple(x.shape) == tuple(config["shapes"]["X"])
@@ -112,7 +114,9 @@ class Batching(NumpyEngineAdapter):
             self.vjp(fn, {k: v[i] for k, v in inputs.items()}, wrt, cotangents[i], dtype)
             for i in range(len(cotangents))
         ]
-        return VJPResult(np.stack([r.output for r in res]), {n: np.stack([r.grads[n] for r in res]) for n in wrt})
+        return VJPResult(
+            np.stack([r.output for r in res]), {n: np.stack([r.grads[n] for r in res]) for n in wrt}
+        )
 
 
 class BatchingMutant(Batching):
@@ -145,23 +149,29 @@ def test_the_mutant_is_wrong_in_exactly_one_non_first_configuration() -> None:
     assert matches == [TARGET]
 
 
+def _draw_only(space: Any, k: int) -> tuple[list[int], set[bytes]]:
+    """Six examples of ``space.pooled(8, only=k)``: the indices seen and the distinct X arrays."""
+    pool = space.pool(8).configurations
+    seen: list[int] = []
+    arrays: set[bytes] = set()
+
+    @hypothesis_seed(k)
+    @settings(max_examples=6, database=None, phases=[Phase.generate], deadline=None)
+    @given(space.pooled(8, only=k, seen=seen.append))
+    def run(example: Any) -> None:
+        assert {n: a.shape for n, a in example.inputs.items()} == dict(pool[k]["shapes"])
+        assert example.params == dict(pool[k]["params"])
+        arrays.add(example.inputs["X"].tobytes())
+
+    run()
+    return seen, arrays
+
+
 def test_only_fixes_the_configuration_and_the_values_are_still_drawn() -> None:
     space = get_identity(NAME).configurations
     assert space is not None
-    pool = space.pool(8).configurations
-    for k in (0, 3, len(pool) - 1):
-        seen: list[int] = []
-        arrays: set[bytes] = set()
-
-        @hypothesis_seed(k)
-        @settings(max_examples=6, database=None, phases=[Phase.generate], deadline=None)
-        @given(space.pooled(8, only=k, seen=seen.append))
-        def run(example: Any) -> None:
-            assert {n: a.shape for n, a in example.inputs.items()} == dict(pool[k]["shapes"])
-            assert example.params == dict(pool[k]["params"])
-            arrays.add(example.inputs["X"].tobytes())
-
-        run()
+    for k in (0, 3, 7):
+        seen, arrays = _draw_only(space, k)
         assert set(seen) == {k}
         assert len(arrays) >= 3  # new values in each example
     with pytest.raises(ValueError, match="has 8 configurations"):
@@ -177,8 +187,8 @@ def test_only_fixes_the_configuration_and_the_values_are_still_drawn() -> None:
 def test_a_top_up_choice_sequence_is_the_same_example_under_the_pooled_strategy() -> None:
     """The index is one integer choice under both strategies, so a top-up's blob or database
     entry replays through the main strategy (``--gradoracle-reproduce-failure``)."""
-    from hypothesis import reproduce_failure
     from hypothesis import __version__ as version
+    from hypothesis import reproduce_failure
 
     space = get_identity(NAME).configurations
     assert space is not None
