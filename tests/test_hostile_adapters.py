@@ -395,16 +395,20 @@ def test_a_call_abandoned_by_ctrl_c_does_not_answer_the_next_call() -> None:
     from gradoracle.guard import AdapterGuard
 
     guard = AdapterGuard("x")
+    release, answered = threading.Event(), threading.Event()
 
     def slow() -> str:
-        time.sleep(0.4)
+        release.wait(30.0)  # returns only after the Ctrl-C: no race with a loaded machine
+        answered.set()
         return "first"
 
     timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         guard.call(slow, None, "slow")
-    time.sleep(0.5)  # the first call's result is in the queue by now
+    release.set()
+    assert answered.wait(30.0)
+    time.sleep(0.2)  # the first call's result is in the queue by now
     assert guard.call(lambda: "second", None, "fast") == "second"
     assert guard.call(lambda: "third", 5.0, "fast") == "third"  # with a timeout too
     guard.close()
