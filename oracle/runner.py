@@ -707,7 +707,8 @@ def _evaluation(
     # adapter is handed copies (gradoracle.batching: every call, single or stacked)
     x_d = {k: v.astype(dtype, copy=False) for k, v in master.items()}
     x_d64 = {k: v.astype(np.float64, copy=False) for k, v in x_d.items()}  # exact: what the adapter sees
-    x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
+    with np.errstate(over="ignore"):  # values beyond float32's range: inf there, no warning
+        x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
 
     try:
         with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
@@ -955,6 +956,14 @@ def _dtype_finding(
     dtype: str,
 ) -> str:
     """The framework's dtype promotion as a finding: what came back in which dtype, and which op."""
+    words = _adapter_words(adapter)
+    if words is not None and words.user and not ident.ops:
+        culprit = words.subject if exc.what == "forward output" else words.who
+        return (
+            f"the {exc.what} has dtype {exc.got}, asked for {dtype}: {culprit} returned it from {dtype} "
+            f"inputs. Return it in the inputs' dtype (.astype(x.dtype)); a narrower float loses precision, "
+            "an integer is not a derivative"
+        )
     located = locate_dtype_change(ident, adapter, inputs, params, dtype)
     ops = ", ".join(sorted(ident.ops))
     if located is not None:

@@ -210,25 +210,117 @@ class _UserCallables:
     ) -> dict[str, Any]:
         """Call a vjp-like ``fn(u, **a, **p)`` and normalise its answer to ``{name: grad}``."""
         out = self._call(fn, (u,), a, p)
-        what = f"{_label(fn)}(cotangent, **inputs)"
+        role = "your reference" if fn is self.reference else "your backward"
+        what = f"{role} {display_name(fn)}"
         if isinstance(out, Mapping):
             missing = [n for n in self.wrt if n not in out]
             if missing:
-                raise UserCheckError(f"{what} returned no gradient for {missing}; it returned {sorted(out)}")
-            return {n: out[n] for n in self.wrt}
-        if isinstance(out, tuple | list):
+                raise UserCheckError(
+                    f"{what} returned no gradient for {missing}; it returned {sorted(map(str, out))}. "
+                    f"Return a dict with one gradient per input {list(self.wrt)}"
+                )
+            picked = {n: out[n] for n in self.wrt}
+        elif isinstance(out, tuple | list) and (len(self.wrt) > 1 or len(out) == 1):
             if len(out) != len(self.wrt):
                 raise UserCheckError(
                     f"{what} returned {len(out)} gradients for {len(self.wrt)} inputs {list(self.wrt)}; "
                     "return a dict {name: gradient} or a tuple in that order"
                 )
-            return dict(zip(self.wrt, out, strict=True))
-        if len(self.wrt) == 1:
-            return {self.wrt[0]: out}
-        raise UserCheckError(
-            f"{what} returned one {type(out).__name__} for {len(self.wrt)} inputs {list(self.wrt)}; "
-            "return a dict {name: gradient}"
+            picked = dict(zip(self.wrt, out, strict=True))
+        elif len(self.wrt) == 1:
+            picked = {self.wrt[0]: out}
+        else:
+            raise UserCheckError(
+                f"{what} returned one {type(out).__name__} for {len(self.wrt)} inputs {list(self.wrt)}; "
+                "return a dict {name: gradient}"
+            )
+        return {n: user_value(g, what, f" for {n!r}") for n, g in picked.items()}
+
+
+def user_value(value: Any, who: str, what: str = "") -> np.ndarray:
+    """What a user's function or backward returned, as a real NumPy array (its dtype kept).
+
+    Framework tensors are taken as NumPy (a torch tensor that requires grad is detached), a
+    tuple or list of same-shaped arrays is stacked (``np.asarray``); anything else a gradient
+    check cannot compare (None, a string, a dict, a generator, ragged or object arrays,
+    booleans, complex numbers) is a :class:`UserCheckError` that says what came back and what
+    to return instead.  ``who`` names the callable, ``what`` the gradient (``" for 'x'"``).
+    """
+    import types
+
+    if value is None:
+        raise UserCheckError(f"{who} returned None{what}: return a NumPy array (or a float)")
+    if isinstance(value, str | bytes | Mapping | types.GeneratorType) or (
+        not isinstance(value, np.ndarray | list | tuple)
+        and hasattr(value, "__next__")
+        and hasattr(value, "__iter__")
+    ):
+        hint = (
+            "; a function with several outputs can return a tuple of same-shaped arrays, or "
+            "np.concatenate([a.ravel(), b.ravel()])"
+            if isinstance(value, Mapping)
+            else ""
         )
+        raise UserCheckError(
+            f"{who} returned a {type(value).__name__}{what}: return a NumPy array (or a float){hint}"
+        )
+    if hasattr(value, "detach") and callable(value.detach):  # a torch tensor
+        value = value.detach()
+        value = value.cpu() if hasattr(value, "cpu") else value
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UserCheckError(
+            f"{who} returned a {type(value).__name__}{what} that is not one array ({exc}); "
+            "return a NumPy array (several outputs: same-shaped arrays in a tuple, or concatenated)"
+        ) from None
+    kind = arr.dtype.kind
+    if kind in "fiu":
+        return arr
+    if kind == "c":
+        raise UserCheckError(
+            f"{who} returned complex values{what}: gradoracle checks real-valued functions and real "
+            "gradients; return the real and imaginary parts as real arrays (np.stack([z.real, z.imag]))"
+        )
+    if kind == "b":
+        raise UserCheckError(
+            f"{who} returned booleans{what}: a gradient check needs real numbers (a comparison has no "
+            "gradient); return a float array"
+        )
+    raise UserCheckError(
+        f"{who} returned an array of {arr.dtype} ({type(value).__name__}){what}: return a NumPy array of "
+        "floats (several outputs: same-shaped arrays in a tuple, or concatenated)"
+    )
+
+
+def framework_value(value: Any, inputs: Mapping[str, Any], who: str, inner: Any) -> Any:
+    """What a user's function returned under a framework's autodiff, when it is one array.
+
+    The framework's own array passes through untouched (its autodiff needs it); None, a
+    string, a dict, a tuple or list, a generator, and NumPy values computed from the
+    framework's arrays (which its autodiff cannot follow) are a :class:`UserCheckError`
+    saying what to return instead.
+    """
+    import types
+
+    framework = str(getattr(inner, "name", "the framework"))
+    if value is None or isinstance(value, str | bytes | Mapping | tuple | list | types.GeneratorType):
+        several = (
+            f"; several outputs: stack same-shaped ones ({framework}'s stack) or concatenate their "
+            "ravelled values"
+            if isinstance(value, Mapping | tuple | list)
+            else ""
+        )
+        shown = "None" if value is None else f"a {type(value).__name__}"
+        raise UserCheckError(f"{who} returned {shown}: return one {framework} array{several}")
+    given_numpy = all(isinstance(v, np.ndarray | np.generic) for v in inputs.values())
+    if not given_numpy and isinstance(value, np.ndarray | np.generic | float | int):
+        raise UserCheckError(
+            f"{who} returned a {type(value).__name__} from {framework} arrays: {framework}'s autodiff "
+            f"cannot follow NumPy (or Python number) computations; compute with {framework} operations "
+            "and return the result"
+        )
+    return value
 
 
 class _Recorder:
@@ -315,7 +407,7 @@ class UserFunctionAdapter(AdapterBase):
         """The user's forward on ``inputs`` in ``dtype``, as NumPy."""
         if self.inner is not None:
             return np.asarray(self.inner.forward(fn, inputs, dtype))
-        return np.asarray(fn(_Recorder(), self._arrays(inputs, dtype)))
+        return user_value(fn(_Recorder(), self._arrays(inputs, dtype)), self.words.subject)
 
     def vjp(
         self,
@@ -332,10 +424,10 @@ class UserFunctionAdapter(AdapterBase):
         assert self.user.vjp is not None  # guaranteed by check_gradients
         arrays = self._arrays(inputs, dtype)
         recorder = _Recorder()
-        output = np.asarray(fn(recorder, arrays))
+        output = user_value(fn(recorder, arrays), self.words.subject)
         u = np.asarray(cotangent, dtype=dtype)
         grads = self.user.grads(self.user.vjp, u, arrays, recorder.params)
-        return VJPResult(output=output, grads={n: np.asarray(grads[n]) for n in wrt})
+        return VJPResult(output=output, grads={n: grads[n] for n in wrt})
 
 
 # ----------------------------------------------------------------------- the identity
@@ -356,6 +448,86 @@ def _shape_of(name: str, spec: Any) -> Shape | None:
             return None  # a list of ints is a (vector) value, not a shape; use a tuple for a shape
         return tuple(spec)
     return None
+
+
+def fixed_array(name: str, value: Any) -> np.ndarray:
+    """A fixed input value as a float64 array, or a :class:`UserCheckError` naming the input.
+
+    Numbers, nested lists, and int / bool / float arrays of any layout are taken as float64;
+    None, strings, complex values and non-finite entries (finite differences need a finite
+    neighbourhood) are refused with what to give instead.
+    """
+    if value is None or isinstance(value, str | bytes | Mapping):
+        raise UserCheckError(
+            f"input {name!r} is a {type(value).__name__}: give a shape such as (3,) or ('n',), an array "
+            "(numbers, nested lists) or a Hypothesis strategy of arrays"
+        )
+    if hasattr(value, "detach") and callable(value.detach):  # a torch tensor
+        value = value.detach()
+        value = value.cpu() if hasattr(value, "cpu") else value
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UserCheckError(f"input {name!r} is not an array of numbers ({exc})") from None
+    if raw.dtype.kind == "c":
+        raise UserCheckError(
+            f"input {name!r} is complex: gradoracle checks real inputs; pass the real and imaginary "
+            "parts as two real inputs"
+        )
+    if raw.dtype.kind not in "biuf":
+        raise UserCheckError(
+            f"input {name!r} holds {raw.dtype} values ({type(value).__name__}), not numbers: give an "
+            "array of floats"
+        )
+    arr = raw.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        where = [int(i) for i in np.argwhere(~np.isfinite(arr))[0]]
+        at = f" at {where}" if arr.ndim else ""
+        value_text = arr[tuple(where)] if arr.ndim else arr
+        raise UserCheckError(
+            f"input {name!r} is not finite{at} ({value_text}): finite differences need finite inputs; "
+            "give finite values (or a strategy with allow_nan=False, allow_infinity=False)"
+        )
+    return arr
+
+
+def _refuse_empty(shapes: Mapping[str, tuple[Any, ...]]) -> None:
+    """Every input empty: any backward would pass, so refuse instead of passing vacuously."""
+    listed = ", ".join(f"{n}: shape {tuple(sh)}" for n, sh in shapes.items())
+    raise UserCheckError(
+        f"every input is empty ({listed}): there is no gradient element to check, so any backward "
+        "would pass; give inputs with at least one element"
+    )
+
+
+def check_arguments(
+    forward: Any,
+    vjp: Any = None,
+    reference: Any = None,
+    *,
+    examples: Any = None,
+    seed: Any = None,
+    scale: Any = 1.0,
+    max_dim: Any = 6,
+) -> None:
+    """A :class:`UserCheckError` for arguments that cannot work (before anything runs)."""
+    for role, fn in (("forward", forward), ("vjp", vjp), ("reference", reference)):
+        if fn is not None and not callable(fn):
+            raise UserCheckError(f"{role} must be a function, got a {type(fn).__name__}: {fn!r:.60}")
+    for label, value, low in (("examples", examples, 1), ("max_dim", max_dim, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)):
+            raise UserCheckError(f"{label} must be an integer, got {type(value).__name__} {value!r:.60}")
+        if value is not None and value < low:
+            raise UserCheckError(f"{label} must be a positive integer, got {value}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+        raise UserCheckError(f"seed must be an integer or None, got {type(seed).__name__} {seed!r:.60}")
+    if isinstance(scale, bool) or not isinstance(scale, int | float | np.number):
+        raise UserCheckError(f"scale must be a number, got {type(scale).__name__} {scale!r:.60}")
+    if not (np.isfinite(scale) and 0 < scale <= 1e100):
+        raise UserCheckError(
+            f"scale must be a positive finite number up to 1e100 (the drawn values lie in "
+            f"[-scale, scale]), got {scale}"
+        )
 
 
 def _input_strategy(
@@ -379,10 +551,18 @@ def _input_strategy(
         )
     shapes = {name: _shape_of(name, spec) for name, spec in specs.items()}
     fixed = {
-        name: np.asarray(spec, dtype=np.float64)
+        name: fixed_array(name, spec)
         for name, spec in specs.items()
         if shapes[name] is None and not isinstance(spec, st.SearchStrategy)
     }
+    if clash := sorted(set(specs) & set(params)):
+        raise UserCheckError(
+            f"{clash} named both as inputs and as params: a param would replace the input; rename one"
+        )
+    empty = {n: a.shape for n, a in fixed.items() if a.size == 0}
+    empty.update({n: sh for n, sh in shapes.items() if sh is not None and 0 in sh})
+    if specs and len(empty) == len(specs):
+        _refuse_empty(empty)
 
     @st.composite
     def draw_example(draw: st.DrawFn) -> Example:
@@ -408,7 +588,9 @@ def _input_strategy(
                         concrete.append(dims[d])
                     else:
                         concrete.append(d)
-                arrays[name] = rng.uniform(-scale, scale, size=tuple(concrete))
+                # drawn on [-1, 1] and scaled: a grid over [-scale, scale] overflows at huge
+                # scales and holds only 0 at tiny ones
+                arrays[name] = scale * rng.uniform(-1.0, 1.0, size=tuple(concrete))
             elif name in fixed:
                 arrays[name] = fixed[name]
             else:
@@ -538,11 +720,17 @@ def user_identity(
                 return cat.forward(ops, a, p)
             if inner is not None:
                 dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
-                return inner.forward(lambda _ops, arrays: user.run_forward(arrays, p), a, dtype)
-            return np.asarray(user.run_forward(a, p))
+                who = f"your function {display_name(forward)}"
+                return inner.forward(
+                    lambda _ops, arrays: framework_value(user.run_forward(arrays, p), arrays, who, inner),
+                    a,
+                    dtype,
+                )
+            return user_value(user.run_forward(a, p), f"your function {display_name(forward)}")
         if isinstance(ops, _Recorder):
             ops.params = dict(p)
-        return user.run_forward(a, p)
+            return user.run_forward(a, p)
+        return framework_value(user.run_forward(a, p), a, f"your function {display_name(forward)}", inner)
 
     reference_gradient: Any = None
     if cat is not None:
@@ -615,6 +803,13 @@ def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
         )
     from gradoracle.adapters import AdapterLoadError, load_adapter
 
+    if not isinstance(framework, str) and not all(
+        callable(getattr(framework, m, None)) for m in ("available", "forward", "vjp")
+    ):
+        raise UserCheckError(
+            f"framework must be 'torch', 'jax', 'autograd', a 'package.module:Adapter' path or an adapter "
+            f"object (with available(), forward() and vjp()), not a {type(framework).__name__}"
+        )
     try:
         inner = load_adapter(framework)
     except AdapterLoadError as exc:
@@ -745,8 +940,7 @@ def check_gradients(
     bad = [d for d in dtype_list if d not in DTYPES]
     if bad or not dtype_list:
         raise UserCheckError(f"dtypes {bad or '[]'}: choose from {', '.join(DTYPES)}")
-    if examples is not None and examples < 1:
-        raise UserCheckError(f"examples must be a positive integer, got {examples}")
+    check_arguments(forward, vjp, reference, examples=examples, seed=seed, scale=scale, max_dim=max_dim)
     inner = _inner_adapter(framework, vjp)
     ident, user = user_identity(
         forward,
@@ -848,8 +1042,17 @@ def check_gradients_at(
     __tracebackhide__ = True
     if dtype not in DTYPES:
         raise UserCheckError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    check_arguments(forward, vjp, reference, seed=seed)
+    if not isinstance(inputs, Mapping):
+        raise UserCheckError(f"inputs must be a dict {{name: array}}, not {type(inputs).__name__}")
     inner = _inner_adapter(framework, vjp)
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    arrays = {str(k): fixed_array(str(k), v) for k, v in inputs.items()}
+    if arrays and all(a.size == 0 for a in arrays.values()):
+        _refuse_empty({n: a.shape for n, a in arrays.items()})
+    if clash := sorted(set(arrays) & set(params or {})):
+        raise UserCheckError(
+            f"{clash} named both as inputs and as params: a param would replace the input; rename one"
+        )
     ident, user = user_identity(
         forward,
         dict(arrays),
