@@ -40,6 +40,15 @@ from gradoracle.runner import DTYPES, CheckSettings, check
 
 #: Message of the records of checks an interruption kept from running.
 NOT_RUN_MESSAGE = "not run: the run was interrupted (Ctrl-C) before this check finished"
+NOT_RUN_TERMINATED = (
+    "not run: the run was stopped by SIGTERM (a cancelled job, kill) before this check finished"
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where a Ctrl-C would be (``gradoracle report``'s handler): the run stops
+    the same way, and the checks that did not run say which signal stopped it."""
+
 
 OnStart = Callable[["CheckTask"], None]
 OnResult = Callable[[CheckResult], None]
@@ -511,6 +520,7 @@ def run_matrix(
         isolate = pool is not None or jobs > 1
     done: dict[int, CheckResult] = {}
     interrupted = False
+    message = NOT_RUN_MESSAGE
     work = [CheckJob(task, settings) for task in tasks]
 
     def started(i: int) -> None:
@@ -537,9 +547,11 @@ def run_matrix(
         else:
             with WorkerPool(min(jobs, max(1, len(tasks))), settings.timeout_s) as own:
                 own.run(work, started, finished, skip)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
-    results = [done[i] if i in done else not_run_result(task) for i, task in enumerate(tasks)]
+        if isinstance(exc, Terminated):
+            message = NOT_RUN_TERMINATED
+    results = [done[i] if i in done else not_run_result(task, message) for i, task in enumerate(tasks)]
     return MatrixOutcome(results, interrupted)
 
 

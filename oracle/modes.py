@@ -34,6 +34,7 @@ import numpy as np
 
 from gradoracle import finite_differences as fd
 from gradoracle.batching import ForwardCall, HvpCall, JvpCall, Request, VjpCall, drive, run_one
+from gradoracle.guard import describe_exception
 from gradoracle.identities import Identity, get_identity
 from gradoracle.precision import effective_bits, records_bits
 from gradoracle.results import AdapterContractError, Fault
@@ -353,7 +354,7 @@ def jvp_evaluation(
     try:
         result = yield JvpCall(fn, x_d, v_d, dtype)
     except Exception as exc:  # any adapter failure becomes a record
-        outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {type(exc).__name__}: {exc}"
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {describe_exception(exc)}"
         return outcome
     try:
         if not isinstance(result, tuple) or len(result) != 2:
@@ -406,7 +407,7 @@ def jvp_evaluation(
             outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
             return outcome
         except Exception as exc:
-            outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {type(exc).__name__}: {exc}"
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {describe_exception(exc)}"
             return outcome
     worst_fd: Any = None
     for d, hd, jd, ref_d in plan:
@@ -439,7 +440,7 @@ def jvp_evaluation(
                 analytic=None if ref_d is None else float(np.sum(u_d64 * ref_d)),
             )
         except Exception as exc:  # the adapter's forward may fail on its own
-            outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {type(exc).__name__}: {exc}"
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
             return outcome
         if worst_fd is None or cmp.ratio > worst_fd.ratio:
             worst_fd = cmp
@@ -458,7 +459,7 @@ def jvp_evaluation(
         outcome.fault, outcome.contract = Fault.ADAPTER, f"vjp (for the transpose identity): {exc}"
         return outcome
     except Exception as exc:
-        outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {type(exc).__name__}: {exc}"
+        outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {describe_exception(exc)}"
         return outcome
     q = _dot(grads, v64)
     gmag = (
@@ -601,7 +602,7 @@ def hvp_evaluation(
         try:
             res = yield HvpCall(fn, x_d, tuple(names), u_d, v_d, dtype, method)
         except Exception as exc:  # any adapter failure becomes a record
-            outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp ({method}) raised {type(exc).__name__}: {exc}"
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp ({method}) raised {describe_exception(exc)}"
             return outcome
         try:
             if not isinstance(res, Mapping):
@@ -676,7 +677,7 @@ def hvp_evaluation(
                     outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
                     return outcome
                 except Exception as exc:
-                    outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp raised {type(exc).__name__}: {exc}"
+                    outcome.fault, outcome.crash = Fault.ADAPTER, f"hvp raised {describe_exception(exc)}"
                     return outcome
                 ref_d = ident.hvp(x_d64, params, u_d64, d)
                 mags_d = ident.hvp_term_magnitude(x_d64, params, u_d64, d)
@@ -709,7 +710,7 @@ def hvp_evaluation(
                     analytic=sum(float(np.sum(w[n] * ref_d[n])) for n in names),
                 )
             except Exception as exc:
-                outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {type(exc).__name__}: {exc}"
+                outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {describe_exception(exc)}"
                 return outcome
             if worst_fd is None or cmp.ratio > worst_fd.ratio:
                 worst_fd = cmp

@@ -1036,6 +1036,28 @@ def _allowed_text(c: Comparison, tol: Tolerance) -> str:
     return tol.explain(c.allowed, c.magnitude)
 
 
+def _noisy_fd_hint(c: Comparison, tol: Tolerance, words: Words) -> str:
+    """A hint when a failing finite-difference comparison's allowance is mostly the finite
+    differences' own error (``allowed - fd_rtol * scale`` more than half of it): the forward is
+    not smooth at the step's scale, so the finite differences are too noisy to judge it."""
+    if c.kind != "fd" or not c.allowed or not np.isfinite(c.allowed):
+        return ""
+    noise = c.allowed - tol.fd_rtol * c.scale
+    if noise <= 0.5 * c.allowed:
+        return ""
+    fix = (
+        "pass a closed form (reference=...) to judge the gradient without them, or check in the dtype "
+        "your forward computes in"
+        if words.user
+        else "a forward evaluated in a lower precision than the finite differences' dtype shows this"
+    )
+    return (
+        f"the finite differences are noisy here: {100 * noise / c.allowed:.0f}% of the allowance is their "
+        f"own error estimate, so {words.forward} is not smooth at the step's scale (computed in a lower "
+        f"precision than asked, rounded, or with steps or kinks); {fix}"
+    )
+
+
 def describe_outcome(
     ident: Identity,
     adapter_name: str,
@@ -1135,6 +1157,9 @@ def describe_outcome(
         lines.append(
             f"    |error| {sci(w.abs_error)} > {_allowed_text(w, tol)} (error/tolerance = {w.ratio:.3g})"
         )
+        noisy = _noisy_fd_hint(w, tol, words)
+        if noisy:
+            lines.append(f"  hint: {noisy}")
         for c in failures[1:4]:
             also = f"{kind_text(c.kind, words)} on {c.input!r}"
             lines.append(f"  also: {also}: error/tolerance = {c.ratio:.3g}")

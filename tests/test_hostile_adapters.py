@@ -395,16 +395,53 @@ def test_a_call_abandoned_by_ctrl_c_does_not_answer_the_next_call() -> None:
     from gradoracle.guard import AdapterGuard
 
     guard = AdapterGuard("x")
+    release, answered = threading.Event(), threading.Event()
 
     def slow() -> str:
-        time.sleep(0.4)
+        release.wait(30.0)  # returns only after the Ctrl-C: no race with a loaded machine
+        answered.set()
         return "first"
 
     timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         guard.call(slow, None, "slow")
-    time.sleep(0.5)  # the first call's result is in the queue by now
+    release.set()
+    assert answered.wait(30.0)
+    time.sleep(0.2)  # the first call's result is in the queue by now
     assert guard.call(lambda: "second", None, "fast") == "second"
     assert guard.call(lambda: "third", 5.0, "fast") == "third"  # with a timeout too
     guard.close()
+
+
+# --------------------------------------- forward mode and second order: an unprintable exception
+
+
+class _Unprintable(RuntimeError):
+    def __str__(self) -> str:
+        raise ValueError("__str__ of this exception raises")
+
+    def __repr__(self) -> str:
+        raise ValueError("__repr__ of this exception raises")
+
+
+@pytest.mark.parametrize("mode", ["jvp", "hvp"])
+def test_an_unprintable_exception_in_jvp_or_hvp_is_an_adapter_record(mode: str) -> None:
+    """modes.py wrote ``f"... {exc}"``: an exception whose ``__str__`` raises escaped the
+    evaluation as the oracle's own error instead of an adapter fault naming it."""
+    pytest.importorskip("torch")
+    from gradoracle.adapters.torch_adapter import TorchAdapter
+
+    class Raising(TorchAdapter):
+        def jvp(self, *args: Any, **kwargs: Any) -> Any:
+            raise _Unprintable()
+
+        def hvp(self, *args: Any, **kwargs: Any) -> Any:
+            raise _Unprintable()
+
+    settings = CheckSettings(examples=2, batch=1)
+    r = check("elementwise-tanh", Raising(), "float64", settings, mode=mode)
+    assert (r.verdict, r.fault) == (Verdict.ERROR, Fault.ADAPTER), r.message
+    assert "unprintable" in r.message and "_Unprintable" in r.message, r.message
+    # negative control: the stock adapter passes the same check
+    assert check("elementwise-tanh", TorchAdapter(), "float64", settings, mode=mode).verdict == Verdict.PASS

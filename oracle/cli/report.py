@@ -49,6 +49,7 @@ from gradoracle.matrix import (
     CheckTask,
     Shard,
     ShardError,
+    Terminated,
     parse_shard,
     plan_tasks,
     planned_modes,
@@ -169,7 +170,7 @@ def sigterm_as_interrupt() -> Iterator[dict[str, bool]]:
     def on_sigterm(signum: int, frame: Any) -> None:
         if not state["terminated"]:  # a second SIGTERM while the reports are written is ignored
             state["terminated"] = True
-            raise KeyboardInterrupt
+            raise Terminated
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

@@ -84,6 +84,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--list-mutants", action="store_true", help="print the mutant catalogue and exit")
     p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="mutants campaign: leave out the kill table; print only what failed (a surviving or "
+        "mislocalised mutant, a correct check that failed) and the summary lines",
+    )
+    p.add_argument(
         "--examples",
         type=positive_int,
         default=30,
@@ -324,7 +331,8 @@ def _mutants(args: argparse.Namespace) -> int:
             on_start=on_start,
             on_result=on_result,
         )
-    out.print(kill_table(report))
+    if not args.quiet:
+        out.print(kill_table(report))
     s = report.summary()
     if report.correct:
         out.print(
