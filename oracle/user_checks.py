@@ -184,6 +184,29 @@ def user_words(
     )
 
 
+def _positional_only(fn: Callable[..., Any], names: Sequence[str], leading: int) -> bool:
+    """Whether ``fn`` takes the inputs by position only (``np.tanh``, ``lambda x, /: ...``):
+    none of ``names`` is one of its keyword parameters, and it has positional-only slots (or
+    ``*args``) for ``leading`` (the cotangent) plus all the inputs."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    keywords = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    if not names or any(n in keywords for n in names):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    slots = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    return len(slots) >= leading + len(names) and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params
+    )
+
+
 @dataclass(frozen=True)
 class _UserCallables:
     """The user's forward / vjp / reference and how to call them."""
@@ -198,9 +221,10 @@ class _UserCallables:
         fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
     ) -> Any:
         names, _ = _accepted(fn)
-        kwargs = dict(a)
-        kwargs.update({k: v for k, v in p.items() if names is None or k in names})
-        return fn(*args, **kwargs)
+        extra = {k: v for k, v in p.items() if names is None or k in names}
+        if _positional_only(fn, list(a), len(args)):  # np.tanh: the inputs in their order
+            return fn(*args, *a.values(), **extra)
+        return fn(*args, **{**a, **extra})
 
     def run_forward(self, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         return self._call(self.forward, (), a, p)
@@ -323,6 +347,29 @@ def framework_value(value: Any, inputs: Mapping[str, Any], who: str, inner: Any)
     return value
 
 
+def unchanged(call: Callable[[], Any], arrays: Mapping[str, np.ndarray], who: str) -> Any:
+    """``call()``, refusing a user callable that changed one of ``arrays`` in place.
+
+    The check calls the function many times on the same arrays (and compares its forward
+    with finite differences around them), so an in-place update (``x *= 2``) makes every
+    later value wrong; this says so instead of reporting a wrong derivative.
+    """
+    before = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    result = call()
+    for name, old in before.items():
+        new = arrays[name]
+        if not np.array_equal(old, new, equal_nan=True):
+            where = np.argwhere(~((old == new) | (np.isnan(old) & np.isnan(new))))
+            at = [int(i) for i in where[0]] if old.ndim and where.size else []
+            index = tuple(at)
+            raise UserCheckError(
+                f"{who} changed its argument {name!r} in place ({name}{at} was {float(old[index]):.6g}, "
+                f"is {float(new[index]):.6g}): compute on a copy (x = x.copy()) or without in-place "
+                "operations (x = x * 2, not x *= 2)"
+            )
+    return result
+
+
 class _Recorder:
     """The "ops" handed to the user's forward on the NumPy path: it only records the params."""
 
@@ -407,7 +454,10 @@ class UserFunctionAdapter(AdapterBase):
         """The user's forward on ``inputs`` in ``dtype``, as NumPy."""
         if self.inner is not None:
             return np.asarray(self.inner.forward(fn, inputs, dtype))
-        return user_value(fn(_Recorder(), self._arrays(inputs, dtype)), self.words.subject)
+        arrays = self._arrays(inputs, dtype)
+        return user_value(
+            unchanged(lambda: fn(_Recorder(), arrays), arrays, self.words.subject), self.words.subject
+        )
 
     def vjp(
         self,
@@ -424,9 +474,16 @@ class UserFunctionAdapter(AdapterBase):
         assert self.user.vjp is not None  # guaranteed by check_gradients
         arrays = self._arrays(inputs, dtype)
         recorder = _Recorder()
-        output = user_value(fn(recorder, arrays), self.words.subject)
-        u = np.asarray(cotangent, dtype=dtype)
-        grads = self.user.grads(self.user.vjp, u, arrays, recorder.params)
+        output = user_value(
+            unchanged(lambda: fn(recorder, arrays), arrays, self.words.subject), self.words.subject
+        )
+        u = np.array(cotangent, dtype=dtype)
+        vjp = self.user.vjp
+        grads = unchanged(
+            lambda: self.user.grads(vjp, u, arrays, recorder.params),
+            {**arrays, "cotangent": u},
+            self.words.who,
+        )
         return VJPResult(output=output, grads={n: grads[n] for n in wrt})
 
 
@@ -636,7 +693,7 @@ def _check_names(
     accepted, has_params = _accepted(fn)
     if positional and not has_params:
         raise UserCheckError(f"{what} {_label(fn)!r} must take the cotangent as its first argument")
-    if accepted is None:
+    if accepted is None or _positional_only(fn, names, 1 if positional else 0):
         return
     missing = [n for n in names if n not in accepted]
     if missing:
@@ -726,7 +783,9 @@ def user_identity(
                     a,
                     dtype,
                 )
-            return user_value(user.run_forward(a, p), f"your function {display_name(forward)}")
+            who = f"your function {display_name(forward)}"
+            copies = {k: np.array(v) for k, v in a.items()}  # the oracle's own arrays stay untouched
+            return user_value(unchanged(lambda: user.run_forward(copies, p), copies, who), who)
         if isinstance(ops, _Recorder):
             ops.params = dict(p)
             return user.run_forward(a, p)
@@ -803,12 +862,10 @@ def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
         )
     from gradoracle.adapters import AdapterLoadError, load_adapter
 
-    if not isinstance(framework, str) and not all(
-        callable(getattr(framework, m, None)) for m in ("available", "forward", "vjp")
-    ):
+    if not isinstance(framework, str) and not callable(getattr(framework, "available", None)):
         raise UserCheckError(
             f"framework must be 'torch', 'jax', 'autograd', a 'package.module:Adapter' path or an adapter "
-            f"object (with available(), forward() and vjp()), not a {type(framework).__name__}"
+            f"object (see gradoracle.adapters.base.Adapter), not a {type(framework).__name__}"
         )
     try:
         inner = load_adapter(framework)
@@ -905,7 +962,7 @@ def check_gradients(
     params: Mapping[str, Any] | None = None,
     identity: str | Identity | None = None,
     reference: Callable[..., Any] | None = None,
-    dtypes: Sequence[str] | str = ("float64",),
+    dtypes: Sequence[str] | str | None = ("float64",),
     examples: int | None = None,
     seed: int | None = None,
     scale: float = 1.0,
@@ -936,6 +993,10 @@ def check_gradients(
     formula (the results' messages always hold it).
     """
     __tracebackhide__ = True
+    if dtypes is None:
+        dtypes = ("float64",)
+    if not isinstance(dtypes, str | Sequence):
+        raise UserCheckError(f"dtypes must be a dtype name or a list of them, not {type(dtypes).__name__}")
     dtype_list = [dtypes] if isinstance(dtypes, str) else list(dtypes)
     bad = [d for d in dtype_list if d not in DTYPES]
     if bad or not dtype_list:
