@@ -531,6 +531,9 @@ def _fd_comparisons(
     def s(out: np.ndarray) -> float:  # s(t) = <u, f(x + t v)>, accumulated in float64
         return float(np.sum(u64 * np.asarray(out, dtype=np.float64)))
 
+    def s_abs(out: np.ndarray) -> float:  # sum |u_i f_i(x + t v)|: the scale of s(t)'s rounding
+        return float(np.sum(np.abs(u64 * np.asarray(out, dtype=np.float64))))
+
     active: list[tuple[int, Mapping[str, np.ndarray], float]] = []
     for k, d in enumerate(dirs):
         h = steps[k]
@@ -564,7 +567,10 @@ def _fd_comparisons(
     rows: list[dict[str, Any]] = []
     for j, (k, d, h) in enumerate(active):
         mag = max(float(mags[j]), gmax * float(vmaxs[j]))
-        extra = float(extras[j]) + 16 * eps_fd * output_scale / h
+        # the rounding of s(+-h) is relative to what was evaluated there: x^2 at x ~ 1e-20 is
+        # 1e-40 at x but h^2 ~ 4e-11 at x +- h (output_scale alone failed a correct backward)
+        evaluated = max(s_abs(outs[2 * j]), s_abs(outs[2 * j + 1]), output_scale)
+        extra = float(extras[j]) + 16 * eps_fd * evaluated / h
         value = (s(outs[2 * j]) - s(outs[2 * j + 1])) / (2 * h)
         rows.append(
             {

@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
 from gradoracle.reference_ops import REFERENCE_OPS
-from gradoracle.results import CheckResult, GradientMismatch, Verdict, Words, brief_message
+from gradoracle.results import CheckResult, Fault, GradientMismatch, Verdict, Words, brief_message
 from gradoracle.runner import (
     DTYPES,
     CheckSettings,
@@ -1036,6 +1036,13 @@ def check_gradients(
                 forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample, mode
             )
         res.message = _rewrite_message(res.message, res.repro)
+        if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
+            # a session-wide mode (--gradoracle-mode) the framework cannot run on this function
+            # (a torch.autograd.Function without jvp(), a jax.custom_vjp): left out, as the modes
+            # the adapter lacks are, not a failure of the function's backward
+            why = next((ln.strip() for ln in res.message.splitlines() if _raised_in(ln, mode)), "")
+            res.verdict, res.fault = Verdict.SKIP, Fault.NONE
+            res.message = f"mode {mode} left out: {adapter.name} cannot run it on your function ({why})"
         results.append(res)
     failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
     if failed:
@@ -1048,6 +1055,21 @@ def check_gradients(
 
         raise unittest.SkipTest(unchecked[0].message)
     return results
+
+
+def _cannot_run(res: CheckResult, mode: str) -> bool:
+    """Whether a forward-mode or second-order check errored because the framework raised in that
+    mode (``jvp raised ...``), not because of a wrong value."""
+    return (
+        res.verdict == Verdict.ERROR
+        and res.fault == Fault.ADAPTER
+        and any(_raised_in(ln, mode) for ln in res.message.splitlines())
+    )
+
+
+def _raised_in(line: str, mode: str) -> bool:
+    """``jvp raised TypeError: ...`` / ``hvp (forward-over-reverse) raised ...``: the mode's call raised."""
+    return line.strip().startswith((f"{mode} raised", f"{mode} ("))
 
 
 def _user_modes(

@@ -199,3 +199,16 @@ def test_extreme_scales_draw_values_at_that_scale_and_judge_them(scale: float) -
     assert max(seen) > 0.1 * scale
     with pytest.raises(GradientMismatch, match="not the derivative"):
         check_gradients(sq, {"x": ("n",)}, vjp=sq_backward_wrong, scale=scale, **FAST)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e-17])
+def test_a_right_backward_passes_at_tiny_inputs(scale: float) -> None:
+    """Finite differences of x^2 at x ~ 1e-20 with the step h ~ 6e-6 evaluate h^2 ~ 4e-11, not
+    x^2: their rounding is relative to that (it used to be taken relative to f(x) alone, and a
+    correct backward failed).  Down to 1e-17 a backward 5% off is still caught; below, the
+    difference is under what float64 finite differences resolve with that step."""
+    check_gradients(sq, {"x": ("n",)}, vjp=sq_backward, scale=scale, **FAST)
+    check_gradients_at(sq, {"x": [scale, -2 * scale]}, vjp=sq_backward)
+    if scale >= 1e-17:
+        with pytest.raises(GradientMismatch, match="not the derivative"):
+            check_gradients(sq, {"x": ("n",)}, vjp=sq_backward_wrong, scale=scale, **FAST)

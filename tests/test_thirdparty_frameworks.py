@@ -86,3 +86,34 @@ def test_a_jax_custom_vjp_right_passes_wrong_fails_and_numpy_inside_is_named() -
 def test_a_framework_that_is_no_adapter_is_refused() -> None:
     with pytest.raises(UserCheckError, match="framework must be 'torch'"):
         check_gradients(lambda x: x * x, {"x": ("n",)}, framework=object(), **FAST)
+
+
+def test_a_session_mode_the_framework_cannot_run_is_left_out_not_failed() -> None:
+    """--gradoracle-mode jvp for the session: a torch.autograd.Function without jvp() or a
+    jax.custom_vjp has no forward mode; that mode is left out (a SKIP result with the reason),
+    as a mode the adapter lacks is.  A custom_jvp with a wrong jvp still fails."""
+    from gradoracle.results import Verdict
+    from gradoracle.user_checks import GradOracle
+
+    jax = pytest.importorskip("jax")
+    session = GradOracle(examples=5, seed=0, modes=("vjp", "jvp"))
+
+    @jax.custom_vjp
+    def square(x: Any) -> Any:
+        return x * x
+
+    square.defvjp(lambda x: (x * x, x), lambda x, g: (2 * x * g,))
+    results = session.check(square, {"x": ("n",)}, framework="jax")
+    left_out = [r for r in results if r.verdict == Verdict.SKIP]
+    assert len(left_out) == 1 and "mode jvp left out" in left_out[0].message
+    assert "custom_vjp" in left_out[0].message
+
+    @jax.custom_jvp
+    def square_jvp(x: Any) -> Any:
+        return x * x
+
+    square_jvp.defjvp(lambda primals, tangents: (primals[0] ** 2, 2.1 * primals[0] * tangents[0]))
+    with pytest.raises(GradientMismatch):
+        session.check(square_jvp, {"x": ("n",)}, framework="jax")
+    with pytest.raises(GradientMismatch):  # asked for explicitly: the mode cannot run, an error
+        check_gradients(square, {"x": ("n",)}, framework="jax", modes=("jvp",), **FAST)
