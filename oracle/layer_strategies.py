@@ -305,16 +305,38 @@ class ConfigSpace:
         """The covering pool for ``size`` configurations (:func:`covering_pool`; cached per process)."""
         return _pool(self, size, os.environ.get(LARGE_ENV, ""))
 
-    def pooled(self, size: int) -> st.SearchStrategy[S.Example]:
-        """The configuration from :meth:`pool` (shrinks to the simplest, the pool's first),
-        the values drawn freely; ``size <= 0``: :meth:`free`."""
+    def pooled(
+        self, size: int, only: int | None = None, seen: Callable[[int], None] | None = None
+    ) -> st.SearchStrategy[S.Example]:
+        """The configuration from :meth:`pool` (its index is one integer choice in ``[0, n)``,
+        which shrinks to 0, the simplest), the values drawn freely; ``size <= 0``: :meth:`free`.
+
+        ``only=k`` fixes the configuration to the pool's ``k``-th (a check's top-up of a
+        configuration its examples did not draw): the index is still one integer choice, in
+        ``[k, k]``, so an example's choice sequence (a ``@reproduce_failure`` blob, an example
+        database entry) means the same example under both strategies.  ``seen(k)`` is called
+        with the index of every configuration drawn."""
         if size <= 0:
+            if only is not None:
+                raise ValueError(
+                    "only= needs a covering pool (size >= 1); configurations drawn freely have none"
+                )
             return self.free()
         configs = self.pool(size).configurations
+        if only is not None and not 0 <= only < len(configs):
+            raise ValueError(
+                f"only={only}: the pool of {self.name!r} has {len(configs)} configurations (0-based)"
+            )
+        choice: st.SearchStrategy[int] = (
+            st.sampled_from(range(len(configs))) if only is None else st.integers(only, only)
+        )
 
         @st.composite
         def drawn(draw: st.DrawFn) -> S.Example:
-            return self.values(draw, dict(draw(st.sampled_from(configs))))
+            index = draw(choice)
+            if seen is not None:
+                seen(index)
+            return self.values(draw, dict(configs[index]))
 
         return drawn()
 

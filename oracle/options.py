@@ -153,14 +153,21 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
         metavar="MODE",
     ),
     SharedOption(
-        "examples", "Hypothesis examples per check (default 30)", type=_positive_int, default=30, metavar="N"
+        "examples",
+        "Hypothesis examples per check (default 30; a layer check adds one for each configuration of its "
+        "covering set they did not draw)",
+        type=_positive_int,
+        default=30,
+        metavar="N",
     ),
     SharedOption(
         "configurations",
         "hyper-parameter configurations (shapes, stride, padding, groups, ...) of each layer identity: a "
         "fixed covering set where every value of every hyper-parameter occurs at least once, grown with "
-        "pairs of values up to N, the arrays drawn freely in each; 'all' = Hypothesis draws every "
-        f"configuration (slower with JAX: one program each) (default {DEFAULT_CONFIGURATIONS})",
+        "pairs of values up to N, the arrays drawn freely in each; every configuration of the set is "
+        "evaluated in every check (one extra example for each one the examples did not draw); 'all' = "
+        "Hypothesis draws every configuration, none guaranteed (slower with JAX: one program each) "
+        f"(default {DEFAULT_CONFIGURATIONS})",
         type=configurations_count,
         default=DEFAULT_CONFIGURATIONS,
         metavar="N|all",

@@ -1440,6 +1440,7 @@ def check(
         "generating": False,
         "last": None,
         "outcomes": [],
+        "top_up": None,  # (pool index, why) while a top-up run draws
     }
     what = f"{adapter_label} on one example of {ident.name}/{dtype}"
     # inside the user's own @given test, check() draws one example through it (no nesting)
@@ -1449,6 +1450,15 @@ def check(
     known: dict[bytes, ExampleOutcome] = {}  # outcomes of the batched pass, by example digest
     alone: set[bytes] = set()  # digests whose failing batched outcome was replaced by one alone
     recording: list[Example] | None = None  # the examples Hypothesis draws, in the recording pass
+    # a layer identity's covering pool (0: none, or inside the user's own @given test, where the
+    # user's test draws one example and nothing is topped up): the configurations the examples
+    # used are collected, and each one no example used is evaluated by a top-up run
+    pool_size = 0 if nested else ident.pool_size(settings.configurations)
+    drawing: dict[str, int | None] = {"index": None}  # the pool index of the example being drawn
+    covered: set[int] = set()  # pool indices of the examples evaluated (or recorded)
+
+    def saw(index: int) -> None:
+        drawing["index"] = index
 
     def evaluate(example: Example) -> ExampleOutcome:
         digest = example_digest(example) if known else b""
@@ -1483,6 +1493,9 @@ def check(
             state["generating"] = state["generating"] or probe
             if degenerate and state["generating"] and state["first_failure"] is None:
                 reject()
+        if drawing["index"] is not None:
+            covered.add(drawing["index"])
+            drawing["index"] = None
         if recording is not None:
             recording.append(example)
             return
@@ -1542,12 +1555,16 @@ def check(
         blob = next((m.group(1) for n in notes if (m := _BLOB.search(str(n)))), None)
         return {"hypothesis_seed": None if generated is None else str(generated), "blob": blob}
 
-    def hypothesis_test(record: bool) -> Any:
-        """``body`` under the check's Hypothesis settings; ``record``: the recording pass, which
-        never shrinks and only reads the example database (a saved failure is drawn first but
-        neither deleted nor re-saved: the one-at-a-time pass does that)."""
-        wrapped = given(ident.examples(settings.configurations))(body)
-        hs = hypothesis_settings_for(settings)
+    def hypothesis_test(
+        record: bool, strategy: Any, examples: int, seed: int | None, key: bytes | None
+    ) -> Any:
+        """``body`` over ``strategy`` under the check's Hypothesis settings with ``examples``
+        examples, ``seed`` (None: Hypothesis's choice) and the example-database ``key`` (None:
+        the check's own); ``record``: the recording pass, which never shrinks and only reads the
+        example database (a saved failure is drawn first but neither deleted nor re-saved: the
+        one-at-a-time pass does that)."""
+        wrapped = given(strategy)(body)
+        hs = hypothesis_settings_for(settings.with_(examples=examples))
         if record:
             db = hs.database
             hs = hypothesis_settings(
@@ -1556,18 +1573,64 @@ def check(
                 phases=[p for p in hs.phases if p is not Phase.shrink],
             )
         wrapped = hs(wrapped)
-        if run_seed["seed"] is not None:
-            wrapped = hypothesis_seed(run_seed["seed"])(wrapped)
+        if seed is not None and run_seed["generated"] is None:
+            wrapped = hypothesis_seed(seed)(wrapped)  # the user's seed: as @seed, no database
+        elif seed is not None:
+            # a seed the check chose (to draw the same examples in both passes and derive the
+            # top-ups'): Hypothesis's random choice made explicit, the example database kept
+            wrapped._hypothesis_internal_use_seed = seed
         if settings.reproduce_failure:
             blob = settings.reproduce_failure.encode()
             wrapped = hypothesis_reproduce_failure(hypothesis_version, blob)(wrapped)
         if hs.database is None:
             # no example database: its key (a digest of the test's source, about 3 ms per
             # check spent in `inspect.getsource` and `tokenize`) would be computed and unused
-            wrapped._hypothesis_internal_database_key = None  # type: ignore[attr-defined]
+            wrapped._hypothesis_internal_database_key = None
+        elif key is not None:
+            wrapped._hypothesis_internal_database_key = key
         return wrapped
 
-    batch_failed: list[Example] = []
+    def run_pass(strategy: Any, examples: int, seed: int | None, key: bytes | None, batched: bool) -> None:
+        """One Hypothesis run of ``examples`` examples of ``strategy``; a failure raises (shrunk
+        by Hypothesis), a pass adds its examples to the counts.
+
+        ``batched``: Hypothesis chooses the examples (a pass that only records them), the adapter
+        evaluates them in batches; a clean batch is the whole pass.  Otherwise the one-at-a-time
+        pass replays the same examples (answered from ``known``) up to the failing one and
+        Hypothesis shrinks it.  Both passes must draw the same examples: one seed for both."""
+        nonlocal recording, test
+        batch_failed: list[Example] = []
+        state["generating"] = False
+        drawing["index"] = None
+        if batched:
+            recording = []
+            with with_reporter(lambda _: None):
+                hypothesis_test(True, strategy, examples, seed, key)()
+            drawn, recording = recording, None
+            state["generating"] = False
+            batch_failed = _evaluate_in_batches(
+                ident, ad, dtype, drawn, settings, guard, known, state, evaluation_for(mode)
+            )
+            if not batch_failed:
+                for example in drawn:
+                    state["calls"] += 1
+                    state["drawn"] += 1
+                    outcome = known[example_digest(example)]
+                    if outcome.bits is not None:
+                        state["bits"] = min(state.get("bits", outcome.bits), outcome.bits)
+                    for c in outcome.comparisons:
+                        stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
+                            c.abs_error, c.rel_error, c.ratio
+                        )
+                return
+        test = hypothesis_test(False, strategy, examples, seed, key)
+        with with_reporter(reported.append):
+            test()
+        if batch_failed:
+            # the replay drew other examples than the recording pass: report the
+            # batch's failure as it was found (unshrunk) rather than lose it
+            body(batch_failed[0])
+
     try:
         if nested:
             # one example, drawn (and shrunk) by the user's test
@@ -1577,44 +1640,36 @@ def check(
             mode_key = "" if mode == "vjp" else f":{mode}"
             key = f"gradoracle:{ident.name}:{adapter_label}:{dtype}{mode_key}{_own_key(ad)}".encode()
             body._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-            if settings.batch > 1 and batches_anything(ad) and not settings.reproduce_failure:
-                # Hypothesis chooses the examples (a pass that only records them), the
-                # adapter evaluates them in batches; a clean batch is the whole check.
-                # Otherwise the one-at-a-time pass replays the same examples (answered
-                # from `known`) up to the failing one and Hypothesis shrinks it.  Both
-                # passes must draw the same examples: one seed for both.
-                if run_seed["seed"] is None and not _seed_fixed_elsewhere(settings):
-                    run_seed["seed"] = run_seed["generated"] = random.getrandbits(128)
-                recording = []
-                with with_reporter(lambda _: None):
-                    hypothesis_test(record=True)()
-                drawn, recording = recording, None
-                state["generating"] = False
-                batch_failed = _evaluate_in_batches(
-                    ident, ad, dtype, drawn, settings, guard, known, state, evaluation_for(mode)
-                )
-                if not batch_failed:
-                    for example in drawn:
-                        state["calls"] += 1
-                        state["drawn"] += 1
-                        outcome = known[example_digest(example)]
-                        if outcome.bits is not None:
-                            state["bits"] = min(state.get("bits", outcome.bits), outcome.bits)
-                        for c in outcome.comparisons:
-                            stats.setdefault(c.kind, {}).setdefault(c.input, ErrorStat()).update(
-                                c.abs_error, c.rel_error, c.ratio
-                            )
-                    bits = state.get("bits") if records_bits(dtype) else None
-                    return result(
-                        Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common
-                    )
-            test = hypothesis_test(record=False)
-            with with_reporter(reported.append):
-                test()
-            if batch_failed:
-                # the replay drew other examples than the recording pass: report the
-                # batch's failure as it was found (unshrunk) rather than lose it
-                body(batch_failed[0])
+            batched = settings.batch > 1 and batches_anything(ad) and not settings.reproduce_failure
+            if (batched or pool_size) and run_seed["seed"] is None and not _seed_fixed_elsewhere(settings):
+                # one seed for the recording and the one-at-a-time passes, and the top-ups' seeds
+                # derived from it: the seed reported draws every example of the check again
+                run_seed["seed"] = run_seed["generated"] = _fresh_seed()
+            space = ident.configurations
+            top_up = space is not None and pool_size > 0 and _tops_up(settings)
+            configs = space.pool(settings.configurations).configurations if space and top_up else ()
+            keys = [key + b":configuration:" + _configuration_key(c) for c in configs]
+
+            def top_up_pass(k: int, why: str, batch_it: bool) -> None:
+                state["top_up"] = (k, why)
+                strategy = ident.examples(settings.configurations, only=k, seen=saw)
+                run_pass(strategy, TOP_UP_EXAMPLES, _top_up_seed(run_seed["seed"], k), keys[k], batch_it)
+                state["top_up"] = None
+
+            # a top-up's failure saved in the example database is replayed first (one at a
+            # time, so that Hypothesis deletes the entry once it passes)
+            # a seed of the user's own (--gradoracle-seed, the CLI) runs without the database, as
+            # Hypothesis's @seed does
+            database = hypothesis_settings_for(settings).database if settings.seed is None else None
+            saved = [k for k in range(len(configs)) if _has_saved(database, keys[k])]
+            for k in saved:
+                top_up_pass(k, "a failure of it was saved in the example database", False)
+            main = ident.examples(settings.configurations, seen=saw if pool_size else None)
+            run_pass(main, settings.examples, run_seed["seed"], None, batched)
+            # every configuration of the covering pool is evaluated at least once
+            for k in range(len(configs)):
+                if k not in covered:
+                    top_up_pass(k, f"none of the check's {settings.examples} examples drew it", batched)
     except GradientMismatch as exc:
         last: ExampleOutcome | None = state["last"]
         crashed = last is not None and (last.crash is not None or last.domain is not None)
@@ -1626,6 +1681,12 @@ def check(
                 "seed": last.example.seed,
             }
         fault, message, precision = exc.fault, str(exc), None
+        if state.get("top_up") is not None:
+            k, why = state["top_up"]
+            message = (
+                f"found by the top-up example of configuration {k + 1} of the {pool_size} of the covering "
+                f"set ({why}; every configuration is evaluated at least once)\n{message}"
+            )
         if dtype == "float32" and last is not None and not crashed:
             finding = reduced_precision_finding(
                 last, lambda: _passes_in_float64(evaluate_mode, ident, ad, last.example, settings)
@@ -1682,6 +1743,51 @@ def check(
         )
     bits = state.get("bits") if records_bits(dtype) else None
     return result(Verdict.PASS, errors=stats, precision=precision_record(bits), **counts(), **common)
+
+
+#: Examples of a top-up run: one check evaluates every configuration of a layer identity's
+#: covering pool; a configuration none of its examples drew gets a Hypothesis run of its own,
+#: of this many examples (values drawn, shrunk and replayed as in the main run).
+TOP_UP_EXAMPLES = 1
+
+
+def _tops_up(settings: CheckSettings) -> bool:
+    """Whether a check tops up the configurations its examples did not draw: not when it replays
+    one blob (``reproduce_failure``), nor under a profile whose phases generate no example."""
+    if settings.reproduce_failure:
+        return False
+    return Phase.generate in hypothesis_settings_for(settings).phases
+
+
+def _configuration_key(configuration: Mapping[str, Any]) -> bytes:
+    """A short digest of one configuration (its top-up's example-database key ends with it)."""
+    text = repr(sorted(configuration.items())).encode()
+    return hashlib.blake2b(text, digest_size=8).hexdigest().encode()
+
+
+def _top_up_seed(seed: int | None, index: int) -> int | None:
+    """The seed of the top-up of configuration ``index``: derived from the check's seed (None
+    when Hypothesis chooses: ``derandomize`` or ``--hypothesis-seed`` then decide)."""
+    if seed is None:
+        return None
+    digest = hashlib.blake2b(f"{seed}:top-up:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _fresh_seed() -> int:
+    """A random seed for a check that the user left to Hypothesis (reported, so it can be rerun)."""
+    return random.getrandbits(128)
+
+
+def _has_saved(database: Any, key: bytes) -> bool:
+    """Whether the example database holds an entry under ``key`` (a database that cannot be
+    read counts as empty)."""
+    if database is None:
+        return False
+    try:
+        return next(iter(database.fetch(key)), None) is not None
+    except Exception:  # a user's database that fails to read: nothing to replay from it
+        return False
 
 
 #: The start of the message of a check in which Hypothesis ran no example (see :func:`no_examples_message`).

@@ -101,13 +101,29 @@ class Identity:
     #: ``strategy`` is the free drawing.  ``None``: ``strategy`` alone.
     configurations: ConfigSpace | None = None
 
-    def examples(self, configurations: int = 0) -> st.SearchStrategy[S.Example]:
+    def examples(
+        self, configurations: int = 0, only: int | None = None, seen: Callable[[int], None] | None = None
+    ) -> st.SearchStrategy[S.Example]:
         """The inputs a check draws: from a covering pool of at most ``configurations``
         hyper-parameter configurations where the identity has them (:mod:`gradoracle.layer_strategies`),
-        else (or with 0) :attr:`strategy`."""
+        else (or with 0) :attr:`strategy`.  ``only=k``: the pool's ``k``-th configuration alone
+        (values still drawn); ``seen(k)``: called with the pool index of each configuration drawn
+        (:meth:`gradoracle.layer_strategies.ConfigSpace.pooled`)."""
         if self.configurations is not None and configurations > 0:
-            return self.configurations.pooled(configurations)
+            return self.configurations.pooled(configurations, only=only, seen=seen)
+        if only is not None:
+            raise ValueError(
+                f"identity {self.name!r} draws no configuration from a pool: only={only} has no meaning"
+            )
         return self.strategy()
+
+    def pool_size(self, configurations: int) -> int:
+        """How many configurations a check with ``configurations`` draws from: the size of the
+        covering pool (at most ``configurations``; more where covering every value needs more),
+        0 where there is no pool (not a layer identity, or ``configurations <= 0``: drawn freely)."""
+        if self.configurations is None or configurations <= 0:
+            return 0
+        return len(self.configurations.pool(configurations).configurations)
 
     def run_forward(self, ops: Any, inputs: Arrays, params: Params | None = None) -> Any:
         """``forward(ops, inputs, params)``: the identity's forward on any ops namespace."""
