@@ -37,6 +37,7 @@ snippet that calls :func:`check_gradients_at` on the failing example.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -215,16 +216,27 @@ class _UserCallables:
     vjp: Callable[..., Any] | None
     reference: Callable[..., Any] | None
     wrt: tuple[str, ...]
+    #: the caller's recursion limit when the check began: Hypothesis lowers it to its own
+    #: stack depth + 2000 while a test runs, and a function that recursed fine in the
+    #: caller's process raised RecursionError inside the check
+    recursion_limit: int = 0
 
-    @staticmethod
     def _call(
-        fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
+        self, fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
     ) -> Any:
+        import sys
+
         names, _ = _accepted(fn)
         extra = {k: v for k, v in p.items() if names is None or k in names}
-        if _positional_only(fn, list(a), len(args)):  # np.tanh: the inputs in their order
-            return fn(*args, *a.values(), **extra)
-        return fn(*args, **{**a, **extra})
+        positional = _positional_only(fn, list(a), len(args))  # np.tanh: the inputs in their order
+        lowered = sys.getrecursionlimit()
+        if self.recursion_limit > lowered:
+            sys.setrecursionlimit(self.recursion_limit)
+        try:
+            return fn(*args, *a.values(), **extra) if positional else fn(*args, **{**a, **extra})
+        finally:
+            if self.recursion_limit > lowered:
+                sys.setrecursionlimit(lowered)
 
     def run_forward(self, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         return self._call(self.forward, (), a, p)
@@ -768,7 +780,9 @@ def user_identity(
             _check_names("vjp", vjp, names, list(params), positional=True)
         if reference is not None:
             _check_names("reference", reference, names, list(params), positional=True)
-    user = _UserCallables(forward, vjp, reference, wrt_names)
+    import sys
+
+    user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit())
 
     def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """The user's forward on the adapter's arrays; the reference forward on NumPy."""
@@ -1030,12 +1044,15 @@ def check_gradients(
     mode_list = _user_modes(modes, adapter, ident, skip_unsupported_modes)
     results = []
     for dtype, mode in ((d, m) for m in mode_list for d in dtype_list):
-        res = check(ident, adapter, dtype, run_settings, mode)
+        run = functools.partial(check, ident, adapter, dtype, mode=mode)
+        res = _outside_explicit_example(run, run_settings)
         if res.counterexample is not None and res.repro is not None:
             res.repro = _repro(
                 forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample, mode
             )
         res.message = _rewrite_message(res.message, res.repro)
+        if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
+            raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
             # a session-wide mode (--gradoracle-mode) the framework cannot run on this function
             # (a torch.autograd.Function without jvp(), a jax.custom_vjp): left out, as the modes
@@ -1055,6 +1072,58 @@ def check_gradients(
 
         raise unittest.SkipTest(unchecked[0].message)
     return results
+
+
+def _outside_explicit_example(
+    run: Callable[[CheckSettings], CheckResult], settings: CheckSettings
+) -> CheckResult:
+    """``run(settings)``; in a user's ``@example(...)`` of a ``@given`` test, one example on
+    another thread.
+
+    Inside ``@given`` a check draws its one example through the user's test, but an explicit
+    example's test case has no choices to draw from (Hypothesis stopped it with an internal
+    ``StopTest``/``Frozen`` error).  Hypothesis' test context is per thread, so on a thread of
+    its own the check draws its one example itself (shrunk as usual when it fails).
+    """
+    import threading
+
+    from hypothesis.control import current_build_context, currently_in_test_context
+
+    if not currently_in_test_context() or current_build_context().data.max_choices != 0:
+        return run(settings)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = run(settings.with_(examples=1))
+        except BaseException as exc:  # handed back to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="gradoracle-explicit-example", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    result: CheckResult = box["result"]
+    return result
+
+
+def _health_check_advice(message: str, identity: str | None) -> str:
+    """A Hypothesis health check that stopped the drawing of the user's inputs, and what to change."""
+    said = message.split("FailedHealthCheck: ", 1)[1].strip().split("\n")[0]
+    if "filtering out a lot of inputs" in said:
+        rules = f"the shape rules of identity {identity!r}" if identity else "your strategies' filters"
+        hint = (
+            f"most drawn inputs broke {rules}: draw dimensions that fit (fixed shapes, a smaller or larger "
+            "max_dim=, params that suit the shapes)"
+        )
+    else:
+        hint = (
+            "make the inputs cheaper to draw (smaller shapes, simpler strategies), or suppress that "
+            "health check in your Hypothesis profile (settings.register_profile(..., "
+            "suppress_health_check=[...]))"
+        )
+    return f"Hypothesis could not draw your inputs: {said} ({hint})"
 
 
 def _cannot_run(res: CheckResult, mode: str) -> bool:

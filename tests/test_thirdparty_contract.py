@@ -212,3 +212,84 @@ def test_a_right_backward_passes_at_tiny_inputs(scale: float) -> None:
     if scale >= 1e-17:
         with pytest.raises(GradientMismatch, match="not the derivative"):
             check_gradients(sq, {"x": ("n",)}, vjp=sq_backward_wrong, scale=scale, **FAST)
+
+
+def test_a_check_in_an_explicit_example_draws_its_own_example() -> None:
+    """``@example(...)`` on a ``@given`` test: the test case has no choices to draw from, and the
+    nested check stopped with Hypothesis' internal StopTest / Frozen errors."""
+    from hypothesis import Phase, example, given, settings
+    from hypothesis import strategies as st
+
+    from gradoracle.user_checks import GradOracle
+
+    oracle = GradOracle(examples=5, seed=0)
+
+    @settings(database=None, deadline=None, max_examples=3)
+    @given(n=st.integers(1, 3))
+    @example(n=2)
+    def right(n: int) -> None:
+        oracle.check(sq, {"x": (n,)}, vjp=sq_backward)
+
+    right()
+
+    @settings(database=None, deadline=None, phases=[Phase.explicit])
+    @given(n=st.integers(1, 3))
+    @example(n=2)
+    def wrong(n: int) -> None:
+        oracle.check(sq, {"x": (n,)}, vjp=sq_backward_wrong)
+
+    with pytest.raises(GradientMismatch, match="not the derivative"):
+        wrong()
+
+
+def test_a_function_recursing_deeper_than_hypothesis_allows_keeps_the_callers_limit() -> None:
+    """Hypothesis lowers the recursion limit to its stack depth + 2000 while a test runs; a
+    function recursing 5000 deep under the caller's raised limit raised RecursionError."""
+    import sys
+
+    def deep(x: np.ndarray, depth: int = 5000) -> np.ndarray:
+        return x * x if depth == 0 else deep(x, depth - 1)
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 12000))
+    try:
+        check_gradients(deep, {"x": ("n",)}, vjp=sq_backward, **FAST)
+        with pytest.raises(GradientMismatch, match="not the derivative"):
+            check_gradients(deep, {"x": ("n",)}, vjp=sq_backward_wrong, **FAST)
+        assert sys.getrecursionlimit() == max(old, 12000)
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _pool(X: np.ndarray, k: int) -> np.ndarray:
+    n, m = X.shape
+    return X[: n // k * k, : m // k * k].reshape(n // k, k, m // k, k).max(axis=(1, 3))
+
+
+def _pool_backward(g: np.ndarray, X: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    out = np.zeros_like(X)
+    for i in range(X.shape[0] // k):
+        for j in range(X.shape[1] // k):
+            window = X[i * k : (i + 1) * k, j * k : (j + 1) * k]
+            a, b = np.unravel_index(np.argmax(window), window.shape)
+            out[i * k + a, j * k + b] += g[i, j]
+    return {"X": out}
+
+
+def test_inputs_that_rarely_fit_the_identity_are_a_usage_error_not_a_failed_backward() -> None:
+    """k = 5 windows with dimensions drawn in 1..5: Hypothesis' filter health check stopped the
+    check, and a correct backward was reported as a failing one."""
+    with pytest.raises(
+        UserCheckError, match=r"could not draw your inputs.*shape rules of identity 'max-pool'"
+    ):
+        check_gradients(
+            _pool,
+            {"X": ("n", "m")},
+            params={"k": 5},
+            vjp=_pool_backward,
+            identity="max-pool",
+            max_dim=5,
+            examples=10,
+            seed=0,
+        )
+    check_gradients(_pool, {"X": (5, 10)}, params={"k": 5}, vjp=_pool_backward, identity="max-pool", **FAST)
