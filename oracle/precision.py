@@ -75,6 +75,16 @@ PRECISION_MODES: tuple[PrecisionMode, ...] = (
 )
 
 
+#: The floor of the magnitude in the measure: float32's smallest normal number over its epsilon,
+#: 2^-126 / 2^-23 = 2^-103 (9.9e-32).  A result below 2^-126 is subnormal, or flushed to zero (XLA
+#: on CPU flushes subnormals): its absolute error is up to 2^-126 whatever its size (sigmoid'(-95)
+#: = 5.5e-42 comes back as 0), which relative to a subnormal magnitude would read as 0 bits.  With
+#: the floor, an error of up to 2^-126 counts as one ulp; an error above the floor is still
+#: measured against the magnitude (and the tolerance's own absolute floor, ``atol = eps^2`` =
+#: 1.4e-14 in float32, is far above it).
+SUBNORMAL_FLOOR = float(np.finfo(np.float32).tiny / np.finfo(np.float32).eps)
+
+
 def records_bits(dtype: str) -> bool:
     """Whether a check in ``dtype`` records effective mantissa bits: float32 only, the dtype whose
     reduced-precision modes (TF32, bf16) the record names; float64 checks skip the computation."""
@@ -82,9 +92,10 @@ def records_bits(dtype: str) -> bool:
 
 
 def effective_bits(arrays: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
-    """``-log2(max_i |g_i - r_i| / m_i)`` over every ``(got, reference, magnitude)`` array.
-
-    Elements whose magnitude is zero are left out unless they are wrong (then 0 bits).
+    """``-log2(max_i |g_i - r_i| / (m_i + f))`` over every ``(got, reference, magnitude)`` array,
+    ``f`` = :data:`SUBNORMAL_FLOOR` (an error of up to float32's smallest normal number, from
+    subnormal or flushed results, is one ulp); exact elements count as 24 bits, a wrong one whose
+    magnitude is zero as 0 bits or fewer than a few.
     """
     worst = 0.0
     for got, ref, mag in arrays.values():
@@ -94,8 +105,7 @@ def effective_bits(arrays: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray
         err = np.abs(g - r)
         if not err.size:
             continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(m > 0, err / np.where(m > 0, m, 1.0), np.where(err > 0, 1.0, 0.0))
+        rel = err / (m + SUBNORMAL_FLOOR)
         worst = max(worst, float(np.max(rel)))
     if worst <= 0.0:
         return FLOAT32_BITS

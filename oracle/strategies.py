@@ -371,20 +371,87 @@ def near_point(rng: ValueSource, shape: tuple[int, ...], scale: float, point: fl
     return np.where(pick < 0.4, ordinary, np.where(pick < 0.85, near, point))
 
 
-def with_tails(rng: ValueSource, x: np.ndarray, scale: float, tail: float) -> np.ndarray:
-    """``x`` with about half its entries (at least one) moved to the tails: ``+-`` log-uniform in
-    ``[scale, tail]``, where a rule written for the bulk (a saturating branch, a threshold, an
-    approximation valid for small ``|x|``, an overflowing intermediate) is still checked.
+#: The upper end of the tail draws' middle decades (see :func:`with_tails`).
+MID_TAIL = 20.0
+
+
+def with_tails(
+    rng: ValueSource,
+    x: np.ndarray,
+    scale: float,
+    tail: float,
+    gap: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """``x`` with about three quarters of its entries (at least one) moved to the tails, where a rule written
+    for the bulk (a saturating branch, a threshold, an approximation valid for small ``|x|``, an
+    overflowing intermediate) is still checked.
+
+    Each moved entry is ``+-`` log-uniform in ``[scale, 20]`` (:data:`MID_TAIL`: where thresholds,
+    clamps and saturated branches cut too early show, a gradient still above the tolerance), or,
+    for a quarter of them, in ``[20, tail]``; and two entries of opposite signs (one in half the
+    examples of one or two entries) are uniform in ``[0.9 tail, tail]``: the far end, where an
+    intermediate such as ``exp(|x|)`` overflows (float32's ``exp`` past 88.7 of a tail of 100;
+    log-uniform draws alone put 4% of the entries there, and a 30-example check missed it).
+    ``gap = (a, b)``: values drawn inside the open interval move up by ``b - a`` (a region a
+    framework documents a deviation in, such as PyTorch's softplus linearisation between its
+    threshold 20 and the point where it stops showing in float64).
     Unchanged under :func:`ordinary_draws`."""
     if not _NEAR_DRAWS[-1] or tail <= scale or x.size == 0:
         return x
     out = np.array(x, dtype=float)
     flat = out.reshape(-1)
-    pick = rng.random(size=flat.shape) < 0.5
-    pick[int(rng.integers(0, flat.size))] = True
-    sign = np.where(rng.random(size=flat.shape) < 0.5, -1.0, 1.0)
-    flat[pick] = (sign * _log_uniform(rng, flat.shape, scale, tail))[pick]
+    pick = rng.random(size=flat.shape) < 0.75
+    # signs alternate along the vector, each flipped by a coin: Hypothesis favours the simplest
+    # codes (0.0 from ``random()``), which would otherwise give one sign throughout
+    flips = rng.random(size=flat.shape) < 0.5
+    sign = np.where((np.arange(flat.size) + flips) % 2 == 0, 1.0, -1.0)
+    chosen = int(rng.integers(0, flat.size))  # at least one entry moved
+    pick[chosen] = True
+    mid = min(tail, MID_TAIL)
+    beyond = (rng.random(size=flat.shape) >= 0.75) & (tail > mid)  # simplest codes: the middle
+    magnitude = np.where(
+        beyond, _log_uniform(rng, flat.shape, mid, tail), _log_uniform(rng, flat.shape, scale, mid)
+    )
+    far_end = rng.uniform(max(scale, 0.9 * tail), tail, size=2)
+    if tail > mid and flat.size >= 3:  # the far end on both sides
+        other = (chosen + 1 + int(rng.integers(0, flat.size - 1))) % flat.size
+        pick[other] = True
+        magnitude[[chosen, other]] = far_end
+        sign[other] = -sign[chosen]
+    elif tail > mid and rng.random() < 0.5:
+        magnitude[chosen] = far_end[0]
+    moved = sign * magnitude
+    if gap is not None:
+        low, high = gap
+        inside = (moved > low) & (moved < high)
+        moved = np.where(inside, moved + (high - low), moved)
+    flat[pick] = moved[pick]
     return out
+
+
+#: The largest |logit| of the cross-entropy draws' tails: past float32's ``exp`` overflow at 88.7,
+#: where a log-sum-exp or softmax without the max subtracted returns inf/inf = NaN.
+LOGIT_TAIL = 100.0
+#: How the cross-entropy draws place the logits: the bulk as drawn, entries moved to the tails
+#: (:func:`with_tails`), or every logit of a row shifted by one large common offset (the softmax
+#: is shift-invariant, the unshifted exponentials are not).
+LOGIT_KINDS = ("bulk", "tails", "shifted")
+
+
+def logit_tails(rng: ValueSource, z: np.ndarray, scale: float, kind: str) -> np.ndarray:
+    """Logits ``z`` (rows along the last axis) placed by ``kind`` (:data:`LOGIT_KINDS`): ``tails``
+    moves about half the entries to ``+-[scale, LOGIT_TAIL]``; ``shifted`` adds to each row one
+    offset ``c`` drawn as a tail entry (``|c|`` up to :data:`LOGIT_TAIL`): ``softmax(z + c) =
+    softmax(z)``, while ``exp(z + c)`` overflows (c > 0) or every entry underflows (c < -104)."""
+    if kind == "bulk" or not _NEAR_DRAWS[-1]:
+        return z
+    if kind == "tails":
+        return with_tails(rng, z, scale, LOGIT_TAIL)
+    if kind != "shifted":
+        raise ValueError(f"logit kind {kind!r}; use one of {LOGIT_KINDS}")
+    rows = z.reshape(-1, z.shape[-1]) if z.ndim else z.reshape(1, 1)
+    offsets = with_tails(rng, np.zeros(rows.shape[0]), scale, LOGIT_TAIL)
+    return np.asarray(rows + offsets[:, None]).reshape(z.shape)
 
 
 def positive(rng: ValueSource, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:

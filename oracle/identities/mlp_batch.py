@@ -316,8 +316,11 @@ def _logit_config(p: L.Picker) -> L.Configuration:
 def _logit_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
     n_rows, m, params = config["rows"], config["classes"], dict(config["params"])
     seed, scale = draw(S.SEEDS), draw(S.SCALES)
+    kind = draw(st.sampled_from(S.LOGIT_KINDS))
     rng = S.values_for(draw, seed)
-    Z = S.uniform(rng, (n_rows, m), 2 * scale)
+    # large logits in half the examples (tails or a common shift per row, up to 100): a softmax
+    # without the max subtracted overflows past 88.7 in float32
+    Z = S.logit_tails(rng, S.uniform(rng, (n_rows, m), 2 * scale), 2 * scale, kind)
     return S.Example({"Z": Z, "T": _draw_targets(rng, n_rows, m, params["target"])}, params, seed)
 
 

@@ -90,10 +90,12 @@ from gradoracle.selftest.mutant_rules import (
     CrossEntropyMeanMissingOneOverN,
     CrossEntropyMeanOverClasses,
     CrossEntropySmoothingIgnored,
+    CrossEntropyWithoutMaxSubtraction,
     DenseWeightGradFirstRow,
     EluUsesOutput,
     EluVanishesNearZero,
     ExpDerivativeFromInput,
+    GeluCachedPhiRatio,
     GeluTanhApproximation,
     GeluZeroBelowMinusThree,
     GlobalAvgPoolLastAxisOnly,
@@ -115,16 +117,21 @@ from gradoracle.selftest.mutant_rules import (
     ReluMaskMissing,
     ReluThresholdMilli,
     SigmoidMissingOneMinus,
+    SigmoidUnstableOverflow,
     SiluProductRuleDropped,
+    SiluUnstableSigmoid,
     SinDerivativeSign,
     SoftmaxCEForgotY,
     SoftmaxCESignFlipped,
+    SoftmaxCEWithoutMaxSubtraction,
     SoftplusLinearAboveFive,
     SoftplusSigmoidSign,
+    SoftplusUnstableOverflow,
     SquareFactorTwoMissing,
     SumPoolForward,
     TanhDerivativeZeroBeyondThree,
     TanhNotSquared,
+    TanhUnstableOverflow,
     TrueConvolution,
     VecmatOuterReversed,
     VecmatWNotTransposed,
@@ -164,6 +171,15 @@ class Mutant:
     #: a layer mutant's hyper-parameter (:data:`gradoracle.selftest.layer_parameters.PARAMETERS`):
     #: the bug shows only when it is on, the gradient is right when it is off
     parameter: str = ""
+    #: other localisations that count as killed: a bug whose first failing example may show it
+    #: one way or another (a softmax without the max: NaN past 88.7, or float32 bits lost to
+    #: subnormals below -87, right in float64: ``reduced-precision``)
+    also_faults: tuple[Fault, ...] = ()
+
+    @property
+    def expected_faults(self) -> str:
+        """The accepted localisations, ``|``-separated (``expected_fault`` first)."""
+        return "|".join(str(f) for f in (self.expected_fault, *self.also_faults))
 
     @property
     def adapter_name(self) -> str:
@@ -1308,6 +1324,88 @@ _AUDIT_LAYER_ENTRIES: tuple[Mutant, ...] = (
     ),
 )
 
+#: Unstable backward passes at the functions' tails (the textbook forms through exp(|x|)):
+#: right in the bulk, inf/inf = NaN where an intermediate overflows.  float32's exp overflows
+#: past 88.7, float64's past 709.8 (beyond the draws), so most are run in float32 only.  The
+#: runner reports a non-finite gradient as a broken adapter contract (fault ``adapter``, the
+#: message names the element and the example), whatever the reference there.
+_TAIL_ENTRIES: tuple[Mutant, ...] = (
+    Mutant(
+        "sigmoid-unstable-overflow",
+        "sigmoid' = e^-x / (1 + e^-x)^2 (NaN once e^-x overflows: x < -88.7 in float32)",
+        "notes:identity-4",
+        ("elementwise-sigmoid",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(SigmoidUnstableOverflow),
+        dtypes=("float32",),
+    ),
+    Mutant(
+        "softplus-unstable-overflow",
+        "softplus' = e^x / (1 + e^x) (NaN once e^x overflows: x > 88.7 in float32)",
+        "notes:identity-4",
+        ("elementwise-softplus",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(SoftplusUnstableOverflow),
+        dtypes=("float32",),
+    ),
+    Mutant(
+        "tanh-unstable-overflow",
+        "tanh' = 4 e^2x / (1 + e^2x)^2 (NaN once e^2x overflows: x > 44.4 in float32)",
+        "notes:identity-4",
+        ("elementwise-tanh",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(TanhUnstableOverflow),
+        dtypes=("float32",),
+    ),
+    Mutant(
+        "silu-unstable-sigmoid",
+        "silu' = s (1 + x (1 - s)) with s = e^x / (1 + e^x) (NaN past x = 88.7 in float32)",
+        "notes:identity-4",
+        ("elementwise-silu",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(SiluUnstableSigmoid),
+        dtypes=("float32",),
+    ),
+    Mutant(
+        "gelu-cached-phi-ratio",
+        "gelu' = Phi(x) (1 + x phi(x) / Phi(x)) (NaN where Phi underflows: x < -5.4 in float32, "
+        "-8.3 in float64)",
+        "notes:identity-4",
+        ("elementwise-gelu",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(GeluCachedPhiRatio),
+    ),
+    Mutant(
+        "softmax-ce-without-max-subtraction",
+        "softmax cross-entropy: the backward's softmax exp(z) / sum exp(z) without the max (NaN for "
+        "logits past 88.7 in float32; the forward stable)",
+        "notes:mlp",
+        ("mlp-a-logits",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(SoftmaxCEWithoutMaxSubtraction),
+        dtypes=("float32",),
+        also_faults=(Fault.PRECISION,),
+    ),
+    Mutant(
+        "cross-entropy-without-max-subtraction",
+        "batched cross-entropy: the backward's softmax per row without the max (NaN for logits past "
+        "88.7 in float32; the forward stable)",
+        "notes:mlp",
+        ("cross-entropy-batch",),
+        Fault.ADAPTER,
+        "numpy",
+        _numpy(CrossEntropyWithoutMaxSubtraction),
+        dtypes=("float32",),
+        also_faults=(Fault.PRECISION,),
+    ),
+)
+
 _CONTROL_ENTRIES: tuple[Mutant, ...] = (
     Mutant(
         "control-correct-numpy",
@@ -1324,7 +1422,14 @@ _CONTROL_ENTRIES: tuple[Mutant, ...] = (
 #: Every mutant of the default catalogue, by name.
 CATALOGUE: dict[str, Mutant] = {
     m.name: m
-    for m in (*_ENTRIES, *_LAYER_ENTRIES, *_FRAMEWORK_LAYER_ENTRIES, *_AUDIT_ENTRIES, *_AUDIT_LAYER_ENTRIES)
+    for m in (
+        *_ENTRIES,
+        *_LAYER_ENTRIES,
+        *_FRAMEWORK_LAYER_ENTRIES,
+        *_AUDIT_ENTRIES,
+        *_AUDIT_LAYER_ENTRIES,
+        *_TAIL_ENTRIES,
+    )
 }
 #: Negative controls (correct adapters under a mutant's name), selectable by name only.
 CONTROLS: dict[str, Mutant] = {m.name: m for m in _CONTROL_ENTRIES}

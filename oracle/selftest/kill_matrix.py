@@ -56,13 +56,13 @@ class MutantRow:
     def status(self) -> str:
         """killed | mislocalised | survived | not-run."""
         if self.caught:
-            return "killed" if self.fault == self.expected_fault else "mislocalised"
+            return "killed" if self.fault in self.expected_fault.split("|") else "mislocalised"
         if self.verdict == Verdict.PASS:
             return "survived"
         return "not-run"  # skip (adapter unavailable) or interrupted
 
 
-def row_from_result(result: CheckResult, expected: Fault) -> MutantRow:
+def row_from_result(result: CheckResult, expected: Fault | str) -> MutantRow:
     """The kill-matrix row of one mutant check (run with ``shrink=False``)."""
     caught = result.verdict in (Verdict.FAIL, Verdict.ERROR)
     head = result.message.split("\n  repro:")[0]
@@ -298,14 +298,14 @@ def run_selftest(
     chosen = list(mutants) if mutants is not None else select_mutants(None)
     reports: list[MutantReport] = []
     tasks: list[CheckTask] = []
-    owners: list[tuple[MutantReport, Fault]] = []
+    owners: list[tuple[MutantReport, str]] = []
     for m in chosen:
         report = MutantReport(
             m.name,
             m.description,
             m.rule,
             m.framework,
-            str(m.expected_fault),
+            m.expected_faults,
             list(m.targets),
             [d for d in m.dtypes if d in dtypes],
             m.control,
@@ -324,7 +324,7 @@ def run_selftest(
                             ident.name, ident.source, m.spec, m.adapter_name, dtype, getattr(m, "mode", "vjp")
                         )
                     )
-                    owners.append((report, m.expected_fault))
+                    owners.append((report, m.expected_faults))
         reports.append(report)
 
     outcome = run_matrix(tasks, mutant_settings(examples, seed), jobs, on_start, on_result)

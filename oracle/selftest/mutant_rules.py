@@ -21,6 +21,8 @@ from gradoracle.adapters.numpy_engine import (
     _correlate_valid,
     _pool_windows,
     _stable_sigmoid,
+    _std_normal_cdf,
+    _std_normal_pdf,
 )
 
 
@@ -770,3 +772,116 @@ class GeluZeroBelowMinusThree(Rules):
     def gelu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         g = super().gelu_backward(delta, x, z)
         return np.where(x < -3, 0.0, g).astype(g.dtype)
+
+
+# ---- unstable backward passes at the tails (overflow / underflow of the textbook forms) -----
+#
+# Right in the bulk, wrong where an intermediate leaves the dtype's range: float32's exp
+# overflows past 88.7 (e^2x past 44.4), float64's past 709.8, so these break in float32 only
+# within the draws (|x| <= 100).  Each computes in the input's dtype, as a framework kernel would.
+
+
+def _quiet(fn: Callable[[], np.ndarray]) -> np.ndarray:
+    """``fn()`` with NumPy's overflow/invalid warnings silenced (the bug is the inf/NaN itself)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return fn()
+
+
+class SigmoidUnstableOverflow(Rules):
+    """sigmoid'(x) = e^-x / (1 + e^-x)^2: inf / inf = NaN once e^-x overflows (x < -88.7 in
+    float32), 0 instead of e^x past x < -44.4 (the square overflows; invisible at that size)."""
+
+    def sigmoid_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        def grad() -> np.ndarray:
+            e = np.exp(-x)
+            return np.asarray(delta * (e / ((1 + e) * (1 + e))), dtype=x.dtype)
+
+        return _quiet(grad)
+
+
+class SoftplusUnstableOverflow(Rules):
+    """softplus'(x) = e^x / (1 + e^x): inf / inf = NaN once e^x overflows (x > 88.7 in float32)."""
+
+    def softplus_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        def grad() -> np.ndarray:
+            e = np.exp(x)
+            return np.asarray(delta * (e / (1 + e)), dtype=x.dtype)
+
+        return _quiet(grad)
+
+
+class TanhUnstableOverflow(Rules):
+    """tanh'(x) = 4 e^2x / (1 + e^2x)^2: inf / inf = NaN once e^2x overflows (x > 44.4 in float32).
+
+    (The form ``4 / (e^x + e^-x)^2`` only rounds to 0 where tanh' < 1.2e-38 in float32: not a
+    wrong gradient at any tolerance, so not a mutant.)"""
+
+    def tanh_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        def grad() -> np.ndarray:
+            e = np.exp(2 * x)
+            return np.asarray(delta * (4 * e / ((1 + e) * (1 + e))), dtype=x.dtype)
+
+        return _quiet(grad)
+
+
+class SiluUnstableSigmoid(Rules):
+    """silu'(x) = s (1 + x (1 - s)) with s = e^x / (1 + e^x): NaN once e^x overflows (x > 88.7 in
+    float32)."""
+
+    def silu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        def grad() -> np.ndarray:
+            e = np.exp(x)
+            s = e / (1 + e)
+            return np.asarray(delta * (s * (1 + x * (1 - s))), dtype=x.dtype)
+
+        return _quiet(grad)
+
+
+class GeluCachedPhiRatio(Rules):
+    """gelu'(x) = Phi(x) (1 + x phi(x) / Phi(x)) (the forward's cached Phi reused): Phi = (1 +
+    erf(x / sqrt 2)) / 2 underflows to 0 for x < -5.4 in float32 (-8.3 in float64), where
+    x phi(x) / 0 = -inf and 0 * -inf = NaN; right wherever Phi(x) > 0."""
+
+    def gelu_backward(self, delta: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        def grad() -> np.ndarray:
+            cdf = _std_normal_cdf(x)
+            return np.asarray(delta * (cdf * (1 + x * _std_normal_pdf(x) / cdf)), dtype=x.dtype)
+
+        return _quiet(grad)
+
+
+def _softmax_without_max(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``exp(z) / sum exp(z)`` in the dtype of ``z``, no max subtracted: inf / inf = NaN once a
+    logit passes 88.7 in float32, 0 / 0 once every logit of a row is below -103.9."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        e = np.exp(z)
+        return np.asarray(e / e.sum(axis=axis, keepdims=True), dtype=z.dtype)
+
+
+class SoftmaxCEWithoutMaxSubtraction(Rules):
+    """softmax cross-entropy: the forward stable (max-shifted), the backward recomputes
+    yhat = exp(z) / sum exp(z) without the max: NaN for logits past 88.7 in float32."""
+
+    def softmax_cross_entropy_backward(
+        self, delta: np.ndarray, z: np.ndarray, y: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _, log_yhat = cache
+        return (_softmax_without_max(z) - y) * delta, -log_yhat * delta
+
+
+class CrossEntropyWithoutMaxSubtraction(Rules):
+    """batched cross-entropy: the backward's softmax per row without the max (forward stable):
+    NaN for logits past 88.7 in float32."""
+
+    def cross_entropy_backward(
+        self,
+        delta: np.ndarray,
+        z: np.ndarray,
+        target: np.ndarray,
+        label_smoothing: float,
+        cache: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        _, smooth, r = cache
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unstable_log = np.log(_softmax_without_max(z, axis=1)).astype(z.dtype)
+        return super().cross_entropy_backward(delta, z, target, label_smoothing, (unstable_log, smooth, r))
