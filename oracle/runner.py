@@ -1586,7 +1586,8 @@ def check(
             # no example database: its key (a digest of the test's source, about 3 ms per
             # check spent in `inspect.getsource` and `tokenize`) would be computed and unused
             wrapped._hypothesis_internal_database_key = None
-        elif key is not None:
+        elif key is not None and not _global_seed_forced():
+            # (under --hypothesis-seed Hypothesis runs without the database: keep it so)
             wrapped._hypothesis_internal_database_key = key
         return wrapped
 
@@ -1656,11 +1657,11 @@ def check(
                 run_pass(strategy, TOP_UP_EXAMPLES, _top_up_seed(run_seed["seed"], k), keys[k], batch_it)
                 state["top_up"] = None
 
-            # a top-up's failure saved in the example database is replayed first (one at a
-            # time, so that Hypothesis deletes the entry once it passes)
-            # a seed of the user's own (--gradoracle-seed, the CLI) runs without the database, as
-            # Hypothesis's @seed does
-            database = hypothesis_settings_for(settings).database if settings.seed is None else None
+            # a seed of the user's own (--gradoracle-seed, the CLI, --hypothesis-seed) runs without
+            # the database, as Hypothesis's @seed does; otherwise a top-up's failure saved in the
+            # database is replayed first (one at a time: Hypothesis deletes the entry once it passes)
+            own_seed = settings.seed is not None or _global_seed_forced()
+            database = None if own_seed else hypothesis_settings_for(settings).database
             saved = [k for k in range(len(configs)) if _has_saved(database, keys[k])]
             for k in saved:
                 top_up_pass(k, "a failure of it was saved in the example database", False)
@@ -1830,6 +1831,13 @@ def _own_key(adapter: Any) -> str:
     except Exception:  # no __dict__, or one that misbehaves: the default key
         return ""
     return f":{value}" if isinstance(value, str) and value else ""
+
+
+def _global_seed_forced() -> bool:
+    """Whether ``--hypothesis-seed`` fixed Hypothesis's global seed (it then uses no database)."""
+    import hypothesis.core
+
+    return getattr(hypothesis.core, "global_force_seed", None) is not None
 
 
 def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:
