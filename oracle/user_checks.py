@@ -1077,25 +1077,49 @@ def check_gradients(
 def _outside_explicit_example(
     run: Callable[[CheckSettings], CheckResult], settings: CheckSettings
 ) -> CheckResult:
-    """``run(settings)``; in a user's ``@example(...)`` of a ``@given`` test, one example on
-    another thread.
+    """``run(settings)``; inside a user's ``@given`` test, with its time kept out of the test's
+    deadline, and in an ``@example(...)`` of it, one example on another thread.
 
     Inside ``@given`` a check draws its one example through the user's test, but an explicit
     example's test case has no choices to draw from (Hypothesis stopped it with an internal
     ``StopTest``/``Frozen`` error).  Hypothesis' test context is per thread, so on a thread of
     its own the check draws its one example itself (shrunk as usual when it fails).
     """
-    import threading
+    import time
 
     from hypothesis.control import current_build_context, currently_in_test_context
 
-    if not currently_in_test_context() or current_build_context().data.max_choices != 0:
+    if not currently_in_test_context():
         return run(settings)
+    data = current_build_context().data
+    # the check's time is kept out of the user's @given deadline (200 ms by default; a
+    # framework's first call compiles, and a correct backward failed with DeadlineExceeded) as
+    # Hypothesis keeps a stateful test's rule runs out: in the test case's run times (draws
+    # are out already; counted as draws, the check tripped the too_slow health check instead)
+    runs = getattr(data, "_stateful_run_times", None)
+    draws = getattr(data, "draw_times", None)
+    drawing = sum(draws.values()) if isinstance(draws, dict) else 0.0
+    start = time.perf_counter()
+    try:
+        if data.max_choices != 0:
+            return run(settings)
+        return _on_own_thread(run, settings.with_(examples=1))
+    finally:
+        if isinstance(runs, dict):
+            drawn = sum(draws.values()) - drawing if isinstance(draws, dict) else 0.0
+            spent = max(time.perf_counter() - start - drawn, 0.0)
+            runs["execute:gradoracle"] = runs.get("execute:gradoracle", 0.0) + spent
+
+
+def _on_own_thread(run: Callable[[CheckSettings], CheckResult], settings: CheckSettings) -> CheckResult:
+    """``run(settings)`` on a thread of its own (outside the caller's Hypothesis test context)."""
+    import threading
+
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["result"] = run(settings.with_(examples=1))
+            box["result"] = run(settings)
         except BaseException as exc:  # handed back to the caller's thread
             box["error"] = exc
 

@@ -293,3 +293,48 @@ def test_inputs_that_rarely_fit_the_identity_are_a_usage_error_not_a_failed_back
             seed=0,
         )
     check_gradients(_pool, {"X": (5, 10)}, params={"k": 5}, vjp=_pool_backward, identity="max-pool", **FAST)
+
+
+def test_a_nested_check_is_kept_out_of_the_users_given_deadline() -> None:
+    """Hypothesis' default deadline is 200 ms per example of the user's @given test; a nested
+    check whose function's first call takes 300 ms (a framework compiling) took longer, and a
+    correct backward failed with DeadlineExceeded (or Flaky: fast when replayed)."""
+    import datetime
+    import time
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from gradoracle.user_checks import GradOracle
+
+    oracle = GradOracle(examples=5, seed=0)
+
+    def compiles_once() -> Any:
+        compiled: list[bool] = []
+
+        def square(x: np.ndarray) -> np.ndarray:
+            if not compiled:  # a framework's first call: 300 ms
+                time.sleep(0.3)
+                compiled.append(True)
+            return x * x
+
+        return square
+
+    first_slow = compiles_once()
+
+    @settings(database=None, max_examples=2, deadline=datetime.timedelta(milliseconds=200))
+    @given(n=st.integers(1, 3))
+    def right(n: int) -> None:
+        oracle.check(first_slow, {"x": (n,)}, vjp=sq_backward)
+
+    right()
+
+    first_slow_too = compiles_once()
+
+    @settings(database=None, max_examples=2, deadline=datetime.timedelta(milliseconds=200))
+    @given(n=st.integers(1, 3))
+    def wrong(n: int) -> None:
+        oracle.check(first_slow_too, {"x": (n,)}, vjp=sq_backward_wrong)
+
+    with pytest.raises(GradientMismatch, match="not the derivative"):
+        wrong()
