@@ -85,13 +85,14 @@ def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
         )
     if fault == Fault.ADAPTER:
         if words.user:
-            return (
-                f"{words.subject} did not run as the check needs (it raised, or returned something unusable)"
-            )
+            both = f"{words.subject} or {words.who}" if words.who else words.subject
+            return f"{both} did not run as the check needs (it raised, or returned something unusable)"
         return "the adapter broke its contract (it raised, hung, crashed, or returned a wrong shape or NaN)"
     if fault == Fault.NONDETERMINISTIC:
         return f"{words.backward}, called twice on the same input, gave different values"
     if fault == Fault.DTYPE:
+        if words.user:
+            return f"{words.who} or {words.subject} returned another dtype than the inputs' (the one checked)"
         return "the framework returned another dtype than the one asked for (its own dtype promotion)"
     if fault == Fault.OUTSIDE_SUBDIFFERENTIAL:
         return "the gradient at a non-differentiable point lies outside the generalised (Clarke) gradient"

@@ -23,7 +23,7 @@ import re
 import time
 import unittest
 import zlib
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -531,6 +531,9 @@ def _fd_comparisons(
     def s(out: np.ndarray) -> float:  # s(t) = <u, f(x + t v)>, accumulated in float64
         return float(np.sum(u64 * np.asarray(out, dtype=np.float64)))
 
+    def s_abs(out: np.ndarray) -> float:  # sum |u_i f_i(x + t v)|: the scale of s(t)'s rounding
+        return float(np.sum(np.abs(u64 * np.asarray(out, dtype=np.float64))))
+
     active: list[tuple[int, Mapping[str, np.ndarray], float]] = []
     for k, d in enumerate(dirs):
         h = steps[k]
@@ -564,7 +567,10 @@ def _fd_comparisons(
     rows: list[dict[str, Any]] = []
     for j, (k, d, h) in enumerate(active):
         mag = max(float(mags[j]), gmax * float(vmaxs[j]))
-        extra = float(extras[j]) + 16 * eps_fd * output_scale / h
+        # the rounding of s(+-h) is relative to what was evaluated there: x^2 at x ~ 1e-20 is
+        # 1e-40 at x but h^2 ~ 4e-11 at x +- h (output_scale alone failed a correct backward)
+        evaluated = max(s_abs(outs[2 * j]), s_abs(outs[2 * j + 1]), output_scale)
+        extra = float(extras[j]) + 16 * eps_fd * evaluated / h
         value = (s(outs[2 * j]) - s(outs[2 * j + 1])) / (2 * h)
         rows.append(
             {
@@ -575,6 +581,7 @@ def _fd_comparisons(
                 "mag": mag,
                 "extra": extra,
                 "value": value,
+                "near": (s(outs[2 * j]), s(outs[2 * j + 1])),
             }
         )
     close = [r for r in rows if abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"]) + r["extra"]]
@@ -585,8 +592,11 @@ def _fd_comparisons(
             fd_dtype,
         )
         for j, r in enumerate(close):
-            d2 = (s(far[2 * j]) - s(far[2 * j + 1])) / (4 * r["h"])
+            r["far"] = (s(far[2 * j]), s(far[2 * j + 1]))
+            d2 = (r["far"][0] - r["far"][1]) / (4 * r["h"])
             r["value"], r["error"] = (4 * r["value"] - d2) / 3, abs(r["value"] - d2)
+        if ident.family == "user" and ident.smooth_pattern is None:
+            yield from _judge_at_kinks(fn, inputs, close, rows, s, tol, fd_dtype)
     worst: Comparison | None = None
     for j, r in enumerate(rows):
         k, d, p, mag, value = r["k"], r["d"], r["p"], r["mag"], r["value"]
@@ -615,6 +625,85 @@ def _fd_comparisons(
             worst = comp
     if worst is not None:
         outcome.comparisons.append(worst)
+
+
+def _judge_at_kinks(
+    fn: Any,
+    inputs: Mapping[str, np.ndarray],
+    close: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    s: Callable[[np.ndarray], float],
+    tol: Tolerance,
+    fd_dtype: str,
+) -> Generator[ForwardCall, Any, None]:
+    """A user function's failing directions that cross a kink: judged against the one-sided slopes.
+
+    A function with no known kinks (a user's, without a catalogue identity) can be handed an
+    input exactly at one (relu at 0, a tie of a max: Hypothesis draws 0.0 first). There
+    the central difference averages the two sides and no backward matches it.  Along ``v`` the
+    one-sided slopes ``D+ = (s(h) - s(0)) / h`` and ``D- = (s(0) - s(-h)) / h`` bound every
+    generalised (Clarke) gradient's ``<g, v>``; a kink is told from curvature by its jump
+    ``D+ - D-`` staying the same at step ``2h`` (curvature doubles it).  At a kink the
+    basis direction's finite-difference value becomes the interval ``[min(D+, D-), max(D+, D-)]``:
+    ``<g, v>`` inside passes, outside fails by its distance to the interval; a direction that
+    moves many elements at a kink is not judged (see :func:`_judge_kink`).
+
+    Each direction's interval alone misses a gradient that is too large jointly (a max whose
+    tied maxima all get ``u``: each coordinate's slope lies in ``[0, u]``); with two or more
+    kinked directions their sum is judged too (one more row: the tie moves as a whole).
+    """
+    failing = [
+        r
+        for r in close
+        if "far" in r and abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"], r["error"]) + r["extra"]
+    ]
+    if not failing:
+        return
+    (base,) = yield ForwardCall(fn, [fd.perturbed(inputs, failing[0]["d"], 0.0, fd_dtype)], fd_dtype)
+    s0 = s(base)
+    kinked = [r for r in failing if _judge_kink(r, s0, tol, fd.is_basis(r["d"]) is not None)]
+    if len(kinked) < 2:
+        return
+    h = min(r["h"] for r in kinked)
+    d = {n: np.sum([r["d"][n] for r in kinked], axis=0) for n in kinked[0]["d"]}
+    ts = (h, -h, 2 * h, -2 * h)
+    outs = yield ForwardCall(fn, [fd.perturbed(inputs, d, t, fd_dtype) for t in ts], fd_dtype)
+    plus, minus, plus2, minus2 = (s(o) for o in outs)
+    joint = {
+        "k": len(rows),
+        "d": d,
+        "h": h,
+        "p": float(sum(r["p"] for r in kinked)),
+        "mag": float(sum(r["mag"] for r in kinked)),
+        "extra": float(sum(r["extra"] for r in kinked)),
+        "value": (plus - minus) / (2 * h),
+        "near": (plus, minus),
+        "far": (plus2, minus2),
+    }
+    d2 = (plus2 - minus2) / (4 * h)
+    joint["value"], joint["error"] = (4 * joint["value"] - d2) / 3, abs(joint["value"] - d2)
+    _judge_kink(joint, s0, tol, interval=False)
+    rows.append(joint)
+
+
+def _judge_kink(r: dict[str, Any], s0: float, tol: Tolerance, interval: bool) -> bool:
+    """Whether direction ``r`` crosses a kink.  If so, with ``interval`` (a basis direction: one
+    input element moves) its value becomes the nearest point of the one-sided slopes' interval
+    to ``<g, v>``; otherwise (a direction moving many elements, which may cross several kinks
+    whose one-sided slopes do not bound the generalised gradient) it is not judged: its value
+    becomes ``<g, v>`` (see :func:`_judge_at_kinks`)."""
+    h = r["h"]
+    (plus, minus), (plus2, minus2) = r["near"], r["far"]
+    up, down = (plus - s0) / h, (s0 - minus) / h
+    up2, down2 = (plus2 - s0) / (2 * h), (s0 - minus2) / (2 * h)
+    jump, jump2 = up - down, up2 - down2
+    noise = tol.fd_allowed(r["mag"]) + r["extra"]
+    if abs(jump) <= 4 * noise or abs(jump2 - jump) > 0.25 * abs(jump):
+        return False  # no kink: curvature or noise, the central difference stands
+    low, high = (min(up, down), max(up, down)) if interval else (r["p"], r["p"])
+    r["value"] = float(min(max(r["p"], low), high))
+    r["error"] = abs(up - up2) + abs(down - down2)  # the one-sided slopes' own truncation
+    return True
 
 
 def _flat(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -707,7 +796,8 @@ def _evaluation(
     # adapter is handed copies (gradoracle.batching: every call, single or stacked)
     x_d = {k: v.astype(dtype, copy=False) for k, v in master.items()}
     x_d64 = {k: v.astype(np.float64, copy=False) for k, v in x_d.items()}  # exact: what the adapter sees
-    x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
+    with np.errstate(over="ignore"):  # values beyond float32's range: inf there, no warning
+        x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
 
     try:
         with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
@@ -955,6 +1045,14 @@ def _dtype_finding(
     dtype: str,
 ) -> str:
     """The framework's dtype promotion as a finding: what came back in which dtype, and which op."""
+    words = _adapter_words(adapter)
+    if words is not None and words.user and not ident.ops:
+        culprit = words.subject if exc.what == "forward output" else words.who
+        return (
+            f"the {exc.what} has dtype {exc.got}, asked for {dtype}: {culprit} returned it from {dtype} "
+            f"inputs. Return it in the inputs' dtype (.astype(x.dtype)); a narrower float loses precision, "
+            "an integer is not a derivative"
+        )
     located = locate_dtype_change(ident, adapter, inputs, params, dtype)
     ops = ", ".join(sorted(ident.ops))
     if located is not None:
@@ -1488,7 +1586,8 @@ def check(
             # no example database: its key (a digest of the test's source, about 3 ms per
             # check spent in `inspect.getsource` and `tokenize`) would be computed and unused
             wrapped._hypothesis_internal_database_key = None
-        elif key is not None:
+        elif key is not None and not _global_seed_forced():
+            # (under --hypothesis-seed Hypothesis runs without the database: keep it so)
             wrapped._hypothesis_internal_database_key = key
         return wrapped
 
@@ -1558,11 +1657,11 @@ def check(
                 run_pass(strategy, TOP_UP_EXAMPLES, _top_up_seed(run_seed["seed"], k), keys[k], batch_it)
                 state["top_up"] = None
 
-            # a top-up's failure saved in the example database is replayed first (one at a
-            # time, so that Hypothesis deletes the entry once it passes)
-            # a seed of the user's own (--gradoracle-seed, the CLI) runs without the database, as
-            # Hypothesis's @seed does
-            database = hypothesis_settings_for(settings).database if settings.seed is None else None
+            # a seed of the user's own (--gradoracle-seed, the CLI, --hypothesis-seed) runs without
+            # the database, as Hypothesis's @seed does; otherwise a top-up's failure saved in the
+            # database is replayed first (one at a time: Hypothesis deletes the entry once it passes)
+            own_seed = settings.seed is not None or _global_seed_forced()
+            database = None if own_seed else hypothesis_settings_for(settings).database
             saved = [k for k in range(len(configs)) if _has_saved(database, keys[k])]
             for k in saved:
                 top_up_pass(k, "a failure of it was saved in the example database", False)
@@ -1732,6 +1831,13 @@ def _own_key(adapter: Any) -> str:
     except Exception:  # no __dict__, or one that misbehaves: the default key
         return ""
     return f":{value}" if isinstance(value, str) and value else ""
+
+
+def _global_seed_forced() -> bool:
+    """Whether ``--hypothesis-seed`` fixed Hypothesis's global seed (it then uses no database)."""
+    import hypothesis.core
+
+    return getattr(hypothesis.core, "global_force_seed", None) is not None
 
 
 def _seed_fixed_elsewhere(settings: CheckSettings) -> bool:

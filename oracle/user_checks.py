@@ -37,6 +37,7 @@ snippet that calls :func:`check_gradients_at` on the failing example.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ from hypothesis import strategies as st
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
 from gradoracle.reference_ops import REFERENCE_OPS
-from gradoracle.results import CheckResult, GradientMismatch, Verdict, Words, brief_message
+from gradoracle.results import CheckResult, Fault, GradientMismatch, Verdict, Words, brief_message
 from gradoracle.runner import (
     DTYPES,
     CheckSettings,
@@ -184,6 +185,29 @@ def user_words(
     )
 
 
+def _positional_only(fn: Callable[..., Any], names: Sequence[str], leading: int) -> bool:
+    """Whether ``fn`` takes the inputs by position only (``np.tanh``, ``lambda x, /: ...``):
+    none of ``names`` is one of its keyword parameters, and it has positional-only slots (or
+    ``*args``) for ``leading`` (the cotangent) plus all the inputs."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    keywords = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    if not names or any(n in keywords for n in names):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    slots = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    return len(slots) >= leading + len(names) and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params
+    )
+
+
 @dataclass(frozen=True)
 class _UserCallables:
     """The user's forward / vjp / reference and how to call them."""
@@ -192,15 +216,27 @@ class _UserCallables:
     vjp: Callable[..., Any] | None
     reference: Callable[..., Any] | None
     wrt: tuple[str, ...]
+    #: the caller's recursion limit when the check began: Hypothesis lowers it to its own
+    #: stack depth + 2000 while a test runs, and a function that recursed fine in the
+    #: caller's process raised RecursionError inside the check
+    recursion_limit: int = 0
 
-    @staticmethod
     def _call(
-        fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
+        self, fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
     ) -> Any:
+        import sys
+
         names, _ = _accepted(fn)
-        kwargs = dict(a)
-        kwargs.update({k: v for k, v in p.items() if names is None or k in names})
-        return fn(*args, **kwargs)
+        extra = {k: v for k, v in p.items() if names is None or k in names}
+        positional = _positional_only(fn, list(a), len(args))  # np.tanh: the inputs in their order
+        lowered = sys.getrecursionlimit()
+        if self.recursion_limit > lowered:
+            sys.setrecursionlimit(self.recursion_limit)
+        try:
+            return fn(*args, *a.values(), **extra) if positional else fn(*args, **{**a, **extra})
+        finally:
+            if self.recursion_limit > lowered:
+                sys.setrecursionlimit(lowered)
 
     def run_forward(self, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         return self._call(self.forward, (), a, p)
@@ -210,25 +246,140 @@ class _UserCallables:
     ) -> dict[str, Any]:
         """Call a vjp-like ``fn(u, **a, **p)`` and normalise its answer to ``{name: grad}``."""
         out = self._call(fn, (u,), a, p)
-        what = f"{_label(fn)}(cotangent, **inputs)"
+        role = "your reference" if fn is self.reference else "your backward"
+        what = f"{role} {display_name(fn)}"
         if isinstance(out, Mapping):
             missing = [n for n in self.wrt if n not in out]
             if missing:
-                raise UserCheckError(f"{what} returned no gradient for {missing}; it returned {sorted(out)}")
-            return {n: out[n] for n in self.wrt}
-        if isinstance(out, tuple | list):
+                raise UserCheckError(
+                    f"{what} returned no gradient for {missing}; it returned {sorted(map(str, out))}. "
+                    f"Return a dict with one gradient per input {list(self.wrt)}"
+                )
+            picked = {n: out[n] for n in self.wrt}
+        elif isinstance(out, tuple | list) and (len(self.wrt) > 1 or len(out) == 1):
             if len(out) != len(self.wrt):
                 raise UserCheckError(
                     f"{what} returned {len(out)} gradients for {len(self.wrt)} inputs {list(self.wrt)}; "
                     "return a dict {name: gradient} or a tuple in that order"
                 )
-            return dict(zip(self.wrt, out, strict=True))
-        if len(self.wrt) == 1:
-            return {self.wrt[0]: out}
-        raise UserCheckError(
-            f"{what} returned one {type(out).__name__} for {len(self.wrt)} inputs {list(self.wrt)}; "
-            "return a dict {name: gradient}"
+            picked = dict(zip(self.wrt, out, strict=True))
+        elif len(self.wrt) == 1:
+            picked = {self.wrt[0]: out}
+        else:
+            raise UserCheckError(
+                f"{what} returned one {type(out).__name__} for {len(self.wrt)} inputs {list(self.wrt)}; "
+                "return a dict {name: gradient}"
+            )
+        return {n: user_value(g, what, f" for {n!r}") for n, g in picked.items()}
+
+
+def user_value(value: Any, who: str, what: str = "") -> np.ndarray:
+    """What a user's function or backward returned, as a real NumPy array (its dtype kept).
+
+    Framework tensors are taken as NumPy (a torch tensor that requires grad is detached), a
+    tuple or list of same-shaped arrays is stacked (``np.asarray``); anything else a gradient
+    check cannot compare (None, a string, a dict, a generator, ragged or object arrays,
+    booleans, complex numbers) is a :class:`UserCheckError` that says what came back and what
+    to return instead.  ``who`` names the callable, ``what`` the gradient (``" for 'x'"``).
+    """
+    import types
+
+    if value is None:
+        raise UserCheckError(f"{who} returned None{what}: return a NumPy array (or a float)")
+    if isinstance(value, str | bytes | Mapping | types.GeneratorType) or (
+        not isinstance(value, np.ndarray | list | tuple)
+        and hasattr(value, "__next__")
+        and hasattr(value, "__iter__")
+    ):
+        hint = (
+            "; a function with several outputs can return a tuple of same-shaped arrays, or "
+            "np.concatenate([a.ravel(), b.ravel()])"
+            if isinstance(value, Mapping)
+            else ""
         )
+        raise UserCheckError(
+            f"{who} returned a {type(value).__name__}{what}: return a NumPy array (or a float){hint}"
+        )
+    if hasattr(value, "detach") and callable(value.detach):  # a torch tensor
+        value = value.detach()
+        value = value.cpu() if hasattr(value, "cpu") else value
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UserCheckError(
+            f"{who} returned a {type(value).__name__}{what} that is not one array ({exc}); "
+            "return a NumPy array (several outputs: same-shaped arrays in a tuple, or concatenated)"
+        ) from None
+    kind = arr.dtype.kind
+    if kind in "fiu":
+        return arr
+    if kind == "c":
+        raise UserCheckError(
+            f"{who} returned complex values{what}: gradoracle checks real-valued functions and real "
+            "gradients; return the real and imaginary parts as real arrays (np.stack([z.real, z.imag]))"
+        )
+    if kind == "b":
+        raise UserCheckError(
+            f"{who} returned booleans{what}: a gradient check needs real numbers (a comparison has no "
+            "gradient); return a float array"
+        )
+    raise UserCheckError(
+        f"{who} returned an array of {arr.dtype} ({type(value).__name__}){what}: return a NumPy array of "
+        "floats (several outputs: same-shaped arrays in a tuple, or concatenated)"
+    )
+
+
+def framework_value(value: Any, inputs: Mapping[str, Any], who: str, inner: Any) -> Any:
+    """What a user's function returned under a framework's autodiff, when it is one array.
+
+    The framework's own array passes through untouched (its autodiff needs it); None, a
+    string, a dict, a tuple or list, a generator, and NumPy values computed from the
+    framework's arrays (which its autodiff cannot follow) are a :class:`UserCheckError`
+    saying what to return instead.
+    """
+    import types
+
+    framework = str(getattr(inner, "name", "the framework"))
+    if value is None or isinstance(value, str | bytes | Mapping | tuple | list | types.GeneratorType):
+        several = (
+            f"; several outputs: stack same-shaped ones ({framework}'s stack) or concatenate their "
+            "ravelled values"
+            if isinstance(value, Mapping | tuple | list)
+            else ""
+        )
+        shown = "None" if value is None else f"a {type(value).__name__}"
+        raise UserCheckError(f"{who} returned {shown}: return one {framework} array{several}")
+    given_numpy = all(isinstance(v, np.ndarray | np.generic) for v in inputs.values())
+    if not given_numpy and isinstance(value, np.ndarray | np.generic | float | int):
+        raise UserCheckError(
+            f"{who} returned a {type(value).__name__} from {framework} arrays: {framework}'s autodiff "
+            f"cannot follow NumPy (or Python number) computations; compute with {framework} operations "
+            "and return the result"
+        )
+    return value
+
+
+def unchanged(call: Callable[[], Any], arrays: Mapping[str, np.ndarray], who: str) -> Any:
+    """``call()``, refusing a user callable that changed one of ``arrays`` in place.
+
+    The check calls the function many times on the same arrays (and compares its forward
+    with finite differences around them), so an in-place update (``x *= 2``) makes every
+    later value wrong; this says so instead of reporting a wrong derivative.
+    """
+    before = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    result = call()
+    for name, old in before.items():
+        new = arrays[name]
+        if not np.array_equal(old, new, equal_nan=True):
+            where = np.argwhere(~((old == new) | (np.isnan(old) & np.isnan(new))))
+            at = [int(i) for i in where[0]] if old.ndim and where.size else []
+            index = tuple(at)
+            raise UserCheckError(
+                f"{who} changed its argument {name!r} in place ({name}{at} was {float(old[index]):.6g}, "
+                f"is {float(new[index]):.6g}): compute on a copy (x = x.copy()) or without in-place "
+                "operations (x = x * 2, not x *= 2)"
+            )
+    return result
 
 
 class _Recorder:
@@ -315,7 +466,10 @@ class UserFunctionAdapter(AdapterBase):
         """The user's forward on ``inputs`` in ``dtype``, as NumPy."""
         if self.inner is not None:
             return np.asarray(self.inner.forward(fn, inputs, dtype))
-        return np.asarray(fn(_Recorder(), self._arrays(inputs, dtype)))
+        arrays = self._arrays(inputs, dtype)
+        return user_value(
+            unchanged(lambda: fn(_Recorder(), arrays), arrays, self.words.subject), self.words.subject
+        )
 
     def vjp(
         self,
@@ -332,10 +486,17 @@ class UserFunctionAdapter(AdapterBase):
         assert self.user.vjp is not None  # guaranteed by check_gradients
         arrays = self._arrays(inputs, dtype)
         recorder = _Recorder()
-        output = np.asarray(fn(recorder, arrays))
-        u = np.asarray(cotangent, dtype=dtype)
-        grads = self.user.grads(self.user.vjp, u, arrays, recorder.params)
-        return VJPResult(output=output, grads={n: np.asarray(grads[n]) for n in wrt})
+        output = user_value(
+            unchanged(lambda: fn(recorder, arrays), arrays, self.words.subject), self.words.subject
+        )
+        u = np.array(cotangent, dtype=dtype)
+        vjp = self.user.vjp
+        grads = unchanged(
+            lambda: self.user.grads(vjp, u, arrays, recorder.params),
+            {**arrays, "cotangent": u},
+            self.words.who,
+        )
+        return VJPResult(output=output, grads={n: grads[n] for n in wrt})
 
 
 # ----------------------------------------------------------------------- the identity
@@ -356,6 +517,86 @@ def _shape_of(name: str, spec: Any) -> Shape | None:
             return None  # a list of ints is a (vector) value, not a shape; use a tuple for a shape
         return tuple(spec)
     return None
+
+
+def fixed_array(name: str, value: Any) -> np.ndarray:
+    """A fixed input value as a float64 array, or a :class:`UserCheckError` naming the input.
+
+    Numbers, nested lists, and int / bool / float arrays of any layout are taken as float64;
+    None, strings, complex values and non-finite entries (finite differences need a finite
+    neighbourhood) are refused with what to give instead.
+    """
+    if value is None or isinstance(value, str | bytes | Mapping):
+        raise UserCheckError(
+            f"input {name!r} is a {type(value).__name__}: give a shape such as (3,) or ('n',), an array "
+            "(numbers, nested lists) or a Hypothesis strategy of arrays"
+        )
+    if hasattr(value, "detach") and callable(value.detach):  # a torch tensor
+        value = value.detach()
+        value = value.cpu() if hasattr(value, "cpu") else value
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UserCheckError(f"input {name!r} is not an array of numbers ({exc})") from None
+    if raw.dtype.kind == "c":
+        raise UserCheckError(
+            f"input {name!r} is complex: gradoracle checks real inputs; pass the real and imaginary "
+            "parts as two real inputs"
+        )
+    if raw.dtype.kind not in "biuf":
+        raise UserCheckError(
+            f"input {name!r} holds {raw.dtype} values ({type(value).__name__}), not numbers: give an "
+            "array of floats"
+        )
+    arr = raw.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        where = [int(i) for i in np.argwhere(~np.isfinite(arr))[0]]
+        at = f" at {where}" if arr.ndim else ""
+        value_text = arr[tuple(where)] if arr.ndim else arr
+        raise UserCheckError(
+            f"input {name!r} is not finite{at} ({value_text}): finite differences need finite inputs; "
+            "give finite values (or a strategy with allow_nan=False, allow_infinity=False)"
+        )
+    return arr
+
+
+def _refuse_empty(shapes: Mapping[str, tuple[Any, ...]]) -> None:
+    """Every input empty: any backward would pass, so refuse instead of passing vacuously."""
+    listed = ", ".join(f"{n}: shape {tuple(sh)}" for n, sh in shapes.items())
+    raise UserCheckError(
+        f"every input is empty ({listed}): there is no gradient element to check, so any backward "
+        "would pass; give inputs with at least one element"
+    )
+
+
+def check_arguments(
+    forward: Any,
+    vjp: Any = None,
+    reference: Any = None,
+    *,
+    examples: Any = None,
+    seed: Any = None,
+    scale: Any = 1.0,
+    max_dim: Any = 6,
+) -> None:
+    """A :class:`UserCheckError` for arguments that cannot work (before anything runs)."""
+    for role, fn in (("forward", forward), ("vjp", vjp), ("reference", reference)):
+        if fn is not None and not callable(fn):
+            raise UserCheckError(f"{role} must be a function, got a {type(fn).__name__}: {fn!r:.60}")
+    for label, value, low in (("examples", examples, 1), ("max_dim", max_dim, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)):
+            raise UserCheckError(f"{label} must be an integer, got {type(value).__name__} {value!r:.60}")
+        if value is not None and value < low:
+            raise UserCheckError(f"{label} must be a positive integer, got {value}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+        raise UserCheckError(f"seed must be an integer or None, got {type(seed).__name__} {seed!r:.60}")
+    if isinstance(scale, bool) or not isinstance(scale, int | float | np.number):
+        raise UserCheckError(f"scale must be a number, got {type(scale).__name__} {scale!r:.60}")
+    if not (np.isfinite(scale) and 0 < scale <= 1e100):
+        raise UserCheckError(
+            f"scale must be a positive finite number up to 1e100 (the drawn values lie in "
+            f"[-scale, scale]), got {scale}"
+        )
 
 
 def _input_strategy(
@@ -379,10 +620,18 @@ def _input_strategy(
         )
     shapes = {name: _shape_of(name, spec) for name, spec in specs.items()}
     fixed = {
-        name: np.asarray(spec, dtype=np.float64)
+        name: fixed_array(name, spec)
         for name, spec in specs.items()
         if shapes[name] is None and not isinstance(spec, st.SearchStrategy)
     }
+    if clash := sorted(set(specs) & set(params)):
+        raise UserCheckError(
+            f"{clash} named both as inputs and as params: a param would replace the input; rename one"
+        )
+    empty = {n: a.shape for n, a in fixed.items() if a.size == 0}
+    empty.update({n: sh for n, sh in shapes.items() if sh is not None and 0 in sh})
+    if specs and len(empty) == len(specs):
+        _refuse_empty(empty)
 
     @st.composite
     def draw_example(draw: st.DrawFn) -> Example:
@@ -408,7 +657,9 @@ def _input_strategy(
                         concrete.append(dims[d])
                     else:
                         concrete.append(d)
-                arrays[name] = rng.uniform(-scale, scale, size=tuple(concrete))
+                # drawn on [-1, 1] and scaled: a grid over [-scale, scale] overflows at huge
+                # scales and holds only 0 at tiny ones
+                arrays[name] = scale * rng.uniform(-1.0, 1.0, size=tuple(concrete))
             elif name in fixed:
                 arrays[name] = fixed[name]
             else:
@@ -454,7 +705,7 @@ def _check_names(
     accepted, has_params = _accepted(fn)
     if positional and not has_params:
         raise UserCheckError(f"{what} {_label(fn)!r} must take the cotangent as its first argument")
-    if accepted is None:
+    if accepted is None or _positional_only(fn, names, 1 if positional else 0):
         return
     missing = [n for n in names if n not in accepted]
     if missing:
@@ -529,7 +780,9 @@ def user_identity(
             _check_names("vjp", vjp, names, list(params), positional=True)
         if reference is not None:
             _check_names("reference", reference, names, list(params), positional=True)
-    user = _UserCallables(forward, vjp, reference, wrt_names)
+    import sys
+
+    user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit())
 
     def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """The user's forward on the adapter's arrays; the reference forward on NumPy."""
@@ -538,11 +791,19 @@ def user_identity(
                 return cat.forward(ops, a, p)
             if inner is not None:
                 dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
-                return inner.forward(lambda _ops, arrays: user.run_forward(arrays, p), a, dtype)
-            return np.asarray(user.run_forward(a, p))
+                who = f"your function {display_name(forward)}"
+                return inner.forward(
+                    lambda _ops, arrays: framework_value(user.run_forward(arrays, p), arrays, who, inner),
+                    a,
+                    dtype,
+                )
+            who = f"your function {display_name(forward)}"
+            copies = {k: np.array(v) for k, v in a.items()}  # the oracle's own arrays stay untouched
+            return user_value(unchanged(lambda: user.run_forward(copies, p), copies, who), who)
         if isinstance(ops, _Recorder):
             ops.params = dict(p)
-        return user.run_forward(a, p)
+            return user.run_forward(a, p)
+        return framework_value(user.run_forward(a, p), a, f"your function {display_name(forward)}", inner)
 
     reference_gradient: Any = None
     if cat is not None:
@@ -615,6 +876,11 @@ def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
         )
     from gradoracle.adapters import AdapterLoadError, load_adapter
 
+    if not isinstance(framework, str) and not callable(getattr(framework, "available", None)):
+        raise UserCheckError(
+            f"framework must be 'torch', 'jax', 'autograd', a 'package.module:Adapter' path or an adapter "
+            f"object (see gradoracle.adapters.base.Adapter), not a {type(framework).__name__}"
+        )
     try:
         inner = load_adapter(framework)
     except AdapterLoadError as exc:
@@ -710,7 +976,7 @@ def check_gradients(
     params: Mapping[str, Any] | None = None,
     identity: str | Identity | None = None,
     reference: Callable[..., Any] | None = None,
-    dtypes: Sequence[str] | str = ("float64",),
+    dtypes: Sequence[str] | str | None = ("float64",),
     examples: int | None = None,
     seed: int | None = None,
     scale: float = 1.0,
@@ -741,12 +1007,15 @@ def check_gradients(
     formula (the results' messages always hold it).
     """
     __tracebackhide__ = True
+    if dtypes is None:
+        dtypes = ("float64",)
+    if not isinstance(dtypes, str | Sequence):
+        raise UserCheckError(f"dtypes must be a dtype name or a list of them, not {type(dtypes).__name__}")
     dtype_list = [dtypes] if isinstance(dtypes, str) else list(dtypes)
     bad = [d for d in dtype_list if d not in DTYPES]
     if bad or not dtype_list:
         raise UserCheckError(f"dtypes {bad or '[]'}: choose from {', '.join(DTYPES)}")
-    if examples is not None and examples < 1:
-        raise UserCheckError(f"examples must be a positive integer, got {examples}")
+    check_arguments(forward, vjp, reference, examples=examples, seed=seed, scale=scale, max_dim=max_dim)
     inner = _inner_adapter(framework, vjp)
     ident, user = user_identity(
         forward,
@@ -775,12 +1044,22 @@ def check_gradients(
     mode_list = _user_modes(modes, adapter, ident, skip_unsupported_modes)
     results = []
     for dtype, mode in ((d, m) for m in mode_list for d in dtype_list):
-        res = check(ident, adapter, dtype, run_settings, mode)
+        run = functools.partial(check, ident, adapter, dtype, mode=mode)
+        res = _outside_explicit_example(run, run_settings)
         if res.counterexample is not None and res.repro is not None:
             res.repro = _repro(
                 forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample, mode
             )
         res.message = _rewrite_message(res.message, res.repro)
+        if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
+            raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
+        if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
+            # a session-wide mode (--gradoracle-mode) the framework cannot run on this function
+            # (a torch.autograd.Function without jvp(), a jax.custom_vjp): left out, as the modes
+            # the adapter lacks are, not a failure of the function's backward
+            why = next((ln.strip() for ln in res.message.splitlines() if _raised_in(ln, mode)), "")
+            res.verdict, res.fault = Verdict.SKIP, Fault.NONE
+            res.message = f"mode {mode} left out: {adapter.name} cannot run it on your function ({why})"
         results.append(res)
     failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
     if failed:
@@ -793,6 +1072,97 @@ def check_gradients(
 
         raise unittest.SkipTest(unchecked[0].message)
     return results
+
+
+def _outside_explicit_example(
+    run: Callable[[CheckSettings], CheckResult], settings: CheckSettings
+) -> CheckResult:
+    """``run(settings)``; inside a user's ``@given`` test, with its time kept out of the test's
+    deadline, and in an ``@example(...)`` of it, one example on another thread.
+
+    Inside ``@given`` a check draws its one example through the user's test, but an explicit
+    example's test case has no choices to draw from (Hypothesis stopped it with an internal
+    ``StopTest``/``Frozen`` error).  Hypothesis' test context is per thread, so on a thread of
+    its own the check draws its one example itself (shrunk as usual when it fails).
+    """
+    import time
+
+    from hypothesis.control import current_build_context, currently_in_test_context
+
+    if not currently_in_test_context():
+        return run(settings)
+    data = current_build_context().data
+    # the check's time is kept out of the user's @given deadline (200 ms by default; a
+    # framework's first call compiles, and a correct backward failed with DeadlineExceeded) as
+    # Hypothesis keeps a stateful test's rule runs out: in the test case's run times (draws
+    # are out already; counted as draws, the check tripped the too_slow health check instead)
+    runs = getattr(data, "_stateful_run_times", None)
+    draws = getattr(data, "draw_times", None)
+    drawing = sum(draws.values()) if isinstance(draws, dict) else 0.0
+    start = time.perf_counter()
+    try:
+        if data.max_choices != 0:
+            return run(settings)
+        return _on_own_thread(run, settings.with_(examples=1))
+    finally:
+        if isinstance(runs, dict):
+            drawn = sum(draws.values()) - drawing if isinstance(draws, dict) else 0.0
+            spent = max(time.perf_counter() - start - drawn, 0.0)
+            runs["execute:gradoracle"] = runs.get("execute:gradoracle", 0.0) + spent
+
+
+def _on_own_thread(run: Callable[[CheckSettings], CheckResult], settings: CheckSettings) -> CheckResult:
+    """``run(settings)`` on a thread of its own (outside the caller's Hypothesis test context)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = run(settings)
+        except BaseException as exc:  # handed back to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="gradoracle-explicit-example", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    result: CheckResult = box["result"]
+    return result
+
+
+def _health_check_advice(message: str, identity: str | None) -> str:
+    """A Hypothesis health check that stopped the drawing of the user's inputs, and what to change."""
+    said = message.split("FailedHealthCheck: ", 1)[1].strip().split("\n")[0]
+    if "filtering out a lot of inputs" in said:
+        rules = f"the shape rules of identity {identity!r}" if identity else "your strategies' filters"
+        hint = (
+            f"most drawn inputs broke {rules}: draw dimensions that fit (fixed shapes, a smaller or larger "
+            "max_dim=, params that suit the shapes)"
+        )
+    else:
+        hint = (
+            "make the inputs cheaper to draw (smaller shapes, simpler strategies), or suppress that "
+            "health check in your Hypothesis profile (settings.register_profile(..., "
+            "suppress_health_check=[...]))"
+        )
+    return f"Hypothesis could not draw your inputs: {said} ({hint})"
+
+
+def _cannot_run(res: CheckResult, mode: str) -> bool:
+    """Whether a forward-mode or second-order check errored because the framework raised in that
+    mode (``jvp raised ...``), not because of a wrong value."""
+    return (
+        res.verdict == Verdict.ERROR
+        and res.fault == Fault.ADAPTER
+        and any(_raised_in(ln, mode) for ln in res.message.splitlines())
+    )
+
+
+def _raised_in(line: str, mode: str) -> bool:
+    """``jvp raised TypeError: ...`` / ``hvp (forward-over-reverse) raised ...``: the mode's call raised."""
+    return line.strip().startswith((f"{mode} raised", f"{mode} ("))
 
 
 def _user_modes(
@@ -848,8 +1218,17 @@ def check_gradients_at(
     __tracebackhide__ = True
     if dtype not in DTYPES:
         raise UserCheckError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    check_arguments(forward, vjp, reference, seed=seed)
+    if not isinstance(inputs, Mapping):
+        raise UserCheckError(f"inputs must be a dict {{name: array}}, not {type(inputs).__name__}")
     inner = _inner_adapter(framework, vjp)
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    arrays = {str(k): fixed_array(str(k), v) for k, v in inputs.items()}
+    if arrays and all(a.size == 0 for a in arrays.values()):
+        _refuse_empty({n: a.shape for n, a in arrays.items()})
+    if clash := sorted(set(arrays) & set(params or {})):
+        raise UserCheckError(
+            f"{clash} named both as inputs and as params: a param would replace the input; rename one"
+        )
     ident, user = user_identity(
         forward,
         dict(arrays),

@@ -36,6 +36,8 @@ from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, Rules
 from gradoracle.identities import get_identity
 from gradoracle.runner import TOP_UP_EXAMPLES
 
+pytest_plugins = ["pytester"]
+
 FULL = os.environ.get("GRADORACLE_COVER_FULL", "") not in ("", "0")
 NAME = "conv1d-layer"
 #: The pool configuration the mutant is wrong in (not the first: failures do not shrink to it).
@@ -426,3 +428,44 @@ def test_inside_the_users_own_given_one_example_is_drawn_and_nothing_topped_up()
 
     user_test()
     assert 0 < len(calls) <= 3 * 2  # one example per run of the user's test (vjp called twice)
+
+
+# ------------------------------------------------------------ the front-ends: CLI, plugin
+
+
+def test_the_command_line_reports_a_top_up_failure() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "gradoracle", "check", "--identity", NAME, "--dtype", "float64"]
+    cmd += ["--mode", "vjp", "--seed", str(UNDRAWN[0])]
+    wrong = subprocess.run(
+        [*cmd, "--adapter", "test_config_coverage:Mutant"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    assert "top-up example of configuration 2 of the 8" in " ".join(wrong.stdout.split())
+    # negative control: the correct engine passes the same command
+    right = subprocess.run([*cmd, "--adapter", "numpy"], capture_output=True, text=True, env=env, timeout=300)
+    assert right.returncode == 0, right.stdout + right.stderr
+
+
+def test_the_pytest_plugin_reports_a_top_up_failure(pytester: pytest.Pytester) -> None:
+    from pathlib import Path
+
+    pytester.syspathinsert(Path(__file__).parent)
+    args = ["-p", "no:cacheprovider", "--gradoracle-identity", NAME, "--gradoracle-dtype", "float64"]
+    args += ["--gradoracle-mode", "vjp", "--gradoracle-seed", str(UNDRAWN[0])]
+    wrong = pytester.runpytest(*args, "--gradoracle-adapter", "test_config_coverage:Mutant")
+    wrong.assert_outcomes(failed=1)
+    wrong.stdout.fnmatch_lines(
+        ["*top-up example of configuration 2 of the 8*", "*example 31 of 31 drawn failed*"]
+    )
+    right = pytester.runpytest(*args, "--gradoracle-adapter", "numpy")
+    right.assert_outcomes(passed=1)

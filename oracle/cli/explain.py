@@ -56,7 +56,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             lines.append(
                 f"  configurations:     {len(pool.configurations)} (--configurations {args.configurations}): "
                 f"{len(pool.covered)} of {len(pool.universe)} hyper-parameter values, {pool.pairs} pairs; "
-                "the arrays are drawn anew in every example"
+                "every check evaluates each of them at least once (a top-up example for one its examples "
+                "did not draw), the arrays drawn anew in every example"
             )
             lines.extend(f"    {k + 1}. {_config_text(c)}" for k, c in enumerate(pool.configurations))
         else:
