@@ -402,10 +402,15 @@ def test_a_call_abandoned_by_ctrl_c_does_not_answer_the_next_call() -> None:
         answered.set()
         return "first"
 
-    timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        guard.call(slow, None, "slow")
+    # a test runner's worker may ignore SIGINT (pytest-xdist's can): Ctrl-C as a terminal delivers it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            guard.call(slow, None, "slow")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     release.set()
     assert answered.wait(30.0)
     time.sleep(0.2)  # the first call's result is in the queue by now

@@ -774,7 +774,9 @@ def test_committed_reference_report_is_what_the_command_produces(tmp_path: Path)
     # of 0.0077 in one run, 0.0073 in the next).
     exact = ("errors", "precision", "max_errors")
     strip = [{k: v for k, v in r.items() if k not in exact} for r in without_timings(fresh)["results"]]
-    assert strip == [{k: v for k, v in r.items() if k not in exact} for r in without_timings(committed)["results"]]
+    assert strip == [
+        {k: v for k, v in r.items() if k not in exact} for r in without_timings(committed)["results"]
+    ]
     for new, old in zip(fresh["results"], committed["results"], strict=True):
         assert new["errors"].keys() == old["errors"].keys(), new["id"]
         for kind, by_input in new["errors"].items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,9 +58,7 @@ class CtrlC(NumpyEngineAdapter):
         type(self).calls += 1
         if type(self).calls == 3:
             os.kill(os.getpid(), signal.SIGINT)
-            # the main thread handles the signal while this call is still running (a loaded
-            # machine took more than 0.5 s; the guard's thread is a daemon, nothing waits on it)
-            time.sleep(2.0)
+            time.sleep(0.5)  # the main thread handles the signal while this call is still running
         return super().vjp(fn, inputs, wrt, cotangent, dtype)
 
 
@@ -92,7 +91,13 @@ def _identities(*names: str) -> list[str]:
 def test_ctrl_c_during_a_session_with_a_report_writes_an_incomplete_report(team: pytest.Pytester) -> None:
     args = ["--gradoracle-adapter", "team_adapters:CtrlC", "--gradoracle-report", "rep"]
     args += _identities("elementwise-tanh", "elementwise-sigmoid", "elementwise-sin")
-    result = team.runpytest_subprocess(*args, "--gradoracle-dtype", "float64", *FAST, "gradoracle")
+    # a test runner's worker may ignore SIGINT (pytest-xdist's can), and an ignored SIGINT is
+    # inherited by the session under test: a handler here is reset to the default on exec
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = team.runpytest_subprocess(*args, "--gradoracle-dtype", "float64", *FAST, "gradoracle")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     output = result.stdout.str() + result.stderr.str()
     assert "INTERNALERROR" not in output and "Traceback" not in output, output
     assert result.ret == pytest.ExitCode.INTERRUPTED
