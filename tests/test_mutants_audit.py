@@ -7,36 +7,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
 
 from gradoracle import layer_strategies as L
 from gradoracle import runner, strategies
 from gradoracle.adapters import load_adapter
 from gradoracle.identities import convolution_nd, get_identity, pooling_nd
 from gradoracle.reference_layers import conv_pads
+from gradoracle.selftest.common import draw_examples
 from gradoracle.selftest.kill_matrix import mutant_settings
 from gradoracle.selftest.layer_parameters import parameter_on
 from gradoracle.selftest.mutants import CATALOGUE
 
 
 def _examples(name: str, count: int = 40) -> list[Any]:
-    out: list[Any] = []
-
-    @hypothesis_seed(0)
-    @settings(
-        max_examples=count,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(get_identity(name).strategy())
-    def body(example: Any) -> None:
-        out.append(example)
-
-    body()
-    return out
+    return draw_examples(name, count, seed=0)
 
 
 @pytest.mark.parametrize(("name", "scale"), [("elementwise-tanh", 3.0), ("elementwise-sigmoid", 4.0)])

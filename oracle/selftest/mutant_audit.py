@@ -325,16 +325,16 @@ def _torch_conv_filter_scaled(name: str) -> Any:
 # ---- forward mode and second order -----------------------------------------------------
 
 
-def _torch_linear_jvp_transposed(name: str) -> Any:
-    """``F.linear`` whose forward-mode rule is ``dX W + X dW^T + db``: the input tangent pushed
-    through W instead of W^T (the vjp's matrix), which only fits a square W; reverse mode right."""
+def _torch_linear_mutant(name: str, backward: Any, jvp: Any) -> Any:
+    """A PyTorch adapter whose ``F.linear`` is a ``torch.autograd.Function`` with the given
+    ``backward(ctx, g)`` and ``jvp(ctx, tx, tw, tb)`` (inputs saved for both modes)."""
     import torch
 
     from gradoracle.adapters.torch_adapter import TorchOps
 
     base = TorchOps()
 
-    class LinearJvpT(torch.autograd.Function):
+    class Linear(torch.autograd.Function):
         @staticmethod
         def forward(x: Any, w: Any, b: Any) -> Any:
             return base.linear(x, w, b)
@@ -344,70 +344,56 @@ def _torch_linear_jvp_transposed(name: str) -> Any:
             ctx.save_for_backward(*inputs)
             ctx.save_for_forward(*inputs)
 
-        @staticmethod
-        def backward(ctx: Any, g: Any) -> Any:
-            return tuple(_torch_grads(base.linear, ctx.saved_tensors, g))
-
-        @staticmethod
-        def jvp(ctx: Any, tx: Any, tw: Any, tb: Any) -> Any:
-            x, w, b = ctx.saved_tensors
-            out = torch.zeros_like(base.linear(x, w, b))
-            if tx is not None:
-                out = out + (tx @ w if w.shape[0] == w.shape[1] else tx @ w.T)  # the bug: W, not W^T
-            if tw is not None:
-                out = out + x @ tw.T
-            if tb is not None:
-                out = out + tb
-            return out
+    Linear.backward = staticmethod(backward)  # type: ignore[method-assign]
+    Linear.jvp = staticmethod(jvp)  # type: ignore[method-assign]
 
     class Ops(TorchOps):
         def linear(self, x: Any, w: Any, b: Any) -> Any:
-            return LinearJvpT.apply(x, w, b)
+            return Linear.apply(x, w, b)
 
     return _torch_adapter(name, Ops)
+
+
+def _linear_jvp(ctx: Any, tx: Any, tw: Any, tb: Any, transposed: bool = True) -> Any:
+    """``dX W^T + X dW^T + db`` (``transposed=False``: ``dX W`` where W is square, the bug)."""
+    import torch
+
+    x, w, b = ctx.saved_tensors
+    out = torch.zeros_like(torch.nn.functional.linear(x, w, b))
+    if tx is not None:
+        out = out + (tx @ w if not transposed and w.shape[0] == w.shape[1] else tx @ w.T)
+    if tw is not None:
+        out = out + x @ tw.T
+    if tb is not None:
+        out = out + tb
+    return out
+
+
+def _torch_linear_jvp_transposed(name: str) -> Any:
+    """``F.linear`` whose forward-mode rule is ``dX W + X dW^T + db``: the input tangent pushed
+    through W instead of W^T (the vjp's matrix), which only fits a square W; reverse mode right."""
+    from gradoracle.adapters.torch_adapter import TorchOps
+
+    base = TorchOps()
+
+    def backward(ctx: Any, g: Any) -> Any:
+        return tuple(_torch_grads(base.linear, ctx.saved_tensors, g))
+
+    def jvp(ctx: Any, tx: Any, tw: Any, tb: Any) -> Any:
+        return _linear_jvp(ctx, tx, tw, tb, transposed=False)  # the bug: W, not W^T
+
+    return _torch_linear_mutant(name, backward, jvp)
 
 
 def _torch_linear_hessian_cross_term_missing(name: str) -> Any:
     """``F.linear`` whose weight gradient is computed from a detached X: the gradient is right,
     the double backward misses the cross term ``(H v)_W = U^T v_X`` (``(H v)_X = U v_W`` kept)."""
-    import torch
 
-    from gradoracle.adapters.torch_adapter import TorchOps
+    def backward(ctx: Any, g: Any) -> Any:
+        x, w, _ = ctx.saved_tensors
+        gx = g @ w
+        gw = g.reshape(-1, w.shape[0]).T @ x.detach().reshape(-1, w.shape[1])  # the bug: detach
+        gb = g.reshape(-1, w.shape[0]).sum(0)
+        return gx, gw, gb
 
-    base = TorchOps()
-
-    class LinearDetachedX(torch.autograd.Function):
-        @staticmethod
-        def forward(x: Any, w: Any, b: Any) -> Any:
-            return base.linear(x, w, b)
-
-        @staticmethod
-        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-            ctx.save_for_backward(*inputs)
-            ctx.save_for_forward(*inputs)
-
-        @staticmethod
-        def backward(ctx: Any, g: Any) -> Any:
-            x, w, _ = ctx.saved_tensors
-            gx = g @ w
-            gw = g.reshape(-1, w.shape[0]).T @ x.detach().reshape(-1, w.shape[1])  # the bug: detach
-            gb = g.reshape(-1, w.shape[0]).sum(0)
-            return gx, gw, gb
-
-        @staticmethod
-        def jvp(ctx: Any, tx: Any, tw: Any, tb: Any) -> Any:
-            x, w, b = ctx.saved_tensors
-            out = torch.zeros_like(base.linear(x, w, b))
-            if tx is not None:
-                out = out + tx @ w.T
-            if tw is not None:
-                out = out + x @ tw.T
-            if tb is not None:
-                out = out + tb
-            return out
-
-    class Ops(TorchOps):
-        def linear(self, x: Any, w: Any, b: Any) -> Any:
-            return LinearDetachedX.apply(x, w, b)
-
-    return _torch_adapter(name, Ops)
+    return _torch_linear_mutant(name, backward, _linear_jvp)
