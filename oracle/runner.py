@@ -531,9 +531,6 @@ def _fd_comparisons(
     def s(out: np.ndarray) -> float:  # s(t) = <u, f(x + t v)>, accumulated in float64
         return float(np.sum(u64 * np.asarray(out, dtype=np.float64)))
 
-    def s_abs(out: np.ndarray) -> float:  # sum |u_i f_i(x + t v)|: the scale of s(t)'s rounding
-        return float(np.sum(np.abs(u64 * np.asarray(out, dtype=np.float64))))
-
     active: list[tuple[int, Mapping[str, np.ndarray], float]] = []
     for k, d in enumerate(dirs):
         h = steps[k]
@@ -564,14 +561,19 @@ def _fd_comparisons(
         else None
     )
     gmax = max(gabs[n] for n in names)
+    # per point: s(t) = sum u_i f_i(x + t v) and sum |u_i f_i(x + t v)|, the scale of its rounding
+    terms = [u64 * np.asarray(out, dtype=np.float64) for out in outs]
+    sums = [float(np.sum(t)) for t in terms]
+    scales = [float(np.sum(np.abs(t))) for t in terms]
     rows: list[dict[str, Any]] = []
     for j, (k, d, h) in enumerate(active):
         mag = max(float(mags[j]), gmax * float(vmaxs[j]))
         # the rounding of s(+-h) is relative to what was evaluated there: x^2 at x ~ 1e-20 is
         # 1e-40 at x but h^2 ~ 4e-11 at x +- h (output_scale alone failed a correct backward)
-        evaluated = max(s_abs(outs[2 * j]), s_abs(outs[2 * j + 1]), output_scale)
+        evaluated = max(scales[2 * j], scales[2 * j + 1], output_scale)
         extra = float(extras[j]) + 16 * eps_fd * evaluated / h
-        value = (s(outs[2 * j]) - s(outs[2 * j + 1])) / (2 * h)
+        plus, minus = sums[2 * j], sums[2 * j + 1]
+        value = (plus - minus) / (2 * h)
         rows.append(
             {
                 "k": k,
@@ -581,7 +583,7 @@ def _fd_comparisons(
                 "mag": mag,
                 "extra": extra,
                 "value": value,
-                "near": (s(outs[2 * j]), s(outs[2 * j + 1])),
+                "near": (plus, minus),
             }
         )
     close = [r for r in rows if abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"]) + r["extra"]]
