@@ -514,7 +514,9 @@ def test_xdist_workers_collect_the_same_items_and_the_controller_gets_every_resu
 ) -> None:
     pytest.importorskip("xdist")
     args = ["--gradoracle-adapter", "mymod:MiniAdapter", "--gradoracle-adapter", "mymod:WrongPixelAdapter"]
-    result = other_repo.runpytest_subprocess("-n", "2", *args, *_identity_args(POOLS), *FAST)
+    # a fixed seed: with 3 examples a random one missed the wrong pixel in one dtype now and then
+    seed = ["--gradoracle-seed", "0"]
+    result = other_repo.runpytest_subprocess("-n", "2", *args, *_identity_args(POOLS), *FAST, *seed)
     result.assert_outcomes(passed=6, failed=2)
     result.stdout.fnmatch_lines(
         [
