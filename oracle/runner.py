@@ -865,7 +865,7 @@ def _evaluation(
             r = np.asarray(ref[name], dtype=np.float64)
             eta = float(np.max(np.abs(np.asarray(ref32[name], dtype=np.float64) - r))) if r.size else 0.0
             mag = np.maximum(mags[name], np.abs(r))
-            allowed[name] = tol.allowed(mag, eta)
+            allowed[name] = tol.allowed(mag, eta, exact_floor=True)
             outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name], mag))
     else:
         for name in ident.wrt:
@@ -877,7 +877,9 @@ def _evaluation(
     eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
     out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
     outcome.comparisons.append(
-        _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f), out_mag)
+        _compare_arrays(
+            "forward", "output", out, ref_out, tol.allowed(out_mag, eta_f, exact_floor=True), out_mag
+        )
     )
     if ref is not None and records_bits(dtype):
         outcome.bits = effective_bits(
@@ -930,7 +932,9 @@ def _evaluation(
             at_x = None
         if at_x is not None and at_x.shape == ref_out.shape:
             tol_fwd = tolerance_for(fd_dtype) if fd_dtype != dtype else tol
-            c = _compare_arrays("forward", "output", at_x, ref_out, tol_fwd.allowed(out_mag, eta_f), out_mag)
+            c = _compare_arrays(
+                "forward", "output", at_x, ref_out, tol_fwd.allowed(out_mag, eta_f, exact_floor=True), out_mag
+            )
             if c.failed:
                 outcome.fault = Fault.ADAPTER
                 outcome.contract = (

@@ -154,7 +154,7 @@ def _sparse_examples() -> list[tuple[str, str, Example]]:
 def _componentwise_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tolerance before the fix: ``atol + rtol m_i + kappa eta eps / eps_32``, eta as measured."""
 
-    def allowed(self: Tolerance, magnitude: Any, noise: float) -> np.ndarray:
+    def allowed(self: Tolerance, magnitude: Any, noise: float, exact_floor: bool = False) -> np.ndarray:
         return (
             self.atol
             + self.rtol * np.asarray(magnitude, dtype=np.float64)
@@ -208,19 +208,26 @@ def test_strided_fft_leak_into_structural_zeros_still_fails() -> None:
         assert evaluate_example("conv3d-layer", alt.FFTConvAdapter(), dtype, example).passed
 
 
-def test_noise_floor_is_one_float32_rounding_of_the_largest_magnitude() -> None:
+def test_exact_floor_replaces_a_zero_sample_only() -> None:
     for dtype in ("float64", "float32"):
         tol = tolerance_for(dtype)
         m = np.array([0.0, 0.5, 2.0])
-        got = tol.allowed(m, 0.0)
         floor = tol.kappa * EPS32 * 2.0 * (tol.eps / EPS32)
-        np.testing.assert_allclose(got, tol.atol + tol.rtol * m + floor, rtol=1e-15)
-        # a measured eta above the floor is used as it is
-        assert tol.allowed(m, 1.0)[0] == pytest.approx(tol.atol + tol.kappa * tol.eps / EPS32)
-        # no magnitude (an empty array) and non-finite magnitudes leave the floor out
-        assert tol.allowed(np.zeros(0), 0.0).shape == (0,)
-        assert np.isinf(tol.allowed(np.array([np.inf, 1.0]), 0.0)[0])
-        assert tol.allowed(np.array([np.inf, 1.0]), 0.0)[1] == pytest.approx(tol.atol + tol.rtol)
+        np.testing.assert_allclose(
+            tol.allowed(m, 0.0, exact_floor=True), tol.atol + tol.rtol * m + floor, rtol=1e-15
+        )
+        # without the flag (the modes' slack sums pass 0 on purpose) nothing is added
+        np.testing.assert_allclose(tol.allowed(m, 0.0), tol.atol + tol.rtol * m, rtol=1e-15)
+        # a measured sample, however much smaller than the floor, is used as it is
+        tiny = 1e-3 * EPS32 * 2.0
+        np.testing.assert_allclose(
+            tol.allowed(m, tiny, exact_floor=True),
+            tol.atol + tol.rtol * m + tol.kappa * tiny * tol.eps / EPS32,
+        )
+        assert tol.allowed(np.zeros(0), 0.0, exact_floor=True).shape == (0,)
+        # a non-finite magnitude leaves the floor out (its own element is inf anyway)
+        got = tol.allowed(np.array([np.inf, 1.0]), 0.0, exact_floor=True)
+        assert np.isinf(got[0]) and got[1] == pytest.approx(tol.atol + tol.rtol)
 
 
 # ---- negative controls: the same adapters with a wrong gradient --------------------------------
