@@ -31,7 +31,8 @@ HAVE_JAX = importlib.util.find_spec("jax") is not None
 CONVS = ("conv-filter", "conv-input", "conv1d-layer", "conv2d-layer", "conv3d-layer")
 ELEMENTWISE = tuple(f"elementwise-{f}" for f in ("sigmoid", "tanh", "softplus", "elu", "silu", "gelu"))
 
-#: adapter class name -> (identities where its numerics differ, modes, framework it needs)
+#: adapter class name -> (identities where its numerics differ, modes, framework it needs); the
+#: framework adapters on one identity each (JAX compiles a program per shape: ~10 s a check)
 CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "Im2colAdapter": (CONVS, ("vjp",), ""),
     "FFTConvAdapter": (CONVS, ("vjp",), ""),
@@ -42,17 +43,15 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
         "",
     ),
     "AltFormulaAdapter": ((*ELEMENTWISE, "mlp-a-logits", "cross-entropy-batch"), ("vjp",), ""),
-    "TorchFuncAdapter": (("mlp", "conv2d-layer", "elementwise-gelu"), ("vjp", "jvp", "hvp"), "torch"),
-    "TorchStridedAdapter": (
-        ("linear-layer", "dense-layer", "conv2d-layer", "conv3d-layer", "conv-input"),
-        ("vjp",),
-        "torch",
-    ),
-    "JaxRematAdapter": (("mlp", "conv2d-layer"), ("vjp", "jvp", "hvp"), "jax"),
-    "JaxLinearTransposeAdapter": (("mlp", "conv2d-layer"), ("vjp", "jvp", "hvp"), "jax"),
+    "TorchFuncAdapter": (("mlp",), ("vjp", "jvp", "hvp"), "torch"),
+    "TorchStridedAdapter": (("linear-layer", "conv2d-layer"), ("vjp",), "torch"),
+    "JaxRematAdapter": (("mlp",), ("vjp", "hvp"), "jax"),
+    "JaxLinearTransposeAdapter": (("mlp",), ("vjp", "hvp"), "jax"),
 }
 
-SETTINGS = CheckSettings(examples=6, seed=0, configurations=4)
+#: few examples; a long time limit per call (importing torch or JAX on a loaded machine takes
+#: more than the default 20 s)
+SETTINGS = CheckSettings(examples=4, seed=0, configurations=2, timeout_s=300.0)
 
 
 def _needs(framework: str) -> None:
@@ -327,5 +326,5 @@ NEGATIVE: dict[str, tuple[Callable[[], Any], str, str, str]] = {
 def test_same_adapter_with_a_wrong_gradient_fails(case: str, dtype: str) -> None:
     make, ident, mode, framework = NEGATIVE[case]
     _needs(framework)
-    res = check(ident, make(), dtype, SETTINGS.with_(shrink=False), mode=mode)
+    res = check(ident, make(), dtype, SETTINGS.with_(shrink=False, examples=2), mode=mode)
     assert res.verdict is Verdict.FAIL, (case, res.verdict, res.message[:300])
