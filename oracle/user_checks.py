@@ -52,7 +52,15 @@ from hypothesis import strategies as st
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
 from gradoracle.reference_ops import REFERENCE_OPS
-from gradoracle.results import CheckResult, Fault, GradientMismatch, Verdict, Words, brief_message
+from gradoracle.results import (
+    CheckResult,
+    Fault,
+    GradientMismatch,
+    InputSpecError,
+    Verdict,
+    Words,
+    brief_message,
+)
 from gradoracle.runner import (
     DTYPES,
     CheckSettings,
@@ -82,7 +90,7 @@ InputSpec = Any  # a shape, an int (a vector's length), an array, or a Hypothesi
 USER_REFERENCE_FAULT = "your reference gradient, not the backward, is wrong"
 
 
-class UserCheckError(ValueError):
+class UserCheckError(InputSpecError):
     """A user check that cannot run as asked; the message says what to change."""
 
 
@@ -602,6 +610,15 @@ def refuse_huge(sizes: Mapping[str, int], where: str = "") -> None:
     )
 
 
+def _drawn_array(name: str, value: Any) -> np.ndarray:
+    """A value the user's strategy drew, as :func:`fixed_array` takes a fixed one: text, complex or
+    non-finite values are a :class:`UserCheckError` naming the input and saying it was drawn."""
+    try:
+        return fixed_array(name, value)
+    except UserCheckError as exc:
+        raise UserCheckError(f"your strategy drew an unusable value: {exc}") from None
+
+
 def _refuse_empty(shapes: Mapping[str, tuple[Any, ...]]) -> None:
     """Every input empty: any backward would pass, so refuse instead of passing vacuously."""
     listed = ", ".join(f"{n}: shape {tuple(sh)}" for n, sh in shapes.items())
@@ -702,7 +719,7 @@ def _input_strategy(
                 raise UserCheckError(
                     f"the inputs strategy drew a {type(drawn).__name__}, not a dict of arrays"
                 )
-            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in drawn.items()}
+            arrays = {str(k): _drawn_array(str(k), v) for k, v in drawn.items()}
         for name, spec in specs.items():
             shape = shapes[name]
             if shape is not None:
@@ -720,7 +737,7 @@ def _input_strategy(
             elif name in fixed:
                 arrays[name] = fixed[name]
             else:
-                arrays[name] = np.asarray(draw(spec), dtype=np.float64)
+                arrays[name] = _drawn_array(name, draw(spec))
         p = {k: draw(v) if isinstance(v, st.SearchStrategy) else v for k, v in params.items()}
         if validate is not None:
             try:
