@@ -290,6 +290,18 @@ def dtype_names(value: Any) -> tuple[str, ...]:
     return names
 
 
+#: Set-up calls (loading an adapter, its name, ``available()``, dtypes, ops and modes) import
+#: frameworks, the slowest thing an adapter legitimately does (importing torch took over 20 s on
+#: this project's 2-core machine at load 16): they get this many times the per-call limit
+#: (20 s -> 120 s by default) before they count as hung.
+SETUP_FACTOR = 6.0
+
+
+def setup_timeout(timeout: float | None) -> float | None:
+    """The limit of a set-up call: ``SETUP_FACTOR x timeout`` (none when ``timeout`` is none or 0)."""
+    return timeout * SETUP_FACTOR if timeout else timeout
+
+
 def read_facts(adapter: Any, guard: AdapterGuard, timeout: float | None) -> AdapterFacts:
     """``name``, ``available()``, ``dtypes`` and ``supported_ops()`` through the guard.
 
@@ -303,7 +315,8 @@ def read_facts(adapter: Any, guard: AdapterGuard, timeout: float | None) -> Adap
             raise TypeError(f"adapter name must be a non-empty string, got {type(value).__name__}")
         return value
 
-    label = guard.call(name, timeout, "reading the adapter's name")
+    setup = setup_timeout(timeout)
+    label = guard.call(name, setup, "reading the adapter's name")
     label = _sanitize(label)
     guard.label = label
 
@@ -311,17 +324,17 @@ def read_facts(adapter: Any, guard: AdapterGuard, timeout: float | None) -> Adap
         ok, why = adapter.available()
         return bool(ok), str(why)
 
-    ok, why = guard.call(available, timeout, f"{label}.available()")
+    ok, why = guard.call(available, setup, f"{label}.available()")
     from gradoracle.options import DTYPES
 
-    dtypes = guard.call(lambda: dtype_names(getattr(adapter, "dtypes", DTYPES)), timeout, f"{label}.dtypes")
+    dtypes = guard.call(lambda: dtype_names(getattr(adapter, "dtypes", DTYPES)), setup, f"{label}.dtypes")
     ops: frozenset[str] | None = None
     ops_error = None
     if ok:
         try:
             ops = guard.call(
                 lambda: frozenset(str(o) for o in adapter.supported_ops()),
-                timeout,
+                setup,
                 f"{label}.supported_ops()",
             )
         except AdapterCallError as exc:
@@ -374,7 +387,7 @@ class AdapterSession:
         try:
             adapter = guard.call(
                 lambda: load_adapter(spec),
-                timeout,
+                setup_timeout(timeout),
                 f"loading adapter {spec!r}",
                 passthrough=(AdapterLoadError,),
             )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from gradoracle.guard import AdapterCallError, process_session
+from gradoracle.guard import AdapterCallError, process_session, setup_timeout
 from gradoracle.identities import IDENTITIES, Identity
 from gradoracle.isolation import WorkerPool, run_jobs_in_process
 from gradoracle.modes import MODES, adapter_modes
@@ -395,7 +395,9 @@ class LoadJob:
             )
 
         try:
-            has_jvp, methods, frameworks = entry.guard.call(read, timeout, f"{facts.name}'s modes")
+            has_jvp, methods, frameworks = entry.guard.call(
+                read, setup_timeout(timeout), f"{facts.name}'s modes"
+            )
         except AdapterCallError as exc:
             return {"error": f"adapter {self.spec!r}: {exc}"}
         runtime = framework_runtime()

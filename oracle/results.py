@@ -301,6 +301,12 @@ class CheckResult(CleanText):
         return cls(**fields, errors=errors, worst=worst)
 
 
+class InputSpecError(ValueError):
+    """The caller's description of the inputs cannot work (a user check's strategy drew text, NaN,
+    a list instead of a dict): :func:`gradoracle.runner.check` raises it to the caller instead of
+    recording it as the adapter's error, since the fix is in the caller's arguments."""
+
+
 class GradientMismatch(AssertionError):
     """A gradient that disagrees with the oracle; the message is the full diagnostic."""
 

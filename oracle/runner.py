@@ -69,6 +69,7 @@ from gradoracle.results import (
     ErrorStat,
     Fault,
     GradientMismatch,
+    InputSpecError,
     Verdict,
     Words,
     WorstElement,
@@ -582,6 +583,7 @@ def _fd_comparisons(
                 "p": float(projections[j]),
                 "mag": mag,
                 "extra": extra,
+                "evaluated": evaluated,
                 "value": value,
                 "near": (plus, minus),
             }
@@ -597,6 +599,7 @@ def _fd_comparisons(
             r["far"] = (s(far[2 * j]), s(far[2 * j + 1]))
             d2 = (r["far"][0] - r["far"][1]) / (4 * r["h"])
             r["value"], r["error"] = (4 * r["value"] - d2) / 3, abs(r["value"] - d2)
+        yield from _per_element_rescue(fn, inputs, close, u64, g64, ref_grads, slack, tol, fd_dtype)
         if ident.family == "user" and ident.smooth_pattern is None:
             yield from _judge_at_kinks(fn, inputs, close, rows, s, tol, fd_dtype)
     worst: Comparison | None = None
@@ -611,7 +614,7 @@ def _fd_comparisons(
             if basis is None
             else (basis[0], list(np.unravel_index(basis[1], grads[basis[0]].shape)))
         )
-        analytic = None if analytics is None else float(analytics[j])
+        analytic = r.get("analytic", None if analytics is None else float(analytics[j]))
         comp = Comparison(
             kind=kind,
             input=name,
@@ -627,6 +630,102 @@ def _fd_comparisons(
             worst = comp
     if worst is not None:
         outcome.comparisons.append(worst)
+
+
+def _fails(r: Mapping[str, Any], tol: Tolerance) -> bool:
+    """Whether direction ``r`` disagrees beyond its allowance (with its error estimate, if any)."""
+    return abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"], r.get("error", 0.0)) + r["extra"]
+
+
+#: The per-element second opinion runs only where an element the direction moves takes a step
+#: this many times smaller than the common step ``h`` (:func:`_per_element_rescue`).
+SPREAD = 4.0
+
+
+def _spread(inputs: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray]) -> float:
+    """``max(1, max |x|) / max(1, min |x_i|)`` over the elements ``x_i`` that ``d`` moves."""
+    top = max([1.0] + [float(np.max(np.abs(x))) for x in inputs.values() if x.size])
+    moved = [np.abs(inputs[n])[np.asarray(v) != 0] for n, v in d.items()]
+    low = min((float(np.min(m)) for m in moved if m.size), default=top)
+    return top / max(1.0, low)
+
+
+def element_scaled(inputs: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``v (.) w`` with ``w_i = max(1, |x_i|) / max(1, max_j |x_j|)``: along it the step ``h`` moves
+    each element by ``eps^(1/3) max(1, |x_i|) v_i``, its own central-difference step."""
+    top = max([1.0] + [float(np.max(np.abs(x))) for x in inputs.values() if x.size])
+    return {n: v * (np.maximum(1.0, np.abs(inputs[n])) / top) for n, v in d.items()}
+
+
+def _per_element_rescue(
+    fn: Any,
+    inputs: Mapping[str, np.ndarray],
+    rows: Sequence[dict[str, Any]],
+    u64: np.ndarray,
+    grads: Mapping[str, np.ndarray],
+    ref_grads: Mapping[str, np.ndarray] | None,
+    slack: Mapping[str, np.ndarray],
+    tol: Tolerance,
+    fd_dtype: str,
+) -> Generator[ForwardCall, Any, None]:
+    """Directions that still fail after Richardson, measured again with each element's own step.
+
+    The step ``h = eps^(1/3) max(1, max |x|)`` is one for all elements, so where an input's
+    elements differ in magnitude by orders (a user's strategy drew 0 beside 5e5) the small ones
+    are stepped far past their curvature: ``D(h)`` is truncation error, and Richardson's estimate
+    of it can fall short, failing a correct backward.  A failing direction ``v`` that moves an
+    element :data:`SPREAD` or more times smaller than the largest (:func:`_spread`) is measured once
+    more along :func:`element_scaled` ``v (.) w`` (``D(h)`` and ``D(2h)``: four forwards, one call
+    for all such directions), which steps every element at its own scale, and compared with
+    ``<g, v (.) w>`` under the same allowance (``fd_rtol sum |g_i v_i w_i|``, the error estimate,
+    the rounding of ``s`` at ``h``).  Agreement there passes the direction on those numbers;
+    otherwise it keeps its numbers along ``v``, so a failure reads as before.  A correct
+    gradient rarely gets here (the false-positive campaigns never needed it); a wrong one costs
+    one more call per failing example, and its error shows along ``v (.) w`` as along ``v``.
+    """
+    failing = [r for r in rows if "error" in r and _fails(r, tol)]
+    scaled_all = [element_scaled(inputs, r["d"]) for r in failing]
+    # only where the magnitudes differ: some element the direction moves takes a step at least
+    # SPREAD times smaller than h (else the second measurement would only be the same one again)
+    chosen = [(r, w) for r, w in zip(failing, scaled_all, strict=True) if _spread(inputs, r["d"]) >= SPREAD]
+    if not chosen:
+        return
+    pending = [r for r, _ in chosen]
+    scaled = [w for _, w in chosen]
+    eps_fd = fd.machine_epsilon(fd_dtype)
+    outs = yield ForwardCall(
+        fn,
+        [
+            fd.perturbed(inputs, w, t, fd_dtype)
+            for r, w in zip(pending, scaled, strict=True)
+            for t in (r["h"], -r["h"], 2 * r["h"], -2 * r["h"])
+        ],
+        fd_dtype,
+    )
+    for j, (r, w) in enumerate(zip(pending, scaled, strict=True)):
+        terms = [u64 * np.asarray(outs[4 * j + i], dtype=np.float64) for i in range(4)]
+        plus, minus, plus2, minus2 = (float(np.sum(t)) for t in terms)
+        h = r["h"]
+        d1, d2 = (plus - minus) / (2 * h), (plus2 - minus2) / (4 * h)
+        g = {n: np.asarray(grads[n], dtype=np.float64) for n in w}
+        p = float(sum(np.sum(g[n] * w[n]) for n in w))
+        room = float(
+            sum(np.sum(np.abs(w[n]) * np.broadcast_to(slack[n], w[n].shape)) for n in w if n in slack)
+        )
+        evaluated = max([r["evaluated"]] + [float(np.sum(np.abs(t))) for t in terms[:2]])
+        trial = {
+            "p": p,
+            "mag": float(sum(np.sum(np.abs(g[n] * w[n])) for n in w)),
+            "value": (4 * d1 - d2) / 3,
+            "error": abs(d1 - d2),
+            "extra": room + 16 * eps_fd * evaluated / h,
+        }
+        if not _fails(trial, tol):
+            if ref_grads is not None:
+                trial["analytic"] = float(
+                    sum(np.sum(np.asarray(ref_grads[n], dtype=np.float64) * w[n]) for n in w)
+                )
+            r.update(trial, per_element=True)
 
 
 def _judge_at_kinks(
@@ -1738,6 +1837,8 @@ def check(
         return result(Verdict.ERROR, Fault.NONE, message, **counts(), **common)
     except unittest.SkipTest:  # Hypothesis ran no example (a profile without the generate phase)
         return result(Verdict.SKIP, Fault.NONE, no_examples_message(), **counts(), **common)
+    except InputSpecError:  # the caller's inputs cannot work: theirs to fix, not a record
+        raise
     except Exception as exc:  # other Hypothesis errors (health checks, ...) become records too
         return result(
             Verdict.ERROR,

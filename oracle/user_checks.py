@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -50,7 +52,15 @@ from hypothesis import strategies as st
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
 from gradoracle.reference_ops import REFERENCE_OPS
-from gradoracle.results import CheckResult, Fault, GradientMismatch, Verdict, Words, brief_message
+from gradoracle.results import (
+    CheckResult,
+    Fault,
+    GradientMismatch,
+    InputSpecError,
+    Verdict,
+    Words,
+    brief_message,
+)
 from gradoracle.runner import (
     DTYPES,
     CheckSettings,
@@ -80,7 +90,7 @@ InputSpec = Any  # a shape, an int (a vector's length), an array, or a Hypothesi
 USER_REFERENCE_FAULT = "your reference gradient, not the backward, is wrong"
 
 
-class UserCheckError(ValueError):
+class UserCheckError(InputSpecError):
     """A user check that cannot run as asked; the message says what to change."""
 
 
@@ -560,6 +570,55 @@ def fixed_array(name: str, value: Any) -> np.ndarray:
     return arr
 
 
+#: float64 copies of an example's inputs a check holds at once (the master, the dtype's and
+#: float32's copies, the directions, the finite-difference points, the gradients and their
+#: closed form, the comparisons' temporaries): the factor of the memory guard below.
+CHECK_COPIES = 16
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: Linux's ``MemAvailable``, else the physical
+    memory (``os.sysconf``), else ``None`` (unknown: the guard is off)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def refuse_huge(sizes: Mapping[str, int], where: str = "") -> None:
+    """A :class:`UserCheckError` when ``CHECK_COPIES * 8 * sum(sizes)`` bytes (the float64 copies
+    a check holds at once) exceed :func:`available_memory`: a check that cannot fit is refused
+    before it allocates anything, instead of swapping the machine or being killed by it."""
+    total = sum(int(n) for n in sizes.values())
+    memory = available_memory()
+    need = CHECK_COPIES * 8 * total
+    if memory is None or need <= memory:
+        return
+    largest = max(sizes, key=lambda n: sizes[n])
+    raise UserCheckError(
+        f"the inputs hold {total:,} elements{where} (the largest, {largest!r}, {int(sizes[largest]):,}); "
+        f"a check holds about {CHECK_COPIES} float64 copies of them at once ({need / 2**30:.1f} GiB), "
+        f"more than this machine has available ({memory / 2**30:.1f} GiB): check smaller shapes "
+        "(a wrong gradient shows at small sizes) or a smaller max_dim"
+    )
+
+
+def _drawn_array(name: str, value: Any) -> np.ndarray:
+    """A value the user's strategy drew, as :func:`fixed_array` takes a fixed one: text, complex or
+    non-finite values are a :class:`UserCheckError` naming the input and saying it was drawn."""
+    try:
+        return fixed_array(name, value)
+    except UserCheckError as exc:
+        raise UserCheckError(f"your strategy drew an unusable value: {exc}") from None
+
+
 def _refuse_empty(shapes: Mapping[str, tuple[Any, ...]]) -> None:
     """Every input empty: any backward would pass, so refuse instead of passing vacuously."""
     listed = ", ".join(f"{n}: shape {tuple(sh)}" for n, sh in shapes.items())
@@ -632,6 +691,21 @@ def _input_strategy(
     empty.update({n: sh for n, sh in shapes.items() if sh is not None and 0 in sh})
     if specs and len(empty) == len(specs):
         _refuse_empty(empty)
+    # the largest example these specs can draw: every named dimension at max_dim
+    largest = {n: a.size for n, a in fixed.items()}
+    largest.update(
+        {
+            n: math.prod(max_dim if isinstance(d, str) else int(d) for d in sh)
+            for n, sh in shapes.items()
+            if sh is not None
+        }
+    )
+    refuse_huge(
+        largest,
+        " at the largest draw"
+        if any(isinstance(d, str) for sh in shapes.values() if sh is not None for d in sh)
+        else "",
+    )
 
     @st.composite
     def draw_example(draw: st.DrawFn) -> Example:
@@ -645,7 +719,7 @@ def _input_strategy(
                 raise UserCheckError(
                     f"the inputs strategy drew a {type(drawn).__name__}, not a dict of arrays"
                 )
-            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in drawn.items()}
+            arrays = {str(k): _drawn_array(str(k), v) for k, v in drawn.items()}
         for name, spec in specs.items():
             shape = shapes[name]
             if shape is not None:
@@ -663,7 +737,7 @@ def _input_strategy(
             elif name in fixed:
                 arrays[name] = fixed[name]
             else:
-                arrays[name] = np.asarray(draw(spec), dtype=np.float64)
+                arrays[name] = _drawn_array(name, draw(spec))
         p = {k: draw(v) if isinstance(v, st.SearchStrategy) else v for k, v in params.items()}
         if validate is not None:
             try:
@@ -1225,6 +1299,7 @@ def check_gradients_at(
     arrays = {str(k): fixed_array(str(k), v) for k, v in inputs.items()}
     if arrays and all(a.size == 0 for a in arrays.values()):
         _refuse_empty({n: a.shape for n, a in arrays.items()})
+    refuse_huge({n: a.size for n, a in arrays.items()})
     if clash := sorted(set(arrays) & set(params or {})):
         raise UserCheckError(
             f"{clash} named both as inputs and as params: a param would replace the input; rename one"

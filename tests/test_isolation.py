@@ -306,7 +306,8 @@ def test_a_hang_that_holds_the_interpreter_is_killed_by_the_watchdog() -> None:
 def test_an_available_that_hangs_is_a_usage_error_not_a_hung_run() -> None:
     proc = run_cli("check", "--timeout", "0.5", "--adapter", "broken_adapters:HangingAvailableAdapter")
     assert proc.returncode == 2
-    assert "available() did not return within 0.5 s" in " ".join(proc.stderr.split())
+    # available() imports the framework: set-up calls get SETUP_FACTOR (6) times the per-call limit
+    assert "available() did not return within 3 s" in " ".join(proc.stderr.split())
 
 
 # --------------------------------------------------------------------- item 7: --jobs
