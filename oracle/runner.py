@@ -683,15 +683,12 @@ def _per_element_rescue(
     gradient rarely gets here (the false-positive campaigns never needed it); a wrong one costs
     one more call per failing example, and its error shows along ``v (.) w`` as along ``v``.
     """
-    failing = [r for r in rows if "error" in r and _fails(r, tol)]
-    scaled_all = [element_scaled(inputs, r["d"]) for r in failing]
     # only where the magnitudes differ: some element the direction moves takes a step at least
     # SPREAD times smaller than h (else the second measurement would only be the same one again)
-    chosen = [(r, w) for r, w in zip(failing, scaled_all, strict=True) if _spread(inputs, r["d"]) >= SPREAD]
-    if not chosen:
+    pending = [r for r in rows if "error" in r and _fails(r, tol) and _spread(inputs, r["d"]) >= SPREAD]
+    if not pending:
         return
-    pending = [r for r, _ in chosen]
-    scaled = [w for _, w in chosen]
+    scaled = [element_scaled(inputs, r["d"]) for r in pending]
     eps_fd = fd.machine_epsilon(fd_dtype)
     outs = yield ForwardCall(
         fn,
@@ -725,7 +722,7 @@ def _per_element_rescue(
                 trial["analytic"] = float(
                     sum(np.sum(np.asarray(ref_grads[n], dtype=np.float64) * w[n]) for n in w)
                 )
-            r.update(trial, per_element=True)
+            r.update(trial)
 
 
 def _judge_at_kinks(
@@ -753,11 +750,7 @@ def _judge_at_kinks(
     tied maxima all get ``u``: each coordinate's slope lies in ``[0, u]``); with two or more
     kinked directions their sum is judged too (one more row: the tie moves as a whole).
     """
-    failing = [
-        r
-        for r in close
-        if "far" in r and abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"], r["error"]) + r["extra"]
-    ]
+    failing = [r for r in close if "far" in r and _fails(r, tol)]
     if not failing:
         return
     (base,) = yield ForwardCall(fn, [fd.perturbed(inputs, failing[0]["d"], 0.0, fd_dtype)], fd_dtype)
