@@ -26,6 +26,7 @@ adapters never share anything, and an adapter that hung is replaced by a fresh i
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import queue
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,28 +103,77 @@ def describe_exception(exc: BaseException) -> str:
     return _sanitize(f"{name}: {text}{where}" if text else f"{name}{where}")
 
 
-def _process_state() -> tuple[str | None, int]:
-    """What of the process an adapter call may change and the run depends on: the working
-    directory (``--out reports`` is relative to it) and the recursion limit."""
+#: Environment variables whose prefix marks the run's own configuration (``GRADORACLE_LARGE_SHAPES``
+#: is read at every draw): an adapter's change to them is undone after its call.
+RUN_ENV_PREFIX = "GRADORACLE_"
+
+
+@dataclass(frozen=True)
+class _ProcessState:
+    """What of the process an adapter call may change and the run depends on (the rest of the
+    interpreter's global state is the adapter's own business)."""
+
+    cwd: str | None  # ``--out reports`` is relative to it
+    recursion_limit: int  # a limit of 60 made the run's own code raise RecursionError
+    warning_filters: tuple[Any, ...]  # an "error" filter would turn any warning of the run into a crash
+    run_env: tuple[tuple[str, str], ...]  # the GRADORACLE_* variables the run reads
+    stdout: Any  # a replaced ``sys.stdout`` swallows the table, the JSON and the report paths
+    stderr: Any
+    gc_enabled: bool  # ``gc.disable()`` lets a long run's memory grow without bound
+    switch_interval: float  # a huge interval starves the guard's timer thread
+
+
+def _process_state() -> _ProcessState:
+    """A snapshot of the process state an adapter call must leave as it found it."""
     try:
         cwd: str | None = os.getcwd()
     except OSError:
         cwd = None
-    return cwd, sys.getrecursionlimit()
+    return _ProcessState(
+        cwd=cwd,
+        recursion_limit=sys.getrecursionlimit(),
+        warning_filters=tuple(warnings.filters),
+        run_env=tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(RUN_ENV_PREFIX))),
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+        gc_enabled=gc.isenabled(),
+        switch_interval=sys.getswitchinterval(),
+    )
 
 
-def _restore_process_state(state: tuple[str | None, int]) -> None:
-    """Undo an adapter's ``os.chdir`` and ``sys.setrecursionlimit`` (a limit of 60 made the
-    run's own code raise ``RecursionError`` afterwards; a ``chdir`` moved the report)."""
-    cwd, limit = state
-    if sys.getrecursionlimit() != limit:
-        sys.setrecursionlimit(limit)
-    if cwd is not None:
+def _restore_process_state(state: _ProcessState) -> None:
+    """Undo an adapter's change to any part of ``state``: its ``os.chdir``,
+    ``sys.setrecursionlimit``, warning filters (it keeps what it added, except "error"
+    filters, and loses nothing of the run's), ``GRADORACLE_*`` variables, ``sys.stdout`` /
+    ``sys.stderr``, ``gc.disable()`` and ``sys.setswitchinterval`` (each only where it changed,
+    so a well-behaved adapter costs a comparison per call)."""
+    if sys.getrecursionlimit() != state.recursion_limit:
+        sys.setrecursionlimit(state.recursion_limit)
+    if state.cwd is not None:
         try:
-            if os.getcwd() != cwd:
-                os.chdir(cwd)
+            if os.getcwd() != state.cwd:
+                os.chdir(state.cwd)
         except OSError:  # the directory is gone (or the adapter's is): stay where it is
             pass
+    if tuple(warnings.filters) != state.warning_filters:
+        # keep what the adapter added (torch's import adds "ignore" filters for its own
+        # warnings) except "error" filters, in front of the run's own filters, all of them
+        kept = [f for f in warnings.filters if f not in state.warning_filters and f[0] != "error"]
+        warnings.filters[:] = kept + list(state.warning_filters)  # type: ignore[index]
+        warnings._filters_mutated()  # type: ignore[attr-defined]  # drop the per-module caches
+    env = {k: v for k, v in os.environ.items() if k.startswith(RUN_ENV_PREFIX)}
+    if env != dict(state.run_env):
+        for k in env.keys() - dict(state.run_env).keys():
+            del os.environ[k]
+        os.environ.update(dict(state.run_env))
+    if sys.stdout is not state.stdout:
+        sys.stdout = state.stdout
+    if sys.stderr is not state.stderr:
+        sys.stderr = state.stderr
+    if gc.isenabled() != state.gc_enabled:
+        (gc.enable if state.gc_enabled else gc.disable)()
+    if sys.getswitchinterval() != state.switch_interval:
+        sys.setswitchinterval(state.switch_interval)
 
 
 class AdapterGuard:

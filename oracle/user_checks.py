@@ -514,19 +514,28 @@ class UserFunctionAdapter(AdapterBase):
 
 def _shape_of(name: str, spec: Any) -> Shape | None:
     """``spec`` as a shape (ints and dimension names), or None when it is not a shape."""
-    if isinstance(spec, bool):
+    if isinstance(spec, bool | np.bool_):
         return None
-    if isinstance(spec, int):
-        return (spec,)
-    if isinstance(spec, tuple | list) and all(
-        isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)) for d in spec
-    ):
-        if any(isinstance(d, int) and d < 0 for d in spec):
+    if _is_dimension(spec):
+        return (int(spec),)
+    if isinstance(spec, tuple | list) and all(isinstance(d, str) or _is_dimension(d) for d in spec):
+        if any(not isinstance(d, str) and d < 0 for d in spec):
             raise UserCheckError(f"input {name!r}: negative dimension in shape {tuple(spec)}")
-        if spec and all(isinstance(d, int) for d in spec) and isinstance(spec, list):
+        if any(isinstance(d, str) and not d.strip() for d in spec):
+            raise UserCheckError(
+                f"input {name!r}: an empty dimension name in shape {tuple(spec)}; name each drawn "
+                "dimension (('n', 'm')) or give its size (3)"
+            )
+        if spec and all(not isinstance(d, str) for d in spec) and isinstance(spec, list):
             return None  # a list of ints is a (vector) value, not a shape; use a tuple for a shape
-        return tuple(spec)
+        return tuple(d if isinstance(d, str) else int(d) for d in spec)
     return None
+
+
+def _is_dimension(d: Any) -> bool:
+    """An integer size: Python's ``int`` or NumPy's integer scalars (``np.int64(3)`` from
+    ``np.prod``), never a bool."""
+    return isinstance(d, int | np.integer) and not isinstance(d, bool)
 
 
 def fixed_array(name: str, value: Any) -> np.ndarray:
@@ -941,6 +950,12 @@ def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
             raise UserCheckError(
                 "nothing to check: give vjp= (your hand-written backward for a NumPy forward) or "
                 "framework='torch' | 'jax' | 'package.module:Adapter' to check that framework's autodiff"
+                + (
+                    " (framework='numpy' means a plain NumPy function: NumPy has no autodiff, so it "
+                    "needs vjp=)"
+                    if framework == "numpy"
+                    else ""
+                )
             )
         return None
     if vjp is not None:

@@ -4,9 +4,11 @@ hostility with a wrong gradient must still fail, with the right fault."""
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -344,6 +346,72 @@ def test_an_adapter_call_leaves_the_working_directory_and_recursion_limit_as_it_
         assert wrong.fault == Fault.BACKWARD, wrong.message
     finally:
         sys.setrecursionlimit(limit)
+
+
+class _GlobalMeddler(_Engine):
+    """Right gradients; every vjp turns warnings into errors (and ignores its own category),
+    sets a run variable, swallows stdout and stderr, disables the garbage collector and
+    starves thread switching."""
+
+    def vjp(self, *args: Any) -> VJPResult:
+        r = super().vjp(*args)
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=_MeddlerWarning)
+        os.environ["GRADORACLE_LARGE_SHAPES"] = "1"
+        os.environ["GRADORACLE_MEDDLED"] = "yes"
+        sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+        gc.disable()
+        sys.setswitchinterval(5.0)
+        return r
+
+
+class _MeddlerWarning(UserWarning):
+    pass
+
+
+def _global_state() -> tuple[Any, ...]:
+    env = {k: v for k, v in os.environ.items() if k.startswith("GRADORACLE_")}
+    errors = [f for f in warnings.filters if f[0] == "error"]
+    return errors, env, sys.stdout, sys.stderr, gc.isenabled(), sys.getswitchinterval()
+
+
+def test_an_adapter_call_leaves_the_process_state_the_run_reads_as_it_found_it() -> None:
+    # an "error" warning filter would turn any warning of the run into an exception; a
+    # GRADORACLE_LARGE_SHAPES set by one adapter changed every later check's draws
+    with warnings.catch_warnings():
+        before = _global_state()
+        try:
+            r = check("matvec-jacobian", _GlobalMeddler(), "float64", FAST)
+            after = _global_state()
+            kept_ignore = any(f[0] == "ignore" and f[2] is _MeddlerWarning for f in warnings.filters)
+        finally:
+            gc.enable()
+        assert after == before
+        assert kept_ignore  # what the adapter added for its own warnings stays (torch adds such)
+        assert r.verdict == Verdict.PASS, r.message
+        wrong = check(
+            "matvec-jacobian", type("MeddlerWrong", (_GlobalMeddler,), {"scale": 2.0})(), "float64", FAST
+        )
+        assert wrong.fault == Fault.BACKWARD, wrong.message
+
+
+def test_the_meddler_does_change_the_state_outside_the_guard() -> None:
+    # the negative control: called directly, the same adapter leaves every change behind
+    stdout, stderr, interval = sys.stdout, sys.stderr, sys.getswitchinterval()
+    saved_env = dict(os.environ)
+    with warnings.catch_warnings():
+        before = _global_state()
+        try:
+            adapter = _GlobalMeddler()
+            adapter.vjp(lambda ops, t: ops.relu(t["x"]), {"x": np.ones(3)}, ("x",), np.ones(3), "float64")
+            after = _global_state()
+        finally:
+            sys.stdout, sys.stderr = stdout, stderr
+            gc.enable()
+            sys.setswitchinterval(interval)
+            os.environ.clear()
+            os.environ.update(saved_env)
+    assert all(a != b for a, b in zip(after, before, strict=True)), after
 
 
 def test_convention_probes_of_an_adapter_writing_into_its_forward_inputs_are_judged_where_asked() -> None:
