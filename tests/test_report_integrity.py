@@ -660,3 +660,22 @@ def test_selftest_correct_adapter_whose_available_raises_exits_2() -> None:
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "available() raised OSError: libfrobnicate.so" in " ".join(proc.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (None, "no 'schema_version'"),
+        (999, "'schema_version' is 999 (int), not a version string"),
+        ("7.0", "report schema 7.0 cannot be read by this gradoracle"),
+    ],
+)
+def test_a_report_with_an_unreadable_schema_version_says_which_it_is(version: Any, expected: str) -> None:
+    from gradoracle.reporting import validate_document
+    from gradoracle.reporting.json_report import ReportFormatError
+
+    doc: dict[str, Any] = {"results": []}
+    if version is not None:
+        doc["schema_version"] = version
+    with pytest.raises(ReportFormatError, match=re.escape(expected)):
+        validate_document(doc, "r.json")

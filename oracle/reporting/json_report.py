@@ -230,8 +230,13 @@ def validate_document(document: Mapping[str, Any], origin: str = "<report>") -> 
     ``jsonschema`` is installed (a ``dev`` extra), the required top-level keys otherwise.
     """
     version = document.get("schema_version") if isinstance(document, Mapping) else None
-    if not isinstance(version, str):
+    if version is None:
         raise ReportFormatError(f"{origin}: not a gradoracle report (no 'schema_version')")
+    if not isinstance(version, str):
+        raise ReportFormatError(
+            f"{origin}: 'schema_version' is {version!r} ({type(version).__name__}), not a version "
+            f"string such as {SCHEMA_VERSION!r}: not a report gradoracle wrote"
+        )
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise ReportFormatError(
             f"{origin}: report schema {version} cannot be read by this gradoracle (schema {SCHEMA_VERSION}); "
