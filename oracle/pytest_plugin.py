@@ -171,6 +171,11 @@ def _modes(values: Sequence[str]) -> tuple[str, ...]:
     return modes_from(values)
 
 
+#: Options that only the conformance suite reads (the fixture takes dtypes, modes, examples,
+#: seed, timeout and configurations): given on the command line without an adapter they would
+#: do nothing, so they are a usage error.
+SUITE_ONLY: tuple[str, ...] = ("report", "known_deviations", "identity", "max_hangs")
+
 _CONFIG_KEY = pytest.StashKey[PluginConfig]()
 
 
@@ -230,10 +235,9 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if options.adapters:
         config.pluginmanager.register(ConformanceSuite(config, options), "gradoracle-conformance")
-    elif "command line" in (options.sources.get("report"), options.sources.get("known_deviations")):
+    elif suite_only := [name for name in SUITE_ONLY if options.sources.get(name) == "command line"]:
         # from the ini file they simply wait for a session that runs the suite
-        from_cli = options.sources.get("report") == "command line"
-        flag = "--gradoracle-report" if from_cli else "--gradoracle-known-deviations"
+        flag = "--gradoracle-" + suite_only[0].replace("_", "-")
         raise pytest.UsageError(
             f"gradoracle: {flag} needs the conformance suite: name an adapter with --gradoracle-adapter "
             "(or the ini key gradoracle_adapter)"

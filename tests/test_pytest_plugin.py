@@ -435,6 +435,28 @@ def test_options_from_the_ini_file_and_the_command_line_wins(other_repo: pytest.
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--gradoracle-identity", "nope"), "--gradoracle-identity"),
+        (("--gradoracle-identity", "elementwise-relu"), "--gradoracle-identity"),
+        (("--gradoracle-max-hangs", "2"), "--gradoracle-max-hangs"),
+    ],
+)
+def test_suite_only_options_without_an_adapter_are_a_usage_error(
+    pytester: pytest.Pytester, args: tuple[str, ...], flag: str
+) -> None:
+    # they select the conformance suite's checks, which no adapter runs: silently nothing
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{flag} needs the conformance suite*--gradoracle-adapter*"])
+    # the fixture's own options (and the same option from the ini file) stay quiet
+    assert pytester.runpytest("--gradoracle-examples", "3").ret == pytest.ExitCode.OK
+    pytester.makeini("[pytest]\ngradoracle_identity = elementwise-relu\n")
+    assert pytester.runpytest().ret == pytest.ExitCode.OK
+
+
 def test_report_needs_an_adapter(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--gradoracle-report", "out")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
