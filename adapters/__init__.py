@@ -149,8 +149,14 @@ def load_adapter(spec: str | Adapter) -> Adapter:
     try:
         adapter = obj(**options) if isinstance(obj, type) else obj
     except TypeError as exc:
+        if options:
+            raise AdapterLoadError(
+                f"adapter {target!r} does not accept options {options}: {describe_failure(exc)}"
+            ) from exc
         raise AdapterLoadError(
-            f"adapter {target!r} does not accept options {options}: {describe_failure(exc)}"
+            f"adapter {target!r} cannot be constructed without arguments ({describe_failure(exc)}): "
+            "an adapter class takes its settings as keyword options with defaults "
+            "(--adapter 'module:Class?key=value')"
         ) from exc
     except ValueError as exc:  # e.g. torch?device=cuda on a machine without CUDA
         raise AdapterLoadError(f"adapter {spec!r}: {describe_failure(exc)}") from exc

@@ -394,6 +394,15 @@ def test_bad_options_are_rejected_with_the_fix() -> None:
         load_adapter("jax?jit=sometimes")
 
 
+def test_a_class_that_needs_arguments_is_named_as_such_not_as_bad_options() -> None:
+    from gradoracle.adapters import AdapterLoadError
+
+    with pytest.raises(AdapterLoadError, match=r"cannot be constructed without arguments.*msg"):
+        load_adapter("json:JSONDecodeError")
+    with pytest.raises(AdapterLoadError, match=r"does not accept options \{'x': '1'\}"):
+        load_adapter("numpy?x=1")  # with options given, the options are what is wrong
+
+
 def test_torch_cuda_without_cuda_is_a_clear_error() -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
