@@ -290,3 +290,36 @@ def test_a_reverse_mode_matrix_compiles_no_combined_program() -> None:
     assert ad._planned_modes == ("vjp",)
     assert "combined" not in _kinds(ad) and "combined_batch" not in _kinds(ad)
     assert _kinds(ad) & {"vjp", "vjp_batch"}
+
+
+def _custom_vjp_layer(identity: str, scale: float = 1.0) -> Any:
+    """A JAX adapter whose layer op is a ``jax.custom_vjp`` with JAX's own cotangents (times
+    ``scale``: 1 is correct)."""
+    import jax
+
+    from gradoracle.selftest.mutant_frameworks import _jax_layer_adapter
+
+    op, arrays = {"linear-layer": ("linear", ("x", "w", "b")), "conv2d-layer": ("conv_nd", ("x", "k", "b"))}[
+        identity
+    ]
+
+    def bwd(call: Any, d: dict[str, Any], p: dict[str, Any], g: Any) -> list[Any]:
+        return [scale * c for c in jax.vjp(call, *d.values())[1](g)]
+
+    return _jax_layer_adapter(f"custom-vjp-{scale}", op, arrays, bwd)
+
+
+@pytest.mark.parametrize(("identity", "seed"), [("linear-layer", 1), ("conv2d-layer", 0)])
+def test_a_correct_custom_vjp_op_is_not_called_nondeterministic(identity: str, seed: int) -> None:
+    # the combined program gave up on the custom_vjp during the first batched vjp, whose rows
+    # the per-example programs then answered; the repeat ran the vmapped program, whose last
+    # bits differ: "two calls disagree on 'output'", an adapter fault for a correct op (these
+    # two seeds of mutant_settings(30, .) showed it)
+    from gradoracle.selftest.kill_matrix import mutant_settings
+
+    adapter = _custom_vjp_layer(identity)
+    assert adapter.combine  # the default: the combined program is tried first
+    result = check(identity, adapter, "float64", mutant_settings(30, seed))
+    assert result.verdict == Verdict.PASS, result.message
+    wrong = check(identity, _custom_vjp_layer(identity, 1.001), "float64", mutant_settings(30, seed))
+    assert wrong.fault == Fault.BACKWARD, wrong.message  # the negative control
