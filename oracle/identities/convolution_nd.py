@@ -213,6 +213,16 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
         "asymmetric padding, input read",
         any(t % 2 for t in pad_total) and _reads_input(spatial, kernel, stride, dilation, padding),
     )
+    # a stride past the (dilated) kernel skips input elements between windows, and a strided 1x1
+    # kernel is a fast path of its own: shown only where that axis has two outputs or more
+    out = conv_output_shape(spatial, kernel, stride, conv_pads(padding, kernel, dilation), dilation)
+    strided = [
+        s > d * (k - 1) + 1 and o >= 2 for k, s, d, o in zip(kernel, stride, dilation, out, strict=True)
+    ]
+    p.note("stride past the kernel, 2+ outputs", any(strided))
+    p.note("strided 1x1 kernel, 2+ outputs", any(strided) and all(k == 1 for k in kernel))
+    # a blocked kernel's channel tail: input channels per group past a block of 16 by a remainder
+    p.note("C_in/groups past a block of 16", c_in // groups > 16 and (c_in // groups) % 16 != 0)
     return {"shapes": shapes, "params": params}
 
 

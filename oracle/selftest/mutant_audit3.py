@@ -235,11 +235,10 @@ def _ce_float32_unshifted(grads: list[Any], t: dict[str, Any], p: dict[str, Any]
 
 
 def _stride_past_kernel(x: Any, k: Any, s: Any, q: Any, d: Any, groups: int) -> Any:
-    """[stride > dilated kernel extent > 1 on an axis] dJ/dX spread with the stride clipped to the
-    kernel's extent (a "windows tile the input" fast path)."""
+    """[stride > dilated kernel extent on an axis] dJ/dX spread with the stride clipped to the
+    kernel's extent (a "windows tile the input" fast path: no input element skipped)."""
     ext = [di * (ki - 1) + 1 for ki, di in zip(k.shape[2:], d, strict=True)]
-    stride = tuple(min(si, e) if e > 1 else si for si, e in zip(s, ext, strict=True))
-    return k, stride, q, d, groups
+    return k, tuple(min(si, e) for si, e in zip(s, ext, strict=True)), q, d, groups
 
 
 def _pointwise_stride_ignored(x: Any, k: Any, s: Any, q: Any, d: Any, groups: int) -> Any:
