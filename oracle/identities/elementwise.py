@@ -309,7 +309,7 @@ def _elementwise_identity(f: Elementwise) -> Identity:
             x = S.uniform(rng, (n,), f.scale)
         if f.tail and draw(st.integers(0, 2)) > 0:  # tails in about two examples of three
             x = S.with_tails(rng, x, f.scale, f.tail, f.tail_gap)
-        if f.domain == "real":  # smooth through 0 like any other point: exact zeros, of both signs
+        if f.domain in ("real", "near0"):  # smooth through 0: exact zeros too, of both signs
             x = S.with_zeros(rng, x)
         return S.Example({"x": x}, {}, seed)
 

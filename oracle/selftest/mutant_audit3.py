@@ -16,7 +16,13 @@ What the draws had to gain for this audit (each with a negative control in
 ``tests/test_mutants_audit3.py``): rows past a tile of 32 and widths past 16/32/64 in the
 accelerator-sized layer configurations (:data:`gradoracle.layer_strategies.LARGE_WIDTHS`,
 ``LARGE_ROWS``, ``LARGE_CONV_CHANNELS``, the pools' large channel menus), and exact zeros, of
-both signs, in the smooth elementwise draws (:func:`gradoracle.strategies.with_zeros`).
+both signs, in the smooth elementwise draws (:func:`gradoracle.strategies.with_zeros`); and four
+facets every convolution pool must hold within its size (a stride past the kernel and a strided
+1x1 kernel, each with two outputs that read the input; a depthwise convolution; C_in per group past
+a block of 16, preferred for the accelerator-sized configuration).
+
+Not chased (:data:`SURVIVORS`): softplus's gradient flushed to 0 below -20, invisible under the
+float64 absolute tolerance floor for most tail draws (x < -70); see its reason there.
 """
 
 from __future__ import annotations
@@ -681,12 +687,6 @@ MUTANTS: tuple[AuditMutant, ...] = (
         _torch_edit("sin", ("x",), _sin_large_argument_float32),
         _doc(_sin_large_argument_float32),
     ),
-    _m(
-        "torch-softplus-far-negative-flushed",
-        "elementwise-softplus",
-        _torch_edit("softplus", ("x",), _softplus_far_negative_zero),
-        _doc(_softplus_far_negative_zero),
-    ),
     # ---- JAX
     _m(
         "jax-linear-weight-grad-first-row-tile",
@@ -772,6 +772,22 @@ MUTANTS: tuple[AuditMutant, ...] = (
         _numpy(LinearBiasFirstTile),
         _doc(LinearBiasFirstTile),
         framework="numpy",
+    ),
+)
+
+#: Mutants the default checks miss, not chased (each with the reason, measured at seeds 0-4).
+SURVIVORS: tuple[tuple[AuditMutant, str], ...] = (
+    (
+        _m(
+            "torch-softplus-far-negative-flushed",
+            "elementwise-softplus",
+            _torch_edit("softplus", ("x",), _softplus_far_negative_zero),
+            _doc(_softplus_far_negative_zero),
+        ),
+        "the gradient it drops is sigmoid(x) < 2e-9; below x ~ -70 (most of the tail draws, log-uniform "
+        "to -100) it is under float64's absolute tolerance floor, so only draws in (-70, -20) show it: "
+        "killed at 2 of seeds 0-4 before and after the audit's draw changes; a denser band there would "
+        "move every tail draw for one threshold's sake",
     ),
 )
 
