@@ -59,14 +59,14 @@ def _torch_edit(op: str, arrays: tuple[str, ...], edit: Edit) -> Callable[[str],
     return factory
 
 
-def _jax_edit(op: str, arrays: tuple[str, ...], edit: Edit, combine: bool = True) -> Callable[[str], Any]:
+def _jax_edit(op: str, arrays: tuple[str, ...], edit: Edit) -> Callable[[str], Any]:
     """A factory: JAX's ``op`` as a ``custom_vjp`` whose cotangents are JAX's own passed through
     ``edit(grads, arrays, params, g)`` (shapes are static: Python conditions on them are fine).
 
-    ``combine=False`` for convolutions: with the adapter's combined program on, a ``custom_vjp``
-    convolution with JAX's own, unedited cotangents already fails as an adapter fault (its batched
-    calls disagree in the last bits between the combined and the per-kind program), before the
-    edited configuration is drawn; that is the wrapper's artefact, not the bug modelled."""
+    The adapter runs with ``combine`` off: with the combined program on, a ``custom_vjp`` op with
+    JAX's own, unedited cotangents already fails now and then as an adapter fault (two batched calls
+    of one example disagree in the last bits: measured on conv2d-layer at seed 0 and linear-layer at
+    seed 1), before the edited configuration is drawn: the wrapper's artefact, not the bug modelled."""
 
     def factory(name: str) -> Any:
         import jax
@@ -75,7 +75,7 @@ def _jax_edit(op: str, arrays: tuple[str, ...], edit: Edit, combine: bool = True
             return edit(list(jax.vjp(call, *d.values())[1](g)), d, p, g)
 
         adapter = _jax_layer_adapter(name, op, arrays, bug)
-        adapter.combine = combine
+        adapter.combine = False
         return adapter
 
     return factory
@@ -719,14 +719,14 @@ MUTANTS: tuple[AuditMutant, ...] = (
     _m(
         "jax-conv-filter-depthwise-reversed",
         "conv2d-layer",
-        _jax_edit("conv_nd", _CONV, _depthwise_filter_reversed, combine=False),
+        _jax_edit("conv_nd", _CONV, _depthwise_filter_reversed),
         _doc(_depthwise_filter_reversed),
         framework="jax",
     ),
     _m(
         "jax-conv3d-bias-grad-first-depth-slice",
         "conv3d-layer",
-        _jax_edit("conv_nd", _CONV, _bias_3d_first_depth, combine=False),
+        _jax_edit("conv_nd", _CONV, _bias_3d_first_depth),
         _doc(_bias_3d_first_depth),
         framework="jax",
     ),
