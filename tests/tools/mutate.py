@@ -70,6 +70,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -569,13 +570,49 @@ class Restorer:
 # ------------------------------------------------------------------------------ running
 
 
+SITECUSTOMIZE = """\
+# written by tests/tools/mutate.py: import gradoracle from {repo}
+import importlib.util
+import sys
+
+_WHERE = {{"gradoracle": {oracle!r}, "gradoracle.adapters": {adapters!r}}}
+
+
+class _MutantCopyFinder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        folder = _WHERE.get(name)
+        if folder is None:
+            return None
+        return importlib.util.spec_from_file_location(
+            name, folder + "/__init__.py", submodule_search_locations=[folder]
+        )
+
+
+sys.meta_path.insert(0, _MutantCopyFinder)
+"""
+
+
+def _package_view(root: Path) -> Path:
+    """A folder for the children's ``PYTHONPATH`` whose ``sitecustomize`` maps ``gradoracle`` to this
+    repository's ``oracle/`` and ``gradoracle.adapters`` to its ``adapters/`` (the mapping of the
+    editable install): the tests import the code of the copy of the repository this script lies
+    in, whatever checkout the virtual environment's editable install points at, so a copy can be
+    mutated while the working tree stays untouched."""
+    view = root / "view"
+    view.mkdir(parents=True)
+    text = SITECUSTOMIZE.format(repo=REPO, oracle=str(REPO / "oracle"), adapters=str(REPO / "adapters"))
+    (view / "sitecustomize.py").write_text(text)
+    return view
+
+
 def _pytest_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf", "--no-header"]
     if args.workers:
         cmd += ["-n", str(args.workers)]
     else:
         cmd += ["-p", "no:xdist"]
-    return cmd + list(args.tests)
+    return cmd + shlex.split(args.pytest_args) + list(args.tests)
 
 
 def _run_tests(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[str, int | None, float, str]:
@@ -632,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per mutant")
     parser.add_argument("--workers", type=int, default=0, help="pytest-xdist -n (0: no xdist)")
+    parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
     parser.add_argument("--only", nargs="+", default=[], help="only mutants inside these defs/classes")
     parser.add_argument("--operators", nargs="+", default=list(OPERATORS), choices=OPERATORS)
     parser.add_argument("--ids", nargs="+", type=int, default=[], help="only these mutant ids")
@@ -680,6 +718,17 @@ def main(argv: list[str] | None = None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cache = Path(tempfile.mkdtemp(prefix="gradoracle-mutate-"))
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_package_view(cache)), *filter(None, [env.get("PYTHONPATH")])])
+    probe = subprocess.run(
+        [sys.executable, "-c", "import gradoracle.adapters as a; print(a.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if Path(probe.stdout.strip()).resolve() != (REPO / "adapters" / "__init__.py").resolve():
+        print(f"the tests would import {probe.stdout.strip()}, not this copy's code", file=sys.stderr)
+        return 2
     env["PYTHONPYCACHEPREFIX"] = str(cache / "pycache")
     env["HYPOTHESIS_STORAGE_DIRECTORY"] = str(cache / "hypothesis")
     env.pop("PYTEST_ADDOPTS", None)
