@@ -9,6 +9,7 @@ every check has a negative control: a deliberately wrong variant the same check 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import naive_layers as naive
@@ -18,6 +19,7 @@ from test_framework_adapters import OP_CASES
 
 from gradoracle.ops import ALL_OPS
 from gradoracle.reference_ops import REFERENCE_OPS, ReferenceOps
+from gradoracle.tolerances import EPS32, Tolerance, sci, tolerance_for
 
 # ------------------------------------------------------------ the reference forward (reference_ops.py)
 
@@ -89,3 +91,123 @@ def test_each_wrong_op_of_the_control_is_caught_on_its_own(op: str) -> None:
     wrong = _WrongReference()
     only = type("OneWrong", (ReferenceOps,), {op: getattr(type(wrong), op)})()
     assert semantic_mismatches(only) == [op]
+
+
+# ------------------------------------------------------------ the tolerance model (tolerances.py)
+
+
+def tolerance_violations(tol: Tolerance, fd_eps: float) -> list[str]:
+    """The statements of the tolerance model (:mod:`gradoracle.tolerances`' docstring) that ``tol``
+    breaks: the documented constants, ``allowed = atol + rtol m + kappa eta eps/eps_32`` term by
+    term, the exact-arithmetic floor, ``fd_allowed = fd_rtol s + fd_safety e + atol``."""
+    eps, out = tol.eps, []
+    if tol.rtol != 128 * eps or tol.atol != eps * eps or tol.kappa != 16.0 or tol.fd_safety != 4.0:
+        out.append("constants")
+    if tol.fd_rtol != max(4e3 * fd_eps ** (2.0 / 3.0), 128 * eps):
+        out.append("fd_rtol")
+    m = np.array([0.0, 0.5, 3.0])
+    scale = eps / EPS32
+    if not np.array_equal(tol.allowed(m, 0.0), tol.atol + tol.rtol * m):
+        out.append("magnitude term")
+    if not np.allclose(tol.allowed(m, 2.5) - tol.allowed(m, 0.0), 16.0 * 2.5 * scale, rtol=1e-12, atol=0):
+        out.append("noise term")
+    floored = tol.allowed(m, 0.0, exact_floor=True) - tol.allowed(m, 0.0)
+    if not np.allclose(floored, 16.0 * EPS32 * 3.0 * scale, rtol=1e-12, atol=0):
+        out.append("exact floor")
+    if not np.array_equal(tol.allowed(m, 2.5, exact_floor=True), tol.allowed(m, 2.5)):
+        out.append("floor of a measured noise")
+    infinite = tol.allowed(np.array([0.5, np.inf]), 0.0, exact_floor=True)
+    if infinite[0] != tol.atol + tol.rtol * 0.5:
+        out.append("floor of an infinite magnitude")
+    if tol.fd_allowed(2.0) != tol.fd_rtol * 2.0 + tol.atol:
+        out.append("fd without an error estimate")
+    if tol.fd_allowed(2.0, 0.25) != tol.fd_rtol * 2.0 + 4.0 * 0.25 + tol.atol:
+        out.append("fd with an error estimate")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fd_dtype"), [("float64", None), ("float32", None), ("float32", "float64")]
+)
+def test_the_tolerances_follow_the_documented_model(dtype: str, fd_dtype: str | None) -> None:
+    tol = tolerance_for(dtype, fd_dtype)
+    fd_eps = float(np.finfo(np.dtype(fd_dtype or dtype)).eps)
+    assert tolerance_violations(tol, fd_eps) == []
+    # the figures the module docstring quotes
+    quoted = {"float64": "2.8e-14", "float32": "1.5e-5"}
+    assert sci(tol.rtol) == quoted[dtype]
+    quoted_fd = {("float64", None): "1.5e-7", ("float32", "float64"): "1.5e-5", ("float32", None): "9.7e-2"}
+    assert sci(tol.fd_rtol) == quoted_fd[(dtype, fd_dtype)]
+
+
+class _NoiseNotScaled(Tolerance):
+    def allowed(self, magnitude: Any, noise: float, exact_floor: bool = False) -> np.ndarray:
+        m = np.asarray(magnitude, dtype=np.float64)
+        if exact_floor and noise == 0 and m.size:
+            noise = EPS32 * float(np.min(m))
+        return self.atol + self.rtol * m + self.kappa * noise
+
+
+class _FdSafetyDropped(Tolerance):
+    def fd_allowed(self, magnitude: float, error_estimate: float = 0.0) -> float:
+        return self.fd_rtol * magnitude + self.atol
+
+
+def test_a_wrong_tolerance_breaks_the_documented_model() -> None:
+    tol = tolerance_for("float64")
+    eps = tol.eps
+    assert tolerance_violations(replace(tol, rtol=129 * eps), eps) == ["constants"]
+    assert tolerance_violations(replace(tol, fd_rtol=4001 * eps ** (2 / 3)), eps) == ["fd_rtol"]
+    assert "constants" in tolerance_violations(replace(tol, kappa=17.0), eps)
+    wrong = _NoiseNotScaled(**{k: getattr(tol, k) for k in tol.__dataclass_fields__})
+    assert {"noise term", "exact floor"} <= set(tolerance_violations(wrong, eps))
+    dropped = _FdSafetyDropped(**{k: getattr(tol, k) for k in tol.__dataclass_fields__})
+    assert tolerance_violations(dropped, eps) == ["fd with an error estimate"]
+
+
+def explanation_violations(tol: Tolerance) -> list[str]:
+    """What ``explain``/``explain_fd`` get wrong: they name ``rtol/eps`` ulp x the magnitude (or
+    ``fd_rtol`` x the size), plus the rest of the allowance only when it is over 1% of it."""
+    out = []
+    main = tol.rtol * 0.5
+    if tol.explain(main, 0.5) != f"allowed {sci(main)} = 128 ulp x magnitude of the terms 5.0e-1":
+        out.append("explain: exact")
+    if not tol.explain(main * 1.005, 0.5).endswith("terms 5.0e-1"):
+        out.append("explain: 0.5% room named")
+    if not tol.explain(main * 2, 0.5).endswith(f" + rounding room {sci(main)}"):
+        out.append("explain: room not named")
+    if tol.explain(3e-9, None) != "allowed 3.0e-9":
+        out.append("explain: no magnitude")
+    fd_main = tol.fd_rtol * 0.25
+    if not tol.explain_fd(fd_main, 0.25).endswith("size of the directional derivative 2.5e-1"):
+        out.append("explain_fd: exact")
+    if not tol.explain_fd(fd_main * 1.005, 0.25).endswith("derivative 2.5e-1"):
+        out.append("explain_fd: 0.5% room named")
+    if not tol.explain_fd(fd_main * 3, 0.25).endswith(
+        f" + {sci(2 * fd_main)} for the step's rounding and truncation error"
+    ):
+        out.append("explain_fd: room not named")
+    return out
+
+
+def test_the_explanations_name_the_term_that_makes_the_allowance() -> None:
+    assert explanation_violations(tolerance_for("float64")) == []
+    assert explanation_violations(tolerance_for("float32", "float64")) == []
+    assert sci(0.13) == "1.3e-1" and sci(float("inf")) == "inf" and sci(2.5e-14) == "2.5e-14"
+
+
+class _RoomAlwaysNamed(Tolerance):
+    """Negative control: the rest of the allowance named however small it is."""
+
+    def explain(self, allowed: float, magnitude: float | None) -> str:
+        text = Tolerance.explain(self, allowed, magnitude)
+        rest = allowed - self.rtol * (magnitude or 0.0)
+        if magnitude is None or rest <= 0 or "rounding room" in text:
+            return text
+        return f"{text} + rounding room {sci(rest)}"
+
+
+def test_a_wrong_explanation_is_caught() -> None:
+    tol = tolerance_for("float64")
+    wrong = _RoomAlwaysNamed(**{k: getattr(tol, k) for k in tol.__dataclass_fields__})
+    assert explanation_violations(wrong) == ["explain: 0.5% room named"]
