@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from test_framework_adapters import OP_CASES
 
+from gradoracle import finite_differences as fd
 from gradoracle.ops import ALL_OPS
+from gradoracle.reference_layers import as_tuple, conv_nd
 from gradoracle.reference_ops import REFERENCE_OPS, ReferenceOps
 from gradoracle.tolerances import EPS32, Tolerance, sci, tolerance_for
 
@@ -211,3 +213,52 @@ def test_a_wrong_explanation_is_caught() -> None:
     tol = tolerance_for("float64")
     wrong = _RoomAlwaysNamed(**{k: getattr(tol, k) for k in tol.__dataclass_fields__})
     assert explanation_violations(wrong) == ["explain: 0.5% room named"]
+
+
+# ------------------------------------------------------------ finite differences (finite_differences.py)
+
+
+def step_violations(step: Any) -> list[str]:
+    """Where ``step(dtype, inputs)`` breaks ``h = eps^(1/3) max(1, max_i |x_i|)`` (the module's
+    documented step: an absolute step below |x| = 1, relative above; 6.1e-6 in float64 and
+    4.9e-3 in float32 at |x| <= 1)."""
+    out = []
+    for dtype, quoted in (("float64", "6.1e-6"), ("float32", "4.9e-3")):
+        cube_root = float(np.finfo(np.dtype(dtype)).eps) ** (1.0 / 3.0)
+        small = {"x": np.array([0.5, -0.25]), "y": np.zeros(0)}
+        if step(dtype, small) != cube_root or sci(step(dtype, small)) != quoted:
+            out.append(f"{dtype}: |x| < 1")
+        large = {"x": np.array([0.5, -3.0]), "y": np.array([2.0])}
+        if step(dtype, large) != cube_root * 3.0:
+            out.append(f"{dtype}: |x| = 3")
+    return out
+
+
+def test_the_finite_difference_step_is_the_documented_one() -> None:
+    assert step_violations(fd.step_size) == []
+
+
+def test_a_wrong_step_is_caught() -> None:
+    def doubled_below_one(dtype: Any, inputs: Any) -> float:
+        scale = max([2.0] + [float(np.max(np.abs(v))) for v in inputs.values() if v.size])
+        return float(fd.machine_epsilon(dtype) ** (1.0 / 3.0) * scale)
+
+    assert step_violations(doubled_below_one) == ["float64: |x| < 1", "float32: |x| < 1"]
+
+
+# ------------------------------------------------------------ layer geometry (reference_layers.py)
+
+
+def test_an_int_hyper_parameter_is_repeated_per_spatial_axis() -> None:
+    """``as_tuple(2, 3) == (2, 2, 2)``: the oracle's draws always pass tuples, a user's check may not."""
+    assert as_tuple(2, 3, "stride") == (2, 2, 2)
+    assert as_tuple(np.int64(1), 2, "dilation") == (1, 1)
+    assert as_tuple((1, 3), 2, "padding") == (1, 3)
+    with pytest.raises(ValueError, match="padding has 2 entries"):
+        as_tuple((1, 3), 3, "padding")
+    # negative control: the layer forward given an int where a tuple was tested gives the same
+    x, k = np.arange(2 * 2 * 5 * 4.0).reshape(2, 2, 5, 4) / 7, np.ones((2, 2, 2, 2))
+    assert np.array_equal(conv_nd(x, k, None, 2, 1, 1, 1), conv_nd(x, k, None, (2, 2), (1, 1), (1, 1), 1))
+    assert not np.array_equal(
+        conv_nd(x, k, None, 1, 1, 1, 1).shape, conv_nd(x, k, None, (2, 2), (1, 1), (1, 1), 1).shape
+    )
