@@ -19,7 +19,7 @@ from test_framework_adapters import OP_CASES
 
 from gradoracle import finite_differences as fd
 from gradoracle.ops import ALL_OPS
-from gradoracle.reference_layers import as_tuple, conv_nd
+from gradoracle.reference_layers import as_tuple, conv_nd, window_positions
 from gradoracle.reference_ops import REFERENCE_OPS, ReferenceOps
 from gradoracle.tolerances import EPS32, Tolerance, sci, tolerance_for
 
@@ -262,3 +262,20 @@ def test_an_int_hyper_parameter_is_repeated_per_spatial_axis() -> None:
     assert not np.array_equal(
         conv_nd(x, k, None, 1, 1, 1, 1).shape, conv_nd(x, k, None, (2, 2), (1, 1), (1, 1), 1).shape
     )
+
+
+def naive_window_positions(s: int, p: int, d: int, w: int, o: int) -> list[list[int]]:
+    """Window ``i`` reads input positions ``i s - p + a d``, ``a = 0 .. w - 1`` (may be padding)."""
+    return [[i * s - p + a * d for a in range(w)] for i in range(o)]
+
+
+@pytest.mark.parametrize(("s", "p", "d", "w", "o"), [(2, 1, 2, 3, 3), (3, 0, 1, 2, 4), (1, 2, 3, 2, 5)])
+def test_window_positions_are_stride_times_index_minus_padding_plus_dilated_offset(
+    s: int, p: int, d: int, w: int, o: int
+) -> None:
+    """The positions the selftest's parameter-coverage check reads (``window_positions``)."""
+    got = window_positions(100, w, s, p, d, o)
+    assert got.tolist() == naive_window_positions(s, p, d, w, o)
+    # negative control: the same comparison tells a stride-free or undilated window apart
+    assert got.tolist() != naive_window_positions(1, p, d, w, o) or s == 1
+    assert got.tolist() != naive_window_positions(s, p, 1, w, o) or d == 1
