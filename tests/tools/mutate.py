@@ -34,7 +34,10 @@ group is killed first).  A backup left by a run that was SIGKILLed is restored b
 run before it starts.  Each mutant gets a distinct mtime and the child processes use a
 private ``PYTHONPYCACHEPREFIX``, so no stale bytecode of a mutant can outlive it, and a
 private ``HYPOTHESIS_STORAGE_DIRECTORY``, so no mutant's failing example enters the
-repository's Hypothesis database.
+repository's Hypothesis database.  A ``sitecustomize`` on the children's ``PYTHONPATH`` maps
+``gradoracle`` to the ``oracle/`` and ``adapters/`` next to this script, so a copy of the
+repository can be mutated while the worktree stays untouched (a test that starts a
+subprocess with ``PYTHONPATH`` removed imports the editable install's checkout instead).
 
 Usage (from the repository root)::
 
