@@ -279,3 +279,51 @@ def test_window_positions_are_stride_times_index_minus_padding_plus_dilated_offs
     # negative control: the same comparison tells a stride-free or undilated window apart
     assert got.tolist() != naive_window_positions(1, p, d, w, o) or s == 1
     assert got.tolist() != naive_window_positions(s, p, 1, w, o) or d == 1
+
+
+def richardson_violations(rich: Any) -> list[str]:
+    """On ``s(t) = (x0 + t)^3`` (``u = v = 1``) ``D(h) = 3 x0^2 + h^2`` exactly, so Richardson's
+    ``D_R = (4 D(h) - D(2h)) / 3`` is ``3 x0^2`` and the error estimate ``|D(h) - D(2h)| = 3 h^2``
+    (up to rounding): an estimate that is too large loosens every finite-difference comparison."""
+    out = []
+    x, u, v, h = {"x": np.array([0.7])}, np.array([1.0]), {"x": np.array([1.0])}, 1e-2
+    got = rich(lambda a: a["x"] ** 3, x, u, v, h, "float64")
+    if abs(got.value - 3 * 0.49) > 1e-9:
+        out.append("value")
+    if abs(got.error - 3 * h * h) > 1e-9:
+        out.append("error estimate")
+    reused = rich(lambda a: a["x"] ** 3, x, u, v, h, "float64", d_h=3 * 0.49 + h * h)
+    if abs(reused.value - got.value) > 1e-9 or abs(reused.error - got.error) > 1e-9:
+        out.append("given D(h)")
+    return out
+
+
+def test_richardson_extrapolates_a_cubic_exactly_and_estimates_the_error() -> None:
+    assert richardson_violations(fd.richardson) == []
+
+
+def test_a_wrong_richardson_estimate_is_caught() -> None:
+    def summed(f: Any, x: Any, u: Any, v: Any, h: float, dtype: str, d_h: float | None = None) -> Any:
+        dh = fd.central_difference(f, x, u, v, h, dtype) if d_h is None else d_h
+        d2h = fd.central_difference(f, x, u, v, 2 * h, dtype)
+        return fd.Richardson(value=(4 * dh - d2h) / 3, error=abs(dh + d2h))
+
+    assert richardson_violations(summed) == ["error estimate"]
+
+
+def test_random_directions_are_the_documented_draw() -> None:
+    """``directions``: above ``full_max`` elements, ``count`` draws uniform in ``[-1, 1]`` per element
+    (in the order of ``shapes``), normalised to unit 2-norm over all inputs together."""
+    shapes = {"W": (4, 5), "b": (4,)}
+    got = fd.directions(np.random.default_rng(7), shapes, 3, 10)
+    rng = np.random.default_rng(7)
+    for d in got:
+        raw = {n: rng.uniform(-1.0, 1.0, size=s) for n, s in shapes.items()}
+        norm = np.sqrt(sum(np.sum(r * r) for r in raw.values()))
+        for n in shapes:
+            np.testing.assert_allclose(d[n], raw[n] / norm, rtol=1e-15, atol=0)
+    # negative control: a draw from [-2, 1] (not symmetric) is told apart by the same comparison
+    rng = np.random.default_rng(7)
+    skewed = {n: rng.uniform(-2.0, 1.0, size=s) for n, s in shapes.items()}
+    norm = np.sqrt(sum(np.sum(r * r) for r in skewed.values()))
+    assert not np.allclose(got[0]["W"], skewed["W"] / norm, rtol=1e-15, atol=0)
