@@ -753,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     old_handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C even where the shell started this in the background with SIGINT ignored
+    old_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     restorer = Restorer(path)
     try:
         status, rc, secs, output = _run_tests(cmd, env, max(args.timeout, 5 * args.timeout))
@@ -781,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
             record["mutants"].append(asdict(m))
             out_path.write_text(json.dumps(record, indent=1))
     except (KeyboardInterrupt, Interrupted) as exc:
-        print(f"interrupted ({exc or 'SIGINT'}); {rel} restored", file=sys.stderr)
+        print(f"interrupted ({str(exc) or 'SIGINT'}); {rel} restored", file=sys.stderr)
         record["interrupted"] = True
         return 130
     finally:
