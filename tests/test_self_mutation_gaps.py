@@ -21,6 +21,7 @@ from gradoracle import finite_differences as fd
 from gradoracle.ops import ALL_OPS
 from gradoracle.reference_layers import as_tuple, conv_nd, window_positions
 from gradoracle.reference_ops import REFERENCE_OPS, ReferenceOps
+from gradoracle.subdifferential import TieSplits
 from gradoracle.tolerances import EPS32, Tolerance, sci, tolerance_for
 
 # ------------------------------------------------------------ the reference forward (reference_ops.py)
@@ -327,3 +328,28 @@ def test_random_directions_are_the_documented_draw() -> None:
     skewed = {n: rng.uniform(-2.0, 1.0, size=s) for n, s in shapes.items()}
     norm = np.sqrt(sum(np.sum(r * r) for r in skewed.values()))
     assert not np.allclose(got[0]["W"], skewed["W"] / norm, rtol=1e-15, atol=0)
+
+
+# ------------------------------------------------------------ subdifferentials (subdifferential.py)
+
+
+def test_a_tie_allows_every_split_of_any_cotangent() -> None:
+    """At a tie ``maximum(a, b)`` allows ``(t c, (1 - t) c)`` for every ``t in [0, 1]``: for a
+    cotangent above 1 (uneven splits) and a negative one (both shares negative), not only
+    ``c = 1`` as in ``tests/test_kinks.py``."""
+    tie = np.array([2.0, 2.0, 2.0])
+    s = TieSplits(tie, tie.copy(), np.array([3.0, -2.0, 0.5]))
+    for t in (0.0, 1 / 6, 0.5, 1.0):
+        c = s.cotangent
+        assert s.judge({"a": t * c, "b": (1 - t) * c}, "float64").inside, t
+    # negative controls: outside [0, 1], or not summing to c, in one element each
+    c = s.cotangent
+    assert not s.judge({"a": 1.25 * c, "b": -0.25 * c}, "float64").inside
+    assert not s.judge({"a": -0.25 * c, "b": 1.25 * c}, "float64").inside
+    assert not s.judge({"a": 0.5 * c, "b": 0.4 * c}, "float64").inside
+    # without a tie the larger argument takes all of c, also where b is the larger one
+    apart = TieSplits(np.array([1.0, 3.0, -1.0]), np.array([2.0, 0.0, 0.5]), np.array([3.0, -2.0, 0.5]))
+    assert apart.judge({"a": np.array([0.0, -2.0, 0.0]), "b": np.array([3.0, 0.0, 0.5])}, "float64").inside
+    assert not apart.judge(
+        {"a": np.array([1.0, -2.0, 0.0]), "b": np.array([2.0, 0.0, 0.5])}, "float64"
+    ).inside
