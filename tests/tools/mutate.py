@@ -74,6 +74,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -791,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         restorer.drop_backup()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        shutil.rmtree(cache, ignore_errors=True)  # the children's bytecode and Hypothesis data
         record["load_end"] = _loadavg()
         counts: dict[str, int] = {}
         for r in record["mutants"]:
