@@ -5,10 +5,13 @@ Every hyper-parameter comes from a small menu whose first entry is the simplest 
 ``reduction="mean"``, ``label_smoothing=0``), so Hypothesis shrinks a failure to the
 simplest configuration that still fails, and each example is kept valid by construction
 (the spatial size is drawn *after* the kernel, stride, padding and dilation, as the
-smallest size that fits plus a drawn extra).  Channel counts of 16-64, the sizes real
-models run on accelerators, are drawn in about one example in :data:`LARGE_ONE_IN` (the
-default test run stays fast); ``GRADORACLE_LARGE_SHAPES=1`` draws them in every example
-(a GPU run's profile).
+smallest size that fits plus a drawn extra).  Widths and channel counts of 20-68 with 40
+rows, the sizes real models run on accelerators, are drawn in about one example in
+:data:`LARGE_ONE_IN` (the default test run stays fast); ``GRADORACLE_LARGE_SHAPES=1`` draws
+them in every example (a GPU run's profile).  Each of those sizes crosses a kernel's blocking
+boundary by a remainder (rows past a tile of 32, widths past a block of 16 or 32 with 4 over):
+a blocked kernel's tail, wrong while every whole block is right, shows only there (the third
+reverse-mode audit, :mod:`gradoracle.selftest.mutant_audit3`).
 
 A layer identity's inputs are drawn in two halves (:class:`ConfigSpace`): its
 *configuration* (every hyper-parameter and shape: what a compiled framework program is
@@ -36,7 +39,7 @@ from hypothesis import strategies as st
 
 from gradoracle import strategies as S
 
-#: About one example in this many draws the accelerator-sized shapes (channels 16-64).
+#: About one example in this many draws the accelerator-sized shapes (widths and channels 20-68).
 LARGE_ONE_IN = 12
 #: The environment variable that makes every example accelerator-sized.
 LARGE_ENV = "GRADORACLE_LARGE_SHAPES"
@@ -45,12 +48,18 @@ LARGE_ENV = "GRADORACLE_LARGE_SHAPES"
 BATCH_SHAPES: tuple[tuple[int, ...], ...] = ((1,), (2,), (3,), (2, 3), (5,), (2, 1, 3))
 #: Batch sizes N of the layers (the first is the simplest; N > 1 shows a missing batch sum).
 BATCH_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5)
-#: (in, out) widths of an accelerator-sized linear layer.
-LARGE_WIDTHS: tuple[tuple[int, int], ...] = ((16, 32), (64, 16), (32, 64))
-#: (inputs n, hidden h, classes m) of an accelerator-sized MLP.
-LARGE_MLP: tuple[tuple[int, int, int], ...] = ((16, 32, 10), (64, 32, 16), (32, 64, 10))
-#: (groups, C_in, C_out) of an accelerator-sized convolution: dense, grouped, depthwise.
-LARGE_CONV_CHANNELS: tuple[tuple[int, int, int], ...] = ((1, 16, 32), (4, 32, 16), (16, 16, 16), (64, 64, 64))
+#: Rows (batch rows, flattened) of an accelerator-sized layer: past one row tile of 32.
+LARGE_ROWS = 40
+#: (in, out) widths of an accelerator-sized linear layer: each past a block of 16 (20, 36 and 68
+#: also past blocks of 32 and 64) by a remainder, the tail a blocked kernel handles apart.
+LARGE_WIDTHS: tuple[tuple[int, int], ...] = ((20, 36), (68, 20), (36, 68))
+#: (inputs n, hidden h, classes m) of an accelerator-sized MLP (widths as :data:`LARGE_WIDTHS`).
+LARGE_MLP: tuple[tuple[int, int, int], ...] = ((20, 36, 10), (68, 36, 20), (36, 68, 10))
+#: (groups, C_in, C_out) of an accelerator-sized convolution: dense, grouped, depthwise; C_in per
+#: group 20 or 18 where it is over 16 and every C_out 36 or 68 (past a block of 32 by 4).
+LARGE_CONV_CHANNELS: tuple[tuple[int, int, int], ...] = ((1, 20, 36), (2, 36, 68), (36, 36, 36), (68, 68, 68))
+#: Channel counts of an accelerator-sized pooling layer.
+LARGE_CHANNELS: tuple[int, ...] = (20, 36, 68)
 
 
 def large_forced() -> bool:

@@ -361,14 +361,33 @@ def off_kink(
 
 def near_point(rng: ValueSource, shape: tuple[int, ...], scale: float, point: float = 0.0) -> np.ndarray:
     """Values around a smooth point that looks special: ordinary ``[-scale, scale]`` draws, draws
-    log-uniformly close to ``point`` on either side (down to 2^-124 away) and ``point`` itself."""
+    log-uniformly close to ``point`` on either side (down to 2^-124 away) and ``point`` itself
+    (``point = 0``: ``0.0`` and ``-0.0`` alike, by the sign drawn for the near values)."""
     if not _NEAR_DRAWS[-1]:
         return uniform(rng, shape, scale)
     ordinary = rng.uniform(-scale, scale, size=shape)
     sign = np.where(rng.random(size=shape) < 0.5, -1.0, 1.0)
     near = point + sign * _log_uniform(rng, shape, NEAREST, 0.5)
     pick = rng.random(size=shape)
-    return np.where(pick < 0.4, ordinary, np.where(pick < 0.85, near, point))
+    at = np.copysign(0.0, sign) if point == 0 else np.full(shape, point)
+    return np.where(pick < 0.4, ordinary, np.where(pick < 0.85, near, at))
+
+
+#: About this share of a smooth elementwise draw's entries are exact zeros (:func:`with_zeros`).
+ZERO_SHARE = 0.125
+
+
+def with_zeros(rng: ValueSource, x: np.ndarray) -> np.ndarray:
+    """``x`` with about one entry in 8 (:data:`ZERO_SHARE`) set to an exact zero, ``0.0`` or
+    ``-0.0`` by a coin: a smooth function's backward with a guard or a branch at 0 (``where(x !=
+    0, ...)``, a ``signbit`` test, a small-``|x|`` shortcut) is wrong there only, and a uniform draw
+    never lands on 0.  The simplest codes keep the entry (Hypothesis favours ``random() = 0``).
+    Unchanged under :func:`ordinary_draws`."""
+    if not _NEAR_DRAWS[-1] or x.size == 0:
+        return x
+    pick = rng.random(size=x.shape) >= 1.0 - ZERO_SHARE
+    zero = np.where(rng.random(size=x.shape) < 0.5, -0.0, 0.0)
+    return np.where(pick, zero, x)
 
 
 #: The upper end of the tail draws' middle decades (see :func:`with_tails`).

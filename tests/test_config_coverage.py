@@ -7,7 +7,7 @@ drawn, shrunk, saved and replayed as in the main run).  Here:
 - a mutant wrong in exactly one non-first configuration of conv1d-layer's pool (a NumPy
   engine ``Rules`` subclass, as the self-test builds its mutants) is caught at every seed,
   including the seeds at which the check's 30 examples never draw that configuration (before
-  the top-ups it passed there: seeds 6, 9, 10 and 21 of 0-39 for configuration 1);
+  the top-ups it passed there: seeds 20, 24 and 28 of 0-39 for configuration 1);
 - negative control: the correct engine passes at every seed, with the same top-ups;
 - a top-up failure is shrunk within its configuration, says it came from a top-up, and its
   repro snippet, its ``@reproduce_failure`` blob and the example database reproduce it;
@@ -43,7 +43,7 @@ NAME = "conv1d-layer"
 #: The pool configuration the mutant is wrong in (not the first: failures do not shrink to it).
 TARGET = 1
 #: Seeds (of 0-39) at which the 30 examples of a default check draw no example of TARGET.
-UNDRAWN = (6, 9, 10, 21)
+UNDRAWN = (20, 24, 28)
 SEEDS = range(40) if FULL else (*UNDRAWN, 0, 1)
 
 

@@ -39,6 +39,11 @@ from gradoracle.selftest.layer_parameters import PARAMETERS
 from gradoracle.selftest.mutants import CATALOGUE, CONTROLS, UnknownMutantError, all_mutants, get_mutant
 
 CI_EXAMPLES = 20
+#: (mutant, identity) rows killed by the check's top-up of a configuration its CI_EXAMPLES drawn
+#: examples missed, at the example index measured (seed 0): since the third audit's draw change
+#: (40-row, 20-68 wide accelerator configurations) the 20 draws of mlp-batch no longer reach a
+#: square-W configuration, the only kind where that forward-mode rule is wrong; the top-up does
+TOPPED_UP = {("torch-linear-jvp-transposed", "mlp-batch"): CI_EXAMPLES + 1}
 HAS = {fw: find_spec(fw) is not None for fw in ("torch", "jax")}
 
 
@@ -143,7 +148,12 @@ def test_mutant_is_killed_with_the_expected_fault(ci_report: S.SelftestReport, n
             else mutant.expected_faults
         )
         assert row.fault in expected.split("|"), (row.identity, row.dtype, row.message)
-        assert row.first_failure is not None and 1 <= row.first_failure <= CI_EXAMPLES
+        assert row.first_failure is not None
+        if (name, row.identity) in TOPPED_UP:
+            assert row.first_failure == TOPPED_UP[name, row.identity], row.message
+            assert "top-up example of configuration" in row.message, row.message
+        else:
+            assert 1 <= row.first_failure <= CI_EXAMPLES, (row.identity, row.first_failure)
     assert report.status == "killed"
 
 

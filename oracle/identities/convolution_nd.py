@@ -181,6 +181,14 @@ def _reads_input(
     return True
 
 
+def _reading_outputs(size: int, kernel: int, stride: int, dilation: int, pad: tuple[int, int]) -> int:
+    """How many outputs along one axis have a kernel tap on an input element (not on padding)."""
+    lo = pad[0]
+    out = conv_output_shape((size,), (kernel,), (stride,), (pad,), (dilation,))[0]
+    taps = (np.arange(out) * stride)[:, None] + np.arange(kernel)[None, :] * dilation - lo
+    return int(np.sum(np.any((taps >= 0) & (taps < size), axis=1)))
+
+
 def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
     big = p.large()
     n = p.one("N", L.BATCH_SIZES)
@@ -213,6 +221,21 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
         "asymmetric padding, input read",
         any(t % 2 for t in pad_total) and _reads_input(spatial, kernel, stride, dilation, padding),
     )
+    # a stride past the (dilated) kernel skips input elements between windows, and a strided 1x1
+    # kernel is a fast path of its own: shown only where two outputs or more on that axis read the
+    # input (outputs over the padding alone give dJ/dX = 0 whatever the stride)
+    pad_pairs = conv_pads(padding, kernel, dilation)
+    reads = _reads_input(spatial, kernel, stride, dilation, padding)
+    strided = [
+        s > d * (k - 1) + 1 and _reading_outputs(m, k, s, d, q) >= 2
+        for m, k, s, d, q in zip(spatial, kernel, stride, dilation, pad_pairs, strict=True)
+    ]
+    p.note("stride past the kernel, 2+ outputs", reads and any(strided))
+    p.note("strided 1x1 kernel, 2+ outputs", reads and any(strided) and all(k == 1 for k in kernel))
+    # a blocked kernel's channel tail: input channels per group past a block of 16 by a remainder;
+    # a depthwise convolution (one input channel per group) is a kernel of its own in every framework
+    p.note("C_in/groups past a block of 16", reads and c_in // groups > 16 and (c_in // groups) % 16 != 0)
+    p.note("depthwise (groups = C_in > 1)", reads and groups == c_in > 1)
     return {"shapes": shapes, "params": params}
 
 

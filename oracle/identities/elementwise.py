@@ -217,12 +217,12 @@ def _policy(f: Elementwise) -> str:
     if f.domain == "near0":
         jump = " (finite differences do not straddle 0, where f'' jumps)" if f.second_derivative_jump else ""
         return (
-            "smooth at 0: inputs drawn near 0 (down to 2^-124) and exactly at 0, checked like any "
-            f"other{jump}"
+            "smooth at 0: inputs drawn near 0 (down to 2^-124) and exactly at 0 (0.0 and -0.0), checked "
+            f"like any other{jump}"
         )
     if f.domain == "positive":
         return "inputs drawn in [0.1, 4] (log's domain)"
-    return "none needed"
+    return "none needed (about one entry in 8 is an exact zero, 0.0 or -0.0: checked like any other)"
 
 
 def _f2_jump(a: Arrays, p: Params) -> dict[str, np.ndarray]:
@@ -309,6 +309,8 @@ def _elementwise_identity(f: Elementwise) -> Identity:
             x = S.uniform(rng, (n,), f.scale)
         if f.tail and draw(st.integers(0, 2)) > 0:  # tails in about two examples of three
             x = S.with_tails(rng, x, f.scale, f.tail, f.tail_gap)
+        if f.domain in ("real", "near0"):  # smooth through 0: exact zeros too, of both signs
+            x = S.with_zeros(rng, x)
         return S.Example({"x": x}, {}, seed)
 
     pattern: PatternFn | None = None

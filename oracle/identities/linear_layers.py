@@ -138,7 +138,7 @@ _SECOND_ORDER = (
 def _layer_config(p: L.Picker, layout: str) -> L.Configuration:
     batch: tuple[int, ...]
     if p.large():
-        batch, (n_in, n_out) = (4,), p.one("in, out", L.LARGE_WIDTHS, cover=False)
+        batch, (n_in, n_out) = (L.LARGE_ROWS,), p.one("in, out", L.LARGE_WIDTHS, cover=False)
     else:
         batch, (n_in, n_out) = p.one("batch", L.BATCH_SHAPES), p.one("in, out", S.MATRIX_SHAPES)
     w_shape = (n_out, n_in) if layout == "torch" else (n_in, n_out)
@@ -158,7 +158,11 @@ _SPACES = {
 
 _PARAMETERS = (
     ("batch", f"leading batch shape of X from {list(L.BATCH_SHAPES)} (one row first)"),
-    ("in, out", "layer widths from the matrix-shape menu; 16-64 wide in about 1 example in 12"),
+    (
+        "in, out",
+        f"layer widths from the matrix-shape menu; in about 1 example in 12, {L.LARGE_ROWS} rows and "
+        f"(in, out) from {list(L.LARGE_WIDTHS)}",
+    ),
 )
 
 RECORDS: tuple[Identity, ...] = (

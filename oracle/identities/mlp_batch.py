@@ -47,6 +47,8 @@ from gradoracle.reference_layers import log_softmax_rows, reduction_scale, smoot
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 LABEL_SMOOTHING: tuple[float, ...] = (0.0, 0.1, 0.25)
 TARGETS: tuple[str, ...] = ("index", "probability")
+#: Classes of an accelerator-sized cross-entropy: past a block of 64 (and of 16, 32) by 4.
+LARGE_CLASSES = 68
 
 
 def _check_targets(z_shape: tuple[int, ...], T: np.ndarray, params: Params) -> None:
@@ -288,7 +290,7 @@ def _draw_targets(rng: S.ValueSource, n: int, m: int, kind: str) -> np.ndarray:
 
 def _mlp_config(p: L.Picker) -> L.Configuration:
     big = p.large()
-    n_rows = 8 if big else p.one("N", L.BATCH_SIZES)
+    n_rows = L.LARGE_ROWS if big else p.one("N", L.BATCH_SIZES)
     n, h, m = p.one("n, h, m", L.LARGE_MLP, cover=False) if big else p.one("n, h, m", S.MLP_SHAPES)
     return {"rows": n_rows, "widths": (n, h, m), "params": _loss_params(p)}
 
@@ -308,8 +310,8 @@ def _mlp_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
 
 def _logit_config(p: L.Picker) -> L.Configuration:
     big = p.large()
-    n_rows = 16 if big else p.one("N", L.BATCH_SIZES)
-    m = 64 if big else p.one("C", S.dim_menu(2, 10))
+    n_rows = L.LARGE_ROWS if big else p.one("N", L.BATCH_SIZES)
+    m = LARGE_CLASSES if big else p.one("C", S.dim_menu(2, 10))
     return {"rows": n_rows, "classes": m, "params": _loss_params(p)}
 
 
@@ -329,7 +331,10 @@ _LOGIT_SPACE = L.ConfigSpace("cross-entropy-batch", _logit_config, _logit_values
 
 
 _PARAMETERS = (
-    ("N", f"batch rows from {list(L.BATCH_SIZES)} (N=1 first; 8-16 with 16-64 wide layers, rarely)"),
+    (
+        "N",
+        f"batch rows from {list(L.BATCH_SIZES)} (N=1 first; {L.LARGE_ROWS} with 20-68 wide layers, rarely)",
+    ),
     ("target", f"{list(TARGETS)}: class indices (T (N,)) or class probabilities (T (N, C), dyadic rows)"),
     ("reduction", f"{list(REDUCTIONS)}: r = 1/N or 1"),
     ("label_smoothing", f"eps from {list(LABEL_SMOOTHING)}: t~ = (1 - eps) t + eps / C (PyTorch)"),

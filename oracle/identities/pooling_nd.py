@@ -241,7 +241,7 @@ def _pool_config(p: L.Picker, kind: str) -> L.Configuration:
     big = p.large()
     rank = p.one("rank", RANKS)
     n = p.one("N", L.BATCH_SIZES)
-    c = p.one("C", (16, 32, 64), cover=False) if big else p.one("C", CHANNELS)
+    c = p.one("C", L.LARGE_CHANNELS, cover=False) if big else p.one("C", CHANNELS)
     window = p.axes("window", WINDOWS if rank < 3 else WINDOWS[:2], rank)
     stride = tuple(w if s == "w" else s for w, s in zip(window, p.axes("stride", STRIDES, rank), strict=True))
     padding = tuple(min(q, w // 2) for q, w in zip(p.axes("padding", PADDINGS, rank), window, strict=True))
@@ -271,7 +271,8 @@ def _pool_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
 def _global_config(p: L.Picker) -> L.Configuration:
     big = p.large()
     rank = p.one("rank", RANKS)
-    n, c = p.one("N", L.BATCH_SIZES), (p.one("C", (16, 64), cover=False) if big else p.one("C", CHANNELS))
+    n = p.one("N", L.BATCH_SIZES)
+    c = p.one("C", L.LARGE_CHANNELS[::2], cover=False) if big else p.one("C", CHANNELS)
     spatial = p.axes("spatial", (2, 1, 3, 5), rank)
     return {"shape": (n, c, *spatial)}
 
@@ -297,7 +298,8 @@ _COMMON = (
     ("rank", f"spatial axes from {list(RANKS)}"),
     (
         "N, C",
-        f"batch from {list(L.BATCH_SIZES)}, channels from {list(CHANNELS)} (16-64 in about 1 example in 12)",
+        f"batch from {list(L.BATCH_SIZES)}, channels from {list(CHANNELS)} "
+        f"({list(L.LARGE_CHANNELS)} in about 1 example in 12)",
     ),
     ("window", f"per axis from {list(WINDOWS)} (rectangular)"),
     ("stride", "per axis: the window (non-overlapping), 1, 2 or 3 (overlapping or gapped windows)"),
@@ -384,7 +386,7 @@ RECORDS: tuple[Identity, ...] = (
         validate=_check_global,
         parameters=(
             ("rank", f"spatial axes from {list(RANKS)}"),
-            ("N, C, S", "batch 1-4, channels 1-3 (16-64 rarely), each spatial axis from 1, 2, 3, 5"),
+            ("N, C, S", "batch 1-4, channels 1-3 (20-68 rarely), each spatial axis from 1, 2, 3, 5"),
         ),
         generalises=("notes:avg-pool",),
         reference_jvp=_jvp_global,
