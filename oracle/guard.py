@@ -146,7 +146,8 @@ def _restore_process_state(state: _ProcessState) -> None:
     ``sys.setrecursionlimit``, warning filters (it keeps what it added, except "error"
     filters, and loses nothing of the run's), ``GRADORACLE_*`` variables, ``sys.stdout`` /
     ``sys.stderr``, ``gc.disable()`` and ``sys.setswitchinterval`` (each only where it changed,
-    so a well-behaved adapter costs a comparison per call)."""
+    so a well-behaved adapter costs a comparison per call).  Only for a call whose caller still
+    waits for it: a caller gone on Ctrl-C or a timeout has moved on, the state with it."""
     if sys.getrecursionlimit() != state.recursion_limit:
         sys.setrecursionlimit(state.recursion_limit)
     if state.cwd is not None:
@@ -195,6 +196,12 @@ class AdapterGuard:
         self._calls = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one call at a time (callers on several threads queue up)
+        # the number of the call a caller still waits for, under its own lock: process state is
+        # restored only for such a call (a caller that gave up on it, on Ctrl-C or a timeout,
+        # has moved on, and pytest may have replaced sys.stderr since: restoring the stale one
+        # "lost sys.stderr")
+        self._awaited: int | None = None
+        self._awaited_lock = threading.Lock()
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -209,7 +216,9 @@ class AdapterGuard:
                 answer: tuple[bool, Any] = (True, func())
             except BaseException as exc:
                 answer = (False, exc)
-            _restore_process_state(state)  # before the caller resumes
+            with self._awaited_lock:
+                if self._awaited == number:
+                    _restore_process_state(state)  # before the caller resumes
             self._results.put((number, *answer))
 
     def call(
@@ -234,6 +243,8 @@ class AdapterGuard:
                 self._thread.start()
             self._calls += 1
             number = self._calls
+            with self._awaited_lock:
+                self._awaited = number
             self._jobs.put((number, func))
             deadline = None if not timeout else time.monotonic() + timeout
             try:
@@ -251,6 +262,9 @@ class AdapterGuard:
                     "an adapter); the call was abandoned and the adapter is not called again",
                     "timeout",
                 ) from None
+            finally:
+                with self._awaited_lock:
+                    self._awaited = None
         if ok:
             return value
         if passthrough and isinstance(value, passthrough):

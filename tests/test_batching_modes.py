@@ -91,10 +91,13 @@ def test_batched_modes_give_the_check_of_one_at_a_time_with_fewer_calls(mode: st
     rb = check(identity, many, "float64", SEEDED, mode)
     assert r1.verdict == rb.verdict == Verdict.PASS, (r1.message, rb.message)
     assert r1.examples == rb.examples
-    # the same comparisons on the same examples (batched framework calls may round differently)
+    # the same comparisons on the same examples (batched framework calls may round differently:
+    # torch's vectorised softplus and its scalar tail round an element apart, and where the
+    # element lands depends on the row layout and thread count, so an exact 0 against 0.0019 of
+    # the tolerance was seen under -n 2; a 1%-off answer is hundreds of tolerances off)
     assert set(_ratios(r1)) == set(_ratios(rb))
     for key, ratio in _ratios(r1).items():
-        assert _ratios(rb)[key] == pytest.approx(ratio, rel=1e-3, abs=1e-6), key
+        assert _ratios(rb)[key] == pytest.approx(ratio, rel=1e-3, abs=1e-2), key
     # one at a time, each example asks for its J v (or each method's H v) in a call of its
     # own, through the batched method (so both ways use the same adapter path); batched:
     # fewer calls, never the single method
