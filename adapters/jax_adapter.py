@@ -115,6 +115,7 @@ casts, so a framework that silently changes dtype is visible to the runner).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections import OrderedDict
@@ -137,6 +138,28 @@ from gradoracle.adapters.jax_cache import configure_persistent_cache
 from gradoracle.ops import ELU_ALPHA, LEAKY_RELU_SLOPE
 
 T = TypeVar("T")
+
+
+def _settles(method: Callable[..., T]) -> Callable[..., T]:
+    """A batched method made once more when the combined program gave up on its ``fn`` during it.
+
+    A ``fn`` the combined program cannot serve (a ``jax.custom_vjp`` op has no jvp) is found out
+    by its first call, whose rows are then answered by the per-example programs; every later call
+    of those shapes runs the vmapped program of its own kind, whose last bits may differ, so the
+    two calls the runner makes of one example (does the vjp repeat itself?) disagreed: a correct
+    ``custom_vjp`` reported as a nondeterministic adapter.  Calling again answers this call as
+    every later one is answered (once per ``fn``)."""
+
+    @functools.wraps(method)
+    def settled(self: JaxAdapter, fn: ForwardFn, *args: Any, **kwargs: Any) -> T:
+        before = self._gave_up_on(fn)
+        result = method(self, fn, *args, **kwargs)
+        if not before and self._gave_up_on(fn):
+            result = method(self, fn, *args, **kwargs)
+        return result
+
+    return settled
+
 
 __all__ = [
     "AUTO_JIT_AFTER",
@@ -1010,29 +1033,7 @@ class JaxAdapter(AdapterBase):
             outs = self._in_chunks("forward_batch", fn, inputs, build, (), dtype, args)
             return np.concatenate(outs)
 
-    def _settled(self, fn: ForwardFn, call: Callable[[], T]) -> T:
-        """``call()``, made once more when the combined program gave up on ``fn`` during it.
-
-        A ``fn`` the combined program cannot serve (a ``jax.custom_vjp`` op has no jvp) is found
-        out by its first call, whose rows are then answered by the per-example programs; every
-        later call of those shapes runs the vmapped program of its own kind, whose last bits may
-        differ, so the two calls the runner makes of one example (does the vjp repeat itself?)
-        disagreed: a correct ``custom_vjp`` reported as a nondeterministic adapter.  Calling
-        again answers this call as every later one is answered (once per ``fn``)."""
-        before = self._gave_up_on(fn)
-        result = call()
-        if not before and self._gave_up_on(fn):
-            result = call()
-        return result
-
-    def _gave_up_on(self, fn: ForwardFn) -> bool:
-        """Whether the combined program has given up on ``fn`` (:meth:`_give_up_combining`)."""
-        try:
-            with self._jit_cache.lock:
-                return fn in self._jit_cache.uncombined
-        except TypeError:  # an unhashable fn is never combined
-            return False
-
+    @_settles
     def vjp_batch(
         self,
         fn: ForwardFn,
@@ -1045,16 +1046,6 @@ class JaxAdapter(AdapterBase):
 
         Output and gradients carry the batch axis first.
         """
-        return self._settled(fn, lambda: self._vjp_batch(fn, inputs, wrt, cotangents, dtype))
-
-    def _vjp_batch(
-        self,
-        fn: ForwardFn,
-        inputs: Mapping[str, np.ndarray],
-        wrt: Sequence[str],
-        cotangents: np.ndarray,
-        dtype: str,
-    ) -> VJPResult:
         check_wrt_names("jax", inputs, wrt)
         names = tuple(wrt)
         rows = _rows(inputs)
@@ -1117,6 +1108,7 @@ class JaxAdapter(AdapterBase):
         except TypeError:  # an unhashable fn
             pass
 
+    @_settles
     def jvp_batch(
         self,
         fn: ForwardFn,
@@ -1128,15 +1120,6 @@ class JaxAdapter(AdapterBase):
 
         Output and ``J v`` carry the batch axis first.
         """
-        return self._settled(fn, lambda: self._jvp_batch(fn, inputs, tangents, dtype))
-
-    def _jvp_batch(
-        self,
-        fn: ForwardFn,
-        inputs: Mapping[str, np.ndarray],
-        tangents: Mapping[str, np.ndarray],
-        dtype: str,
-    ) -> tuple[np.ndarray, np.ndarray]:
         import jax
 
         check_tangent_names("jax", inputs, tangents)
@@ -1161,6 +1144,7 @@ class JaxAdapter(AdapterBase):
             )
             return np.concatenate([o for o, _ in outs]), np.concatenate([t for _, t in outs])
 
+    @_settles
     def hvp_batch(
         self,
         fn: ForwardFn,
@@ -1172,20 +1156,6 @@ class JaxAdapter(AdapterBase):
         method: str,
     ) -> dict[str, np.ndarray]:
         """:meth:`hvp` of ``B`` examples stacked on axis 0: ``jax.vmap`` of the same method, jitted."""
-        return self._settled(
-            fn, lambda: self._hvp_batch(fn, inputs, wrt, cotangents, tangents, dtype, method)
-        )
-
-    def _hvp_batch(
-        self,
-        fn: ForwardFn,
-        inputs: Mapping[str, np.ndarray],
-        wrt: Sequence[str],
-        cotangents: np.ndarray,
-        tangents: Mapping[str, np.ndarray],
-        dtype: str,
-        method: str,
-    ) -> dict[str, np.ndarray]:
         import jax
 
         check_hvp_request("jax", self.hvp_methods, method, inputs, wrt, tangents)
@@ -1339,6 +1309,14 @@ class JaxAdapter(AdapterBase):
         with cache.lock:
             key = (kind, fn, shapes, dtype)
             _remember(cache.uses, key, cache.uses.get(key, 0) + rows)
+
+    def _gave_up_on(self, fn: ForwardFn) -> bool:
+        """Whether the combined program has given up on ``fn`` (:meth:`_give_up_combining`)."""
+        try:
+            with self._jit_cache.lock:
+                return fn in self._jit_cache.uncombined
+        except TypeError:  # an unhashable fn is never combined
+            return False
 
     def _give_up_combining(self, fn: ForwardFn, key: tuple[Any, ...] | None = None) -> None:
         cache = self._jit_cache

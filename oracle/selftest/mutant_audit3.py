@@ -67,7 +67,7 @@ def _jax_edit(op: str, arrays: tuple[str, ...], edit: Edit) -> Callable[[str], A
     ``custom_vjp`` op with JAX's own, unedited cotangents failed there now and then as an adapter
     fault (two batched calls of one example disagreed in the last bits: conv2d-layer at seed 0,
     linear-layer at seed 1); the adapter now answers the call that finds out a fn cannot be
-    combined as it answers every later one (``JaxAdapter._settled``)."""
+    combined as it answers every later one (``jax_adapter._settles``)."""
 
     def factory(name: str) -> Any:
         import jax
