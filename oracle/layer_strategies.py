@@ -275,7 +275,13 @@ def covering_pool(
         add(i)
     if reserve_large:
         cheaper = sorted(big, key=lambda i: (_elements(drawn[i][0]), i))[: max(1, len(big) // 2)]
-        add(max(cheaper, key=lambda i: (len(drawn[i][1] - singles_done), len(pairs[i] - pairs_done), -i)))
+        large_one = max(
+            cheaper, key=lambda i: (len(drawn[i][1] - singles_done), len(pairs[i] - pairs_done), -i)
+        )
+        add(large_one)
+        # facets only the accelerator-sized branch reaches (a channel tail past a block of 16)
+        # count among the values the pool covers, so ``covered`` never exceeds ``universe``
+        universe.update(drawn[large_one][1])
     return CoveringPool(
         tuple(drawn[i][0] for i in chosen), tuple(drawn[i][1] for i in chosen), frozenset(universe)
     )

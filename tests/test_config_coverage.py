@@ -43,8 +43,8 @@ NAME = "conv1d-layer"
 #: The pool configuration the mutant is wrong in (not the first: failures do not shrink to it).
 TARGET = 1
 #: Seeds (of 0-39) at which the 30 examples of a default check draw no example of TARGET.
-UNDRAWN = (20, 24, 28)
-SEEDS = range(40) if FULL else (*UNDRAWN, 0, 1)
+UNDRAWN = (1, 9, 21, 24)
+SEEDS = range(40) if FULL else (*UNDRAWN, 0, 2)
 
 
 def _pool() -> tuple[dict[str, Any], ...]:

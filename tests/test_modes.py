@@ -220,13 +220,19 @@ def test_negative_controls_wrong_layer_jvps_are_caught() -> None:
     from gradoracle.identities import convolution_nd, linear_layers, pooling_nd
     from gradoracle.reference_layers import max_pool_nd
 
-    # a convolution J v without the bias tangent db: wrong on every example (db is drawn nonzero)
+    # a convolution J v without the bias tangent db: wrong on every example with a bias (db is
+    # drawn nonzero), right on those without one (their op has no b term)
     conv = get_identity("conv2d-layer")
 
     def conv_no_bias(a: Any, p: Any, t: Any) -> np.ndarray:
         return convolution_nd._jvp_conv(a, p, {k: v for k, v in t.items() if k != "b"})
 
-    assert all(r > 1e-4 for r in _rel([_jvp_error(conv, conv_no_bias, ex) for ex in _examples(conv, 8)]))
+    drawn = _examples(conv, 12)
+    with_bias = [ex for ex in drawn if ex.params["bias"]]
+    without = [ex for ex in drawn if not ex.params["bias"]]
+    assert len(with_bias) >= 4 and without
+    assert all(r > 1e-4 for r in _rel([_jvp_error(conv, conv_no_bias, ex) for ex in with_bias]))
+    assert all(r < 1e-8 for r in _rel([_jvp_error(conv, conv_no_bias, ex) for ex in without]))
     # a linear-layer J v holding W (no X dW^T term): caught unless X is all zeros (the simplest draw)
     lin = get_identity("linear-layer")
 

@@ -162,10 +162,102 @@ def test_without_the_required_facets_the_stride_and_channel_bugs_survive(
 
     monkeypatch.setattr(L, "_POOLS", {})
     monkeypatch.setattr(L.RandomPicker, "note", old_note)
+    _without_later_conv_choices(monkeypatch)
     assert all(_survives(n) for n in names)
+
+
+def _without_later_conv_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The convolution pools as this audit built them: no bias choice (every layer with its bias,
+    no generator draw spent on it) and no stride-with-dilation note (both came later)."""
+    one, note = L.RandomPicker.one, L.RandomPicker.note
+
+    def no_bias_choice(self: L.RandomPicker, label: str, menu: Any, cover: bool = True) -> Any:
+        return menu[0] if label == "bias" else one(self, label, menu, cover)
+
+    def no_later_note(self: L.RandomPicker, label: str, value: object) -> None:
+        if not label.startswith("stride and dilation"):
+            note(self, label, value)
+
+    monkeypatch.setattr(L, "_POOLS", {})
+    monkeypatch.setattr(L.RandomPicker, "one", no_bias_choice)
+    monkeypatch.setattr(L.RandomPicker, "note", no_later_note)
 
 
 @pytest.mark.parametrize("mutant", [m for m, _ in SURVIVORS], ids=[m.name for m, _ in SURVIVORS])
 def test_a_survivor_not_chased_still_survives_the_default_check(mutant: AuditMutant) -> None:
     # the record of a known gap: when a draw change catches it, move it to MUTANTS
     assert dict(SURVIVORS)[mutant] and _check(mutant).verdict == Verdict.PASS
+
+
+def test_a_bias_less_layer_bug_needs_configurations_without_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the conv pools hold configurations whose op gets b=None (PyTorch's bias=False); a filter
+    # gradient wrong only on that path is caught, and survives (negative control) when every
+    # configuration keeps its bias (the same generator draws: the bias choice still consumed)
+    name = "torch-conv2d-no-bias-filter-grad-last-row"
+    assert not _survives(name)
+    one = L.RandomPicker.one
+
+    def always_bias(self: L.RandomPicker, label: str, menu: Any, cover: bool = True) -> Any:
+        value = one(self, label, menu, cover)
+        return True if label == "bias" else value
+
+    monkeypatch.setattr(L, "_POOLS", {})
+    monkeypatch.setattr(L.RandomPicker, "one", always_bias)
+    assert _survives(name)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_every_convolution_pool_holds_layers_with_and_without_bias(rank: int) -> None:
+    pool = convolution_nd._space(rank).pool(8)
+    assert {c["params"]["bias"] for c in pool.configurations} == {True, False}
+    assert pool.configurations[0]["params"]["bias"] is True  # the simplest keeps its bias
+
+
+def test_a_layer_without_bias_passes_none_to_the_op_and_has_a_zero_bias_gradient() -> None:
+    seen: list[Any] = []
+
+    class Ops:
+        def conv_nd(self, x: Any, k: Any, b: Any, *geometry: Any) -> Any:
+            seen.append(b)
+            from gradoracle.reference_layers import conv_nd
+
+            return conv_nd(x, k, b, *geometry)
+
+    ident = get_identity("conv1d-layer")
+    rng = np.random.default_rng(0)
+    a = {"X": rng.normal(size=(2, 2, 5)), "K": rng.normal(size=(3, 2, 2)), "b": rng.normal(size=3)}
+    p = {"stride": (1,), "padding": (0,), "dilation": (1,), "groups": 1, "bias": False}
+    z = ident.forward(Ops(), a, p)
+    assert seen == [None]
+    assert np.allclose(z, ident.forward(Ops(), {**a, "b": np.zeros(3)}, {**p, "bias": True}))
+    delta = rng.normal(size=z.shape)
+    grads = ident.reference_gradient(a, p, delta)
+    assert not grads["b"].any()
+    with_bias = ident.reference_gradient(a, {**p, "bias": True}, delta)
+    assert np.allclose(with_bias["b"], delta.sum(axis=(0, 2)))  # control: the bias term's gradient
+    assert np.array_equal(grads["X"], with_bias["X"]) and np.array_equal(grads["K"], with_bias["K"])
+    t = {"b": np.ones(3)}
+    assert not ident.reference_jvp(a, p, t).any()  # no b term: a tangent of b moves nothing
+    assert ident.reference_jvp(a, {**p, "bias": True}, t).any()
+    with pytest.raises(Exception, match="bias="):
+        ident.validate(a, {**p, "bias": "no"})
+
+
+def test_a_strided_dilated_kernel_is_a_required_facet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # stride > 1 and dilation > 1 on one axis of a kernel wider than 1: every pool holds it, and
+    # without the note (negative control) conv1d's pool, redrawn with the bias choice, holds it
+    # only on 1-wide kernels and the bug that lives there survives
+    label = "stride and dilation > 1 on one axis, kernel > 1"
+    for rank in (1, 2, 3):
+        assert any((label, "True") in f for f in convolution_nd._space(rank).pool(8).facets), rank
+    name = "torch-conv1d-input-dilation-with-stride"
+    assert not _survives(name)
+    note = L.RandomPicker.note
+
+    def without(self: L.RandomPicker, key: str, value: object) -> None:
+        if key != label:
+            note(self, key, value)
+
+    monkeypatch.setattr(L, "_POOLS", {})
+    monkeypatch.setattr(L.RandomPicker, "note", without)
+    assert _survives(name)

@@ -43,7 +43,11 @@ CI_EXAMPLES = 20
 #: examples missed, at the example index measured (seed 0): since the third audit's draw change
 #: (40-row, 20-68 wide accelerator configurations) the 20 draws of mlp-batch no longer reach a
 #: square-W configuration, the only kind where that forward-mode rule is wrong; the top-up does
-TOPPED_UP = {("torch-linear-jvp-transposed", "mlp-batch"): CI_EXAMPLES + 1}
+TOPPED_UP = {
+    ("torch-linear-jvp-transposed", "mlp-batch"): CI_EXAMPLES + 1,
+    # the one asymmetric-'same' configuration of conv2d's pool is not among the 20 drawn at seed 0
+    ("torch-conv-input-same-pad-swapped", "conv2d-layer"): CI_EXAMPLES + 1,
+}
 HAS = {fw: find_spec(fw) is not None for fw in ("torch", "jax")}
 
 
@@ -413,7 +417,9 @@ def test_fp_campaign_counts_failures_of_a_wrong_forward_mode(tmp_path: Path) -> 
     units = S.plan_fp_units([spec], ["float64"], ["conv1d-layer"], 4, [0], 4, ("vjp", "jvp"))
     report = S.run_fp_campaign(units, tmp_path)
     by_mode = report.to_dict()["false_failures_by_mode"]
-    assert by_mode["vjp"] == 0 and by_mode["jvp"] == 4  # reverse mode is right, forward mode never
+    # reverse mode is right; forward mode is wrong wherever the layer has its bias (a layer without
+    # bias has no bias tangent to drop: 3 of these 4 examples have one)
+    assert by_mode["vjp"] == 0 and by_mode["jvp"] == 3
     detail = report.to_dict()["failure_details"][0]
     assert (detail["mode"], detail["fault"], detail["kind"]) == ("jvp", "forward-mode", "jvp-analytic")
 

@@ -1,5 +1,6 @@
 """The notes' convolution as frameworks ship it: n-d, batches, channels, groups, stride,
-zero padding (including 'same'), dilation and bias, by one closed form for 1-D, 2-D and 3-D.
+zero padding (including 'same'), dilation, with and without bias, by one closed form for 1-D,
+2-D and 3-D.
 
 Forward (cross-correlation, as every framework computes it), with ``Xpad`` the input padded
 by zeros, ``g = o // Og`` the group of output channel ``o`` and ``Cg = C_in / groups``::
@@ -17,6 +18,13 @@ pad(delta, k-1) * rot180(K)`` are its special case N = C = 1, s = d = 1, no padd
   correlated with rot180(K) (dilated by d, in/out channels swapped within each group), then
   cropped by the padding; input positions no window reaches get 0;
 - ``dJ/db[o] = sum_{n, p} delta[n, o, p]``: delta summed over the batch and space.
+
+Without bias (``bias=False``, PyTorch's ``bias=False``, Flax's ``use_bias=False``) the forward
+passes ``b=None`` to the op, so Z has no b term: ``dJ/dX`` and ``dJ/dK`` are the same formulas
+(Z's dependence on X and K does not change) and ``dJ/db = 0`` (the drawn b is not an input of
+the op; a framework must report no gradient, or zeros, for it).  Frameworks run a layer without
+bias through code paths of its own (no bias add to fuse, no bias gradient to reduce), so the
+drawn configurations hold both.
 
 The closed forms walk the ``prod(k)`` kernel offsets, each one strided slice of ``Xpad``
 (no sliding-window tensor), and are linear in each input separately.
@@ -85,6 +93,10 @@ def _validator(rank: int) -> Any:
             raise InvalidShapeError(
                 f"missing parameter(s) {', '.join(missing)} (e.g. stride=(1,)*{rank}, groups=1)"
             )
+        if not isinstance(p.get("bias", True), (bool, np.bool_)):
+            raise InvalidShapeError(
+                f"bias={p['bias']!r}: use True (Z includes b) or False (no bias term: the op gets b=None)"
+            )
         groups = int(p["groups"])
         if groups < 1 or X.shape[1] != K.shape[1] * groups or K.shape[0] % groups or b.shape[0] != K.shape[0]:
             raise InvalidShapeError(
@@ -102,11 +114,16 @@ def _validator(rank: int) -> Any:
     return check
 
 
+def has_bias(p: Params) -> bool:
+    """Whether the layer adds its bias (``params["bias"]``, True when absent)."""
+    return bool(p.get("bias", True))
+
+
 def _conv_forward(ops: Any, a: Arrays, p: Params) -> Any:
-    """``Z = conv(X, K, b)`` with the drawn stride, padding, dilation and groups."""
-    return ops.conv_nd(
-        a["X"], a["K"], a["b"], tuple(p["stride"]), p["padding"], tuple(p["dilation"]), p["groups"]
-    )
+    """``Z = conv(X, K, b)`` (``conv(X, K, None)`` without bias) with the drawn stride, padding,
+    dilation and groups."""
+    b = a["b"] if has_bias(p) else None
+    return ops.conv_nd(a["X"], a["K"], b, tuple(p["stride"]), p["padding"], tuple(p["dilation"]), p["groups"])
 
 
 def _grad_conv(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]:
@@ -127,7 +144,8 @@ def _grad_conv(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]
         dK[index_of(Ellipsis, *off)] = np.einsum("ngop,ngcp->goc", dg, xp[index].reshape(n, groups, cg, -1))
         k_off = K[index_of(slice(None), slice(None), *off)].reshape(groups, og, cg)
         dxp[index] += np.einsum("ngop,goc->ngcp", dg, k_off).reshape(n, c_in, *out)
-    return {"X": crop(dxp, pads), "K": dK.reshape(K.shape), "b": delta.sum(axis=(0, *range(2, delta.ndim)))}
+    db = delta.sum(axis=(0, *range(2, delta.ndim))) if has_bias(p) else np.zeros_like(np.asarray(a["b"]))
+    return {"X": crop(dxp, pads), "K": dK.reshape(K.shape), "b": db}
 
 
 def _tangent(a: Arrays, t: Arrays, name: str) -> np.ndarray:
@@ -135,12 +153,13 @@ def _tangent(a: Arrays, t: Arrays, name: str) -> np.ndarray:
 
 
 def _jvp_conv(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
-    """Forward mode (bilinear in X and K, affine in b): ``dZ = conv(dX, K) + conv(X, dK) + db``."""
+    """Forward mode (bilinear in X and K, affine in b): ``dZ = conv(dX, K) + conv(X, dK) + db``
+    (no ``db`` without bias)."""
     geometry = (tuple(p["stride"]), p["padding"], tuple(p["dilation"]), int(p["groups"]))
     X, K = a["X"], a["K"]
+    db = _tangent(a, t, "b") if has_bias(p) else None
     return np.asarray(
-        conv_nd(_tangent(a, t, "X"), K, _tangent(a, t, "b"), *geometry)
-        + conv_nd(X, _tangent(a, t, "K"), None, *geometry)
+        conv_nd(_tangent(a, t, "X"), K, db, *geometry) + conv_nd(X, _tangent(a, t, "K"), None, *geometry)
     )
 
 
@@ -212,7 +231,8 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
         max(d * (k - 1) + 1 - t, 1) + e + (6 if big and rank == 2 else 0)
         for k, d, t, e in zip(kernel, dilation, pad_total, extra, strict=True)
     )
-    params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    bias = p.one("bias", (True, False))
+    params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "bias": bias}
     shapes = {"X": (n, c_in, *spatial), "K": (c_out, c_in // groups, *kernel), "b": (c_out,)}
     # 'same' with an odd d (k - 1) pads one element more after than before (PyTorch's split): a
     # property of kernel x dilation x same that the covering pool must hold, not only its parts,
@@ -232,6 +252,13 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
     ]
     p.note("stride past the kernel, 2+ outputs", reads and any(strided))
     p.note("strided 1x1 kernel, 2+ outputs", reads and any(strided) and all(k == 1 for k in kernel))
+    # a stride and a dilation above 1 on one axis of a kernel wider than 1: the transposed
+    # convolution of dJ/dX spreads delta by the stride and the taps by the dilation at once (a
+    # combination some backends refuse or route to a kernel of their own)
+    p.note(
+        "stride and dilation > 1 on one axis, kernel > 1",
+        reads and any(s > 1 and d > 1 and k > 1 for s, d, k in zip(stride, dilation, kernel, strict=True)),
+    )
     # a blocked kernel's channel tail: input channels per group past a block of 16 by a remainder;
     # a depthwise convolution (one input channel per group) is a kernel of its own in every framework
     p.note("C_in/groups past a block of 16", reads and c_in // groups > 16 and (c_in // groups) % 16 != 0)
@@ -261,6 +288,7 @@ _PARAMETERS = (
     ("padding", f"per axis from {list(PADDINGS)}, or 'same' (drawn when every stride is 1)"),
     ("dilation", f"per axis from {list(DILATIONS)}"),
     ("spatial", f"the smallest size the dilated kernel fits, plus {list(EXTRA)} per axis"),
+    ("bias", "True or False (False: the op gets b=None and dJ/db = 0)"),
 )
 
 
@@ -274,7 +302,7 @@ def _record(rank: int) -> Identity:
             f"{rank}-D: Z[n,o,p] = b[o] + sum_(c,a) Xpad[n, g Cg + c, p s + a d] K[o,c,a];  "
             "dJ/dK = Xpad correlated with delta dilated by s, sampled every d;  "
             "dJ/dX = crop_pad(dil_s(delta) padded by d(k-1), correlated with rot180(K)) (transposed conv);  "
-            "dJ/db = sum over batch and space of delta"
+            "dJ/db = sum over batch and space of delta (0 with bias=False: no b term)"
         ),
         forward=_conv_forward,
         wrt=("X", "K", "b"),

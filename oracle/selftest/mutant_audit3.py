@@ -283,6 +283,8 @@ def _filter_channel_tail(grads: list[Any], t: dict[str, Any], p: dict[str, Any],
 def _output_channel_tail(grads: list[Any], t: dict[str, Any], p: dict[str, Any], g: Any) -> list[Any]:
     """[C_out > 32, C_out % 32 != 0] dJ/db for the output channels past the last whole block of 32
     is zero."""
+    if t.get("b") is None:  # a layer without bias: no dJ/db to get wrong
+        return grads
     c = grads[2].shape[0]
     if c > 2 * WIDTH_BLOCK and c % (2 * WIDTH_BLOCK):
         grads[2] = _set(grads[2], slice(c - c % (2 * WIDTH_BLOCK), None), 0.0)
@@ -291,9 +293,22 @@ def _output_channel_tail(grads: list[Any], t: dict[str, Any], p: dict[str, Any],
 
 def _bias_3d_first_depth(grads: list[Any], t: dict[str, Any], p: dict[str, Any], g: Any) -> list[Any]:
     """[3-D, output depth > 1] dJ/db sums delta over N, H, W of the first depth slice only."""
-    if g.ndim == 5 and g.shape[2] > 1:
+    if g.ndim == 5 and g.shape[2] > 1 and t.get("b") is not None:
         grads[2] = g[:, :, 0].sum((0, 2, 3)) if _xp(g).__name__ == "torch" else g[:, :, 0].sum(axis=(0, 2, 3))
     return grads
+
+
+def _torch_conv_no_bias_filter_last_row(name: str) -> Any:
+    """[no bias (the op gets b=None), N > 1] dJ/dK *overwritten* per batch row instead of
+    accumulated (the bias-less kernel's reduction over the batch): the last row's alone."""
+
+    def bug(call: Any, t: dict[str, Any], p: dict[str, Any], g: Any) -> list[Any]:
+        grads = _torch_grads(call, list(t.values()), g)
+        if "b" not in t and t["x"].shape[0] > 1:
+            grads[1] = _torch_grads(call, [t["x"][-1:], t["k"]], g[-1:])[1]
+        return grads
+
+    return _torch_layer_adapter(name, "conv_nd", _CONV, bug)
 
 
 # ---- pooling ------------------------------------------------------------------------------------
@@ -609,6 +624,11 @@ MUTANTS: tuple[AuditMutant, ...] = (
         "conv3d-layer",
         _torch_edit("conv_nd", _CONV, _bias_3d_first_depth),
         _doc(_bias_3d_first_depth),
+    ),
+    _m(
+        "torch-conv2d-no-bias-filter-grad-last-row",
+        "conv2d-layer",
+        _torch_conv_no_bias_filter_last_row,
     ),
     # ---- PyTorch: pooling
     _m(
