@@ -155,3 +155,50 @@ def test_the_worst_part_is_shown_when_a_negative_weight_meets_a_small_error_else
         j = both.judge({"x": x, **y_off}, "float64")
         assert not j.inside and j.where.startswith("y[0]: got 1"), j.where
     assert both.judge({"x": right, "y": np.array([1.0])}, "float64").inside
+
+
+# ------------------------------------------------------------ found by running every mutant of the judge
+
+# 2x4, window size 2, stride 2: two windows that share no pixel, with the single maxima (0, 1) and
+# (0, 3); each is a connected group of one window.
+_APART = np.array([[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_a_window_alone_in_its_group_cannot_send_its_cotangent_to_another_window() -> None:
+    """Windows that share no maximum cannot exchange cotangent: swapping two windows' shares
+    (a stride or index bug) keeps the total, every weight non-negative and nothing off the
+    maxima, and only the supply-demand condition of the lone window (its whole group) rejects it."""
+    s = WindowRoutings(_APART, 2, 2, np.array([1.0, 2.0]))
+    assert s._window_maxima() == [[(0, 1)], [(0, 3)]]
+    right = np.array([[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    assert s.judge({"x": right}, "float64").inside
+    swapped = np.array([[0.0, 2.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    j = s.judge({"x": swapped}, "float64")
+    assert not j.inside
+    assert j.where.startswith("windows [1] route 2 but their maxima [0, 3] receive only 1"), j.where
+    assert j.excess == pytest.approx(1.0 / documented_room(s.cotangent, EPS64), rel=1e-9)
+
+
+def test_a_non_finite_gradient_is_named_at_its_first_element() -> None:
+    """NaN or inf anywhere is outside every set (infinitely far): the judgement names the first
+    non-finite element in row-major order, whatever the rest of the routing."""
+    s = _tie_set()
+    g = np.array([[0.0, 0.0, 0.0], [0.0, 3.0, np.nan], [np.inf, 0.0, 0.0]])
+    j = s.judge({"x": g}, "float64")
+    assert not j.inside and j.where == "x[1, 2]: got nan" and j.excess == np.inf, j
+    g[1, 2] = 1.0  # the control: the NaN replaced by the share that makes the routing right ...
+    j = s.judge({"x": g}, "float64")
+    assert not j.inside and j.where == "x[2, 0]: got inf", j  # ... leaves the inf named
+    g[2, 0] = 0.0
+    assert s.judge({"x": g}, "float64").inside
+
+
+def test_the_description_says_which_windows_split_over_a_tie() -> None:
+    """The allowed set in words (shown with every failure): a window with one maximum sends its
+    cotangent there, a window with a tie splits it over the tied maxima."""
+    text = WindowRoutings(_SHARED, 2, 1, np.array([1.0, 0.5])).describe()
+    assert text == (
+        "window 0 sends 1 to [0, 1]; "
+        "window 1 splits 0.5 over its tied maxima [0, 1], [0, 2] (weights >= 0, sum 1); "
+        "overlapping windows add up"
+    )
