@@ -139,8 +139,8 @@ def test_the_excess_is_the_distance_to_the_set_in_units_of_the_room(g: list[list
 
 def test_the_worst_part_is_shown_when_a_negative_weight_meets_a_small_error_elsewhere() -> None:
     """``AllOf`` shows the part farthest outside, in units of each part's room: a routing weight
-    of -1 (about 1e13 rooms) outweighs an interval missed by 1e-6 (about 4e7 rooms); a weight of
-    -1e-12 (a few rooms) does not."""
+    of -1 (9e12 rooms of 4 unit cotangents in float64) outweighs an interval missed by 1e-6
+    (3.5e7 rooms of a value 1); a weight of -1e-12 (9 rooms) does not."""
     both = AllOf((_tie_set(), Intervals("y", np.array([0.0]), np.array([1.0]))))
     y_off = {"y": np.array([1.0 + 1e-6])}
     negative = np.array([[0, 0, 0], [0, 5, -1], [0, 0, 0]], dtype=float)
@@ -202,3 +202,18 @@ def test_the_description_says_which_windows_split_over_a_tie() -> None:
         "window 1 splits 0.5 over its tied maxima [0, 1], [0, 2] (weights >= 0, sum 1); "
         "overlapping windows add up"
     )
+
+
+def test_a_group_of_16_windows_is_checked_subset_by_subset() -> None:
+    """A constant 5x5 input under 2x2 windows, stride 1 (every pixel a tied maximum) makes one
+    group of 16 windows, the largest the judge enumerates (2^16 subsets; larger groups get only
+    the sums).  Window 0 is the only window on [0, 0] but shares its other pixels, so a routing
+    that starves its four pixels has the right total and no negative weight: only the subset
+    check rejects it.  The control, the uniform routing, enumerates every subset (about 1 s)."""
+    s = WindowRoutings(np.zeros((5, 5)), 2, 1, np.ones(16))
+    starved = np.full((5, 5), 16 / 21)
+    starved[:2, :2] = 0.0
+    j = s.judge({"x": starved}, "float64")
+    assert not j.inside
+    assert j.where.startswith("windows [0] route 1 but their maxima [0, 0], [0, 1], [1, 0], [1, 1]"), j.where
+    assert s.judge({"x": np.full((5, 5), 16 / 25)}, "float64").inside
