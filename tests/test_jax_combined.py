@@ -304,7 +304,8 @@ def _custom_vjp_layer(identity: str, scale: float = 1.0) -> Any:
     ]
 
     def bwd(call: Any, d: dict[str, Any], p: dict[str, Any], g: Any) -> list[Any]:
-        return [scale * c for c in jax.vjp(call, *d.values())[1](g)]
+        # (a layer without bias has b=None: no cotangent to scale)
+        return [None if c is None else scale * c for c in jax.vjp(call, *d.values())[1](g)]
 
     return _jax_layer_adapter(f"custom-vjp-{scale}", op, arrays, bwd)
 
