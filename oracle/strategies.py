@@ -78,21 +78,181 @@ SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 SCALES = st.sampled_from([1.0, 0.5, 2.0])
 
 
+#: An example prints every value of its arrays, smallest array first, while they hold at most this
+#: many values together; the other arrays print as a summary (:class:`ArraySummary`).  256 values are
+#: the values Hypothesis itself draws and shrinks per example (:data:`SHRINKABLE_ELEMENTS`; beyond
+#: them values come from the seed), and they keep the printed example far below the 30,000
+#: characters at which Hypothesis warns about an "overly large repr" of a falsifying example
+#: (``hypothesis.internal.reflection.repr_call``): a float64 prints in at most 24 characters (``repr``
+#: of ``-2.2250738585072014e-308``), so 256 values take at most about 11,000 characters with their
+#: separators and indentation (9,100-10,700 measured in 1 to 8 dimensions); numpy's own threshold,
+#: 1,000 values per array, lets one example of three arrays print 60 kB.
+PRINTED_VALUES = 256
+#: Leading values an :class:`ArraySummary` shows (numpy's ``edgeitems``).
+LEADING_VALUES = 3
+
+
+def array_digest(a: np.ndarray) -> str:
+    """``sha256(bytes)[:16]``: the first 16 hex digits of the SHA-256 of the array's values, in C
+    order and little-endian (for a float64 array:
+    ``hashlib.sha256(np.ascontiguousarray(a, dtype="<f8").tobytes()).hexdigest()[:16]``)."""
+    arr = np.asarray(a)
+    values = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return hashlib.sha256(values.tobytes()).hexdigest()[:16]
+
+
+def _value_text(v: Any) -> str:
+    """One value as Python source that gives it back exactly (``repr``; non-finite floats as ``np.nan``
+    and ``np.inf``)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "np.nan" if math.isnan(v) else ("np.inf" if v > 0 else "-np.inf")
+    return repr(v)
+
+
+def _dtype_suffix(a: np.ndarray) -> str:
+    return "" if a.dtype == np.float64 else f", dtype={a.dtype.name!r}"
+
+
+class ArrayValues:
+    """An array printed with every value: ``np.array([...])``, Python source that rebuilds it exactly
+    (``repr`` of each float, as in the repro snippets)."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.array = np.asarray(a)
+
+    def __repr__(self) -> str:
+        a = self.array
+        if a.size == 0:
+            return f"np.zeros({a.shape}{_dtype_suffix(a)})"
+
+        def nested(v: Any) -> str:
+            return "[" + ", ".join(nested(x) for x in v) + "]" if isinstance(v, list) else _value_text(v)
+
+        return f"np.array({nested(a.tolist())}{_dtype_suffix(a)})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        a = self.array
+        if a.size == 0 or a.ndim == 0:
+            p.text(repr(self))
+            return
+
+        def nested(v: list[Any]) -> None:
+            with p.group(1, "[", "]"):
+                for i, x in enumerate(v):
+                    if i:
+                        p.text(",")
+                        if isinstance(x, list):  # rows break together, values fill the lines
+                            p.breakable()
+                        else:
+                            with p.group():
+                                p.breakable()
+                    if isinstance(x, list):
+                        nested(x)
+                    else:
+                        p.text(_value_text(x))
+
+        with p.group(4, "np.array(", ")"):
+            nested(a.tolist())
+            p.text(_dtype_suffix(a))
+
+
+class ArraySummary:
+    """An array printed by its shape, dtype, :func:`array_digest` and first values (C order):
+    ``<float64[40, 20] sha256=3f2a9c1e0b7d4a55 [0.0236, 0.9009, -0.7116, ...]>``."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.array = np.asarray(a)
+
+    def _parts(self) -> tuple[str, str]:
+        a = self.array
+        head = [_value_text(v) for v in a.reshape(-1)[:LEADING_VALUES].tolist()]
+        more = ", ..." if a.size > LEADING_VALUES else ""
+        return f"{a.dtype.name}{list(a.shape)} sha256={array_digest(a)}", f"[{', '.join(head)}{more}]"
+
+    def __repr__(self) -> str:
+        return "<{} {}>".format(*self._parts())
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        what, head = self._parts()
+        with p.group(1, "<", ">"):
+            p.text(what)
+            p.breakable()
+            p.text(head)
+
+
+def shown_arrays(arrays: dict[Any, Any]) -> dict[Any, Any]:
+    """Each array of ``arrays`` as it prints: :class:`ArrayValues`, smallest first while they hold at
+    most :data:`PRINTED_VALUES` values together, the rest :class:`ArraySummary`; other values as they
+    are."""
+    sizes = {k: np.asarray(v).size for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    budget, full = PRINTED_VALUES, set()
+    for k in sorted(sizes, key=lambda k: sizes[k]):  # stable: equal sizes in the arrays' order
+        if sizes[k] > budget:
+            break
+        budget -= sizes[k]
+        full.add(k)
+    return {
+        k: v if k not in sizes else ArrayValues(v) if k in full else ArraySummary(v)
+        for k, v in arrays.items()
+    }
+
+
 @dataclass(frozen=True)
 class Example:
     """One drawn input: float64 master arrays, hyperparameters, and a seed.
 
     ``seed`` determines the cotangent ``u`` and the finite-difference directions, so an
     example is fully reproducible from these three fields.
+
+    It prints (``repr``, and Hypothesis's falsifying example, through ``_repr_pretty_``) every value
+    of a small example as ``np.array([...])`` (exact: each float's ``repr``), and an array beyond
+    :data:`PRINTED_VALUES` values in the example as its shape, dtype, digest and first values
+    (:func:`shown_arrays`).
     """
 
     inputs: dict[str, np.ndarray]
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
+    def _shown(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(inputs, params) as they print; arrays among the params share the inputs' budget."""
+        arrays: dict[Any, Any] = {("inputs", k): v for k, v in self.inputs.items()}
+        arrays.update({("params", k): v for k, v in self.params.items()})
+        shown = shown_arrays(arrays)
+        return (
+            {k: shown[("inputs", k)] for k in self.inputs},
+            {k: shown[("params", k)] for k in self.params},
+        )
+
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in self.inputs.items())
-        return f"Example({shapes}, params={self.params}, seed={self.seed})"
+        inputs, params = self._shown()
+        text = ", ".join(f"{k!r}: {v!r}" for k, v in inputs.items())
+        return f"Example(inputs={{{text}}}, params={params!r}, seed={self.seed})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """Hypothesis's (and IPython's) pretty printer: :meth:`__repr__`, lines broken to its width.
+
+        Without it Hypothesis prints a dataclass field by field, each array as numpy's ``repr``."""
+        if cycle:
+            p.text("Example(...)")
+            return
+        inputs, params = self._shown()
+        with p.group(8, "Example(", ")"):
+            p.text("inputs=")
+            with p.group(1, "{", "}"):
+                for i, (k, v) in enumerate(inputs.items()):
+                    if i:
+                        p.text(",")
+                        p.breakable()
+                    p.text(f"{k!r}: ")
+                    p.pretty(v)
+            p.text(",")
+            p.breakable()
+            p.text("params=")
+            p.pretty(params)
+            p.text(",")
+            p.breakable()
+            p.text(f"seed={self.seed!r}")
 
 
 def rng_for(seed: int) -> np.random.Generator:
