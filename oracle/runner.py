@@ -16,13 +16,12 @@ a :class:`CheckResult`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import math
 import os
 import random
 import re
-import tempfile
 import time
 import unittest
 import zipfile
@@ -1248,26 +1247,22 @@ def _holds(path: Path, arrays: Mapping[str, np.ndarray]) -> bool:
 
 
 def write_repro_inputs(path: Path, arrays: Mapping[str, np.ndarray]) -> str | None:
-    """Write ``arrays`` as float64 to the ``.npz`` file ``path`` (``np.savez``'s format, no pickles;
-    through a temporary file renamed into place); a file already holding them is kept.
-    None when the file holds them, else why it could not be written."""
-    if path.exists() and _holds(path, arrays):
-        return None
+    """Write ``arrays`` as float64 to the ``.npz`` file ``path`` (``np.savez``'s format, any input
+    name, no pickles; atomically, :func:`gradoracle.reporting.atomic.atomic_write_bytes`); a file
+    already holding them is kept.  None when the file holds them, else why it could not be written."""
+    from gradoracle.reporting.atomic import atomic_write_bytes
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
-                for name, arr in arrays.items():
-                    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                        a = np.ascontiguousarray(arr, dtype=np.float64)
-                        np.lib.format.write_array(member, a, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except (OSError, ValueError) as exc:
+        if path.exists() and _holds(path, arrays):
+            return None
+        data = io.BytesIO()
+        with zipfile.ZipFile(data, "w", zipfile.ZIP_STORED) as zf:
+            for name, arr in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    master = np.ascontiguousarray(arr, dtype=np.float64)
+                    np.lib.format.write_array(member, master, allow_pickle=False)
+        atomic_write_bytes(path, data.getvalue())
+    except Exception as exc:  # a read-only folder, a full disk: the check keeps its record
         return f"{type(exc).__name__}: {exc}"
     return None
 

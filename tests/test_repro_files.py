@@ -13,6 +13,7 @@ text Python cannot run.
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import re
@@ -39,6 +40,8 @@ from gradoracle.text import MESSAGE_LIMIT, truncate
 from gradoracle.user_checks import check_gradients_at
 
 pytest_plugins = ["pytester"]
+# Hypothesis's note on the 30 kB repr of a large example's arguments: expected here
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 TESTS = Path(__file__).parent
 SCALED = "broken_adapters:ScaledAdapter"  # every gradient off by 1e-3 (tests/ on sys.path)
@@ -131,7 +134,12 @@ def test_the_repro_folder_env_over_out_over_the_current_directory(
 
 def _big_example(seed: int = 0) -> Example:
     rng = np.random.default_rng(seed)
-    return Example({"X": rng.standard_normal((40, 68)), "W": rng.standard_normal((20, 68))}, {}, 0)
+    arrays = {
+        "X": rng.standard_normal((40, 68)),
+        "W": rng.standard_normal((20, 68)),
+        "b": rng.standard_normal(20),
+    }
+    return Example(arrays, {}, 0)
 
 
 def test_the_same_inputs_name_the_same_file_and_other_inputs_another(tmp_path: Path) -> None:
@@ -157,6 +165,24 @@ def test_a_folder_that_cannot_be_written_falls_back_to_the_inline_snippet(
     assert first.startswith("# the inputs could not be saved to ") and str(blocker) in first
     assert "np.array([" in res.repro and "np.load" not in res.repro
     assert first in res.message  # the message says why its repro may be cut
+
+
+def test_a_full_disk_falls_back_to_the_inline_snippet_that_still_reproduces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradoracle.reporting.atomic as atomic
+
+    def full(path: object, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", full)
+    monkeypatch.setenv(REPRO_DIR_ENV, str(tmp_path))
+    snippet = repro_snippet(get_identity("linear-layer"), SCALED, "float64", _big_example())
+    first = snippet.splitlines()[0]
+    assert first.startswith("# the inputs could not be saved to ") and "No space left on device" in first
+    assert "'X': np.array([[" in snippet and len(snippet) > MESSAGE_LIMIT and list(tmp_path.iterdir()) == []
+    with pytest.raises(GradientMismatch):  # whole (not cut), it runs
+        exec(snippet, {})
 
 
 def test_report_out_writes_repro_files_the_report_names(tmp_path: Path) -> None:
