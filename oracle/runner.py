@@ -17,15 +17,19 @@ a :class:`CheckResult`.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+import os
 import random
 import re
 import time
 import unittest
+import zipfile
 import zlib
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +81,7 @@ from gradoracle.results import (
     kind_text,
 )
 from gradoracle.strategies import Example
+from gradoracle.text import MESSAGE_LIMIT
 from gradoracle.tolerances import Tolerance, sci, tolerance_for
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
@@ -129,6 +134,10 @@ class CheckSettings:
     #: adapter's ``plan_modes`` before each check, so that it prepares for exactly these (the
     #: JAX adapter's combined program).  Empty: unknown, the adapter prepares for every mode.
     modes: tuple[str, ...] = ()
+    #: The folder for the inputs of a failing example too large to write out in its repro
+    #: snippet (``report --out DIR`` sets ``DIR/repro``); None: :func:`repro_directory`'s
+    #: default.  Where files go, not how a check runs: the report's settings leave it out.
+    repro_dir: str | None = None
 
     def with_(self, **changes: Any) -> CheckSettings:
         """A copy with some fields changed."""
@@ -1179,6 +1188,186 @@ def _adapter_spec(adapter: Any, spec: str | None) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+#: The variable naming the folder of repro input files (it wins over ``report --out``).
+REPRO_DIR_ENV = "GRADORACLE_REPRO_DIR"
+#: Their folder without it or ``--out``: under the current directory, as Hypothesis keeps ``.hypothesis/``.
+DEFAULT_REPRO_DIR = os.path.join(".gradoracle", "repro")
+#: Characters of a failing check's message that are not its repro snippet, at most: the
+#: diagnostic (identity, worst element and its three values, tolerance, "also" lines, example
+#: shapes: 1,194 and 1,257 measured on large linear and conv2d layer failures), the notes put
+#: before it (top-up, precision finding, nondeterminism: under 500), the snippet's indentation,
+#: and the tail of what the adapter printed that a worker appends
+#: (``isolation.OUTPUT_TAIL_CHARS``, 2,000, and its heading).
+REPRO_MESSAGE_ROOM = 4096
+#: The longest repro snippet whose inputs are written out inline (``np.array([...])``): a longer
+#: one loads them from an ``.npz`` file, so the whole failure message stays within
+#: ``MESSAGE_LIMIT`` (8,192 - 4,096 = 4,096 characters).
+INLINE_REPRO_LIMIT = MESSAGE_LIMIT - REPRO_MESSAGE_ROOM
+
+
+def repro_directory(configured: str | None = None) -> Path:
+    """The folder of repro input files, absolute: ``$GRADORACLE_REPRO_DIR`` > ``configured``
+    (``report --out DIR``: ``DIR/repro``) > ``./.gradoracle/repro``."""
+    chosen = os.environ.get(REPRO_DIR_ENV) or configured or DEFAULT_REPRO_DIR
+    return Path(os.path.abspath(os.path.expanduser(chosen)))
+
+
+def _file_part(text: str) -> str:
+    """``text`` as a piece of a file name: letters, digits, ``._+-`` (the rest ``_``), 48 at most."""
+    part = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._-")[:48]
+    return part or "_"
+
+
+def repro_inputs_path(
+    directory: Path, identity: str, adapter: str, dtype: str, mode: str, arrays: Mapping[str, np.ndarray]
+) -> Path:
+    """``directory/IDENTITY-ADAPTER-DTYPE-MODE-DIGEST.npz``; DIGEST = blake2b-64 of the inputs' names,
+    shapes and float64 bytes: the same failure names the same file."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr, dtype=np.float64)
+        digest.update(f"{name}\0{a.shape}\0".encode())
+        digest.update(a.tobytes())
+    stem = "-".join(_file_part(p) for p in (identity, adapter, dtype, mode))
+    return directory / f"{stem}-{digest.hexdigest()}.npz"
+
+
+def _holds(path: Path, arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether the ``.npz`` file ``path`` holds exactly ``arrays`` (bit for bit, no other key)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if sorted(npz.files) != sorted(arrays):
+                return False
+            for name, arr in arrays.items():
+                got, want = npz[name], np.asarray(arr, dtype=np.float64)
+                if got.dtype != want.dtype or got.shape != want.shape or got.tobytes() != want.tobytes():
+                    return False
+    except Exception:  # unreadable or not an npz: written again
+        return False
+    return True
+
+
+def write_repro_inputs(path: Path, arrays: Mapping[str, np.ndarray]) -> str | None:
+    """Write ``arrays`` as float64 to the ``.npz`` file ``path`` (``np.savez``'s format, any input
+    name, no pickles; atomically, :func:`gradoracle.reporting.atomic.atomic_write_bytes`); a file
+    already holding them is kept.  None when the file holds them, else why it could not be written."""
+    from gradoracle.reporting.atomic import atomic_write_bytes
+
+    try:
+        if path.exists() and _holds(path, arrays):
+            return None
+        data = io.BytesIO()
+        with zipfile.ZipFile(data, "w", zipfile.ZIP_STORED) as zf:
+            for name, arr in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    master = np.ascontiguousarray(arr, dtype=np.float64)
+                    np.lib.format.write_array(member, master, allow_pickle=False)
+        atomic_write_bytes(path, data.getvalue())
+    except Exception as exc:  # a read-only folder, a full disk: the check keeps its record
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@dataclass(frozen=True)
+class Repro:
+    """A repro snippet.  With ``inputs_file``, ``snippet`` loads the example's inputs from it
+    (written by :meth:`settle`) and ``inline`` is the same snippet with them written out."""
+
+    snippet: str
+    inline: str
+    inputs_file: Path | None = None
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def settle(self) -> str:
+        """The snippet, its inputs file written; when that fails, the inline snippet with a
+        first line that says why it may be cut."""
+        if self.inputs_file is None:
+            return self.snippet
+        why = write_repro_inputs(self.inputs_file, self.arrays)
+        if why is None:
+            return self.snippet
+        note = (
+            f"# the inputs could not be saved to {self.inputs_file} ({why}), so they are written out: "
+            f"this snippet is {len(self.inline):,} characters and a message or report keeps "
+            f"{MESSAGE_LIMIT:,} (set {REPRO_DIR_ENV} to a writable folder for a file instead)"
+        )
+        return f"{note}\n{self.inline}"
+
+
+def swap_repro(message: str, old: str, new: str) -> str:
+    """``message`` (a :func:`describe_outcome` text) with its repro block ``old`` replaced by ``new``."""
+    if old == new:
+        return message
+    block = "\n".join("    " + line for line in old.splitlines())
+    return message.replace(block, "\n".join("    " + line for line in new.splitlines()), 1)
+
+
+def inputs_lines(
+    arrays: Mapping[str, Any], inline_room: int, name: tuple[str, str, str, str], directory: str | None
+) -> tuple[list[str], list[str], Path | None, dict[str, np.ndarray]]:
+    """The lines that bind ``inputs`` in a repro snippet: written out inline, and (when those
+    are longer than ``inline_room`` characters) the lines that load them from their ``.npz``
+    file instead, that file's path (``name`` = identity, adapter, dtype, mode; in
+    :func:`repro_directory` of ``directory``) and the float64 arrays it is to hold.
+    Returns (inline lines, file lines or the inline ones, path or None, arrays)."""
+    masters = {str(k): np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+    inline = ["inputs = {"]
+    inline += [f"    {k!r}: np.array({v.tolist()!r})," for k, v in masters.items()]
+    inline.append("}")
+    if sum(len(line) + 1 for line in inline) <= inline_room:
+        return inline, inline, None, masters
+    path = repro_inputs_path(repro_directory(directory), *name, masters)
+    loads = [
+        f"with np.load({str(path)!r}, allow_pickle=False) as npz:  "
+        f"# the inputs (float64, exact): {', '.join(f'{k} {v.shape}' for k, v in masters.items())}",
+        "    inputs = dict(npz)",
+    ]
+    return inline, loads, path, masters
+
+
+def build_repro(
+    ident: Identity,
+    adapter_spec: str,
+    dtype: str,
+    example: Example,
+    env: Sequence[str] = (),
+    mode: str = "vjp",
+    adapter_label: str | None = None,
+    directory: str | None = None,
+) -> Repro:
+    """A runnable Python snippet that reproduces one example's check, its file not yet written
+    (:meth:`Repro.settle` writes it).
+
+    Inputs whose inline ``np.array([...])`` would make the snippet longer than
+    :data:`INLINE_REPRO_LIMIT` are loaded from an ``.npz`` file named by identity, adapter
+    (``adapter_label``, default the spec's last part), dtype, mode and a digest of the inputs, in
+    :func:`repro_directory` of ``directory``.  When the adapter's module is importable only
+    through this run's ``sys.path`` or the run set variables that matter (``env``, ``JAX_*``...),
+    the snippet's first line says so (:mod:`gradoracle.repro_env`).
+    """
+    from gradoracle.repro_env import needs_line
+
+    path = adapter_spec.partition("?")[0]
+    modules = [path.partition(":")[0]] if ":" in path else []
+    needs = needs_line(modules, env)
+    head = [needs] if needs else []
+    head += ["import numpy as np", "from gradoracle import reproduce", ""]
+    call = (
+        f"reproduce({ident.name!r}, {adapter_spec!r}, {dtype!r}, inputs, params={dict(example.params)!r}, "
+        f"seed={example.seed}{'' if mode == 'vjp' else f', mode={mode!r}'})  "
+        "# raises GradientMismatch while the fault is there"
+    )
+    room = INLINE_REPRO_LIMIT - sum(len(line) + 1 for line in head) - len(call)
+    label = adapter_label or path.rpartition(":")[2]
+    inline, loads, file, masters = inputs_lines(
+        example.inputs, room, (ident.name, label, dtype, mode), directory
+    )
+    inline_text = "\n".join([*head, *inline, call])
+    if file is None:
+        return Repro(inline_text, inline_text)
+    return Repro("\n".join([*head, *loads, call]), inline_text, file, masters)
+
+
 def repro_snippet(
     ident: Identity,
     adapter_spec: str,
@@ -1186,29 +1375,12 @@ def repro_snippet(
     example: Example,
     env: Sequence[str] = (),
     mode: str = "vjp",
+    adapter_label: str | None = None,
+    directory: str | None = None,
 ) -> str:
-    """A runnable Python snippet that reproduces one example's check.
-
-    When the adapter's module is importable only through this run's ``sys.path`` (the current
-    directory, ``PYTHONPATH``) or the run set variables that matter (``env``, ``JAX_*``...), the
-    snippet's first line says so (:mod:`gradoracle.repro_env`).
-    """
-    from gradoracle.repro_env import needs_line
-
-    path = adapter_spec.partition("?")[0]
-    modules = [path.partition(":")[0]] if ":" in path else []
-    needs = needs_line(modules, env)
-    lines = [needs] if needs else []
-    lines += ["import numpy as np", "from gradoracle import reproduce", "", "inputs = {"]
-    for name, arr in example.inputs.items():
-        lines.append(f"    {name!r}: np.array({np.asarray(arr, dtype=np.float64).tolist()!r}),")
-    lines.append("}")
-    lines.append(
-        f"reproduce({ident.name!r}, {adapter_spec!r}, {dtype!r}, inputs, params={dict(example.params)!r}, "
-        f"seed={example.seed}{'' if mode == 'vjp' else f', mode={mode!r}'})  "
-        "# raises GradientMismatch while the fault is there"
-    )
-    return "\n".join(lines)
+    """A runnable Python snippet that reproduces one example's check (:func:`build_repro`),
+    its inputs file (if any) written."""
+    return build_repro(ident, adapter_spec, dtype, example, env, mode, adapter_label, directory).settle()
 
 
 def _fmt(x: float | None) -> str:
@@ -1410,7 +1582,16 @@ def reproduce(
     outcome = evaluate(ident, ad, dtype, example, settings)
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(ad, dtype, settings))
-        repro = repro_snippet(ident, _adapter_spec(ad, spec), dtype, example, _adapter_repro_env(ad), mode)
+        repro = repro_snippet(
+            ident,
+            _adapter_spec(ad, spec),
+            dtype,
+            example,
+            _adapter_repro_env(ad),
+            mode,
+            ad.name,
+            settings.repro_dir,
+        )
         message, worst = describe_outcome(
             ident, ad.name, dtype, outcome, tol, repro, _adapter_words(ad), mode
         )
@@ -1618,11 +1799,21 @@ def check(
                 c.abs_error, c.rel_error, c.ratio
             )
         if not outcome.passed:
-            repro = repro_snippet(
-                ident, _adapter_spec(ad, spec), dtype, example, _adapter_repro_env(ad), mode
+            # the inputs file (a large example's) is written once, for the example reported,
+            # not for every failing example the shrinker tries
+            pending = build_repro(
+                ident,
+                _adapter_spec(ad, spec),
+                dtype,
+                example,
+                _adapter_repro_env(ad),
+                mode,
+                adapter_label,
+                settings.repro_dir,
             )
+            state["repro"] = pending
             message, worst = describe_outcome(
-                ident, adapter_label, dtype, outcome, tol, repro, _adapter_words(ad), mode
+                ident, adapter_label, dtype, outcome, tol, pending.snippet, _adapter_words(ad), mode
             )
             raise GradientMismatch(
                 message,
@@ -1631,7 +1822,7 @@ def check(
                 dtype=dtype,
                 fault=outcome.fault,
                 worst=worst,
-                repro=repro,
+                repro=pending.snippet,
             )
 
     common: dict[str, Any] = {"tolerance": tol.to_dict(), "fd_dtype": fd_dtype}
@@ -1779,7 +1970,11 @@ def check(
                 "params": dict(last.example.params),
                 "seed": last.example.seed,
             }
-        fault, message, precision = exc.fault, str(exc), None
+        fault, message, precision, repro = exc.fault, str(exc), None, exc.repro
+        pending: Repro | None = state.get("repro")
+        if pending is not None and repro == pending.snippet:
+            repro = pending.settle()  # its inputs file written, or written out inline
+            message = swap_repro(message, pending.snippet, repro)
         if state.get("top_up") is not None:
             k, why = state["top_up"]
             message = (
@@ -1801,7 +1996,7 @@ def check(
             errors=stats,
             worst=exc.worst,
             counterexample=counter,
-            repro=exc.repro,
+            repro=repro,
             precision=precision,
             **counts(),
             **provenance(exc),
@@ -1821,6 +2016,8 @@ def check(
             tol,
             result,
             {**common, **counts(), **provenance(exc)},
+            mode,
+            settings.repro_dir,
         )
     except DidNotReproduce:  # --gradoracle-reproduce-failure's example passes now
         message = (
@@ -2063,6 +2260,8 @@ def _flaky_result(
     tol: Tolerance,
     result: Any,
     common: Mapping[str, Any],
+    mode: str = "vjp",
+    repro_dir: str | None = None,
 ) -> CheckResult:
     """A Hypothesis ``Flaky`` (an example failed, then passed when replayed) as a ``nondeterministic``
     record: the failing example's diagnostic and repro, and what its replay gave."""
@@ -2074,8 +2273,17 @@ def _flaky_result(
             f"the check failed once and passed when Hypothesis replayed it ({describe_exception(exc)})",
             **common,
         )
-    repro = repro_snippet(ident, _adapter_spec(adapter, spec), dtype, failed.example)
-    message, worst = describe_outcome(ident, label, dtype, failed, tol, repro)
+    repro = repro_snippet(
+        ident,
+        _adapter_spec(adapter, spec),
+        dtype,
+        failed.example,
+        _adapter_repro_env(adapter),
+        mode,
+        label,
+        repro_dir,
+    )
+    message, worst = describe_outcome(ident, label, dtype, failed, tol, repro, mode=mode)
     head = (
         f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
         "input, so the adapter does not give the same answer twice; the failing call:"

@@ -990,8 +990,17 @@ def _repro(
     dtype: str,
     counter: Mapping[str, Any],
     mode: str = "vjp",
+    name: tuple[str, str] = ("", ""),
+    directory: str | None = None,
 ) -> str:
-    """A snippet calling :func:`check_gradients_at` on the failing example."""
+    """A snippet calling :func:`check_gradients_at` on the failing example.
+
+    Inputs too large to write out (the snippet past :data:`gradoracle.runner.INLINE_REPRO_LIMIT`)
+    are loaded from an ``.npz`` file, written here: ``name`` (identity, adapter) names it, with
+    dtype, mode and a digest, in :func:`gradoracle.runner.repro_directory` of ``directory``.
+    """
+    from gradoracle.runner import INLINE_REPRO_LIMIT, Repro, inputs_lines
+
     roles = ((forward, "forward"), (vjp, "vjp"), (reference, "reference"))
     fns = [(f, role) for f, role in roles if f is not None]
     lines = ["import numpy as np", "from gradoracle.user_checks import check_gradients_at"]
@@ -1008,10 +1017,6 @@ def _repro(
     for module, quals in by_module.items():
         lines.append(f"from {module} import {', '.join(dict.fromkeys(quals))}  # the functions under test")
     lines.append("")
-    lines.append("inputs = {")
-    for n, v in counter["inputs"].items():
-        lines.append(f"    {n!r}: np.array({v!r}),")
-    lines.append("}")
     args = [_label(forward), "inputs", f"params={dict(counter.get('params') or {})!r}"]
     args += [f"seed={counter.get('seed', 0)}", f"dtype={dtype!r}", f"wrt={tuple(wrt)!r}"]
     if vjp is not None:
@@ -1024,14 +1029,20 @@ def _repro(
         args.append(f"reference={_label(reference, 'reference')}")
     if mode != "vjp":
         args.append(f"mode={mode!r}")
-    lines.append(f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there")
+    call = f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there"
     from gradoracle.repro_env import needs_line
 
     modules = [m for m in by_module if m != "__main__"]
     if isinstance(framework, str) and ":" in framework.partition("?")[0]:
         modules.append(framework.partition("?")[0].partition(":")[0])
     needs = needs_line(modules)
-    return "\n".join([needs, *lines] if needs else lines)
+    head = [needs, *lines] if needs else lines
+    room = INLINE_REPRO_LIMIT - sum(len(line) + 1 for line in head) - len(call)
+    inline, loads, file, masters = inputs_lines(counter["inputs"], room, (*name, dtype, mode), directory)
+    inline_text = "\n".join([*head, *inline, call])
+    if file is None:
+        return inline_text
+    return Repro("\n".join([*head, *loads, call]), inline_text, file, masters).settle()
 
 
 def _rewrite_message(message: str, repro: str | None) -> str:
@@ -1137,7 +1148,17 @@ def check_gradients(
         res = _outside_explicit_example(run, run_settings)
         if res.counterexample is not None and res.repro is not None:
             res.repro = _repro(
-                forward, vjp, reference, framework, identity, ident.wrt, dtype, res.counterexample, mode
+                forward,
+                vjp,
+                reference,
+                framework,
+                identity,
+                ident.wrt,
+                dtype,
+                res.counterexample,
+                mode,
+                (res.identity, res.adapter),
+                run_settings.repro_dir,
             )
         res.message = _rewrite_message(res.message, res.repro)
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
@@ -1347,7 +1368,19 @@ def check_gradients_at(
             "params": example.params,
             "seed": seed,
         }
-        repro = _repro(forward, vjp, reference, framework, identity, ident.wrt, dtype, counter, mode)
+        repro = _repro(
+            forward,
+            vjp,
+            reference,
+            framework,
+            identity,
+            ident.wrt,
+            dtype,
+            counter,
+            mode,
+            (ident.name, adapter.name),
+            settings.repro_dir,
+        )
         message, worst = describe_outcome(
             ident, adapter.name, dtype, outcome, tol, repro, adapter.words, mode
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import threading
 import time
@@ -211,7 +212,11 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     check_out_dir(args.out, stack)
     tasks = plan_tasks(identities, list(adapters), config.dtypes, config.modes)
     # the whole plan's modes, so that every shard of a run records (and compiles for) the same
-    settings = config.settings.with_(modes=planned_modes(tasks))
+    # a failing example too large to write out in its repro snippet saves its inputs under
+    # --out (GRADORACLE_REPRO_DIR, when set, wins: gradoracle.runner.repro_directory)
+    settings = config.settings.with_(
+        modes=planned_modes(tasks), repro_dir=os.path.abspath(args.out / "repro")
+    )
     planned = len(tasks)
     tasks = select_shard(tasks, args.shard)
     shard_note = f", shard {args.shard} ({len(tasks)} of {planned})" if args.shard else ""
@@ -242,7 +247,8 @@ def _cmd_report(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "dtypes": list(config.dtypes),
         "examples": config.examples,
         "seed": config.seed,
-        "settings": dataclasses.asdict(settings),
+        # where repro files go is not a setting of the checks (shards with their own --out merge)
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "repro_dir"},
         "jobs": jobs,
         "isolation": "process" if args.isolate else "none",
         "shard": str(args.shard) if args.shard else None,
