@@ -95,6 +95,11 @@ def import_root(module_name: str) -> str | None:
     return str(path.parent.parent if path.name == "__init__.py" else path.parent)
 
 
+#: ``GRADORACLE_*`` variables that only say where a run writes its files (a large failing
+#: example's inputs), never what it computes: a snippet does not need them.
+OUTPUT_ONLY_VARIABLES: frozenset[str] = frozenset({"GRADORACLE_REPRO_DIR"})
+
+
 def needs(modules: Iterable[str], extra_variables: Sequence[str] = ()) -> str:
     """``PYTHONPATH=/a/b JAX_ENABLE_X64=1`` that the snippet importing ``modules`` needs ('' if none)."""
     tops = [m.split(".")[0] for m in modules if m and m != "__main__"]
@@ -109,7 +114,9 @@ def needs(modules: Iterable[str], extra_variables: Sequence[str] = ()) -> str:
     parts = []
     if roots:
         parts.append("PYTHONPATH=" + os.pathsep.join(roots))
-    names = list(RELEVANT_VARIABLES) + sorted(k for k in os.environ if k.startswith("GRADORACLE_"))
+    names = list(RELEVANT_VARIABLES) + sorted(
+        k for k in os.environ if k.startswith("GRADORACLE_") and k not in OUTPUT_ONLY_VARIABLES
+    )
     names += [n for n in extra_variables if n not in names]
     for name in names:
         value = os.environ.get(name)

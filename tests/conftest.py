@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pkgutil
+import tempfile
 from typing import Any
 
 import pytest
+
+# A failing check on a large example saves its inputs for the repro snippet (``.npz``); the suite's
+# many deliberately failing checks write them here, not into the checkout's ``.gradoracle/repro``
+# (tests of the default location unset it).
+os.environ.setdefault("GRADORACLE_REPRO_DIR", tempfile.mkdtemp(prefix="gradoracle-test-repro-"))
 
 
 @pytest.fixture(scope="session")

@@ -142,7 +142,10 @@ def _big_example(seed: int = 0) -> Example:
     return Example(arrays, {}, 0)
 
 
-def test_the_same_inputs_name_the_same_file_and_other_inputs_another(tmp_path: Path) -> None:
+def test_the_same_inputs_name_the_same_file_and_other_inputs_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(REPRO_DIR_ENV, raising=False)  # (it would win over ``directory``)
     ident = get_identity("linear-layer")
     first = repro_snippet(ident, SCALED, "float64", _big_example(), directory=str(tmp_path))
     again = repro_snippet(ident, SCALED, "float64", _big_example(), directory=str(tmp_path))
@@ -302,3 +305,14 @@ def test_the_pytest_plugin_shows_a_whole_repro_that_loads_the_file(
     assert "characters cut" not in out
     (path,) = (pytester.path / ".gradoracle" / "repro").iterdir()
     assert f"with np.load({str(path)!r}, allow_pickle=False) as npz:" in out
+
+
+def test_the_repro_folder_is_not_a_variable_the_snippet_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # where the inputs are saved changes no result, so the "# needs:" line leaves it out; a
+    # GRADORACLE_ variable that may change one stays in it (negative control)
+    from gradoracle.repro_env import needs
+
+    monkeypatch.setenv(REPRO_DIR_ENV, "/somewhere")
+    monkeypatch.setenv("GRADORACLE_LARGE_SHAPES", "1")
+    text = needs([])
+    assert REPRO_DIR_ENV not in text and "GRADORACLE_LARGE_SHAPES=1" in text
