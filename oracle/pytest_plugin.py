@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shlex
 import sys
 import time
@@ -257,6 +258,9 @@ def _check_settings(config: pytest.Config, options: PluginConfig) -> CheckSettin
     settings = profile_settings(options.examples, options.seed).with_(timeout_s=options.timeout)
     if options.configurations is not None:
         settings = settings.with_(configurations=options.configurations)
+    if options.report_dir is not None:  # a large failing example's inputs beside the report, as
+        # `gradoracle report --out DIR` keeps them (GRADORACLE_REPRO_DIR, when set, wins)
+        settings = settings.with_(repro_dir=os.path.abspath(Path(options.report_dir) / "repro"))
     blob = config.getoption("gradoracle_reproduce_failure", default=None)
     return settings.with_(reproduce_failure=blob) if blob else settings
 
@@ -770,7 +774,7 @@ class ConformanceSuite:
             "dtypes": list(self.dtypes),
             "examples": self.settings.examples,
             "seed": self.settings.seed,
-            "settings": dataclasses.asdict(self.settings),
+            "settings": {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "repro_dir"},
             "jobs": workers if isinstance(workers, int) and workers > 0 else 1,
             "isolation": "process" if self.options.isolate else "none",
             "shard": None,

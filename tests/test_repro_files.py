@@ -316,3 +316,37 @@ def test_the_repro_folder_is_not_a_variable_the_snippet_needs(monkeypatch: pytes
     monkeypatch.setenv("GRADORACLE_LARGE_SHAPES", "1")
     text = needs([])
     assert REPRO_DIR_ENV not in text and "GRADORACLE_LARGE_SHAPES=1" in text
+
+
+def test_the_pytest_plugin_keeps_the_inputs_beside_its_report(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --gradoracle-report DIR keeps them in DIR/repro, as `gradoracle report --out DIR` does; the
+    # report's settings do not name the folder (negative control: without the option they go to
+    # ./.gradoracle/repro, the test above)
+    monkeypatch.setenv("GRADORACLE_LARGE_SHAPES", "1")
+    monkeypatch.delenv(REPRO_DIR_ENV, raising=False)
+    pytester.makepyfile(scaled=SCALED_ADAPTER)
+    pytester.syspathinsert()
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--gradoracle-adapter",
+        "scaled:Scaled",
+        "--gradoracle-identity",
+        "linear-layer",
+        "--gradoracle-dtype",
+        "float64",
+        "--gradoracle-mode",
+        "vjp",
+        "--gradoracle-examples",
+        "2",
+        "--gradoracle-report",
+        "out",
+    )
+    result.assert_outcomes(failed=1)
+    (path,) = (pytester.path / "out" / "repro").iterdir()
+    assert f"with np.load({str(path)!r}, allow_pickle=False) as npz:" in result.stdout.str()
+    assert not (pytester.path / ".gradoracle").exists()
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert "repro_dir" not in json.dumps(report["run"]) and str(path) in json.dumps(report["results"])
