@@ -16,6 +16,7 @@ a :class:`CheckResult`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -1280,11 +1281,17 @@ class Repro:
 
     def settle(self) -> str:
         """The snippet, its inputs file written; when that fails, the inline snippet with a
-        first line that says why it may be cut."""
+        first line that says why it may be cut.
+
+        Inside a Hypothesis test (a check of one example in the user's own ``@given`` test), each
+        shrinking step that fails writes its file; the file this process wrote before for the
+        same identity, adapter, dtype and mode is removed (:func:`_supersede`), so the folder
+        keeps the last one: the example Hypothesis reports."""
         if self.inputs_file is None:
             return self.snippet
         why = write_repro_inputs(self.inputs_file, self.arrays)
         if why is None:
+            _supersede(self.inputs_file)
             return self.snippet
         note = (
             f"# the inputs could not be saved to {self.inputs_file} ({why}), so they are written out: "
@@ -1292,6 +1299,26 @@ class Repro:
             f"{MESSAGE_LIMIT:,} (set {REPRO_DIR_ENV} to a writable folder for a file instead)"
         )
         return f"{note}\n{self.inline}"
+
+
+#: The inputs file this process last wrote inside a Hypothesis test, per file name without its
+#: digest (identity, adapter, dtype, mode).
+_WRITTEN_IN_TEST: dict[Path, Path] = {}
+
+
+def _supersede(path: Path) -> None:
+    """Inside a Hypothesis test, remove the inputs file written before ``path`` for the same
+    check (only a file this process wrote there); outside one, nothing."""
+    from hypothesis import currently_in_test_context
+
+    if not currently_in_test_context():
+        return
+    key = path.with_name(path.stem.rpartition("-")[0])
+    previous = _WRITTEN_IN_TEST.get(key)
+    _WRITTEN_IN_TEST[key] = path
+    if previous is not None and previous != path:
+        with contextlib.suppress(OSError):
+            previous.unlink()
 
 
 def swap_repro(message: str, old: str, new: str) -> str:

@@ -350,3 +350,41 @@ def test_the_pytest_plugin_keeps_the_inputs_beside_its_report(
     assert not (pytester.path / ".gradoracle").exists()
     report = json.loads((pytester.path / "out" / "report.json").read_text())
     assert "repro_dir" not in json.dumps(report["run"]) and str(path) in json.dumps(report["results"])
+
+
+def _shrink_a_large_failure(tmp_path: Path) -> tuple[list[Path], str]:
+    """A user's own ``@given`` test of a wrong vjp on 16x16 inputs (too many values to write out
+    inline): (the files left, the repro Hypothesis reports)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=20, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.integers(0, 1000))
+    def user_test(scale: int) -> None:
+        if scale < 3:  # passes: so the simplest example is not the first failure, shrinking runs
+            return
+        x = np.random.default_rng(0).standard_normal((16, 16)) * (scale / 100)
+        check_gradients_at(big_forward, {"x": x}, vjp=big_wrong_vjp)
+
+    with pytest.raises(GradientMismatch) as info:
+        user_test()
+    return sorted(tmp_path.iterdir()), info.value.repro or ""
+
+
+def test_shrinking_in_a_users_given_test_leaves_the_reported_examples_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every failing shrink step writes its inputs; the earlier ones are removed, so the folder
+    # holds one file, the one the reported failure's repro loads (negative control: without the
+    # removal the steps leave several)
+    from gradoracle import runner
+
+    monkeypatch.setenv(REPRO_DIR_ENV, str(tmp_path / "kept"))
+    (tmp_path / "kept").mkdir()
+    files, repro = _shrink_a_large_failure(tmp_path / "kept")
+    assert files == [_loaded(repro)]
+    monkeypatch.setenv(REPRO_DIR_ENV, str(tmp_path / "all"))
+    (tmp_path / "all").mkdir()
+    monkeypatch.setattr(runner, "_supersede", lambda path: None)
+    files, repro = _shrink_a_large_failure(tmp_path / "all")
+    assert len(files) > 1 and _loaded(repro) in files
