@@ -261,3 +261,34 @@ def test_a_strided_dilated_kernel_is_a_required_facet(monkeypatch: pytest.Monkey
     monkeypatch.setattr(L, "_POOLS", {})
     monkeypatch.setattr(L.RandomPicker, "note", without)
     assert _survives(name)
+
+
+def test_an_adapter_that_needs_a_bias_is_told_the_protocol_allows_none() -> None:
+    # a conv_nd written as `z + b` (a bias always there) raises on a layer without bias: the
+    # check is an adapter error whose message says the op got b=None on purpose; an adapter that
+    # raises on another configuration gets no such hint (negative control)
+    from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, TapeOps
+    from gradoracle.results import Fault
+
+    class NeedsBias(TapeOps):
+        def conv_nd(self, x: Any, k: Any, b: Any, *rest: Any) -> Any:
+            if b is None:
+                raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+            return super().conv_nd(x, k, b, *rest)
+
+    class StrideTwoFails(TapeOps):
+        def conv_nd(self, x: Any, k: Any, b: Any, stride: Any, *rest: Any) -> Any:
+            if 2 in tuple(stride):
+                raise TypeError("stride 2 is not implemented")
+            return super().conv_nd(x, k, b, stride, *rest)
+
+    def engine(ops: type[TapeOps], name: str) -> NumpyEngineAdapter:
+        adapter = NumpyEngineAdapter(name=name)
+        adapter._ops = ops(adapter.rules)
+        return adapter
+
+    result = runner.check("conv2d-layer", engine(NeedsBias, "needs-bias"), "float64", DEFAULT, "vjp")
+    assert result.verdict == Verdict.ERROR and result.fault == Fault.ADAPTER, result.message
+    assert "bias=False" in result.message and "b=None" in result.message, result.message
+    other = runner.check("conv2d-layer", engine(StrideTwoFails, "stride-2"), "float64", DEFAULT, "vjp")
+    assert other.fault == Fault.ADAPTER and "b=None" not in other.message, other.message
