@@ -1444,19 +1444,6 @@ def _noisy_fd_hint(c: Comparison, tol: Tolerance, words: Words) -> str:
     )
 
 
-#: Said when an adapter raises on a convolution without bias (the op's ``b`` is None).
-NO_BIAS_HINT = (
-    "this example's convolution has no bias (bias=False), so its forward passes b=None to "
-    "ops.conv_nd, as the ops protocol allows (b is (C_out,) or None, PyTorch's bias=False); "
-    "the adapter's conv_nd must accept None and add no bias"
-)
-
-
-def _passes_no_bias(ident: Identity, params: Mapping[str, Any]) -> bool:
-    """Whether the example's forward passes ``b=None`` to ``conv_nd`` (a layer with ``bias=False``)."""
-    return "conv_nd" in ident.ops and params.get("bias", True) is False
-
-
 def describe_outcome(
     ident: Identity,
     adapter_name: str,
@@ -1497,8 +1484,9 @@ def describe_outcome(
         lines.append(f"  hint: {domain_hint(ident, words)}")
     elif outcome.crash or outcome.contract:
         lines.append(f"  {outcome.crash or outcome.contract}")
-        if outcome.crash and _passes_no_bias(ident, ex.params):
-            lines.append(f"  hint: {NO_BIAS_HINT}")
+        hint = ident.crash_hint(ex.params) if outcome.crash and ident.crash_hint is not None else ""
+        if hint:
+            lines.append(f"  hint: {hint}")
     elif nd is not None:
         element = f", element {nd.index}" if nd.index else ""
         target = "the forward output" if nd.what == "output" else f"the gradient for input {nd.what!r}"

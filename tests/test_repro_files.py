@@ -279,28 +279,26 @@ class Scaled(NumpyEngineAdapter):
 '''
 
 
-def test_the_pytest_plugin_shows_a_whole_repro_that_loads_the_file(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _plugin_run_of_a_large_failure(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *extra: str
+) -> pytest.RunResult:
+    """The plugin checking the 1.001-scaled engine on an accelerator-sized linear layer (2
+    examples, reverse mode, float64; ``extra`` options): one failed test."""
     monkeypatch.setenv("GRADORACLE_LARGE_SHAPES", "1")
     monkeypatch.delenv(REPRO_DIR_ENV, raising=False)
     pytester.makepyfile(scaled=SCALED_ADAPTER)
     pytester.syspathinsert()
-    result = pytester.runpytest(
-        "-p",
-        "no:cacheprovider",
-        "--gradoracle-adapter",
-        "scaled:Scaled",
-        "--gradoracle-identity",
-        "linear-layer",
-        "--gradoracle-dtype",
-        "float64",
-        "--gradoracle-mode",
-        "vjp",
-        "--gradoracle-examples",
-        "2",
-    )
+    options = ["--gradoracle-adapter", "scaled:Scaled", "--gradoracle-identity", "linear-layer"]
+    options += ["--gradoracle-dtype", "float64", "--gradoracle-mode", "vjp", "--gradoracle-examples", "2"]
+    result = pytester.runpytest("-p", "no:cacheprovider", *options, *extra)
     result.assert_outcomes(failed=1)
+    return result
+
+
+def test_the_pytest_plugin_shows_a_whole_repro_that_loads_the_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _plugin_run_of_a_large_failure(pytester, monkeypatch)
     out = result.stdout.str()
     assert "characters cut" not in out
     (path,) = (pytester.path / ".gradoracle" / "repro").iterdir()
@@ -324,27 +322,7 @@ def test_the_pytest_plugin_keeps_the_inputs_beside_its_report(
     # --gradoracle-report DIR keeps them in DIR/repro, as `gradoracle report --out DIR` does; the
     # report's settings do not name the folder (negative control: without the option they go to
     # ./.gradoracle/repro, the test above)
-    monkeypatch.setenv("GRADORACLE_LARGE_SHAPES", "1")
-    monkeypatch.delenv(REPRO_DIR_ENV, raising=False)
-    pytester.makepyfile(scaled=SCALED_ADAPTER)
-    pytester.syspathinsert()
-    result = pytester.runpytest(
-        "-p",
-        "no:cacheprovider",
-        "--gradoracle-adapter",
-        "scaled:Scaled",
-        "--gradoracle-identity",
-        "linear-layer",
-        "--gradoracle-dtype",
-        "float64",
-        "--gradoracle-mode",
-        "vjp",
-        "--gradoracle-examples",
-        "2",
-        "--gradoracle-report",
-        "out",
-    )
-    result.assert_outcomes(failed=1)
+    result = _plugin_run_of_a_large_failure(pytester, monkeypatch, "--gradoracle-report", "out")
     (path,) = (pytester.path / "out" / "repro").iterdir()
     assert f"with np.load({str(path)!r}, allow_pickle=False) as npz:" in result.stdout.str()
     assert not (pytester.path / ".gradoracle").exists()

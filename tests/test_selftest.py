@@ -157,7 +157,7 @@ def test_mutant_is_killed_with_the_expected_fault(ci_report: S.SelftestReport, n
             assert row.first_failure == TOPPED_UP[name, row.identity], row.message
             assert "top-up example of configuration" in row.message, row.message
         else:
-            assert 1 <= row.first_failure <= CI_EXAMPLES, (row.identity, row.first_failure)
+            assert row.first_failure in range(1, CI_EXAMPLES + 1), (row.identity, row.first_failure)
     assert report.status == "killed"
 
 

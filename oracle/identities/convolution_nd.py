@@ -119,6 +119,19 @@ def has_bias(p: Params) -> bool:
     return bool(p.get("bias", True))
 
 
+#: Said when an adapter raises on a convolution without bias (the op's ``b`` is None).
+NO_BIAS_HINT = (
+    "this example's convolution has no bias (bias=False), so its forward passes b=None to "
+    "ops.conv_nd, as the ops protocol allows (b is (C_out,) or None, PyTorch's bias=False); "
+    "the adapter's conv_nd must accept None and add no bias"
+)
+
+
+def _crash_hint(p: Params) -> str:
+    """:data:`NO_BIAS_HINT` for a layer without bias, else ""."""
+    return "" if has_bias(p) else NO_BIAS_HINT
+
+
 def _conv_forward(ops: Any, a: Arrays, p: Params) -> Any:
     """``Z = conv(X, K, b)`` (``conv(X, K, None)`` without bias) with the drawn stride, padding,
     dilation and groups."""
@@ -316,6 +329,7 @@ def _record(rank: int) -> Identity:
         reference_jvp=_jvp_conv,
         reference_hvp=_hvp_conv,
         second_order_note=_SECOND_ORDER,
+        crash_hint=_crash_hint,
         derivation=(
             "Z is linear in K, X and b; each gradient is the adjoint of the index map p s + a d: "
             "for K a correlation of the padded input with the stride-dilated delta sampled by the dilation, "

@@ -100,6 +100,9 @@ class Identity:
     #: draws the configuration from a covering pool (``configurations=n``) or freely (0);
     #: ``strategy`` is the free drawing.  ``None``: ``strategy`` alone.
     configurations: ConfigSpace | None = None
+    #: For an example on which an adapter raised, what the example asks of the adapter that an
+    #: implementation may have missed (a convolution without bias passes ``b=None``), or "".
+    crash_hint: Callable[[Params], str] | None = None
 
     def examples(
         self, configurations: int = 0, only: int | None = None, seen: Callable[[int], None] | None = None
