@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,17 @@ def _tangents(
     return {n: np.asarray(rng.uniform(-1.0, 1.0, size=np.shape(inputs[n]))) for n in names}
 
 
+def direction_step(h: float, direction: Mapping[str, np.ndarray]) -> float:
+    """``h / max(1, ||v||_2)``: the finite-difference step ``h`` (:func:`fd.step_size`) is meant for a
+    direction of unit 2-norm, as reverse mode's random directions and the basis vectors are; a
+    tangent ``v`` with elements uniform in ``[-1, 1]`` has ``||v||_2 ~ sqrt(n / 3)``, so ``x + h v``
+    would move ``x`` that many steps (sin at ``x = 1e6`` took a step of half its period)."""
+    norm = float(
+        np.sqrt(sum(float(np.sum(np.square(np.asarray(a, dtype=np.float64)))) for a in direction.values()))
+    )
+    return h / max(1.0, norm)
+
+
 def _dot(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
     return float(sum(float(np.sum(np.asarray(a[n], dtype=np.float64) * b[n])) for n in b))
 
@@ -213,6 +225,29 @@ def _adapter_gradient(fn: Any, names: Sequence[str], u: np.ndarray, fd_dtype: st
     return at
 
 
+@dataclass(frozen=True)
+class Along:
+    """What :func:`_fd_check` compares along a second direction ``v'``: the checked value
+    ``w^T F'(x) v'`` there, its term magnitude, its extra allowance (slack, rounding), and the
+    closed form's value (``None`` without one)."""
+
+    value: float
+    mag: float
+    extra: float
+    analytic: float | None = None
+    #: the direction actually measured (``v'`` rounded as the adapter got it); ``None``: ``v'``
+    direction: Mapping[str, np.ndarray] | None = None
+
+
+#: ``v' -> Along`` (a generator: it may ask the adapter for ``J v'`` or ``H v'``), or ``None``
+#: when nothing can be measured along ``v'`` (a step there would cross a kink).
+AlongFn = Callable[[Mapping[str, np.ndarray]], Generator[Request, Any, "Along | None"]]
+
+#: Suffixes of a finite-difference comparison's input label saying how it was decided.
+OWN_STEPS = " (each element at its own step)"
+KINK_NOT_JUDGED = " (the step crosses a kink of your function: not judged along this direction)"
+
+
 def _fd_check(
     kind: str,
     name: str,
@@ -227,6 +262,8 @@ def _fd_check(
     extra: float,
     tol: Tolerance,
     analytic: float | None = None,
+    along: AlongFn | None = None,
+    kinks: bool = False,
 ) -> Generator[Request, Any, Any]:
     """``value`` against ``D(h) ~ w^T (d/dt) F(x + t v)``, Richardson when the plain one misses.
 
@@ -234,8 +271,23 @@ def _fd_check(
     ``(4 D(h) - D(2h)) / 3`` with error ``|D(h) - D(2h)|`` (:func:`fd.richardson`).  ``F`` is
     ``at`` (the adapter's forward or gradient, or the oracle's reference), asked at both
     points of a step at once.
+
+    Two second opinions, only where Richardson still misses (a correct derivative rarely gets
+    there; a wrong one pays a few more evaluations):
+
+    - ``along``: where the elements ``v`` moves differ in magnitude by :data:`SPREAD` or more
+      (0.3 beside 1e6), the one step ``h = eps^(1/3) max(1, max |x|)`` moves the small ones far
+      past their curvature.  The comparison is made again along ``v' = v (.) w``,
+      ``w_i = max(1, |x_i|) / max(1, max |x|)`` (:func:`gradoracle.runner.element_scaled`), which
+      steps every element at its own scale, against ``along(v')`` (the checked derivative along
+      ``v'``, its magnitude and allowance).  Agreement there passes; otherwise the numbers along
+      ``v`` stand.  The reverse mode's :func:`gradoracle.runner._per_element_rescue` does the same.
+    - ``kinks`` (a user's function, whose kinks are unknown): if the one-sided slopes along ``v``
+      jump and the jump stays at step ``2h`` (:func:`gradoracle.runner._judge_kink`), ``v``
+      crosses a kink and the central difference measures no derivative: the direction is not
+      judged, and the label says so.
     """
-    from gradoracle.runner import Comparison
+    from gradoracle.runner import SPREAD, Comparison, _judge_kink, _spread, element_scaled
 
     w64 = np.asarray(w, dtype=np.float64)
 
@@ -245,13 +297,44 @@ def _fd_check(
     near = yield from at([fd.perturbed(inputs, direction, t, fd_dtype) for t in (h, -h)])
     d_h = (s(near[0]) - s(near[1])) / (2 * h)
     estimate, allowed = d_h, tol.fd_allowed(mag) + extra
+    far: list[np.ndarray] = []
     if abs(value - estimate) > allowed:
         far = yield from at([fd.perturbed(inputs, direction, t, fd_dtype) for t in (2 * h, -2 * h)])
         d_2h = (s(far[0]) - s(far[1])) / (4 * h)
         estimate, allowed = (4 * d_h - d_2h) / 3, tol.fd_allowed(mag, abs(d_h - d_2h)) + extra
+    label = name
+    if abs(value - estimate) > allowed and along is not None and _spread(inputs, direction) >= SPREAD:
+        scaled = element_scaled(inputs, direction)
+        there = yield from along(scaled)
+        if there is not None:
+            scaled = dict(there.direction) if there.direction is not None else scaled
+            pts = yield from at([fd.perturbed(inputs, scaled, t, fd_dtype) for t in (h, -h, 2 * h, -2 * h)])
+            s1, s2, s3, s4 = (s(p) for p in pts)
+            d1, d2 = (s1 - s2) / (2 * h), (s3 - s4) / (4 * h)
+            est_w = (4 * d1 - d2) / 3
+            allowed_w = tol.fd_allowed(there.mag, abs(d1 - d2)) + there.extra
+            if abs(there.value - est_w) <= allowed_w:
+                value, mag, analytic = there.value, there.mag, there.analytic
+                estimate, allowed, label = est_w, allowed_w, name + OWN_STEPS
+    if abs(value - estimate) > allowed and kinks and far:
+        (base,) = yield from at([fd.perturbed(inputs, direction, 0.0, fd_dtype)])
+        r: dict[str, Any] = {
+            "h": h,
+            "near": (s(near[0]), s(near[1])),
+            "far": (s(far[0]), s(far[1])),
+            "mag": mag,
+            "extra": extra,
+            "p": value,
+        }
+        if _judge_kink(r, s(base), tol, interval=False):
+            estimate, allowed, label = (
+                r["value"],
+                tol.fd_allowed(mag, r["error"]) + extra,
+                name + KINK_NOT_JUDGED,
+            )
     return Comparison(
         kind=kind,
-        input=name,
+        input=label,
         abs_error=abs(value - estimate),
         scale=mag,
         allowed=allowed,
@@ -260,6 +343,29 @@ def _fd_check(
         analytic=value if kind.endswith("-oracle") else analytic,
         fd=estimate,
     )
+
+
+def _closed_form_along(
+    closed: Callable[[Mapping[str, np.ndarray]], tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+    safe: Callable[[Mapping[str, np.ndarray]], bool],
+    w: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    rounding: float,
+) -> AlongFn:
+    """The oracle's own closed form along a second direction ``v'`` (its self-test's second
+    opinion): ``closed(v') = (values, term magnitudes)`` by name, projected on ``w``:
+    ``value = sum_n <w_n, values_n>``, ``mag = sum_n <|w_n|, max(magnitudes_n, |values_n|)>``."""
+
+    def along(scaled: Mapping[str, np.ndarray]) -> Generator[Request, Any, Along | None]:
+        yield from ()
+        if not safe(scaled):
+            return None
+        values, mags = closed(scaled)
+        value = sum(float(np.sum(w[n] * values[n])) for n in names)
+        mag = float(sum(np.sum(np.abs(w[n]) * np.maximum(mags[n], np.abs(values[n]))) for n in names))
+        return Along(value=value, mag=max(mag, abs(value)), extra=rounding, analytic=value)
+
+    return along
 
 
 def _safe_step(
@@ -412,7 +518,7 @@ def jvp_evaluation(
     adapter_forward = _adapter_forward(fn, fd_dtype)
     output_scale = float(np.sum(np.abs(u_d64) * out_mag))
     plan: list[tuple[dict[str, np.ndarray], float, np.ndarray, np.ndarray | None]] = []
-    h = _safe_step(ident, x_d64, params, v64, h0)
+    h = _safe_step(ident, x_d64, params, v64, direction_step(h0, v64))
     if h is not None:
         plan.append((v64, h, jv64, ref_jv))
     else:
@@ -425,20 +531,59 @@ def jvp_evaluation(
         except Exception as exc:
             outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp raised {describe_exception(exc)}"
             return outcome
-    worst_fd: Any = None
-    for d, hd, jd, ref_d in plan:
-        pd = float(np.sum(u_d64 * jd))
+
+    def terms(d: Mapping[str, np.ndarray], jd: np.ndarray, ref_d: np.ndarray | None) -> tuple[float, float]:
+        """``(scale, slack)`` of ``u^T J d``: its term magnitude and the allowance of ``J d``."""
         if ref_d is not None:
             mag_d = np.maximum(
                 ident.jvp_term_magnitude(x_d64, params, d).reshape(ref_out.shape), np.abs(ref_d)
             )
-            scale_d = float(np.sum(np.abs(u_d64) * mag_d))
-            slack_d = float(np.sum(np.abs(u_d64) * tol.allowed(mag_d, 0.0)))
-        else:
-            scale_d = float(np.sum(np.abs(u_d64 * jd)))
-            slack_d = float(np.sum(np.abs(u_d64) * tol.allowed(np.abs(jd), 0.0)))
-        if d is v64:
-            scale_d, slack_d = term_scale, slack
+            return (
+                float(np.sum(np.abs(u_d64) * mag_d)),
+                float(np.sum(np.abs(u_d64) * tol.allowed(mag_d, 0.0))),
+            )
+        return (
+            float(np.sum(np.abs(u_d64 * jd))),
+            float(np.sum(np.abs(u_d64) * tol.allowed(np.abs(jd), 0.0))),
+        )
+
+    def along_for(hd: float) -> AlongFn:
+        """The adapter's ``u^T J v'`` along a second direction ``v'`` (one more jvp)."""
+
+        def along(scaled: Mapping[str, np.ndarray]) -> Generator[Request, Any, Along | None]:
+            if _safe_step(ident, x_d64, params, scaled, hd) != hd:
+                return None
+            vs_d = {n: np.asarray(a).astype(dtype) for n, a in scaled.items()}
+            vs64 = {n: a.astype(np.float64) for n, a in vs_d.items()}
+            try:
+                res = yield JvpCall(fn, x_d, vs_d, dtype)
+                jw = np.asarray(
+                    _validate_array("forward-mode J v", res[1], ref_out.shape, dtype), dtype=np.float64
+                )
+            except Exception:  # a second opinion that cannot be had leaves the first one standing
+                return None
+            ref_w = ident.jvp(x_d64, params, vs64).reshape(ref_out.shape) if ref_jv is not None else None
+            pw = float(np.sum(u_d64 * jw))
+            scale_w, slack_w = terms(vs64, jw, ref_w)
+            return Along(
+                value=pw,
+                mag=max(scale_w, abs(pw)),
+                extra=slack_w + 16 * fd.machine_epsilon(fd_dtype) * output_scale / hd,
+                analytic=None if ref_w is None else float(np.sum(u_d64 * ref_w)),
+                direction=vs64,
+            )
+
+        return along
+
+    # a user's function has no known kinks: a direction that crosses one is told by its one-sided
+    # slopes; small inputs are then measured element by element (each judged against the
+    # interval of its one-sided slopes), larger ones are not judged along that direction
+    user_kinks = ident.family == "user" and ident.smooth_pattern is None
+    small = sum(int(np.size(x_d64[n])) for n in ident.wrt) <= settings.full_jacobian_max
+    worst_fd: Any = None
+    for d, hd, jd, ref_d in plan:
+        pd = float(np.sum(u_d64 * jd))
+        scale_d, slack_d = (term_scale, slack) if d is v64 else terms(d, jd, ref_d)
         try:
             cmp = yield from _fd_check(
                 "jvp-fd",
@@ -454,12 +599,27 @@ def jvp_evaluation(
                 slack_d + 16 * fd.machine_epsilon(fd_dtype) * output_scale / hd,
                 tol,
                 analytic=None if ref_d is None else float(np.sum(u_d64 * ref_d)),
+                along=along_for(hd),
+                kinks=user_kinks and not small,
             )
         except Exception as exc:  # the adapter's forward may fail on its own
             outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
             return outcome
         if worst_fd is None or cmp.ratio > worst_fd.ratio:
             worst_fd = cmp
+    if worst_fd is not None and worst_fd.failed and user_kinks and small:
+        try:
+            opinion = yield from _jvp_by_elements(
+                ident, fn, example, x_d, x_d64, params, u_d64, dtype, fd_dtype, tol, settings, output_scale
+            )
+        except AdapterContractError as exc:
+            outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
+            return outcome
+        except Exception as exc:
+            outcome.fault, outcome.crash = Fault.ADAPTER, f"jvp or forward raised {describe_exception(exc)}"
+            return outcome
+        if opinion is not None:
+            worst_fd = opinion
     if worst_fd is not None:
         outcome.comparisons.append(worst_fd)
     p = float(np.sum(u_d64 * jv64))
@@ -516,7 +676,7 @@ def jvp_evaluation(
     if ref_jv is not None:
         ref_master = ident.jvp(master, params, v).reshape(ref_out.shape) if dtype != "float64" else ref_jv
         tol64 = tolerance_for("float64")
-        hm = _safe_step(ident, master, params, v, fd.step_size("float64", master))
+        hm = _safe_step(ident, master, params, v, direction_step(fd.step_size("float64", master), v))
         if hm is not None:
             mag64 = float(
                 np.sum(np.abs(u) * ident.jvp_term_magnitude(master, params, v).reshape(ref_out.shape))
@@ -537,6 +697,16 @@ def jvp_evaluation(
                 mag64,
                 16 * fd.machine_epsilon("float64") * out_scale64 / hm,
                 tol64,
+                along=_closed_form_along(
+                    lambda vs: (
+                        {"J v": ident.jvp(master, params, vs).reshape(ref_out.shape)},
+                        {"J v": ident.jvp_term_magnitude(master, params, vs).reshape(ref_out.shape)},
+                    ),
+                    lambda vs: _safe_step(ident, master, params, vs, hm) == hm,
+                    {"J v": u},
+                    ("J v",),
+                    16 * fd.machine_epsilon("float64") * out_scale64 / hm,
+                ),
             )
             outcome.comparisons.append(run_one(oracle_fd, _no_adapter_work))
 
@@ -630,6 +800,66 @@ def _basis_plan(
         ref = ident.jvp(x_d64, params, d).reshape(out_shape) if ident.reference_jvp is not None else None
         out.append((d, h, jd, ref))
     return out
+
+
+def _jvp_by_elements(
+    ident: Identity,
+    fn: Any,
+    example: Example,
+    x_d: Mapping[str, np.ndarray],
+    x_d64: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    u_d64: np.ndarray,
+    dtype: str,
+    fd_dtype: str,
+    tol: Tolerance,
+    settings: Any,
+    output_scale: float,
+) -> Generator[Request, Any, Any]:
+    """A user's function whose finite difference along ``v`` failed, measured element by element.
+
+    ``g_j = u^T (J e_j)`` from the adapter's forward mode for every basis vector ``e_j`` (inputs
+    of at most ``full_jacobian_max`` elements), then compared with the central differences of its
+    forward along each ``e_j`` exactly as reverse mode compares ``u^T J``
+    (:func:`gradoracle.runner._fd_comparisons`: Richardson, each element at its own step, and at a
+    kink the interval of the one-sided slopes, which holds every generalised derivative, with the
+    kinked elements' sum judged too).  Returns the worst comparison (localised to an element).
+    """
+    from gradoracle.runner import ExampleOutcome, _fd_comparisons
+
+    shapes = {n: tuple(np.shape(x_d64[n])) for n in ident.wrt}
+    dirs = fd.directions(np.random.default_rng(0), shapes, 0, settings.full_jacobian_max)
+    g = {n: np.zeros(shapes[n]) for n in ident.wrt}
+    out_shape = np.shape(u_d64)
+    for d in dirs:
+        res = yield JvpCall(fn, x_d, {n: a.astype(dtype) for n, a in d.items()}, dtype)
+        if not isinstance(res, tuple) or len(res) != 2:
+            raise AdapterContractError(f"jvp returned {type(res).__name__}, not a pair (output, J v)")
+        jd = np.asarray(_validate_array("forward-mode J v", res[1], out_shape, dtype), dtype=np.float64)
+        basis = fd.is_basis(d)
+        assert basis is not None  # fd.directions gives basis vectors for inputs this small
+        g[basis[0]].reshape(-1)[basis[1]] = float(np.sum(u_d64 * jd))
+    slack = {
+        n: tol.allowed(np.full(a.shape, float(np.max(np.abs(a))) if a.size else 0.0), 0.0)
+        for n, a in g.items()
+    }
+    sink = ExampleOutcome(example)
+    yield from _fd_comparisons(
+        "jvp-fd",
+        fn,
+        ident,
+        x_d64,
+        params,
+        u_d64,
+        g,
+        dirs,
+        fd_dtype,
+        tol,
+        slack,
+        sink,
+        output_scale=output_scale,
+    )
+    return sink.comparisons[-1] if sink.comparisons else None
 
 
 # ------------------------------------------------------------------------ second order
@@ -732,7 +962,7 @@ def hvp_evaluation(
     gmag = ident.gradient_magnitude(x_d64, params, u_d64) if set(names) <= set(ident.wrt) else None
     grad_scale = float(sum(np.sum(np.abs(w[n]) * gmag[n]) for n in names)) if gmag is not None else 0.0
     h0 = fd.step_size(fd_dtype, x_d64)
-    h = _safe_step(ident, x_d64, params, v64, h0)
+    h = _safe_step(ident, x_d64, params, v64, direction_step(h0, v64))
     # (direction, step, H d per method, closed-form H d, its term magnitudes, its allowance)
     plan: list[tuple[Any, float, dict[str, dict[str, np.ndarray]], Any, Any, Any]] = []
     if h is not None:
@@ -769,6 +999,41 @@ def hvp_evaluation(
                 mags_d = ident.hvp_term_magnitude(x_d64, params, u_d64, d)
                 allowed_d = {n: tol.allowed(np.maximum(mags_d[n], np.abs(ref_d[n])), 0.0) for n in names}
                 plan.append((d, hd, got_d, ref_d, mags_d, allowed_d))
+
+    def along_for(method: str, hd: float) -> AlongFn:
+        """The adapter's ``w^T H v'`` by ``method`` along a second direction ``v'`` (one more hvp)."""
+
+        def along(scaled: Mapping[str, np.ndarray]) -> Generator[Request, Any, Along | None]:
+            if _safe_step(ident, x_d64, params, scaled, hd) != hd:
+                return None
+            vs_d = {n: np.asarray(a).astype(dtype) for n, a in scaled.items()}
+            vs64 = {n: a.astype(np.float64) for n, a in vs_d.items()}
+            try:
+                res = yield HvpCall(fn, x_d, tuple(names), u_d, vs_d, dtype, method)
+                hw = {
+                    n: np.asarray(
+                        _validate_array(f"H v for {n!r} ({method})", res.get(n), x_d[n].shape, dtype),
+                        dtype=np.float64,
+                    )
+                    for n in names
+                }
+            except Exception:  # a second opinion that cannot be had leaves the first one standing
+                return None
+            ref_w = ident.hvp(x_d64, params, u_d64, vs64)
+            mags_w = ident.hvp_term_magnitude(x_d64, params, u_d64, vs64)
+            top = {n: np.maximum(mags_w[n], np.abs(ref_w[n])) for n in names}
+            value_w = sum(float(np.sum(w[n] * hw[n])) for n in names)
+            slack_w = float(sum(np.sum(np.abs(w[n]) * tol.allowed(top[n], 0.0)) for n in names))
+            return Along(
+                value=value_w,
+                mag=max(float(sum(np.sum(np.abs(w[n]) * top[n]) for n in names)), abs(value_w)),
+                extra=slack_w + 16 * fd.machine_epsilon(fd_dtype) * grad_scale / hd,
+                analytic=sum(float(np.sum(w[n] * ref_w[n])) for n in names),
+                direction=vs64,
+            )
+
+        return along
+
     worst_fd: Any = None
     for d, hd, got_d, ref_d, mags_d, allowed_d in plan:
         for method in methods:
@@ -794,6 +1059,7 @@ def hvp_evaluation(
                     extra,
                     tol,
                     analytic=sum(float(np.sum(w[n] * ref_d[n])) for n in names),
+                    along=along_for(method, hd),
                 )
             except Exception as exc:
                 outcome.fault, outcome.crash = Fault.ADAPTER, f"vjp raised {describe_exception(exc)}"
@@ -804,7 +1070,7 @@ def hvp_evaluation(
         outcome.comparisons.append(worst_fd)
 
     # the oracle itself: closed-form H v vs differences of the closed-form gradient, float64
-    hm = _safe_step(ident, master, params, v, fd.step_size("float64", master))
+    hm = _safe_step(ident, master, params, v, direction_step(fd.step_size("float64", master), v))
     if hm is not None:
         gradient = _closed_form_gradient(ident, params, u, names)
         ref_master = ident.hvp(master, params, u, v) if dtype != "float64" else ref
@@ -828,6 +1094,16 @@ def hvp_evaluation(
             mag,
             16 * fd.machine_epsilon("float64") * gscale / hm,
             tolerance_for("float64"),
+            along=_closed_form_along(
+                lambda vs: (
+                    ident.hvp(master, params, u, vs),
+                    ident.hvp_term_magnitude(master, params, u, vs),
+                ),
+                lambda vs: _safe_step(ident, master, params, vs, hm) == hm,
+                w,
+                names,
+                16 * fd.machine_epsilon("float64") * gscale / hm,
+            ),
         )
         outcome.comparisons.append(run_one(oracle_fd, _no_adapter_work))
 

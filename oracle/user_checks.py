@@ -799,6 +799,43 @@ def _check_names(
         )
 
 
+#: How far past the rounding of a float32 evaluation a function's term magnitudes may be taken
+#: (:func:`bounded_magnitude`): the float32 error of an ``n``-term sum is a random walk, about
+#: ``sqrt(n)`` times smaller than the sum of its terms' magnitudes, so 64 keeps ``|W| |x|`` whole
+#: up to 4096 terms, and a float32 evaluation that happened to round well by a factor of 64 is rare.
+MAGNITUDE_HEADROOM = 64.0
+
+
+def bounded_magnitude(
+    at: Callable[[Mapping[str, np.ndarray]], Any], inputs: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Per element, the term magnitude of a function whose terms are unknown (a user's forward or
+    reference gradient): ``m = max(|f(x)|, min(|f(|x|)|, |f(x)| + H |f32(x) - f(x)| / eps32))``.
+
+    ``f(|x|)`` is the exact term magnitude of a sum of products (``|W| |x|`` for ``W x``), but not of
+    other functions: ``exp(|x|)`` at ``x = -30`` is ``1e13`` where ``exp(x)`` is ``1e-13``, an
+    allowance under which any gradient passes.  The float32 evaluation measures the rounding the
+    function really has (``eps32`` times its terms' magnitude, cancellation included), so
+    ``f(|x|)`` is believed up to :data:`MAGNITUDE_HEADROOM` times that.  When the function cannot
+    be evaluated in float32 (or overflows there), ``f(|x|)`` stands, as before.
+    """
+    x64 = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    with np.errstate(all="ignore"):
+        value = np.abs(np.asarray(at(x64), dtype=np.float64))
+        absolute = np.abs(np.asarray(at({k: np.abs(v) for k, v in x64.items()}), dtype=np.float64))
+        absolute = np.where(np.isfinite(absolute), absolute, np.inf)
+        try:
+            low = np.asarray(at({k: v.astype(np.float32) for k, v in x64.items()}), dtype=np.float64)
+            measured = value + MAGNITUDE_HEADROOM * np.abs(low - value) / float(np.finfo(np.float32).eps)
+        except Exception:  # a function that cannot run in float32: the sum-of-products model stands
+            measured = np.full(value.shape, np.inf)
+        if measured.shape != value.shape or absolute.shape != value.shape:
+            return np.maximum(value, np.where(np.isfinite(absolute), absolute, 0.0))
+        measured = np.where(np.isfinite(measured), measured, np.inf)
+        bound = np.minimum(absolute, measured)
+        return np.maximum(value, np.where(np.isfinite(bound), bound, 0.0))
+
+
 def user_identity(
     forward: Callable[..., Any],
     inputs: Any = None,
@@ -903,6 +940,36 @@ def user_identity(
         source = f"your reference {display_name(reference)}"
     else:
         source = "finite differences only"
+
+    def user_forward_magnitude(a: Mapping[str, np.ndarray], p: Mapping[str, Any]) -> np.ndarray:
+        """The user's forward's term magnitudes (:func:`bounded_magnitude`)."""
+        return bounded_magnitude(lambda arrays: run_forward(REFERENCE_OPS, arrays, p), a)
+
+    user_gradient_magnitude: Any = None
+    if cat is None and reference_gradient is not None:
+        closed_form = reference_gradient
+
+        def user_gradient_magnitude(
+            a: Mapping[str, np.ndarray], p: Mapping[str, Any], u: np.ndarray
+        ) -> dict[str, np.ndarray]:
+            """The user's reference gradient's term magnitudes, per input (:func:`bounded_magnitude`);
+            the cotangent ``u`` goes in with the inputs (``|u|`` and float32 alike)."""
+            both = {**a, "\0u": np.asarray(u)}
+            shapes = {n: np.shape(a[n]) for n in wrt_names}
+
+            def flat(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+                rest = {k: v for k, v in arrays.items() if k != "\0u"}
+                g = closed_form(rest, p, arrays["\0u"])
+                return np.concatenate([np.asarray(g[n], dtype=np.float64).reshape(-1) for n in wrt_names])
+
+            m = bounded_magnitude(flat, both)
+            out, start = {}, 0
+            for n in wrt_names:
+                size = int(np.prod(shapes[n]))
+                out[n] = m[start : start + size].reshape(shapes[n])
+                start += size
+            return out
+
     label = name or _label(forward)
     ident = Identity(
         name=label,
@@ -929,7 +996,8 @@ def user_identity(
         hvp_wrt=cat.hvp_wrt
         if cat is not None and set(cat.second_order_wrt) <= set(names or cat.wrt)
         else None,
-        magnitude=cat.magnitude if cat is not None else None,
+        magnitude=cat.magnitude if cat is not None else user_gradient_magnitude,
+        forward_magnitude=cat.forward_magnitude if cat is not None else user_forward_magnitude,
     )
     return ident, user
 
