@@ -272,20 +272,22 @@ def _fd_check(
     ``at`` (the adapter's forward or gradient, or the oracle's reference), asked at both
     points of a step at once.
 
-    Two second opinions, only where Richardson still misses (a correct derivative rarely gets
+    Two second opinions, only where the plain ``D(h)`` misses (a correct derivative rarely gets
     there; a wrong one pays a few more evaluations):
 
     - ``along``: where the elements ``v`` moves differ in magnitude by :data:`SPREAD` or more
       (0.3 beside 1e6), the one step ``h = eps^(1/3) max(1, max |x|)`` moves the small ones far
-      past their curvature.  The comparison is made again along ``v' = v (.) w``,
+      past their curvature, and Richardson's error estimate along ``v`` is then so wide that it
+      would pass almost anything.  The comparison is made again along ``v' = v (.) w``,
       ``w_i = max(1, |x_i|) / max(1, max |x|)`` (:func:`gradoracle.runner.element_scaled`), which
       steps every element at its own scale, against ``along(v')`` (the checked derivative along
-      ``v'``, its magnitude and allowance).  Agreement there passes; otherwise the numbers along
-      ``v`` stand.  The reverse mode's :func:`gradoracle.runner._per_element_rescue` does the same.
-    - ``kinks`` (a user's function, whose kinks are unknown): if the one-sided slopes along ``v``
-      jump and the jump stays at step ``2h`` (:func:`gradoracle.runner._judge_kink`), ``v``
-      crosses a kink and the central difference measures no derivative: the direction is not
-      judged, and the label says so.
+      ``v'``, its magnitude and allowance).  Where the two verdicts differ, the finer measurement
+      along ``v'`` decides: it passes a correct derivative that ``v`` failed, and fails a wrong one
+      that ``v``'s wide error estimate let through.
+    - ``kinks`` (a user's function, whose kinks are unknown): if the one-sided slopes jump and the
+      jump stays the same at steps ``h/4``, ``h`` and ``2h`` (:func:`gradoracle.runner._judge_kink`;
+      curvature would scale it), along ``v`` or ``v'``, the direction crosses a kink and the
+      central difference measures no derivative: it is not judged, and the label says so.
     """
     from gradoracle.runner import SPREAD, Comparison, _judge_kink, _spread, element_scaled
 
@@ -303,7 +305,10 @@ def _fd_check(
         d_2h = (s(far[0]) - s(far[1])) / (4 * h)
         estimate, allowed = (4 * d_h - d_2h) / 3, tol.fd_allowed(mag, abs(d_h - d_2h)) + extra
     label = name
-    if abs(value - estimate) > allowed and along is not None and _spread(inputs, direction) >= SPREAD:
+    along_v = {"d": direction, "near": near, "far": far, "mag": mag, "extra": extra, "value": value}
+    # the second opinion's measurement along v', for the kink test
+    measured: dict[str, Any] = {"d": direction}
+    if far and along is not None and _spread(inputs, direction) >= SPREAD:
         scaled = element_scaled(inputs, direction)
         there = yield from along(scaled)
         if there is not None:
@@ -313,25 +318,44 @@ def _fd_check(
             d1, d2 = (s1 - s2) / (2 * h), (s3 - s4) / (4 * h)
             est_w = (4 * d1 - d2) / 3
             allowed_w = tol.fd_allowed(there.mag, abs(d1 - d2)) + there.extra
-            if abs(there.value - est_w) <= allowed_w:
-                value, mag, analytic = there.value, there.mag, there.analytic
+            agrees_w = abs(there.value - est_w) <= allowed_w
+            agrees_v = abs(value - estimate) <= allowed
+            if not agrees_w:
+                measured = {
+                    "d": scaled,
+                    "near": pts[:2],
+                    "far": pts[2:],
+                    "mag": there.mag,
+                    "extra": there.extra,
+                    "value": there.value,
+                }
+            if agrees_w != agrees_v:  # the finer measurement decides
+                value, mag, analytic, extra = there.value, there.mag, there.analytic, there.extra
                 estimate, allowed, label = est_w, allowed_w, name + OWN_STEPS
     if abs(value - estimate) > allowed and kinks and far:
+        # a kink keeps the one-sided slopes' jump the same at every step; curvature scales it with
+        # the step, and a wide step along v can bend a smooth function enough to pass for a kink at
+        # h and 2h: so the jump must also hold at h/4, along v or along v' (each element its own step)
         (base,) = yield from at([fd.perturbed(inputs, direction, 0.0, fd_dtype)])
-        r: dict[str, Any] = {
-            "h": h,
-            "near": (s(near[0]), s(near[1])),
-            "far": (s(far[0]), s(far[1])),
-            "mag": mag,
-            "extra": extra,
-            "p": value,
-        }
-        if _judge_kink(r, s(base), tol, interval=False):
-            estimate, allowed, label = (
-                r["value"],
-                tol.fd_allowed(mag, r["error"]) + extra,
-                name + KINK_NOT_JUDGED,
-            )
+        s0 = s(base)
+        for m in [along_v] + ([measured] if measured["d"] is not direction else []):
+            r: dict[str, Any] = {
+                "h": h,
+                "near": (s(m["near"][0]), s(m["near"][1])),
+                "far": (s(m["far"][0]), s(m["far"][1])),
+                "mag": m["mag"],
+                "extra": m["extra"],
+                "p": m["value"],
+            }
+            if not _judge_kink(r, s0, tol, interval=False):
+                continue
+            quarter = yield from at([fd.perturbed(inputs, m["d"], t, fd_dtype) for t in (h / 4, -h / 4)])
+            jump = (r["near"][0] - 2 * s0 + r["near"][1]) / h
+            jump_q = (s(quarter[0]) - 2 * s0 + s(quarter[1])) / (h / 4)
+            if abs(jump_q - jump) <= 0.25 * abs(jump):
+                label = name + KINK_NOT_JUDGED
+                estimate, allowed = value, tol.fd_allowed(mag, r["error"]) + extra
+                break
     return Comparison(
         kind=kind,
         input=label,
