@@ -289,7 +289,7 @@ def _fd_check(
       curvature would scale it), along ``v`` or ``v'``, the direction crosses a kink and the
       central difference measures no derivative: it is not judged, and the label says so.
     """
-    from gradoracle.runner import SPREAD, Comparison, _judge_kink, _spread, element_scaled
+    from gradoracle.runner import FINER_MARGIN, SPREAD, Comparison, _judge_kink, _spread, element_scaled
 
     w64 = np.asarray(w, dtype=np.float64)
 
@@ -329,7 +329,8 @@ def _fd_check(
                     "extra": there.extra,
                     "value": there.value,
                 }
-            if agrees_w != agrees_v:  # the finer measurement decides
+            decisive = agrees_w or abs(there.value - est_w) > FINER_MARGIN * allowed_w
+            if agrees_w != agrees_v and decisive:  # the finer measurement decides
                 value, mag, analytic, extra = there.value, there.mag, there.analytic, there.extra
                 estimate, allowed, label = est_w, allowed_w, name + OWN_STEPS
     if abs(value - estimate) > allowed and kinks and far:
