@@ -582,7 +582,8 @@ def _fd_comparisons(
         # the rounding of s(+-h) is relative to what was evaluated there: x^2 at x ~ 1e-20 is
         # 1e-40 at x but h^2 ~ 4e-11 at x +- h (output_scale alone failed a correct backward)
         evaluated = max(scales[2 * j], scales[2 * j + 1], output_scale)
-        extra = float(extras[j]) + 16 * eps_fd * evaluated / h
+        rounding = 16 * eps_fd * evaluated / h
+        extra = float(extras[j]) + rounding
         plus, minus = sums[2 * j], sums[2 * j + 1]
         value = (plus - minus) / (2 * h)
         rows.append(
@@ -593,6 +594,7 @@ def _fd_comparisons(
                 "p": float(projections[j]),
                 "mag": mag,
                 "extra": extra,
+                "rounding": rounding,
                 "evaluated": evaluated,
                 "value": value,
                 "near": (plus, minus),
@@ -610,6 +612,7 @@ def _fd_comparisons(
             d2 = (r["far"][0] - r["far"][1]) / (4 * r["h"])
             r["value"], r["error"] = (4 * r["value"] - d2) / 3, abs(r["value"] - d2)
         yield from _per_element_rescue(fn, inputs, close, u64, g64, ref_grads, slack, tol, fd_dtype)
+        yield from _refine_steps(fn, inputs, close, s, tol, fd_dtype)
         if ident.family == "user" and ident.smooth_pattern is None:
             yield from _judge_at_kinks(fn, inputs, close, rows, s, tol, fd_dtype)
     worst: Comparison | None = None
@@ -735,6 +738,8 @@ def _per_element_rescue(
             "value": (4 * d1 - d2) / 3,
             "error": abs(d1 - d2),
             "extra": room + 16 * eps_fd * evaluated / h,
+            "rounding": 16 * eps_fd * evaluated / h,
+            "evaluated": evaluated,
         }
         if _fails(trial, tol) == _fails(r, tol):
             continue  # both measurements agree on the verdict: the one along v stands
@@ -745,11 +750,82 @@ def _per_element_rescue(
             trial["analytic"] = float(
                 sum(np.sum(np.asarray(ref_grads[n], dtype=np.float64) * w[n]) for n in w)
             )
-        if _fails(trial, tol):
-            # the finer measurement fails what v's wide error estimate passed: it is the one
-            # reported, and a user's kink test reads it (its points, along v (.) w)
-            trial.update(named=r["d"], d=w, near=(plus, minus), far=(plus2, minus2))
+        # the finer measurement's numbers become the direction's, its points too (a user's kink
+        # test and the step refinement read them along v (.) w); the name stays v's
+        trial.update(named=r["d"], d=w, near=(plus, minus), far=(plus2, minus2))
         r.update(trial)
+
+
+#: How many times a direction's step is cut (by 8 each time) when it passed only on
+#: Richardson's wide error estimate (:func:`_refine_steps`).
+REFINEMENTS = 2
+
+
+def _inconclusive(r: Mapping[str, Any], tol: Tolerance) -> bool:
+    """Whether direction ``r`` passed only because Richardson's error estimate widened its
+    allowance: it misses the fast bound ``fd_rtol sum |g v| + extra`` but not the widened one."""
+    return (
+        "error" in r
+        and not _fails(r, tol)
+        and abs(r["p"] - r["value"]) > tol.fd_allowed(r["mag"]) + r["extra"]
+    )
+
+
+def _refine_steps(
+    fn: Any,
+    inputs: Mapping[str, np.ndarray],
+    rows: Sequence[dict[str, Any]],
+    s: Callable[[np.ndarray], float],
+    tol: Tolerance,
+    fd_dtype: str,
+) -> Generator[ForwardCall, Any, None]:
+    """Directions that passed only on a wide error estimate, measured again at a step 8 times smaller.
+
+    ``h = eps^(1/3) max(1, max |x|)`` assumes the function varies on the scale of ``|x|``.  One
+    that does not (sin at ``x = 1e6`` has its curvature at scale 1, not 1e6) is stepped far past
+    its curvature; Richardson's error estimate ``|D(h) - D(2h)|`` then grows so wide that a wrong
+    gradient passes under it.  Such a direction (:func:`_inconclusive`) is measured again with
+    ``D(h/8)`` and ``D(h/4)`` (four forwards, one call for all of them), the rounding allowance
+    ``16 eps |s| / h`` growing 8 times, up to :data:`REFINEMENTS` times while the error estimate
+    shrinks.  The smaller step's numbers are taken when they pass, or when they fail by more than
+    :data:`FINER_MARGIN` times their allowance (a wrong gradient, now resolved); a narrow miss at
+    the smaller step (its rounding) leaves the pass standing.
+    """
+    eps_fd = fd.machine_epsilon(fd_dtype)
+    for _ in range(REFINEMENTS):
+        pending = [r for r in rows if _inconclusive(r, tol) and not r.get("settled")]
+        if not pending:
+            return
+        steps = [r["h"] / 8 for r in pending]
+        outs = yield ForwardCall(
+            fn,
+            [
+                fd.perturbed(inputs, r["d"], t, fd_dtype)
+                for r, a in zip(pending, steps, strict=True)
+                for t in (a, -a, 2 * a, -2 * a)
+            ],
+            fd_dtype,
+        )
+        for j, (r, a) in enumerate(zip(pending, steps, strict=True)):
+            plus, minus, plus2, minus2 = (s(o) for o in outs[4 * j : 4 * j + 4])
+            d1, d2 = (plus - minus) / (2 * a), (plus2 - minus2) / (4 * a)
+            evaluated = r["evaluated"]
+            rounding = 16 * eps_fd * evaluated / a
+            trial = {
+                "p": r["p"],
+                "mag": r["mag"],
+                "value": (4 * d1 - d2) / 3,
+                "error": abs(d1 - d2),
+                "extra": r["extra"] - r["rounding"] + rounding,
+            }
+            if trial["error"] >= r["error"]:
+                r["settled"] = True  # no more precise at the smaller step: rounding has the upper hand
+                continue
+            if _fails(trial, tol) and not _fails(trial, tol, FINER_MARGIN):
+                r["settled"] = True
+                continue
+            # the smaller step's points become the direction's (a user's kink test reads them)
+            r.update(trial, rounding=rounding, h=a, near=(plus, minus), far=(plus2, minus2))
 
 
 def _judge_at_kinks(
