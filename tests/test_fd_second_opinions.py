@@ -1,0 +1,260 @@
+"""Finite differences on hostile inputs: every mode's second opinions, with negative controls.
+
+The step ``h = eps^(1/3) max(1, max |x|)`` is one for all elements of an input.  Beside an element
+of 1e6 it steps the O(1) elements far past their curvature, and a periodic function at 1e6 is
+stepped past its own; a user's function may also sit exactly on a kink.  Reverse mode had second
+opinions for some of this (each element at its own step, one-sided slopes at a kink); forward mode
+and second order had none, so a correct framework failed (tanh, log, sin beside 1e6; relu at 0)
+and, the other way round, a wrong backward passed under a wide error estimate (sin at 1e6, 1.01x).
+The user's function's term magnitudes f(|x|) (``exp(|x|)`` at ``x = -30``: 1e13) hid any
+gradient.  Each test below pairs a correct framework (passes) with a wrong one (fails), or shows
+the mechanism is what decides (switched off, the verdict flips).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gradoracle.modes as modes_module
+import gradoracle.runner as runner_module
+from gradoracle.modes import KINK_NOT_JUDGED, direction_step
+from gradoracle.results import GradientMismatch
+from gradoracle.user_checks import bounded_magnitude, check_gradients, check_gradients_at
+
+torch = pytest.importorskip("torch")
+
+
+def _custom(f: Any, df: Any, backward_factor: float = 1.0, jvp_factor: float = 1.0) -> Any:
+    """``f`` as a torch.autograd.Function whose backward and forward-mode rules are ``df``,
+    scaled by the given factors (1.0: correct)."""
+
+    class F(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any) -> Any:
+            return f(x)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            (x,) = inputs
+            ctx.save_for_backward(x)
+            ctx.save_for_forward(x)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return backward_factor * g * df(x)
+
+        @staticmethod
+        def jvp(ctx: Any, t: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return jvp_factor * t * df(x)
+
+    return lambda x: F.apply(x)
+
+
+def _spread(size: int = 50, seed: int = 5) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal(size)
+    x[[3, 17]] = [1e6, -1e6]
+    return x
+
+
+def _tanh_df(x: Any) -> Any:
+    return 1 - torch.tanh(x) ** 2
+
+
+# ------------------------------------------------------------------ forward mode, spread inputs
+
+
+@pytest.mark.parametrize(
+    "f",
+    [torch.tanh, torch.sin, lambda x: torch.log(x.abs() + 1e-3)],
+    ids=["tanh", "sin", "log-abs"],
+)
+def test_forward_mode_passes_a_correct_framework_beside_elements_of_1e6(f: Any) -> None:
+    # each failed on the single step along v (log-abs: error/tolerance 19)
+    check_gradients_at(lambda x: f(x), {"x": _spread()}, framework="torch", mode="jvp")
+
+
+@pytest.mark.parametrize("factor", [1.5, 1.0001])
+def test_forward_mode_still_fails_a_wrong_jvp_beside_elements_of_1e6(factor: float) -> None:
+    f = _custom(torch.tanh, _tanh_df, jvp_factor=factor)
+    with pytest.raises(GradientMismatch, match="forward-mode"):
+        check_gradients_at(f, {"x": _spread()}, framework="torch", mode="jvp")
+
+
+def test_forward_mode_correct_custom_rules_pass_negative_control_for_the_above() -> None:
+    check_gradients_at(_custom(torch.tanh, _tanh_df), {"x": _spread()}, framework="torch", mode="jvp")
+
+
+def test_the_tangent_step_is_for_a_unit_direction() -> None:
+    v = {"x": np.full(12, 0.5), "W": np.full((2, 2), 0.5)}  # ||v||_2 = 2
+    assert direction_step(1e-3, v) == pytest.approx(5e-4)
+    assert direction_step(1e-3, {"x": np.array([0.25])}) == 1e-3  # never a longer step
+
+
+# ------------------------------------------------------------------ forward mode, a user's kinks
+
+
+@pytest.mark.parametrize(
+    ("f", "x"),
+    [
+        (torch.relu, [0.0, 1.0, -2.0]),
+        (torch.relu, [0.0, 0.0, 3.0]),
+        (lambda x: x.clamp(-1, 1), [1.0, -1.0, 3.0]),
+        (lambda x: x.max(), [1.0, 1.0, 0.5]),
+    ],
+    ids=["relu", "relu-zeros", "clamp-edges", "max-tie"],
+)
+def test_forward_mode_at_a_users_kink_passes_a_correct_framework(f: Any, x: list[float]) -> None:
+    # each failed: the central difference averages the two sides of the kink
+    check_gradients_at(lambda x: f(x), {"x": np.array(x)}, framework="torch", mode="jvp")
+
+
+def test_forward_mode_at_a_users_kink_still_fails_a_wrong_jvp() -> None:
+    f = _custom(torch.relu, lambda x: (x > 0).to(x.dtype), jvp_factor=2.0)
+    for x in ([0.0, 1.0, -2.0], [0.0, 0.0, 3.0]):
+        with pytest.raises(GradientMismatch, match="forward-mode"):
+            check_gradients_at(f, {"x": np.array(x)}, framework="torch", mode="jvp")
+
+
+def test_forward_mode_drawn_inputs_on_kinks_pass_and_say_what_was_not_judged() -> None:
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    kinks = arrays(np.float64, (6,), elements=st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0]))
+    check_gradients(lambda x: torch.relu(x), inputs={"x": kinks}, framework="torch", modes="jvp", examples=40)
+    # a large input (random direction) across a kink: the direction is not judged, and says so
+    x = np.r_[np.zeros(20), np.linspace(-3, 3, 20)]
+    outcome = check_gradients_at(lambda x: torch.relu(x), {"x": x}, framework="torch", mode="jvp")
+    fd = [c for c in outcome.comparisons if c.kind == "jvp-fd"]
+    assert fd and fd[0].input.endswith(KINK_NOT_JUDGED)
+
+
+# ------------------------------------------------------------------ second order
+
+
+@pytest.mark.parametrize("name", ["sin", "gelu", "softplus"])
+def test_second_order_beside_elements_of_1e6_is_not_an_oracle_bug(name: str) -> None:
+    f = {"sin": torch.sin, "gelu": torch.nn.functional.gelu, "softplus": torch.nn.functional.softplus}[name]
+    x = _spread(size=120, seed=3)
+    # before: "fault: oracle - gradoracle's closed form disagrees with finite differences"
+    for seed in range(3):
+        check_gradients_at(
+            lambda x: f(x), {"x": x}, framework="torch", mode="hvp", identity=f"elementwise-{name}", seed=seed
+        )
+
+
+def test_second_order_without_the_second_opinions_fails_negative_control(monkeypatch: Any) -> None:
+    monkeypatch.setattr(runner_module, "SPREAD", float("inf"))
+    monkeypatch.setattr(runner_module, "REFINEMENTS", 0)
+    monkeypatch.setattr(modes_module, "direction_step", lambda h, v: h)  # the old, unnormalised step
+    x = _spread(size=120, seed=3)
+    failed = 0
+    for seed in range(3):
+        try:
+            check_gradients_at(
+                lambda x: torch.sin(x),
+                {"x": x},
+                framework="torch",
+                mode="hvp",
+                identity="elementwise-sin",
+                seed=seed,
+            )
+        except GradientMismatch:
+            failed += 1
+    assert failed >= 1
+
+
+# ------------------------------------------------------------------ reverse mode, step refinement
+
+
+def _sin_at_large_arguments() -> np.ndarray:
+    x = np.linspace(-2.0, 2.0, 40)
+    x[7], x[30] = 1e6, -1e6
+    return x
+
+
+def test_reverse_mode_fails_a_backward_1_percent_off_on_sin_at_1e6() -> None:
+    wrong = _custom(torch.sin, torch.cos, backward_factor=1.01)
+    for seed in range(3):
+        with pytest.raises(GradientMismatch, match="backward"):
+            check_gradients_at(wrong, {"x": _sin_at_large_arguments()}, framework="torch", seed=seed)
+    for seed in range(3):  # the correct rule passes the same examples
+        check_gradients_at(
+            _custom(torch.sin, torch.cos), {"x": _sin_at_large_arguments()}, framework="torch", seed=seed
+        )
+
+
+def test_reverse_mode_without_step_refinement_passes_it_negative_control(monkeypatch: Any) -> None:
+    monkeypatch.setattr(runner_module, "REFINEMENTS", 0)
+    wrong = _custom(torch.sin, torch.cos, backward_factor=1.01)
+    check_gradients_at(wrong, {"x": _sin_at_large_arguments()}, framework="torch", seed=0)  # the old hole
+
+
+def test_reverse_mode_fails_a_backward_wrong_by_half_on_tanh_beside_1e6() -> None:
+    # passed before under Richardson's wide error estimate along the one step (4 of 10 caught)
+    wrong = _custom(torch.tanh, _tanh_df, backward_factor=1.5)
+    with pytest.raises(GradientMismatch, match="backward"):
+        check_gradients_at(wrong, {"x": _spread()}, framework="torch")
+
+
+# ------------------------------------------------------------------ term magnitudes of user functions
+
+
+def test_exp_at_large_negative_inputs_no_longer_hides_a_wrong_backward() -> None:
+    def fwd(x: np.ndarray) -> np.ndarray:
+        return np.exp(x)
+
+    for low in (-30.0, -800.0):
+        x = np.linspace(-2, 2, 30)
+        x[0] = low
+        check_gradients_at(fwd, {"x": x}, vjp=lambda g, x: {"x": g * np.exp(x)})
+        with pytest.raises(GradientMismatch):  # passed before: the allowance was 57 (or inf)
+            check_gradients_at(fwd, {"x": x}, vjp=lambda g, x: {"x": 1.5 * g * np.exp(x)})
+
+
+def test_bounded_magnitude_keeps_sums_of_products_and_drops_exp_of_abs() -> None:
+    rng = np.random.default_rng(0)
+    W, x = rng.standard_normal((6, 50)), rng.standard_normal(50)
+    m = bounded_magnitude(lambda a: a["W"] @ a["x"], {"W": W, "x": x})
+    np.testing.assert_allclose(m, np.abs(W) @ np.abs(x))  # |W| |x|, the exact term magnitude
+    e = bounded_magnitude(lambda a: np.exp(a["x"]), {"x": np.array([-30.0, 0.5])})
+    assert e[0] < 1e-10  # exp(-30) = 9e-14 and its rounding, not exp(30) = 1e13
+    assert e[1] == pytest.approx(np.exp(0.5), rel=1e-3)
+
+
+def test_bounded_magnitude_falls_back_to_abs_inputs_when_float32_cannot_run() -> None:
+    def only64(a: dict[str, np.ndarray]) -> np.ndarray:
+        if a["x"].dtype != np.float64:
+            raise TypeError("float64 only")
+        return a["x"] * 3.0
+
+    m = bounded_magnitude(only64, {"x": np.array([-2.0, 1.0])})
+    np.testing.assert_array_equal(m, [6.0, 3.0])
+
+
+def test_forward_mode_without_the_second_opinions_fails_log_abs_negative_control(monkeypatch: Any) -> None:
+    monkeypatch.setattr(runner_module, "SPREAD", float("inf"))
+    monkeypatch.setattr(runner_module, "REFINEMENTS", 0)
+    monkeypatch.setattr(modes_module, "direction_step", lambda h, v: h)
+    with pytest.raises(GradientMismatch, match="forward-mode"):
+        check_gradients_at(
+            lambda x: torch.log(x.abs() + 1e-3), {"x": _spread()}, framework="torch", mode="jvp"
+        )
+
+
+def test_forward_mode_at_a_kink_without_the_element_wise_opinion_fails_negative_control(
+    monkeypatch: Any,
+) -> None:
+    def no_opinion(*args: Any, **kwargs: Any) -> Any:
+        yield from ()
+        return None
+
+    monkeypatch.setattr(modes_module, "_jvp_by_elements", no_opinion)
+    with pytest.raises(GradientMismatch, match="forward-mode"):
+        check_gradients_at(
+            lambda x: torch.relu(x), {"x": np.array([0.0, 1.0, -2.0])}, framework="torch", mode="jvp"
+        )
