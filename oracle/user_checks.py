@@ -579,6 +579,30 @@ def fixed_array(name: str, value: Any) -> np.ndarray:
     return arr
 
 
+def refuse_beyond_dtype(arrays: Mapping[str, np.ndarray], dtypes: Sequence[str], drawn: bool = False) -> None:
+    """A :class:`UserCheckError` when an input is finite in float64 but not in a checked dtype:
+    ``|x| > finfo(dtype).max`` (3.4e38 for float32) rounds to inf there, and the check would
+    compare the function and its gradient at an infinite input (finite differences give nan:
+    a correct backward failed as "not the derivative")."""
+    for dtype in dtypes:
+        largest = float(np.finfo(np.dtype(dtype)).max)
+        for name, arr in arrays.items():
+            with np.errstate(over="ignore"):
+                bad = ~np.isfinite(np.asarray(arr, dtype=np.float64).astype(dtype)) & np.isfinite(arr)
+            if not bad.any():
+                continue
+            at = [int(i) for i in np.argwhere(bad)[0]]
+            value = float(np.asarray(arr)[tuple(at)])
+            where = f"[{', '.join(map(str, at))}] " if at else ""
+            source = "your strategy drew" if drawn else "input"
+            raise UserCheckError(
+                f"{source} {name!r} {where}= {value:.6g}, beyond {dtype}'s range (largest {largest:.3g}): "
+                f"in {dtype} it is inf, and a gradient check needs finite inputs; keep the inputs "
+                f"within +-{largest:.3g} for {dtype} (scale=, or a strategy with elements="
+                f"st.floats(-{largest:.1g}, {largest:.1g})), or check only float64 (dtypes=('float64',))"
+            )
+
+
 #: float64 copies of an example's inputs a check holds at once (the master, the dtype's and
 #: float32's copies, the directions, the finite-difference points, the gradients and their
 #: closed form, the comparisons' temporaries): the factor of the memory guard below.
@@ -673,8 +697,10 @@ def _input_strategy(
     scale: float,
     max_dim: int,
     validate: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], None] | None,
+    dtypes: Sequence[str] = (),
 ) -> st.SearchStrategy[Example]:
-    """Examples drawn from the user's input spec (see the module docstring)."""
+    """Examples drawn from the user's input spec (see the module docstring); every value drawn
+    or fixed must be finite in each of ``dtypes`` (:func:`refuse_beyond_dtype`)."""
     if isinstance(inputs, st.SearchStrategy):
         whole: st.SearchStrategy[Any] | None = inputs
         specs: dict[str, Any] = {}
@@ -695,6 +721,15 @@ def _input_strategy(
     if clash := sorted(set(specs) & set(params)):
         raise UserCheckError(
             f"{clash} named both as inputs and as params: a param would replace the input; rename one"
+        )
+    refuse_beyond_dtype(fixed, dtypes)
+    narrow = [d for d in dtypes if scale > float(np.finfo(np.dtype(d)).max)]
+    if narrow and any(sh is not None for sh in shapes.values()):
+        top = float(np.finfo(np.dtype(narrow[0])).max)
+        raise UserCheckError(
+            f"scale={scale:g} draws values beyond {narrow[0]}'s range (largest {top:.3g}), which are "
+            f"inf in {narrow[0]}: give a scale up to {top:.3g}, or check only float64 "
+            "(dtypes=('float64',))"
         )
     empty = {n: a.shape for n, a in fixed.items() if a.size == 0}
     empty.update({n: sh for n, sh in shapes.items() if sh is not None and 0 in sh})
@@ -729,6 +764,7 @@ def _input_strategy(
                     f"the inputs strategy drew a {type(drawn).__name__}, not a dict of arrays"
                 )
             arrays = {str(k): _drawn_array(str(k), v) for k, v in drawn.items()}
+            refuse_beyond_dtype(arrays, dtypes, drawn=True)
         for name, spec in specs.items():
             shape = shapes[name]
             if shape is not None:
@@ -747,6 +783,7 @@ def _input_strategy(
                 arrays[name] = fixed[name]
             else:
                 arrays[name] = _drawn_array(name, draw(spec))
+                refuse_beyond_dtype({name: arrays[name]}, dtypes, drawn=True)
         p = {k: draw(v) if isinstance(v, st.SearchStrategy) else v for k, v in params.items()}
         if validate is not None:
             try:
@@ -812,6 +849,7 @@ def user_identity(
     scale: float = 1.0,
     max_dim: int = 6,
     name: str | None = None,
+    dtypes: Sequence[str] = (),
 ) -> tuple[Identity, _UserCallables]:
     """The ad-hoc :class:`Identity` for a user function, and the callables it wraps.
 
@@ -838,7 +876,7 @@ def user_identity(
         names: list[str] = list(dict.fromkeys([*cat.wrt]))
     else:
         validate = cat.validate if cat is not None else None
-        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate)
+        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate, dtypes)
 
         def strategy() -> st.SearchStrategy[Example]:
             return strategy_obj
@@ -1129,6 +1167,7 @@ def check_gradients(
         scale=scale,
         max_dim=max_dim,
         name=name,
+        dtypes=dtype_list,
     )
     adapter = UserFunctionAdapter(user, inner, _identity_name(identity))
     unsupported = [d for d in dtype_list if d not in adapter.dtypes]
@@ -1336,6 +1375,7 @@ def check_gradients_at(
     if arrays and all(a.size == 0 for a in arrays.values()):
         _refuse_empty({n: a.shape for n, a in arrays.items()})
     refuse_huge({n: a.size for n, a in arrays.items()})
+    refuse_beyond_dtype(arrays, [dtype])
     if clash := sorted(set(arrays) & set(params or {})):
         raise UserCheckError(
             f"{clash} named both as inputs and as params: a param would replace the input; rename one"

@@ -1,0 +1,106 @@
+"""The user-facing checks under hostile inputs: what a correct backward must pass, and what bad
+input must be told plainly (found by probing ``check_gradients`` / ``check_gradients_at``).
+
+- An input finite in float64 but beyond float32's range (``|x| > 3.4e38``: a fixed array, a
+  ``scale``, a value a user's strategy draws) is inf in float32: the check compared a correct
+  backward with finite differences around inf (nan) and reported "not the derivative".  It is
+  refused up front, naming the input, the value and what to give instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+import gradoracle.user_checks as user_checks
+from gradoracle.results import GradientMismatch
+from gradoracle.user_checks import UserCheckError, check_gradients, check_gradients_at
+
+
+def triple(x: np.ndarray) -> np.ndarray:
+    return 3.0 * x
+
+
+def triple_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:  # d(3x)/dx = 3
+    return 3.0 * g
+
+
+def triple_backward_wrong(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return 3.01 * g
+
+
+def saturating(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def saturating_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:  # tanh' = 1 - tanh^2
+    return g * (1.0 - np.tanh(x) ** 2)
+
+
+# ------------------------------------------------- inputs beyond float32's range
+
+
+BEYOND = np.array([1e150, 0.5])
+
+
+def test_a_fixed_input_beyond_float32_is_refused_naming_it() -> None:
+    with pytest.raises(UserCheckError) as info:
+        check_gradients_at(saturating, {"x": BEYOND}, vjp=saturating_backward, dtype="float32")
+    said = str(info.value)
+    assert "'x' [0] = 1e+150" in said and "float32's range" in said and "dtypes=('float64',)" in said
+
+
+def test_the_same_input_is_checked_in_float64() -> None:
+    outcome = check_gradients_at(saturating, {"x": BEYOND}, vjp=saturating_backward, dtype="float64")
+    assert outcome.passed
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_without_the_refusal_a_correct_backward_fails_there_negative_control(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # what the refusal prevents: finite differences around inf are nan, the backward is blamed
+    monkeypatch.setattr(user_checks, "refuse_beyond_dtype", lambda *a, **k: None)
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(saturating, {"x": BEYOND}, vjp=saturating_backward, dtype="float32")
+    assert "not the derivative" in str(info.value)
+
+
+def test_the_largest_float32_values_are_still_checked_and_a_wrong_backward_fails() -> None:
+    x = np.array([3.0e38, -3.0e38, 1.0])
+    assert check_gradients_at(triple, {"x": x / 3.0}, vjp=triple_backward, dtype="float32").passed
+    with pytest.raises(GradientMismatch):
+        check_gradients_at(triple, {"x": x / 3.0}, vjp=triple_backward_wrong, dtype="float32")
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"x": 1e40},  # a fixed value among the specs
+        {"x": st.just(np.array([0.5, -2e39]))},  # a strategy of arrays
+        st.fixed_dictionaries({"x": st.just(np.array([2e39]))}),  # a strategy of dicts
+    ],
+)
+def test_check_gradients_refuses_values_beyond_a_checked_dtype(inputs: Any) -> None:
+    kwargs: dict[str, Any] = {"wrt": ["x"]} if isinstance(inputs, st.SearchStrategy) else {}
+    with pytest.raises(UserCheckError, match=r"beyond float32's range"):
+        check_gradients(
+            triple, inputs, vjp=triple_backward, dtypes=("float64", "float32"), examples=3, seed=0, **kwargs
+        )
+    # float64 alone checks them, and still tells a wrong backward
+    results = check_gradients(triple, inputs, vjp=triple_backward, examples=3, seed=0, **kwargs)
+    assert all(r.verdict.value == "pass" for r in results)
+    with pytest.raises(GradientMismatch):
+        check_gradients(triple, inputs, vjp=triple_backward_wrong, examples=3, seed=0, **kwargs)
+
+
+def test_a_scale_beyond_float32_is_refused_for_float32_only() -> None:
+    with pytest.raises(UserCheckError, match=r"scale=1e\+100 draws values beyond float32's range"):
+        check_gradients(triple, {"x": ("n",)}, vjp=triple_backward, scale=1e100, dtypes="float32", examples=3)
+    results = check_gradients(triple, {"x": ("n",)}, vjp=triple_backward, scale=1e100, examples=3, seed=0)
+    assert [r.verdict.value for r in results] == ["pass"]
+    with pytest.raises(GradientMismatch):
+        check_gradients(triple, {"x": ("n",)}, vjp=triple_backward_wrong, scale=1e100, examples=3, seed=0)
