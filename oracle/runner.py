@@ -311,6 +311,27 @@ def _domain_text(out: np.ndarray, inputs: Mapping[str, np.ndarray]) -> str:
     return f"the forward gives {value}{where}; the inputs: {ranges}"
 
 
+def _overflow_text(result: Any, ref_out: np.ndarray, dtype: str) -> str | None:
+    """Where a user function's output in ``dtype`` is not finite though its float64 output is
+    (``exp(700)`` in float32): that output is past the dtype's range, which made its gradient
+    inf too (None when that is not what happened)."""
+    try:
+        out = np.asarray(getattr(result, "output", None), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if out.shape != ref_out.shape or np.all(np.isfinite(out)) or not np.all(np.isfinite(ref_out)):
+        return None
+    first = [int(i) for i in np.argwhere(~np.isfinite(out))[0]] if out.ndim else []
+    at = tuple(first)
+    where = f" at output element {first}" if out.ndim else ""
+    largest = float(np.finfo(np.dtype(dtype)).max)
+    return (
+        f"in {dtype} the forward gives {out[at]}{where}, where float64 gives {float(ref_out[at]):.6g}: "
+        f"the output is beyond {dtype}'s range (largest {largest:.3g}), so the {dtype} forward and "
+        f"gradient overflow there"
+    )
+
+
 def _fd_dtype(adapter: Any, dtype: str, settings: CheckSettings) -> str:
     if settings.fd_dtype:
         return settings.fd_dtype
@@ -938,6 +959,10 @@ def _evaluation(
             )
             return outcome
         except AdapterContractError as exc:
+            overflow = _overflow_text(result, ref_out, dtype) if ident.family == "user" else None
+            if overflow is not None:  # a user's forward past the dtype's range: not its backward's fault
+                outcome.fault, outcome.domain = Fault.DOMAIN, overflow
+                return outcome
             outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
             return outcome
         except Exception as exc:  # a result object whose attributes or arrays misbehave

@@ -5,6 +5,9 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
   ``scale``, a value a user's strategy draws) is inf in float32: the check compared a correct
   backward with finite differences around inf (nan) and reported "not the derivative".  It is
   refused up front, naming the input, the value and what to give instead.
+- A function whose output is finite in float64 but overflows float32 (``exp(700)``) was an
+  "adapter" fault ("gradient is not finite"); it is an input-domain finding that says the
+  float32 output is past float32's range, and where.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pytest
 from hypothesis import strategies as st
 
 import gradoracle.user_checks as user_checks
-from gradoracle.results import GradientMismatch
+from gradoracle.results import Fault, GradientMismatch
 from gradoracle.user_checks import UserCheckError, check_gradients, check_gradients_at
 
 
@@ -104,3 +107,54 @@ def test_a_scale_beyond_float32_is_refused_for_float32_only() -> None:
     assert [r.verdict.value for r in results] == ["pass"]
     with pytest.raises(GradientMismatch):
         check_gradients(triple, {"x": ("n",)}, vjp=triple_backward_wrong, scale=1e100, examples=3, seed=0)
+
+
+# ------------------------------------------------- outputs beyond float32's range
+
+
+def exponential(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+def exponential_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:  # exp' = exp
+    with np.errstate(over="ignore"):
+        return g * np.exp(x)
+
+
+def test_a_float32_output_overflow_is_an_input_domain_finding_saying_so() -> None:
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(
+            exponential, {"x": np.array([700.0, 0.1])}, vjp=exponential_backward, dtype="float32"
+        )
+    said = str(info.value)
+    assert info.value.fault == Fault.DOMAIN
+    assert "in float32 the forward gives inf at output element [0], where float64 gives 1.01423e+304" in said
+    assert "beyond float32's range" in said
+    # float64 holds exp(700): the same inputs pass there
+    assert check_gradients_at(
+        exponential, {"x": np.array([700.0, 0.1])}, vjp=exponential_backward, dtype="float64"
+    ).passed
+
+
+def test_an_infinite_gradient_beside_a_finite_output_is_still_the_backwards_fault() -> None:
+    # negative control: only an overflowing output is the inputs' domain; a backward that
+    # returns inf where the float32 output is finite is still reported as its own fault
+    def inf_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0.5, np.float32(np.inf), g * np.exp(x)).astype(x.dtype)
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(exponential, {"x": np.array([1.0, 0.1])}, vjp=inf_backward, dtype="float32")
+    assert info.value.fault == Fault.ADAPTER and "gradient for 'x' is not finite" in str(info.value)
+
+
+def test_a_wrong_backward_of_exp_still_fails_in_float32() -> None:
+    def wrong(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return g * np.exp(x) * np.asarray(1.01, dtype=x.dtype)
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(exponential, {"x": np.array([70.0, 0.1])}, vjp=wrong, dtype="float32")
+    assert info.value.fault == Fault.BACKWARD
+    assert check_gradients_at(
+        exponential, {"x": np.array([70.0, 0.1])}, vjp=exponential_backward, dtype="float32"
+    ).passed
