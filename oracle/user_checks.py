@@ -392,6 +392,47 @@ def unchanged(call: Callable[[], Any], arrays: Mapping[str, np.ndarray], who: st
     return result
 
 
+def framework_unchanged(call: Callable[[], Any], arrays: Mapping[str, Any], who: str) -> Any:
+    """``call()``, refusing a user function that wrote into one of its framework ``arrays``.
+
+    Torch refuses in-place operations on a tensor that requires grad, but not writes through
+    ``x.data`` or ``x.detach()`` (which share its memory): the forward then differentiates
+    another function than finite differences see, and a correct autodiff was reported as "not
+    the derivative".  Arrays that cannot be read as NumPy (torch's forward-mode dual tensors,
+    JAX tracers, which are immutable anyway) are not compared.
+    """
+    before: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        detach = getattr(value, "detach", None)
+        if not callable(detach):
+            continue
+        try:
+            before[name] = np.array(detach().cpu().numpy(), copy=True)
+        except Exception:  # a tensor without storage (forward-mode duals, functorch wrappers)
+            continue
+    result = call()
+    for name, old in before.items():
+        new = np.asarray(arrays[name].detach().cpu().numpy())
+        if old.shape == new.shape and np.array_equal(old, new, equal_nan=True):
+            continue
+        changed = (
+            np.argwhere(~((old == new) | (np.isnan(old) & np.isnan(new)))) if old.shape == new.shape else None
+        )
+        at = [int(i) for i in changed[0]] if changed is not None and old.ndim and changed.size else []
+        index = tuple(at)
+        values = (
+            f" ({name}{at} was {float(old[index]):.6g}, is {float(new[index]):.6g})"
+            if changed is not None
+            else ""
+        )
+        raise UserCheckError(
+            f"{who} changed its argument {name!r} in place{values}: writes through x.data or "
+            "x.detach() change the input the autodiff differentiates; compute on a copy (x = x.clone()) "
+            "or without in-place operations (x = x * 2, not x.data.mul_(2))"
+        )
+    return result
+
+
 class _Recorder:
     """The "ops" handed to the user's forward on the NumPy path: it only records the params."""
 
@@ -882,6 +923,8 @@ def user_identity(
             return strategy_obj
 
         names = list(inputs) if isinstance(inputs, Mapping) else []
+    if isinstance(wrt, str):  # one input's name (a string's characters are not names: "xy")
+        wrt = (wrt,)
     wrt_names = tuple(wrt) if wrt is not None else (cat.wrt if cat is not None else tuple(names))
     if not wrt_names:
         raise UserCheckError("wrt= is needed when inputs is a strategy: name the inputs to differentiate")
@@ -914,7 +957,12 @@ def user_identity(
                 dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
                 who = f"your function {display_name(forward)}"
                 return inner.forward(
-                    lambda _ops, arrays: framework_value(user.run_forward(arrays, p), arrays, who, inner),
+                    lambda _ops, arrays: framework_value(
+                        framework_unchanged(lambda: user.run_forward(arrays, p), arrays, who),
+                        arrays,
+                        who,
+                        inner,
+                    ),
                     a,
                     dtype,
                 )
@@ -924,7 +972,8 @@ def user_identity(
         if isinstance(ops, _Recorder):
             ops.params = dict(p)
             return user.run_forward(a, p)
-        return framework_value(user.run_forward(a, p), a, f"your function {display_name(forward)}", inner)
+        who = f"your function {display_name(forward)}"
+        return framework_value(framework_unchanged(lambda: user.run_forward(a, p), a, who), a, who, inner)
 
     reference_gradient: Any = None
     if cat is not None:

@@ -8,6 +8,10 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
 - A function whose output is finite in float64 but overflows float32 (``exp(700)``) was an
   "adapter" fault ("gradient is not finite"); it is an input-domain finding that says the
   float32 output is past float32's range, and where.
+- A torch function that writes into its input through ``x.data`` / ``x.detach()`` (torch allows
+  that on a leaf that requires grad) was reported as a wrong backward; it is refused as an
+  in-place change, as NumPy functions' are.
+- ``wrt="xy"`` (one name as a string) was read as the names "x" and "y".
 """
 
 from __future__ import annotations
@@ -158,3 +162,71 @@ def test_a_wrong_backward_of_exp_still_fails_in_float32() -> None:
     assert check_gradients_at(
         exponential, {"x": np.array([70.0, 0.1])}, vjp=exponential_backward, dtype="float32"
     ).passed
+
+
+# ------------------------------------------------- torch functions writing into their inputs
+
+
+def _doubling_in_place(x: Any) -> Any:
+    import torch
+
+    x.data.mul_(2.0)  # torch allows this on a leaf; autodiff now differentiates tanh at 2x
+    return torch.tanh(x)
+
+
+def test_a_torch_function_writing_into_its_input_is_refused() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(UserCheckError, match=r"changed its argument 'x' in place \(x\[0\] was 0.3, is 0.6\)"):
+        check_gradients_at(_doubling_in_place, {"x": np.array([0.3, -0.2])}, framework="torch")
+
+
+def test_without_the_in_place_check_the_correct_autodiff_is_blamed_negative_control(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr(user_checks, "framework_unchanged", lambda call, arrays, who: call())
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(_doubling_in_place, {"x": np.array([0.3, -0.2])}, framework="torch")
+    assert info.value.fault == Fault.BACKWARD
+
+
+def test_in_place_work_on_a_copy_passes_and_a_wrong_autograd_function_fails() -> None:
+    torch = pytest.importorskip("torch")
+
+    def on_a_copy(x: Any) -> Any:
+        y = x.clone()
+        y.mul_(2.0)
+        return torch.tanh(y)
+
+    assert check_gradients_at(on_a_copy, {"x": np.array([0.3, -0.2])}, framework="torch").passed
+
+    class WrongTanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            ctx.save_for_backward(x)
+            return torch.tanh(x)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return g * (1 - torch.tanh(x) ** 2) * 1.01
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(lambda x: WrongTanh.apply(x), {"x": np.array([0.3, -0.2])}, framework="torch")
+    assert info.value.fault == Fault.BACKWARD
+
+
+# ------------------------------------------------- wrt= as one string
+
+
+def product(xy: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return xy * y
+
+
+def test_wrt_given_as_one_string_is_one_name() -> None:
+    inputs = {"xy": np.array([1.5, -2.0]), "y": np.array([2.0, 0.5])}
+    assert check_gradients_at(product, inputs, wrt="xy", vjp=lambda g, xy, y: {"xy": g * y}).passed
+    with pytest.raises(GradientMismatch):
+        check_gradients_at(product, inputs, wrt="xy", vjp=lambda g, xy, y: {"xy": g * y * 1.01})
+    # the characters are not names: "x" is no input, and a list of one name means the same
+    assert check_gradients_at(product, inputs, wrt=["xy"], vjp=lambda g, xy, y: {"xy": g * y}).passed
