@@ -12,6 +12,9 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
   that on a leaf that requires grad) was reported as a wrong backward; it is refused as an
   in-place change, as NumPy functions' are.
 - ``wrt="xy"`` (one name as a string) was read as the names "x" and "y".
+- A function (or reference) that only accepts float64 crashed a float64 check: the oracle
+  samples the float32 rounding of the forward (``eta``) by calling it on float32 inputs.  For a
+  user's function that sample is optional: one that raises or is not finite is not taken.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+import gradoracle.runner as runner
 import gradoracle.user_checks as user_checks
 from gradoracle.results import Fault, GradientMismatch
 from gradoracle.user_checks import UserCheckError, check_gradients, check_gradients_at
@@ -230,3 +234,40 @@ def test_wrt_given_as_one_string_is_one_name() -> None:
         check_gradients_at(product, inputs, wrt="xy", vjp=lambda g, xy, y: {"xy": g * y * 1.01})
     # the characters are not names: "x" is no input, and a list of one name means the same
     assert check_gradients_at(product, inputs, wrt=["xy"], vjp=lambda g, xy, y: {"xy": g * y}).passed
+
+
+# ------------------------------------------------- functions that only accept float64
+
+
+def tanh_float64_only(x: np.ndarray) -> np.ndarray:
+    if x.dtype != np.float64:
+        raise TypeError(f"tanh_float64_only needs float64, got {x.dtype}")
+    return np.tanh(x)
+
+
+def tanh_float64_only_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return g * (1.0 - tanh_float64_only(x) ** 2)
+
+
+def test_a_float64_only_function_and_reference_are_checked_in_float64() -> None:
+    x = {"x": np.array([0.3, -0.5])}
+    assert check_gradients_at(tanh_float64_only, x, vjp=tanh_float64_only_backward).passed
+    assert check_gradients_at(
+        tanh_float64_only, x, vjp=tanh_float64_only_backward, reference=tanh_float64_only_backward
+    ).passed
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(
+            tanh_float64_only,
+            x,
+            vjp=lambda g, x: 1.01 * tanh_float64_only_backward(g, x),
+            reference=saturating_backward,
+        )
+    assert info.value.fault == Fault.BACKWARD
+
+
+def test_without_the_optional_sample_the_float64_check_crashes_negative_control(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "_rounding_sample", lambda ident, compute: compute())
+    with pytest.raises(TypeError, match="needs float64, got float32"):
+        check_gradients_at(tanh_float64_only, {"x": np.array([0.3, -0.5])}, vjp=tanh_float64_only_backward)
