@@ -356,6 +356,23 @@ def _sampled_noise(sample: Any, exact: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(sample, dtype=np.float64) - exact)))
 
 
+def _not_finite(value: float | None) -> bool:
+    return value is not None and not math.isfinite(value)
+
+
+def _fd_domain_text(inputs: Mapping[str, np.ndarray], fd_dtype: str) -> str:
+    """What finite differences that are not finite mean (``log`` at ``x = 1e-5``: ``x - h`` is
+    negative for the step ``h ~ 6e-6``): the function is not finite a step away from the
+    inputs, so they judged nothing."""
+    h = fd.step_size(fd_dtype, inputs)
+    return (
+        f"the finite differences are not finite (the function gives nan or inf at x +- h, a step h = "
+        f"{h:.2g} from the inputs, eps^(1/3) max(1, max |x|) in {fd_dtype}): an input lies within one "
+        "step of the edge of the function's domain (log, sqrt, 1/x near 0), where finite differences "
+        "cannot judge the gradient; keep the inputs more than a step inside the domain"
+    )
+
+
 def _fd_dtype(adapter: Any, dtype: str, settings: CheckSettings) -> str:
     if settings.fd_dtype:
         return settings.fd_dtype
@@ -1128,6 +1145,16 @@ def _evaluation(
         )
 
     failed = {c.kind for c in outcome.failures}
+    if ident.family == "user" and failed:
+        # finite differences that are not finite (a step across the edge of the function's
+        # domain) judged nothing: alone, they are an input-domain finding; beside a failing
+        # closed-form comparison, the user's reference is not blamed for them
+        blind = [c for c in outcome.failures if c.kind in ("fd", "oracle") and _not_finite(c.fd)]
+        if len(blind) == len(outcome.failures):
+            outcome.fault, outcome.domain = Fault.DOMAIN, _fd_domain_text(x_d64, fd_dtype)
+            return outcome
+        if all(c in blind for c in outcome.failures if c.kind == "oracle"):
+            failed.discard("oracle")
     if "oracle" in failed:
         outcome.fault = Fault.ORACLE
     elif "forward" in failed:

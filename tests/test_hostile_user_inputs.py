@@ -15,6 +15,10 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
 - A function (or reference) that only accepts float64 crashed a float64 check: the oracle
   samples the float32 rounding of the forward (``eta``) by calling it on float32 inputs.  For a
   user's function that sample is optional: one that raises or is not finite is not taken.
+- ``log`` / ``sqrt`` at ``x = 1e-5`` (inside the domain, but closer to its edge than the
+  finite-difference step ``~6e-6``): the finite differences were nan and a correct backward was
+  reported as "not the derivative"; it is an input-domain finding that says a step crossed the
+  edge of the domain (the step itself is the runner's, not changed here).
 """
 
 from __future__ import annotations
@@ -73,11 +77,11 @@ def test_the_same_input_is_checked_in_float64() -> None:
 def test_without_the_refusal_a_correct_backward_fails_there_negative_control(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # what the refusal prevents: finite differences around inf are nan, the backward is blamed
+    # what the refusal prevents: finite differences around inf are nan, the correct check fails
     monkeypatch.setattr(user_checks, "refuse_beyond_dtype", lambda *a, **k: None)
     with pytest.raises(GradientMismatch) as info:
         check_gradients_at(saturating, {"x": BEYOND}, vjp=saturating_backward, dtype="float32")
-    assert "not the derivative" in str(info.value)
+    assert "finite differences = nan" in str(info.value) or "not finite" in str(info.value)
 
 
 def test_the_largest_float32_values_are_still_checked_and_a_wrong_backward_fails() -> None:
@@ -271,3 +275,46 @@ def test_without_the_optional_sample_the_float64_check_crashes_negative_control(
     monkeypatch.setattr(runner, "_rounding_sample", lambda ident, compute: compute())
     with pytest.raises(TypeError, match="needs float64, got float32"):
         check_gradients_at(tanh_float64_only, {"x": np.array([0.3, -0.5])}, vjp=tanh_float64_only_backward)
+
+
+# ------------------------------------------------- a finite-difference step across the domain's edge
+
+
+def logarithm(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(x)
+
+
+def logarithm_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:  # log' = 1/x
+    return g / x
+
+
+NEAR_EDGE = {"x": np.array([1e-5, 2.0])}
+
+
+def test_a_step_across_the_domain_edge_is_an_input_domain_finding() -> None:
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(logarithm, NEAR_EDGE, vjp=logarithm_backward)
+    said = str(info.value)
+    assert info.value.fault == Fault.DOMAIN
+    assert "the finite differences are not finite" in said and "a step h = 1.2e-05" in said
+    assert "not the derivative" not in said
+    # with a closed form the finite differences of the reference forward are nan too: the
+    # user's (correct) reference is not blamed for them
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(logarithm, NEAR_EDGE, vjp=logarithm_backward, reference=logarithm_backward)
+    assert info.value.fault == Fault.DOMAIN
+
+
+def test_a_wrong_backward_is_still_blamed_where_a_value_was_judged_negative_control() -> None:
+    def wrong(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return 1.01 * g / x
+
+    # away from the edge the finite differences judge it
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(logarithm, {"x": np.array([0.5, 2.0])}, vjp=wrong)
+    assert info.value.fault == Fault.BACKWARD
+    # at the edge the closed form still judges it: the backward, not the domain, is reported
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(logarithm, NEAR_EDGE, vjp=wrong, reference=logarithm_backward)
+    assert info.value.fault == Fault.BACKWARD
