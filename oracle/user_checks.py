@@ -1510,6 +1510,11 @@ class GradOracle:
     def check(self, forward: Callable[..., Any], inputs: Any = None, **kwargs: Any) -> list[CheckResult]:
         """:func:`check_gradients` (see there for the arguments; ``modes=`` selects the modes)."""
         __tracebackhide__ = True
+        if "mode" in kwargs:
+            raise UserCheckError(
+                f"gradoracle.check takes modes= (modes={kwargs['mode']!r} or a list such as "
+                "modes=('vjp', 'jvp')); mode= is gradoracle.check_at's (one fixed example)"
+            )
         kwargs.setdefault("examples", self.examples)
         kwargs.setdefault("seed", self.seed)
         kwargs.setdefault("verbose", self.verbose)
@@ -1530,6 +1535,11 @@ class GradOracle:
     ) -> ExampleOutcome:
         """:func:`check_gradients_at` (one fixed example)."""
         __tracebackhide__ = True
+        if "modes" in kwargs:
+            raise UserCheckError(
+                "gradoracle.check_at takes mode= (one mode, e.g. mode='jvp'; one call per mode); "
+                "modes= is gradoracle.check's (drawn examples)"
+            )
         kwargs.setdefault("verbose", self.verbose)
         kwargs.setdefault("settings", self.settings)
         try:

@@ -15,6 +15,9 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
 - A function (or reference) that only accepts float64 crashed a float64 check: the oracle
   samples the float32 rounding of the forward (``eta``) by calling it on float32 inputs.  For a
   user's function that sample is optional: one that raises or is not finite is not taken.
+- ``gradoracle.check(..., mode="jvp")`` / ``gradoracle.check_at(..., modes=...)`` (the two
+  spell it differently) raised ``check_gradients() got an unexpected keyword argument``; the
+  fixture names the keyword each one takes.
 - ``log`` / ``sqrt`` at ``x = 1e-5`` (inside the domain, but closer to its edge than the
   finite-difference step ``~6e-6``): the finite differences were nan and a correct backward was
   reported as "not the derivative"; it is an input-domain finding that says a step crossed the
@@ -32,7 +35,7 @@ from hypothesis import strategies as st
 import gradoracle.runner as runner
 import gradoracle.user_checks as user_checks
 from gradoracle.results import Fault, GradientMismatch
-from gradoracle.user_checks import UserCheckError, check_gradients, check_gradients_at
+from gradoracle.user_checks import GradOracle, UserCheckError, check_gradients, check_gradients_at
 
 
 def triple(x: np.ndarray) -> np.ndarray:
@@ -318,3 +321,21 @@ def test_a_wrong_backward_is_still_blamed_where_a_value_was_judged_negative_cont
     with pytest.raises(GradientMismatch) as info:
         check_gradients_at(logarithm, NEAR_EDGE, vjp=wrong, reference=logarithm_backward)
     assert info.value.fault == Fault.BACKWARD
+
+
+# ------------------------------------------------- the fixture's mode= / modes=
+
+
+def test_the_fixture_names_the_mode_keyword_each_method_takes() -> None:
+    fixture = GradOracle(examples=3)
+    with pytest.raises(UserCheckError, match=r"gradoracle.check takes modes= \(modes='vjp'"):
+        fixture.check(triple, {"x": (2,)}, vjp=triple_backward, mode="vjp")
+    with pytest.raises(UserCheckError, match=r"gradoracle.check_at takes mode="):
+        fixture.check_at(triple, {"x": np.array([1.0])}, vjp=triple_backward, modes=("vjp",))
+    # spelt as each takes it, both run, and a wrong backward still fails
+    assert [
+        r.verdict.value for r in fixture.check(triple, {"x": (2,)}, vjp=triple_backward, modes="vjp")
+    ] == ["pass"]
+    assert fixture.check_at(triple, {"x": np.array([1.0])}, vjp=triple_backward, mode="vjp").passed
+    with pytest.raises(GradientMismatch):
+        fixture.check_at(triple, {"x": np.array([1.0])}, vjp=triple_backward_wrong, mode="vjp")
