@@ -559,6 +559,11 @@ def _shape_of(name: str, spec: Any) -> Shape | None:
         return None
     if _is_dimension(spec):
         return (int(spec),)
+    if isinstance(spec, tuple) and any(d is None for d in spec):
+        raise UserCheckError(
+            f"input {name!r}: shape {spec} has None; give each dimension as a size (3) or a name drawn "
+            "by Hypothesis ('n'): ('n', 3)"
+        )
     if isinstance(spec, tuple | list) and all(isinstance(d, str) or _is_dimension(d) for d in spec):
         if any(not isinstance(d, str) and d < 0 for d in spec):
             raise UserCheckError(f"input {name!r}: negative dimension in shape {tuple(spec)}")
@@ -739,9 +744,11 @@ def _input_strategy(
     max_dim: int,
     validate: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], None] | None,
     dtypes: Sequence[str] = (),
+    required: Sequence[str] = (),
 ) -> st.SearchStrategy[Example]:
     """Examples drawn from the user's input spec (see the module docstring); every value drawn
-    or fixed must be finite in each of ``dtypes`` (:func:`refuse_beyond_dtype`)."""
+    or fixed must be finite in each of ``dtypes`` (:func:`refuse_beyond_dtype`), and a strategy
+    of dicts must draw each of the ``required`` names (``wrt``)."""
     if isinstance(inputs, st.SearchStrategy):
         whole: st.SearchStrategy[Any] | None = inputs
         specs: dict[str, Any] = {}
@@ -805,6 +812,11 @@ def _input_strategy(
                     f"the inputs strategy drew a {type(drawn).__name__}, not a dict of arrays"
                 )
             arrays = {str(k): _drawn_array(str(k), v) for k, v in drawn.items()}
+            if missing := [n for n in required if n not in arrays]:
+                raise UserCheckError(
+                    f"your strategy of dicts drew the inputs {sorted(arrays)}, without {missing} named in "
+                    "wrt=: draw every input the function takes (st.fixed_dictionaries({name: strategy}))"
+                )
             refuse_beyond_dtype(arrays, dtypes, drawn=True)
         for name, spec in specs.items():
             shape = shapes[name]
@@ -905,6 +917,13 @@ def user_identity(
         )
     cat = get_identity(identity) if identity is not None else None
     params = dict(params or {})
+    if isinstance(wrt, str):  # one input's name (a string's characters are not names: "xy")
+        wrt = (wrt,)
+    if isinstance(inputs, Mapping) and not inputs:
+        raise UserCheckError(
+            "inputs is an empty dict: name each input your function takes, e.g. inputs={'x': (3,)} "
+            "(a shape, an array or a Hypothesis strategy per input)"
+        )
     if inputs is None:
         if cat is None:
             raise UserCheckError(
@@ -917,14 +936,12 @@ def user_identity(
         names: list[str] = list(dict.fromkeys([*cat.wrt]))
     else:
         validate = cat.validate if cat is not None else None
-        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate, dtypes)
+        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate, dtypes, tuple(wrt or ()))
 
         def strategy() -> st.SearchStrategy[Example]:
             return strategy_obj
 
         names = list(inputs) if isinstance(inputs, Mapping) else []
-    if isinstance(wrt, str):  # one input's name (a string's characters are not names: "xy")
-        wrt = (wrt,)
     wrt_names = tuple(wrt) if wrt is not None else (cat.wrt if cat is not None else tuple(names))
     if not wrt_names:
         raise UserCheckError("wrt= is needed when inputs is a strategy: name the inputs to differentiate")

@@ -18,6 +18,10 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
 - ``gradoracle.check(..., mode="jvp")`` / ``gradoracle.check_at(..., modes=...)`` (the two
   spell it differently) raised ``check_gradients() got an unexpected keyword argument``; the
   fixture names the keyword each one takes.
+- Input specs that cannot work said something else: ``inputs={}`` ("wrt= is needed when inputs
+  is a strategy"), a shape with None ("holds object values (tuple)"), a strategy of dicts that
+  does not draw a ``wrt`` name ("invalid input shapes: forward: missing input(s)", as a failed
+  check); each now says what is wrong with the spec.
 - ``log`` / ``sqrt`` at ``x = 1e-5`` (inside the domain, but closer to its edge than the
   finite-difference step ``~6e-6``): the finite differences were nan and a correct backward was
   reported as "not the derivative"; it is an input-domain finding that says a step crossed the
@@ -339,3 +343,36 @@ def test_the_fixture_names_the_mode_keyword_each_method_takes() -> None:
     assert fixture.check_at(triple, {"x": np.array([1.0])}, vjp=triple_backward, mode="vjp").passed
     with pytest.raises(GradientMismatch):
         fixture.check_at(triple, {"x": np.array([1.0])}, vjp=triple_backward_wrong, mode="vjp")
+
+
+# ------------------------------------------------- input specs that cannot work
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kwargs", "said"),
+    [
+        ({}, {}, "inputs is an empty dict: name each input"),
+        ({"x": (None, 3)}, {}, r"input 'x': shape \(None, 3\) has None"),
+        (
+            st.fixed_dictionaries({"y": st.just(np.array([1.0, 2.0]))}),
+            {"wrt": ["x"]},
+            r"your strategy of dicts drew the inputs \['y'\], without \['x'\] named in wrt=",
+        ),
+    ],
+)
+def test_an_input_spec_that_cannot_work_says_what_is_wrong(
+    inputs: Any, kwargs: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(UserCheckError, match=said):
+        check_gradients(triple, inputs, vjp=triple_backward, examples=3, seed=0, **kwargs)
+
+
+def test_the_working_spellings_of_those_specs_check_and_fail_a_wrong_backward() -> None:
+    for inputs, kwargs in [
+        ({"x": ("n", 3)}, {}),
+        (st.fixed_dictionaries({"x": st.just(np.array([1.0, 2.0]))}), {"wrt": ["x"]}),
+    ]:
+        results = check_gradients(triple, inputs, vjp=triple_backward, examples=3, seed=0, **kwargs)
+        assert [r.verdict.value for r in results] == ["pass"]
+        with pytest.raises(GradientMismatch):
+            check_gradients(triple, inputs, vjp=triple_backward_wrong, examples=3, seed=0, **kwargs)
