@@ -1149,6 +1149,52 @@ def _repro(
     return Repro("\n".join([*head, *loads, call]), inline_text, file, masters).settle()
 
 
+#: What a float32 failure judged by finite differences alone may be, when float64 passes.
+FLOAT32_FD_ONLY_NOTE = (
+    "note: the same example passes in float64. Judged by finite differences alone (no reference= or "
+    "identity=), float32 rounding of a gradient that is a small difference of larger terms (1 - tanh(x)^2 "
+    "near saturation, softmax with large logit gaps) looks like this too, and cannot be told from a "
+    "float32-only fault of the backward: pass reference= (or identity=) so the check knows the terms' "
+    "magnitudes, or check float64 only"
+)
+
+
+def _float32_fd_only_note(
+    ident: Identity,
+    adapter: Any,
+    dtype: str,
+    mode: str,
+    fault: Fault,
+    example: Example,
+    settings: CheckSettings,
+) -> str | None:
+    """:data:`FLOAT32_FD_ONLY_NOTE` for a float32 failure of a check without a closed form whose
+    example passes in float64 (one more evaluation, on a failing path only), else None."""
+    if dtype != "float32" or ident.reference_gradient is not None or "float64" not in adapter.dtypes:
+        return None
+    if fault not in (Fault.BACKWARD, Fault.FORWARD_MODE):
+        return None
+    try:
+        if mode == "vjp":
+            outcome = evaluate_example(ident, adapter, "float64", example, settings)
+        else:
+            from gradoracle.modes import EVALUATORS
+
+            outcome = EVALUATORS[mode](ident, adapter, "float64", example, settings)
+    except Exception:  # the float64 run failing in any way: no evidence either way
+        return None
+    return FLOAT32_FD_ONLY_NOTE if outcome.passed else None
+
+
+def _with_note(message: str, note: str | None) -> str:
+    """``message`` with ``note`` as an indented line after its ``fault:`` line."""
+    if not note:
+        return message
+    lines = message.split("\n")
+    at = next((i + 1 for i, line in enumerate(lines) if line.lstrip().startswith("fault:")), len(lines))
+    return "\n".join([*lines[:at], f"  {note}", *lines[at:]])
+
+
 def _rewrite_message(message: str, repro: str | None) -> str:
     """The runner's message with the user-facing repro."""
     if repro is not None and "\n  repro:\n" in message:
@@ -1266,6 +1312,15 @@ def check_gradients(
                 run_settings.repro_dir,
             )
         res.message = _rewrite_message(res.message, res.repro)
+        if res.verdict == Verdict.FAIL and res.counterexample is not None:
+            counter = res.counterexample
+            example = Example(
+                {k: np.asarray(v, dtype=np.float64) for k, v in counter["inputs"].items()},
+                dict(counter.get("params") or {}),
+                int(counter.get("seed", 0)),
+            )
+            note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
+            res.message = _with_note(res.message, note)
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1490,6 +1545,8 @@ def check_gradients_at(
         message, worst = describe_outcome(
             ident, adapter.name, dtype, outcome, tol, repro, adapter.words, mode
         )
+        note = _float32_fd_only_note(ident, adapter, dtype, mode, outcome.fault, example, settings)
+        message = _with_note(message, note)
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,

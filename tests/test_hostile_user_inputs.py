@@ -22,6 +22,11 @@ input must be told plainly (found by probing ``check_gradients`` / ``check_gradi
   is a strategy"), a shape with None ("holds object values (tuple)"), a strategy of dicts that
   does not draw a ``wrt`` name ("invalid input shapes: forward: missing input(s)", as a failed
   check); each now says what is wrong with the spec.
+- float32 without a closed form: a correct ``tanh`` backward at ``x = 4`` (``1 - tanh^2`` is a
+  small difference of terms near 1) differs from finite differences by more than float32's
+  rounding relative to the gradient's size.  The verdict stands (finite differences alone cannot
+  tell it from a float32-only fault), but the message no longer states it as fact: when the
+  example passes in float64 it says so, and names ``reference=`` / ``identity=``.
 - ``log`` / ``sqrt`` at ``x = 1e-5`` (inside the domain, but closer to its edge than the
   finite-difference step ``~6e-6``): the finite differences were nan and a correct backward was
   reported as "not the derivative"; it is an input-domain finding that says a step crossed the
@@ -376,3 +381,39 @@ def test_the_working_spellings_of_those_specs_check_and_fail_a_wrong_backward() 
         assert [r.verdict.value for r in results] == ["pass"]
         with pytest.raises(GradientMismatch):
             check_gradients(triple, inputs, vjp=triple_backward_wrong, examples=3, seed=0, **kwargs)
+
+
+# ------------------------------------------------- float32 judged by finite differences alone
+
+SATURATED = {"x": np.array([4.0, 4.0, 4.0])}
+
+
+def test_a_float32_fd_only_failure_that_passes_in_float64_says_so() -> None:
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(saturating, SATURATED, vjp=saturating_backward, dtype="float32")
+    lines = str(info.value).splitlines()
+    assert lines[2].startswith("  note: the same example passes in float64")
+    assert "pass reference= (or identity=)" in lines[2]
+    # the way out the note names: with the closed form the float32 check passes
+    assert check_gradients_at(
+        saturating, SATURATED, vjp=saturating_backward, reference=saturating_backward, dtype="float32"
+    ).passed
+    assert check_gradients_at(saturating, SATURATED, vjp=saturating_backward, dtype="float64").passed
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(
+            saturating, {"x": st.just(SATURATED["x"])}, vjp=saturating_backward, dtypes="float32", examples=3
+        )
+    assert "  note: the same example passes in float64" in str(info.value)
+
+
+def test_no_note_for_a_backward_wrong_in_float64_too_negative_control() -> None:
+    def wrong(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return 1.01 * saturating_backward(g, x)
+
+    for dtype in ("float32", "float64"):
+        with pytest.raises(GradientMismatch) as info:
+            check_gradients_at(saturating, SATURATED, vjp=wrong, dtype=dtype)
+        assert "note:" not in str(info.value)
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(saturating, {"x": ("n",)}, vjp=wrong, dtypes="float32", examples=5, seed=0)
+    assert "note:" not in str(info.value)
