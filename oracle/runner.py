@@ -311,6 +311,68 @@ def _domain_text(out: np.ndarray, inputs: Mapping[str, np.ndarray]) -> str:
     return f"the forward gives {value}{where}; the inputs: {ranges}"
 
 
+def _overflow_text(result: Any, ref_out: np.ndarray, dtype: str) -> str | None:
+    """Where a user function's output in ``dtype`` is not finite though its float64 output is
+    (``exp(700)`` in float32): that output is past the dtype's range, which made its gradient
+    inf too (None when that is not what happened)."""
+    try:
+        out = np.asarray(getattr(result, "output", None), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if out.shape != ref_out.shape or np.all(np.isfinite(out)) or not np.all(np.isfinite(ref_out)):
+        return None
+    first = [int(i) for i in np.argwhere(~np.isfinite(out))[0]] if out.ndim else []
+    at = tuple(first)
+    where = f" at output element {first}" if out.ndim else ""
+    largest = float(np.finfo(np.dtype(dtype)).max)
+    return (
+        f"in {dtype} the forward gives {out[at]}{where}, where float64 gives {float(ref_out[at]):.6g}: "
+        f"the output is beyond {dtype}'s range (largest {largest:.3g}), so the {dtype} forward and "
+        f"gradient overflow there"
+    )
+
+
+def _rounding_sample(ident: Identity, compute: Callable[[], Any]) -> Any:
+    """The float32 evaluation ``compute()`` that samples the rounding (``eta``), or None where a
+    user's function or reference cannot give one: it raises in float32 (a matrix singular
+    once rounded to float32; a float64 check crashed on it) or is not finite there.  A catalogue
+    identity's float32 evaluation is the oracle's own and must work: its failures propagate."""
+    if ident.family != "user":
+        return compute()
+    try:
+        with np.errstate(all="ignore"):
+            sample = compute()
+        values = sample.values() if isinstance(sample, Mapping) else [sample]
+        finite = all(np.all(np.isfinite(np.asarray(v, dtype=np.float64))) for v in values)
+    except Exception:
+        return None
+    return sample if finite else None
+
+
+def _sampled_noise(sample: Any, exact: np.ndarray) -> float:
+    """``eta = ||sample - exact||_inf`` (0.0 without a sample: the allowance then floors it)."""
+    if sample is None or not exact.size:
+        return 0.0
+    return float(np.max(np.abs(np.asarray(sample, dtype=np.float64) - exact)))
+
+
+def _not_finite(value: float | None) -> bool:
+    return value is not None and not math.isfinite(value)
+
+
+def _fd_domain_text(inputs: Mapping[str, np.ndarray], fd_dtype: str) -> str:
+    """What finite differences that are not finite mean (``log`` at ``x = 1e-5``: ``x - h`` is
+    negative for the step ``h ~ 6e-6``): the function is not finite a step away from the
+    inputs, so they judged nothing."""
+    h = fd.step_size(fd_dtype, inputs)
+    return (
+        f"the finite differences are not finite (the function gives nan or inf at x +- h, a step h = "
+        f"{h:.2g} from the inputs, eps^(1/3) max(1, max |x|) in {fd_dtype}): an input lies within one "
+        "step of the edge of the function's domain (log, sqrt, 1/x near 0), where finite differences "
+        "cannot judge the gradient; keep the inputs more than a step inside the domain"
+    )
+
+
 def _fd_dtype(adapter: Any, dtype: str, settings: CheckSettings) -> str:
     if settings.fd_dtype:
         return settings.fd_dtype
@@ -1031,6 +1093,10 @@ def _evaluation(
             )
             return outcome
         except AdapterContractError as exc:
+            overflow = _overflow_text(result, ref_out, dtype) if ident.family == "user" else None
+            if overflow is not None:  # a user's forward past the dtype's range: not its backward's fault
+                outcome.fault, outcome.domain = Fault.DOMAIN, overflow
+                return outcome
             outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
             return outcome
         except Exception as exc:  # a result object whose attributes or arrays misbehave
@@ -1054,11 +1120,11 @@ def _evaluation(
     allowed: dict[str, np.ndarray] = {}
     if has_reference:
         ref = ident.gradient(x_d64, params, u_d64)
-        ref32 = ident.gradient(x_32, params, u_d64.astype(np.float32))
+        ref32 = _rounding_sample(ident, lambda: ident.gradient(x_32, params, u_d64.astype(np.float32)))
         mags = ident.gradient_magnitude(x_d64, params, u_d64)
         for name in ident.wrt:
             r = np.asarray(ref[name], dtype=np.float64)
-            eta = float(np.max(np.abs(np.asarray(ref32[name], dtype=np.float64) - r))) if r.size else 0.0
+            eta = _sampled_noise(ref32[name] if ref32 is not None else None, r)
             mag = np.maximum(mags[name], np.abs(r))
             allowed[name] = tol.allowed(mag, eta, exact_floor=True)
             outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name], mag))
@@ -1068,8 +1134,8 @@ def _evaluation(
             allowed[name] = tol.allowed(
                 np.full(g64.shape, float(np.max(np.abs(g64))) if g64.size else 0.0), 0.0
             )
-    out32 = np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
-    eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
+    out32 = _rounding_sample(ident, lambda: ident.reference_forward(x_32, params))
+    eta_f = _sampled_noise(out32, ref_out)
     out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
     outcome.comparisons.append(
         _compare_arrays(
@@ -1172,6 +1238,16 @@ def _evaluation(
         )
 
     failed = {c.kind for c in outcome.failures}
+    if ident.family == "user" and failed:
+        # finite differences that are not finite (a step across the edge of the function's
+        # domain) judged nothing: alone, they are an input-domain finding; beside a failing
+        # closed-form comparison, the user's reference is not blamed for them
+        blind = [c for c in outcome.failures if c.kind in ("fd", "oracle") and _not_finite(c.fd)]
+        if len(blind) == len(outcome.failures):
+            outcome.fault, outcome.domain = Fault.DOMAIN, _fd_domain_text(x_d64, fd_dtype)
+            return outcome
+        if all(c in blind for c in outcome.failures if c.kind == "oracle"):
+            failed.discard("oracle")
     if "oracle" in failed:
         outcome.fault = Fault.ORACLE
     elif "forward" in failed:

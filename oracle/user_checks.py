@@ -392,6 +392,47 @@ def unchanged(call: Callable[[], Any], arrays: Mapping[str, np.ndarray], who: st
     return result
 
 
+def framework_unchanged(call: Callable[[], Any], arrays: Mapping[str, Any], who: str) -> Any:
+    """``call()``, refusing a user function that wrote into one of its framework ``arrays``.
+
+    Torch refuses in-place operations on a tensor that requires grad, but not writes through
+    ``x.data`` or ``x.detach()`` (which share its memory): the forward then differentiates
+    another function than finite differences see, and a correct autodiff was reported as "not
+    the derivative".  Arrays that cannot be read as NumPy (torch's forward-mode dual tensors,
+    JAX tracers, which are immutable anyway) are not compared.
+    """
+    before: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        detach = getattr(value, "detach", None)
+        if not callable(detach):
+            continue
+        try:
+            before[name] = np.array(detach().cpu().numpy(), copy=True)
+        except Exception:  # a tensor without storage (forward-mode duals, functorch wrappers)
+            continue
+    result = call()
+    for name, old in before.items():
+        new = np.asarray(arrays[name].detach().cpu().numpy())
+        if old.shape == new.shape and np.array_equal(old, new, equal_nan=True):
+            continue
+        changed = (
+            np.argwhere(~((old == new) | (np.isnan(old) & np.isnan(new)))) if old.shape == new.shape else None
+        )
+        at = [int(i) for i in changed[0]] if changed is not None and old.ndim and changed.size else []
+        index = tuple(at)
+        values = (
+            f" ({name}{at} was {float(old[index]):.6g}, is {float(new[index]):.6g})"
+            if changed is not None
+            else ""
+        )
+        raise UserCheckError(
+            f"{who} changed its argument {name!r} in place{values}: writes through x.data or "
+            "x.detach() change the input the autodiff differentiates; compute on a copy (x = x.clone()) "
+            "or without in-place operations (x = x * 2, not x.data.mul_(2))"
+        )
+    return result
+
+
 class _Recorder:
     """The "ops" handed to the user's forward on the NumPy path: it only records the params."""
 
@@ -518,6 +559,11 @@ def _shape_of(name: str, spec: Any) -> Shape | None:
         return None
     if _is_dimension(spec):
         return (int(spec),)
+    if isinstance(spec, tuple) and any(d is None for d in spec):
+        raise UserCheckError(
+            f"input {name!r}: shape {spec} has None; give each dimension as a size (3) or a name drawn "
+            "by Hypothesis ('n'): ('n', 3)"
+        )
     if isinstance(spec, tuple | list) and all(isinstance(d, str) or _is_dimension(d) for d in spec):
         if any(not isinstance(d, str) and d < 0 for d in spec):
             raise UserCheckError(f"input {name!r}: negative dimension in shape {tuple(spec)}")
@@ -577,6 +623,30 @@ def fixed_array(name: str, value: Any) -> np.ndarray:
             "give finite values (or a strategy with allow_nan=False, allow_infinity=False)"
         )
     return arr
+
+
+def refuse_beyond_dtype(arrays: Mapping[str, np.ndarray], dtypes: Sequence[str], drawn: bool = False) -> None:
+    """A :class:`UserCheckError` when an input is finite in float64 but not in a checked dtype:
+    ``|x| > finfo(dtype).max`` (3.4e38 for float32) rounds to inf there, and the check would
+    compare the function and its gradient at an infinite input (finite differences give nan:
+    a correct backward failed as "not the derivative")."""
+    for dtype in dtypes:
+        largest = float(np.finfo(np.dtype(dtype)).max)
+        for name, arr in arrays.items():
+            with np.errstate(over="ignore"):
+                bad = ~np.isfinite(np.asarray(arr, dtype=np.float64).astype(dtype)) & np.isfinite(arr)
+            if not bad.any():
+                continue
+            at = [int(i) for i in np.argwhere(bad)[0]]
+            value = float(np.asarray(arr)[tuple(at)])
+            where = f"[{', '.join(map(str, at))}] " if at else ""
+            source = "your strategy drew" if drawn else "input"
+            raise UserCheckError(
+                f"{source} {name!r} {where}= {value:.6g}, beyond {dtype}'s range (largest {largest:.3g}): "
+                f"in {dtype} it is inf, and a gradient check needs finite inputs; keep the inputs "
+                f"within +-{largest:.3g} for {dtype} (scale=, or a strategy with elements="
+                f"st.floats(-{largest:.1g}, {largest:.1g})), or check only float64 (dtypes=('float64',))"
+            )
 
 
 #: float64 copies of an example's inputs a check holds at once (the master, the dtype's and
@@ -673,8 +743,12 @@ def _input_strategy(
     scale: float,
     max_dim: int,
     validate: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], None] | None,
+    dtypes: Sequence[str] = (),
+    required: Sequence[str] = (),
 ) -> st.SearchStrategy[Example]:
-    """Examples drawn from the user's input spec (see the module docstring)."""
+    """Examples drawn from the user's input spec (see the module docstring); every value drawn
+    or fixed must be finite in each of ``dtypes`` (:func:`refuse_beyond_dtype`), and a strategy
+    of dicts must draw each of the ``required`` names (``wrt``)."""
     if isinstance(inputs, st.SearchStrategy):
         whole: st.SearchStrategy[Any] | None = inputs
         specs: dict[str, Any] = {}
@@ -695,6 +769,15 @@ def _input_strategy(
     if clash := sorted(set(specs) & set(params)):
         raise UserCheckError(
             f"{clash} named both as inputs and as params: a param would replace the input; rename one"
+        )
+    refuse_beyond_dtype(fixed, dtypes)
+    narrow = [d for d in dtypes if scale > float(np.finfo(np.dtype(d)).max)]
+    if narrow and any(sh is not None for sh in shapes.values()):
+        top = float(np.finfo(np.dtype(narrow[0])).max)
+        raise UserCheckError(
+            f"scale={scale:g} draws values beyond {narrow[0]}'s range (largest {top:.3g}), which are "
+            f"inf in {narrow[0]}: give a scale up to {top:.3g}, or check only float64 "
+            "(dtypes=('float64',))"
         )
     empty = {n: a.shape for n, a in fixed.items() if a.size == 0}
     empty.update({n: sh for n, sh in shapes.items() if sh is not None and 0 in sh})
@@ -729,6 +812,12 @@ def _input_strategy(
                     f"the inputs strategy drew a {type(drawn).__name__}, not a dict of arrays"
                 )
             arrays = {str(k): _drawn_array(str(k), v) for k, v in drawn.items()}
+            if missing := [n for n in required if n not in arrays]:
+                raise UserCheckError(
+                    f"your strategy of dicts drew the inputs {sorted(arrays)}, without {missing} named in "
+                    "wrt=: draw every input the function takes (st.fixed_dictionaries({name: strategy}))"
+                )
+            refuse_beyond_dtype(arrays, dtypes, drawn=True)
         for name, spec in specs.items():
             shape = shapes[name]
             if shape is not None:
@@ -747,6 +836,7 @@ def _input_strategy(
                 arrays[name] = fixed[name]
             else:
                 arrays[name] = _drawn_array(name, draw(spec))
+                refuse_beyond_dtype({name: arrays[name]}, dtypes, drawn=True)
         p = {k: draw(v) if isinstance(v, st.SearchStrategy) else v for k, v in params.items()}
         if validate is not None:
             try:
@@ -849,6 +939,7 @@ def user_identity(
     scale: float = 1.0,
     max_dim: int = 6,
     name: str | None = None,
+    dtypes: Sequence[str] = (),
 ) -> tuple[Identity, _UserCallables]:
     """The ad-hoc :class:`Identity` for a user function, and the callables it wraps.
 
@@ -863,6 +954,13 @@ def user_identity(
         )
     cat = get_identity(identity) if identity is not None else None
     params = dict(params or {})
+    if isinstance(wrt, str):  # one input's name (a string's characters are not names: "xy")
+        wrt = (wrt,)
+    if isinstance(inputs, Mapping) and not inputs:
+        raise UserCheckError(
+            "inputs is an empty dict: name each input your function takes, e.g. inputs={'x': (3,)} "
+            "(a shape, an array or a Hypothesis strategy per input)"
+        )
     if inputs is None:
         if cat is None:
             raise UserCheckError(
@@ -875,7 +973,7 @@ def user_identity(
         names: list[str] = list(dict.fromkeys([*cat.wrt]))
     else:
         validate = cat.validate if cat is not None else None
-        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate)
+        strategy_obj = _input_strategy(inputs, params, scale, max_dim, validate, dtypes, tuple(wrt or ()))
 
         def strategy() -> st.SearchStrategy[Example]:
             return strategy_obj
@@ -913,7 +1011,12 @@ def user_identity(
                 dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
                 who = f"your function {display_name(forward)}"
                 return inner.forward(
-                    lambda _ops, arrays: framework_value(user.run_forward(arrays, p), arrays, who, inner),
+                    lambda _ops, arrays: framework_value(
+                        framework_unchanged(lambda: user.run_forward(arrays, p), arrays, who),
+                        arrays,
+                        who,
+                        inner,
+                    ),
                     a,
                     dtype,
                 )
@@ -923,7 +1026,8 @@ def user_identity(
         if isinstance(ops, _Recorder):
             ops.params = dict(p)
             return user.run_forward(a, p)
-        return framework_value(user.run_forward(a, p), a, f"your function {display_name(forward)}", inner)
+        who = f"your function {display_name(forward)}"
+        return framework_value(framework_unchanged(lambda: user.run_forward(a, p), a, who), a, who, inner)
 
     reference_gradient: Any = None
     if cat is not None:
@@ -1113,6 +1217,52 @@ def _repro(
     return Repro("\n".join([*head, *loads, call]), inline_text, file, masters).settle()
 
 
+#: What a float32 failure judged by finite differences alone may be, when float64 passes.
+FLOAT32_FD_ONLY_NOTE = (
+    "note: the same example passes in float64. Judged by finite differences alone (no reference= or "
+    "identity=), float32 rounding of a gradient that is a small difference of larger terms (1 - tanh(x)^2 "
+    "near saturation, softmax with large logit gaps) looks like this too, and cannot be told from a "
+    "float32-only fault of the backward: pass reference= (or identity=) so the check knows the terms' "
+    "magnitudes, or check float64 only"
+)
+
+
+def _float32_fd_only_note(
+    ident: Identity,
+    adapter: Any,
+    dtype: str,
+    mode: str,
+    fault: Fault,
+    example: Example,
+    settings: CheckSettings,
+) -> str | None:
+    """:data:`FLOAT32_FD_ONLY_NOTE` for a float32 failure of a check without a closed form whose
+    example passes in float64 (one more evaluation, on a failing path only), else None."""
+    if dtype != "float32" or ident.reference_gradient is not None or "float64" not in adapter.dtypes:
+        return None
+    if fault not in (Fault.BACKWARD, Fault.FORWARD_MODE):
+        return None
+    try:
+        if mode == "vjp":
+            outcome = evaluate_example(ident, adapter, "float64", example, settings)
+        else:
+            from gradoracle.modes import EVALUATORS
+
+            outcome = EVALUATORS[mode](ident, adapter, "float64", example, settings)
+    except Exception:  # the float64 run failing in any way: no evidence either way
+        return None
+    return FLOAT32_FD_ONLY_NOTE if outcome.passed else None
+
+
+def _with_note(message: str, note: str | None) -> str:
+    """``message`` with ``note`` as an indented line after its ``fault:`` line."""
+    if not note:
+        return message
+    lines = message.split("\n")
+    at = next((i + 1 for i, line in enumerate(lines) if line.lstrip().startswith("fault:")), len(lines))
+    return "\n".join([*lines[:at], f"  {note}", *lines[at:]])
+
+
 def _rewrite_message(message: str, repro: str | None) -> str:
     """The runner's message with the user-facing repro."""
     if repro is not None and "\n  repro:\n" in message:
@@ -1197,6 +1347,7 @@ def check_gradients(
         scale=scale,
         max_dim=max_dim,
         name=name,
+        dtypes=dtype_list,
     )
     adapter = UserFunctionAdapter(user, inner, _identity_name(identity))
     unsupported = [d for d in dtype_list if d not in adapter.dtypes]
@@ -1229,6 +1380,15 @@ def check_gradients(
                 run_settings.repro_dir,
             )
         res.message = _rewrite_message(res.message, res.repro)
+        if res.verdict == Verdict.FAIL and res.counterexample is not None:
+            counter = res.counterexample
+            example = Example(
+                {k: np.asarray(v, dtype=np.float64) for k, v in counter["inputs"].items()},
+                dict(counter.get("params") or {}),
+                int(counter.get("seed", 0)),
+            )
+            note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
+            res.message = _with_note(res.message, note)
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1404,6 +1564,7 @@ def check_gradients_at(
     if arrays and all(a.size == 0 for a in arrays.values()):
         _refuse_empty({n: a.shape for n, a in arrays.items()})
     refuse_huge({n: a.size for n, a in arrays.items()})
+    refuse_beyond_dtype(arrays, [dtype])
     if clash := sorted(set(arrays) & set(params or {})):
         raise UserCheckError(
             f"{clash} named both as inputs and as params: a param would replace the input; rename one"
@@ -1452,6 +1613,8 @@ def check_gradients_at(
         message, worst = describe_outcome(
             ident, adapter.name, dtype, outcome, tol, repro, adapter.words, mode
         )
+        note = _float32_fd_only_note(ident, adapter, dtype, mode, outcome.fault, example, settings)
+        message = _with_note(message, note)
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,
@@ -1489,6 +1652,11 @@ class GradOracle:
     def check(self, forward: Callable[..., Any], inputs: Any = None, **kwargs: Any) -> list[CheckResult]:
         """:func:`check_gradients` (see there for the arguments; ``modes=`` selects the modes)."""
         __tracebackhide__ = True
+        if "mode" in kwargs:
+            raise UserCheckError(
+                f"gradoracle.check takes modes= (modes={kwargs['mode']!r} or a list such as "
+                "modes=('vjp', 'jvp')); mode= is gradoracle.check_at's (one fixed example)"
+            )
         kwargs.setdefault("examples", self.examples)
         kwargs.setdefault("seed", self.seed)
         kwargs.setdefault("verbose", self.verbose)
@@ -1509,6 +1677,11 @@ class GradOracle:
     ) -> ExampleOutcome:
         """:func:`check_gradients_at` (one fixed example)."""
         __tracebackhide__ = True
+        if "modes" in kwargs:
+            raise UserCheckError(
+                "gradoracle.check_at takes mode= (one mode, e.g. mode='jvp'; one call per mode); "
+                "modes= is gradoracle.check's (drawn examples)"
+            )
         kwargs.setdefault("verbose", self.verbose)
         kwargs.setdefault("settings", self.settings)
         try:
