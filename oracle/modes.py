@@ -476,10 +476,13 @@ def _forward_comparison(
     x_32: Mapping[str, np.ndarray],
     tol: Tolerance,
 ) -> tuple[Any, np.ndarray]:
-    from gradoracle.runner import _compare_arrays
+    from gradoracle.runner import _compare_arrays, _rounding_sample, _sampled_noise
 
-    out32 = np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
-    eta_f = float(np.max(np.abs(out32 - ref_out))) if ref_out.size else 0.0
+    # a user's function that cannot run in float32 (float64 only) gives no rounding sample
+    out32 = _rounding_sample(
+        ident, lambda: np.asarray(ident.reference_forward(x_32, params), dtype=np.float64)
+    )
+    eta_f = _sampled_noise(out32, ref_out)
     out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
     return _compare_arrays("forward", "output", out, ref_out, tol.allowed(out_mag, eta_f)), out_mag
 
@@ -707,6 +710,15 @@ def jvp_evaluation(
     allowed_t = float(tol.allowed(max(term_scale, abs(p)), 0.0)) + float(
         tol.allowed(max(rev_scale, abs(q)), 0.0)
     )
+    if ident.reference_jvp is None:
+        # no closed form, so no term magnitudes: J v is rounded at least at the outputs' scale per
+        # unit input (softmax at [0, 50] rounds 1 - 2e-22 to 1, and J v ~ 1e-22 has an error of
+        # its own size); a wrong rule misses by the size of J v, far above this floor
+        x_scale = max([1.0] + [float(np.max(np.abs(a))) for a in x_d64.values() if a.size])
+        v_scale = max([0.0] + [float(np.max(np.abs(a))) for a in v64.values() if a.size])
+        allowed_t += 32 * tol.eps * float(np.sum(np.abs(u_d64 * out))) * v_scale / x_scale
+    if abs(p - q) > allowed_t and ident.reference_jvp is None and dtype == "float64":
+        allowed_t += yield from _transpose_rounding(fn, ident, x_d64, u_d64, v64, p, q)
     outcome.comparisons.append(
         _scalar_comparison("transpose", "u^T (J v) vs (u^T J) v", p, q, allowed_t, max(term_scale, rev_scale))
     )
@@ -857,6 +869,42 @@ def _basis_plan(
         ref = ident.jvp(x_d64, params, d).reshape(out_shape) if ident.reference_jvp is not None else None
         out.append((d, h, jd, ref))
     return out
+
+
+def _transpose_rounding(
+    fn: Any,
+    ident: Identity,
+    x_d64: Mapping[str, np.ndarray],
+    u_d64: np.ndarray,
+    v64: Mapping[str, np.ndarray],
+    p: float,
+    q: float,
+) -> Generator[Request, Any, float]:
+    """The rounding room of ``u^T (J v) = (u^T J) v`` for a function with no closed form, measured.
+
+    Without a closed form the terms ``J v`` and ``u^T J`` are summed from are unknown, and the
+    results' own size understates them where they cancel (softmax at ``[0, 50]``: ``J v ~ 1e-22``
+    from terms of order 1).  Both sides are evaluated again in float32 (a jvp and a vjp); their
+    distance from the float64 ones is float32's rounding of those sums, so float64's is at most
+    ``eps64 / eps32`` times it: the room is
+    ``H (eps64 / eps32) (|p32 - p| + |q32 - q|)`` (``H`` = :data:`gradoracle.user_checks.MAGNITUDE_HEADROOM`).
+    Asked only where the identity failed (a correct function's rounding; a wrong rule misses by
+    its own error, far above it); 0 when the function cannot run in float32.
+    """
+    from gradoracle.user_checks import MAGNITUDE_HEADROOM
+
+    x32 = {k: np.asarray(a, dtype=np.float32) for k, a in x_d64.items()}
+    try:
+        res = yield JvpCall(fn, x32, {n: np.asarray(a, dtype=np.float32) for n, a in v64.items()}, "float32")
+        rev = yield VjpCall(fn, x32, tuple(ident.wrt), np.asarray(u_d64, dtype=np.float32), "float32")
+        p32 = float(np.sum(u_d64 * np.asarray(res[1], dtype=np.float64)))
+        q32 = _dot({n: np.asarray(rev.grads[n], dtype=np.float64) for n in ident.wrt}, v64)
+    except Exception:  # a function that cannot run in float32: no room is measured
+        return 0.0
+    if not (np.isfinite(p32) and np.isfinite(q32)):
+        return 0.0
+    ratio = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)
+    return MAGNITUDE_HEADROOM * ratio * (abs(p32 - p) + abs(q32 - q))
 
 
 def _jvp_by_elements(
