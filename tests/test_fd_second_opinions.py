@@ -258,3 +258,67 @@ def test_forward_mode_at_a_kink_without_the_element_wise_opinion_fails_negative_
         check_gradients_at(
             lambda x: torch.relu(x), {"x": np.array([0.0, 1.0, -2.0])}, framework="torch", mode="jvp"
         )
+
+
+# ------------------------------------------------------------------ forward mode: transpose identity, float64-only
+
+
+class _Softmax(torch.autograd.Function):
+    """softmax with its own rules; the forward-mode rule scaled by ``jvp_factor``."""
+
+    jvp_factor = 1.0
+
+    @staticmethod
+    def forward(x: Any) -> Any:
+        return torch.softmax(x, 0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx: Any, g: Any) -> Any:
+        (s,) = ctx.saved_tensors
+        return s * (g - (g * s).sum())
+
+    @staticmethod
+    def jvp(ctx: Any, t: Any) -> Any:
+        (s,) = ctx.saved_tensors
+        return _Softmax.jvp_factor * s * (t - (t * s).sum())
+
+
+@pytest.mark.parametrize("logits", [[-6.0, 2.5], [0.0, 50.0], [3.0, -1.0, 10.0]])
+def test_softmax_forward_mode_passes_the_transpose_identity(logits: list[float]) -> None:
+    # [-6, 2.5] failed for 5 of seeds 0-7 (error/tolerance 1.6-3.6); [0, 50]: 1.2e-22 > 9.9e-32
+    for seed in range(8):
+        check_gradients_at(
+            lambda x: torch.softmax(x, 0), {"x": np.array(logits)}, framework="torch", mode="jvp", seed=seed
+        )
+
+
+def test_softmax_with_a_jvp_off_by_a_tenth_of_a_percent_still_fails(monkeypatch: Any) -> None:
+    monkeypatch.setattr(_Softmax, "jvp_factor", 1.001)
+    for logits in ([-6.0, 2.5], [1.0, 2.0, 0.5]):
+        with pytest.raises(GradientMismatch, match="forward-mode"):
+            check_gradients_at(
+                lambda x: _Softmax.apply(x), {"x": np.array(logits)}, framework="torch", mode="jvp", seed=1
+            )
+
+
+def test_a_float64_only_function_is_checked_in_forward_mode() -> None:
+    def f64_only(x: Any) -> Any:
+        if x.dtype != torch.float64:
+            raise TypeError(f"needs float64, got {x.dtype}")
+        return torch.tanh(x)
+
+    check_gradients_at(f64_only, {"x": np.array([0.3, -0.5])}, framework="torch", mode="jvp")  # it crashed
+    wrong = _custom(torch.tanh, _tanh_df, jvp_factor=1.5)
+
+    def wrong_f64_only(x: Any) -> Any:
+        if x.dtype != torch.float64:
+            raise TypeError(f"needs float64, got {x.dtype}")
+        return wrong(x)
+
+    with pytest.raises(GradientMismatch, match="forward-mode"):
+        check_gradients_at(wrong_f64_only, {"x": np.array([0.3, -0.5])}, framework="torch", mode="jvp")
