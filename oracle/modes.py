@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -514,7 +515,17 @@ def jvp_evaluation(
     ident: Identity, adapter: Any, dtype: str, example: Example, settings: Any
 ) -> Generator[Request, Any, Any]:
     """:func:`evaluate_jvp_example` as an evaluation that asks for adapter work (batchable)."""
-    from gradoracle.runner import ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+    from gradoracle.runner import (
+        ExampleOutcome,
+        _compare_arrays,
+        _domain_text,
+        _fd_domain_text,
+        _fd_dtype,
+        _is_domain_error,
+        _not_finite,
+        _overflow_text,
+        forward_for,
+    )
 
     params = example.params
     ident.check_shapes(example.inputs, params)
@@ -524,7 +535,17 @@ def jvp_evaluation(
     fn = forward_for(ident, params)
     rng = np.random.default_rng([int(example.seed) % (2**32), 1])
     master, x_d, x_d64, x_32 = _points(example, dtype)
-    ref_out = ident.reference_forward(x_d64, params)
+    try:
+        with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
+            ref_out = np.asarray(ident.reference_forward(x_d64, params))
+    except (ValueError, ArithmeticError) as exc:
+        if ident.family != "user" or not _is_domain_error(exc):
+            raise
+        outcome.fault, outcome.domain = Fault.DOMAIN, f"the forward raised {type(exc).__name__}: {exc}"
+        return outcome
+    if ident.family == "user" and ref_out.size and not np.all(np.isfinite(ref_out)):
+        outcome.fault, outcome.domain = Fault.DOMAIN, _domain_text(ref_out, x_d64)
+        return outcome
     v = _tangents(rng, x_d64, ident.wrt)
     v_d = {n: a.astype(dtype) for n, a in v.items()}
     v64 = {n: a.astype(np.float64) for n, a in v_d.items()}
@@ -542,6 +563,14 @@ def jvp_evaluation(
         out = _validate_array("forward output", result[0], ref_out.shape, dtype)
         jv = _validate_array("forward-mode J v", result[1], ref_out.shape, dtype)
     except AdapterContractError as exc:
+        overflow = (
+            _overflow_text(SimpleNamespace(output=result[0]), ref_out, dtype)
+            if ident.family == "user" and isinstance(result, tuple) and len(result) == 2
+            else None
+        )
+        if overflow is not None:  # a user's forward past the dtype's range (exp(700) in float32)
+            outcome.fault, outcome.domain = Fault.DOMAIN, overflow
+            return outcome
         outcome.fault, outcome.contract = Fault.ADAPTER, str(exc)
         return outcome
     jv64 = np.asarray(jv, dtype=np.float64)
@@ -779,6 +808,12 @@ def jvp_evaluation(
             )
             outcome.comparisons.append(run_one(oracle_fd, _no_adapter_work))
 
+    blind = [c for c in outcome.failures if c.kind in ("jvp-fd", "jvp-oracle") and _not_finite(c.fd)]
+    if ident.family == "user" and blind and len(blind) == len(outcome.failures):
+        # finite differences that are not finite (a step across the edge of the function's
+        # domain: log at 1e-6) judged nothing: an input-domain finding, as in reverse mode
+        outcome.fault, outcome.domain = Fault.DOMAIN, _fd_domain_text(x_d64, fd_dtype)
+        return outcome
     _classify(outcome, Fault.FORWARD_MODE)
     return outcome
 

@@ -322,3 +322,28 @@ def test_a_float64_only_function_is_checked_in_forward_mode() -> None:
 
     with pytest.raises(GradientMismatch, match="forward-mode"):
         check_gradients_at(wrong_f64_only, {"x": np.array([0.3, -0.5])}, framework="torch", mode="jvp")
+
+
+# ------------------------------------------------------------------ forward mode: input-domain findings
+
+
+@pytest.mark.parametrize(
+    ("f", "x", "dtype"),
+    [
+        (lambda x: torch.log(x), [1e-6], "float64"),  # a step (6e-6) from the domain's edge
+        (lambda x: torch.log(x), [-0.1, 0.2], "float64"),  # outside it
+        (lambda x: torch.exp(x), [700.0, 0.1], "float32"),  # past float32's range
+    ],
+    ids=["fd-step-at-the-edge", "outside", "float32-overflow"],
+)
+def test_forward_mode_says_input_domain_where_reverse_mode_does(f: Any, x: list[float], dtype: str) -> None:
+    # each read "forward mode is not the derivative" or "adapter: forward output is not finite"
+    for mode in ("vjp", "jvp"):
+        with pytest.raises(GradientMismatch, match="fault: input-domain"):
+            check_gradients_at(f, {"x": np.array(x)}, framework="torch", dtype=dtype, mode=mode)
+
+
+def test_forward_mode_a_wrong_log_jvp_inside_the_domain_is_still_forward_mode() -> None:
+    wrong = _custom(torch.log, lambda x: 1 / x, jvp_factor=1.5)
+    with pytest.raises(GradientMismatch, match="fault: forward-mode"):
+        check_gradients_at(wrong, {"x": np.array([0.5, 2.0])}, framework="torch", mode="jvp")
