@@ -311,6 +311,28 @@ def _domain_text(out: np.ndarray, inputs: Mapping[str, np.ndarray]) -> str:
     return f"the forward gives {value}{where}; the inputs: {ranges}"
 
 
+def reference_output(
+    ident: Identity, x_d64: Mapping[str, np.ndarray], params: Mapping[str, Any], outcome: ExampleOutcome
+) -> np.ndarray | None:
+    """The reference forward ``f(x)`` at the example, or ``None`` with an input-domain finding
+    recorded on ``outcome``: a user's function that raises a domain error there, or any forward
+    that is not finite there (log of a negative), is outside its domain, not a wrong gradient."""
+    try:
+        with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
+            ref_out = np.asarray(ident.reference_forward(x_d64, params))
+    except (ValueError, ArithmeticError) as exc:
+        if ident.family != "user" or not _is_domain_error(exc):
+            raise
+        outcome.fault = Fault.DOMAIN
+        outcome.domain = f"the forward raised {type(exc).__name__}: {exc}"
+        return None
+    if ref_out.size and not np.all(np.isfinite(ref_out)):
+        outcome.fault = Fault.DOMAIN
+        outcome.domain = _domain_text(ref_out, x_d64)
+        return None
+    return ref_out
+
+
 def _overflow_text(result: Any, ref_out: np.ndarray, dtype: str) -> str | None:
     """Where a user function's output in ``dtype`` is not finite though its float64 output is
     (``exp(700)`` in float32): that output is past the dtype's range, which made its gradient
@@ -1058,18 +1080,8 @@ def _evaluation(
     with np.errstate(over="ignore"):  # values beyond float32's range: inf there, no warning
         x_32 = {k: v.astype(np.float32) for k, v in x_d64.items()}
 
-    try:
-        with np.errstate(all="ignore"):  # a forward outside its domain is reported, not warned about
-            ref_out = np.asarray(ident.reference_forward(x_d64, params))
-    except (ValueError, ArithmeticError) as exc:
-        if ident.family != "user" or not _is_domain_error(exc):
-            raise
-        outcome.fault = Fault.DOMAIN
-        outcome.domain = f"the forward raised {type(exc).__name__}: {exc}"
-        return outcome
-    if ref_out.size and not np.all(np.isfinite(ref_out)):
-        outcome.fault = Fault.DOMAIN
-        outcome.domain = _domain_text(ref_out, x_d64)
+    ref_out = reference_output(ident, x_d64, params, outcome)
+    if ref_out is None:
         return outcome
     u = _cotangent(rng, ref_out.shape)
     u_d = u.astype(dtype, copy=False)
