@@ -120,6 +120,26 @@ def strategies_on_kinks(mode: str) -> tuple[int, list[str]]:
     return 2 * len(functions), failed
 
 
+def near_kinks() -> dict[str, tuple[int, int]]:
+    """relu and abs with 3 of 40 inputs at +-c from the kink, c = 1e-7 .. 1.5e-5 (a step away or
+    less), 6 inputs each: runs and false failures per mode."""
+    rng = np.random.default_rng(1)
+    out = {"vjp": [0, 0], "jvp": [0, 0]}
+    for c in (1e-7, 3e-7, 1e-6, 2e-6, 4e-6, 8e-6, 1.5e-5):
+        for trial in range(6):
+            x = rng.standard_normal(40)
+            x[rng.integers(0, 40, 3)] = c * rng.choice([-1, 1], 3)
+            for mode in ("vjp", "jvp"):
+                for f in (torch.relu, torch.abs):
+                    out[mode][0] += 1
+                    out[mode][1] += _fails(
+                        lambda f=f, x=x, mode=mode, trial=trial: check_gradients_at(
+                            lambda x: f(x), {"x": x}, framework="torch", mode=mode, seed=trial
+                        )
+                    )
+    return {mode: (runs, bad) for mode, (runs, bad) in out.items()}
+
+
 def softmax_jvp() -> tuple[int, int]:
     """softmax in forward mode at four logit vectors, seeds 0-7."""
     runs = bad = 0
@@ -212,6 +232,7 @@ def main() -> int:
         print(f"{mode} tails with identity= (runs, false failures): {tails_with_identity(mode)}")
     print(f"jvp on your strategy's kinks and tails (checks, failed): {strategies_on_kinks('jvp')}")
     print(f"softmax jvp (runs, false failures): {softmax_jvp()}")
+    print(f"relu and abs a step or less from the kink (runs, false failures): {near_kinks()}")
     for mode in ("vjp", "jvp"):
         for factor, text in wrong_rules(mode).items():
             print(f"{mode} rule {factor}: {text}")
