@@ -317,7 +317,14 @@ def _fd_check(
     error = abs(d_h - d_2h) if far else None
     label = name
     current = direction  # the direction whose numbers stand (v, or v' once it decides)
-    along_v = {"d": direction, "near": near, "far": far, "mag": mag, "extra": extra, "value": value}
+    along_v: dict[str, Any] = {
+        "d": direction,
+        "near": near,
+        "far": far,
+        "mag": mag,
+        "extra": extra,
+        "value": value,
+    }
     # the second opinion's measurement along v', for the kink test
     measured: dict[str, Any] = {"d": direction}
     if far and along is not None and _spread(inputs, direction) >= SPREAD:
@@ -346,48 +353,63 @@ def _fd_check(
                 value, mag, analytic, extra = there.value, there.mag, there.analytic, there.extra
                 estimate, allowed, label = est_w, allowed_w, name + OWN_STEPS
                 error, current = abs(d1 - d2), scaled
-    # passed only on a wide error estimate: measured again at steps 8 and 64 times smaller
-    # (gradoracle.runner._refine_steps), the rounding allowance growing with them
-    step = h
+                measured = {
+                    "d": scaled,
+                    "near": pts[:2],
+                    "far": pts[2:],
+                    "mag": there.mag,
+                    "extra": there.extra,
+                    "value": there.value,
+                }
+    # failing, or passed only on a wide error estimate: measured again at steps 8, 64 and 512
+    # times smaller (gradoracle.runner._refine_steps), the rounding allowance growing with them
+    latest = along_v if current is direction else measured
+    step = tried = h
     for _ in range(REFINEMENTS):
         miss = abs(value - estimate)
-        if error is None or miss > allowed or miss <= tol.fd_allowed(mag) + extra:
+        failing = miss > allowed
+        if error is None or not (failing or miss > tol.fd_allowed(mag) + extra):
             break
-        a = step / 8
+        a = tried = tried / 8
         pts = yield from at([fd.perturbed(inputs, current, t, fd_dtype) for t in (a, -a, 2 * a, -2 * a)])
         s1, s2, s3, s4 = (s(p) for p in pts)
         d1, d2 = (s1 - s2) / (2 * a), (s3 - s4) / (4 * a)
         extra_a = extra - rounding + rounding * step / a
         est_a, allowed_a = (4 * d1 - d2) / 3, tol.fd_allowed(mag, abs(d1 - d2)) + extra_a
         miss_a = abs(value - est_a)
-        if abs(d1 - d2) >= error or allowed_a < miss_a <= FINER_MARGIN * allowed_a:
-            break  # no more precise, or a narrow miss that rounding at the smaller step explains
+        if abs(d1 - d2) >= error:
+            continue  # no more precise here (a kink a step away, or rounding): the next step may be
+        if not failing and allowed_a < miss_a <= FINER_MARGIN * allowed_a:
+            break  # a narrow miss that rounding at the smaller step explains
+        if failing and tol.fd_allowed(mag) + extra_a < miss_a <= allowed_a:
+            continue  # a failure is overturned only by a pass within the fast bound
         estimate, allowed, extra, error = est_a, allowed_a, extra_a, abs(d1 - d2)
         rounding, step = rounding * step / a, a
+        latest = {"d": current, "near": pts[:2], "far": pts[2:], "mag": mag, "extra": extra, "value": value}
     if abs(value - estimate) > allowed and kinks and far:
         # a kink keeps the one-sided slopes' jump the same at every step; curvature scales it with
-        # the step, and a wide step along v can bend a smooth function enough to pass for a kink at
-        # h and 2h: so the jump must also hold at h/4, along v or along v' (each element its own step)
+        # the step.  Read at the last step taken (where a smooth function is in its quadratic
+        # range); at the first step, where a wide step can bend a smooth function enough to pass
+        # for a kink at h and 2h, the jump must also hold at h/4
         (base,) = yield from at([fd.perturbed(inputs, direction, 0.0, fd_dtype)])
         s0 = s(base)
-        for m in [along_v] + ([measured] if measured["d"] is not direction else []):
-            r: dict[str, Any] = {
-                "h": h,
-                "near": (s(m["near"][0]), s(m["near"][1])),
-                "far": (s(m["far"][0]), s(m["far"][1])),
-                "mag": m["mag"],
-                "extra": m["extra"],
-                "p": m["value"],
-            }
-            if not _judge_kink(r, s0, tol, interval=False):
-                continue
-            quarter = yield from at([fd.perturbed(inputs, m["d"], t, fd_dtype) for t in (h / 4, -h / 4)])
+        r: dict[str, Any] = {
+            "h": step,
+            "near": (s(latest["near"][0]), s(latest["near"][1])),
+            "far": (s(latest["far"][0]), s(latest["far"][1])),
+            "mag": latest["mag"],
+            "extra": latest["extra"],
+            "p": latest["value"],
+        }
+        kinked = _judge_kink(r, s0, tol, interval=False)
+        if kinked and step == h:
+            quarter = yield from at([fd.perturbed(inputs, latest["d"], t, fd_dtype) for t in (h / 4, -h / 4)])
             jump = (r["near"][0] - 2 * s0 + r["near"][1]) / h
             jump_q = (s(quarter[0]) - 2 * s0 + s(quarter[1])) / (h / 4)
-            if abs(jump_q - jump) <= 0.25 * abs(jump):
-                label = name + KINK_NOT_JUDGED
-                estimate, allowed = value, tol.fd_allowed(mag, r["error"]) + extra
-                break
+            kinked = abs(jump_q - jump) <= 0.25 * abs(jump)
+        if kinked:
+            label = name + KINK_NOT_JUDGED
+            estimate, allowed = value, tol.fd_allowed(mag, r["error"]) + extra
     return Comparison(
         kind=kind,
         input=label,

@@ -840,9 +840,9 @@ def _per_element_rescue(
         r.update(trial)
 
 
-#: How many times a direction's step is cut (by 8 each time) when it passed only on
-#: Richardson's wide error estimate (:func:`_refine_steps`).
-REFINEMENTS = 2
+#: How many times a direction's step is cut (by 8 each time: h/8, h/64, h/512) when it fails or
+#: passed only on Richardson's wide error estimate (:func:`_refine_steps`).
+REFINEMENTS = 3
 
 
 def _inconclusive(r: Mapping[str, Any], tol: Tolerance) -> bool:
@@ -863,24 +863,30 @@ def _refine_steps(
     tol: Tolerance,
     fd_dtype: str,
 ) -> Generator[ForwardCall, Any, None]:
-    """Directions that passed only on a wide error estimate, measured again at a step 8 times smaller.
+    """Directions that fail, or pass only on a wide error estimate, measured again at a step 8 times smaller.
 
     ``h = eps^(1/3) max(1, max |x|)`` assumes the function varies on the scale of ``|x|``.  One
     that does not (sin at ``x = 1e6`` has its curvature at scale 1, not 1e6) is stepped far past
     its curvature; Richardson's error estimate ``|D(h) - D(2h)|`` then grows so wide that a wrong
-    gradient passes under it.  Such a direction (:func:`_inconclusive`) is measured again with
-    ``D(h/8)`` and ``D(h/4)`` (four forwards, one call for all of them), the rounding allowance
-    ``16 eps |s| / h`` growing 8 times, up to :data:`REFINEMENTS` times while the error estimate
-    shrinks.  The smaller step's numbers are taken when they pass, or when they fail by more than
-    :data:`FINER_MARGIN` times their allowance (a wrong gradient, now resolved); a narrow miss at
-    the smaller step (its rounding) leaves the pass standing.
+    gradient passes under it (:func:`_inconclusive`), or falls short and fails a correct one.  An
+    input a step or less from a kink (relu at ``x = 1e-6``) is stepped across it.  Such a
+    direction is measured again with ``D(h/8)`` and ``D(h/4)`` (four forwards, one call for all of
+    them), the rounding allowance ``16 eps |s| / h`` growing 8 times, up to :data:`REFINEMENTS`
+    times; a step's numbers are taken only where its error estimate is the smallest yet.  A
+    failing direction takes the smaller step's numbers when they fail too, or pass within the fast
+    bound (the step, not the gradient, was wrong; a pass only on the error estimate is not enough
+    to overturn a failure); a passing one takes them when they pass,
+    or when they fail by more than :data:`FINER_MARGIN` times their allowance (a narrow miss at
+    the smaller step is its rounding).  The points of the last step taken are the direction's, so
+    a user's kink test reads them at that step, where a
+    smooth function's curvature no longer passes for a kink.
     """
     eps_fd = fd.machine_epsilon(fd_dtype)
     for _ in range(REFINEMENTS):
-        pending = [r for r in rows if _inconclusive(r, tol) and not r.get("settled")]
+        pending = [r for r in rows if (_inconclusive(r, tol) or _fails(r, tol)) and not r.get("settled")]
         if not pending:
             return
-        steps = [r["h"] / 8 for r in pending]
+        steps = [r.get("tried", r["h"]) / 8 for r in pending]
         outs = yield ForwardCall(
             fn,
             [
@@ -902,12 +908,14 @@ def _refine_steps(
                 "error": abs(d1 - d2),
                 "extra": r["extra"] - r["rounding"] + rounding,
             }
+            r["tried"] = a
             if trial["error"] >= r["error"]:
-                r["settled"] = True  # no more precise at the smaller step: rounding has the upper hand
+                continue  # no more precise here (a kink a step away, or rounding): the next step may be
+            if not _fails(r, tol) and _fails(trial, tol) and not _fails(trial, tol, FINER_MARGIN):
+                r["settled"] = True  # a pass is overturned only by a decisive miss
                 continue
-            if _fails(trial, tol) and not _fails(trial, tol, FINER_MARGIN):
-                r["settled"] = True
-                continue
+            if _fails(r, tol) and _inconclusive(trial, tol):
+                continue  # a failure is overturned only by a pass within the fast bound
             # the smaller step's points become the direction's (a user's kink test reads them)
             r.update(trial, rounding=rounding, h=a, near=(plus, minus), far=(plus2, minus2))
 

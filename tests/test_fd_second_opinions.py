@@ -347,3 +347,44 @@ def test_forward_mode_a_wrong_log_jvp_inside_the_domain_is_still_forward_mode() 
     wrong = _custom(torch.log, lambda x: 1 / x, jvp_factor=1.5)
     with pytest.raises(GradientMismatch, match="fault: forward-mode"):
         check_gradients_at(wrong, {"x": np.array([0.5, 2.0])}, framework="torch", mode="jvp")
+
+
+# ------------------------------------------------------------------ a step or less from a kink
+
+
+def _near_kink(c: float = 1e-7, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(40)
+    x[[5, 17, 30]] = [c, -c, c]
+    return x
+
+
+@pytest.mark.parametrize("mode", ["vjp", "jvp"])
+@pytest.mark.parametrize("c", [1e-7, 3e-7, 1e-6])
+def test_relu_a_step_from_its_kink_passes(mode: str, c: float) -> None:
+    for seed in range(4):
+        check_gradients_at(
+            lambda x: torch.relu(x), {"x": _near_kink(c)}, framework="torch", mode=mode, seed=seed
+        )
+
+
+def test_relu_a_step_from_its_kink_without_refinement_fails_negative_control(monkeypatch: Any) -> None:
+    monkeypatch.setattr(runner_module, "REFINEMENTS", 0)
+    failed = 0
+    for mode in ("vjp", "jvp"):
+        for seed in range(4):
+            try:
+                check_gradients_at(
+                    lambda x: torch.relu(x), {"x": _near_kink(3e-7)}, framework="torch", mode=mode, seed=seed
+                )
+            except GradientMismatch:
+                failed += 1
+    assert failed >= 2
+
+
+def test_a_wrong_relu_rule_a_step_from_its_kink_still_fails() -> None:
+    step = lambda x: (x > 0).to(x.dtype)  # noqa: E731
+    for mode, kw, fault in (("vjp", "backward_factor", "backward"), ("jvp", "jvp_factor", "forward-mode")):
+        wrong = _custom(torch.relu, step, **{kw: 1.01})
+        with pytest.raises(GradientMismatch, match=f"fault: {fault}"):
+            check_gradients_at(wrong, {"x": _near_kink(3e-7)}, framework="torch", mode=mode)
