@@ -46,6 +46,7 @@ def _no_second_opinion(monkeypatch: pytest.MonkeyPatch) -> None:
         yield  # a generator that asks for nothing
 
     monkeypatch.setattr(runner, "_per_element_rescue", none)
+    monkeypatch.setattr(runner, "REFINEMENTS", 0)  # the step refinement is a second opinion too
 
 
 @pytest.mark.parametrize("x", SPREAD, ids=["2", "4", "21"])
