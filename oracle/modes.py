@@ -325,7 +325,8 @@ def _fd_check(
         "extra": extra,
         "value": value,
     }
-    # the second opinion's measurement along v', for the kink test
+    # the second opinion's measurement along v', once it decides (the refinement and the kink
+    # test go on from it)
     measured: dict[str, Any] = {"d": direction}
     if far and along is not None and _spread(inputs, direction) >= SPREAD:
         scaled = element_scaled(inputs, direction)
@@ -339,15 +340,6 @@ def _fd_check(
             allowed_w = tol.fd_allowed(there.mag, abs(d1 - d2)) + there.extra
             agrees_w = abs(there.value - est_w) <= allowed_w
             agrees_v = abs(value - estimate) <= allowed
-            if not agrees_w:
-                measured = {
-                    "d": scaled,
-                    "near": pts[:2],
-                    "far": pts[2:],
-                    "mag": there.mag,
-                    "extra": there.extra,
-                    "value": there.value,
-                }
             decisive = agrees_w or abs(there.value - est_w) > FINER_MARGIN * allowed_w
             if agrees_w != agrees_v and decisive:  # the finer measurement decides
                 value, mag, analytic, extra = there.value, there.mag, there.analytic, there.extra
