@@ -299,6 +299,7 @@ def _fd_check(
         _judge_kink,
         _spread,
         element_scaled,
+        finer_step_taken,
     )
 
     w64 = np.asarray(w, dtype=np.float64)
@@ -368,13 +369,13 @@ def _fd_check(
         d1, d2 = (s1 - s2) / (2 * a), (s3 - s4) / (4 * a)
         extra_a = extra - rounding + rounding * step / a
         est_a, allowed_a = (4 * d1 - d2) / 3, tol.fd_allowed(mag, abs(d1 - d2)) + extra_a
-        miss_a = abs(value - est_a)
-        if abs(d1 - d2) >= error:
-            continue  # no more precise here (a kink a step away, or rounding): the next step may be
-        if not failing and allowed_a < miss_a <= FINER_MARGIN * allowed_a:
-            break  # a narrow miss that rounding at the smaller step explains
-        if failing and tol.fd_allowed(mag) + extra_a < miss_a <= allowed_a:
-            continue  # a failure is overturned only by a pass within the fast bound
+        taken = finer_step_taken(
+            failing, abs(value - est_a), allowed_a, tol.fd_allowed(mag) + extra_a, abs(d1 - d2), error
+        )
+        if taken is None:
+            break
+        if not taken:
+            continue
         estimate, allowed, extra, error = est_a, allowed_a, extra_a, abs(d1 - d2)
         rounding, step = rounding * step / a, a
         latest = {"d": current, "near": pts[:2], "far": pts[2:], "mag": mag, "extra": extra, "value": value}
@@ -906,6 +907,8 @@ def _basis_plan(
         if h is None:
             continue
         result = yield JvpCall(fn, x_d, {n: a.astype(dtype) for n, a in d.items()}, dtype)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise AdapterContractError(f"jvp returned {type(result).__name__}, not a pair (output, J v)")
         jd = np.asarray(_validate_array("forward-mode J v", result[1], out_shape, dtype), dtype=np.float64)
         ref = ident.jvp(x_d64, params, d).reshape(out_shape) if ident.reference_jvp is not None else None
         out.append((d, h, jd, ref))
@@ -973,15 +976,11 @@ def _jvp_by_elements(
     """
     from gradoracle.runner import ExampleOutcome, _fd_comparisons
 
-    shapes = {n: tuple(np.shape(x_d64[n])) for n in ident.wrt}
-    dirs = fd.directions(np.random.default_rng(0), shapes, 0, settings.full_jacobian_max)
-    g = {n: np.zeros(shapes[n]) for n in ident.wrt}
-    out_shape = np.shape(u_d64)
-    for d in dirs:
-        res = yield JvpCall(fn, x_d, {n: a.astype(dtype) for n, a in d.items()}, dtype)
-        if not isinstance(res, tuple) or len(res) != 2:
-            raise AdapterContractError(f"jvp returned {type(res).__name__}, not a pair (output, J v)")
-        jd = np.asarray(_validate_array("forward-mode J v", res[1], out_shape, dtype), dtype=np.float64)
+    h0 = fd.step_size(fd_dtype, x_d64)
+    plan = yield from _basis_plan(ident, fn, x_d, x_d64, params, dtype, h0, settings, np.shape(u_d64))
+    dirs = [d for d, _, _, _ in plan]
+    g = {n: np.zeros(np.shape(x_d64[n])) for n in ident.wrt}
+    for d, _, jd, _ in plan:
         basis = fd.is_basis(d)
         assert basis is not None  # fd.directions gives basis vectors for inputs this small
         g[basis[0]].reshape(-1)[basis[1]] = float(np.sum(u_d64 * jd))

@@ -845,6 +845,27 @@ def _per_element_rescue(
 REFINEMENTS = 3
 
 
+def finer_step_taken(
+    failing: bool, miss: float, allowed: float, fast: float, error: float, best: float
+) -> bool | None:
+    """Whether a direction takes a smaller step's numbers (:func:`_refine_steps`, and forward mode's
+    and second order's ``_fd_check``): ``True`` take them; ``False`` not, but a smaller step may
+    do; ``None`` stop refining.  ``miss = |p - D_R|`` at the smaller step, ``allowed`` its
+    allowance with the error estimate ``error``, ``fast`` without it; ``best`` the error estimate
+    of the numbers the direction holds; ``failing`` whether those fail.
+
+    - no more precise (``error >= best``: a kink a step away, or rounding): not here;
+    - a pass is overturned only by a miss of more than :data:`FINER_MARGIN` times the allowance (a
+      narrow miss is the smaller step's rounding): stop;
+    - a failure is overturned only by a pass within the fast bound, not on the error estimate.
+    """
+    if error >= best:
+        return False
+    if not failing and allowed < miss <= FINER_MARGIN * allowed:
+        return None
+    return not (failing and fast < miss <= allowed)
+
+
 def _inconclusive(r: Mapping[str, Any], tol: Tolerance) -> bool:
     """Whether direction ``r`` passed only because Richardson's error estimate widened its
     allowance: it misses the fast bound ``fd_rtol sum |g v| + extra`` but not the widened one."""
@@ -909,13 +930,19 @@ def _refine_steps(
                 "extra": r["extra"] - r["rounding"] + rounding,
             }
             r["tried"] = a
-            if trial["error"] >= r["error"]:
-                continue  # no more precise here (a kink a step away, or rounding): the next step may be
-            if not _fails(r, tol) and _fails(trial, tol) and not _fails(trial, tol, FINER_MARGIN):
-                r["settled"] = True  # a pass is overturned only by a decisive miss
+            miss = abs(trial["p"] - trial["value"])
+            taken = finer_step_taken(
+                _fails(r, tol),
+                miss,
+                tol.fd_allowed(trial["mag"], trial["error"]) + trial["extra"],
+                tol.fd_allowed(trial["mag"]) + trial["extra"],
+                trial["error"],
+                r["error"],
+            )
+            if taken is None:
+                r["settled"] = True
+            if not taken:
                 continue
-            if _fails(r, tol) and _inconclusive(trial, tol):
-                continue  # a failure is overturned only by a pass within the fast bound
             # the smaller step's points become the direction's (a user's kink test reads them)
             r.update(trial, rounding=rounding, h=a, near=(plus, minus), far=(plus2, minus2))
 
