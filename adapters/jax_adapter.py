@@ -549,13 +549,15 @@ class JaxOps:
     # partial window by the full window instead, see the convention probes).
 
     def linear(self, x: Any, w: Any, b: Any) -> Any:
-        """``x @ w^T + b`` (w is (out, in), PyTorch's layout)."""
-        return self._jnp.matmul(x, w.T) + b
+        """``x @ w^T + b`` (w is (out, in), PyTorch's layout; b None: no bias)."""
+        z = self._jnp.matmul(x, w.T)
+        return z if b is None else z + b
 
     def dense(self, x: Any, w: Any, b: Any) -> Any:
-        """``x @ w + b`` (w is (in, out)), as ``flax.linen.Dense`` computes it (``lax.dot_general``)."""
+        """``x @ w + b`` (w is (in, out)), as ``flax.linen.Dense`` computes it (``lax.dot_general``;
+        b None: ``use_bias=False``, no bias added)."""
         y = self._lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
-        return y + b
+        return y if b is None else y + b
 
     def cross_entropy(
         self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0

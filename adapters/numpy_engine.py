@@ -642,27 +642,29 @@ class Rules:
 
     # ---- linear layers: Z = X W^T + b (PyTorch) and Z = X W + b (JAX/Flax) --------------
 
-    def linear_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``Z = X W^T + b``, X (..., in), W (out, in)."""
-        return np.asarray(x @ w.T + b)
+    def linear_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``Z = X W^T + b`` (``X W^T`` when b is None), X (..., in), W (out, in)."""
+        z = x @ w.T
+        return np.asarray(z if b is None else z + b)
 
     def linear_backward(
-        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Identity 5 row by row, summed over the batch rows.
 
         dJ/dX = delta W; dJ/dW = sum_rows delta_r x_r^T = delta^T X (rows flattened);
-        dJ/db = sum_rows delta_r.
+        dJ/db = sum_rows delta_r (the tape drops it for a layer without bias, b None).
         """
         d2, x2 = delta.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1])
         return delta @ w, d2.T @ x2, d2.sum(axis=0)
 
-    def dense_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``Z = X W + b``, X (..., in), W (in, out)."""
-        return np.asarray(x @ w + b)
+    def dense_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``Z = X W + b`` (``X W`` when b is None), X (..., in), W (in, out)."""
+        z = x @ w
+        return np.asarray(z if b is None else z + b)
 
     def dense_backward(
-        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Identity 6 row by row: dJ/dX = delta W^T; dJ/dW = X^T delta; dJ/db = sum_rows delta_r."""
         d2, x2 = delta.reshape(-1, w.shape[1]), x.reshape(-1, w.shape[0])
@@ -1120,23 +1122,32 @@ class TapeOps:
     def _layer(self, op: str, parents: Sequence[Any], value: np.ndarray, backward: BackwardFn) -> Tensor:
         return self._record(op, value, tuple(parents), backward)
 
-    def linear(self, x: Any, w: Any, b: Any) -> Tensor:
-        """``X W^T + b``; backward: identity 5 summed over the batch rows."""
+    def _affine(self, op: str, x: Any, w: Any, b: Any) -> Tensor:
+        """``linear`` or ``dense`` through ``rules.<op>_forward`` / ``_backward``; b None: no bias
+        term and no bias gradient (a layer without bias)."""
         tx, tw = self._binary(x, w)
-        tb = self.lift(b, tx)
-        z = self.rules.linear_forward(tx.value, tw.value, tb.value)
-        return self._layer(
-            "linear", (tx, tw, tb), z, lambda d: self.rules.linear_backward(d, tx.value, tw.value, tb.value)
-        )
+        parents: list[Tensor] = [tx, tw]
+        bias = None
+        if b is not None:
+            tb = self.lift(b, tx)
+            parents.append(tb)
+            bias = tb.value
+        z = getattr(self.rules, f"{op}_forward")(tx.value, tw.value, bias)
+        backward_rule = getattr(self.rules, f"{op}_backward")
+
+        def backward(d: np.ndarray) -> Sequence[np.ndarray | None]:
+            grads = backward_rule(d, tx.value, tw.value, bias)
+            return grads if bias is not None else grads[:2]
+
+        return self._layer(op, parents, z, backward)
+
+    def linear(self, x: Any, w: Any, b: Any) -> Tensor:
+        """``X W^T + b`` (b None: ``X W^T``); backward: identity 5 summed over the batch rows."""
+        return self._affine("linear", x, w, b)
 
     def dense(self, x: Any, w: Any, b: Any) -> Tensor:
-        """``X W + b``; backward: identity 6 summed over the batch rows."""
-        tx, tw = self._binary(x, w)
-        tb = self.lift(b, tx)
-        z = self.rules.dense_forward(tx.value, tw.value, tb.value)
-        return self._layer(
-            "dense", (tx, tw, tb), z, lambda d: self.rules.dense_backward(d, tx.value, tw.value, tb.value)
-        )
+        """``X W + b`` (b None: ``X W``); backward: identity 6 summed over the batch rows."""
+        return self._affine("dense", x, w, b)
 
     def cross_entropy(
         self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0

@@ -252,12 +252,13 @@ class TorchOps:
     # ---- layers as frameworks ship them (gradoracle.ops.LAYER_OPS) ---------------------
 
     def linear(self, x: Any, w: Any, b: Any) -> Any:
-        """``x @ w^T + b`` via ``F.linear`` (w is (out, in))."""
+        """``x @ w^T + b`` via ``F.linear`` (w is (out, in); b None: no bias, ``bias=False``)."""
         return self._F.linear(x, w, b)
 
     def dense(self, x: Any, w: Any, b: Any) -> Any:
-        """``x @ w + b`` (w is (in, out), JAX/Flax's layout) with ``torch.matmul``."""
-        return x @ w + b
+        """``x @ w + b`` (w is (in, out), JAX/Flax's layout) with ``torch.matmul``; b None: ``x @ w``."""
+        z = x @ w
+        return z if b is None else z + b
 
     def cross_entropy(
         self, logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0

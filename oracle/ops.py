@@ -56,8 +56,10 @@ padding, and the convention probes report what the framework's own spelling does
 op                                      meaning
 ======================================= ===================================================
 linear(x, w, b)                         ``x @ w^T + b``: x (..., in), w (out, in), b (out,)
+                                        or None (no bias: ``x @ w^T``, ``bias=False``)
                                         (PyTorch's layout, ``F.linear``)
 dense(x, w, b)                          ``x @ w + b``: x (..., in), w (in, out), b (out,)
+                                        or None (no bias: ``x @ w``, ``use_bias=False``)
                                         (JAX/Flax's layout, ``nn.Dense``)
 cross_entropy(z, t, reduction,          ``l_n = -sum_c t~_nc log softmax(z_n)_c`` over logits
 label_smoothing)                        z (N, C); t is (N,) class indices (exact integers

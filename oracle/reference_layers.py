@@ -148,14 +148,16 @@ def crop(padded: np.ndarray, pads: Pads) -> np.ndarray:
 # ------------------------------------------------------------------------------ forwards
 
 
-def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``Z = X W^T + b`` (PyTorch's layout)."""
-    return np.asarray(np.matmul(x, w.T) + b)
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``Z = X W^T + b`` (PyTorch's layout; ``X W^T`` when b is None)."""
+    z = np.matmul(x, w.T)
+    return np.asarray(z if b is None else z + b)
 
 
-def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``Z = X W + b`` (JAX/Flax's layout)."""
-    return np.asarray(np.matmul(x, w) + b)
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``Z = X W + b`` (JAX/Flax's layout; ``X W`` when b is None)."""
+    z = np.matmul(x, w)
+    return np.asarray(z if b is None else z + b)
 
 
 def log_softmax_rows(z: np.ndarray) -> np.ndarray:

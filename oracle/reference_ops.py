@@ -152,10 +152,10 @@ class ReferenceOps:
 
     # ---- layers as frameworks ship them (gradoracle.reference_layers) ------------------
 
-    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         return layers.linear(x, w, b)
 
-    def dense(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def dense(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         return layers.dense(x, w, b)
 
     def cross_entropy(

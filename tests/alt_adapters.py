@@ -716,18 +716,20 @@ class StridedTorchOps(TorchOps):
         return super().conv_nd(x, k, b, stride, padding, dilation, groups)
 
     def linear(self, x: Any, w: Any, b: Any) -> Any:
-        """``addmm(b, X, W^T)`` on X flattened to rows (``W^T`` a transposed view)."""
+        """``addmm(b, X, W^T)`` on X flattened to rows (``W^T`` a transposed view; ``mm`` without bias)."""
         import torch
 
         rows = x.reshape(-1, x.shape[-1])
-        return torch.addmm(b, rows, w.t()).reshape(*x.shape[:-1], w.shape[0])
+        z = torch.mm(rows, w.t()) if b is None else torch.addmm(b, rows, w.t())  # b None: no bias
+        return z.reshape(*x.shape[:-1], w.shape[0])
 
     def dense(self, x: Any, w: Any, b: Any) -> Any:
         """``addmm(b, X, W)`` on X flattened to rows."""
         import torch
 
         rows = x.reshape(-1, x.shape[-1])
-        return torch.addmm(b, rows, w).reshape(*x.shape[:-1], w.shape[1])
+        z = torch.mm(rows, w) if b is None else torch.addmm(b, rows, w)
+        return z.reshape(*x.shape[:-1], w.shape[1])
 
     def conv2d(self, x: Any, k: Any) -> Any:
         """``F.conv2d`` on (1, 1, H, W) channels-last tensors."""

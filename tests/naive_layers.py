@@ -13,15 +13,16 @@ from typing import Any
 import numpy as np
 
 
-def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     out = np.zeros((*x.shape[:-1], w.shape[0]))
     for idx in np.ndindex(*x.shape[:-1]):
         for o in range(w.shape[0]):
-            out[(*idx, o)] = b[o] + sum(w[o, i] * x[(*idx, i)] for i in range(w.shape[1]))
+            bias = 0.0 if b is None else b[o]  # b None: a layer without bias
+            out[(*idx, o)] = bias + sum(w[o, i] * x[(*idx, i)] for i in range(w.shape[1]))
     return out
 
 
-def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     return linear(x, w.T, b)
 
 

@@ -189,12 +189,8 @@ def test_a_survivor_not_chased_still_survives_the_default_check(mutant: AuditMut
     assert dict(SURVIVORS)[mutant] and _check(mutant).verdict == Verdict.PASS
 
 
-def test_a_bias_less_layer_bug_needs_configurations_without_bias(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the conv pools hold configurations whose op gets b=None (PyTorch's bias=False); a filter
-    # gradient wrong only on that path is caught, and survives (negative control) when every
-    # configuration keeps its bias (the same generator draws: the bias choice still consumed)
-    name = "torch-conv2d-no-bias-filter-grad-last-row"
-    assert not _survives(name)
+def _always_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every configuration keeps its bias (the same generator draws: the bias choice still consumed)."""
     one = L.RandomPicker.one
 
     def always_bias(self: L.RandomPicker, label: str, menu: Any, cover: bool = True) -> Any:
@@ -203,6 +199,24 @@ def test_a_bias_less_layer_bug_needs_configurations_without_bias(monkeypatch: py
 
     monkeypatch.setattr(L, "_POOLS", {})
     monkeypatch.setattr(L.RandomPicker, "one", always_bias)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "torch-conv2d-no-bias-filter-grad-last-row",
+        "torch-linear-no-bias-weight-grad-last-row",
+        "jax-dense-no-bias-weight-grad-first-row",
+    ],
+)
+def test_a_bias_less_layer_bug_needs_configurations_without_bias(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the conv and linear pools hold configurations whose op gets b=None (PyTorch's bias=False,
+    # Flax's use_bias=False); a weight gradient wrong only on that path is caught, and survives
+    # (negative control) when every configuration keeps its bias
+    assert not _survives(name)
+    _always_bias(monkeypatch)
     assert _survives(name)
 
 
@@ -211,6 +225,76 @@ def test_every_convolution_pool_holds_layers_with_and_without_bias(rank: int) ->
     pool = convolution_nd._space(rank).pool(8)
     assert {c["params"]["bias"] for c in pool.configurations} == {True, False}
     assert pool.configurations[0]["params"]["bias"] is True  # the simplest keeps its bias
+
+
+@pytest.mark.parametrize("name", ["linear-layer", "dense-layer"])
+def test_every_linear_pool_holds_layers_with_and_without_bias(name: str) -> None:
+    pool = get_identity(name).configurations.pool(8)  # type: ignore[union-attr]
+    assert {c["params"]["bias"] for c in pool.configurations} == {True, False}
+    assert pool.configurations[0]["params"]["bias"] is True  # the simplest keeps its bias
+    # a bias-less configuration with more than one row (where a batch reduction can go wrong)
+    assert any(not c["params"]["bias"] and np.prod(c["shapes"]["X"][:-1]) > 1 for c in pool.configurations)
+
+
+@pytest.mark.parametrize(("name", "op"), [("linear-layer", "linear"), ("dense-layer", "dense")])
+def test_a_linear_layer_without_bias_passes_none_and_has_a_zero_bias_gradient(name: str, op: str) -> None:
+    from gradoracle.reference_ops import ReferenceOps
+
+    seen: list[Any] = []
+
+    class Ops(ReferenceOps):
+        def linear(self, x: Any, w: Any, b: Any) -> Any:
+            seen.append(b)
+            return super().linear(x, w, b)
+
+        def dense(self, x: Any, w: Any, b: Any) -> Any:
+            seen.append(b)
+            return super().dense(x, w, b)
+
+    ident = get_identity(name)
+    rng = np.random.default_rng(0)
+    w_shape = (3, 4) if op == "linear" else (4, 3)
+    a = {"X": rng.normal(size=(2, 5, 4)), "W": rng.normal(size=w_shape), "b": rng.normal(size=3)}
+    p = {"bias": False}
+    z = ident.forward(Ops(), a, p)
+    assert seen == [None]
+    assert np.allclose(z, ident.forward(Ops(), {**a, "b": np.zeros(3)}, {"bias": True}))
+    assert not np.allclose(z, ident.forward(Ops(), a, {"bias": True}))  # control: b is added with a bias
+    delta = rng.normal(size=z.shape)
+    grads = ident.reference_gradient(a, p, delta)
+    with_bias = ident.reference_gradient(a, {"bias": True}, delta)
+    assert not grads["b"].any() and np.allclose(with_bias["b"], delta.sum(axis=(0, 1)))
+    assert np.array_equal(grads["X"], with_bias["X"]) and np.array_equal(grads["W"], with_bias["W"])
+    assert ident.reference_jvp is not None and ident.reference_hvp is not None
+    t = {"b": np.ones(3)}
+    assert not ident.reference_jvp(a, p, t).any()  # no b term: a tangent of b moves nothing
+    assert ident.reference_jvp(a, {"bias": True}, t).any()
+    v = {"X": rng.normal(size=(2, 5, 4)), "W": rng.normal(size=w_shape), "b": np.ones(3)}
+    hv, hv_bias = ident.reference_hvp(a, p, delta, v), ident.reference_hvp(a, {"bias": True}, delta, v)
+    assert all(np.array_equal(hv[k], hv_bias[k]) for k in "XWb") and hv["W"].any() and not hv["b"].any()
+    with pytest.raises(Exception, match="bias="):
+        ident.validate(a, {"bias": "no"})
+
+
+def test_an_adapter_whose_linear_needs_a_bias_is_told_the_protocol_allows_none() -> None:
+    # a linear written as `x @ w.T + b` raises on a layer without bias: an adapter error whose
+    # message says the op got b=None on purpose; a bias-less layer that it handles gets no error
+    from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, TapeOps
+    from gradoracle.results import Fault
+
+    class NeedsBias(TapeOps):
+        def linear(self, x: Any, w: Any, b: Any) -> Any:
+            if b is None:
+                raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+            return super().linear(x, w, b)
+
+    adapter = NumpyEngineAdapter(name="needs-bias")
+    adapter._ops = NeedsBias(adapter.rules)
+    result = runner.check("linear-layer", adapter, "float64", DEFAULT, "vjp")
+    assert result.verdict == Verdict.ERROR and result.fault == Fault.ADAPTER, result.message
+    assert "bias=False" in result.message and "ops.linear" in result.message, result.message
+    fine = NumpyEngineAdapter(name="engine")
+    assert runner.check("linear-layer", fine, "float64", DEFAULT, "vjp").verdict == Verdict.PASS
 
 
 def test_a_layer_without_bias_passes_none_to_the_op_and_has_a_zero_bias_gradient() -> None:

@@ -45,7 +45,15 @@ from hypothesis import strategies as st
 
 from gradoracle import layer_strategies as L
 from gradoracle import strategies as S
-from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+from gradoracle.identities.record import (
+    Arrays,
+    Identity,
+    InvalidShapeError,
+    Params,
+    has_bias,
+    no_bias_hint,
+    validate_bias,
+)
 from gradoracle.reference_layers import (
     Pads,
     conv_nd,
@@ -93,10 +101,7 @@ def _validator(rank: int) -> Any:
             raise InvalidShapeError(
                 f"missing parameter(s) {', '.join(missing)} (e.g. stride=(1,)*{rank}, groups=1)"
             )
-        if not isinstance(p.get("bias", True), (bool, np.bool_)):
-            raise InvalidShapeError(
-                f"bias={p['bias']!r}: use True (Z includes b) or False (no bias term: the op gets b=None)"
-            )
+        validate_bias(p)
         groups = int(p["groups"])
         if groups < 1 or X.shape[1] != K.shape[1] * groups or K.shape[0] % groups or b.shape[0] != K.shape[0]:
             raise InvalidShapeError(
@@ -114,22 +119,8 @@ def _validator(rank: int) -> Any:
     return check
 
 
-def has_bias(p: Params) -> bool:
-    """Whether the layer adds its bias (``params["bias"]``, True when absent)."""
-    return bool(p.get("bias", True))
-
-
 #: Said when an adapter raises on a convolution without bias (the op's ``b`` is None).
-NO_BIAS_HINT = (
-    "this example's convolution has no bias (bias=False), so its forward passes b=None to "
-    "ops.conv_nd, as the ops protocol allows (b is (C_out,) or None, PyTorch's bias=False); "
-    "the adapter's conv_nd must accept None and add no bias"
-)
-
-
-def _crash_hint(p: Params) -> str:
-    """:data:`NO_BIAS_HINT` for a layer without bias, else ""."""
-    return "" if has_bias(p) else NO_BIAS_HINT
+_crash_hint = no_bias_hint("convolution", "conv_nd", "(C_out,)")
 
 
 def _conv_forward(ops: Any, a: Arrays, p: Params) -> Any:

@@ -1,4 +1,4 @@
-"""Linear layers with batches and bias, in both layouts frameworks ship.
+"""Linear layers with batches, with and without bias, in both layouts frameworks ship.
 
 ``Z = X W^T + b`` (PyTorch's ``nn.Linear``: W is (out, in)) and ``Z = X W + b`` (JAX/Flax's
 ``nn.Dense``: W is (in, out)), X with one or more leading batch axes.  Derivation from the
@@ -18,6 +18,14 @@ same formula with one input replaced by its tangent (product rule over the input
 - second order of ``s = <U, Z>``: the gradients ``dJ/dX = U W`` and ``dJ/dW = U^T X`` each
   depend on the other input only and ``dJ/db = sum_r U_r`` on none, so ``H v`` is the cross
   term: ``(H v)_X = U v_W``, ``(H v)_W = U^T v_X`` (summed over the batch), ``(H v)_b = 0``.
+
+Without bias (``bias=False``: PyTorch's ``nn.Linear(bias=False)``, Flax's
+``nn.Dense(use_bias=False)``) the forward passes ``b=None`` to the op, so Z has no b term:
+``dJ/dX`` and ``dJ/dW`` are the same formulas and ``dJ/db = 0`` (the drawn b is not an input
+of the op; a framework must report no gradient, or zeros, for it), as for the convolution
+layers.  Frameworks run a layer without bias through code paths of their own (``mm`` where
+``addmm`` fuses the bias, no bias reduction in the backward), so the drawn configurations
+hold both.
 """
 
 from __future__ import annotations
@@ -30,12 +38,21 @@ from hypothesis import strategies as st
 
 from gradoracle import layer_strategies as L
 from gradoracle import strategies as S
-from gradoracle.identities.record import Arrays, Identity, InvalidShapeError, Params
+from gradoracle.identities.record import (
+    Arrays,
+    Identity,
+    InvalidShapeError,
+    Params,
+    has_bias,
+    no_bias_hint,
+    validate_bias,
+)
 
 
 def _validator(layout: str) -> Any:
     def check(inputs: Arrays, params: Params) -> None:
         X, W, b = inputs["X"], inputs["W"], inputs["b"]
+        validate_bias(params)
         if X.ndim < 2 or W.ndim != 2 or b.ndim != 1:
             raise InvalidShapeError(
                 f"a linear layer needs X with at least one batch axis (..., in), a 2-D W and a 1-D b; "
@@ -52,14 +69,26 @@ def _validator(layout: str) -> Any:
     return check
 
 
+def _bias(a: Arrays, p: Params) -> Any:
+    """The op's ``b``: the drawn bias, or None for a layer without bias."""
+    return a["b"] if has_bias(p) else None
+
+
+def _bias_grad(a: Arrays, p: Params, delta: np.ndarray, batch: str) -> np.ndarray:
+    """``dJ/db = sum_r delta_r`` (0 without bias: b is no input of the op)."""
+    if has_bias(p):
+        return np.asarray(np.einsum(f"{batch}o->o", delta))
+    return np.zeros_like(np.asarray(a["b"]))
+
+
 def _linear_forward(ops: Any, a: Arrays, p: Params) -> Any:
-    """``Z = X W^T + b``."""
-    return ops.linear(a["X"], a["W"], a["b"])
+    """``Z = X W^T + b`` (``X W^T`` without bias: the op gets ``b=None``)."""
+    return ops.linear(a["X"], a["W"], _bias(a, p))
 
 
 def _dense_forward(ops: Any, a: Arrays, p: Params) -> Any:
-    """``Z = X W + b``."""
-    return ops.dense(a["X"], a["W"], a["b"])
+    """``Z = X W + b`` (``X W`` without bias: the op gets ``b=None``)."""
+    return ops.dense(a["X"], a["W"], _bias(a, p))
 
 
 def _grad_linear(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray]:
@@ -68,7 +97,7 @@ def _grad_linear(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarra
     batch = "".join("abcdefgh"[: X.ndim - 1])
     return {
         "W": np.einsum(f"{batch}o,{batch}i->oi", delta, X),
-        "b": np.einsum(f"{batch}o->o", delta),
+        "b": _bias_grad(a, p, delta, batch),
         "X": np.einsum(f"{batch}o,oi->{batch}i", delta, W),
     }
 
@@ -79,7 +108,7 @@ def _grad_dense(a: Arrays, p: Params, delta: np.ndarray) -> dict[str, np.ndarray
     batch = "".join("abcdefgh"[: X.ndim - 1])
     return {
         "W": np.einsum(f"{batch}i,{batch}o->io", X, delta),
-        "b": np.einsum(f"{batch}o->o", delta),
+        "b": _bias_grad(a, p, delta, batch),
         "X": np.einsum(f"{batch}o,io->{batch}i", delta, W),
     }
 
@@ -89,19 +118,25 @@ def _tangent(a: Arrays, t: Arrays, name: str) -> np.ndarray:
     return np.asarray(t[name]) if name in t else np.zeros_like(np.asarray(a[name]))
 
 
+def _bias_tangent(a: Arrays, p: Params, t: Arrays) -> np.ndarray | float:
+    """``db``, the bias's tangent (0 without bias: b is no input of the op)."""
+    return _tangent(a, t, "b") if has_bias(p) else 0.0
+
+
 def _jvp_linear(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
-    """Forward mode of ``Z = X W^T + b`` (bilinear in X and W): ``dZ = dX W^T + X dW^T + db``."""
+    """Forward mode of ``Z = X W^T + b`` (bilinear in X and W): ``dZ = dX W^T + X dW^T + db``
+    (no ``db`` without bias)."""
     X, W = a["X"], a["W"]
     return np.asarray(
-        np.matmul(_tangent(a, t, "X"), W.T) + np.matmul(X, _tangent(a, t, "W").T) + _tangent(a, t, "b")
+        np.matmul(_tangent(a, t, "X"), W.T) + np.matmul(X, _tangent(a, t, "W").T) + _bias_tangent(a, p, t)
     )
 
 
 def _jvp_dense(a: Arrays, p: Params, t: Arrays) -> np.ndarray:
-    """Forward mode of ``Z = X W + b``: ``dZ = dX W + X dW + db``."""
+    """Forward mode of ``Z = X W + b``: ``dZ = dX W + X dW + db`` (no ``db`` without bias)."""
     X, W = a["X"], a["W"]
     return np.asarray(
-        np.matmul(_tangent(a, t, "X"), W) + np.matmul(X, _tangent(a, t, "W")) + _tangent(a, t, "b")
+        np.matmul(_tangent(a, t, "X"), W) + np.matmul(X, _tangent(a, t, "W")) + _bias_tangent(a, p, t)
     )
 
 
@@ -109,9 +144,9 @@ def _cross_hvp(grad: Any) -> Any:
     def hvp(a: Arrays, p: Params, u: np.ndarray, t: Arrays) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         if "X" in t:  # d(dJ/dX)/dW v_W: the X-gradient with W replaced by its tangent
-            out["X"] = grad({"X": a["X"], "W": _tangent(a, t, "W")}, p, u)["X"]
+            out["X"] = grad({**a, "W": _tangent(a, t, "W")}, p, u)["X"]
         if "W" in t:  # d(dJ/dW)/dX v_X
-            out["W"] = grad({"X": _tangent(a, t, "X"), "W": a["W"]}, p, u)["W"]
+            out["W"] = grad({**a, "X": _tangent(a, t, "X")}, p, u)["W"]
         if "b" in t:  # dJ/db = sum_r U_r depends on no input
             out["b"] = np.zeros_like(np.asarray(a["b"]))
         return out
@@ -142,12 +177,13 @@ def _layer_config(p: L.Picker, layout: str) -> L.Configuration:
     else:
         batch, (n_in, n_out) = p.one("batch", L.BATCH_SHAPES), p.one("in, out", S.MATRIX_SHAPES)
     w_shape = (n_out, n_in) if layout == "torch" else (n_in, n_out)
-    return {"shapes": {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}}
+    bias = p.one("bias", (True, False))
+    return {"shapes": {"X": (*batch, n_in), "W": w_shape, "b": (n_out,)}, "params": {"bias": bias}}
 
 
 def _layer_values(draw: st.DrawFn, config: L.Configuration) -> S.Example:
     scale, seed = draw(S.SCALES), draw(S.SEEDS)
-    return S.Example(L.uniform(draw, seed, config["shapes"], scale), {}, seed)
+    return S.Example(L.uniform(draw, seed, config["shapes"], scale), dict(config["params"]), seed)
 
 
 _SPACES = {
@@ -163,6 +199,7 @@ _PARAMETERS = (
         f"layer widths from the matrix-shape menu; in about 1 example in 12, {L.LARGE_ROWS} rows and "
         f"(in, out) from {list(L.LARGE_WIDTHS)}",
     ),
+    ("bias", "True or False (False: the op gets b=None and dJ/db = 0)"),
 )
 
 RECORDS: tuple[Identity, ...] = (
@@ -172,7 +209,7 @@ RECORDS: tuple[Identity, ...] = (
         family="linear-layer",
         formula=(
             "Z = X W^T + b (PyTorch layout, W (out, in), X (..., in));  "
-            "dJ/dW = delta^T X = sum_r delta_r x_r^T, dJ/db = sum_r delta_r, "
+            "dJ/dW = delta^T X = sum_r delta_r x_r^T, dJ/db = sum_r delta_r (0 with bias=False: no b term), "
             "dJ/dX = delta W  (r over every batch row)"
         ),
         forward=_linear_forward,
@@ -187,6 +224,7 @@ RECORDS: tuple[Identity, ...] = (
         reference_jvp=_jvp_linear,
         reference_hvp=_hvp_linear,
         second_order_note=_SECOND_ORDER,
+        crash_hint=no_bias_hint("linear layer", "linear", "(out,)"),
         derivation=(
             "each batch row is z_r = W x_r + b (identity 5 for W, identity 1 for x_r, identity 3 for b); "
             "W and b are shared by the rows, so their gradients sum the per-row ones over the batch"
@@ -198,7 +236,8 @@ RECORDS: tuple[Identity, ...] = (
         family="linear-layer",
         formula=(
             "Z = X W + b (JAX/Flax layout, W (in, out), X (..., in));  "
-            "dJ/dW = X^T delta = sum_r x_r^T delta_r, dJ/db = sum_r delta_r, dJ/dX = delta W^T"
+            "dJ/dW = X^T delta = sum_r x_r^T delta_r, dJ/db = sum_r delta_r (0 with bias=False: no b term), "
+            "dJ/dX = delta W^T"
         ),
         forward=_dense_forward,
         wrt=("X", "W", "b"),
@@ -212,6 +251,7 @@ RECORDS: tuple[Identity, ...] = (
         reference_jvp=_jvp_dense,
         reference_hvp=_hvp_dense,
         second_order_note=_SECOND_ORDER,
+        crash_hint=no_bias_hint("dense layer", "dense", "(out,)"),
         derivation=(
             "each batch row is z_r = x_r W + b (identity 6 for W, identity 2 for x_r, identity 3 for b); "
             "the shared W and b sum the per-row gradients over the batch"

@@ -249,6 +249,34 @@ class Identity:
 # --------------------------------------------------------------------------- helpers
 
 
+def has_bias(p: Params) -> bool:
+    """Whether a layer adds its bias (``params["bias"]``, True when absent)."""
+    return bool(p.get("bias", True))
+
+
+def validate_bias(p: Params) -> None:
+    """Raise :class:`InvalidShapeError` unless ``params["bias"]`` (when given) is a bool."""
+    if not isinstance(p.get("bias", True), (bool, np.bool_)):
+        raise InvalidShapeError(
+            f"bias={p['bias']!r}: use True (Z includes b) or False (no bias term: the op gets b=None)"
+        )
+
+
+def no_bias_hint(what: str, op: str, b_shape: str) -> Callable[[Params], str]:
+    """A :attr:`Identity.crash_hint`: for an example of a layer without bias (``bias=False``), the
+    sentence that ``op`` was given ``b=None`` on purpose, as the ops protocol allows."""
+    hint = (
+        f"this example's {what} has no bias (bias=False), so its forward passes b=None to "
+        f"ops.{op}, as the ops protocol allows (b is {b_shape} or None, PyTorch's bias=False); "
+        f"the adapter's {op} must accept None and add no bias"
+    )
+
+    def crash_hint(p: Params) -> str:
+        return "" if has_bias(p) else hint
+
+    return crash_hint
+
+
 def vjp_from_jacobian(jac: JacobianFn) -> ReferenceFn:
     """``u^T J`` reshaped to the input's shape, from a full Jacobian ``J`` (out x in)."""
 

@@ -377,7 +377,10 @@ def _torch_linear_jvp_transposed(name: str) -> Any:
     base = TorchOps()
 
     def backward(ctx: Any, g: Any) -> Any:
-        return tuple(_torch_grads(base.linear, ctx.saved_tensors, g))
+        x, w, b = ctx.saved_tensors
+        if b is None:  # a layer without bias: no gradient for its b
+            return (*_torch_grads(lambda x, w: base.linear(x, w, None), (x, w), g), None)
+        return tuple(_torch_grads(base.linear, (x, w, b), g))
 
     def jvp(ctx: Any, tx: Any, tw: Any, tb: Any) -> Any:
         return _linear_jvp(ctx, tx, tw, tb, transposed=False)  # the bug: W, not W^T
@@ -390,10 +393,10 @@ def _torch_linear_hessian_cross_term_missing(name: str) -> Any:
     the double backward misses the cross term ``(H v)_W = U^T v_X`` (``(H v)_X = U v_W`` kept)."""
 
     def backward(ctx: Any, g: Any) -> Any:
-        x, w, _ = ctx.saved_tensors
+        x, w, b = ctx.saved_tensors
         gx = g @ w
         gw = g.reshape(-1, w.shape[0]).T @ x.detach().reshape(-1, w.shape[1])  # the bug: detach
-        gb = g.reshape(-1, w.shape[0]).sum(0)
+        gb = g.reshape(-1, w.shape[0]).sum(0) if b is not None else None  # None: a layer without bias
         return gx, gw, gb
 
     return _torch_linear_mutant(name, backward, _linear_jvp)

@@ -138,7 +138,7 @@ def _dense_input_width_tail(grads: list[Any], t: dict[str, Any], p: dict[str, An
 def _linear_bias_leading_axis(grads: list[Any], t: dict[str, Any], p: dict[str, Any], g: Any) -> list[Any]:
     """[X with two or more batch axes] ``F.linear``'s dJ/db sums delta over the first batch axis
     only and reads index 0 of the others."""
-    if g.ndim > 2:
+    if g.ndim > 2 and t.get("b") is not None:  # a layer without bias has no dJ/db
         grads[2] = g.sum(0)[(0,) * (g.ndim - 2)]
     return grads
 
@@ -174,6 +174,30 @@ def _dense_weight_batch3(grads: list[Any], t: dict[str, Any], p: dict[str, Any],
     if x2.shape[0] == 3:
         rows = [0, 1, 0]
         grads[1] = x2[rows].T @ g2[rows]
+    return grads
+
+
+def _linear_no_bias_weight_last_row(
+    grads: list[Any], t: dict[str, Any], p: dict[str, Any], g: Any
+) -> list[Any]:
+    """[no bias (the op gets b=None), rows > 1] ``F.linear``'s dJ/dW = delta^T X *overwritten* per
+    row instead of accumulated (the bias-less ``mm`` path's reduction): the last row's alone."""
+    w = t["w"]
+    x2, g2 = _rows(t, w.shape[1]), g.reshape(-1, w.shape[0])
+    if t.get("b") is None and x2.shape[0] > 1:
+        grads[1] = g2[-1:].T @ x2[-1:]
+    return grads
+
+
+def _dense_no_bias_weight_first_row(
+    grads: list[Any], t: dict[str, Any], p: dict[str, Any], g: Any
+) -> list[Any]:
+    """[no bias (the op gets b=None), rows > 1] ``x W``'s dJ/dW = x_1^T delta_1, the first row's
+    alone (the bias-less path's reduction over the batch never ran)."""
+    w = t["w"]
+    x2, g2 = t["x"].reshape(-1, w.shape[0]), g.reshape(-1, w.shape[1])
+    if t.get("b") is None and x2.shape[0] > 1:
+        grads[1] = x2[:1].T @ g2[:1]
     return grads
 
 
@@ -439,7 +463,7 @@ class LinearBiasFirstTile(Rules):
     """[rows > 32] dJ/db sums delta over the first row tile of 32 only."""
 
     def linear_backward(
-        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dx, dw, _ = super().linear_backward(delta, x, w, b)
         return dx, dw, delta.reshape(-1, w.shape[0])[:ROW_TILE].sum(axis=0)
@@ -530,6 +554,12 @@ MUTANTS: tuple[AuditMutant, ...] = (
         _doc(_linear_weight_bf16),
         dtype="float32",
         fault=PR,
+    ),
+    _m(
+        "torch-linear-no-bias-weight-grad-last-row",
+        "linear-layer",
+        _torch_edit("linear", _LIN, _linear_no_bias_weight_last_row),
+        _doc(_linear_no_bias_weight_last_row),
     ),
     _m(
         "torch-dense-weight-grad-three-rows",
@@ -719,6 +749,13 @@ MUTANTS: tuple[AuditMutant, ...] = (
         "dense-layer",
         _jax_edit("dense", _LIN, _dense_input_width_tail),
         _doc(_dense_input_width_tail),
+        framework="jax",
+    ),
+    _m(
+        "jax-dense-no-bias-weight-grad-first-row",
+        "dense-layer",
+        _jax_edit("dense", _LIN, _dense_no_bias_weight_first_row),
+        _doc(_dense_no_bias_weight_first_row),
         framework="jax",
     ),
     _m(

@@ -493,7 +493,7 @@ class LinearBiasGradFirstRow(Rules):
     """N > 1: Z = X W^T + b with dJ/db = delta of the first batch row (not summed over the batch)."""
 
     def linear_backward(
-        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dx, dw, _ = super().linear_backward(delta, x, w, b)
         return dx, dw, delta.reshape(-1, w.shape[0])[0].copy()
@@ -503,7 +503,7 @@ class DenseWeightGradFirstRow(Rules):
     """N > 1: Z = X W + b with dJ/dW = x_1^T delta_1 (the first row only, not X^T delta)."""
 
     def dense_backward(
-        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray
+        self, delta: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dx, _, db = super().dense_backward(delta, x, w, b)
         d2, x2 = delta.reshape(-1, w.shape[1]), x.reshape(-1, w.shape[0])
