@@ -31,6 +31,7 @@ time only when one failed: see its docstring.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 import weakref
@@ -363,6 +364,31 @@ def _single(adapter: Any, request: Request) -> Any:
     )
 
 
+#: Set on an exception an adapter call raised before it is thrown into the evaluation that
+#: asked, so an error of the oracle's own code is told apart from the adapter's.
+ADAPTER_RAISED = "_gradoracle_adapter_raised"
+
+
+def _adapter_raised(exc: BaseException) -> BaseException:
+    """``exc`` marked as raised by an adapter call (:data:`ADAPTER_RAISED`)."""
+    with contextlib.suppress(Exception):  # an exception class that takes no attributes stays unmarked
+        setattr(exc, ADAPTER_RAISED, True)
+    return exc
+
+
+def raised_by_adapter(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, came out of an
+    adapter call made through :func:`drive` or :func:`run_one`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if getattr(current, ADAPTER_RAISED, False):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def drive(adapter: Any, evaluations: Sequence[Evaluation]) -> list[Any]:
     """Run the evaluations in lockstep, answering their requests batched; their return values.
 
@@ -415,7 +441,7 @@ def _answer(adapter: Any, reqs: Sequence[Request]) -> list[tuple[bool, Any]]:
                         (True, [np.asarray(adapter.forward(c.fn, _fresh(p), c.dtype)) for p in c.points])
                     )
                 except Exception as exc:
-                    out.append((False, exc))
+                    out.append((False, _adapter_raised(exc)))
             return out
     batched: list[Any] | None = None
     if isinstance(first, VjpCall):
@@ -431,7 +457,7 @@ def _answer(adapter: Any, reqs: Sequence[Request]) -> list[tuple[bool, Any]]:
         try:
             answers.append((True, _single(adapter, r)))
         except Exception as exc:
-            answers.append((False, exc))
+            answers.append((False, _adapter_raised(exc)))
     return answers
 
 
@@ -443,7 +469,7 @@ def run_one(evaluation: Evaluation, answer: Callable[[Request], Any]) -> Any:
             try:
                 value = answer(request)
             except Exception as exc:
-                request = evaluation.throw(exc)
+                request = evaluation.throw(_adapter_raised(exc))
             else:
                 request = evaluation.send(value)
     except StopIteration as stop:

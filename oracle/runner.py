@@ -24,6 +24,7 @@ import os
 import random
 import re
 import time
+import traceback
 import unittest
 import zipfile
 import zlib
@@ -46,7 +47,15 @@ from hypothesis.internal.conjecture.choice import ChoiceTemplate
 from hypothesis.reporting import with_reporter
 
 from gradoracle import finite_differences as fd
-from gradoracle.batching import ForwardCall, Request, VjpCall, batches_anything, drive, run_one
+from gradoracle.batching import (
+    ForwardCall,
+    Request,
+    VjpCall,
+    batches_anything,
+    drive,
+    raised_by_adapter,
+    run_one,
+)
 from gradoracle.guard import (
     DEFAULT_TIMEOUT_S,
     AdapterCallError,
@@ -287,6 +296,55 @@ class ExampleOutcome:
     @property
     def passed(self) -> bool:
         return self.fault == Fault.NONE
+
+
+# ------------------------------------------------------------------ the oracle's own errors
+
+#: The oracle's reference code: the catalogue's closed forms and reference forwards.  They read
+#: only what the oracle drew (inputs, directions, cotangents), never an adapter's results.
+_REFERENCE_CODE = (
+    str(Path(__file__).resolve().parent / "identities") + os.sep,
+    str(Path(__file__).resolve().parent / "reference_layers.py"),
+    str(Path(__file__).resolve().parent / "reference_ops.py"),
+)
+
+
+class OracleInternalError(Exception):
+    """An example's evaluation raised in the oracle's own reference code, not in an adapter call:
+    a bug in gradoracle (fault ``oracle``), not the adapter's."""
+
+
+def oracle_own_error(exc: BaseException) -> str | None:
+    """Where in the oracle's reference code ``exc`` was raised (``"file:line in function"``), or
+    None when it is not the oracle's own: an adapter call raised it (or it was raised while
+    handling one), it is an adapter contract or input-shape error, or no frame of its traceback
+    is reference code (:data:`_REFERENCE_CODE`)."""
+    if isinstance(exc, (AdapterContractError, InvalidShapeError)) or raised_by_adapter(exc):
+        return None
+    try:
+        frames = traceback.extract_tb(exc.__traceback__)
+    except Exception:
+        return None
+    for frame in reversed(frames):
+        where = str(Path(frame.filename).resolve()) if frame.filename else ""
+        if where.startswith(_REFERENCE_CODE[0]) or where in _REFERENCE_CODE[1:]:
+            return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+    return None
+
+
+def _evaluate_owned(evaluate_mode: Callable[..., ExampleOutcome], *args: Any) -> ExampleOutcome:
+    """``evaluate_mode(*args)``; an exception of the oracle's own reference code
+    (:func:`oracle_own_error`) is raised as :class:`OracleInternalError`, every other one as is."""
+    try:
+        return evaluate_mode(*args)
+    except Exception as exc:
+        where = oracle_own_error(exc)
+        if where is None:
+            raise
+        raise OracleInternalError(
+            f"gradoracle's own reference code raised {describe_exception(exc)} ({where}), not the "
+            "adapter: a bug in gradoracle; please report it with this example"
+        ) from exc
 
 
 # ------------------------------------------------------------------ one example
@@ -1700,7 +1758,11 @@ def describe_outcome(
         lines.append(f"  hint: {domain_hint(ident, words)}")
     elif outcome.crash or outcome.contract:
         lines.append(f"  {outcome.crash or outcome.contract}")
-        hint = ident.crash_hint(ex.params) if outcome.crash and ident.crash_hint is not None else ""
+        hint = (
+            ident.crash_hint(ex.params)
+            if outcome.crash and outcome.fault != Fault.ORACLE and ident.crash_hint is not None
+            else ""
+        )
         if hint:
             lines.append(f"  hint: {hint}")
     elif nd is not None:
@@ -1994,13 +2056,15 @@ def check(
         # (after a hang the guard refuses further calls at once)
         try:
             outcome: ExampleOutcome = guard.call(
-                lambda: evaluate_mode(ident, ad, dtype, example, settings),
+                lambda: _evaluate_owned(evaluate_mode, ident, ad, dtype, example, settings),
                 timeout,
                 what,
-                passthrough=(InvalidShapeError,),
+                passthrough=(InvalidShapeError, OracleInternalError),
             )
         except AdapterCallError as exc:
             outcome = ExampleOutcome(example, fault=Fault.ADAPTER, crash=str(exc))
+        except OracleInternalError as exc:
+            outcome = ExampleOutcome(example, fault=Fault.ORACLE, crash=str(exc))
         if cached is not None:
             # failed in the batched pass: what the example gives alone is what the record and its
             # repro show; when alone it passes, the batched methods disagree with the single calls
