@@ -1122,16 +1122,19 @@ class TapeOps:
     def _layer(self, op: str, parents: Sequence[Any], value: np.ndarray, backward: BackwardFn) -> Tensor:
         return self._record(op, value, tuple(parents), backward)
 
+    def _with_bias(self, parents: list[Tensor], b: Any) -> tuple[list[Tensor], np.ndarray | None]:
+        """A layer's parents with its bias ``b`` lifted and appended, and the bias's value; b None
+        (a layer without bias): the parents as given and None."""
+        if b is None:
+            return parents, None
+        tb = self.lift(b, parents[0])
+        return [*parents, tb], tb.value
+
     def _affine(self, op: str, x: Any, w: Any, b: Any) -> Tensor:
         """``linear`` or ``dense`` through ``rules.<op>_forward`` / ``_backward``; b None: no bias
         term and no bias gradient (a layer without bias)."""
         tx, tw = self._binary(x, w)
-        parents: list[Tensor] = [tx, tw]
-        bias = None
-        if b is not None:
-            tb = self.lift(b, tx)
-            parents.append(tb)
-            bias = tb.value
+        parents, bias = self._with_bias([tx, tw], b)
         z = getattr(self.rules, f"{op}_forward")(tx.value, tw.value, bias)
         backward_rule = getattr(self.rules, f"{op}_backward")
 
@@ -1192,12 +1195,7 @@ class TapeOps:
             pads = tuple((t // 2, t - t // 2) for t in total)
         else:
             pads = tuple((p, p) for p in _per_axis(padding, rank, "padding"))
-        parents: list[Tensor] = [tx, tk]
-        bias = None
-        if b is not None:
-            tb = self.lift(b, tx)
-            parents.append(tb)
-            bias = tb.value
+        parents, bias = self._with_bias([tx, tk], b)
         z = self.rules.conv_nd_forward(tx.value, tk.value, bias, st, pads, dil, groups)
 
         def backward(d: np.ndarray) -> Sequence[np.ndarray | None]:
