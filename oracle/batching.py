@@ -31,7 +31,7 @@ time only when one failed: see its docstring.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import threading
 import warnings
 import weakref
@@ -369,11 +369,24 @@ def _single(adapter: Any, request: Request) -> Any:
 ADAPTER_RAISED = "_gradoracle_adapter_raised"
 
 
+#: The latest exceptions that refused the mark (a ``__setattr__`` that raises), held here instead.
+_UNMARKABLE: collections.deque[BaseException] = collections.deque(maxlen=64)
+
+
 def _adapter_raised(exc: BaseException) -> BaseException:
     """``exc`` marked as raised by an adapter call (:data:`ADAPTER_RAISED`)."""
-    with contextlib.suppress(Exception):  # an exception class that takes no attributes stays unmarked
+    try:
         setattr(exc, ADAPTER_RAISED, True)
+    except Exception:  # an exception that takes no attributes is remembered by identity
+        _UNMARKABLE.append(exc)
     return exc
+
+
+def _marked(exc: BaseException) -> bool:
+    try:
+        return getattr(exc, ADAPTER_RAISED, False) is True
+    except Exception:  # a __getattr__ that raises
+        return False
 
 
 def raised_by_adapter(exc: BaseException) -> bool:
@@ -382,7 +395,7 @@ def raised_by_adapter(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if getattr(current, ADAPTER_RAISED, False):
+        if _marked(current) or any(current is e for e in _UNMARKABLE):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -110,3 +110,15 @@ def test_an_exception_outside_reference_code_is_not_called_the_oracles() -> None
         linear_layers._bias_grad({}, {"bias": False}, np.zeros(2), "a")
     where = runner.oracle_own_error(raised.value)
     assert where is not None and where.startswith("linear_layers.py:") and where.endswith("in _bias_grad")
+
+
+def test_an_exception_that_refuses_attributes_is_still_known_as_the_adapters() -> None:
+    # a hostile adapter's exception whose __setattr__ raises cannot carry the mark; it is
+    # remembered by identity instead (and one never thrown in is not the adapter's)
+    class Sealed(RuntimeError):
+        def __setattr__(self, name: str, value: Any) -> None:
+            raise AttributeError("sealed")
+
+    thrown, other = Sealed("from the adapter"), Sealed("never thrown in")
+    assert batching._adapter_raised(thrown) is thrown
+    assert batching.raised_by_adapter(thrown) and not batching.raised_by_adapter(other)
