@@ -63,7 +63,7 @@ from gradoracle.adapters.base import (
 )
 from gradoracle.adapters.jax_adapter import JaxAdapter
 from gradoracle.adapters.numpy_engine import NumpyEngineAdapter, Rules
-from gradoracle.adapters.torch_adapter import TorchOps
+from gradoracle.adapters.torch_adapter import TorchOps, _quiet_jit_script
 from gradoracle.ops import ALL_OPS, ELU_ALPHA
 
 Pads = tuple[tuple[int, int], ...]
@@ -663,7 +663,8 @@ class TorchFuncAdapter(AdapterBase):
         if not names:
             out = f()
             return self.to_numpy(out), np.zeros(tuple(out.shape), dtype=dtype)
-        out, jv = torch.func.jvp(f, primals, tuple(self.from_numpy(tangents[n], dtype) for n in names))
+        with _quiet_jit_script():  # torch's forward-AD decompositions warn about torch.jit.script
+            out, jv = torch.func.jvp(f, primals, tuple(self.from_numpy(tangents[n], dtype) for n in names))
         return self.to_numpy(out), self.to_numpy(jv)
 
     def hvp(
@@ -688,7 +689,8 @@ class TorchFuncAdapter(AdapterBase):
         gradient = torch.func.grad(lambda *xs: (f(*xs) * u).sum(), argnums=argnums)
         tans = tuple(self.from_numpy(np.asarray(tangents[n]), dtype) for n in names)
         if method == "forward-over-reverse":
-            _, hv = torch.func.jvp(gradient, primals, tans)
+            with _quiet_jit_script():
+                _, hv = torch.func.jvp(gradient, primals, tans)
         else:
             _, pullback = torch.func.vjp(gradient, *primals)
             hv = pullback(tans)
