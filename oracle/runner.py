@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import math
 import os
 import random
 import re
+import sysconfig
 import time
 import traceback
 import unittest
@@ -301,12 +303,49 @@ class ExampleOutcome:
 # ------------------------------------------------------------------ the oracle's own errors
 
 #: The oracle's reference code: the catalogue's closed forms and reference forwards.  They read
-#: only what the oracle drew (inputs, directions, cotangents), never an adapter's results.
-_REFERENCE_CODE = (
-    str(Path(__file__).resolve().parent / "identities") + os.sep,
-    str(Path(__file__).resolve().parent / "reference_layers.py"),
-    str(Path(__file__).resolve().parent / "reference_ops.py"),
+#: only what the oracle drew (inputs, directions, cotangents), never an adapter's results.  Not
+#: ``identities/record.py``: the Identity record's methods also call a user's own functions.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REFERENCE_DIR = str(_PACKAGE_DIR / "identities") + os.sep
+_REFERENCE_FILES = (
+    str(_PACKAGE_DIR / "reference_layers.py"),
+    str(_PACKAGE_DIR / "reference_ops.py"),
 )
+_NOT_REFERENCE = str(_PACKAGE_DIR / "identities" / "record.py")
+#: ``gradoracle.adapters`` (beside the package in the repository's layout, inside it in a wheel).
+_ADAPTERS_SPEC = importlib.util.find_spec("gradoracle.adapters")
+_ADAPTERS_DIR = (
+    str(Path(_ADAPTERS_SPEC.origin).resolve().parent) + os.sep
+    if _ADAPTERS_SPEC is not None and _ADAPTERS_SPEC.origin
+    else str(_PACKAGE_DIR / "adapters") + os.sep
+)
+#: Where installed libraries and the standard library live (their frames are looked through).
+_LIBRARY_DIRS = tuple(
+    sorted(
+        {
+            str(Path(p).resolve()) + os.sep
+            for k in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (p := sysconfig.get_paths().get(k))
+        }
+    )
+)
+
+
+def _frame_kind(filename: str) -> str:
+    """``"reference"`` (the catalogue's reference code), ``"library"`` (an installed library or
+    the standard library, not gradoracle) or ``"other"`` (gradoracle's other code, a user's)."""
+    if not filename or filename.startswith("<"):
+        return "library"
+    try:
+        where = str(Path(filename).resolve())
+    except (OSError, ValueError):
+        return "other"
+    ours = where.startswith((str(_PACKAGE_DIR) + os.sep, _ADAPTERS_DIR))
+    if ours:
+        if where == _NOT_REFERENCE:
+            return "other"
+        return "reference" if where.startswith(_REFERENCE_DIR) or where in _REFERENCE_FILES else "other"
+    return "library" if where.startswith(_LIBRARY_DIRS) else "other"
 
 
 class OracleInternalError(Exception):
@@ -317,18 +356,24 @@ class OracleInternalError(Exception):
 def oracle_own_error(exc: BaseException) -> str | None:
     """Where in the oracle's reference code ``exc`` was raised (``"file:line in function"``), or
     None when it is not the oracle's own: an adapter call raised it (or it was raised while
-    handling one), it is an adapter contract or input-shape error, or no frame of its traceback
-    is reference code (:data:`_REFERENCE_CODE`)."""
+    handling one), it is an adapter contract or input-shape error, or the innermost frame of its
+    traceback outside the libraries is not reference code (:func:`_frame_kind`)."""
     if isinstance(exc, (AdapterContractError, InvalidShapeError)) or raised_by_adapter(exc):
         return None
     try:
         frames = traceback.extract_tb(exc.__traceback__)
     except Exception:
         return None
+    # the innermost frame that is not a library's decides: raised in reference code (or in a
+    # library it called, NumPy's einsum), it is the oracle's; in a user's function or in the rest
+    # of gradoracle (which also handles adapter results), it is not
     for frame in reversed(frames):
-        where = str(Path(frame.filename).resolve()) if frame.filename else ""
-        if where.startswith(_REFERENCE_CODE[0]) or where in _REFERENCE_CODE[1:]:
+        kind = _frame_kind(frame.filename)
+        if kind == "library":
+            continue
+        if kind == "reference":
             return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+        return None
     return None
 
 
