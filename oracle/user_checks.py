@@ -192,6 +192,7 @@ def user_words(
         reference=ref,
         user_reference=reference is not None,
         who=who,
+        self_forward=identity is None,
     )
 
 
