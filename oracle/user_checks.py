@@ -1255,6 +1255,50 @@ def _float32_fd_only_note(
     return FLOAT32_FD_ONLY_NOTE if outcome.passed else None
 
 
+def _dtype_bound_note(ident: Identity, adapter: Any, fault: Fault, example: Example) -> str | None:
+    """For a check that failed because a call did not run (an ``adapter`` fault): when the user's
+    forward runs at the failing example in one dtype and raises in the other (parameters of a
+    fixed dtype: a torch module is float32 unless converted), a note saying so and what to do
+    (two more evaluations, on a failing path only), else None."""
+    if fault != Fault.ADAPTER:
+        return None
+    return _dtype_bound_text(ident, adapter, example)
+
+
+def _dtype_bound_text(ident: Identity, adapter: Any, example: Example) -> str | None:
+    """The note of :func:`_dtype_bound_note`, whatever the fault: None unless the forward runs at
+    ``example`` in exactly one of float64 and float32."""
+    from gradoracle.runner import forward_for
+
+    fn = forward_for(ident, example.params)
+    ran, raised = [], []
+    for dtype in ("float64", "float32"):
+        if dtype not in adapter.dtypes:
+            continue
+        try:
+            adapter.forward(fn, example.inputs, dtype)
+        except Exception:  # whatever it raises: this dtype does not run
+            raised.append(dtype)
+        else:
+            ran.append(dtype)
+    if not ran or not raised:
+        return None
+    follow = (
+        "or make it follow its inputs' dtype (a module: torch.func.functional_call(module, "
+        "{k: p.to(x.dtype) for k, p in module.named_parameters()}, (x,)))"
+    )
+    if raised[0] == "float64":
+        return (
+            f"note: your function runs on float32 inputs only (it raised on float64 ones: arrays of a fixed "
+            "dtype inside it, such as a float32 module's parameters); finite differences call it in float64 "
+            f"whatever dtype is checked: convert it (module.double()) and check float64, {follow}"
+        )
+    return (
+        "note: your function runs on float64 inputs only (it raised on float32 ones: arrays of a fixed "
+        f"dtype inside it, such as a module converted with .double()): check float64 only, {follow}"
+    )
+
+
 def _with_note(message: str, note: str | None) -> str:
     """``message`` with ``note`` as an indented line after its ``fault:`` line."""
     if not note:
@@ -1381,15 +1425,17 @@ def check_gradients(
                 run_settings.repro_dir,
             )
         res.message = _rewrite_message(res.message, res.repro)
-        if res.verdict == Verdict.FAIL and res.counterexample is not None:
+        if res.verdict in (Verdict.FAIL, Verdict.ERROR) and res.counterexample is not None:
             counter = res.counterexample
             example = Example(
                 {k: np.asarray(v, dtype=np.float64) for k, v in counter["inputs"].items()},
                 dict(counter.get("params") or {}),
                 int(counter.get("seed", 0)),
             )
-            note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
-            res.message = _with_note(res.message, note)
+            if res.verdict == Verdict.FAIL:
+                note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
+                res.message = _with_note(res.message, note)
+            res.message = _with_note(res.message, _dtype_bound_note(ident, adapter, res.fault, example))
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1585,12 +1631,18 @@ def check_gradients_at(
     settings = settings or CheckSettings()
     example = Example(arrays, dict(params or {}), int(seed))
     (mode,) = _user_modes(mode, adapter, ident, skip_unsupported=False)
-    if mode == "vjp":
-        outcome = evaluate_example(ident, adapter, dtype, example, settings)
-    else:
-        from gradoracle.modes import EVALUATORS
+    try:
+        if mode == "vjp":
+            outcome = evaluate_example(ident, adapter, dtype, example, settings)
+        else:
+            from gradoracle.modes import EVALUATORS
 
-        outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
+            outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
+    except Exception as exc:  # the function's own exception, with its traceback into the user's code
+        bound = _dtype_bound_text(ident, adapter, example)
+        if bound is not None:  # why a float32 module raises on float64 arrays in a float32 check
+            exc.add_note(bound)
+        raise
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
         counter = {
@@ -1616,6 +1668,7 @@ def check_gradients_at(
         )
         note = _float32_fd_only_note(ident, adapter, dtype, mode, outcome.fault, example, settings)
         message = _with_note(message, note)
+        message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example))
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,

@@ -11,6 +11,12 @@ gradoracle now says instead.
   that passed when Hypothesis replayed it spoke of "the adapter" and "adapter vjp:forward".
   Each now names the function, says that two calls on the same input returned different
   outputs, and says what to do (``module.eval()``, fix the randomness inside the function).
+- A torch module as it is built (float32 parameters) could not be checked at all, even with
+  ``dtypes=("float32",)``: finite differences call the function in float64, torch raised "mat1
+  and mat2 must have the same dtype", and the check said only that the function "did not run
+  as the check needs"; a module converted with ``.double()`` failed the same way in float32.
+  The message now says which dtype the function runs in, why finite differences need float64,
+  and how to make it follow its inputs' dtype (the advice is checked to work).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 import pytest
 
 from gradoracle.results import REPEAT_HINT, Fault, GradientMismatch
-from gradoracle.user_checks import check_gradients
+from gradoracle.user_checks import check_gradients, check_gradients_at
 
 # ---------------------------------------------------------------- functions that do not repeat themselves
 
@@ -116,3 +122,64 @@ def test_a_catalogue_forward_mismatch_keeps_its_words() -> None:
     assert info.value.fault == Fault.FORWARD, message
     assert "computes another function than the notes' closed form of elementwise-tanh" in message
     assert REPEAT_HINT not in message
+
+
+# ---------------------------------------------------------------- a function bound to one dtype
+
+
+def linear_module(dtype: str) -> Any:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch.nn.Linear(3, 2).to(getattr(torch, dtype))
+
+
+def test_a_float32_module_is_told_why_float64_is_needed() -> None:
+    module = linear_module("float32")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(
+            lambda x: module(x), {"x": (2, 3)}, framework="torch", dtypes=("float32",), examples=2
+        )
+    message = str(info.value)
+    assert info.value.fault == Fault.ADAPTER, message
+    assert "note: your function runs on float32 inputs only (it raised on float64 ones" in message
+    assert "finite differences call it in float64 whatever dtype is checked" in message
+    with pytest.raises(RuntimeError) as at:  # its repro: torch's own exception, with the same note
+        check_gradients_at(lambda x: module(x), {"x": np.ones((2, 3))}, framework="torch", dtype="float32")
+    assert any(
+        "note: your function runs on float32 inputs only" in n for n in getattr(at.value, "__notes__", [])
+    )
+
+
+def test_a_float64_module_checked_in_float32_is_told_so() -> None:
+    module = linear_module("float64")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(
+            lambda x: module(x), {"x": (2, 3)}, framework="torch", dtypes=("float32",), examples=2
+        )
+    assert "note: your function runs on float64 inputs only (it raised on float32 ones" in str(info.value)
+
+
+def test_the_advice_works_and_a_function_raising_in_every_dtype_gets_no_note() -> None:
+    torch = pytest.importorskip("torch")
+    module = linear_module("float32")
+
+    def follows(x: Any) -> Any:  # the note's advice, verbatim
+        return torch.func.functional_call(
+            module, {k: p.to(x.dtype) for k, p in module.named_parameters()}, (x,)
+        )
+
+    results = check_gradients(
+        follows, {"x": (2, 3)}, framework="torch", dtypes=("float64", "float32"), examples=2
+    )
+    assert [r.verdict for r in results] == ["pass", "pass"]
+    mask = np.array([True, False])  # a NumPy mask given to torch.where: raises in both dtypes
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(
+            lambda x, mask: torch.where(mask, x, 2 * x),
+            {"x": (2,)},
+            params={"mask": mask},
+            framework="torch",
+            dtypes=("float32",),
+            examples=2,
+        )
+    assert info.value.fault == Fault.ADAPTER and "note: your function runs on" not in str(info.value)
