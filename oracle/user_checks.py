@@ -1299,6 +1299,23 @@ def _dtype_bound_text(ident: Identity, adapter: Any, example: Example) -> str | 
     )
 
 
+def _integer_inputs_note(inputs: Any, fault: Fault) -> str | None:
+    """For a check that failed because a call did not run: the fixed inputs given as integer or
+    boolean arrays (indices, masks), which the check passes to the function as floats, and
+    where such arrays go instead (``params=``, handed over unchanged); else None."""
+    if fault != Fault.ADAPTER or not isinstance(inputs, Mapping):
+        return None
+    given = {str(k): str(getattr(v, "dtype", "")) for k, v in inputs.items()}
+    named = [f"{k!r} ({d})" for k, d in given.items() if "int" in d or "bool" in d]
+    if not named:
+        return None
+    return (
+        f"note: input {', '.join(named)} was given as integers or booleans, and your function received "
+        "it as floats (inputs are differentiated); pass index and mask arrays in params= instead, as your "
+        "framework's arrays (params={'idx': torch.tensor([0, 2])}): params reach your function unchanged"
+    )
+
+
 def _with_note(message: str, note: str | None) -> str:
     """``message`` with ``note`` as an indented line after its ``fault:`` line."""
     if not note:
@@ -1436,6 +1453,7 @@ def check_gradients(
                 note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
                 res.message = _with_note(res.message, note)
             res.message = _with_note(res.message, _dtype_bound_note(ident, adapter, res.fault, example))
+            res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1642,6 +1660,9 @@ def check_gradients_at(
         bound = _dtype_bound_text(ident, adapter, example)
         if bound is not None:  # why a float32 module raises on float64 arrays in a float32 check
             exc.add_note(bound)
+        integral = _integer_inputs_note(inputs, Fault.ADAPTER)
+        if integral is not None:  # why an index array arrived as floats
+            exc.add_note(integral)
         raise
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
@@ -1669,6 +1690,7 @@ def check_gradients_at(
         note = _float32_fd_only_note(ident, adapter, dtype, mode, outcome.fault, example, settings)
         message = _with_note(message, note)
         message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example))
+        message = _with_note(message, _integer_inputs_note(inputs, outcome.fault))
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,

@@ -17,6 +17,11 @@ gradoracle now says instead.
   as the check needs"; a module converted with ``.double()`` failed the same way in float32.
   The message now says which dtype the function runs in, why finite differences need float64,
   and how to make it follow its inputs' dtype (the advice is checked to work).
+- An index array given as an input (``nn.Embedding``'s ``idx``, a NumPy or torch int64 array) is
+  taken as float64, as documented, and torch said "Expected ... Long, Int; but got
+  torch.DoubleTensor" about an array the user had given as int64.  A failing call now notes the
+  inputs given as integers or booleans and that such arrays go in ``params=`` (the advice is
+  checked to work; integer arrays of values that a float function takes still pass).
 """
 
 from __future__ import annotations
@@ -183,3 +188,38 @@ def test_the_advice_works_and_a_function_raising_in_every_dtype_gets_no_note() -
             examples=2,
         )
     assert info.value.fault == Fault.ADAPTER and "note: your function runs on" not in str(info.value)
+    assert "given as integers or booleans" not in str(info.value)
+
+
+# ---------------------------------------------------------------- index arrays given as inputs
+
+
+def embedding(weight: Any, idx: Any) -> Any:
+    import torch.nn.functional as F
+
+    return F.embedding(idx, weight)
+
+
+def test_an_index_array_given_as_an_input_is_pointed_to_params() -> None:
+    torch = pytest.importorskip("torch")
+    idx = torch.tensor([0, 2, 2, 4])
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(
+            embedding, {"weight": (5, 3), "idx": idx}, wrt=["weight"], framework="torch", examples=2
+        )
+    message = str(info.value)
+    assert info.value.fault == Fault.ADAPTER, message
+    assert "note: input 'idx' (torch.int64) was given as integers or booleans" in message
+    assert "pass index and mask arrays in params=" in message
+    with pytest.raises(RuntimeError) as at:  # the repro: torch's own exception, with the same note
+        check_gradients_at(embedding, {"weight": np.ones((5, 3)), "idx": np.array([0, 2])}, framework="torch")
+    assert any("input 'idx' (int64) was given as integers" in n for n in getattr(at.value, "__notes__", []))
+    # the control: the advice works, and integers a float function takes are still taken
+    results = check_gradients(
+        embedding, {"weight": (5, 3)}, params={"idx": idx}, framework="torch", examples=2
+    )
+    assert [r.verdict for r in results] == ["pass"]
+    results = check_gradients(
+        np.tanh, {"x": np.array([1, 2, 3])}, vjp=lambda g, x: {"x": g * (1 - np.tanh(x) ** 2)}
+    )
+    assert [r.verdict for r in results] == ["pass"]
