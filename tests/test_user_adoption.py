@@ -22,6 +22,11 @@ gradoracle now says instead.
   torch.DoubleTensor" about an array the user had given as int64.  A failing call now notes the
   inputs given as integers or booleans and that such arrays go in ``params=`` (the advice is
   checked to work; integer arrays of values that a float function takes still pass).
+- ``@settings(max_examples=..., deadline=...)`` on a test of the ``gradoracle`` fixture (the
+  README says "your Hypothesis configuration applies") fails with Hypothesis' own "Using
+  `@settings` on a test without `@given` is completely pointless."  That refusal stands (it is
+  Hypothesis'), and the report now has a ``gradoracle`` section saying where a check's examples,
+  seed and deadline are set.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import pytest
 
 from gradoracle.results import REPEAT_HINT, Fault, GradientMismatch
 from gradoracle.user_checks import check_gradients, check_gradients_at
+
+pytest_plugins = ["pytester"]
 
 # ---------------------------------------------------------------- functions that do not repeat themselves
 
@@ -223,3 +230,40 @@ def test_an_index_array_given_as_an_input_is_pointed_to_params() -> None:
         np.tanh, {"x": np.array([1, 2, 3])}, vjp=lambda g, x: {"x": g * (1 - np.tanh(x) ** 2)}
     )
     assert [r.verdict for r in results] == ["pass"]
+
+
+# ---------------------------------------------------------------- Hypothesis' decorators on a fixture test
+
+DECORATED = """
+import numpy as np
+from hypothesis import settings
+
+
+@settings(max_examples=3, deadline=None)
+def test_decorated_check(gradoracle):
+    gradoracle.check(np.tanh, {"x": ("n",)}, vjp=lambda g, x: {"x": g * (1 - np.tanh(x) ** 2)})
+
+
+@settings(max_examples=3)
+def test_decorated_without_the_fixture():
+    pass
+
+
+def test_failing_check(gradoracle):
+    gradoracle.check(np.tanh, {"x": ("n",)}, vjp=lambda g, x: {"x": 2 * g}, examples=2)
+"""
+
+
+def test_settings_on_a_fixture_test_says_where_examples_are_set(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_decorated=DECORATED)
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "-rN")
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    assert out.count("completely pointless") >= 2  # Hypothesis' refusal, for both decorated tests
+    # the hint, once: under the fixture test, not under the test without the fixture nor a failing check
+    assert out.count("- gradoracle -") == 1, out
+    hint_at = out.index("- gradoracle -")
+    assert out.rindex("test_decorated_check", 0, hint_at) > out.rfind(
+        "test_decorated_without_the_fixture", 0, hint_at
+    )
+    assert "gradoracle.check(..., examples=50, seed=1)" in out
