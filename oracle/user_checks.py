@@ -59,6 +59,7 @@ from gradoracle.results import (
     InputSpecError,
     Verdict,
     Words,
+    WorstElement,
     brief_message,
 )
 from gradoracle.runner import (
@@ -1299,6 +1300,39 @@ def _dtype_bound_text(ident: Identity, adapter: Any, example: Example) -> str | 
     )
 
 
+def _cut_graph_note(
+    ident: Identity, adapter: Any, dtype: str, fault: Fault, worst: WorstElement | None, example: Example
+) -> str | None:
+    """For a framework's gradient that failed as ``backward``: when that gradient is exactly 0 for
+    every element of the worst input (finite differences are not, or it would have passed), a
+    note that nothing connects the output to that input in the framework's graph (one more
+    forward and vjp, on a failing path only), else None."""
+    inner = getattr(adapter, "inner", None)
+    if inner is None or fault != Fault.BACKWARD or worst is None or worst.input not in ident.wrt:
+        return None
+    from gradoracle.runner import forward_for
+
+    fn = forward_for(ident, example.params)
+    try:
+        out = np.asarray(adapter.forward(fn, example.inputs, dtype))
+        grads = adapter.vjp(fn, example.inputs, ident.wrt, np.ones(out.shape, dtype=dtype), dtype).grads
+        zero = bool(np.all(np.asarray(grads[worst.input]) == 0))
+    except Exception:  # a call failing now: no evidence either way
+        return None
+    if not zero:
+        return None
+    name = str(getattr(inner, "name", "the framework"))
+    exits = {
+        "torch": ".detach(), .numpy(), .item(), torch.no_grad(), NumPy in between",
+        "jax": "jax.lax.stop_gradient, NumPy in between",
+    }.get(name, "NumPy in between")
+    return (
+        f"note: {name}'s gradient for input {worst.input!r} is exactly 0 for every element: nothing connects "
+        f"the output to {worst.input!r} in {name}'s graph, as when the function leaves it ({exits}); keep "
+        f"the computation in {name}'s operations"
+    )
+
+
 def _integer_inputs_note(inputs: Any, fault: Fault) -> str | None:
     """For a check that failed because a call did not run: the fixed inputs given as integer or
     boolean arrays (indices, masks), which the check passes to the function as floats, and
@@ -1452,6 +1486,8 @@ def check_gradients(
             if res.verdict == Verdict.FAIL:
                 note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
                 res.message = _with_note(res.message, note)
+                cut = _cut_graph_note(ident, adapter, dtype, res.fault, res.worst, example)
+                res.message = _with_note(res.message, cut)
             res.message = _with_note(res.message, _dtype_bound_note(ident, adapter, res.fault, example))
             res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
@@ -1691,6 +1727,7 @@ def check_gradients_at(
         message = _with_note(message, note)
         message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example))
         message = _with_note(message, _integer_inputs_note(inputs, outcome.fault))
+        message = _with_note(message, _cut_graph_note(ident, adapter, dtype, outcome.fault, worst, example))
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,

@@ -22,6 +22,10 @@ gradoracle now says instead.
   torch.DoubleTensor" about an array the user had given as int64.  A failing call now notes the
   inputs given as integers or booleans and that such arrays go in ``params=`` (the advice is
   checked to work; integer arrays of values that a float function takes still pass).
+- A torch function that leaves torch's graph (``.detach()``, ``.numpy()``) was a plain "the
+  torch backward of your function is not the derivative" with a torch gradient of 0; when the
+  framework's gradient for the failing input is exactly 0 everywhere, the message now says that
+  nothing connects the output to that input in the framework's graph, and what cuts it.
 - ``@settings(max_examples=..., deadline=...)`` on a test of the ``gradoracle`` fixture (the
   README says "your Hypothesis configuration applies") fails with Hypothesis' own "Using
   `@settings` on a test without `@given` is completely pointless."  That refusal stands (it is
@@ -230,6 +234,41 @@ def test_an_index_array_given_as_an_input_is_pointed_to_params() -> None:
         np.tanh, {"x": np.array([1, 2, 3])}, vjp=lambda g, x: {"x": g * (1 - np.tanh(x) ** 2)}
     )
     assert [r.verdict for r in results] == ["pass"]
+
+
+# ---------------------------------------------------------------- a function that leaves the framework's graph
+
+
+def test_a_cut_graph_is_named_for_the_input_it_cuts() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(lambda W, x: W.detach() @ x, {"W": (2, 3), "x": (3,)}, framework="torch", examples=2)
+    message = str(info.value)
+    assert info.value.fault == Fault.BACKWARD, message
+    assert "note: torch's gradient for input 'W' is exactly 0 for every element" in message
+    assert "'x' is exactly 0" not in message
+    with pytest.raises(GradientMismatch) as at:  # its repro says the same
+        check_gradients_at(lambda x: x.detach() * 2.0, {"x": np.array([0.5, -1.0])}, framework="torch")
+    assert "note: torch's gradient for input 'x' is exactly 0 for every element" in str(at.value)
+
+
+def test_a_wrong_nonzero_framework_gradient_gets_no_cut_graph_note() -> None:  # the control
+    torch = pytest.importorskip("torch")
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return 2.02 * x * g  # 1% off, never 0 everywhere
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(lambda x: Square.apply(x), {"x": ("n",)}, framework="torch", examples=3)
+    assert info.value.fault == Fault.BACKWARD and "exactly 0 for every element" not in str(info.value)
 
 
 # ---------------------------------------------------------------- Hypothesis' decorators on a fixture test
