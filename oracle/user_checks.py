@@ -1458,7 +1458,10 @@ def check_gradients(
     )
     mode_list = _user_modes(modes, adapter, ident, skip_unsupported_modes)
     results = []
-    for dtype, mode in ((d, m) for m in mode_list for d in dtype_list):
+    left_out: set[tuple[str, str]] = set()
+    pending = [(d, m) for m in mode_list for d in dtype_list]
+    while pending:
+        dtype, mode = pending.pop(0)
         run = functools.partial(check, ident, adapter, dtype, mode=mode)
         res = _outside_explicit_example(run, run_settings)
         if res.counterexample is not None and res.repro is not None:
@@ -1499,6 +1502,11 @@ def check_gradients(
             why = next((ln.strip() for ln in res.message.splitlines() if _raised_in(ln, mode)), "")
             res.verdict, res.fault = Verdict.SKIP, Fault.NONE
             res.message = f"mode {mode} left out: {adapter.name} cannot run it on your function ({why})"
+            left_out.add((dtype, mode))
+            if all((dtype, m) in left_out for m in mode_list) and "vjp" not in mode_list:
+                # every session mode left out: reverse mode, as when none could run at all
+                # (_user_modes), rather than a pass that checked nothing
+                pending.append((dtype, "vjp"))
         results.append(res)
     failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
     if failed:

@@ -26,6 +26,11 @@ gradoracle now says instead.
   torch backward of your function is not the derivative" with a torch gradient of 0; when the
   framework's gradient for the failing input is exactly 0 everywhere, the message now says that
   nothing connects the output to that input in the framework's graph, and what cuts it.
+- Under a session-wide ``--gradoracle-mode hvp`` (or ``jvp``), a fixture check of a
+  ``torch.autograd.Function`` with ``once_differentiable`` (no double backward, no forward mode)
+  had its only mode left out, and the test passed having checked nothing: a backward 1% off
+  passed.  When every session mode is left out, the check now runs reverse mode, as it already
+  did when no session mode could run at all.
 - ``@settings(max_examples=..., deadline=...)`` on a test of the ``gradoracle`` fixture (the
   README says "your Hypothesis configuration applies") fails with Hypothesis' own "Using
   `@settings` on a test without `@given` is completely pointless."  That refusal stands (it is
@@ -269,6 +274,58 @@ def test_a_wrong_nonzero_framework_gradient_gets_no_cut_graph_note() -> None:  #
     with pytest.raises(GradientMismatch) as info:
         check_gradients(lambda x: Square.apply(x), {"x": ("n",)}, framework="torch", examples=3)
     assert info.value.fault == Fault.BACKWARD and "exactly 0 for every element" not in str(info.value)
+
+
+# ---------------------------------------------------------------- session modes the function cannot run
+
+
+def once_differentiable_square(factor: float) -> Any:
+    """``x * x`` as a ``torch.autograd.Function`` whose backward is ``once_differentiable``
+    (neither forward mode nor a double backward) and ``factor`` times the right one."""
+    torch = pytest.importorskip("torch")
+    from torch.autograd.function import once_differentiable
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx: Any, g: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return factor * 2.0 * x * g
+
+    return lambda x: Square.apply(x)
+
+
+@pytest.mark.parametrize("mode", ["hvp", "jvp"])
+def test_a_session_mode_left_out_falls_back_to_reverse_mode(mode: str) -> None:
+    wrong = once_differentiable_square(1.01)
+    with pytest.raises(GradientMismatch) as info:  # it passed: its only mode was left out
+        check_gradients(
+            wrong,
+            {"x": ("n",)},
+            framework="torch",
+            identity="elementwise-square",
+            examples=3,
+            modes=mode,
+            skip_unsupported_modes=True,
+        )
+    assert info.value.fault == Fault.BACKWARD, str(info.value)
+    # the control: the right backward passes in reverse mode, the left-out mode still said
+    results = check_gradients(
+        once_differentiable_square(1.0),
+        {"x": ("n",)},
+        framework="torch",
+        identity="elementwise-square",
+        examples=3,
+        modes=mode,
+        skip_unsupported_modes=True,
+    )
+    assert [(r.mode, r.verdict) for r in results] == [(mode, "skip"), ("vjp", "pass")]
+    assert results[0].message.startswith(f"mode {mode} left out")
 
 
 # ---------------------------------------------------------------- Hypothesis' decorators on a fixture test
