@@ -1336,18 +1336,27 @@ def _cut_graph_note(
 def _integer_inputs_note(inputs: Any, fault: Fault) -> str | None:
     """For a check that failed because a call did not run: the fixed inputs given as integer or
     boolean arrays (indices, masks), which the check passes to the function as floats, and
-    where such arrays go instead (``params=``, handed over unchanged); else None."""
+    where such arrays go instead (``params=``, handed over unchanged); inputs given as a bare
+    int, which is a shape (a drawn vector of that length), not a number; else None."""
     if fault != Fault.ADAPTER or not isinstance(inputs, Mapping):
         return None
     given = {str(k): str(getattr(v, "dtype", "")) for k, v in inputs.items()}
     named = [f"{k!r} ({d})" for k, d in given.items() if "int" in d or "bool" in d]
-    if not named:
-        return None
-    return (
-        f"note: input {', '.join(named)} was given as integers or booleans, and your function received "
-        "it as floats (inputs are differentiated); pass index and mask arrays in params= instead, as your "
-        "framework's arrays (params={'idx': torch.tensor([0, 2])}): params reach your function unchanged"
-    )
+    lengths = [f"{k!r}: {int(v)}" for k, v in inputs.items() if _is_dimension(v) and not hasattr(v, "dtype")]
+    notes = []
+    if named:
+        notes.append(
+            f"input {', '.join(named)} was given as integers or booleans, and your function received "
+            "it as floats (inputs are differentiated); pass index and mask arrays in params= instead, as "
+            "your framework's arrays (params={'idx': torch.tensor([0, 2])}): params reach your function "
+            "unchanged"
+        )
+    if lengths:
+        notes.append(
+            f"input {', '.join(lengths)} is a shape, as a bare int is (a drawn vector of that length); a "
+            "fixed number goes in params= (params={'n': 3}), a fixed value to differentiate as np.array(3.0)"
+        )
+    return "note: " + "; ".join(notes) if notes else None
 
 
 def _with_note(message: str, note: str | None) -> str:

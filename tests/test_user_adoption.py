@@ -21,7 +21,9 @@ gradoracle now says instead.
   taken as float64, as documented, and torch said "Expected ... Long, Int; but got
   torch.DoubleTensor" about an array the user had given as int64.  A failing call now notes the
   inputs given as integers or booleans and that such arrays go in ``params=`` (the advice is
-  checked to work; integer arrays of values that a float function takes still pass).
+  checked to work; integer arrays of values that a float function takes still pass).  An input
+  given as a bare int (``{"x": (4,), "n": 3}``, meant as the number 3) is a shape, as
+  documented; a failing call now says so.
 - A torch function that leaves torch's graph (``.detach()``, ``.numpy()``) was a plain "the
   torch backward of your function is not the derivative" with a torch gradient of 0; when the
   framework's gradient for the failing input is exactly 0 everywhere, the message now says that
@@ -238,6 +240,16 @@ def test_an_index_array_given_as_an_input_is_pointed_to_params() -> None:
     results = check_gradients(
         np.tanh, {"x": np.array([1, 2, 3])}, vjp=lambda g, x: {"x": g * (1 - np.tanh(x) ** 2)}
     )
+    assert [r.verdict for r in results] == ["pass"]
+
+
+def test_a_bare_int_input_is_said_to_be_a_shape() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(GradientMismatch) as info:  # "n": 3 meant the number 3: a drawn vector of 3
+        check_gradients(lambda x, n: x**n, {"x": (4,), "n": 3}, framework="torch", examples=2)
+    assert "note: input 'n': 3 is a shape, as a bare int is" in str(info.value)
+    # the control: the note's params= advice works
+    results = check_gradients(lambda x, n: x**n, {"x": (4,)}, params={"n": 3}, framework="torch", examples=2)
     assert [r.verdict for r in results] == ["pass"]
 
 
