@@ -266,14 +266,26 @@ def pytest_runtest_makereport(
     """Under Hypothesis' refusal of ``@settings(...)`` on a test of the fixture without ``@given``,
     a section saying where the fixture's examples, seed and deadline are set."""
     report: pytest.TestReport = yield
-    if (
-        call.when == "call"
-        and call.excinfo is not None
-        and "gradoracle" in getattr(item, "fixturenames", ())
-        and POINTLESS in str(call.excinfo.value)
-    ):
+    if call.when != "call" or call.excinfo is None or "gradoracle" not in getattr(item, "fixturenames", ()):
+        return report
+    if POINTLESS in str(call.excinfo.value):
         report.sections.append(("gradoracle", DECORATOR_HINT))
+    drawn = _fixture_drawn_how(item.config, call.excinfo.value)
+    if drawn:
+        report.sections.append(("gradoracle", drawn))
     return report
+
+
+def _fixture_drawn_how(config: pytest.Config, exc: BaseException) -> str | None:
+    """How a failing fixture check's examples were drawn and how to draw them again
+    (:func:`_drawn_how`), when Hypothesis generated its seed; None for a seed the command line
+    or the check gave (the user has it), and for anything but a :class:`GradientMismatch`."""
+    from gradoracle.results import GradientMismatch
+
+    if not isinstance(exc, GradientMismatch) or exc.hypothesis_seed is None:
+        return None
+    options = config.stash.get(_CONFIG_KEY, None) or PluginConfig()
+    return _drawn_how(_check_settings(config, options), exc.hypothesis_seed)
 
 
 def _check_settings(config: pytest.Config, options: PluginConfig) -> CheckSettings:

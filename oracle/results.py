@@ -339,6 +339,7 @@ class GradientMismatch(AssertionError):
         fault: Fault,
         worst: WorstElement | None = None,
         repro: str | None = None,
+        hypothesis_seed: str | None = None,
     ) -> None:
         super().__init__(message)
         self.identity = identity
@@ -347,6 +348,8 @@ class GradientMismatch(AssertionError):
         self.fault = fault
         self.worst = worst
         self.repro = repro
+        #: the seed Hypothesis generated for the failing check, when none was given
+        self.hypothesis_seed = hypothesis_seed
 
 
 class AdapterContractError(Exception):

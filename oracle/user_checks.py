@@ -1386,6 +1386,7 @@ def _mismatch(results: Sequence[CheckResult], verbose: bool = False) -> Gradient
         fault=first.fault,
         worst=first.worst,
         repro=first.repro,
+        hypothesis_seed=first.hypothesis_seed,
     )
 
 

@@ -38,6 +38,10 @@ gradoracle now says instead.
   `@settings` on a test without `@given` is completely pointless."  That refusal stands (it is
   Hypothesis'), and the report now has a ``gradoracle`` section saying where a check's examples,
   seed and deadline are set.
+- A failing fixture check did not say how its examples were drawn (a conformance item does:
+  "--hypothesis-seed=N draws them again"); it now does, under the same rules, when the session
+  chose the seed (a check given its own ``seed=`` has its repro).  The seed is checked to draw
+  the same examples again.
 """
 
 from __future__ import annotations
@@ -369,9 +373,62 @@ def test_settings_on_a_fixture_test_says_where_examples_are_set(pytester: pytest
     out = result.stdout.str()
     assert out.count("completely pointless") >= 2  # Hypothesis' refusal, for both decorated tests
     # the hint, once: under the fixture test, not under the test without the fixture nor a failing check
-    assert out.count("- gradoracle -") == 1, out
-    hint_at = out.index("- gradoracle -")
+    hint = "Hypothesis' decorators apply to @given tests only"
+    assert out.count(hint) == 1, out
+    hint_at = out.index(hint)
     assert out.rindex("test_decorated_check", 0, hint_at) > out.rfind(
         "test_decorated_without_the_fixture", 0, hint_at
     )
     assert "gradoracle.check(..., examples=50, seed=1)" in out
+
+
+SEEDED = """
+import numpy as np
+
+LOG = "drawn.txt"
+
+
+def f(x):
+    with open(LOG, "a") as fh:
+        fh.write(repr(np.asarray(x).tolist()) + "\\n")
+    return np.sin(x)
+
+
+def bad(g, x):  # 1% off wherever |x| > 0.8
+    return {"x": g * np.cos(x) * (1.01 if np.max(np.abs(x)) > 0.8 else 1.0)}
+
+
+def test_session_seed(gradoracle):
+    gradoracle.check(f, {"x": ("n",)}, vjp=bad, examples=30)
+
+
+def test_own_seed(gradoracle):
+    gradoracle.check(np.sin, {"x": ("n",)}, vjp=bad, examples=30, seed=3)
+"""
+
+
+def test_a_failing_fixture_check_says_how_to_draw_its_examples_again(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    import hypothesis.core
+
+    # an in-process run's --hypothesis-seed stays in hypothesis.core: given back afterwards
+    monkeypatch.setattr(hypothesis.core, "global_force_seed", hypothesis.core.global_force_seed)
+
+    pytester.makepyfile(test_seeded=SEEDED)
+    first = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "-k", "session_seed")
+    first.assert_outcomes(failed=1)
+    found = re.search(r"--hypothesis-seed=(\d+) draws them again", first.stdout.str())
+    assert found, first.stdout.str()
+    drawn = (pytester.path / "drawn.txt").read_text().splitlines()[:3]
+    (pytester.path / "drawn.txt").unlink()
+    # under --hypothesis-seed a check runs without the example database: the seed alone draws them
+    again = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", f"--hypothesis-seed={found[1]}")
+    again.assert_outcomes(failed=2)
+    assert (pytester.path / "drawn.txt").read_text().splitlines()[:3] == drawn
+    # the control: a check with its own seed= says nothing of the session's seed
+    own = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "-k", "own_seed")
+    own.assert_outcomes(failed=1)
+    assert "- gradoracle -" not in own.stdout.str() and "draws them again" not in own.stdout.str()
