@@ -1179,10 +1179,21 @@ def _repro(
     fns = [(f, role) for f, role in roles if f is not None]
     lines = ["import numpy as np", "from gradoracle.user_checks import check_gradients_at"]
     by_module: dict[str, list[str]] = {}
+    names: dict[str, str] = {}  # role: the expression that names it in the call
     for f, role in fns:
         module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")
+        names[role] = _label(f, role)
         if module and qual and "<" not in qual:
             by_module.setdefault(module, []).append(qual.split(".")[0])
+            if "." in qual:  # a method, or a function in a class: reached through the class
+                owner = qual.rsplit(".", 1)[0]
+                instance = inspect.ismethod(f) and not inspect.isclass(f.__self__)
+                names[role] = f"{owner}().{f.__name__}" if instance else qual
+                if instance:
+                    lines.append(
+                        f"# {names[role]}: a method of a {owner} instance; give {owner}() the arguments "
+                        "your test does"
+                    )
         else:
             lines.append(
                 f"# {_label(f, role)} = ... ({display_name(f)} is defined inline or locally: "
@@ -1191,16 +1202,16 @@ def _repro(
     for module, quals in by_module.items():
         lines.append(f"from {module} import {', '.join(dict.fromkeys(quals))}  # the functions under test")
     lines.append("")
-    args = [_label(forward), "inputs", f"params={dict(counter.get('params') or {})!r}"]
+    args = [names["forward"], "inputs", f"params={dict(counter.get('params') or {})!r}"]
     args += [f"seed={counter.get('seed', 0)}", f"dtype={dtype!r}", f"wrt={tuple(wrt)!r}"]
     if vjp is not None:
-        args.append(f"vjp={_label(vjp, 'vjp')}")
+        args.append(f"vjp={names['vjp']}")
     if framework not in (None, "numpy"):
         args.append(f"framework={framework if isinstance(framework, str) else type(framework).__name__!r}")
     if identity is not None:
         args.append(f"identity={identity if isinstance(identity, str) else identity.name!r}")
     if reference is not None:
-        args.append(f"reference={_label(reference, 'reference')}")
+        args.append(f"reference={names['reference']}")
     if mode != "vjp":
         args.append(f"mode={mode!r}")
     call = f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there"

@@ -33,6 +33,10 @@ gradoracle now says instead.
   had its only mode left out, and the test passed having checked nothing: a backward 1% off
   passed.  When every session mode is left out, the check now runs reverse mode, as it already
   did when no session mode could run at all.
+- A check of methods (``gradoracle.check(self.f, vjp=self.f_bwd)`` in a test class, a
+  class's static or class methods) printed a repro that imported the class and then called
+  ``check_gradients_at(f, ..., vjp=f_bwd)``: a NameError.  It now names them through the class
+  (``TestOps().f``, ``Kernels.g``), and runs.
 - ``@settings(max_examples=..., deadline=...)`` on a test of the ``gradoracle`` fixture (the
   README says "your Hypothesis configuration applies") fails with Hypothesis' own "Using
   `@settings` on a test without `@given` is completely pointless."  That refusal stands (it is
@@ -342,6 +346,45 @@ def test_a_session_mode_left_out_falls_back_to_reverse_mode(mode: str) -> None:
     )
     assert [(r.mode, r.verdict) for r in results] == [(mode, "skip"), ("vjp", "pass")]
     assert results[0].message.startswith(f"mode {mode} left out")
+
+
+# ---------------------------------------------------------------- a repro of methods
+
+
+class SineMethods:
+    """A test class's methods: a forward and a backward 2% off."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.sin(x)
+
+    def backward(self, g: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"x": 1.02 * g * np.cos(x)}
+
+
+class SineKernels:
+    @staticmethod
+    def forward(x: np.ndarray) -> np.ndarray:
+        return np.sin(x)
+
+    @classmethod
+    def backward(cls, g: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"x": 1.02 * g * np.cos(x)}
+
+
+@pytest.mark.parametrize(
+    ("forward", "backward", "named"),
+    [
+        (SineMethods().forward, SineMethods().backward, "SineMethods().forward"),
+        (SineKernels.forward, SineKernels.backward, "SineKernels.forward"),
+    ],
+)
+def test_the_repro_of_methods_runs(forward: Any, backward: Any, named: str) -> None:
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(forward, {"x": ("n",)}, vjp=backward, examples=5)
+    repro = info.value.repro or ""
+    assert f"check_gradients_at({named}, inputs" in repro, repro
+    with pytest.raises(GradientMismatch):  # it raised NameError: f is not defined
+        exec(repro, {})
 
 
 # ---------------------------------------------------------------- Hypothesis' decorators on a fixture test
