@@ -43,9 +43,9 @@ gradoracle now says instead.
   Hypothesis'), and the report now has a ``gradoracle`` section saying where a check's examples,
   seed and deadline are set.
 - A failing fixture check did not say how its examples were drawn (a conformance item does:
-  "--hypothesis-seed=N draws them again"); it now does, under the same rules, when the session
-  chose the seed (a check given its own ``seed=`` has its repro).  The seed is checked to draw
-  the same examples again.
+  "--hypothesis-seed=N draws them again"); it now does, in the same words, when Hypothesis
+  chose the seed (one given on the command line or to the check is already the user's).  The
+  seed is checked to draw the same examples again.
 """
 
 from __future__ import annotations
