@@ -33,7 +33,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,6 +246,46 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # ------------------------------------------------------------------------- the fixture
+
+#: Hypothesis refuses ``@settings`` / ``@seed`` on a test without ``@given`` with this phrase.
+POINTLESS = "on a test without `@given` is completely pointless"
+#: Where a test of the fixture sets what those decorators would have (shown under the refusal).
+DECORATOR_HINT = (
+    "gradoracle: Hypothesis' decorators apply to @given tests only; a test of the gradoracle fixture "
+    "sets a check's examples and seed as arguments, gradoracle.check(..., examples=50, seed=1), or every "
+    "check's in a Hypothesis profile (settings.register_profile / --hypothesis-profile) or with "
+    "--gradoracle-examples / --gradoracle-seed; checks run without a deadline (the per-call timeout, "
+    "--gradoracle-timeout, guards hangs)"
+)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under Hypothesis' refusal of ``@settings(...)`` on a test of the fixture without ``@given``,
+    a section saying where the fixture's examples, seed and deadline are set."""
+    report: pytest.TestReport = yield
+    if call.when != "call" or call.excinfo is None or "gradoracle" not in getattr(item, "fixturenames", ()):
+        return report
+    if POINTLESS in str(call.excinfo.value):
+        report.sections.append(("gradoracle", DECORATOR_HINT))
+    drawn = _fixture_drawn_how(item.config, call.excinfo.value)
+    if drawn:
+        report.sections.append(("gradoracle", drawn))
+    return report
+
+
+def _fixture_drawn_how(config: pytest.Config, exc: BaseException) -> str | None:
+    """How a failing fixture check's examples were drawn and how to draw them again
+    (:func:`_drawn_how`), when Hypothesis generated its seed; None for a seed the command line
+    or the check gave (the user has it), and for anything but a :class:`GradientMismatch`."""
+    from gradoracle.results import GradientMismatch
+
+    if not isinstance(exc, GradientMismatch) or exc.hypothesis_seed is None:
+        return None
+    options = config.stash.get(_CONFIG_KEY, None) or PluginConfig()
+    return _drawn_how(_check_settings(config, options), exc.hypothesis_seed)
 
 
 def _check_settings(config: pytest.Config, options: PluginConfig) -> CheckSettings:

@@ -54,6 +54,9 @@ class Words:
     reference: str = "the notes' closed form"
     user_reference: bool = False  # the closed form is the user's, not gradoracle's
     who: str = ""  # for a user's check: what computed the gradient ("your backward f_backward")
+    #: the reference forward is the user's own function again (a user check without a catalogue
+    #: identity): a forward mismatch means two calls on the same input gave different outputs
+    self_forward: bool = False
 
     @property
     def user(self) -> bool:
@@ -63,10 +66,22 @@ class Words:
 
 ADAPTER_WORDS = Words()
 
+#: What a user whose function does not repeat itself on the same input can do about it.
+REPEAT_HINT = (
+    "a function that draws random numbers or keeps state cannot be checked as it is (dropout in a "
+    "module's training mode, a global generator): call module.eval() first, or fix the randomness "
+    "inside the function (seed a generator on each call, a fixed jax.random key)"
+)
+
 
 def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
     """One plain sentence saying what a fault class means for the thing under test."""
     if fault == Fault.FORWARD:
+        if words.self_forward:
+            return (
+                f"{words.forward}, called twice on the same input, returned different outputs "
+                "(it is not a function of its inputs alone)"
+            )
         return f"{words.forward} computes another function than {words.reference}"
     if fault == Fault.BACKWARD:
         return (
@@ -121,7 +136,11 @@ def kind_text(kind: str, words: Words = ADAPTER_WORDS) -> str:
     """What a comparison kind compares, in the words of the thing under test."""
     fwd = words.forward.removeprefix("the ")
     return {
-        "forward": f"{words.forward} vs the reference forward",
+        "forward": (
+            f"{words.forward} vs itself, called again on the same input"
+            if words.self_forward
+            else f"{words.forward} vs the reference forward"
+        ),
         "analytic": f"{words.gradient} vs analytic ({words.reference})",
         "fd": f"{words.gradient} vs finite differences of {fwd}",
         "oracle": f"analytic ({words.reference}) vs finite differences of the reference forward",
@@ -320,6 +339,7 @@ class GradientMismatch(AssertionError):
         fault: Fault,
         worst: WorstElement | None = None,
         repro: str | None = None,
+        hypothesis_seed: str | None = None,
     ) -> None:
         super().__init__(message)
         self.identity = identity
@@ -328,6 +348,8 @@ class GradientMismatch(AssertionError):
         self.fault = fault
         self.worst = worst
         self.repro = repro
+        #: the seed Hypothesis generated for the failing check, when none was given
+        self.hypothesis_seed = hypothesis_seed
 
 
 class AdapterContractError(Exception):

@@ -79,6 +79,7 @@ from gradoracle.precision import (
 )
 from gradoracle.results import (
     ADAPTER_WORDS,
+    REPEAT_HINT,
     TOLERANCE_FORMULA_PREFIX,
     AdapterContractError,
     CheckResult,
@@ -1798,6 +1799,12 @@ def describe_outcome(
         f"  fault: {outcome.fault} - {fault_text(outcome.fault, words)}",
     ]
     nd = outcome.nondeterminism
+    if nd is not None and nd.what == "output" and words.user:
+        # the outputs differ: the user's function does not repeat itself, whatever its backward does
+        lines[-1] = (
+            f"  fault: {outcome.fault} - {words.forward}, called twice on the same input, "
+            "returned different outputs"
+        )
     if outcome.domain:
         lines.append(f"  {outcome.domain}")
         lines.append(f"  hint: {domain_hint(ident, words)}")
@@ -1818,9 +1825,12 @@ def describe_outcome(
         lines.append(
             f"    first call = {_fmt(nd.first)}   second call = {_fmt(nd.second)}   (expected {bound})"
         )
-        lines.append(
-            "    a framework that documents nondeterminism can declare nondeterminism_rtol on its adapter"
-        )
+        if words.user:
+            lines.append(f"  hint: {REPEAT_HINT}")
+        else:
+            lines.append(
+                "    a framework that documents nondeterminism can declare nondeterminism_rtol on its adapter"
+            )
         worst = WorstElement(
             kind="nondeterministic",
             input=nd.what,
@@ -1872,6 +1882,8 @@ def describe_outcome(
         noisy = _noisy_fd_hint(w, tol, words)
         if noisy:
             lines.append(f"  hint: {noisy}")
+        if w.kind == "forward" and words.self_forward:
+            lines.append(f"  hint: {REPEAT_HINT}")
         for c in failures[1:4]:
             also = f"{kind_text(c.kind, words)} on {c.input!r}"
             lines.append(f"  also: {also}: error/tolerance = {c.ratio:.3g}")
@@ -2638,11 +2650,20 @@ def _flaky_result(
         label,
         repro_dir,
     )
-    message, worst = describe_outcome(ident, label, dtype, failed, tol, repro, mode=mode)
-    head = (
-        f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
-        "input, so the adapter does not give the same answer twice; the failing call:"
-    )
+    words = _adapter_words(adapter)
+    message, worst = describe_outcome(ident, label, dtype, failed, tol, repro, words, mode)
+    if words is not None and words.user:
+        who = f"{words.subject} or {words.who}" if words.who else words.subject
+        head = (
+            f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
+            f"input, so {who} does not give the same answer twice; the failing call:"
+        )
+        message = f"{message}\n  hint: {REPEAT_HINT}"
+    else:
+        head = (
+            f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
+            "input, so the adapter does not give the same answer twice; the failing call:"
+        )
     example = failed.example
     counter = {
         "inputs": {k: np.asarray(v).tolist() for k, v in example.inputs.items()},

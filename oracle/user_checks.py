@@ -59,6 +59,7 @@ from gradoracle.results import (
     InputSpecError,
     Verdict,
     Words,
+    WorstElement,
     brief_message,
 )
 from gradoracle.runner import (
@@ -192,6 +193,7 @@ def user_words(
         reference=ref,
         user_reference=reference is not None,
         who=who,
+        self_forward=identity is None,
     )
 
 
@@ -1177,10 +1179,21 @@ def _repro(
     fns = [(f, role) for f, role in roles if f is not None]
     lines = ["import numpy as np", "from gradoracle.user_checks import check_gradients_at"]
     by_module: dict[str, list[str]] = {}
+    names: dict[str, str] = {}  # role: the expression that names it in the call
     for f, role in fns:
         module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")
+        names[role] = _label(f, role)
         if module and qual and "<" not in qual:
             by_module.setdefault(module, []).append(qual.split(".")[0])
+            if "." in qual:  # a method, or a function in a class: reached through the class
+                owner = qual.rsplit(".", 1)[0]
+                instance = inspect.ismethod(f) and not inspect.isclass(f.__self__)
+                names[role] = f"{owner}().{f.__name__}" if instance else qual
+                if instance:
+                    lines.append(
+                        f"# {names[role]}: a method of a {owner} instance; give {owner}() the arguments "
+                        "your test does"
+                    )
         else:
             lines.append(
                 f"# {_label(f, role)} = ... ({display_name(f)} is defined inline or locally: "
@@ -1189,16 +1202,16 @@ def _repro(
     for module, quals in by_module.items():
         lines.append(f"from {module} import {', '.join(dict.fromkeys(quals))}  # the functions under test")
     lines.append("")
-    args = [_label(forward), "inputs", f"params={dict(counter.get('params') or {})!r}"]
+    args = [names["forward"], "inputs", f"params={dict(counter.get('params') or {})!r}"]
     args += [f"seed={counter.get('seed', 0)}", f"dtype={dtype!r}", f"wrt={tuple(wrt)!r}"]
     if vjp is not None:
-        args.append(f"vjp={_label(vjp, 'vjp')}")
+        args.append(f"vjp={names['vjp']}")
     if framework not in (None, "numpy"):
         args.append(f"framework={framework if isinstance(framework, str) else type(framework).__name__!r}")
     if identity is not None:
         args.append(f"identity={identity if isinstance(identity, str) else identity.name!r}")
     if reference is not None:
-        args.append(f"reference={_label(reference, 'reference')}")
+        args.append(f"reference={names['reference']}")
     if mode != "vjp":
         args.append(f"mode={mode!r}")
     call = f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there"
@@ -1254,6 +1267,109 @@ def _float32_fd_only_note(
     return FLOAT32_FD_ONLY_NOTE if outcome.passed else None
 
 
+def _dtype_bound_note(ident: Identity, adapter: Any, fault: Fault, example: Example) -> str | None:
+    """For a check that failed because a call did not run (an ``adapter`` fault): when the user's
+    forward runs at the failing example in one dtype and raises in the other (parameters of a
+    fixed dtype: a torch module is float32 unless converted), a note saying so and what to do
+    (two more evaluations, on a failing path only), else None."""
+    if fault != Fault.ADAPTER:
+        return None
+    return _dtype_bound_text(ident, adapter, example)
+
+
+def _dtype_bound_text(ident: Identity, adapter: Any, example: Example) -> str | None:
+    """The note of :func:`_dtype_bound_note`, whatever the fault: None unless the forward runs at
+    ``example`` in exactly one of float64 and float32."""
+    from gradoracle.runner import forward_for
+
+    fn = forward_for(ident, example.params)
+    ran, raised = [], []
+    for dtype in ("float64", "float32"):
+        if dtype not in adapter.dtypes:
+            continue
+        try:
+            adapter.forward(fn, example.inputs, dtype)
+        except Exception:  # whatever it raises: this dtype does not run
+            raised.append(dtype)
+        else:
+            ran.append(dtype)
+    if not ran or not raised:
+        return None
+    follow = (
+        "or make it follow its inputs' dtype (a module: torch.func.functional_call(module, "
+        "{k: p.to(x.dtype) for k, p in module.named_parameters()}, (x,)))"
+    )
+    if raised[0] == "float64":
+        return (
+            f"note: your function runs on float32 inputs only (it raised on float64 ones: arrays of a fixed "
+            "dtype inside it, such as a float32 module's parameters); finite differences call it in float64 "
+            f"whatever dtype is checked: convert it (module.double()) and check float64, {follow}"
+        )
+    return (
+        "note: your function runs on float64 inputs only (it raised on float32 ones: arrays of a fixed "
+        f"dtype inside it, such as a module converted with .double()): check float64 only, {follow}"
+    )
+
+
+def _cut_graph_note(
+    ident: Identity, adapter: Any, dtype: str, fault: Fault, worst: WorstElement | None, example: Example
+) -> str | None:
+    """For a framework's gradient that failed as ``backward``: when that gradient is exactly 0 for
+    every element of the worst input (finite differences are not, or it would have passed), a
+    note that nothing connects the output to that input in the framework's graph (one more
+    forward and vjp, on a failing path only), else None."""
+    inner = getattr(adapter, "inner", None)
+    if inner is None or fault != Fault.BACKWARD or worst is None or worst.input not in ident.wrt:
+        return None
+    from gradoracle.runner import forward_for
+
+    fn = forward_for(ident, example.params)
+    try:
+        out = np.asarray(adapter.forward(fn, example.inputs, dtype))
+        grads = adapter.vjp(fn, example.inputs, ident.wrt, np.ones(out.shape, dtype=dtype), dtype).grads
+        zero = bool(np.all(np.asarray(grads[worst.input]) == 0))
+    except Exception:  # a call failing now: no evidence either way
+        return None
+    if not zero:
+        return None
+    name = str(getattr(inner, "name", "the framework"))
+    exits = {
+        "torch": ".detach(), .numpy(), .item(), torch.no_grad(), NumPy in between",
+        "jax": "jax.lax.stop_gradient, NumPy in between",
+    }.get(name, "NumPy in between")
+    return (
+        f"note: {name}'s gradient for input {worst.input!r} is exactly 0 for every element: nothing connects "
+        f"the output to {worst.input!r} in {name}'s graph, as when the function leaves it ({exits}); keep "
+        f"the computation in {name}'s operations"
+    )
+
+
+def _integer_inputs_note(inputs: Any, fault: Fault) -> str | None:
+    """For a check that failed because a call did not run: the fixed inputs given as integer or
+    boolean arrays (indices, masks), which the check passes to the function as floats, and
+    where such arrays go instead (``params=``, handed over unchanged); inputs given as a bare
+    int, which is a shape (a drawn vector of that length), not a number; else None."""
+    if fault != Fault.ADAPTER or not isinstance(inputs, Mapping):
+        return None
+    given = {str(k): str(getattr(v, "dtype", "")) for k, v in inputs.items()}
+    named = [f"{k!r} ({d})" for k, d in given.items() if "int" in d or "bool" in d]
+    lengths = [f"{k!r}: {int(v)}" for k, v in inputs.items() if _is_dimension(v) and not hasattr(v, "dtype")]
+    notes = []
+    if named:
+        notes.append(
+            f"input {', '.join(named)} was given as integers or booleans, and your function received "
+            "it as floats (inputs are differentiated); pass index and mask arrays in params= instead, as "
+            "your framework's arrays (params={'idx': torch.tensor([0, 2])}): params reach your function "
+            "unchanged"
+        )
+    if lengths:
+        notes.append(
+            f"input {', '.join(lengths)} is a shape, as a bare int is (a drawn vector of that length); a "
+            "fixed number goes in params= (params={'n': 3}), a fixed value to differentiate as np.array(3.0)"
+        )
+    return "note: " + "; ".join(notes) if notes else None
+
+
 def _with_note(message: str, note: str | None) -> str:
     """``message`` with ``note`` as an indented line after its ``fault:`` line."""
     if not note:
@@ -1281,6 +1397,7 @@ def _mismatch(results: Sequence[CheckResult], verbose: bool = False) -> Gradient
         fault=first.fault,
         worst=first.worst,
         repro=first.repro,
+        hypothesis_seed=first.hypothesis_seed,
     )
 
 
@@ -1362,7 +1479,10 @@ def check_gradients(
     )
     mode_list = _user_modes(modes, adapter, ident, skip_unsupported_modes)
     results = []
-    for dtype, mode in ((d, m) for m in mode_list for d in dtype_list):
+    left_out: set[tuple[str, str]] = set()
+    pending = [(d, m) for m in mode_list for d in dtype_list]
+    while pending:
+        dtype, mode = pending.pop(0)
         run = functools.partial(check, ident, adapter, dtype, mode=mode)
         res = _outside_explicit_example(run, run_settings)
         if res.counterexample is not None and res.repro is not None:
@@ -1380,15 +1500,20 @@ def check_gradients(
                 run_settings.repro_dir,
             )
         res.message = _rewrite_message(res.message, res.repro)
-        if res.verdict == Verdict.FAIL and res.counterexample is not None:
+        if res.verdict in (Verdict.FAIL, Verdict.ERROR) and res.counterexample is not None:
             counter = res.counterexample
             example = Example(
                 {k: np.asarray(v, dtype=np.float64) for k, v in counter["inputs"].items()},
                 dict(counter.get("params") or {}),
                 int(counter.get("seed", 0)),
             )
-            note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
-            res.message = _with_note(res.message, note)
+            if res.verdict == Verdict.FAIL:
+                note = _float32_fd_only_note(ident, adapter, dtype, mode, res.fault, example, run_settings)
+                res.message = _with_note(res.message, note)
+                cut = _cut_graph_note(ident, adapter, dtype, res.fault, res.worst, example)
+                res.message = _with_note(res.message, cut)
+            res.message = _with_note(res.message, _dtype_bound_note(ident, adapter, res.fault, example))
+            res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1398,6 +1523,11 @@ def check_gradients(
             why = next((ln.strip() for ln in res.message.splitlines() if _raised_in(ln, mode)), "")
             res.verdict, res.fault = Verdict.SKIP, Fault.NONE
             res.message = f"mode {mode} left out: {adapter.name} cannot run it on your function ({why})"
+            left_out.add((dtype, mode))
+            if all((dtype, m) in left_out for m in mode_list) and "vjp" not in mode_list:
+                # every session mode left out: reverse mode, as when none could run at all
+                # (_user_modes), rather than a pass that checked nothing
+                pending.append((dtype, "vjp"))
         results.append(res)
     failed = [r for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
     if failed:
@@ -1584,12 +1714,21 @@ def check_gradients_at(
     settings = settings or CheckSettings()
     example = Example(arrays, dict(params or {}), int(seed))
     (mode,) = _user_modes(mode, adapter, ident, skip_unsupported=False)
-    if mode == "vjp":
-        outcome = evaluate_example(ident, adapter, dtype, example, settings)
-    else:
-        from gradoracle.modes import EVALUATORS
+    try:
+        if mode == "vjp":
+            outcome = evaluate_example(ident, adapter, dtype, example, settings)
+        else:
+            from gradoracle.modes import EVALUATORS
 
-        outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
+            outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
+    except Exception as exc:  # the function's own exception, with its traceback into the user's code
+        bound = _dtype_bound_text(ident, adapter, example)
+        if bound is not None:  # why a float32 module raises on float64 arrays in a float32 check
+            exc.add_note(bound)
+        integral = _integer_inputs_note(inputs, Fault.ADAPTER)
+        if integral is not None:  # why an index array arrived as floats
+            exc.add_note(integral)
+        raise
     if not outcome.passed:
         tol = tolerance_for(dtype, _fd_dtype(adapter, dtype, settings))
         counter = {
@@ -1615,6 +1754,9 @@ def check_gradients_at(
         )
         note = _float32_fd_only_note(ident, adapter, dtype, mode, outcome.fault, example, settings)
         message = _with_note(message, note)
+        message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example))
+        message = _with_note(message, _integer_inputs_note(inputs, outcome.fault))
+        message = _with_note(message, _cut_graph_note(ident, adapter, dtype, outcome.fault, worst, example))
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,
