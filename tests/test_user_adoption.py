@@ -457,8 +457,10 @@ def test_a_failing_fixture_check_says_how_to_draw_its_examples_again(
 
     import hypothesis.core
 
-    # an in-process run's --hypothesis-seed stays in hypothesis.core: given back afterwards
-    monkeypatch.setattr(hypothesis.core, "global_force_seed", hypothesis.core.global_force_seed)
+    # an in-process run's --hypothesis-seed stays in hypothesis.core: none at the start (an earlier
+    # in-process run in this worker may have left one, and then no seed is Hypothesis's own), and
+    # the value before given back afterwards
+    monkeypatch.setattr(hypothesis.core, "global_force_seed", None)
 
     pytester.makepyfile(test_seeded=SEEDED)
     first = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "-k", "session_seed")
