@@ -278,32 +278,25 @@ def test_a_cut_graph_is_named_for_the_input_it_cuts() -> None:
 
 
 def test_a_wrong_nonzero_framework_gradient_gets_no_cut_graph_note() -> None:  # the control
-    torch = pytest.importorskip("torch")
-
-    class Square(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, x: Any) -> Any:
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx: Any, g: Any) -> Any:
-            (x,) = ctx.saved_tensors
-            return 2.02 * x * g  # 1% off, never 0 everywhere
-
+    square = torch_square(1.01, once=False)  # 1% off, never 0 everywhere
     with pytest.raises(GradientMismatch) as info:
-        check_gradients(lambda x: Square.apply(x), {"x": ("n",)}, framework="torch", examples=3)
+        check_gradients(square, {"x": ("n",)}, framework="torch", examples=3)
     assert info.value.fault == Fault.BACKWARD and "exactly 0 for every element" not in str(info.value)
 
 
 # ---------------------------------------------------------------- session modes the function cannot run
 
 
-def once_differentiable_square(factor: float) -> Any:
-    """``x * x`` as a ``torch.autograd.Function`` whose backward is ``once_differentiable``
-    (neither forward mode nor a double backward) and ``factor`` times the right one."""
+def torch_square(factor: float, once: bool = True) -> Any:
+    """``x * x`` as a ``torch.autograd.Function`` whose backward is ``factor`` times the right
+    one; ``once``: the backward is ``once_differentiable`` (neither forward mode nor a double
+    backward)."""
     torch = pytest.importorskip("torch")
     from torch.autograd.function import once_differentiable
+
+    def backward(ctx: Any, g: Any) -> Any:
+        (x,) = ctx.saved_tensors
+        return factor * 2.0 * x * g
 
     class Square(torch.autograd.Function):
         @staticmethod
@@ -311,13 +304,13 @@ def once_differentiable_square(factor: float) -> Any:
             ctx.save_for_backward(x)
             return x * x
 
-        @staticmethod
-        @once_differentiable
-        def backward(ctx: Any, g: Any) -> Any:
-            (x,) = ctx.saved_tensors
-            return factor * 2.0 * x * g
-
+    Square.backward = staticmethod(once_differentiable(backward) if once else backward)  # type: ignore[method-assign]
     return lambda x: Square.apply(x)
+
+
+def once_differentiable_square(factor: float) -> Any:
+    """:func:`torch_square` with a ``once_differentiable`` backward."""
+    return torch_square(factor, once=True)
 
 
 @pytest.mark.parametrize("mode", ["hvp", "jvp"])
