@@ -1214,7 +1214,10 @@ def _repro(
         args.append(f"reference={names['reference']}")
     if mode != "vjp":
         args.append(f"mode={mode!r}")
-    call = f"check_gradients_at({', '.join(args)})  # raises GradientMismatch while the fault is there"
+    call = (
+        f"check_gradients_at({', '.join(args)})  # raises while the fault is there "
+        "(GradientMismatch, or the exception your function raises)"
+    )
     from gradoracle.repro_env import needs_line
 
     modules = [m for m in by_module if m != "__main__"]
