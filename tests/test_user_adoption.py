@@ -444,29 +444,37 @@ def test_own_seed(gradoracle):
 
 
 def test_a_failing_fixture_check_says_how_to_draw_its_examples_again(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     import re
 
     import hypothesis.core
+    from hypothesis import settings
 
     # an in-process run's --hypothesis-seed stays in hypothesis.core: none at the start (an earlier
     # in-process run in this worker may have left one, and then no seed is Hypothesis's own), and
     # the value before given back afterwards
     monkeypatch.setattr(hypothesis.core, "global_force_seed", None)
+    # under CI=true Hypothesis loads its "ci" profile (derandomize=True: no seed is generated, and
+    # nothing is said of one); these runs load the default profile, and the one before is restored
+    profile = settings.get_current_profile_name()
+    request.addfinalizer(lambda: settings.load_profile(profile))
+    pin = "--hypothesis-profile=default"
 
     pytester.makepyfile(test_seeded=SEEDED)
-    first = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "-k", "session_seed")
+    first = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", pin, "-k", "session_seed")
     first.assert_outcomes(failed=1)
     found = re.search(r"--hypothesis-seed=(\d+) draws them again", first.stdout.str())
     assert found, first.stdout.str()
     drawn = (pytester.path / "drawn.txt").read_text().splitlines()[:3]
     (pytester.path / "drawn.txt").unlink()
     # under --hypothesis-seed a check runs without the example database: the seed alone draws them
-    again = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", f"--hypothesis-seed={found[1]}")
+    again = pytester.runpytest(
+        "-p", "no:randomly", "-p", "no:cacheprovider", pin, f"--hypothesis-seed={found[1]}"
+    )
     again.assert_outcomes(failed=2)
     assert (pytester.path / "drawn.txt").read_text().splitlines()[:3] == drawn
     # the control: a check with its own seed= says nothing of the session's seed
-    own = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "-k", "own_seed")
+    own = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", pin, "-k", "own_seed")
     own.assert_outcomes(failed=1)
     assert "- gradoracle -" not in own.stdout.str() and "draws them again" not in own.stdout.str()
