@@ -17,6 +17,7 @@ a :class:`CheckResult`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -303,33 +304,31 @@ class ExampleOutcome:
 
 # ------------------------------------------------------------------ the oracle's own errors
 
-#: The oracle's reference code: the catalogue's closed forms and reference forwards.  They read
-#: only what the oracle drew (inputs, directions, cotangents), never an adapter's results.  Not
-#: ``identities/record.py``: the Identity record's methods also call a user's own functions.
-_PACKAGE_DIR = Path(__file__).resolve().parent
-_REFERENCE_DIR = str(_PACKAGE_DIR / "identities") + os.sep
-_REFERENCE_FILES = (
-    str(_PACKAGE_DIR / "reference_layers.py"),
-    str(_PACKAGE_DIR / "reference_ops.py"),
-)
-_NOT_REFERENCE = str(_PACKAGE_DIR / "identities" / "record.py")
-#: ``gradoracle.adapters`` (beside the package in the repository's layout, inside it in a wheel).
-_ADAPTERS_SPEC = importlib.util.find_spec("gradoracle.adapters")
-_ADAPTERS_DIR = (
-    str(Path(_ADAPTERS_SPEC.origin).resolve().parent) + os.sep
-    if _ADAPTERS_SPEC is not None and _ADAPTERS_SPEC.origin
-    else str(_PACKAGE_DIR / "adapters") + os.sep
-)
-#: Where installed libraries and the standard library live (their frames are looked through).
-_LIBRARY_DIRS = tuple(
-    sorted(
-        {
-            str(Path(p).resolve()) + os.sep
-            for k in ("stdlib", "platstdlib", "purelib", "platlib")
-            if (p := sysconfig.get_paths().get(k))
-        }
+
+@functools.cache
+def _code_places() -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """Where the code :func:`_frame_kind` tells apart lives (computed on the first exception it
+    classifies, not at import): gradoracle's package and ``gradoracle.adapters`` (beside the
+    package in the repository's layout, inside it in a wheel), the catalogue's reference code,
+    and the installed libraries and standard library (their frames are looked through).
+
+    Reference code is the catalogue's closed forms and reference forwards, which read only what
+    the oracle drew (inputs, directions, cotangents), never an adapter's results; not
+    ``identities/record.py``, whose Identity methods also call a user's own functions."""
+    package = Path(__file__).resolve().parent
+    spec = importlib.util.find_spec("gradoracle.adapters")
+    adapters = package / "adapters"
+    if spec is not None and spec.origin:
+        adapters = Path(spec.origin).resolve().parent
+    paths = sysconfig.get_paths()
+    kinds = ("stdlib", "platstdlib", "purelib", "platlib")
+    libraries = sorted({str(Path(paths[k]).resolve()) + os.sep for k in kinds if paths.get(k)})
+    reference = (
+        str(package / "identities") + os.sep,
+        str(package / "reference_layers.py"),
+        str(package / "reference_ops.py"),
     )
-)
+    return str(package) + os.sep, str(adapters) + os.sep, reference, tuple(libraries)
 
 
 def _frame_kind(filename: str) -> str:
@@ -341,12 +340,11 @@ def _frame_kind(filename: str) -> str:
         where = str(Path(filename).resolve())
     except (OSError, ValueError):
         return "other"
-    ours = where.startswith((str(_PACKAGE_DIR) + os.sep, _ADAPTERS_DIR))
-    if ours:
-        if where == _NOT_REFERENCE:
-            return "other"
-        return "reference" if where.startswith(_REFERENCE_DIR) or where in _REFERENCE_FILES else "other"
-    return "library" if where.startswith(_LIBRARY_DIRS) else "other"
+    package, adapters, (reference_dir, *reference_files), libraries = _code_places()
+    if where.startswith((package, adapters)):
+        in_catalogue = where.startswith(reference_dir) and not where.endswith(os.sep + "record.py")
+        return "reference" if in_catalogue or where in reference_files else "other"
+    return "library" if where.startswith(libraries) else "other"
 
 
 class OracleInternalError(Exception):
