@@ -675,6 +675,7 @@ def jvp_evaluation(
     user_kinks = ident.family == "user" and ident.smooth_pattern is None
     small = sum(int(np.size(x_d64[n])) for n in ident.wrt) <= settings.full_jacobian_max
     worst_fd: Any = None
+    along_v: Any = None  # the finite difference of u^T J v along v itself, where one was taken
     for d, hd, jd, ref_d in plan:
         pd = float(np.sum(u_d64 * jd))
         scale_d, slack_d = (term_scale, slack) if d is v64 else terms(d, jd, ref_d)
@@ -700,6 +701,8 @@ def jvp_evaluation(
         except Exception as exc:  # the adapter's forward may fail on its own
             outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
             return outcome
+        if d is v64 and cmp.input == "u^T J v":
+            along_v = cmp
         if worst_fd is None or cmp.ratio > worst_fd.ratio:
             worst_fd = cmp
     if worst_fd is not None and worst_fd.failed and user_kinks and small:
@@ -743,9 +746,8 @@ def jvp_evaluation(
         if gmag is not None
         else sum(float(np.sum(np.abs(np.asarray(grads[n], dtype=np.float64) * v64[n]))) for n in v64)
     )
-    allowed_t = float(tol.allowed(max(term_scale, abs(p)), 0.0)) + float(
-        tol.allowed(max(rev_scale, abs(q)), 0.0)
-    )
+    rev_allowed = float(tol.allowed(max(rev_scale, abs(q)), 0.0))
+    allowed_t = float(tol.allowed(max(term_scale, abs(p)), 0.0)) + rev_allowed
     if ident.reference_jvp is None:
         # no closed form, so no term magnitudes: J v is rounded at least at the outputs' scale per
         # unit input (softmax at [0, 50] rounds 1 - 2e-22 to 1, and J v ~ 1e-22 has an error of
@@ -822,7 +824,25 @@ def jvp_evaluation(
         outcome.fault, outcome.domain = Fault.DOMAIN, _fd_domain_text(x_d64, fd_dtype)
         return outcome
     _classify(outcome, Fault.FORWARD_MODE)
+    if outcome.fault == Fault.BACKWARD and ref_jv is None and not _reverse_refuted(along_v, q, rev_allowed):
+        outcome.fault = Fault.MODES_DISAGREE
     return outcome
+
+
+def _reverse_refuted(along_v: Any, q: float, rev_allowed: float) -> bool:
+    """Whether finite differences refute reverse mode's ``q = (u^T J) v``, so that a failed
+    transpose identity is the backward's fault.
+
+    Without a closed form, forward mode's ``p = u^T (J v)`` passed against the central
+    difference ``D ~ u^T J v`` along ``v`` within its allowance ``a`` (error and rounding of
+    ``D``) and failed against ``q``.  Only ``|q - D| > a + r`` (``r``: ``q``'s own rounding)
+    shows ``q`` wrong; where ``D`` is as consistent with ``q`` as with ``p`` (one step beside
+    elements of 1e6 cannot resolve a 1% error in ``J v``), or was not taken along ``v``, the
+    two modes disagree and nothing says which: :data:`Fault.MODES_DISAGREE`.
+    """
+    if along_v is None or along_v.fd is None or not np.isfinite(along_v.fd):
+        return False
+    return abs(q - float(along_v.fd)) > float(along_v.allowed) + rev_allowed
 
 
 def kink_probes(ident: Identity) -> tuple[Any, ...]:

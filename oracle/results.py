@@ -32,6 +32,9 @@ class Fault(StrEnum):
     DTYPE = "dtype"  # the framework returned another dtype than the one asked for (its own promotion)
     FORWARD_MODE = "forward-mode"  # its forward-mode J v is not the derivative of its forward
     SECOND_ORDER = "second-order"  # its Hessian-vector product is not the derivative of its gradient
+    # its forward mode and reverse mode disagree (u^T (J v) != (u^T J) v) and, with no closed form,
+    # finite differences at the inputs cannot resolve which one is wrong
+    MODES_DISAGREE = "modes-disagree"
     PRECISION = "reduced-precision"  # float32 results at fewer mantissa bits (TF32, bf16): right in float64
     DOMAIN = "input-domain"  # the forward is not defined at the drawn inputs (log of a negative, ...)
     # a convention probe's gradient lies outside the generalised (Clarke) gradient at a kink
@@ -115,6 +118,12 @@ def fault_text(fault: Fault, words: Words = ADAPTER_WORDS) -> str:
         return f"{words.subject}'s forward mode (J v) is not the derivative of {words.forward}"
     if fault == Fault.SECOND_ORDER:
         return f"{words.subject}'s Hessian-vector product is not the derivative of its gradient"
+    if fault == Fault.MODES_DISAGREE:
+        return (
+            f"{words.subject}'s forward mode (J v) and reverse mode (u^T J) disagree, "
+            "u^T (J v) != (u^T J) v, and finite differences at these inputs cannot tell which one "
+            "is wrong (both lie within their error): one of the two derivative rules is wrong"
+        )
     if fault == Fault.PRECISION:
         return (
             f"{words.subject} computes this float32 check at reduced precision (fewer correct mantissa bits "

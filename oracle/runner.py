@@ -1855,6 +1855,14 @@ def describe_outcome(
                 None,
             )
             fd_value = fd_cmp.fd if fd_cmp else None
+        elif w.kind == "transpose":
+            # both sides estimate u^T J v: the finite difference along v, where one was taken, beside them
+            from gradoracle.modes import KINK_TRANSPOSE
+
+            fds = [c for c in outcome.comparisons if c.kind == "jvp-fd" and c.input == "u^T J v"]
+            along_v = fds[0] if fds else None
+            kinked = w.input.startswith(KINK_TRANSPOSE)
+            fd_value = along_v.fd if along_v is not None and not kinked else None
         worst = WorstElement(
             kind=w.kind,
             input=w.input,
@@ -1870,6 +1878,8 @@ def describe_outcome(
         )
         got = "output" if w.kind == "forward" else words.gradient
         ref = "reference" if w.kind == "forward" else "analytic"
+        if w.kind == "transpose":
+            got, ref = "forward mode u^T (J v)", "reverse mode (u^T J) v"
         lines.append(f"  worst: {kind_text(w.kind, words)}, {where}")
         lines.append(
             f"    {got} = {_fmt(autodiff)}   {ref} = {_fmt(analytic)}   finite differences = {_fmt(fd_value)}"

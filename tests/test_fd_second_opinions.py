@@ -89,6 +89,44 @@ def test_forward_mode_correct_custom_rules_pass_negative_control_for_the_above()
     check_gradients_at(_custom(torch.tanh, _tanh_df), {"x": _spread()}, framework="torch", mode="jvp")
 
 
+# ------------------------------------------------------------------ which mode, when the two disagree
+
+
+def _jvp_fault(f: Any, x: np.ndarray) -> GradientMismatch:
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(f, {"x": x}, framework="torch", mode="jvp")
+    return info.value
+
+
+def test_modes_that_disagree_where_finite_differences_cannot_tell_are_not_charged_to_the_backward() -> None:
+    # a jvp 1% off on sin beside 1e6 (input seed 7): the transpose identity fails, and the
+    # finite difference along v lies between the two modes' values, within its error of both
+    err = _jvp_fault(_custom(torch.sin, torch.cos, jvp_factor=1.01), _spread(seed=7))
+    assert err.fault == "modes-disagree"
+    assert err.worst is not None and err.worst.kind == "transpose"
+    assert err.worst.fd is not None and np.isfinite(err.worst.fd)  # shown beside the two
+    lo, hi = sorted([err.worst.autodiff, err.worst.analytic])
+    assert lo < err.worst.fd < hi
+    assert "forward mode u^T (J v) = " in str(err) and "finite differences = n/a" not in str(err)
+
+
+def test_modes_that_disagree_were_charged_to_the_backward_without_the_rule_negative_control(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(modes_module, "_reverse_refuted", lambda *a: True)
+    err = _jvp_fault(_custom(torch.sin, torch.cos, jvp_factor=1.01), _spread(seed=7))
+    assert err.fault == "backward"
+
+
+@pytest.mark.parametrize("factor", [1.01, 1.5])
+def test_a_wrong_backward_refuted_by_finite_differences_is_still_the_backward(factor: float) -> None:
+    # the forward-mode rule is right, the backward is off: the finite difference along v sides
+    # with forward mode, so the failed transpose identity is the backward's
+    x = np.random.default_rng(3).standard_normal(50)
+    err = _jvp_fault(_custom(torch.sin, torch.cos, backward_factor=factor), x)
+    assert err.fault == "backward"
+
+
 def test_the_tangent_step_is_for_a_unit_direction() -> None:
     v = {"x": np.full(12, 0.5), "W": np.full((2, 2), 0.5)}  # ||v||_2 = 2
     assert direction_step(1e-3, v) == pytest.approx(5e-4)
