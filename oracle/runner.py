@@ -29,6 +29,7 @@ import sysconfig
 import time
 import traceback
 import unittest
+import weakref
 import zipfile
 import zlib
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -413,6 +414,60 @@ def _domain_text(out: np.ndarray, inputs: Mapping[str, np.ndarray]) -> str:
     return f"the forward gives {value}{where}; the inputs: {ranges}"
 
 
+#: The constant inputs :func:`_fails_everywhere` tries (with a standard normal draw besides).
+EVERYWHERE_FILLS = (1.0, 0.5, 2.0, -1.5, 10.0, -10.0)
+EVERYWHERE_TEXT = (
+    f"at every input tried (these shapes filled with each of {', '.join(map(str, EVERYWHERE_FILLS))}, "
+    "and a standard normal draw): not an input domain to restrict the inputs to, but the function "
+    "failing wherever it is called"
+)
+_EVERYWHERE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], bool]] = weakref.WeakKeyDictionary()
+
+
+def _fails_everywhere(
+    ident: Identity,
+    x_d64: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    kind: type[BaseException] | None,
+) -> bool:
+    """Whether a user's forward that failed at the drawn example in a way that reads as a domain
+    (raised ``kind``: ``ZeroDivisionError``, ``math domain error``; or, with ``kind=None``, gave
+    a value that is not finite) fails so at every input tried: ``x_d64``'s shapes filled with
+    each of :data:`EVERYWHERE_FILLS` and with a standard normal draw.  A function with a domain
+    (``log``, ``sqrt``, ``1 / (x_0 - x_1)``) runs at some of them; one that divides by a zero of
+    its own (``x.sum() / len([])``, ``log(x - x)``) runs at none.  Asked once per function,
+    shapes, parameters and kind (a failing example is replayed while it shrinks)."""
+    key = (
+        tuple(sorted((n, np.shape(a)) for n, a in x_d64.items())),
+        repr(sorted(params.items())),
+        kind,
+    )
+    try:
+        known = _EVERYWHERE.setdefault(ident, {})
+    except TypeError:  # an identity that cannot be weakly referenced: asked every time
+        known = {}
+    if key in known:
+        return known[key]
+    rng = np.random.default_rng(0)
+    trials = [{n: np.full(np.shape(a), c) for n, a in x_d64.items()} for c in EVERYWHERE_FILLS]
+    trials.append({n: rng.standard_normal(np.shape(a)) for n, a in x_d64.items()})
+    everywhere = True
+    for inputs in trials:
+        try:
+            with np.errstate(all="ignore"):
+                out = np.asarray(ident.reference_forward(inputs, params), dtype=np.float64)
+        except Exception as exc:
+            if kind is not None and isinstance(exc, kind):
+                continue
+        else:
+            if kind is None and out.size and not np.all(np.isfinite(out)):
+                continue
+        everywhere = False  # it ran (or failed otherwise) there
+        break
+    known[key] = everywhere
+    return everywhere
+
+
 def reference_output(
     ident: Identity, x_d64: Mapping[str, np.ndarray], params: Mapping[str, Any], outcome: ExampleOutcome
 ) -> np.ndarray | None:
@@ -425,10 +480,19 @@ def reference_output(
     except (ValueError, ArithmeticError) as exc:
         if ident.family != "user" or not _is_domain_error(exc):
             raise
+        if _fails_everywhere(ident, x_d64, params, type(exc)):
+            # not a domain to restrict the inputs to: the function fails wherever it is called
+            outcome.fault = Fault.ADAPTER
+            outcome.crash = f"the forward raised {describe_exception(exc)}, and raises it {EVERYWHERE_TEXT}"
+            return None
         outcome.fault = Fault.DOMAIN
         outcome.domain = f"the forward raised {type(exc).__name__}: {exc}"
         return None
     if ref_out.size and not np.all(np.isfinite(ref_out)):
+        if ident.family == "user" and _fails_everywhere(ident, x_d64, params, None):
+            outcome.fault = Fault.ADAPTER
+            outcome.crash = f"{_domain_text(ref_out, x_d64)}; it is not finite {EVERYWHERE_TEXT}"
+            return None
         outcome.fault = Fault.DOMAIN
         outcome.domain = _domain_text(ref_out, x_d64)
         return None

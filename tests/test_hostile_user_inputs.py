@@ -417,3 +417,61 @@ def test_no_note_for_a_backward_wrong_in_float64_too_negative_control() -> None:
     with pytest.raises(GradientMismatch) as info:
         check_gradients(saturating, {"x": ("n",)}, vjp=wrong, dtypes="float32", examples=5, seed=0)
     assert "note:" not in str(info.value)
+
+
+# ------------------------------------------------------------------ raising everywhere vs. a domain
+
+
+def _divides_by_its_own_zero(x: Any) -> Any:
+    empty: list[float] = []
+    return x.sum() * (1 / len(empty))  # ZeroDivisionError at any input: a bug, not a domain
+
+
+def _log_of_nothing(x: Any) -> Any:
+    with np.errstate(divide="ignore"):
+        return x.sum() + np.log(x - x).sum()  # -inf at any input: a bug, not a domain
+
+
+def _log_of_the_first(x: Any) -> Any:
+    import math
+
+    return x.sum() + 0.0 * math.log(float(x[0]))  # ValueError "math domain error" where x[0] <= 0
+
+
+def _inverse_gap(x: Any) -> Any:
+    return x.sum() + 0.0 / float(x[0] - x[1])  # ZeroDivisionError where x[0] == x[1] (any constant input)
+
+
+def _fault_of(f: Any) -> GradientMismatch:
+    # x[0] = x[1] < 0: outside both domains below
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(f, {"x": np.array([-1.0, -1.0, 2.0])}, vjp=lambda g, x: g * np.ones_like(x))
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("f", "what"),
+    [(_divides_by_its_own_zero, "ZeroDivisionError"), (_log_of_nothing, "the forward gives -inf")],
+    ids=["raises", "not-finite"],
+)
+def test_a_function_failing_at_every_input_is_not_an_input_domain_finding(f: Any, what: str) -> None:
+    err = _fault_of(f)
+    assert err.fault == Fault.ADAPTER
+    assert "at every input tried" in str(err) and what in str(err)
+    assert "hint: restrict the inputs" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "f", [_log_of_the_first, _inverse_gap, lambda x: np.log(x).sum()], ids=["math-log", "1/(x0-x1)", "np-log"]
+)
+def test_a_function_with_a_domain_is_still_an_input_domain_finding_negative_control(f: Any) -> None:
+    # each runs at one of the inputs tried (the normal draw, or 1.0), so its failure at the
+    # drawn example is a domain to restrict the inputs to
+    err = _fault_of(f)
+    assert err.fault == Fault.DOMAIN
+    assert "hint: restrict the inputs" in str(err) and "every input tried" not in str(err)
+
+
+def test_the_everywhere_probe_is_what_decides_negative_control(monkeypatch: Any) -> None:
+    monkeypatch.setattr(runner, "_fails_everywhere", lambda *a: False)
+    assert _fault_of(_divides_by_its_own_zero).fault == Fault.DOMAIN
