@@ -232,6 +232,54 @@ def test_reverse_mode_without_step_refinement_passes_it_negative_control(monkeyp
     check_gradients_at(wrong, {"x": _sin_at_large_arguments()}, framework="torch", seed=0)  # the old hole
 
 
+def _sin_beside_three_1e6() -> np.ndarray:
+    # docs/hostile-probes' 17th draw (wrong_rules, seed 5): 34 elements, three of them +-1e6,
+    # where a sin backward 1.5 times too large passed: at h/8 it missed by 1.6 allowances, made
+    # of Richardson's error estimate, and a narrow miss there stopped the refinement
+    rng = np.random.default_rng(5)
+    for _ in range(17):
+        size = int(rng.integers(20, 200))
+        x = rng.standard_normal(size)
+        k = int(rng.integers(1, 4))
+        x[rng.integers(0, size, k)] = 1e6 * rng.choice([-1, 1], k)
+    assert x.size == 34 and int(np.sum(np.abs(x) == 1e6)) == 3
+    return x
+
+
+@pytest.mark.parametrize("factor", [1.5, 1.01])
+def test_reverse_mode_refines_past_a_narrow_miss_that_truncation_makes_up(factor: float) -> None:
+    with pytest.raises(GradientMismatch, match="fault: backward"):
+        check_gradients_at(
+            _custom(torch.sin, torch.cos, backward_factor=factor),
+            {"x": _sin_beside_three_1e6()},
+            framework="torch",
+            mode="vjp",
+            seed=6,
+        )
+    # the correct rule passes with the same refinement (its misses shrink with the step)
+    check_gradients_at(
+        _custom(torch.sin, torch.cos), {"x": _sin_beside_three_1e6()}, framework="torch", mode="vjp", seed=6
+    )
+
+
+def test_a_narrow_miss_stopping_the_refinement_passes_it_negative_control(monkeypatch: Any) -> None:
+    old = runner_module.finer_step_taken
+
+    def stop_at_a_narrow_miss(failing: bool, miss: float, allowed: float, *rest: float) -> bool | None:
+        if not failing and allowed < miss <= runner_module.FINER_MARGIN * allowed:
+            return None
+        return old(failing, miss, allowed, *rest)
+
+    monkeypatch.setattr(runner_module, "finer_step_taken", stop_at_a_narrow_miss)
+    check_gradients_at(
+        _custom(torch.sin, torch.cos, backward_factor=1.5),
+        {"x": _sin_beside_three_1e6()},
+        framework="torch",
+        mode="vjp",
+        seed=6,
+    )
+
+
 def test_reverse_mode_fails_a_backward_wrong_by_half_on_tanh_beside_1e6() -> None:
     # passed before under Richardson's wide error estimate along the one step (4 of 10 caught)
     wrong = _custom(torch.tanh, _tanh_df, backward_factor=1.5)
