@@ -1038,5 +1038,11 @@ MUTANTS: tuple[ModeMutant, ...] = (
 
 MUTANTS_BY_NAME: dict[str, ModeMutant] = {m.name: m for m in MUTANTS}
 
-#: Mutants that survive on purpose, with the reason (filled in from the measurement).
-EXPECTED_SURVIVORS: dict[str, str] = {}
+#: Mutants that survive on purpose, with the reason (measured at seeds 0-4).
+EXPECTED_SURVIVORS: dict[str, str] = {
+    "b5-softplus-jvp-float32-threshold-10": (
+        "caught (the float32 check fails) but as reduced-precision, not forward-mode: the float32-only "
+        "linear tail from x = 10 leaves 14-17 correct bits where x in (10, 12.5), the float64 path is "
+        "right, and that is the evidence precision.reduced_precision_finding reads as a TF32-like mode"
+    ),
+}
