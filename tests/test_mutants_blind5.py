@@ -18,7 +18,12 @@ from gradoracle.conventions import run_probes
 from gradoracle.identities import get_identity
 from gradoracle.results import Fault, Verdict
 from gradoracle.selftest.kill_matrix import mutant_settings
-from gradoracle.selftest.mutant_blind5 import EXPECTED_SURVIVORS, MUTANTS, MUTANTS_BY_NAME
+from gradoracle.selftest.mutant_blind5 import (
+    EXPECTED_SURVIVORS,
+    MUTANTS,
+    MUTANTS_BY_NAME,
+    expected_to_survive,
+)
 from gradoracle.selftest.mutant_modes3 import ModeMutant, available
 
 SEEDS = [0] + [int(s) for s in os.environ.get("GRADORACLE_BLIND5_SEEDS", "").split(",") if s.strip()]
@@ -28,9 +33,8 @@ def _params() -> list[Any]:
     out = []
     for m in MUTANTS:
         for seed in SEEDS:
-            marks = []
-            if m.name in EXPECTED_SURVIVORS:
-                marks.append(pytest.mark.xfail(strict=True, reason=EXPECTED_SURVIVORS[m.name]))
+            why = expected_to_survive(m.name, seed)
+            marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
             out.append(pytest.param(m, seed, id=f"{m.name}-s{seed}", marks=marks))
     return out
 

@@ -1038,11 +1038,32 @@ MUTANTS: tuple[ModeMutant, ...] = (
 
 MUTANTS_BY_NAME: dict[str, ModeMutant] = {m.name: m for m in MUTANTS}
 
-#: Mutants that survive on purpose, with the reason (measured at seeds 0-4).
-EXPECTED_SURVIVORS: dict[str, str] = {
+#: Mutants that survive on purpose: name -> (the seeds it survives at, None for every seed; why).
+#: Measured at seeds 0-4 with ``mutant_settings(30, seed)``.
+EXPECTED_SURVIVORS: dict[str, tuple[tuple[int, ...] | None, str]] = {
     "b5-softplus-jvp-float32-threshold-10": (
-        "caught (the float32 check fails) but as reduced-precision, not forward-mode: the float32-only "
-        "linear tail from x = 10 leaves 14-17 correct bits where x in (10, 12.5), the float64 path is "
-        "right, and that is the evidence precision.reduced_precision_finding reads as a TF32-like mode"
+        None,
+        "not reported as forward-mode: the float32-only linear tail from x = 10 is off by at most "
+        "2^-14.4 relative (x in (10, 12.5)), and float64 is right, which is what the precision "
+        "judge reads as a TF32-like reduced-precision finding (seeds 0, 1, 3); at seeds 2 and 4 "
+        "no drawn element falls where the error exceeds the float32 tolerance (it passes)",
+    ),
+    "b5-matvec-jvp-square-transposed": (
+        (4,),
+        "a draw blind spot of the notes' shape menus: at seed 4 Hypothesis's 30 examples draw no "
+        "square W ((2, 2), (4, 4): 2 of MATRIX_SHAPES' 9 entries); the notes identities have no "
+        "covering set and no top-ups (survives at 1 seed of 0-19)",
+    ),
+    "b5-matvec-hvp-square-transposed": (
+        (4,),
+        "the same draws as b5-matvec-jvp-square-transposed: no square W at seed 4 (1 seed of 0-19)",
     ),
 }
+
+
+def expected_to_survive(name: str, seed: int) -> str | None:
+    """Why mutant ``name`` is expected to survive at ``seed``, or None (it must be caught)."""
+    entry = EXPECTED_SURVIVORS.get(name)
+    if entry is None or (entry[0] is not None and seed not in entry[0]):
+        return None
+    return entry[1]
