@@ -267,9 +267,6 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
     # a depthwise convolution (one input channel per group) is a kernel of its own in every framework
     p.note("C_in/groups past a block of 16", reads and c_in // groups > 16 and (c_in // groups) % 16 != 0)
     p.note("depthwise (groups = C_in > 1)", reads and groups == c_in > 1)
-    # a batch of one is the simplest configuration's, with one channel: a batch-1 special case
-    # (a squeezed fast path) that is wrong only with several output channels needs both at once
-    p.note("N = 1, C_out > 1", reads and n == 1 and c_out > 1)
     return {"shapes": shapes, "params": params}
 
 
