@@ -590,8 +590,8 @@ def fixed_array(name: str, value: Any) -> np.ndarray:
     """A fixed input value as a float64 array, or a :class:`UserCheckError` naming the input.
 
     Numbers, nested lists, and int / bool / float arrays of any layout are taken as float64;
-    None, strings, complex values and non-finite entries (finite differences need a finite
-    neighbourhood) are refused with what to give instead.
+    None, strings, complex values, masked arrays with masked elements and non-finite entries
+    (finite differences need a finite neighbourhood) are refused with what to give instead.
     """
     if value is None or isinstance(value, str | bytes | Mapping):
         raise UserCheckError(
@@ -601,6 +601,13 @@ def fixed_array(name: str, value: Any) -> np.ndarray:
     if hasattr(value, "detach") and callable(value.detach):  # a torch tensor
         value = value.detach()
         value = value.cpu() if hasattr(value, "cpu") else value
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        # np.asarray drops the mask: the masked elements' hidden values would be checked
+        raise UserCheckError(
+            f"input {name!r} is a masked array with {int(np.ma.count_masked(value))} masked "
+            "element(s): gradoracle checks plain arrays, and the mask would be dropped (the hidden "
+            "values checked); pass value.filled(fill) or the unmasked elements value.compressed()"
+        )
     try:
         raw = np.asarray(value)
     except (ValueError, TypeError, RuntimeError) as exc:

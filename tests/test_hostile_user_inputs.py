@@ -475,3 +475,13 @@ def test_a_function_with_a_domain_is_still_an_input_domain_finding_negative_cont
 def test_the_everywhere_probe_is_what_decides_negative_control(monkeypatch: Any) -> None:
     monkeypatch.setattr(runner, "_fails_everywhere", lambda *a: False)
     assert _fault_of(_divides_by_its_own_zero).fault == Fault.DOMAIN
+
+
+def test_a_masked_array_with_masked_elements_is_refused_naming_the_mask() -> None:
+    x = np.ma.array([1.0, 2.0, 3.0], mask=[0, 1, 0])
+    with pytest.raises(UserCheckError, match=r"input 'x' is a masked array with 1 masked element"):
+        check_gradients_at(lambda x: x * x, {"x": x}, vjp=lambda g, x: g * 2 * x)
+    # a wrong backward would otherwise be judged at the hidden value 2.0 (negative control: the
+    # same values unmasked are checked, and the wrong backward fails there)
+    with pytest.raises(GradientMismatch):
+        check_gradients_at(lambda x: x * x, {"x": np.ma.array([1.0, 2.0, 3.0])}, vjp=lambda g, x: g * 3 * x)
