@@ -1795,8 +1795,19 @@ def repro_snippet(
     return build_repro(ident, adapter_spec, dtype, example, env, mode, adapter_label, directory).settle()
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.9g}"
+def _fmt(x: float | None, digits: int = 9) -> str:
+    return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def _fmt_apart(*values: float | None) -> list[str]:
+    """``values`` at 9 significant digits, or at more (up to 17, every float64 apart) where two
+    that differ would print alike (a jvp off by 3e-13 relative showed three equal numbers)."""
+    for digits in (9, 12, 15, 17):
+        shown = [_fmt(v, digits) for v in values]
+        pairs = [(a, b) for a, b in zip(values, shown, strict=True) if a is not None]
+        if all(x == y or sx != sy for x, sx in pairs for y, sy in pairs):
+            break
+    return shown
 
 
 def _allowed_text(c: Comparison, tol: Tolerance) -> str:
@@ -1948,9 +1959,8 @@ def describe_outcome(
         if w.kind == "transpose":
             got, ref = "forward mode u^T (J v)", "reverse mode (u^T J) v"
         lines.append(f"  worst: {kind_text(w.kind, words)}, {where}")
-        lines.append(
-            f"    {got} = {_fmt(autodiff)}   {ref} = {_fmt(analytic)}   finite differences = {_fmt(fd_value)}"
-        )
+        shown = _fmt_apart(autodiff, analytic, fd_value)
+        lines.append(f"    {got} = {shown[0]}   {ref} = {shown[1]}   finite differences = {shown[2]}")
         lines.append(
             f"    |error| {sci(w.abs_error)} > {_allowed_text(w, tol)} (error/tolerance = {w.ratio:.3g})"
         )

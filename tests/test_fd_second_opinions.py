@@ -478,3 +478,13 @@ def test_a_wrong_relu_rule_a_step_from_its_kink_still_fails() -> None:
         wrong = _custom(torch.relu, step, **{kw: 1.01})
         with pytest.raises(GradientMismatch, match=f"fault: {fault}"):
             check_gradients_at(wrong, {"x": _near_kink(3e-7)}, framework="torch", mode=mode)
+
+
+def test_values_that_differ_are_printed_apart() -> None:
+    # a jvp off by 3e-13 relative (torch's logcumsumexp at [0, 0, 0, 0, 1]) printed three equal
+    # numbers at 9 digits (negative control: _fmt alone)
+    a, b = -0.379766702749261, -0.379766702749364
+    assert runner_module._fmt(a) == runner_module._fmt(b)
+    shown = runner_module._fmt_apart(a, b, None)
+    assert shown[0] != shown[1] and shown[2] == "n/a"
+    assert runner_module._fmt_apart(0.5, 0.25, 0.5) == ["0.5", "0.25", "0.5"]  # 9 digits where they do
