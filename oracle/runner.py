@@ -538,10 +538,17 @@ def _rounding_sample(ident: Identity, compute: Callable[[], Any]) -> Any:
 
 
 def _sampled_noise(sample: Any, exact: np.ndarray) -> float:
-    """``eta = ||sample - exact||_inf`` (0.0 without a sample: the allowance then floors it)."""
+    """``eta = max |sample_i - exact_i|`` over the elements where that is finite (0.0 without a
+    sample, or where no element is: the allowance then floors it).  An element past float32's
+    range in the sample (``exp(100)``, a product of 1e20s) says nothing of the rounding, and an
+    infinite or NaN ``eta`` would make every allowance infinite or NaN: a comparison that passes
+    anything."""
     if sample is None or not exact.size:
         return 0.0
-    return float(np.max(np.abs(np.asarray(sample, dtype=np.float64) - exact)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(np.asarray(sample, dtype=np.float64) - exact)
+    finite = diff[np.isfinite(diff)]
+    return float(np.max(finite)) if finite.size else 0.0
 
 
 def _not_finite(value: float | None) -> bool:

@@ -488,3 +488,18 @@ def test_values_that_differ_are_printed_apart() -> None:
     shown = runner_module._fmt_apart(a, b, None)
     assert shown[0] != shown[1] and shown[2] == "n/a"
     assert runner_module._fmt_apart(0.5, 0.25, 0.5) == ["0.5", "0.25", "0.5"]  # 9 digits where they do
+
+
+def test_a_float32_sample_past_its_range_gives_no_infinite_allowance() -> None:
+    exact = np.array([1e40, 1.0, 2.0])
+    sample = np.array([np.inf, 1.0 + 1e-7, np.nan])
+    eta = runner_module._sampled_noise(sample, exact)
+    assert eta == pytest.approx(1e-7)  # the finite elements' rounding
+    assert runner_module._sampled_noise(np.array([np.inf]), np.array([1e40])) == 0.0
+    # negative control: the plain infinity norm is inf/NaN, and an allowance built on it passes
+    # any error (NaN compares false)
+    from gradoracle.tolerances import tolerance_for
+
+    plain = float(np.max(np.abs(sample - exact)))
+    allowed = tolerance_for("float64").allowed(np.array([1.0]), plain)
+    assert not np.any(allowed < 1e300)  # an error of 1e300 would not fail
