@@ -538,6 +538,7 @@ def jvp_evaluation(
         _fd_dtype,
         _not_finite,
         _overflow_text,
+        _sampled_noise,
         forward_for,
         reference_output,
     )
@@ -591,7 +592,7 @@ def jvp_evaluation(
         ref_jv32 = np.asarray(
             ident.jvp(x_32, params, {n: a.astype(np.float32) for n, a in v64.items()}), dtype=np.float64
         ).reshape(ref_out.shape)
-        eta = float(np.max(np.abs(ref_jv32 - ref_jv))) if ref_jv.size else 0.0
+        eta = _sampled_noise(ref_jv32, ref_jv)
         mag = np.maximum(ident.jvp_term_magnitude(x_d64, params, v64).reshape(ref_out.shape), np.abs(ref_jv))
         allowed_jv = tol.allowed(mag, eta)
         cmp = _compare_arrays("jvp-analytic", "J v", jv64, ref_jv, allowed_jv)
@@ -1046,7 +1047,7 @@ def hvp_evaluation(
     ident: Identity, adapter: Any, dtype: str, example: Example, settings: Any
 ) -> Generator[Request, Any, Any]:
     """:func:`evaluate_hvp_example` as an evaluation that asks for adapter work (batchable)."""
-    from gradoracle.runner import ExampleOutcome, _compare_arrays, _fd_dtype, forward_for
+    from gradoracle.runner import ExampleOutcome, _compare_arrays, _fd_dtype, _sampled_noise, forward_for
 
     params = example.params
     ident.check_shapes(example.inputs, params)
@@ -1074,7 +1075,7 @@ def hvp_evaluation(
     allowed: dict[str, np.ndarray] = {}
     for n in names:
         r = np.asarray(ref[n], dtype=np.float64)
-        eta = float(np.max(np.abs(np.asarray(ref32[n], dtype=np.float64) - r))) if r.size else 0.0
+        eta = _sampled_noise(ref32[n], r)
         allowed[n] = tol.allowed(np.maximum(mags[n], np.abs(r)), eta)
 
     got: dict[str, dict[str, np.ndarray]] = {}
