@@ -1,0 +1,208 @@
+"""torch.nn and JAX library layers checked as an outside team would (session 16 zoo probe,
+helper): correct layers pass, the same layers behind a 1%-off backward and forward mode fail,
+and a layer that cannot be checked as given is told why in its own terms.
+
+- torch has no forward-mode rule for some ops (``grid_sampler_2d``, ``_cdist_forward``,
+  ``_ctc_loss``, ``_embedding_bag``, the CPU flash attention inside
+  ``TransformerEncoderLayer``); ``modes="jvp"`` on them failed with torch's NotImplementedError
+  under a note that the function "runs on float64 inputs only" (true of a ``.double()`` module,
+  and no cause of a float64 check failing).  The dtype note now comes only where the dtype it
+  raises in is the checked one or finite differences' float64, and the gap is named as torch's.
+- ``BatchNorm2d`` in train mode with running statistics updates its buffers in place, which
+  ``torch.func``'s forward mode refuses ("would mutate a captured Tensor"); it is now told so,
+  with what to do (``eval()``, ``track_running_stats=False``, reverse mode).
+- A function returning values with their indices (``max_pool2d(..., return_indices=True)``,
+  ``torch.sort``) was told to stack its outputs; it is now told which element is integer and to
+  return the values alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gradoracle.results import Fault, GradientMismatch
+from gradoracle.user_checks import _forward_mode_note, check_gradients, check_gradients_at
+
+FAST: dict[str, Any] = {"examples": 3, "seed": 0}
+DTYPE_NOTE = "note: your function runs on"
+
+
+def torch_off() -> Any:
+    """An identity ``torch.autograd.Function`` whose backward and forward mode are 1% off:
+    put in front of a correct layer, it makes that layer's derivative wrong in both modes."""
+    torch = pytest.importorskip("torch")
+
+    class Off(torch.autograd.Function):
+        @staticmethod
+        def forward(x: Any) -> Any:
+            return x.clone()
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            pass
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            return 1.01 * g
+
+        @staticmethod
+        def jvp(ctx: Any, t: Any) -> Any:
+            return 1.01 * t
+
+    return Off.apply
+
+
+def torch_zoo() -> dict[str, tuple[Any, dict[str, Any], dict[str, Any]]]:
+    """Library layers in float64 as (forward of the first input and params, inputs, params)."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(4, 2, batch_first=True).double().eval()
+    conv = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect", groups=2).double()
+    lstm = nn.LSTM(3, 2, batch_first=True, bidirectional=True).double()
+    weight = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    return {
+        "MultiheadAttention causal mask": (
+            lambda q, mask: mha(q, q, q, attn_mask=mask)[0],
+            {"q": (1, 3, 4)},
+            {"mask": torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)},
+        ),
+        "Conv2d reflect groups": (lambda x: conv(x), {"x": (1, 2, 4, 4)}, {}),
+        "LSTM bidirectional": (lambda x: lstm(x)[0], {"x": (2, 3, 3)}, {}),
+        "cross_entropy weight smoothing ignore_index": (
+            lambda x, y: F.cross_entropy(x, y, weight=weight, label_smoothing=0.1, ignore_index=1),
+            {"x": (4, 3)},
+            {"y": torch.tensor([0, 2, 1, 2])},
+        ),
+        "embedding weight, indices as params": (
+            lambda w, idx: F.embedding(idx, w),
+            {"w": (4, 3)},
+            {"idx": torch.tensor([[0, 2, 1], [3, 3, 0]])},
+        ),
+    }
+
+
+ZOO = [
+    "MultiheadAttention causal mask",
+    "Conv2d reflect groups",
+    "LSTM bidirectional",
+    "cross_entropy weight smoothing ignore_index",
+    "embedding weight, indices as params",
+]
+
+
+@pytest.mark.parametrize("layer", ZOO)
+def test_a_correct_torch_layer_passes_and_one_a_percent_off_fails(layer: str) -> None:
+    forward, inputs, params = torch_zoo()[layer]
+    first = next(iter(inputs))
+    off = torch_off()
+
+    def wrong(**kw: Any) -> Any:
+        return forward(**{**kw, first: off(kw[first])})
+
+    mode = "jvp" if layer.startswith(("Conv2d", "LSTM")) else "vjp"
+    check_gradients(forward, inputs, params=params, framework="torch", modes=mode, **FAST)
+    # the wrong one at one drawn-like point (a failing check_gradients would shrink: seconds more)
+    rng = np.random.default_rng(1)
+    at = {n: rng.uniform(-1, 1, shape) for n, shape in inputs.items()}
+    check_gradients_at(forward, at, params=params, framework="torch", mode=mode)
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(wrong, at, params=params, framework="torch", mode=mode)
+    assert info.value.fault in (Fault.BACKWARD, Fault.FORWARD_MODE), str(info.value)
+
+
+# ---------------------------------------------------------------- forward mode torch cannot run
+
+
+def cdist(a: Any, b: Any) -> Any:
+    import torch
+
+    return torch.cdist(a, b)
+
+
+def test_an_op_without_a_torch_forward_rule_is_named_and_gets_no_dtype_note() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(cdist, {"a": (3, 2), "b": (4, 2)}, framework="torch", modes="jvp", **FAST)
+    message = str(info.value)
+    assert info.value.fault == Fault.ADAPTER, message
+    assert "note: torch has no forward-mode rule for _cdist_forward" in message
+    assert "check this function with modes='vjp'" in message
+    # reverse mode, as the note says, checks it (and a wrong one fails: the zoo test's control)
+    check_gradients(cdist, {"a": (3, 2), "b": (4, 2)}, framework="torch", **FAST)
+    at = {"a": np.ones((3, 2)), "b": np.zeros((4, 2))}
+    with pytest.raises(GradientMismatch, match="no forward-mode rule for _cdist_forward"):
+        check_gradients_at(cdist, at, framework="torch", mode="jvp")
+
+
+def test_a_double_layer_failing_in_float64_is_not_told_about_float32() -> None:
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    grid = torch.tensor(np.random.default_rng(0).uniform(-0.9, 0.9, (1, 3, 3, 2)))  # float64
+
+    def sample(x: Any) -> Any:  # raises on float32 x (grid is float64), and torch has no jvp rule
+        return F.grid_sample(x, grid, align_corners=False)
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(sample, {"x": (1, 1, 4, 4)}, framework="torch", modes="jvp", **FAST)
+    assert "no forward-mode rule for grid_sampler_2d" in str(info.value)
+    assert DTYPE_NOTE not in str(info.value)
+    # the control: checked in float32, the same function fails because of its dtype, and is told so
+    with pytest.raises(GradientMismatch) as info32:
+        check_gradients(sample, {"x": (1, 1, 4, 4)}, framework="torch", dtypes="float32", **FAST)
+    assert "note: your function runs on float64 inputs only" in str(info32.value)
+
+
+def test_batchnorm_in_train_mode_is_told_why_forward_mode_refuses_it() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).double()
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(lambda x: bn(x), {"x": (2, 3, 2, 2)}, framework="torch", modes="jvp", **FAST)
+    message = str(info.value)
+    assert "note: your function writes in place (aten::add_.Tensor) into a tensor it closes over" in message
+    assert "track_running_stats=False" in message and DTYPE_NOTE not in message
+    # the advice works: the same module without running statistics passes forward mode
+    free = torch.nn.BatchNorm2d(3, track_running_stats=False).double()
+    check_gradients(lambda x: free(x), {"x": (2, 3, 2, 2)}, framework="torch", modes="jvp", **FAST)
+
+
+def test_a_jvp_raising_for_its_own_reasons_gets_no_forward_mode_note() -> None:
+    assert _forward_mode_note("  jvp raised RuntimeError: boom (at f.py:3 in f)") is None
+    assert _forward_mode_note("  vjp raised RuntimeError: forward AD with x that does not support it") is None
+    gap = "  jvp raised NotImplementedError: Trying to use forward AD with _ctc_loss that does not support it"
+    assert "no forward-mode rule for _ctc_loss" in str(_forward_mode_note(gap))
+
+
+# ---------------------------------------------------------------- values returned with their indices
+
+
+@pytest.mark.parametrize(
+    ("returned", "said"),
+    [
+        (lambda x: __import__("torch").sort(x), "it holds .indices (int64)"),
+        (
+            lambda x: __import__("torch").nn.functional.max_pool2d(
+                x.reshape(1, 1, 2, 2), 2, return_indices=True
+            ),
+            "it holds [1] (int64)",
+        ),
+    ],
+)
+def test_values_returned_with_their_indices_are_told_to_return_the_values(returned: Any, said: str) -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(returned, {"x": (4,)}, framework="torch", **FAST)
+    message = str(info.value)
+    assert said in message and "have no gradient, so return only" in message
+    assert "stack same-shaped ones" not in message  # stacking values with indices is no answer
+
+
+def test_a_tuple_of_floats_keeps_the_stacking_advice() -> None:  # the control
+    pytest.importorskip("torch")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(lambda x: (x * x, x), {"x": (4,)}, framework="torch", **FAST)
+    assert "stack same-shaped ones" in str(info.value) and "have no gradient" not in str(info.value)
