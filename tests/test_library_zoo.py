@@ -206,3 +206,22 @@ def test_a_tuple_of_floats_keeps_the_stacking_advice() -> None:  # the control
     with pytest.raises(GradientMismatch) as info:
         check_gradients(lambda x: (x * x, x), {"x": (4,)}, framework="torch", **FAST)
     assert "stack same-shaped ones" in str(info.value) and "have no gradient" not in str(info.value)
+
+
+# ---------------------------------------------------------------- outputs that are not real floats
+
+
+@pytest.mark.parametrize(
+    ("returned", "said"),
+    [
+        (lambda x: __import__("torch").fft.fft(x), "A complex output has no real gradient to compare"),
+        (lambda x: __import__("torch").argmax(x), "An integer or boolean output (indices, a mask)"),
+        (lambda x: x > 0, "An integer or boolean output (indices, a mask)"),
+        (lambda x: x.float(), "torch: .to(x.dtype)"),  # the control: a float, cast back
+    ],
+)
+def test_an_output_that_is_not_a_real_float_is_told_what_to_return(returned: Any, said: str) -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(returned, {"x": (4,)}, framework="torch", **FAST)
+    assert info.value.fault == Fault.DTYPE and said in str(info.value), str(info.value)
