@@ -14,6 +14,9 @@ and a layer that cannot be checked as given is told why in its own terms.
 - A function returning values with their indices (``max_pool2d(..., return_indices=True)``,
   ``torch.sort``) was told to stack its outputs; it is now told which element is integer and to
   return the values alone.
+- A complex output (``torch.fft.fft``) or an integer / boolean one (``argmax``, ``x > 0``) was told
+  to cast with NumPy's ``.astype(x.dtype)``, which drops the imaginary part, turns indices into
+  floats with no gradient, and is not a torch method; each is now told what to return instead.
 """
 
 from __future__ import annotations
@@ -225,3 +228,45 @@ def test_an_output_that_is_not_a_real_float_is_told_what_to_return(returned: Any
     with pytest.raises(GradientMismatch) as info:
         check_gradients(returned, {"x": (4,)}, framework="torch", **FAST)
     assert info.value.fault == Fault.DTYPE and said in str(info.value), str(info.value)
+
+
+# ---------------------------------------------------------------- forward mode's own evaluation path
+
+RNN_WEIGHTS = {  # nn.RNN(3, 2, nonlinearity="relu") as one probe drew it
+    "weight_ih_l0": [
+        [-0.47806021571159363, 0.03283407911658287, -0.2607581615447998],
+        [0.6938883662223816, -0.6708769202232361, -0.677875816822052],
+    ],
+    "weight_hh_l0": [[0.6967723369598389, -0.44737935066223145], [0.13556887209415436, -0.06102762371301651]],
+    "bias_ih_l0": [-0.14895698428153992, -0.15793073177337646],
+    "bias_hh_l0": [0.4493243396282196, 0.03379755839705467],
+}
+RNN_AT = np.array(  # the example Hypothesis shrank the false failure to (its second sequence: zeros)
+    [
+        [
+            [0.0, -0.0038909912109375, 0.0],
+            [0.0, 0.9921875, 0.87548828125],
+            [-0.7186279296875, 0.00390625, 0.999999999996362],
+            [-0.6923789978027344, 0.0385744571685791, -0.8124999990686774],
+        ],
+        [[0.0, 0.0, 0.0]] * 4,
+    ]
+)
+
+
+def test_a_float64_rnn_whose_forward_mode_rounds_otherwise_passes() -> None:
+    """torch.func.jvp runs nn.RNN through another kernel path than the plain call: its output
+    differs by 5.6e-17 at an element of 1.9e-3 (a cancellation), and forward mode compared the two
+    with no floor (the float64 module gives no float32 rounding sample), calling the function
+    "not a function of its inputs alone"; reverse mode floors the same comparison."""
+    torch = pytest.importorskip("torch")
+    rnn = torch.nn.RNN(3, 2, nonlinearity="relu", batch_first=True).double()
+    rnn.load_state_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in RNN_WEIGHTS.items()})
+    x = torch.tensor(RNN_AT)
+    primal = torch.func.jvp(lambda x: rnn(x)[0], (x,), (torch.ones_like(x),))[0]
+    assert float((primal - rnn(x)[0]).abs().max()) > 0  # the two paths do round differently here
+    check_gradients_at(lambda x: rnn(x)[0], {"x": RNN_AT}, framework="torch", mode="jvp")
+    off = torch_off()  # the control: the same layer with a forward mode 1% off fails
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients_at(lambda x: rnn(off(x))[0], {"x": RNN_AT}, framework="torch", mode="jvp")
+    assert info.value.fault == Fault.FORWARD_MODE, str(info.value)
