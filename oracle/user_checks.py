@@ -1413,6 +1413,25 @@ def _forward_mode_note(message: str) -> str | None:
     return None
 
 
+_SLOW_CALL = re.compile(r"did not return within ([0-9.e+-]+) s")
+
+
+def _slow_call_note(message: str) -> str | None:
+    """For a check abandoned at the per-call limit (``did not return within N s`` in ``message``):
+    a note that a first call compiles (``jax.jit`` of ``jax.scipy.linalg.expm`` took over 20 s on a
+    loaded two-core machine, and a correct function failed) and where the limit is raised; else
+    None."""
+    slow = _SLOW_CALL.search(message)
+    if slow is None:
+        return None
+    return (
+        f"note: a call into your function or its framework took over the {slow.group(1)} s allowed per "
+        "call (a first call compiles: jax.jit, torch.compile; a busy machine slows it): raise the limit, "
+        "check_gradients(..., settings=gradoracle.CheckSettings(timeout_s=120)), or --gradoracle-timeout "
+        "120 under pytest (0: none)"
+    )
+
+
 def _integer_inputs_note(inputs: Any, fault: Fault) -> str | None:
     """For a check that failed because a call did not run: the fixed inputs given as integer or
     boolean arrays (indices, masks), which the check passes to the function as floats, and
@@ -1585,6 +1604,7 @@ def check_gradients(
             res.message = _with_note(res.message, bound)
             res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
             res.message = _with_note(res.message, _forward_mode_note(res.message))
+            res.message = _with_note(res.message, _slow_call_note(res.message))
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1828,6 +1848,7 @@ def check_gradients_at(
         message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example, dtype))
         message = _with_note(message, _integer_inputs_note(inputs, outcome.fault))
         message = _with_note(message, _forward_mode_note(message))
+        message = _with_note(message, _slow_call_note(message))
         message = _with_note(message, _cut_graph_note(ident, adapter, dtype, outcome.fault, worst, example))
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),

@@ -270,3 +270,36 @@ def test_a_float64_rnn_whose_forward_mode_rounds_otherwise_passes() -> None:
     with pytest.raises(GradientMismatch) as info:
         check_gradients_at(lambda x: rnn(off(x))[0], {"x": RNN_AT}, framework="torch", mode="jvp")
     assert info.value.fault == Fault.FORWARD_MODE, str(info.value)
+
+
+# ---------------------------------------------------------------- a first call slower than the limit
+
+
+def test_a_call_over_the_time_limit_says_where_the_limit_is_raised() -> None:
+    """jax.scipy.linalg.expm compiled for over 20 s on the loaded probe machine, and the correct
+    function failed as "hung ... abandoned" with no word on the limit; a first call that sleeps
+    stands in for the compile."""
+    import time
+
+    from gradoracle.runner import CheckSettings
+
+    def slow_first(calls: list[int]) -> Any:
+        def square(x: np.ndarray) -> np.ndarray:
+            calls.append(1)
+            if len(calls) == 1:
+                time.sleep(1.0)
+            return x * x
+
+        return square
+
+    def square_vjp(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return 2 * x * g
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(
+            slow_first([]), {"x": (3,)}, vjp=square_vjp, settings=CheckSettings(timeout_s=0.3), **FAST
+        )
+    assert "took over the 0.3 s allowed per call" in str(info.value)
+    assert "settings=gradoracle.CheckSettings(timeout_s=120)" in str(info.value)
+    # the control, and the advice: the same function under a larger limit passes
+    check_gradients(slow_first([]), {"x": (3,)}, vjp=square_vjp, settings=CheckSettings(timeout_s=30), **FAST)
