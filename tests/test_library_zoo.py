@@ -303,3 +303,45 @@ def test_a_call_over_the_time_limit_says_where_the_limit_is_raised() -> None:
     assert "settings=gradoracle.CheckSettings(timeout_s=120)" in str(info.value)
     # the control, and the advice: the same function under a larger limit passes
     check_gradients(slow_first([]), {"x": (3,)}, vjp=square_vjp, settings=CheckSettings(timeout_s=30), **FAST)
+
+
+# ---------------------------------------------------------------- JAX
+
+
+def test_jax_layers_pass_and_one_a_percent_off_fails() -> None:
+    """lax.conv_general_dilated with NHWC/HWIO dimension numbers, stride and dilation, and a
+    lax.scan RNN: correct in both modes at one point, and caught behind a 1%-off custom_jvp."""
+    jax = pytest.importorskip("jax")
+    lax, jnp = jax.lax, jax.numpy
+
+    @jax.custom_jvp
+    def off(x: Any) -> Any:
+        return x
+
+    off.defjvp(lambda primals, tangents: (primals[0], 1.01 * tangents[0]))
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def conv(x: Any, w: Any) -> Any:
+        return lax.conv_general_dilated(x, w, (2, 1), "SAME", rhs_dilation=(1, 2), dimension_numbers=dims)
+
+    def rnn(x: Any, w: Any) -> Any:
+        def step(c: Any, xi: Any) -> Any:
+            c = jnp.tanh(w @ c + xi)
+            return c, c
+
+        return lax.scan(step, jnp.zeros(3), x)[1]
+
+    rng = np.random.default_rng(0)
+    for layer, at in [
+        (conv, {"x": rng.uniform(-1, 1, (1, 5, 5, 2)), "w": rng.uniform(-1, 1, (3, 3, 2, 4))}),
+        (rnn, {"x": rng.uniform(-1, 1, (4, 3)), "w": rng.uniform(-1, 1, (3, 3))}),
+    ]:
+
+        def wrong(x: Any, w: Any, layer: Any = layer) -> Any:
+            return layer(off(x), w)
+
+        for mode in ("vjp", "jvp"):
+            check_gradients_at(layer, at, framework="jax", mode=mode)
+            with pytest.raises(GradientMismatch) as info:
+                check_gradients_at(wrong, at, framework="jax", mode=mode)
+            assert info.value.fault in (Fault.BACKWARD, Fault.FORWARD_MODE), str(info.value)
