@@ -1548,10 +1548,25 @@ def _dtype_finding(
     words = _adapter_words(adapter)
     if words is not None and words.user and not ident.ops:
         culprit = words.subject if exc.what == "forward output" else words.who
+        got = str(exc.got) if exc.what == "forward output" else ""
+        if "complex" in got:  # torch.fft.fft, jnp.fft: a cast to float drops the imaginary part
+            advice = (
+                "A complex output has no real gradient to compare: return real values "
+                "(torch.view_as_real(y), jnp.stack([y.real, y.imag]) or abs(y))"
+            )
+        elif "int" in got or "bool" in got:  # argmax, comparisons: piecewise constant, no gradient
+            advice = (
+                "An integer or boolean output (indices, a mask) is piecewise constant and has no "
+                "gradient: return the floating values it selects (torch.max(x, 1).values, not .indices)"
+            )
+        else:
+            advice = (
+                "Return it in the inputs' dtype (NumPy and JAX: .astype(x.dtype), torch: .to(x.dtype)); "
+                "a narrower float loses precision"
+            )
         return (
             f"the {exc.what} has dtype {exc.got}, asked for {dtype}: {culprit} returned it from {dtype} "
-            f"inputs. Return it in the inputs' dtype (.astype(x.dtype)); a narrower float loses precision, "
-            "an integer is not a derivative"
+            f"inputs. {advice}"
         )
     located = locate_dtype_change(ident, adapter, inputs, params, dtype)
     ops = ", ".join(sorted(ident.ops))

@@ -41,6 +41,7 @@ import functools
 import inspect
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -359,6 +360,8 @@ def framework_value(value: Any, inputs: Mapping[str, Any], who: str, inner: Any)
             if isinstance(value, Mapping | tuple | list)
             else ""
         )
+        if isinstance(value, tuple | list):  # values and their indices: the values alone, not stacked
+            several = _integral_parts(value) or several
         shown = "None" if value is None else f"a {type(value).__name__}"
         raise UserCheckError(f"{who} returned {shown}: return one {framework} array{several}")
     given_numpy = all(isinstance(v, np.ndarray | np.generic) for v in inputs.values())
@@ -369,6 +372,34 @@ def framework_value(value: Any, inputs: Mapping[str, Any], who: str, inner: Any)
             "and return the result"
         )
     return value
+
+
+def _integral_parts(value: tuple[Any, ...] | list[Any]) -> str:
+    """For a tuple or list of outputs holding integer or boolean arrays (the indices of
+    ``max_pool2d(..., return_indices=True)``, ``torch.sort``, ``torch.topk``, ``torch.max(x, dim)``):
+    which elements those are and which to return instead (integers have no gradient, so
+    stacking them with the values is no answer); "" when every element is floating."""
+    # a namedtuple's _fields; a structseq's (torch.return_types.sort) __match_args__, in order
+    fields = getattr(value, "_fields", None) or getattr(type(value), "__match_args__", None)
+    names = [str(f) for f in fields] if fields and len(fields) == len(value) else None
+
+    def label(i: int) -> str:
+        return f".{names[i]}" if names else f"[{i}]"
+
+    integral, floating = [], []
+    for i, part in enumerate(value):
+        dtype = str(getattr(part, "dtype", ""))
+        if "int" in dtype or "bool" in dtype:
+            integral.append(f"{label(i)} ({dtype.removeprefix('torch.')})")
+        elif "float" in dtype:
+            floating.append(label(i))
+    if not integral:
+        return ""
+    pick = f"return only {' or '.join(floating)}" if floating else "return a floating array"
+    return (
+        f"; it holds {', '.join(integral)}: integer and boolean arrays (indices, masks) have no "
+        f"gradient, so {pick}"
+    )
 
 
 def unchanged(call: Callable[[], Any], arrays: Mapping[str, np.ndarray], who: str) -> Any:
@@ -1277,33 +1308,37 @@ def _float32_fd_only_note(
     return FLOAT32_FD_ONLY_NOTE if outcome.passed else None
 
 
-def _dtype_bound_note(ident: Identity, adapter: Any, fault: Fault, example: Example) -> str | None:
-    """For a check that failed because a call did not run (an ``adapter`` fault): when the user's
-    forward runs at the failing example in one dtype and raises in the other (parameters of a
-    fixed dtype: a torch module is float32 unless converted), a note saying so and what to do
+def _dtype_bound_note(
+    ident: Identity, adapter: Any, fault: Fault, example: Example, dtype: str
+) -> str | None:
+    """For a check in ``dtype`` that failed because a call did not run (an ``adapter`` fault): when
+    the user's forward runs at the failing example in one dtype and raises in the other (parameters
+    of a fixed dtype: a torch module is float32 unless converted), a note saying so and what to do
     (two more evaluations, on a failing path only), else None."""
     if fault != Fault.ADAPTER:
         return None
-    return _dtype_bound_text(ident, adapter, example)
+    return _dtype_bound_text(ident, adapter, example, dtype)
 
 
-def _dtype_bound_text(ident: Identity, adapter: Any, example: Example) -> str | None:
+def _dtype_bound_text(ident: Identity, adapter: Any, example: Example, dtype: str) -> str | None:
     """The note of :func:`_dtype_bound_note`, whatever the fault: None unless the forward runs at
-    ``example`` in exactly one of float64 and float32."""
+    ``example`` in exactly one of float64 and float32, and the one it raises in is ``dtype`` or
+    float64, the dtype of finite differences (a float64 module checked in float64 that failed for
+    another reason, torch lacking a forward-mode rule, is not told about float32)."""
     from gradoracle.runner import forward_for
 
     fn = forward_for(ident, example.params)
     ran, raised = [], []
-    for dtype in ("float64", "float32"):
-        if dtype not in adapter.dtypes:
+    for candidate in ("float64", "float32"):
+        if candidate not in adapter.dtypes:
             continue
         try:
-            adapter.forward(fn, example.inputs, dtype)
+            adapter.forward(fn, example.inputs, candidate)
         except Exception:  # whatever it raises: this dtype does not run
-            raised.append(dtype)
+            raised.append(candidate)
         else:
-            ran.append(dtype)
-    if not ran or not raised:
+            ran.append(candidate)
+    if not ran or not raised or raised[0] not in (dtype, "float64"):
         return None
     follow = (
         "or make it follow its inputs' dtype (a module: torch.func.functional_call(module, "
@@ -1351,6 +1386,56 @@ def _cut_graph_note(
         f"note: {name}'s gradient for input {worst.input!r} is exactly 0 for every element: nothing connects "
         f"the output to {worst.input!r} in {name}'s graph, as when the function leaves it ({exits}); keep "
         f"the computation in {name}'s operations"
+    )
+
+
+#: torch's words for an op with no forward-mode rule, and for torch.func refusing an in-place
+#: write into a tensor the function closes over (BatchNorm's running statistics in train mode)
+_NO_FORWARD_RULE = re.compile(r"forward AD with (\S+) that does not support it")
+_CAPTURED_IN_PLACE = re.compile(r"in-place operation \((\S+)\) that would mutate a captured Tensor")
+
+
+def _forward_mode_note(message: str) -> str | None:
+    """For a check whose forward-mode call raised (``jvp raised ...`` in ``message``) because the
+    framework cannot run that mode on a correct function: torch has no forward-mode rule for an op
+    (``grid_sampler_2d``, ``_cdist_forward``, ``_ctc_loss``, ``_embedding_bag``, the CPU flash
+    attention of ``TransformerEncoderLayer``), or ``torch.func.jvp`` refuses an in-place update of
+    a module's buffer; a note naming the op and what to check instead, else None."""
+    raised = [ln for ln in message.splitlines() if _raised_in(ln, "jvp") or _raised_in(ln, "hvp")]
+    if not raised:
+        return None
+    if gap := _NO_FORWARD_RULE.search(raised[0]):
+        return (
+            f"note: torch has no forward-mode rule for {gap.group(1)} (not implemented in torch: a gap "
+            "in the framework, not a fault of your function); check this function with modes='vjp' "
+            "(a session-wide --gradoracle-mode jvp leaves it out by itself)"
+        )
+    if write := _CAPTURED_IN_PLACE.search(raised[0]):
+        return (
+            f"note: your function writes in place ({write.group(1)}) into a tensor it closes over, as "
+            "a module updating its buffers does (BatchNorm's running statistics in train mode), and "
+            "torch.func's forward mode refuses that: call module.eval(), build the module with "
+            "track_running_stats=False, or check modes='vjp'"
+        )
+    return None
+
+
+_SLOW_CALL = re.compile(r"did not return within ([0-9.e+-]+) s")
+
+
+def _slow_call_note(message: str) -> str | None:
+    """For a check abandoned at the per-call limit (``did not return within N s`` in ``message``):
+    a note that a first call compiles (``jax.jit`` of ``jax.scipy.linalg.expm`` took over 20 s on a
+    loaded two-core machine, and a correct function failed) and where the limit is raised; else
+    None."""
+    slow = _SLOW_CALL.search(message)
+    if slow is None:
+        return None
+    return (
+        f"note: a call into your function or its framework took over the {slow.group(1)} s allowed per "
+        "call (a first call compiles: jax.jit, torch.compile; a busy machine slows it): raise the limit, "
+        "check_gradients(..., settings=gradoracle.CheckSettings(timeout_s=120)), or --gradoracle-timeout "
+        "120 under pytest (0: none)"
     )
 
 
@@ -1522,8 +1607,11 @@ def check_gradients(
                 res.message = _with_note(res.message, note)
                 cut = _cut_graph_note(ident, adapter, dtype, res.fault, res.worst, example)
                 res.message = _with_note(res.message, cut)
-            res.message = _with_note(res.message, _dtype_bound_note(ident, adapter, res.fault, example))
+            bound = _dtype_bound_note(ident, adapter, res.fault, example, dtype)
+            res.message = _with_note(res.message, bound)
             res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
+            res.message = _with_note(res.message, _forward_mode_note(res.message))
+            res.message = _with_note(res.message, _slow_call_note(res.message))
         if res.verdict == Verdict.ERROR and "FailedHealthCheck: " in res.message:
             raise UserCheckError(_health_check_advice(res.message, _identity_name(identity)))
         if skip_unsupported_modes and mode != "vjp" and _cannot_run(res, mode):
@@ -1732,7 +1820,7 @@ def check_gradients_at(
 
             outcome = EVALUATORS[mode](ident, adapter, dtype, example, settings)
     except Exception as exc:  # the function's own exception, with its traceback into the user's code
-        bound = _dtype_bound_text(ident, adapter, example)
+        bound = _dtype_bound_text(ident, adapter, example, dtype)
         if bound is not None:  # why a float32 module raises on float64 arrays in a float32 check
             exc.add_note(bound)
         integral = _integer_inputs_note(inputs, Fault.ADAPTER)
@@ -1764,8 +1852,10 @@ def check_gradients_at(
         )
         note = _float32_fd_only_note(ident, adapter, dtype, mode, outcome.fault, example, settings)
         message = _with_note(message, note)
-        message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example))
+        message = _with_note(message, _dtype_bound_note(ident, adapter, outcome.fault, example, dtype))
         message = _with_note(message, _integer_inputs_note(inputs, outcome.fault))
+        message = _with_note(message, _forward_mode_note(message))
+        message = _with_note(message, _slow_call_note(message))
         message = _with_note(message, _cut_graph_note(ident, adapter, dtype, outcome.fault, worst, example))
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
