@@ -185,8 +185,18 @@ def _without_later_conv_choices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("mutant", [m for m, _ in SURVIVORS], ids=[m.name for m, _ in SURVIVORS])
 def test_a_survivor_not_chased_still_survives_the_default_check(mutant: AuditMutant) -> None:
-    # the record of a known gap: when a draw change catches it, move it to MUTANTS
-    assert dict(SURVIVORS)[mutant] and _check(mutant).verdict == Verdict.PASS
+    # the record of a known gap: when a draw change catches it at every one of seeds 0-4, move it
+    # to MUTANTS.  Survival at seed 0 alone is not a stable record: a seeded check's draws differ
+    # from the 7th example on with the pytest plugin loaded or not (measured: survives at seeds 0,
+    # 1, 2 without it, 1 and 2 with it), so this test's verdict at one seed depended on how it ran
+    assert dict(SURVIVORS)[mutant]
+    if not available(mutant):
+        pytest.skip(f"{mutant.framework} is not installed")
+    verdicts = [
+        runner.check(mutant.target, mutant.build(), mutant.dtype, mutant_settings(30, seed), "vjp").verdict
+        for seed in range(5)
+    ]
+    assert Verdict.PASS in verdicts, verdicts
 
 
 def _always_bias(monkeypatch: pytest.MonkeyPatch) -> None:
