@@ -27,7 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gradoracle.results import Fault
-from gradoracle.selftest.mutant_frameworks import _bind, _jax_adapter, _torch_adapter, _torch_grads
+from gradoracle.selftest.mutant_frameworks import (
+    _bind,
+    _jax_adapter,
+    _torch_adapter,
+    _torch_grads,
+    _torch_layer_adapter,
+)
 from gradoracle.selftest.mutant_modes3 import ModeMutant, _torch_jvp_op
 
 BW, FM, SO = Fault.BACKWARD, Fault.FORWARD_MODE, Fault.SECOND_ORDER
@@ -60,39 +66,14 @@ def _grads_of(fn: Callable[..., Any], saved: dict[str, Any], g: Any) -> dict[str
 
 
 def _torch_vjp_mutant(op: str, arrays: tuple[str, ...], bug: VjpBug) -> Callable[[str], Any]:
-    """A PyTorch adapter whose ``op`` has the real forward and ``bug`` as its backward."""
+    """A PyTorch adapter whose ``op`` has the real forward and ``bug`` as its backward
+    (:func:`gradoracle.selftest.mutant_frameworks._torch_layer_adapter`, the gradients by name)."""
 
-    def factory(name: str) -> Any:
-        import torch
+    def by_name(call: Any, saved: dict[str, Any], params: dict[str, Any], g: Any) -> list[Any]:
+        grads = bug(call, saved, params, g)
+        return [grads[n] for n in saved]  # saved holds the tensor arguments in their order
 
-        from gradoracle.adapters.torch_adapter import TorchOps
-
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            correct = getattr(TorchOps, op).__get__(self)
-            named = _bind(correct, args, kwargs)
-            present = [a for a in arrays if isinstance(named[a], torch.Tensor)]
-            params = {k: v for k, v in named.items() if k not in present}
-
-            def call(*ts: Any) -> Any:
-                return correct(**params, **dict(zip(present, ts, strict=True)))
-
-            class Wrapped(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx: Any, *ts: Any) -> Any:
-                    ctx.save_for_backward(*ts)
-                    return call(*ts)
-
-                @staticmethod
-                def backward(ctx: Any, g: Any) -> Any:
-                    saved = dict(zip(present, ctx.saved_tensors, strict=True))
-                    grads = bug(call, saved, params, g)
-                    return tuple(grads[n] for n in present)
-
-            return Wrapped.apply(*(named[a] for a in present))
-
-        return _torch_adapter(name, type(f"Blind_{op}_Vjp", (TorchOps,), {op: method}))
-
-    return factory
+    return lambda name: _torch_layer_adapter(name, op, arrays, by_name)
 
 
 def _torch_jvp_mutant(op: str, arrays: tuple[str, ...], rule: Any) -> Callable[[str], Any]:
