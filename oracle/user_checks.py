@@ -159,9 +159,27 @@ def display_name(fn: Callable[..., Any] | None) -> str:
         if code is not None:
             return f"(lambda at {os.path.basename(code.co_filename)}:{code.co_firstlineno})"
         return "a lambda"
-    if name is None:
-        return f"a {type(fn).__name__} object"
+    if name is None:  # a callable instance (a torch.nn.Module, a class with __call__)
+        return f"{type(fn).__name__}()"
     return str(name)
+
+
+def _callable_instance(fn: Any) -> bool:
+    """Whether ``fn`` is an instance called through its class's ``__call__`` (a
+    ``torch.nn.Module``, an ``equinox.Module``), not a function, method, class or partial, nor a
+    wrapper that carries its function's name (``jax.jit(f)``, ``jax.custom_vjp``)."""
+    import functools
+
+    if getattr(fn, "__name__", None) is not None:
+        return False
+    return not (
+        inspect.isfunction(fn)
+        or inspect.ismethod(fn)
+        or inspect.isclass(fn)
+        or inspect.isbuiltin(fn)
+        or inspect.isroutine(fn)
+        or isinstance(fn, functools.partial)
+    ) and callable(fn)
 
 
 def user_words(
@@ -1221,6 +1239,25 @@ def _repro(
     for f, role in fns:
         module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")
         names[role] = _label(f, role)
+        if _callable_instance(f):
+            # an instance (a torch.nn.Module): its class is imported and built again, with the
+            # arguments and state the test gave it
+            cls = type(f)
+            module, qual = getattr(cls, "__module__", None), getattr(cls, "__qualname__", "")
+            if module and qual and "<" not in qual:
+                by_module.setdefault(module, []).append(qual.split(".")[0])
+                names[role] = f"{qual}()"
+                lines.append(
+                    f"# {names[role]}: an instance of {qual}; build it as your test does (its "
+                    "constructor arguments, parameters and mode, e.g. .eval() or .double(), are part "
+                    "of the check)"
+                )
+            else:
+                lines.append(
+                    f"# {_label(f, role)} = ... (an instance of {cls.__name__}, a class defined "
+                    "inline or locally: bring it into scope here)"
+                )
+            continue
         if module and qual and "<" not in qual:
             by_module.setdefault(module, []).append(qual.split(".")[0])
             if "." in qual:  # a method, or a function in a class: reached through the class

@@ -376,6 +376,34 @@ def test_the_repro_of_methods_runs(forward: Any, backward: Any, named: str) -> N
         exec(repro, {})
 
 
+class SineCallable:
+    """A callable instance (as a torch.nn.Module is): the forward in ``__call__``."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.sin(x)
+
+
+def test_the_repro_of_a_callable_instance_builds_its_class_and_runs() -> None:
+    # it passed the class itself (check_gradients_at(SineCallable, ...)) and named the function
+    # "a SineCallable object"
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(SineCallable(), {"x": ("n",)}, vjp=SineMethods().backward, examples=5)
+    repro = info.value.repro or ""
+    assert "check_gradients_at(SineCallable(), inputs" in repro, repro
+    assert "an instance of SineCallable; build it as your test does" in repro
+    assert "your function SineCallable()" in str(info.value)
+    with pytest.raises(GradientMismatch):
+        exec(repro, {})
+
+
+def test_a_jitted_function_is_still_a_function_in_the_repro() -> None:  # the control
+    jax = pytest.importorskip("jax")
+    from gradoracle.user_checks import _callable_instance
+
+    assert _callable_instance(SineCallable()) and not _callable_instance(jax.jit(np.sin))
+    assert not _callable_instance(SineMethods().forward) and not _callable_instance(SineKernels.forward)
+
+
 # ---------------------------------------------------------------- Hypothesis' decorators on a fixture test
 
 DECORATED = """
