@@ -1998,7 +1998,7 @@ def describe_outcome(
         if ok:
             matched = "your reference" if words.user_reference else "the notes"
             lines.append(f"  inputs whose gradient matched {matched}: {', '.join(ok)}")
-    lines.append(f"  example: {shapes}, params={dict(ex.params)}, seed={ex.seed}")
+    lines.append(f"  example: {shapes}, params={dict(ex.params)}, example seed={ex.seed}")
     lines.append(f"{TOLERANCE_FORMULA_PREFIX}{tol.describe()}")
     lines.append("  repro:")
     lines.extend("    " + line for line in repro.splitlines())
