@@ -462,6 +462,10 @@ def _points(
     return master, x_d, x_d64, x_32
 
 
+#: The input label of forward mode's finite difference of ``u^T J v`` along ``v`` itself (its
+#: second opinions append to it: each element at its own step, a kink not judged).
+ALONG_V = "u^T J v"
+
 #: The input label of the transpose identity at a kink (:func:`kink_probes`), the probe's name after it.
 KINK_TRANSPOSE = "u^T (J v) vs (u^T J) v at the kink probe"
 
@@ -686,7 +690,7 @@ def jvp_evaluation(
         try:
             cmp = yield from _fd_check(
                 "jvp-fd",
-                "u^T J v",
+                ALONG_V,
                 adapter_forward,
                 x_d64,
                 u_d64,
@@ -705,7 +709,7 @@ def jvp_evaluation(
         except Exception as exc:  # the adapter's forward may fail on its own
             outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
             return outcome
-        if d is v64 and cmp.input == "u^T J v":
+        if d is v64 and cmp.input == ALONG_V:
             along_v = cmp
         if worst_fd is None or cmp.ratio > worst_fd.ratio:
             worst_fd = cmp
@@ -761,9 +765,12 @@ def jvp_evaluation(
         allowed_t += 32 * tol.eps * float(np.sum(np.abs(u_d64 * out))) * v_scale / x_scale
     if abs(p - q) > allowed_t and ident.reference_jvp is None and dtype == "float64":
         allowed_t += yield from _transpose_rounding(fn, ident, x_d64, u_d64, v64, p, q)
-    outcome.comparisons.append(
-        _scalar_comparison("transpose", "u^T (J v) vs (u^T J) v", p, q, allowed_t, max(term_scale, rev_scale))
+    transpose = _scalar_comparison(
+        "transpose", "u^T (J v) vs (u^T J) v", p, q, allowed_t, max(term_scale, rev_scale)
     )
+    # both sides estimate u^T J v: the finite difference along v, where one was taken, shown beside them
+    transpose.fd = None if along_v is None else along_v.fd
+    outcome.comparisons.append(transpose)
 
     # 3b. the transpose identity at the kinks of the identity's ops (the drawn examples avoid them)
     try:

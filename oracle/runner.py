@@ -1955,14 +1955,6 @@ def describe_outcome(
                 None,
             )
             fd_value = fd_cmp.fd if fd_cmp else None
-        elif w.kind == "transpose":
-            # both sides estimate u^T J v: the finite difference along v, where one was taken, beside them
-            from gradoracle.modes import KINK_TRANSPOSE
-
-            fds = [c for c in outcome.comparisons if c.kind == "jvp-fd" and c.input == "u^T J v"]
-            along_v = fds[0] if fds else None
-            kinked = w.input.startswith(KINK_TRANSPOSE)
-            fd_value = along_v.fd if along_v is not None and not kinked else None
         worst = WorstElement(
             kind=w.kind,
             input=w.input,
@@ -2759,18 +2751,14 @@ def _flaky_result(
     )
     words = _adapter_words(adapter)
     message, worst = describe_outcome(ident, label, dtype, failed, tol, repro, words, mode)
+    who = "the adapter"
     if words is not None and words.user:
         who = f"{words.subject} or {words.who}" if words.who else words.subject
-        head = (
-            f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
-            f"input, so {who} does not give the same answer twice; the failing call:"
-        )
         message = f"{message}\n  hint: {REPEAT_HINT}"
-    else:
-        head = (
-            f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
-            "input, so the adapter does not give the same answer twice; the failing call:"
-        )
+    head = (
+        f"nondeterministic: this example failed ({failed.fault}) and passed when replayed on the same "
+        f"input, so {who} does not give the same answer twice; the failing call:"
+    )
     example = failed.example
     counter = {
         "inputs": {k: np.asarray(v).tolist() for k, v in example.inputs.items()},

@@ -170,16 +170,9 @@ def _callable_instance(fn: Any) -> bool:
     wrapper that carries its function's name (``jax.jit(f)``, ``jax.custom_vjp``)."""
     import functools
 
-    if getattr(fn, "__name__", None) is not None:
-        return False
-    return not (
-        inspect.isfunction(fn)
-        or inspect.ismethod(fn)
-        or inspect.isclass(fn)
-        or inspect.isbuiltin(fn)
-        or inspect.isroutine(fn)
-        or isinstance(fn, functools.partial)
-    ) and callable(fn)
+    # functions, methods, classes and builtins all carry a __name__; a partial does not
+    named = getattr(fn, "__name__", None) is not None
+    return callable(fn) and not named and not isinstance(fn, functools.partial)
 
 
 def user_words(
