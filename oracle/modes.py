@@ -370,7 +370,7 @@ def _fd_check(
         extra_a = extra - rounding + rounding * step / a
         est_a, allowed_a = (4 * d1 - d2) / 3, tol.fd_allowed(mag, abs(d1 - d2)) + extra_a
         taken = finer_step_taken(
-            failing, abs(value - est_a), allowed_a, tol.fd_allowed(mag) + extra_a, abs(d1 - d2), error
+            failing, abs(value - est_a), allowed_a, tol.fd_allowed(mag) + extra_a, abs(d1 - d2), error, miss
         )
         if taken is None:
             break

@@ -793,7 +793,6 @@ def _fd_comparisons(
     if steps is None:
         steps = _kink_safe_steps(ident, inputs, params, dirs, h0)
     g64 = {n: np.asarray(grads[n], dtype=np.float64) for n in grads}
-    gabs = {n: float(np.max(np.abs(g))) if g.size else 0.0 for n, g in g64.items()}
     u64 = np.asarray(u, dtype=np.float64)
 
     def s(out: np.ndarray) -> float:  # s(t) = <u, f(x + t v)>, accumulated in float64
@@ -811,14 +810,13 @@ def _fd_comparisons(
     points = [fd.perturbed(inputs, d, t, fd_dtype) for _, d, h in active for t in (h, -h)]
     outs = yield ForwardCall(fn, points, fd_dtype)
     # Per direction v (the rows of V, all inputs' elements side by side): <g, v>, sum |g_i v_i|,
-    # max |v_i|, sum |v_i| slack_i and <r, v>, as matrix-vector products over the directions.
+    # sum |v_i| slack_i and <r, v>, as matrix-vector products over the directions.
     names = list(active[0][1])
     V = np.stack([_flat([d[n] for n in names]) for _, d, _ in active])
     absV = np.abs(V)
     g_flat = _flat([g64[n] for n in names])
     projections = V @ g_flat
     mags = absV @ np.abs(g_flat)
-    vmaxs = absV.max(axis=1) if V.shape[1] else np.zeros(len(active))
     if any(n in slack for n in names):
         extras = absV @ _flat([np.broadcast_to(slack.get(n, 0.0), g64[n].shape) for n in names])
     else:
@@ -828,14 +826,13 @@ def _fd_comparisons(
         if ref_grads is not None
         else None
     )
-    gmax = max(gabs[n] for n in names)
     # per point: s(t) = sum u_i f_i(x + t v) and sum |u_i f_i(x + t v)|, the scale of its rounding
     terms = [u64 * np.asarray(out, dtype=np.float64) for out in outs]
     sums = [float(np.sum(t)) for t in terms]
     scales = [float(np.sum(np.abs(t))) for t in terms]
     rows: list[dict[str, Any]] = []
     for j, (k, d, h) in enumerate(active):
-        mag = max(float(mags[j]), gmax * float(vmaxs[j]))
+        mag = float(mags[j])
         # the rounding of s(+-h) is relative to what was evaluated there: x^2 at x ~ 1e-20 is
         # 1e-40 at x but h^2 ~ 4e-11 at x +- h (output_scale alone failed a correct backward)
         evaluated = max(scales[2 * j], scales[2 * j + 1], output_scale)
@@ -934,6 +931,24 @@ def element_scaled(inputs: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray]
     return {n: v * (np.maximum(1.0, np.abs(inputs[n])) / top) for n, v in d.items()}
 
 
+def _resolves(
+    trial: Mapping[str, Any], r: Mapping[str, Any], w: Mapping[str, np.ndarray], tol: Tolerance
+) -> bool:
+    """Whether the measurement along ``v (.) w`` (``trial``) could have seen direction ``r``'s miss
+    along ``v``: that miss, carried along ``v (.) w`` (times ``rho = sum |g_i v_i w_i| / sum |g_i v_i|``,
+    or ``sum |v_i w_i| / sum |v_i|`` where ``g`` vanishes on either), must exceed the trial's fast
+    bound ``fd_rtol sum |g_i v_i w_i| + rounding``.  For a basis direction ``v = e_i`` the trial is
+    the step ``h w_i`` along ``e_i`` and ``rho = w_i`` exactly; where outputs of 1e8 make the
+    rounding of ``s`` at that step larger than ``w_i |miss|``, a pass there says nothing."""
+    if r["mag"] > 0 and trial["mag"] > 0:
+        rho = trial["mag"] / r["mag"]
+    else:
+        d = r.get("named", r["d"])
+        moved = sum(float(np.sum(np.abs(d[n]))) for n in d)
+        rho = sum(float(np.sum(np.abs(w[n]))) for n in w) / moved if moved > 0 else 0.0
+    return bool(tol.fd_rtol * trial["mag"] + trial["extra"] < rho * abs(r["p"] - r["value"]))
+
+
 def _per_element_rescue(
     fn: Any,
     inputs: Mapping[str, np.ndarray],
@@ -957,7 +972,8 @@ def _per_element_rescue(
     ``D(2h)``: four forwards, one call for all such directions), which steps every element at its
     own scale, and compared with ``<g, v (.) w>`` under the same allowance (``fd_rtol sum |g_i v_i
     w_i|``, the error estimate, the rounding of ``s`` at ``h``).  Where the two verdicts differ
-    the finer measurement decides, and its numbers are the direction's; where they agree, the
+    the finer measurement decides, and its numbers are the direction's (a pass only where it could
+    have seen the miss along ``v``, :func:`_resolves`); where they agree, the
     numbers along ``v`` stand, so a failure reads as before.  A correct gradient rarely gets here;
     a wrong one costs one more call per example, and its error shows along ``v (.) w`` as along
     ``v``.
@@ -1000,6 +1016,8 @@ def _per_element_rescue(
         }
         if _fails(trial, tol) == _fails(r, tol):
             continue  # both measurements agree on the verdict: the one along v stands
+        if not _fails(trial, tol) and not _resolves(trial, r, w, tol):
+            continue  # a pass that could not have seen v's miss is no evidence: v's failure stands
         if _fails(trial, tol) and not _fails(trial, tol, FINER_MARGIN):
             continue  # a narrow miss along v (.) w (a kink only small elements reach) does not
             # overturn v's pass; a wrong gradient misses by far more
@@ -1019,13 +1037,19 @@ REFINEMENTS = 3
 
 
 def finer_step_taken(
-    failing: bool, miss: float, allowed: float, fast: float, error: float, best: float
+    failing: bool,
+    miss: float,
+    allowed: float,
+    fast: float,
+    error: float,
+    best: float,
+    held: float = math.inf,
 ) -> bool | None:
     """Whether a direction takes a smaller step's numbers (:func:`_refine_steps`, and forward mode's
     and second order's ``_fd_check``): ``True`` take them; ``False`` not, but a smaller step may
     do; ``None`` stop refining.  ``miss = |p - D_R|`` at the smaller step, ``allowed`` its
     allowance with the error estimate ``error``, ``fast`` without it; ``best`` the error estimate
-    of the numbers the direction holds; ``failing`` whether those fail.
+    of the numbers the direction holds, ``held`` their miss; ``failing`` whether those fail.
 
     - no more precise (``error >= best``: a kink a step away, or rounding): not here;
     - a pass is overturned only by a miss of more than :data:`FINER_MARGIN` times the allowance (a
@@ -1033,12 +1057,17 @@ def finer_step_taken(
       where Richardson's error estimate still does (``allowed > FINER_MARGIN * fast``: truncation,
       as for sin at 1e6 stepped by ``h/8 = 0.76``, where a backward 1.5 times too large missed by
       1.6 allowances), a narrow miss is no verdict: not here, a smaller step may decide;
-    - a failure is overturned only by a pass within the fast bound, not on the error estimate.
+    - a failure is overturned only by a pass within the fast bound, not on the error estimate,
+      and only by one that could have seen it (``fast < held``): where the smaller step's rounding
+      alone exceeds the miss the direction holds (outputs of 1e8 beside the element it moves), a
+      pass there is no evidence, and a still smaller step would be noisier: stop.
     """
     if error >= best:
         return False
     if not failing and allowed < miss <= FINER_MARGIN * allowed:
         return False if allowed > FINER_MARGIN * fast else None
+    if failing and miss <= fast and fast >= held:
+        return None
     return not (failing and fast < miss <= allowed)
 
 
@@ -1114,6 +1143,7 @@ def _refine_steps(
                 tol.fd_allowed(trial["mag"]) + trial["extra"],
                 trial["error"],
                 r["error"],
+                abs(r["p"] - r["value"]),
             )
             if taken is None:
                 r["settled"] = True
