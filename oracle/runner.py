@@ -556,15 +556,18 @@ def _not_finite(value: float | None) -> bool:
 
 
 def _fd_domain_text(inputs: Mapping[str, np.ndarray], fd_dtype: str) -> str:
-    """What finite differences that are not finite mean (``log`` at ``x = 1e-5``: ``x - h`` is
-    negative for the step ``h ~ 6e-6``): the function is not finite a step away from the
-    inputs, so they judged nothing."""
+    """What finite differences that are not finite mean (``log`` at ``x = 1e-13``: ``x - a`` is
+    negative for every step tried, ``h ~ 6e-6`` down to ``h / 8^6 ~ 2e-11``,
+    :func:`_domain_safe_steps`): the function is not finite a step away from the inputs, so they
+    judged nothing."""
     h = fd.step_size(fd_dtype, inputs)
+    smallest = h / 8**DOMAIN_CUTS
     return (
         f"the finite differences are not finite (the function gives nan or inf at x +- h, a step h = "
-        f"{h:.2g} from the inputs, eps^(1/3) max(1, max |x|) in {fd_dtype}): an input lies within one "
-        "step of the edge of the function's domain (log, sqrt, 1/x near 0), where finite differences "
-        "cannot judge the gradient; keep the inputs more than a step inside the domain"
+        f"{h:.2g} from the inputs, eps^(1/3) max(1, max |x|) in {fd_dtype}, and at every smaller step "
+        f"tried, down to {smallest:.2g}): an input lies that close to the edge of the function's "
+        "domain (log, sqrt, 1/x near 0), where finite differences cannot judge the gradient; keep the "
+        f"inputs more than {2 * smallest:.2g} inside the domain"
     )
 
 

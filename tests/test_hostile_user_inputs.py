@@ -301,15 +301,18 @@ def logarithm_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:  # log' = 1/
     return g / x
 
 
-NEAR_EDGE = {"x": np.array([1e-5, 2.0])}
+NEAR_EDGE = {"x": np.array([1e-13, 2.0])}  # closer to 0 than the smallest step tried, h / 8^6
 
 
 def test_a_step_across_the_domain_edge_is_an_input_domain_finding() -> None:
+    # a step (1.2e-5) from the edge, smaller steps judge it (tests/test_fd_domain_edge.py)
+    check_gradients_at(logarithm, {"x": np.array([1e-5, 2.0])}, vjp=logarithm_backward)
     with pytest.raises(GradientMismatch) as info:
         check_gradients_at(logarithm, NEAR_EDGE, vjp=logarithm_backward)
     said = str(info.value)
     assert info.value.fault == Fault.DOMAIN
     assert "the finite differences are not finite" in said and "a step h = 1.2e-05" in said
+    assert "down to 4.6e-11" in said
     assert "not the derivative" not in said
     # with a closed form the finite differences of the reference forward are nan too: the
     # user's (correct) reference is not blamed for them
