@@ -1499,6 +1499,64 @@ def _forward_mode_note(message: str) -> str | None:
     return None
 
 
+#: The most leaves of a nested input :func:`_leaf_note` checks one at a time (each one more
+#: evaluation of the example, on a failing path only).
+LEAF_NOTE_MAX = 24
+
+
+def _leaf_note(
+    ident: Identity,
+    adapter: Any,
+    dtype: str,
+    mode: str,
+    fault: Fault,
+    worst: WorstElement | None,
+    example: Example,
+    settings: CheckSettings,
+    tree: Any,
+) -> str | None:
+    """For a failure of nested inputs whose worst comparison names no leaf (a random direction
+    moving every leaf at once: ``input 'projection'``), the leaves whose gradient fails when the
+    example is checked again one leaf at a time (``wrt=(leaf,)``), with each one's worst element;
+    None for flat inputs, a worst element already on a leaf, or more than :data:`LEAF_NOTE_MAX`
+    leaves."""
+    if tree is None or fault not in (Fault.BACKWARD, Fault.FORWARD_MODE, Fault.ORACLE):
+        return None
+    if worst is not None and worst.input in ident.wrt:
+        return None
+    leaves = list(ident.wrt)
+    if len(leaves) < 2 or len(leaves) > LEAF_NOTE_MAX:
+        return None
+    failing: list[tuple[str, Any]] = []
+    for leaf in leaves:
+        alone = replace(ident, wrt=(leaf,))
+        try:
+            if mode == "vjp":
+                outcome = evaluate_example(alone, adapter, dtype, example, settings)
+            else:
+                from gradoracle.modes import EVALUATORS
+
+                outcome = EVALUATORS[mode](alone, adapter, dtype, example, settings)
+        except Exception:  # a call failing now: no evidence for this leaf
+            continue
+        if not outcome.passed and outcome.failures:
+            failing.append((leaf, max(outcome.failures, key=lambda c: c.ratio)))
+    if not failing:
+        return None
+    failing.sort(key=lambda pair: -pair[1].ratio)
+
+    def where(leaf: str, c: Any) -> str:
+        element = f"{leaf}{list(c.index)}" if c.input == leaf else f"{leaf} (direction {list(c.index)})"
+        return f"{leaf} fails (worst element {element}, error/tolerance = {c.ratio:.3g})"
+
+    rest = len(leaves) - len(failing)
+    return (
+        "note: the worst direction moves every leaf at once; checked one leaf at a time, "
+        + "; ".join(where(leaf, c) for leaf, c in failing)
+        + (f"; the other {rest} match" if rest else "")
+    )
+
+
 _SLOW_CALL = re.compile(r"did not return within ([0-9.e+-]+) s")
 
 
@@ -1692,6 +1750,10 @@ def check_gradients(
                 res.message = _with_note(res.message, note)
                 cut = _cut_graph_note(ident, adapter, dtype, res.fault, res.worst, example)
                 res.message = _with_note(res.message, cut)
+                leaf = _leaf_note(
+                    ident, adapter, dtype, mode, res.fault, res.worst, example, run_settings, tree
+                )
+                res.message = _with_note(res.message, leaf)
             bound = _dtype_bound_note(ident, adapter, res.fault, example, dtype)
             res.message = _with_note(res.message, bound)
             res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
@@ -1835,6 +1897,11 @@ def _user_modes(
             )
         if gap and mode == "hvp" and not gap.startswith("adapter") and ident.reference_hvp is None:
             gap = "hvp needs a closed form: pass identity=<catalogue name> (gradoracle list)"
+            if isinstance(adapter, UserFunctionAdapter) and adapter.user.tree is not None:
+                gap = (
+                    "hvp needs a catalogue closed form (identity=), which nested inputs have none of: "
+                    "check modes=('vjp', 'jvp'), or the second order of flat inputs named like an identity's"
+                )
         if gap:
             if skip_unsupported:
                 continue
@@ -1948,6 +2015,9 @@ def check_gradients_at(
         message = _with_note(message, _forward_mode_note(message))
         message = _with_note(message, _slow_call_note(message))
         message = _with_note(message, _cut_graph_note(ident, adapter, dtype, outcome.fault, worst, example))
+        message = _with_note(
+            message, _leaf_note(ident, adapter, dtype, mode, outcome.fault, worst, example, settings, tree)
+        )
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,
