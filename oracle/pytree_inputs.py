@@ -50,9 +50,12 @@ def _is_int(d: Any) -> bool:
 
 
 def _shape_like(value: Any) -> bool:
-    """A tuple or list of sizes, dimension names and None (a shape, or today's shape errors)."""
-    return isinstance(value, tuple | list) and all(
-        d is None or isinstance(d, str) or _is_int(d) for d in value
+    """A tuple or list of sizes, dimension names and None (a shape, or today's shape errors);
+    never a namedtuple (its items are named: a structure)."""
+    return (
+        isinstance(value, tuple | list)
+        and not hasattr(type(value), "_fields")
+        and all(d is None or isinstance(d, str) or _is_int(d) for d in value)
     )
 
 
@@ -110,9 +113,11 @@ def _pytree_node(value: Any) -> bool:
     return not jax.tree_util.treedef_is_leaf(treedef)
 
 
-def is_nested(value: Any) -> bool:
+def is_nested(value: Any, inside: bool = False) -> bool:
     """Whether an input's value is a structure to flatten rather than one spec: a dict, a
-    registered JAX pytree node, or a list / tuple that is not a shape nor one array of numbers."""
+    registered JAX pytree node, or a list / tuple that is not a shape nor one array of numbers.
+    ``inside`` a nested input, a list or tuple of shapes (``[(3, 4), (4,)]``) is shapes too (at
+    the top, a list of int tuples stays the array of numbers it always was)."""
     if isinstance(value, st.SearchStrategy):
         return False
     if isinstance(value, Mapping):
@@ -120,6 +125,8 @@ def is_nested(value: Any) -> bool:
     if isinstance(value, list | tuple):
         if _shape_like(value):
             return False
+        if inside and all(isinstance(v, tuple) and _shape_like(v) for v in value):
+            return True
         if _holds_structure(value):
             return True
         return not _holds_text_or_none(value) and not _one_array(value)
@@ -259,8 +266,12 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
     ):
         if not value:
             raise _error(empty_hint + "; a scalar's shape is ()")
-        if is_nested(value):
-            children = tuple(_node(f"{path}[{i}]", f"{locator}[{i}]", v) for i, v in enumerate(value))
+        if is_nested(value, inside=True):
+            fields = getattr(type(value), "_fields", None)  # a namedtuple's items by name: layers[1].w
+            steps = [f".{f}" for f in fields] if fields else [f"[{i}]" for i in range(len(value))]
+            children = tuple(
+                _node(f"{path}{st}", f"{locator}{st}", v) for st, v in zip(steps, value, strict=True)
+            )
             return Node(
                 path,
                 locator,

@@ -1546,8 +1546,8 @@ def _leaf_note(
     failing.sort(key=lambda pair: -pair[1].ratio)
 
     def where(leaf: str, c: Any) -> str:
-        element = f"{leaf}{list(c.index)}" if c.input == leaf else f"{leaf} (direction {list(c.index)})"
-        return f"{leaf} fails (worst element {element}, error/tolerance = {c.ratio:.3g})"
+        element = f"worst element {leaf}{list(c.index)}, " if c.input == leaf else ""
+        return f"{leaf} fails ({element}error/tolerance = {c.ratio:.3g})"
 
     rest = len(leaves) - len(failing)
     return (
