@@ -27,7 +27,11 @@ Params a function does not take are not passed to it (the catalogue strategies c
 extra ones, such as ``soft_target``).  ``inputs`` maps each name to a shape (a tuple of ints or
 strings naming a dimension drawn once per example: ``("n", "m")``), a fixed array, or a
 Hypothesis strategy of arrays; or is one strategy of dicts; or is omitted with a catalogue
-``identity``, whose own strategy (kept away from kinks) is then used.
+``identity``, whose own strategy (kept away from kinks) is then used.  A value may also be a
+nested dict / list / tuple (a parameter tree; with JAX imported, any registered pytree) of
+such specs: it is checked leaf by leaf, each leaf named by its path (``params.l1.W``,
+``layers[1].b``), and rebuilt before every call; a ``vjp`` returns that input's gradient in
+the same structure (:mod:`gradoracle.pytree_inputs`).
 
 Internally this builds an ad-hoc :class:`gradoracle.identities.Identity` and an adapter that
 wraps the user's function, and runs :func:`gradoracle.runner.check`: the failure message is the
@@ -1663,9 +1667,11 @@ def check_gradients(
     ``skip_unsupported_modes`` (the fixture does that for the session's ``--gradoracle-mode``).
 
     Compares ``u^T J`` with central finite differences of ``forward`` and, with ``identity``
-    or ``reference``, with the closed form.  ``examples`` and ``seed`` default to
-    ``settings``' (30 and 0: deterministic); inside a running Hypothesis test (``@given``)
-    each dtype's check is one example drawn through that test instead.  Raises
+    or ``reference``, with the closed form.  Nested ``inputs`` (parameter trees) are checked
+    leaf by leaf, named by path; ``wrt`` may name an input, a subtree or a leaf path.
+    ``examples`` and ``seed`` default to ``settings``' (30 and 0: deterministic); inside a
+    running Hypothesis test (``@given``) each dtype's check is one example drawn through that
+    test instead.  Raises
     :class:`GradientMismatch` (the suite's diagnostic, shrunk example and repro) when any
     dtype fails, returns one :class:`CheckResult` per dtype otherwise.
     :class:`FrameworkUnavailableError` when ``framework`` is not installed;
