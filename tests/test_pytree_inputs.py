@@ -449,3 +449,36 @@ def test_the_fixture_checks_a_params_tree(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
     assert "'params.l1.b'" in out or "params.l1.b fails" in out, out
+
+
+def test_one_checked_tree_may_come_back_bare_or_wrapped() -> None:
+    example = {"params": {"W": np.ones((2, 3)), "b": np.ones(2)}, "x": np.arange(3.0)}
+
+    def bare(g: np.ndarray, params: dict[str, Any], x: np.ndarray) -> Any:
+        return {"W": np.outer(g, x), "b": g}  # the gradient of params itself
+
+    def wrapped(g: np.ndarray, params: dict[str, Any], x: np.ndarray) -> Any:
+        return ({"W": np.outer(g, x), "b": g},)
+
+    for vjp in (bare, wrapped, _returning(lambda g, p, x: {"W": np.outer(g, x), "b": g})):
+        check_gradients_at(_affine, example, vjp=vjp, wrt="params")
+    # the control: with x checked too, a bare tree is not read as params' gradient
+    with pytest.raises(GradientMismatch, match=r"returned no gradient for \['params', 'x'\]"):
+        check_gradients_at(_affine, example, vjp=bare)
+
+
+def test_a_strategy_leaf_is_drawn() -> None:
+    from hypothesis.extra.numpy import arrays
+
+    positive = arrays(np.float64, (3,), elements={"min_value": 0.5, "max_value": 2.0})
+    drawn: list[float] = []
+
+    def f(p: dict[str, Any], x: np.ndarray) -> np.ndarray:
+        drawn.append(float(np.min(p["s"])))
+        return np.log(p["s"]) * x
+
+    def vjp(g: np.ndarray, p: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
+        return {"p": {"s": g * x / p["s"]}, "x": g * np.log(p["s"])}
+
+    check_gradients(f, {"p": {"s": positive}, "x": (3,)}, vjp=vjp, examples=3)
+    assert drawn and min(drawn) > 0.49  # the leaf came from the strategy (finite differences step off it)
