@@ -233,8 +233,19 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
         what = "None" if value is None else f"a {type(value).__name__} ({value!r:.40})"
         raise _error(
             f"input {path!r} ({locator}) is {what}: each leaf of a nested input is a shape such as (3,) or "
-            "('n',), an array or a Hypothesis strategy of arrays; leave it out of inputs, or pass fixed "
-            "values that are not differentiated in params="
+            "('n',), an array or a Hypothesis strategy of arrays; take it out of the tree (a fixed value "
+            "that is not differentiated goes in params=, a keyword argument of its own)"
+        )
+    if (
+        callable(value)
+        and not isinstance(value, type | st.SearchStrategy)
+        and not hasattr(value, "__array__")
+    ):
+        raise _error(
+            f"input {path!r} ({locator}) is a function ({getattr(value, '__name__', type(value).__name__)}), "
+            "not a leaf to differentiate: give the tree of arrays only (equinox: arrays, static = "
+            "eqx.partition(model, eqx.is_array); check arrays and call eqx.combine(arrays, static) in "
+            "your forward)"
         )
     empty_hint = (
         f"input {path!r} ({locator}) is an empty {type(value).__name__}: there is nothing in it to "
@@ -242,7 +253,7 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
     )
     if isinstance(value, Mapping):
         if not value:
-            raise _error(empty_hint + "; a scalar's shape is ()")
+            raise _error(empty_hint)
         keys = tuple(value)
         for key in keys:
             if isinstance(key, bool) or not isinstance(key, str | int | np.integer):
@@ -264,13 +275,13 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
     if isinstance(value, list | tuple) and (
         not _shape_like(value) or (not top and isinstance(value, list) and not value)
     ):
-        if not value:
-            raise _error(empty_hint + "; a scalar's shape is ()")
+        if not value:  # inside a tree [] is no shape: a scalar's is ()
+            raise _error(empty_hint + "; a scalar leaf's shape is ()")
         if is_nested(value, inside=True):
             fields = getattr(type(value), "_fields", None)  # a namedtuple's items by name: layers[1].w
             steps = [f".{f}" for f in fields] if fields else [f"[{i}]" for i in range(len(value))]
             children = tuple(
-                _node(f"{path}{st}", f"{locator}{st}", v) for st, v in zip(steps, value, strict=True)
+                _node(f"{path}{step}", f"{locator}{step}", v) for step, v in zip(steps, value, strict=True)
             )
             return Node(
                 path,

@@ -412,6 +412,25 @@ def test_jax_autodiff_of_a_registered_pytree() -> None:
     assert _named_leaf(info.value, "layer.b"), str(info.value)
 
 
+def test_a_function_in_a_registered_pytree_says_to_partition() -> None:
+    jax = pytest.importorskip("jax")
+    import dataclasses
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass
+    class Block:
+        w: Any
+        act: Any
+
+    with pytest.raises(
+        UserCheckError, match=r"input 'block.act' \(inputs\['block'\].act\) is a function \(tanh\)"
+    ):
+        check_gradients(lambda block: 0.0, {"block": Block(w=(2,), act=np.tanh)}, framework="jax")
+    tree = flatten_inputs({"block": Block(w=(2,), act=None)})  # the control: partitioned, None is kept
+    assert tree is not None and list(tree.specs) == ["block.w"]
+    assert tree.rebuild({"block.w": 1.0}) == {"block": Block(w=1.0, act=None)}
+
+
 # ---------------------------------------------------------------- the pytest fixture
 
 
