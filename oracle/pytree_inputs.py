@@ -236,17 +236,6 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
             "('n',), an array or a Hypothesis strategy of arrays; take it out of the tree (a fixed value "
             "that is not differentiated goes in params=, a keyword argument of its own)"
         )
-    if (
-        callable(value)
-        and not isinstance(value, type | st.SearchStrategy)
-        and not hasattr(value, "__array__")
-    ):
-        raise _error(
-            f"input {path!r} ({locator}) is a function ({getattr(value, '__name__', type(value).__name__)}), "
-            "not a leaf to differentiate: give the tree of arrays only (equinox: arrays, static = "
-            "eqx.partition(model, eqx.is_array); check arrays and call eqx.combine(arrays, static) in "
-            "your forward)"
-        )
     empty_hint = (
         f"input {path!r} ({locator}) is an empty {type(value).__name__}: there is nothing in it to "
         "differentiate; leave it out of inputs (or pass it in params=)"
@@ -316,6 +305,17 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
             children=tuple(children_list),
             make=functools.partial(jax.tree_util.tree_unflatten, treedef),
             container=treedef,
+        )
+    if (
+        callable(value)
+        and not isinstance(value, type | st.SearchStrategy)
+        and not hasattr(value, "__array__")
+    ):
+        raise _error(
+            f"input {path!r} ({locator}) is a function ({getattr(value, '__name__', type(value).__name__)}), "
+            "not a leaf to differentiate: give the tree of arrays only (equinox: arrays, static = "
+            "eqx.partition(model, eqx.is_array); check arrays and call eqx.combine(arrays, static) in "
+            "your forward)"
         )
     return Node(path, locator, LEAF, spec=value)
 

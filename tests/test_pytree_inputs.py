@@ -418,9 +418,12 @@ def test_a_function_in_a_registered_pytree_says_to_partition() -> None:
 
     @jax.tree_util.register_dataclass
     @dataclasses.dataclass
-    class Block:
+    class Block:  # callable, as an equinox module is
         w: Any
         act: Any
+
+        def __call__(self, x: Any) -> Any:
+            return self.act(self.w * x)
 
     with pytest.raises(
         UserCheckError, match=r"input 'block.act' \(inputs\['block'\].act\) is a function \(tanh\)"
