@@ -194,6 +194,24 @@ def test_flat_inputs_are_not_trees() -> None:
     assert list(tree.specs) == ["p.Dense_0.kernel", "p['0.weight']", "layers[0].w", "layers[1]"]
 
 
+def test_a_nested_numpy_check_imports_neither_framework() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, numpy as np\n"
+        "from gradoracle import check_gradients\n"
+        "f = lambda p, x: p['a'][0] * x\n"
+        "check_gradients(f, {'p': {'a': [(2,)]}, 'x': (2,)}, examples=2,\n"
+        "                vjp=lambda g, p, x: {'p': {'a': [g * x]}, 'x': g * p['a'][0]})\n"
+        "print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
+    )
+    here = Path(__file__).resolve().parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 # ---------------------------------------------------------------- errors that say what to do
 
 
