@@ -1503,9 +1503,8 @@ def _forward_mode_note(message: str) -> str | None:
     return None
 
 
-#: The most leaves of a nested input :func:`_leaf_note` checks one at a time (each one more
-#: evaluation of the example, on a failing path only).
-LEAF_NOTE_MAX = 24
+#: The most evaluations of the example :func:`_leaf_note` spends (on a failing path only).
+LEAF_NOTE_CALLS = 32
 
 
 def _leaf_note(
@@ -1520,20 +1519,20 @@ def _leaf_note(
     tree: Any,
 ) -> str | None:
     """For a failure of nested inputs whose worst comparison names no leaf (a random direction
-    moving every leaf at once: ``input 'projection'``), the leaves whose gradient fails when the
-    example is checked again one leaf at a time (``wrt=(leaf,)``), with each one's worst element;
-    None for flat inputs, a worst element already on a leaf, or more than :data:`LEAF_NOTE_MAX`
-    leaves."""
+    moving every leaf at once: ``input 'projection'``), the leaves whose gradient fails: the
+    example is checked again with ``wrt`` one subtree at a time, descending into the subtrees
+    that fail (``params``, then ``params.l2``, then ``params.l2.W``; many siblings are halved), at
+    most :data:`LEAF_NOTE_CALLS` evaluations; a subtree left there is named as not narrowed further.
+    None for flat inputs, a worst element already on a leaf, or when nothing fails alone."""
     if tree is None or fault not in (Fault.BACKWARD, Fault.FORWARD_MODE, Fault.ORACLE):
         return None
-    if worst is not None and worst.input in ident.wrt:
+    checked = set(ident.wrt)
+    if len(checked) < 2 or (worst is not None and worst.input in checked):
         return None
-    leaves = list(ident.wrt)
-    if len(leaves) < 2 or len(leaves) > LEAF_NOTE_MAX:
-        return None
-    failing: list[tuple[str, Any]] = []
-    for leaf in leaves:
-        alone = replace(ident, wrt=(leaf,))
+
+    def worst_alone(paths: list[str]) -> Any:
+        """The worst failing comparison with ``wrt=paths`` (None: it passes, or cannot run)."""
+        alone = replace(ident, wrt=tuple(paths))
         try:
             if mode == "vjp":
                 outcome = evaluate_example(alone, adapter, dtype, example, settings)
@@ -1541,23 +1540,62 @@ def _leaf_note(
                 from gradoracle.modes import EVALUATORS
 
                 outcome = EVALUATORS[mode](alone, adapter, dtype, example, settings)
-        except Exception:  # a call failing now: no evidence for this leaf
+        except Exception:  # a call failing now: no evidence for these leaves
+            return None
+        return (
+            None if outcome.passed or not outcome.failures else max(outcome.failures, key=lambda c: c.ratio)
+        )
+
+    # groups of sibling nodes: a group that fails is halved, a node that fails is descended into
+    # (siblings, the comparison of their failing parent when they are all its children)
+    stack: list[tuple[tuple[Any, ...], Any]] = [(tuple(tree.roots.values()), None)]
+    parent: dict[int, Any] = {}
+    failing: list[tuple[Any, Any]] = []  # (node, its worst comparison)
+    narrowed: set[int] = set()  # nodes with a failing descendant found
+    cleared: set[str] = set()  # leaves under a group that passed alone
+    calls = 0
+    while stack and calls < LEAF_NOTE_CALLS:
+        group, known = stack.pop()
+        leaves = [leaf.path for node in group for leaf in node.leaves() if leaf.path in checked]
+        if not leaves:
             continue
-        if not outcome.passed and outcome.failures:
-            failing.append((leaf, max(outcome.failures, key=lambda c: c.ratio)))
-    if not failing:
+        # a group covering every checked leaf, or its failing parent's leaves, tells nothing new
+        c = known
+        if c is None and len(leaves) < len(checked):
+            calls += 1
+            c = worst_alone(leaves)
+            if c is None:
+                cleared.update(leaves)
+                continue
+        if c is not None and len(group) == 1:
+            failing.append((group[0], c))
+            up = parent.get(id(group[0]))
+            while up is not None:
+                narrowed.add(id(up))
+                up = parent.get(id(up))
+        if len(group) > 1:
+            half = (len(group) + 1) // 2
+            stack += [(group[half:], None), (group[:half], None)]
+        elif group[0].children:
+            for child in group[0].children:
+                parent[id(child)] = group[0]
+            stack.append((tuple(group[0].children), c))
+    shown = [(node, c) for node, c in failing if id(node) not in narrowed]
+    if not shown:
         return None
-    failing.sort(key=lambda pair: -pair[1].ratio)
 
-    def where(leaf: str, c: Any) -> str:
-        element = f"worst element {leaf}{list(c.index)}, " if c.input == leaf else ""
-        return f"{leaf} fails ({element}error/tolerance = {c.ratio:.3g})"
+    def where(node: Any, c: Any) -> str:
+        if node.kind != "leaf":
+            return f"{node.path} fails (error/tolerance = {c.ratio:.3g}; not narrowed further)"
+        element = f"worst element {node.path}{list(c.index)}, " if c.input == node.path else ""
+        return f"{node.path} fails ({element}error/tolerance = {c.ratio:.3g})"
 
-    rest = len(leaves) - len(failing)
+    shown.sort(key=lambda pair: -pair[1].ratio)
+    rest = f"; the other {len(cleared)} match" if cleared else ""
     return (
-        "note: the worst direction moves every leaf at once; checked one leaf at a time, "
-        + "; ".join(where(leaf, c) for leaf, c in failing)
-        + (f"; the other {rest} match" if rest else "")
+        "note: the worst direction moves every leaf at once; checked one subtree at a time, "
+        + "; ".join(where(node, c) for node, c in shown)
+        + rest
     )
 
 

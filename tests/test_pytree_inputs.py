@@ -80,9 +80,30 @@ def test_a_large_leaf_is_named_by_the_leaf_by_leaf_note() -> None:
         check_gradients(mlp, sizes, vjp=mlp_vjp_off, examples=3)
     message = str(info.value)
     assert info.value.worst is not None and info.value.worst.input == "projection"
-    assert "checked one leaf at a time, params.l2.W fails" in message, message
+    assert "checked one subtree at a time, params.l2.W fails" in message, message
     assert "the other 4 match" in message
     check_gradients(mlp, sizes, vjp=mlp_vjp, examples=3)  # the control
+
+
+def many(layers: list[dict[str, Any]], x: np.ndarray) -> np.ndarray:
+    return sum(np.tanh(layer["w"] * x) for layer in layers)
+
+
+def many_vjp_off(g: np.ndarray, layers: list[dict[str, Any]], x: np.ndarray) -> dict[str, Any]:
+    """d/dw_i = g x (1 - tanh(w_i x)^2), d/dx = sum_i g w_i (1 - tanh(w_i x)^2); layers[29].w 1% off."""
+    d = [g * (1 - np.tanh(layer["w"] * x) ** 2) for layer in layers]
+    grads = [{"w": (1.01 if i == 29 else 1.0) * di * x} for i, di in enumerate(d)]
+    return {"layers": grads, "x": sum(di * layer["w"] for di, layer in zip(d, layers, strict=True))}
+
+
+def test_forty_layers_are_narrowed_to_the_wrong_leaf_by_halving() -> None:
+    rng = np.random.default_rng(1)
+    example = {"layers": [{"w": rng.uniform(-1, 1, 2)} for _ in range(40)], "x": rng.uniform(-1, 1, 2)}
+    with pytest.raises(GradientMismatch) as info:  # one fixed example: no shrinking of 41 leaves
+        check_gradients_at(many, example, vjp=many_vjp_off)
+    message = str(info.value)
+    assert "checked one subtree at a time, layers[29].w fails" in message, message
+    assert "the other 40 match" in message, message
 
 
 class Layer(NamedTuple):
