@@ -23,6 +23,7 @@ ints or names is a shape.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ class Node:
     make: Callable[[list[Any]], Any] | None = None
     #: the container's type (mapping, sequence) or the JAX treedef (pytree)
     container: Any = None
+    #: a JAX pytree node's type name (``MLP``), for the repro
+    label: str = ""
 
     def leaves(self) -> list[Node]:
         """The leaves under this node, in order."""
@@ -305,6 +308,7 @@ def _node(path: str, locator: str, value: Any, top: bool = False) -> Node:
             children=tuple(children_list),
             make=functools.partial(jax.tree_util.tree_unflatten, treedef),
             container=treedef,
+            label=type(value).__name__,
         )
     if (
         callable(value)
@@ -417,11 +421,12 @@ def _source(node: Node, var: str, imports: list[str]) -> str:
             if hasattr(node.container, "_make")
             else f"{name}([{', '.join(parts)}])"
         )
+    maker = "rebuild_" + re.sub(r"\W", "_", node.path)
     imports.append(
-        f"# {node.path}: a JAX pytree node ({node.container}); rebuild it from its leaves as your test "
-        "does (jax.tree_util.tree_unflatten(treedef, leaves))"
+        f"# {maker}(children): define it to build {node.path} (a {node.label}, a JAX pytree node) from "
+        "its children as your test does (jax.tree_util.tree_unflatten(treedef, children))"
     )
-    return "[" + ", ".join(parts) + "]"
+    return f"{maker}([{', '.join(parts)}])"
 
 
 def _imported(kind: type, imports: list[str]) -> str:

@@ -449,6 +449,12 @@ def test_jax_autodiff_of_a_registered_pytree() -> None:
     with pytest.raises(GradientMismatch) as info:
         check_gradients(wrong, inputs, framework="jax", examples=2)
     assert _named_leaf(info.value, "layer.b"), str(info.value)
+    # the repro asks for the pytree node's rebuilding; given it, the snippet fails the same way
+    repro = info.value.repro or ""
+    assert "'layer': rebuild_layer([inputs['layer.w'], inputs['layer.b'], None])" in repro, repro
+    with pytest.raises(GradientMismatch) as again:
+        exec(repro, {"wrong": wrong, "rebuild_layer": lambda children: Dense(*children)})
+    assert _named_leaf(again.value, "layer.b"), str(again.value)
 
 
 def test_a_function_in_a_registered_pytree_says_to_partition() -> None:
