@@ -27,7 +27,11 @@ Params a function does not take are not passed to it (the catalogue strategies c
 extra ones, such as ``soft_target``).  ``inputs`` maps each name to a shape (a tuple of ints or
 strings naming a dimension drawn once per example: ``("n", "m")``), a fixed array, or a
 Hypothesis strategy of arrays; or is one strategy of dicts; or is omitted with a catalogue
-``identity``, whose own strategy (kept away from kinks) is then used.
+``identity``, whose own strategy (kept away from kinks) is then used.  A value may also be a
+nested dict / list / tuple (a parameter tree; with JAX imported, any registered pytree) of
+such specs: it is checked leaf by leaf, each leaf named by its path (``params.l1.W``,
+``layers[1].b``), and rebuilt before every call; a ``vjp`` returns that input's gradient in
+the same structure (:mod:`gradoracle.pytree_inputs`).
 
 Internally this builds an ad-hoc :class:`gradoracle.identities.Identity` and an adapter that
 wraps the user's function, and runs :func:`gradoracle.runner.check`: the failure message is the
@@ -52,6 +56,7 @@ from hypothesis import strategies as st
 
 from gradoracle.adapters.base import AdapterBase, ForwardFn, VJPResult
 from gradoracle.identities import Identity, InvalidShapeError, get_identity
+from gradoracle.pytree_inputs import flatten_inputs
 from gradoracle.reference_ops import REFERENCE_OPS
 from gradoracle.results import (
     CheckResult,
@@ -244,12 +249,17 @@ class _UserCallables:
     #: stack depth + 2000 while a test runs, and a function that recursed fine in the
     #: caller's process raised RecursionError inside the check
     recursion_limit: int = 0
+    #: the nested inputs' structure (:class:`gradoracle.pytree_inputs.InputTree`), rebuilt from
+    #: the flat leaves before every call; None for flat inputs
+    tree: Any = None
 
     def _call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], p: Mapping[str, Any]
     ) -> Any:
         import sys
 
+        if self.tree is not None:  # the nested inputs, holding this call's leaves
+            a = self.tree.rebuild(a)
         names, _ = _accepted(fn)
         extra = {k: v for k, v in p.items() if names is None or k in names}
         positional = _positional_only(fn, list(a), len(args))  # np.tanh: the inputs in their order
@@ -272,29 +282,53 @@ class _UserCallables:
         out = self._call(fn, (u,), a, p)
         role = "your reference" if fn is self.reference else "your backward"
         what = f"{role} {display_name(fn)}"
-        if isinstance(out, Mapping):
-            missing = [n for n in self.wrt if n not in out]
+        tree = self.tree
+        wrt = tuple(tree.wrt_tops(self.wrt)) if tree is not None else self.wrt
+        if tree is not None and len(wrt) == 1 and tree.roots[wrt[0]].kind != "leaf":
+            picked = {wrt[0]: _one_tree(out, wrt[0], tree.roots[wrt[0]])}
+        elif isinstance(out, Mapping):
+            missing = [n for n in wrt if n not in out]
             if missing:
                 raise UserCheckError(
                     f"{what} returned no gradient for {missing}; it returned {sorted(map(str, out))}. "
-                    f"Return a dict with one gradient per input {list(self.wrt)}"
+                    f"Return a dict with one gradient per input {list(wrt)}"
                 )
-            picked = {n: out[n] for n in self.wrt}
-        elif isinstance(out, tuple | list) and (len(self.wrt) > 1 or len(out) == 1):
-            if len(out) != len(self.wrt):
+            picked = {n: out[n] for n in wrt}
+        elif isinstance(out, tuple | list) and (len(wrt) > 1 or len(out) == 1):
+            if len(out) != len(wrt):
                 raise UserCheckError(
-                    f"{what} returned {len(out)} gradients for {len(self.wrt)} inputs {list(self.wrt)}; "
+                    f"{what} returned {len(out)} gradients for {len(wrt)} inputs {list(wrt)}; "
                     "return a dict {name: gradient} or a tuple in that order"
                 )
-            picked = dict(zip(self.wrt, out, strict=True))
-        elif len(self.wrt) == 1:
-            picked = {self.wrt[0]: out}
+            picked = dict(zip(wrt, out, strict=True))
+        elif len(wrt) == 1:
+            picked = {wrt[0]: out}
         else:
             raise UserCheckError(
-                f"{what} returned one {type(out).__name__} for {len(self.wrt)} inputs {list(self.wrt)}; "
+                f"{what} returned one {type(out).__name__} for {len(wrt)} inputs {list(wrt)}; "
                 "return a dict {name: gradient}"
             )
+        if tree is not None:  # each nested input's gradient, leaf by leaf
+            leaves: dict[str, Any] = {}
+            for n, g in picked.items():
+                leaves.update(tree.gradients(n, g, self.wrt, what))
+            picked = leaves
         return {n: user_value(g, what, f" for {n!r}") for n, g in picked.items()}
+
+
+def _one_tree(out: Any, name: str, root: Any) -> Any:
+    """The gradient of the one nested input ``name`` checked, from what a backward returned:
+    ``{name: tree}``, ``(tree,)``, or the tree itself (when the input's own structure is not
+    read that way: a dict input that has a key ``name``, a tuple input of one item)."""
+    if isinstance(out, Mapping) and name in out and not (root.kind == "mapping" and name in root.keys):
+        return out[name]
+    if (
+        isinstance(out, tuple | list)
+        and len(out) == 1
+        and not (root.kind == "sequence" and len(root.keys) == 1)
+    ):
+        return out[0]
+    return out
 
 
 def user_value(value: Any, who: str, what: str = "") -> np.ndarray:
@@ -991,17 +1025,26 @@ def user_identity(
     max_dim: int = 6,
     name: str | None = None,
     dtypes: Sequence[str] = (),
+    tree: Any = None,
 ) -> tuple[Identity, _UserCallables]:
     """The ad-hoc :class:`Identity` for a user function, and the callables it wraps.
 
     The reference forward is the catalogue identity's (so the "forward" comparison checks
     that the user's function computes the notes' function) or, without one, the user's
     own forward in float64; the reference gradient is the catalogue's closed form, the
-    user's ``reference``, or none (finite differences only).
+    user's ``reference``, or none (finite differences only).  With ``tree`` (nested inputs,
+    :class:`gradoracle.pytree_inputs.InputTree`), ``inputs`` and ``wrt`` are its flat leaves
+    and the user's callables receive the nested structure, rebuilt before each call.
     """
     if identity is not None and reference is not None:
         raise UserCheckError(
             "give either identity= (a catalogue closed form) or reference= (yours), not both"
+        )
+    if identity is not None and tree is not None:
+        raise UserCheckError(
+            f"identity= compares flat inputs named like the identity's; the nested inputs {tree.tops} "
+            "have no catalogue closed form: leave identity= out (finite differences judge), or pass "
+            "reference= (yours, returning the nested gradients)"
         )
     cat = get_identity(identity) if identity is not None else None
     params = dict(params or {})
@@ -1044,14 +1087,15 @@ def user_identity(
     if names and (unknown := [n for n in wrt_names if n not in names]):
         raise UserCheckError(f"wrt names {unknown} are not inputs ({names})")
     if names:
-        _check_names("forward", forward, names, list(params), positional=False)
+        called = tree.tops if tree is not None else names  # what the user's callables take
+        _check_names("forward", forward, called, list(params), positional=False)
         if vjp is not None:
-            _check_names("vjp", vjp, names, list(params), positional=True)
+            _check_names("vjp", vjp, called, list(params), positional=True)
         if reference is not None:
-            _check_names("reference", reference, names, list(params), positional=True)
+            _check_names("reference", reference, called, list(params), positional=True)
     import sys
 
-    user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit())
+    user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit(), tree)
 
     def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """The user's forward on the adapter's arrays; the reference forward on NumPy."""
@@ -1215,8 +1259,12 @@ def _repro(
     mode: str = "vjp",
     name: tuple[str, str] = ("", ""),
     directory: str | None = None,
+    tree: Any = None,
 ) -> str:
     """A snippet calling :func:`check_gradients_at` on the failing example.
+
+    With nested inputs (``tree``), the leaves are written out by path and the snippet builds
+    the nested ``inputs`` from them (same container types and key order).
 
     Inputs too large to write out (the snippet past :data:`gradoracle.runner.INLINE_REPRO_LIMIT`)
     are loaded from an ``.npz`` file, written here: ``name`` (identity, adapter) names it, with
@@ -1269,6 +1317,11 @@ def _repro(
             )
     for module, quals in by_module.items():
         lines.append(f"from {module} import {', '.join(dict.fromkeys(quals))}  # the functions under test")
+    nested: list[str] = []  # the lines building the nested inputs from their leaves
+    if tree is not None:
+        imports, nested = tree.source("inputs")
+        lines.extend(imports)
+        wrt = tree.compress_wrt(wrt)
     lines.append("")
     args = [names["forward"], "inputs", f"params={dict(counter.get('params') or {})!r}"]
     args += [f"seed={counter.get('seed', 0)}", f"dtype={dtype!r}", f"wrt={tuple(wrt)!r}"]
@@ -1293,12 +1346,12 @@ def _repro(
         modules.append(framework.partition("?")[0].partition(":")[0])
     needs = needs_line(modules)
     head = [needs, *lines] if needs else lines
-    room = INLINE_REPRO_LIMIT - sum(len(line) + 1 for line in head) - len(call)
+    room = INLINE_REPRO_LIMIT - sum(len(line) + 1 for line in [*head, *nested]) - len(call)
     inline, loads, file, masters = inputs_lines(counter["inputs"], room, (*name, dtype, mode), directory)
-    inline_text = "\n".join([*head, *inline, call])
+    inline_text = "\n".join([*head, *inline, *nested, call])
     if file is None:
         return inline_text
-    return Repro("\n".join([*head, *loads, call]), inline_text, file, masters).settle()
+    return Repro("\n".join([*head, *loads, *nested, call]), inline_text, file, masters).settle()
 
 
 #: What a float32 failure judged by finite differences alone may be, when float64 passes.
@@ -1450,6 +1503,102 @@ def _forward_mode_note(message: str) -> str | None:
     return None
 
 
+#: The most evaluations of the example :func:`_leaf_note` spends (on a failing path only).
+LEAF_NOTE_CALLS = 32
+
+
+def _leaf_note(
+    ident: Identity,
+    adapter: Any,
+    dtype: str,
+    mode: str,
+    fault: Fault,
+    worst: WorstElement | None,
+    example: Example,
+    settings: CheckSettings,
+    tree: Any,
+) -> str | None:
+    """For a failure of nested inputs whose worst comparison names no leaf (a random direction
+    moving every leaf at once: ``input 'projection'``), the leaves whose gradient fails: the
+    example is checked again with ``wrt`` one subtree at a time, descending into the subtrees
+    that fail (``params``, then ``params.l2``, then ``params.l2.W``; many siblings are halved), at
+    most :data:`LEAF_NOTE_CALLS` evaluations; a subtree left there is named as not narrowed further.
+    None for flat inputs, a worst element already on a leaf, or when nothing fails alone."""
+    if tree is None or fault not in (Fault.BACKWARD, Fault.FORWARD_MODE, Fault.ORACLE):
+        return None
+    checked = set(ident.wrt)
+    if len(checked) < 2 or (worst is not None and worst.input in checked):
+        return None
+
+    def worst_alone(paths: list[str]) -> Any:
+        """The worst failing comparison with ``wrt=paths`` (None: it passes, or cannot run)."""
+        alone = replace(ident, wrt=tuple(paths))
+        try:
+            if mode == "vjp":
+                outcome = evaluate_example(alone, adapter, dtype, example, settings)
+            else:
+                from gradoracle.modes import EVALUATORS
+
+                outcome = EVALUATORS[mode](alone, adapter, dtype, example, settings)
+        except Exception:  # a call failing now: no evidence for these leaves
+            return None
+        return (
+            None if outcome.passed or not outcome.failures else max(outcome.failures, key=lambda c: c.ratio)
+        )
+
+    # groups of sibling nodes: a group that fails is halved, a node that fails is descended into
+    # (siblings, the comparison of their failing parent when they are all its children)
+    stack: list[tuple[tuple[Any, ...], Any]] = [(tuple(tree.roots.values()), None)]
+    parent: dict[int, Any] = {}
+    failing: list[tuple[Any, Any]] = []  # (node, its worst comparison)
+    narrowed: set[int] = set()  # nodes with a failing descendant found
+    cleared: set[str] = set()  # leaves under a group that passed alone
+    calls = 0
+    while stack and calls < LEAF_NOTE_CALLS:
+        group, known = stack.pop()
+        leaves = [leaf.path for node in group for leaf in node.leaves() if leaf.path in checked]
+        if not leaves:
+            continue
+        # a group covering every checked leaf, or its failing parent's leaves, tells nothing new
+        c = known
+        if c is None and len(leaves) < len(checked):
+            calls += 1
+            c = worst_alone(leaves)
+            if c is None:
+                cleared.update(leaves)
+                continue
+        if c is not None and len(group) == 1:
+            failing.append((group[0], c))
+            up = parent.get(id(group[0]))
+            while up is not None:
+                narrowed.add(id(up))
+                up = parent.get(id(up))
+        if len(group) > 1:
+            half = (len(group) + 1) // 2
+            stack += [(group[half:], None), (group[:half], None)]
+        elif group[0].children:
+            for child in group[0].children:
+                parent[id(child)] = group[0]
+            stack.append((tuple(group[0].children), c))
+    shown = [(node, c) for node, c in failing if id(node) not in narrowed]
+    if not shown:
+        return None
+
+    def where(node: Any, c: Any) -> str:
+        if node.kind != "leaf":
+            return f"{node.path} fails (error/tolerance = {c.ratio:.3g}; not narrowed further)"
+        element = f"worst element {node.path}{list(c.index)}, " if c.input == node.path else ""
+        return f"{node.path} fails ({element}error/tolerance = {c.ratio:.3g})"
+
+    shown.sort(key=lambda pair: -pair[1].ratio)
+    rest = f"; the other {len(cleared)} match" if cleared else ""
+    return (
+        "note: the worst direction moves every leaf at once; checked one subtree at a time, "
+        + "; ".join(where(node, c) for node, c in shown)
+        + rest
+    )
+
+
 _SLOW_CALL = re.compile(r"did not return within ([0-9.e+-]+) s")
 
 
@@ -1556,9 +1705,11 @@ def check_gradients(
     ``skip_unsupported_modes`` (the fixture does that for the session's ``--gradoracle-mode``).
 
     Compares ``u^T J`` with central finite differences of ``forward`` and, with ``identity``
-    or ``reference``, with the closed form.  ``examples`` and ``seed`` default to
-    ``settings``' (30 and 0: deterministic); inside a running Hypothesis test (``@given``)
-    each dtype's check is one example drawn through that test instead.  Raises
+    or ``reference``, with the closed form.  Nested ``inputs`` (parameter trees) are checked
+    leaf by leaf, named by path; ``wrt`` may name an input, a subtree or a leaf path.
+    ``examples`` and ``seed`` default to ``settings``' (30 and 0: deterministic); inside a
+    running Hypothesis test (``@given``) each dtype's check is one example drawn through that
+    test instead.  Raises
     :class:`GradientMismatch` (the suite's diagnostic, shrunk example and repro) when any
     dtype fails, returns one :class:`CheckResult` per dtype otherwise.
     :class:`FrameworkUnavailableError` when ``framework`` is not installed;
@@ -1576,6 +1727,10 @@ def check_gradients(
     if bad or not dtype_list:
         raise UserCheckError(f"dtypes {bad or '[]'}: choose from {', '.join(DTYPES)}")
     check_arguments(forward, vjp, reference, examples=examples, seed=seed, scale=scale, max_dim=max_dim)
+    tree = flatten_inputs(inputs, params) if isinstance(inputs, Mapping) else None
+    if tree is not None:  # nested inputs: the checks run on their leaves, named by path
+        inputs = tree.specs
+        wrt = None if wrt is None else tree.expand_wrt([wrt] if isinstance(wrt, str) else list(wrt))
     inner = _inner_adapter(framework, vjp)
     ident, user = user_identity(
         forward,
@@ -1590,6 +1745,7 @@ def check_gradients(
         max_dim=max_dim,
         name=name,
         dtypes=dtype_list,
+        tree=tree,
     )
     adapter = UserFunctionAdapter(user, inner, _identity_name(identity))
     unsupported = [d for d in dtype_list if d not in adapter.dtypes]
@@ -1623,6 +1779,7 @@ def check_gradients(
                 mode,
                 (res.identity, res.adapter),
                 run_settings.repro_dir,
+                tree,
             )
         res.message = _rewrite_message(res.message, res.repro)
         if res.verdict in (Verdict.FAIL, Verdict.ERROR) and res.counterexample is not None:
@@ -1637,6 +1794,10 @@ def check_gradients(
                 res.message = _with_note(res.message, note)
                 cut = _cut_graph_note(ident, adapter, dtype, res.fault, res.worst, example)
                 res.message = _with_note(res.message, cut)
+                leaf = _leaf_note(
+                    ident, adapter, dtype, mode, res.fault, res.worst, example, run_settings, tree
+                )
+                res.message = _with_note(res.message, leaf)
             bound = _dtype_bound_note(ident, adapter, res.fault, example, dtype)
             res.message = _with_note(res.message, bound)
             res.message = _with_note(res.message, _integer_inputs_note(inputs, res.fault))
@@ -1780,6 +1941,11 @@ def _user_modes(
             )
         if gap and mode == "hvp" and not gap.startswith("adapter") and ident.reference_hvp is None:
             gap = "hvp needs a closed form: pass identity=<catalogue name> (gradoracle list)"
+            if isinstance(adapter, UserFunctionAdapter) and adapter.user.tree is not None:
+                gap = (
+                    "hvp needs a catalogue closed form (identity=), which nested inputs have none of: "
+                    "check modes=('vjp', 'jvp'), or the second order of flat inputs named like an identity's"
+                )
         if gap:
             if skip_unsupported:
                 continue
@@ -1817,6 +1983,10 @@ def check_gradients_at(
     check_arguments(forward, vjp, reference, seed=seed)
     if not isinstance(inputs, Mapping):
         raise UserCheckError(f"inputs must be a dict {{name: array}}, not {type(inputs).__name__}")
+    tree = flatten_inputs(inputs, params)
+    if tree is not None:  # nested inputs: checked leaf by leaf, named by path
+        inputs = tree.specs
+        wrt = None if wrt is None else tree.expand_wrt([wrt] if isinstance(wrt, str) else list(wrt))
     inner = _inner_adapter(framework, vjp)
     arrays = {str(k): fixed_array(str(k), v) for k, v in inputs.items()}
     if arrays and all(a.size == 0 for a in arrays.values()):
@@ -1837,6 +2007,7 @@ def check_gradients_at(
         inner=inner,
         vjp=vjp,
         name=name,
+        tree=tree,
     )
     adapter = UserFunctionAdapter(user, inner, _identity_name(identity))
     settings = settings or CheckSettings()
@@ -1876,6 +2047,7 @@ def check_gradients_at(
             mode,
             (ident.name, adapter.name),
             settings.repro_dir,
+            tree,
         )
         message, worst = describe_outcome(
             ident, adapter.name, dtype, outcome, tol, repro, adapter.words, mode
@@ -1887,6 +2059,9 @@ def check_gradients_at(
         message = _with_note(message, _forward_mode_note(message))
         message = _with_note(message, _slow_call_note(message))
         message = _with_note(message, _cut_graph_note(ident, adapter, dtype, outcome.fault, worst, example))
+        message = _with_note(
+            message, _leaf_note(ident, adapter, dtype, mode, outcome.fault, worst, example, settings, tree)
+        )
         raise GradientMismatch(
             brief_message(_rewrite_message(message, None), verbose),
             identity=ident.name,
