@@ -108,6 +108,13 @@ class Picker(Protocol):
         a partial ceil-mode window): a facet a covering pool must cover too, chosen by nobody."""
         ...
 
+    def late(self, label: str, value: object) -> None:
+        """Record a combination a covering pool must hold (a batch of one with several output
+        channels) without steering the pool's other choices: where no configuration chosen for the
+        facets and pairs holds it, one that does is appended as a top-up only configuration,
+        evaluated by every check and drawn by none, so adding one moves no drawn example."""
+        ...
+
 
 class DrawPicker:
     """Hypothesis draws every choice (each one shrinks to its menu's first entry): the same
@@ -135,6 +142,9 @@ class DrawPicker:
     def note(self, label: str, value: object) -> None:
         """Nothing: Hypothesis draws the choices the property is made of."""
 
+    def late(self, label: str, value: object) -> None:
+        """Nothing: Hypothesis draws the choices the combination is made of."""
+
 
 @dataclass
 class RandomPicker:
@@ -143,6 +153,8 @@ class RandomPicker:
     rng: random.Random
     simplest: bool = False  # every choice its menu's first entry
     facets: set[tuple[str, str]] = field(default_factory=set)
+    #: the combinations :meth:`late` found true (``(label, "True")``)
+    late_facets: set[tuple[str, str]] = field(default_factory=set)
 
     def one(self, label: str, menu: Sequence[T], cover: bool = True) -> T:
         """A uniform entry of ``menu`` (its first with ``simplest``)."""
@@ -173,6 +185,11 @@ class RandomPicker:
         """Record ``(label, value)`` as a facet (outside the accelerator-sized branch too)."""
         self.facets.add((label, repr(value)))
 
+    def late(self, label: str, value: object) -> None:
+        """Record ``(label, "True")`` among :attr:`late_facets` where ``value`` holds."""
+        if value:
+            self.late_facets.add((label, "True"))
+
 
 Configuration = dict[str, Any]
 
@@ -188,6 +205,15 @@ class CoveringPool:
     facets: tuple[Facets, ...]
     #: every ``(hyper-parameter, value)`` facet among the candidates the pool had to cover
     universe: Facets
+    #: how many of the configurations (the first ones) an example draws from; the rest hold a
+    #: combination none of those did (:meth:`Picker.late`) and are evaluated as top-ups only
+    drawable: int = -1
+    #: the late combinations (:meth:`Picker.late`) some configuration of the pool holds
+    late: Facets = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.drawable < 0:
+            object.__setattr__(self, "drawable", len(self.configurations))
 
     @property
     def covered(self) -> Facets:
@@ -225,6 +251,7 @@ def covering_pool(
     rng = random.Random(zlib.crc32(key.encode()))
     first = RandomPicker(rng, simplest=True)
     drawn: list[tuple[Configuration, Facets]] = [(configure(first), frozenset(first.facets))]
+    lates: list[Facets] = [frozenset(first.late_facets)]
     seen = {repr(sorted(drawn[0][0].items()))}
     for _ in range(candidates):
         picker = RandomPicker(rng)
@@ -233,6 +260,7 @@ def covering_pool(
         if signature not in seen:
             seen.add(signature)
             drawn.append((config, frozenset(picker.facets)))
+            lates.append(frozenset(picker.late_facets))
     forced_large = large_forced()
     big = [i for i, (_, facets) in enumerate(drawn) if ("large", "True") in facets]
     small = [i for i in range(len(drawn)) if i not in big]
@@ -282,8 +310,21 @@ def covering_pool(
         # facets only the accelerator-sized branch reaches (a channel tail past a block of 16)
         # count among the values the pool covers, so ``covered`` never exceeds ``universe``
         universe.update(drawn[large_one][1])
+    drawable = len(chosen)
+    # late combinations no chosen configuration holds: one top-up only configuration each (the
+    # candidate with the most pairs not yet covered, then the earlier), after the drawable ones
+    held: set[tuple[str, str]] = set().union(*(lates[i] for i in chosen))
+    for facet in sorted(set().union(*(lates[i] for i in pool_of)) - held):
+        having = [i for i in pool_of if facet in lates[i] and i not in chosen]
+        i = max(having, key=lambda i: (len(pairs[i] - pairs_done), -i))
+        add(i)
+        held.update(lates[i])
     return CoveringPool(
-        tuple(drawn[i][0] for i in chosen), tuple(drawn[i][1] for i in chosen), frozenset(universe)
+        tuple(drawn[i][0] for i in chosen),
+        tuple(drawn[i][1] for i in chosen),
+        frozenset(universe),
+        drawable,
+        frozenset(held),
     )
 
 
@@ -337,13 +378,14 @@ class ConfigSpace:
                     "only= needs a covering pool (size >= 1); configurations drawn freely have none"
                 )
             return self.free()
-        configs = self.pool(size).configurations
+        pool = self.pool(size)
+        configs = pool.configurations
         if only is not None and not 0 <= only < len(configs):
             raise ValueError(
                 f"only={only}: the pool of {self.name!r} has {len(configs)} configurations (0-based)"
             )
         choice: st.SearchStrategy[int] = (
-            st.sampled_from(range(len(configs))) if only is None else st.integers(only, only)
+            st.sampled_from(range(pool.drawable)) if only is None else st.integers(only, only)
         )
 
         @st.composite

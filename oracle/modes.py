@@ -34,6 +34,7 @@ and the check is a ``skip`` that says why (never a silent pass).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -370,7 +371,13 @@ def _fd_check(
         extra_a = extra - rounding + rounding * step / a
         est_a, allowed_a = (4 * d1 - d2) / 3, tol.fd_allowed(mag, abs(d1 - d2)) + extra_a
         taken = finer_step_taken(
-            failing, abs(value - est_a), allowed_a, tol.fd_allowed(mag) + extra_a, abs(d1 - d2), error, miss
+            failing,
+            abs(value - est_a),
+            allowed_a,
+            tol.fd_allowed(mag) + extra_a,
+            abs(d1 - d2),
+            error,
+            miss if miss > FINER_MARGIN * allowed else math.inf,  # only a clear miss is held
         )
         if taken is None:
             break

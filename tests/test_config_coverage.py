@@ -135,7 +135,8 @@ class BatchingMutant(Batching):
 
 def test_the_mutant_is_wrong_in_exactly_one_non_first_configuration() -> None:
     pool = _pool()
-    assert len(pool) == 8 and TARGET != 0
+    # 8 drawn configurations and one top-up only ("N = 1, C_out > 1", a late facet)
+    assert len(pool) == 9 and get_identity(NAME).configurations.pool(8).drawable == 8 and TARGET != 0
     matches = [
         i
         for i, c in enumerate(pool)
@@ -176,13 +177,13 @@ def test_only_fixes_the_configuration_and_the_values_are_still_drawn() -> None:
         seen, arrays = _draw_only(space, k)
         assert set(seen) == {k}
         assert len(arrays) >= 3  # new values in each example
-    with pytest.raises(ValueError, match="has 8 configurations"):
-        space.pooled(8, only=8)
+    with pytest.raises(ValueError, match="has 9 configurations"):  # 8 drawn, 1 top-up only
+        space.pooled(8, only=9)
     with pytest.raises(ValueError, match="needs a covering pool"):
         space.pooled(0, only=1)
     with pytest.raises(ValueError, match="draws no configuration from a pool"):
         get_identity("matvec-jacobian").examples(8, only=0)
-    assert get_identity(NAME).pool_size(8) == 8
+    assert get_identity(NAME).pool_size(8) == 9
     assert get_identity(NAME).pool_size(0) == get_identity("matvec-jacobian").pool_size(8) == 0
 
 
@@ -235,7 +236,7 @@ def test_a_mutant_in_one_configuration_is_caught_at_every_seed(path: str) -> Non
         elif r.first_failure is not None and r.first_failure > 30:
             # found after the 30 examples: by the top-up of the configuration they did not draw
             topped.append(s)
-            assert f"top-up example of configuration {TARGET + 1} of the 8" in r.message
+            assert f"top-up example of configuration {TARGET + 1} of the 9" in r.message
             assert "none of the check's 30 examples drew it" in r.message
     assert missed == []
     # the seeds at which the 30 examples alone miss it (the check passed there before top-ups)
@@ -398,7 +399,8 @@ def test_forward_mode_and_second_order_top_up_too(mode: str) -> None:
     assert r.first_failure == 31 and "top-up example of configuration 2" in r.message, r.message
     # negative control: the framework itself passes the same check, top-up included
     ok = check(NAME, right, "float64", settings_, mode)
-    assert ok.verdict == Verdict.PASS and ok.examples == 31, ok.message
+    # 30 drawn, the top-up of configuration 2, and the top-up only configuration 9
+    assert ok.verdict == Verdict.PASS and ok.examples == 32, ok.message
 
 
 def test_no_top_up_without_a_pool_or_when_replaying_one_blob() -> None:
@@ -450,7 +452,7 @@ def test_the_command_line_reports_a_top_up_failure() -> None:
         timeout=300,
     )
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
-    assert "top-up example of configuration 2 of the 8" in " ".join(wrong.stdout.split())
+    assert "top-up example of configuration 2 of the 9" in " ".join(wrong.stdout.split())
     # negative control: the correct engine passes the same command
     right = subprocess.run([*cmd, "--adapter", "numpy"], capture_output=True, text=True, env=env, timeout=300)
     assert right.returncode == 0, right.stdout + right.stderr
@@ -465,7 +467,7 @@ def test_the_pytest_plugin_reports_a_top_up_failure(pytester: pytest.Pytester) -
     wrong = pytester.runpytest(*args, "--gradoracle-adapter", "test_config_coverage:Mutant")
     wrong.assert_outcomes(failed=1)
     wrong.stdout.fnmatch_lines(
-        ["*top-up example of configuration 2 of the 8*", "*example 31 of 31 drawn failed*"]
+        ["*top-up example of configuration 2 of the 9*", "*example 31 of 31 drawn failed*"]
     )
     right = pytester.runpytest(*args, "--gradoracle-adapter", "numpy")
     right.assert_outcomes(passed=1)

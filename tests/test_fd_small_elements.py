@@ -127,3 +127,30 @@ def test_a_refinement_too_noisy_to_see_the_miss_stops_rather_than_overturns() ->
     # without a held miss (forward mode's older callers): the pass overturns
     assert runner.finer_step_taken(True, 1e-4, 3e-3, 2e-3, 1e-6, 1e-2) is True
     assert runner.finer_step_taken(True, 1e-4, 3e-3, 2e-3, 1e-6, 1e-2, held=math.inf) is True
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def _tanh_vjp(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return g * (1 - np.tanh(x) ** 2)
+
+
+#: tanh at 13 beside 2.6e16: the common step (1.5e11) puts the direction far past tanh's
+#: curvature and it misses by one allowance; the element's own step cannot resolve 5.6e-12 either
+NARROW = np.array([13.0, 2.5588981058706076e16])
+
+
+def test_a_narrow_failure_is_still_overturned_by_a_pass() -> None:
+    check_gradients_at(_tanh, {"x": NARROW}, vjp=_tanh_vjp, seed=0)
+
+
+def test_holding_a_narrow_failure_against_a_noisy_pass_fails_a_correct_backward_negative_control(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were every failure held (not only a clear one, by FINER_MARGIN allowances), the rescue's
+    noisy pass could not overturn this narrow one, and the correct backward would fail."""
+    monkeypatch.setattr(runner, "_clear_miss", lambda r, tol: abs(r["p"] - r["value"]))
+    with pytest.raises(GradientMismatch):
+        check_gradients_at(_tanh, {"x": NARROW}, vjp=_tanh_vjp, seed=0)

@@ -105,9 +105,9 @@ def _batch1_channels(pool: Any) -> list[int]:
 def test_a_pool_that_covers_a_batch_of_one_with_several_channels_catches_the_batch1_mutant(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # conv1d-layer's set has N = 1 only in its simplest configuration (one channel), so the
-    # mutant survives the default set (its xfail above); a set that must also cover the property
-    # "N = 1 and C_out > 1" (one more facet; 8 configurations as before) catches it at seed 0.
+    # conv1d-layer's drawn configurations have N = 1 only in the simplest one (one channel); the
+    # combination "N = 1, C_out > 1" is a late facet (Picker.late): one top-up only configuration
+    # holds it, evaluated by every check and drawn by none, so no drawn example moved
     import os
 
     from gradoracle import layer_strategies as L
@@ -116,15 +116,15 @@ def test_a_pool_that_covers_a_batch_of_one_with_several_channels_catches_the_bat
     if not available(mutant):
         pytest.skip("torch is not installed")
     space = get_identity(mutant.target).configurations
-    assert not _batch1_channels(space.pool(8))  # the blind spot of the default set
-
-    def configure(p: Any) -> Any:
-        config = space.configure(p)
-        p.note("N = 1, C_out > 1", config["shapes"]["X"][0] == 1 and config["shapes"]["K"][0] > 1)
-        return config
-
-    covering = L.covering_pool(space.name, configure, 8)
-    assert _batch1_channels(covering) and len(covering.configurations) == 8
-    monkeypatch.setitem(L._POOLS, (space, 8, os.environ.get(L.LARGE_ENV, "")), covering)
+    pool = space.pool(8)
+    assert pool.drawable == 8 and _batch1_channels(pool) == [8]  # the top-up only configuration
     result = runner.check(mutant.target, mutant.build(), mutant.dtype, mutant_settings(30, 0), mutant.mode)
     assert result.verdict == Verdict.FAIL and result.fault == mutant.fault, result.message
+    # negative control: without the late facet the pool is the 8 drawn configurations, and the
+    # mutant passes
+    monkeypatch.setattr(L.RandomPicker, "late", lambda self, label, value: None)
+    bare = L.covering_pool(space.name, space.configure, 8)
+    assert not _batch1_channels(bare) and bare.configurations == pool.configurations[:8]
+    monkeypatch.setitem(L._POOLS, (space, 8, os.environ.get(L.LARGE_ENV, "")), bare)
+    result = runner.check(mutant.target, mutant.build(), mutant.dtype, mutant_settings(30, 0), mutant.mode)
+    assert result.verdict == Verdict.PASS, result.message

@@ -267,6 +267,9 @@ def _conv_config(p: L.Picker, rank: int) -> L.Configuration:
     # a depthwise convolution (one input channel per group) is a kernel of its own in every framework
     p.note("C_in/groups past a block of 16", reads and c_in // groups > 16 and (c_in // groups) % 16 != 0)
     p.note("depthwise (groups = C_in > 1)", reads and groups == c_in > 1)
+    # a batch of one is a fast path of its own (a squeezed batch axis); with one output channel
+    # it cannot show a channel mixed up or dropped (a blind round's mutant passed conv1d's pool)
+    p.late("N = 1, C_out > 1, input read", reads and n == 1 and c_out > 1)
     return {"shapes": shapes, "params": params}
 
 

@@ -1022,13 +1022,6 @@ MUTANTS_BY_NAME: dict[str, ModeMutant] = {m.name: m for m in MUTANTS}
 #: Mutants that survive on purpose: name -> (the seeds it survives at, None for every seed; why).
 #: Measured at seeds 0-4 with ``mutant_settings(30, seed)``.
 EXPECTED_SURVIVORS: dict[str, tuple[tuple[int, ...] | None, str]] = {
-    "b5-conv-vjp-batch1-drops-last-channel": (
-        None,
-        "a draw blind spot of conv1d-layer's covering set: N = 1 only in its simplest configuration, "
-        "which has one output channel; a set that also covers 'N = 1, C_out > 1' catches it at seeds "
-        "0-4, but that facet reshuffles all three convolution sets and the tests pinned to them "
-        "(13 failures measured), left to the lead",
-    ),
     "b5-softplus-jvp-float32-threshold-10": (
         None,
         "not reported as forward-mode: the float32-only linear tail from x = 10 is off by at most "
