@@ -1015,23 +1015,30 @@ def _resolves(
     or ``sum |v_i w_i| / sum |v_i|`` where ``g`` vanishes on either), must exceed the trial's fast
     bound ``fd_rtol sum |g_i v_i w_i| + rounding``.  For a basis direction ``v = e_i`` the trial is
     the step ``h w_i`` along ``e_i`` and ``rho = w_i`` exactly; where outputs of 1e8 make the
-    rounding of ``s`` at that step larger than ``w_i |miss|``, a pass there says nothing."""
+    rounding of ``s`` at that step larger than ``w_i |miss|``, a pass there says nothing.  The
+    bound is the measurement's own noise: the room for the gradient's rounding (``slack``) is
+    left out (beside 7e13 it is set by that element, and it would hide what the step resolves)."""
     if r["mag"] > 0 and trial["mag"] > 0:
         rho = trial["mag"] / r["mag"]
     else:
         d = r.get("named", r["d"])
         moved = sum(float(np.sum(np.abs(d[n]))) for n in d)
         rho = sum(float(np.sum(np.abs(w[n]))) for n in w) / moved if moved > 0 else 0.0
-    return bool(tol.fd_rtol * trial["mag"] + trial["extra"] < rho * abs(r["p"] - r["value"]))
+    return bool(tol.fd_rtol * trial["mag"] + trial["rounding"] < rho * abs(r["p"] - r["value"]))
 
 
 def _clear_miss(r: Mapping[str, Any], tol: Tolerance) -> float:
-    """Direction ``r``'s miss where it fails by more than :data:`FINER_MARGIN` allowances (a
-    failure a noisier measurement's pass must be able to see before overturning it), else inf:
+    """Direction ``r``'s miss where it fails by more than :data:`FINER_MARGIN` allowances with a
+    converged error estimate (a tenth of its value at most): a failure a noisier measurement's
+    pass must be able to see before overturning it; else inf:
     a narrow failure (tanh at 13 beside 2.6e16, stepped by 1.5e11 far past its curvature, missing
     by one allowance made of Richardson's estimate) is overturned by any pass, as before."""
     miss = abs(r["p"] - r["value"])
-    return miss if _fails(r, tol, FINER_MARGIN) else math.inf
+    # and only where Richardson's estimate converged: a step far past the function's scale (tanh
+    # at 13 beside 7e16, stepped by 4e11) gives D(h) ~ 1/h, an error estimate half its value and a
+    # "miss" of four allowances that measures nothing
+    converged = r.get("error", 0.0) <= 0.1 * abs(r["value"])
+    return miss if converged and _fails(r, tol, FINER_MARGIN) else math.inf
 
 
 def _per_element_rescue(

@@ -109,14 +109,27 @@ def test_resolves_carries_the_miss_by_the_directions_magnitudes() -> None:
     d = {"x": np.array([1.0, 0.0])}
     w = {"x": np.array([1e-4, 0.0])}
     r = {"p": 1.0, "value": 0.9, "mag": 1.0, "d": d}
-    quiet = {"mag": 1e-4, "extra": 1e-9}
-    noisy = {"mag": 1e-4, "extra": 1e-4}  # rounding 1e-4 > the carried miss 1e-5
+    quiet = {"mag": 1e-4, "extra": 1e-9, "rounding": 1e-9}
+    noisy = {"mag": 1e-4, "extra": 1e-4, "rounding": 1e-4}  # rounding 1e-4 > the carried miss 1e-5
     assert runner._resolves(quiet, r, w, tol)
     assert not runner._resolves(noisy, r, w, tol)
+    # room for the gradient's own rounding is not the measurement's noise
+    assert runner._resolves({"mag": 1e-4, "extra": 1e-4, "rounding": 1e-9}, r, w, tol)
     # g vanishing along v: the direction's geometry carries the miss
     r0 = {"p": 0.0, "value": 0.1, "mag": 0.0, "d": d}
-    assert runner._resolves({"mag": 0.0, "extra": 1e-9}, r0, w, tol)
-    assert not runner._resolves({"mag": 0.0, "extra": 1e-4}, r0, w, tol)
+    assert runner._resolves({"mag": 0.0, "extra": 1e-9, "rounding": 1e-9}, r0, w, tol)
+    assert not runner._resolves({"mag": 0.0, "extra": 1e-4, "rounding": 1e-4}, r0, w, tol)
+
+
+def test_a_clear_miss_is_a_failure_by_four_allowances_with_a_converged_estimate() -> None:
+    tol = tolerance_for("float64")
+    clear = {"p": 1.5, "value": 1.0, "mag": 1.5, "extra": 1e-12, "error": 1e-6}
+    assert runner._clear_miss(clear, tol) == pytest.approx(0.5)
+    narrow = {"p": 1.0 + 1e-7, "value": 1.0, "mag": 1.0, "extra": 1e-12, "error": 0.0}
+    assert runner._clear_miss(narrow, tol) == math.inf
+    # D(h) ~ 1/h at a step far past the function's scale: the estimate is half the value
+    unconverged = {"p": 5.6e-12, "value": 1.2e-12, "mag": 5.6e-12, "extra": 1e-13, "error": 6e-13}
+    assert runner._clear_miss(unconverged, tol) == math.inf
 
 
 def test_a_refinement_too_noisy_to_see_the_miss_stops_rather_than_overturns() -> None:
@@ -144,6 +157,13 @@ NARROW = np.array([13.0, 2.5588981058706076e16])
 
 def test_a_narrow_failure_is_still_overturned_by_a_pass() -> None:
     check_gradients_at(_tanh, {"x": NARROW}, vjp=_tanh_vjp, seed=0)
+    # four allowances off, but at a step (4e11) where D(h) ~ 1/h: not converged, not held
+    for seed in range(4):
+        check_gradients_at(_tanh, {"x": np.array([13.0, 7.407339881653194e16])}, vjp=_tanh_vjp, seed=seed)
+    # thirteen elements, twelve of them 0 beside 7e13 (projections): the per-element step decides
+    zeros = np.array([0.0] * 12 + [74173448708589.0])
+    for seed in range(3):
+        check_gradients_at(_tanh, {"x": zeros}, vjp=_tanh_vjp, seed=seed)
 
 
 def test_holding_a_narrow_failure_against_a_noisy_pass_fails_a_correct_backward_negative_control(
