@@ -41,7 +41,13 @@ from gradoracle.results import Fault
 from gradoracle.selftest.mutant_frameworks import _bind, _jax_adapter
 from gradoracle.selftest.mutant_modes3 import ModeMutant
 
-BW, FM, SO, TIE = Fault.BACKWARD, Fault.FORWARD_MODE, Fault.SECOND_ORDER, Fault.OUTSIDE_SUBDIFFERENTIAL
+BW, FM, SO, TIE, PREC = (
+    Fault.BACKWARD,
+    Fault.FORWARD_MODE,
+    Fault.SECOND_ORDER,
+    Fault.OUTSIDE_SUBDIFFERENTIAL,
+    Fault.PRECISION,
+)
 
 #: ``bug(call, saved, params, g) -> {name: gradient}``: ``call`` takes the arrays positionally in
 #: ``saved``'s order; ``params`` are the op's other arguments; ``g`` the output cotangent.
@@ -269,21 +275,31 @@ def _conv_batch1_bias_reshape(call: Any, s: dict[str, Any], p: dict[str, Any], g
 def _maxpool_overlap_last_write(call: Any, s: dict[str, Any], p: dict[str, Any], g: Any) -> dict[str, Any]:
     """[max pool, stride < window (overlapping windows)] the router scatters with ``set`` instead of
     ``add``: an element that is the maximum of several windows keeps only the last window's delta."""
-    import jax
     import jax.numpy as jnp
 
     grads = _grads(call, s, g)
     if all(st >= w for st, w in zip(p["stride"], p["window"], strict=True)):
         return grads
     x = s["x"]
-    out = call(x)
-    count = int(np.prod(out.shape))
-    _, pull = jax.vjp(call, x)
-    routes = jax.vmap(lambda e: pull(e.reshape(out.shape))[0])(jnp.eye(count, dtype=x.dtype))
-    hit = routes != 0
-    last = count - 1 - jnp.argmax(jnp.flip(hit, axis=0), axis=0)
-    share = jnp.take(g.reshape(-1), last)
-    grads["x"] = jnp.where(jnp.any(hit, axis=0), share, jnp.zeros_like(x))
+    z = call(x)
+    pads = _pads(x, p, True)
+    xp = jnp.pad(x, [(0, 0), (0, 0), *pads], constant_values=-jnp.inf)
+    where = jnp.arange(xp.size).reshape(xp.shape)
+    window_id = jnp.arange(z.size).reshape(z.shape)
+    found = jnp.zeros(z.shape, dtype=bool)
+    last = jnp.full(xp.size, -1)
+    for offset in itertools.product(*(range(w) for w in p["window"])):  # row-major: the first maximum
+        index = tuple(
+            slice(a * d, a * d + st * (o - 1) + 1, st)
+            for a, d, st, o in zip(offset, p["dilation"], p["stride"], z.shape[2:], strict=True)
+        )
+        at = (slice(None), slice(None), *index)
+        first = (xp[at] == z) & ~found
+        found = found | first
+        last = last.at[where[at].reshape(-1)].max(jnp.where(first, window_id, -1).reshape(-1))
+    routed = jnp.where(last >= 0, jnp.take(g.reshape(-1), jnp.maximum(last, 0)), 0.0).reshape(xp.shape)
+    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[2:], strict=True))
+    grads["x"] = routed[(slice(None), slice(None), *inner)].astype(x.dtype)
     return grads
 
 
@@ -757,39 +773,6 @@ class _MaxPool2dTiesEveryMaximum(Rules):
         return grad
 
 
-class _MaxPool2dRouterStride(Rules):
-    """[max pool (notes op), stride != k] the router splits the flat window index with the stride
-    instead of k (row = i // s, col = i % s); the forward's values are right."""
-
-    def max_pool2d_forward(self, x: Any, k: int, stride: int) -> Any:
-        z, argmax = super().max_pool2d_forward(x, k, stride)
-        if stride == k:
-            return z, argmax
-        rows, cols = argmax
-        base_r = np.arange(rows.shape[0])[:, None] * stride
-        base_c = np.arange(cols.shape[1])[None, :] * stride
-        flat = (rows - base_r) * k + (cols - base_c)
-        bad_r = np.minimum(base_r + flat // stride, x.shape[0] - 1)
-        bad_c = np.minimum(base_c + flat % stride, x.shape[1] - 1)
-        return z, (bad_r, bad_c)
-
-
-class _AvgPool2dOverlapOverwrite(Rules):
-    """[avg pool (notes op), stride < k (overlapping windows)] the spread assigns delta / k^2 instead
-    of adding it: a pixel in several windows keeps only the last window's share."""
-
-    def avg_pool2d_backward(self, delta: Any, x: Any, k: int, stride: int) -> Any:
-        if stride >= k:
-            return super().avg_pool2d_backward(delta, x, k, stride)
-        grad = np.zeros_like(x)
-        share = delta / (k * k)
-        ho, wo = delta.shape
-        for a in range(k):
-            for b in range(k):
-                grad[a : a + stride * (ho - 1) + 1 : stride, b : b + stride * (wo - 1) + 1 : stride] = share
-        return grad
-
-
 class _AvgPoolNdWindowDivisor(Rules):
     """[avg pool, a window clipped by the padding (count_include_pad=False) or the ceil-mode overhang]
     the backward divides by the full window size, the forward by the window's count."""
@@ -811,7 +794,7 @@ class _GeluFloat32Approx(Rules):
         return delta * (s + 1.702 * x * s * (1.0 - s))
 
 
-class _TanhNegativeSign(Rules):
+class _TanhFloat32HalfNegative(Rules):
     """[tanh, float32, x < 0] the float32 kernel's negative branch computes 1 - tanh^2 from |tanh|
     rounded through float16 (a half-precision lookup table)."""
 
@@ -992,11 +975,9 @@ MUTANTS: tuple[ModeMutant, ...] = (
     _np("b6-np-ce-index-smoothing-c-minus-1", "cross-entropy-batch", _CrossEntropyIndexSmoothingCm1),
     _np("b6-np-maxpool-dilated-router", "max-pool-layer", _MaxPoolDilatedRouter),
     _np("b6-np-maxpool2d-ties-every-maximum", "max-pool", _MaxPool2dTiesEveryMaximum, fault=TIE),
-    _np("b6-np-maxpool2d-router-stride", "max-pool", _MaxPool2dRouterStride),
-    _np("b6-np-avgpool2d-overlap-overwrite", "avg-pool", _AvgPool2dOverlapOverwrite),
     _np("b6-np-avgpool-window-divisor", "avg-pool-layer", _AvgPoolNdWindowDivisor),
     _np("b6-np-gelu-float32-approx", "elementwise-gelu", _GeluFloat32Approx, dtype="float32"),
-    _np("b6-np-tanh-float32-half-negative", "elementwise-tanh", _TanhNegativeSign, dtype="float32"),
+    _np("b6-np-tanh-float32-half-negative", "elementwise-tanh", _TanhFloat32HalfNegative, "float32", PREC),
 )
 
 MUTANTS_BY_NAME: dict[str, ModeMutant] = {m.name: m for m in MUTANTS}
