@@ -984,7 +984,17 @@ MUTANTS_BY_NAME: dict[str, ModeMutant] = {m.name: m for m in MUTANTS}
 
 #: Mutants that survive on purpose: name -> (the seeds it survives at, None for every seed; why).
 #: Measured at seeds 0-4 with ``mutant_settings(30, seed)``.
-EXPECTED_SURVIVORS: dict[str, tuple[tuple[int, ...] | None, str]] = {}
+_BF16_BAND = (
+    "reported as a reduced-precision finding, not as {fault}: the float32-only formula error (about 1.6% "
+    "relative, 5.9 correct mantissa bits; float64 exact) lies in the bf16 band of the precision judge "
+    "(5 to 10.25 bits, gradoracle.precision: its floor of 5 bits admits bf16-rounded elementwise "
+    "arguments, e.g. exp at x = 10 keeps 5.7 bits), and the same example conforms in float64; bits "
+    "alone cannot tell this bug from a bf16 kernel, so the finding is a FAIL with that localisation"
+)
+EXPECTED_SURVIVORS: dict[str, tuple[tuple[int, ...] | None, str]] = {
+    "b6-jax-gelu-jvp-float32-sigmoid-approx": (None, _BF16_BAND.format(fault="forward-mode")),
+    "b6-np-gelu-float32-approx": (None, _BF16_BAND.format(fault="backward")),
+}
 
 
 def expected_to_survive(name: str, seed: int) -> str | None:
