@@ -99,3 +99,50 @@ def test_the_correct_max_pool_passes_the_tie_probes(framework: str) -> None:
         pytest.skip(f"{framework} is not installed")
     probes = _max_pool_probes(load_adapter(framework))
     assert len(probes) >= 6 and all(p.fault != str(Fault.OUTSIDE_SUBDIFFERENTIAL) for p in probes)
+
+
+# ------------------------- negative controls: each layer mutant is right where its configuration is absent
+
+LONG = bool(SEEDS[1:])  # GRADORACLE_BLIND6_SEEDS set: the long run also checks the JAX mutants here
+LAYER_MUTANTS = [
+    m
+    for m in MUTANTS
+    if get_identity(m.target).configurations is not None and m.fault != Fault.OUTSIDE_SUBDIFFERENTIAL
+]
+
+
+def _simplest_only(monkeypatch: pytest.MonkeyPatch, target: str) -> Any:
+    """Make a check of ``target`` draw its covering set's first (simplest) configuration only:
+    stride 1, no padding or dilation, one group, N = 1, one batch axis, mean over one row."""
+    from gradoracle import layer_strategies as L
+
+    space = get_identity(target).configurations
+    full = space.pool(8)
+    only = L.CoveringPool(full.configurations[:1], full.facets[:1], full.facets[0])
+    monkeypatch.setitem(L._POOLS, (space, 8, os.environ.get(L.LARGE_ENV, "")), only)
+    return full.configurations[0]
+
+
+@pytest.mark.parametrize(
+    "mutant",
+    [
+        pytest.param(
+            m,
+            id=m.name,
+            marks=[]
+            if m.framework == "numpy" or LONG
+            else [pytest.mark.skip(reason="GRADORACLE_BLIND6_SEEDS")],
+        )
+        for m in LAYER_MUTANTS
+    ],
+)
+def test_each_layer_mutant_passes_on_the_simplest_configuration(
+    mutant: ModeMutant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the mutants are wrong in one configuration only: on the simplest one the same check passes,
+    # so what fails above is the bug, not the custom_vjp / custom_jvp / Rules plumbing around it
+    if not available(mutant):
+        pytest.skip(f"{mutant.framework} is not installed")
+    config = _simplest_only(monkeypatch, mutant.target)
+    result = runner.check(mutant.target, mutant.build(), mutant.dtype, mutant_settings(10, 0), mutant.mode)
+    assert result.verdict == Verdict.PASS, (config, result.message)
