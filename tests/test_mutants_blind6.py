@@ -22,6 +22,7 @@ from gradoracle.selftest.mutant_blind6 import (
     EXPECTED_SURVIVORS,
     MUTANTS,
     MUTANTS_BY_NAME,
+    RIGHT_JVP,
     expected_to_survive,
 )
 from gradoracle.selftest.mutant_modes3 import ModeMutant, available
@@ -77,6 +78,7 @@ def test_each_blind_mutant_is_caught_in_its_mode(mutant: ModeMutant, seed: int) 
 
 TARGETS = sorted(
     {(m.target, m.mode, m.dtype, m.framework) for m in MUTANTS if m.fault != Fault.OUTSIDE_SUBDIFFERENTIAL}
+    | {(m.target, "jvp", m.dtype, m.framework) for m in MUTANTS if m.name in RIGHT_JVP}
 )
 
 
@@ -146,3 +148,19 @@ def test_each_layer_mutant_passes_on_the_simplest_configuration(
     config = _simplest_only(monkeypatch, mutant.target)
     result = runner.check(mutant.target, mutant.build(), mutant.dtype, mutant_settings(10, 0), mutant.mode)
     assert result.verdict == Verdict.PASS, (config, result.message)
+
+
+@pytest.mark.parametrize("name", RIGHT_JVP)
+def test_a_primitive_whose_reverse_rule_alone_is_wrong_is_blamed_on_reverse_mode_by_the_jvp_check(
+    name: str,
+) -> None:
+    # its jvp is JAX's own of the right function: the forward-mode check's transpose identity
+    # u^T (J v) = (u^T J) v fails, and the finite differences side with the forward mode, so the
+    # check blames the reverse mode (backward), never the forward mode it was asked about
+    mutant = MUTANTS_BY_NAME[name]
+    if not available(mutant):
+        pytest.skip("jax is not installed")
+    assert mutant.mode == "vjp" and mutant.framework == "jax"
+    result = runner.check(mutant.target, mutant.build(), mutant.dtype, mutant_settings(30, 0), "jvp")
+    assert result.verdict == Verdict.FAIL and result.fault == Fault.BACKWARD, result.message
+    assert "transpose identity" in result.message

@@ -3,11 +3,12 @@ the existing mutant lists or the draws, each wrong in one configuration or one m
 
 Two frameworks, about two thirds JAX and one third the NumPy engine:
 
-- JAX reverse mode (``vjp``): one op wrapped in a ``jax.custom_vjp`` whose forward is the real
-  op (so its forward and, were it allowed, its jvp are right) and whose backward is JAX's own
-  ``jax.vjp`` of the op except in one configuration (groups, dilation, a stride with a remainder,
-  "same" padding with an odd total, a batch of one, overlapping or padded pooling windows, ceil
-  mode, a mean reduction, two batch axes, tied maxima);
+- JAX reverse mode (``vjp``), two ways: a ``jax.experimental.hijax`` primitive with JAX's own
+  jvp and a reverse rule wrong in one configuration (below); and one op wrapped in a
+  ``jax.custom_vjp`` whose forward is the real op and whose backward is JAX's own ``jax.vjp`` of
+  the op except in one configuration (groups, dilation, a stride with a remainder, "same" padding
+  with an odd total, a batch of one, overlapping or padded pooling windows, ceil mode, a mean
+  reduction, two batch axes, tied maxima);
 - JAX forward mode (``jvp``): one op wrapped in a ``jax.custom_jvp`` whose rule is JAX's own
   ``jax.jvp`` except in one configuration (negative inputs, large ``|x|``, float32, groups,
   padding, a batch of several rows);
@@ -26,9 +27,12 @@ holds the records (:class:`gradoracle.selftest.mutant_modes3.ModeMutant`);
 :data:`EXPECTED_SURVIVORS` the ones that survive on purpose.  These mutants are not in the
 selftest catalogue.
 
-``jax.custom_transpose`` (a right jvp whose transpose is wrong) is not public in jax 0.10.2, and a
-``custom_jvp`` rule's transpose is JAX's own; the "right jvp, wrong vjp" bug of JAX is therefore
-the ``custom_vjp`` kind above (its forward, the function a jvp differentiates, is right).
+A right jvp with a wrong reverse rule cannot be written with ``custom_jvp`` (JAX transposes the
+rule itself) nor with ``custom_vjp`` (it has no jvp), and ``jax.custom_transpose`` is not public in
+jax 0.10.2; the two mutants of that kind are ``jax.experimental.hijax.VJPHiPrimitive`` primitives,
+which carry a jvp and a reverse rule of their own, as a framework's primitive does
+(:func:`_jax_primitive_op`).  The forward-mode check blames their reverse mode: its transpose
+identity ``u^T (J v) = (u^T J) v`` fails and the finite differences side with the jvp.
 """
 
 from __future__ import annotations
@@ -419,6 +423,100 @@ def _global_pool_3d_two_axes(call: Any, s: dict[str, Any], p: dict[str, Any], g:
         spread = jnp.broadcast_to(g[:, :, None, None, None], x.shape)
         grads["x"] = spread / float(x.shape[2] * x.shape[3])
     return grads
+
+
+# ======================================================================================
+# JAX, a right jvp with a wrong reverse rule: a primitive with both (jax.experimental.hijax)
+# ======================================================================================
+
+
+def _jax_primitive_op(
+    op: str, expand: Callable[..., Any], reverse: Callable[..., tuple[Any, ...]]
+) -> Callable[[str], Any]:
+    """A JAX adapter whose ``op`` (elementwise ``op(x)`` or ``op(x, w, b)`` with its first two arrays
+    differentiated) is a ``jax.experimental.hijax.VJPHiPrimitive``: ``expand(*arrays)`` its value, the
+    jvp JAX's own ``jax.jvp`` of ``expand`` (right), ``reverse(g, *arrays)`` its reverse rule.  As a
+    framework's primitive carries both rules, its forward mode is right and its reverse mode is not
+    the transpose of it."""
+
+    def factory(name: str) -> Any:
+        import jax
+        from jax.experimental.hijax import VJPHiPrimitive, instantiate_zeros
+
+        from gradoracle.adapters.jax_adapter import JaxOps
+
+        class Primitive(VJPHiPrimitive):
+            def __init__(self, *avals: Any) -> None:
+                self.in_avals = tuple(avals)
+                out = jax.eval_shape(expand, *avals)
+                self.out_aval = jax.core.ShapedArray(out.shape, out.dtype)
+                # the shapes in the params: primitives compare equal by type and params
+                self.params = {"shapes": tuple((tuple(a.shape), str(a.dtype)) for a in avals)}
+                super().__init__()
+
+            def expand(self, *args: Any) -> Any:
+                return expand(*args)
+
+            def jvp(self, primals: Any, tangents: Any) -> Any:
+                return jax.jvp(expand, tuple(primals), tuple(instantiate_zeros(t) for t in tangents))
+
+            def vjp_fwd(self, nzs: Any, *args: Any) -> Any:
+                return expand(*args), args
+
+            def vjp_bwd_retval(self, res: Any, g: Any) -> Any:
+                return tuple(reverse(g, *res))
+
+            def batch_dim_rule(self, axis_data: Any, dims: Any) -> Any:
+                return 0
+
+        def call(*arrays: Any) -> Any:
+            return Primitive(*(jax.typeof(a) for a in arrays))(*arrays)
+
+        def elementwise(self: Any, x: Any) -> Any:
+            return call(x)
+
+        def affine(self: Any, x: Any, w: Any, b: Any) -> Any:
+            y = call(x, w)
+            return y if b is None else y + b
+
+        method = elementwise if op in _ELEMENTWISE else affine
+        return _jax_adapter(name, lambda: type(f"Blind6_{op}_Primitive", (JaxOps,), {op: method})())
+
+    return factory
+
+
+_ELEMENTWISE = frozenset({"sigmoid", "tanh", "gelu", "silu", "elu", "softplus"})
+
+
+def _dense_value(x: Any, w: Any) -> Any:
+    return x @ w
+
+
+def _dense_reverse_axis_by_size(g: Any, x: Any, w: Any) -> tuple[Any, Any]:
+    """[dense, square W] the reverse rule finds W's output axis by its size (``w.shape.index(out)``),
+    which is the input axis when W is square: dX = delta W, not delta W^T; the jvp is right."""
+    import jax.numpy as jnp
+
+    out_axis = list(w.shape).index(g.shape[-1])
+    dx = jnp.tensordot(g, w, axes=([g.ndim - 1], [out_axis]))
+    dw = x.reshape(-1, x.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+    return dx, dw
+
+
+def _sigmoid_value(x: Any) -> Any:
+    import jax
+
+    return jax.nn.sigmoid(x)
+
+
+def _sigmoid_reverse_negative_branch(g: Any, x: Any) -> tuple[Any]:
+    """[sigmoid, x < 0] the reverse rule's stable negative branch returns ``e / (1 + e)`` (the value
+    s) instead of ``e / (1 + e)^2`` (s (1 - s)); the jvp is right."""
+    import jax.numpy as jnp
+
+    e = jnp.exp(-jnp.abs(x))
+    s = jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return (g * jnp.where(x >= 0, s * (1.0 - s), e / (1.0 + e)),)
 
 
 # ======================================================================================
@@ -826,6 +924,19 @@ def _jv(
     )
 
 
+def _jp(name: str, target: str, op: str, expand: Any, reverse: Any) -> ModeMutant:
+    return ModeMutant(
+        name,
+        "JAX " + _doc(reverse),
+        target,
+        "vjp",
+        "float64",
+        BW,
+        "jax",
+        _jax_primitive_op(op, expand, reverse),
+    )
+
+
 def _jj(
     name: str, target: str, op: str, arrays: tuple[str, ...], rule: JvpRule, dtype: str = "float64"
 ) -> ModeMutant:
@@ -933,6 +1044,21 @@ MUTANTS: tuple[ModeMutant, ...] = (
         X,
         _global_pool_3d_two_axes,
     ),
+    # ---- JAX: a primitive whose jvp is right and whose reverse rule is not (hijax)
+    _jp(
+        "b6-jax-dense-vjp-square-w-axis-by-size",
+        "dense-layer",
+        "dense",
+        _dense_value,
+        _dense_reverse_axis_by_size,
+    ),
+    _jp(
+        "b6-jax-sigmoid-vjp-negative-branch",
+        "elementwise-sigmoid",
+        "sigmoid",
+        _sigmoid_value,
+        _sigmoid_reverse_negative_branch,
+    ),
     # ---- JAX forward mode (custom_jvp)
     _jj(
         "b6-jax-ce-jvp-log-softmax-batch-axis",
@@ -985,6 +1111,10 @@ MUTANTS: tuple[ModeMutant, ...] = (
 )
 
 MUTANTS_BY_NAME: dict[str, ModeMutant] = {m.name: m for m in MUTANTS}
+
+#: The mutants whose forward mode is right by construction (a primitive with a right jvp and a
+#: wrong reverse rule): their jvp check must blame the reverse mode (its transpose identity).
+RIGHT_JVP: tuple[str, ...] = ("b6-jax-dense-vjp-square-w-axis-by-size", "b6-jax-sigmoid-vjp-negative-branch")
 
 #: Mutants that survive on purpose: name -> (the seeds it survives at, None for every seed; why).
 #: Measured at seeds 0-4 with ``mutant_settings(30, seed)``.
