@@ -59,7 +59,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "every check evaluates each of them at least once (a top-up example for one its examples "
                 "did not draw), the arrays drawn anew in every example"
             )
-            lines.extend(f"    {k + 1}. {_config_text(c)}" for k, c in enumerate(pool.configurations))
+            late = ", ".join(label for label, _ in sorted(pool.late))
+            lines.extend(
+                f"    {k + 1}. {_config_text(c)}"
+                + (f"  (top-up only, drawn by no example: holds {late})" if k >= pool.drawable else "")
+                for k, c in enumerate(pool.configurations)
+            )
         else:
             lines.append("  configurations:     all (--configurations all: Hypothesis draws every one)")
     doc = (ident.reference_gradient.__doc__ or "").strip()
