@@ -911,6 +911,26 @@ def _fd_comparisons(
         outcome.comparisons.append(worst)
 
 
+def _richardson_points(
+    fn: Any,
+    inputs: Mapping[str, np.ndarray],
+    rows: Sequence[Mapping[str, Any]],
+    steps: Sequence[float],
+    fd_dtype: str,
+) -> ForwardCall:
+    """The forward at ``x +- a v`` and ``x +- 2a v`` for each direction ``v`` and its step ``a``,
+    in that order, as one call: the points of ``D(a)`` and ``D(2a)`` for Richardson's estimate."""
+    return ForwardCall(
+        fn,
+        [
+            fd.perturbed(inputs, r["d"], t, fd_dtype)
+            for r, a in zip(rows, steps, strict=True)
+            for t in (a, -a, 2 * a, -2 * a)
+        ],
+        fd_dtype,
+    )
+
+
 #: How many times a direction whose finite difference is not finite has its step cut (by 8 each
 #: time, down to ``h / 8^6 ~ 2e-11`` in float64) looking for a step inside the function's domain
 #: (:func:`_domain_safe_steps`).
@@ -942,15 +962,7 @@ def _domain_safe_steps(
         if not pending:
             return
         steps = [r.get("domain_tried", r["h"]) / 8 for r in pending]
-        outs = yield ForwardCall(
-            fn,
-            [
-                fd.perturbed(inputs, r["d"], t, fd_dtype)
-                for r, a in zip(pending, steps, strict=True)
-                for t in (a, -a, 2 * a, -2 * a)
-            ],
-            fd_dtype,
-        )
+        outs = yield _richardson_points(fn, inputs, pending, steps, fd_dtype)
         left = []
         for j, (r, a) in enumerate(zip(pending, steps, strict=True)):
             terms = [u64 * np.asarray(outs[4 * j + i], dtype=np.float64) for i in range(4)]
@@ -1205,15 +1217,7 @@ def _refine_steps(
         if not pending:
             return
         steps = [r.get("tried", r["h"]) / 8 for r in pending]
-        outs = yield ForwardCall(
-            fn,
-            [
-                fd.perturbed(inputs, r["d"], t, fd_dtype)
-                for r, a in zip(pending, steps, strict=True)
-                for t in (a, -a, 2 * a, -2 * a)
-            ],
-            fd_dtype,
-        )
+        outs = yield _richardson_points(fn, inputs, pending, steps, fd_dtype)
         for j, (r, a) in enumerate(zip(pending, steps, strict=True)):
             plus, minus, plus2, minus2 = (s(o) for o in outs[4 * j : 4 * j + 4])
             d1, d2 = (plus - minus) / (2 * a), (plus2 - minus2) / (4 * a)
