@@ -34,7 +34,6 @@ and the check is a ``skip`` that says why (never a silent pass).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -301,6 +300,7 @@ def _fd_check(
         _spread,
         element_scaled,
         finer_step_taken,
+        held_miss,
     )
 
     w64 = np.asarray(w, dtype=np.float64)
@@ -377,7 +377,7 @@ def _fd_check(
             tol.fd_allowed(mag) + extra_a,
             abs(d1 - d2),
             error,
-            miss if miss > FINER_MARGIN * allowed else math.inf,  # only a clear miss is held
+            held_miss(miss, allowed, error, estimate),
         )
         if taken is None:
             break

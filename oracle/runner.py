@@ -1039,18 +1039,23 @@ def _resolves(
     return bool(tol.fd_rtol * trial["mag"] + trial["rounding"] < rho * abs(r["p"] - r["value"]))
 
 
+def held_miss(miss: float, allowed: float, error: float, value: float) -> float:
+    """The miss a failing direction holds against a noisier measurement's pass
+    (:func:`finer_step_taken`'s ``held``, :func:`_resolves`): ``miss`` where it is clear, more
+    than :data:`FINER_MARGIN` times ``allowed`` with a converged error estimate (``error <= |value|
+    / 10``), else inf.  A narrow failure (tanh at 13 beside 2.6e16, stepped by 1.5e11 far past its
+    curvature, missing by one allowance made of Richardson's estimate) is overturned by any pass,
+    as before; and a step far past the function's scale (tanh at 13 beside 7e16, stepped by 4e11)
+    gives ``D(h) ~ 1/h``, an estimate half its value and a "miss" of four allowances that measures
+    nothing."""
+    return miss if miss > FINER_MARGIN * allowed and error <= 0.1 * abs(value) else math.inf
+
+
 def _clear_miss(r: Mapping[str, Any], tol: Tolerance) -> float:
-    """Direction ``r``'s miss where it fails by more than :data:`FINER_MARGIN` allowances with a
-    converged error estimate (a tenth of its value at most): a failure a noisier measurement's
-    pass must be able to see before overturning it; else inf:
-    a narrow failure (tanh at 13 beside 2.6e16, stepped by 1.5e11 far past its curvature, missing
-    by one allowance made of Richardson's estimate) is overturned by any pass, as before."""
-    miss = abs(r["p"] - r["value"])
-    # and only where Richardson's estimate converged: a step far past the function's scale (tanh
-    # at 13 beside 7e16, stepped by 4e11) gives D(h) ~ 1/h, an error estimate half its value and a
-    # "miss" of four allowances that measures nothing
-    converged = r.get("error", 0.0) <= 0.1 * abs(r["value"])
-    return miss if converged and _fails(r, tol, FINER_MARGIN) else math.inf
+    """:func:`held_miss` of direction ``r`` (its miss, allowance, error estimate and value)."""
+    error = r.get("error", 0.0)
+    allowed = tol.fd_allowed(r["mag"], error) + r["extra"]
+    return held_miss(abs(r["p"] - r["value"]), allowed, error, r["value"])
 
 
 def _per_element_rescue(
