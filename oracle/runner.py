@@ -878,7 +878,7 @@ def _fd_comparisons(
             yield from _domain_safe_steps(fn, inputs, blind, u64, output_scale, fd_dtype)
         close = [r for r in close if math.isfinite(r["value"])]
         yield from _per_element_rescue(fn, inputs, close, u64, g64, ref_grads, slack, tol, fd_dtype)
-        yield from _refine_steps(fn, inputs, close, s, tol, fd_dtype)
+        yield from _refine_steps(fn, inputs, close, s, tol, fd_dtype, g64)
         if ident.family == "user" and ident.smooth_pattern is None:
             yield from _judge_at_kinks(fn, inputs, close, rows, s, tol, fd_dtype)
     worst: Comparison | None = None
@@ -1144,6 +1144,80 @@ def _per_element_rescue(
 #: passed only on Richardson's wide error estimate (:func:`_refine_steps`).
 REFINEMENTS = 3
 
+#: How many times in all a direction's step may be cut once two of its steps disagreed beyond
+#: both their error estimates (:func:`unconverged`): ``h / 8^12 ~ 1.5e-11 h``, so sin at
+#: ``x = 1e12`` (``h = 6e6``) reaches steps of ``1e-2``, its own scale.
+MAX_REFINEMENTS = 12
+
+#: A smaller step is not taken where the inputs' spacing bends it too far: where the step its
+#: points actually take, ``w = (x(a) - x(-a)) / 2a``, differs from ``v`` by more than this part of
+#: ``max |v|``.  :func:`input_rounding` corrects the finite difference for any bend exactly where
+#: the gradient is right; a wrong one's miss is seen along ``w``, not ``v``, so ``w`` must keep
+#: most of ``v`` (below the spacing of floats at ``x``, ``x + a v`` rounds to ``x`` and ``w = 0``).
+RESOLUTION = 0.5
+
+
+def unconverged(held_value: float, held_error: float, value: float, error: float, fast: float) -> bool:
+    """Whether two steps' Richardson estimates of one derivative disagree by more than both their
+    error estimates and the fast bound: ``|D_R(a) - D_R(A)| > e(A) + e(a) + fast``.
+
+    Where ``A`` is in the asymptotic range, ``D_R(A)`` is within ``e(A) = |D(A) - D(2A)|`` of the
+    derivative and ``D_R(a)`` (``a < A``) closer still, so they agree.  Where they do not, ``A``
+    was not: its small error estimate was a coincidence (sin at ``x = 3.9e6`` stepped by
+    ``h = 23``, far past its period: ``D(h)`` and ``D(2h)`` both near 0), and its numbers are no
+    evidence for or against the gradient.
+    """
+    return abs(value - held_value) > held_error + error + fast
+
+
+def snapped_steps(
+    inputs: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray], a: float, fd_dtype: str
+) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """The points ``x + s, x - s, x + 2s, x - 2s`` of ``D(a)`` and ``D(2a)``, with ``s = fl(x + a v)
+    - x`` the step along ``v = d`` that the inputs' floats can take, and ``s``.
+
+    ``x + a v`` rounds to the floats near ``x``.  Stepping by the rounded ``s`` on both sides, and by
+    ``2s`` for ``D(2a)``, makes both differences central differences along one direction ``s / a``
+    (``x - s`` and ``x +- 2s`` are floats where ``x + s`` is, away from a power of two), so their
+    even terms cancel and Richardson's extrapolation stays exact; :func:`input_rounding` accounts
+    for ``s / a != v``.
+    """
+    x = {n: np.asarray(v, dtype=fd_dtype) for n, v in inputs.items()}
+    step: dict[str, np.ndarray] = {}
+    points: list[dict[str, np.ndarray]] = [dict(x) for _ in range(4)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for n, v in d.items():
+            x64 = x[n].astype(np.float64)
+            step[n] = (x64 + np.multiply(v, a, dtype=np.float64)).astype(fd_dtype).astype(np.float64) - x64
+            for i, t in enumerate((1.0, -1.0, 2.0, -2.0)):
+                points[i][n] = (x64 + t * step[n]).astype(fd_dtype)
+    return points, step
+
+
+def input_rounding(
+    grads: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray], step: Mapping[str, np.ndarray], a: float
+) -> tuple[float, float]:
+    """``(<g, v - s/a>, max |v - s/a| / max |v|)`` for the step ``s`` the points of ``D(a)`` take
+    (:func:`snapped_steps`) instead of ``a v``.
+
+    ``D(a)`` and ``D(2a)`` measure ``<g, s/a>``, not ``<g, v>``: at ``x = 3.9e6`` the floats are
+    4.7e-10 apart, so a step of ``6e-3`` is off by 1e-7 of itself, as much as the finite
+    differences' tolerance.  Adding ``<g, v - s/a>`` makes them estimates of ``<g, v>`` again
+    (exact where ``g`` is the derivative; a wrong ``g`` moves them by ``<g - g*, v - s/a>``, a
+    small part of the miss it has along ``v``).  The second number says how far the inputs'
+    spacing bent the step (:data:`RESOLUTION`).
+    """
+    c = 0.0
+    bent = top = 0.0
+    for n, v in d.items():
+        v64 = np.asarray(v, dtype=np.float64)
+        off = v64 - step[n] / a
+        c += float(np.sum(np.asarray(grads[n], dtype=np.float64) * off))
+        if v64.size:
+            bent = max(bent, float(np.max(np.abs(off))))
+            top = max(top, float(np.max(np.abs(v64))))
+    return c, (bent / top if top > 0 else 0.0)
+
 
 def finer_step_taken(
     failing: bool,
@@ -1190,6 +1264,12 @@ def _inconclusive(r: Mapping[str, Any], tol: Tolerance) -> bool:
     )
 
 
+#: A failing direction's search (:func:`_refine_steps`) ends where the smaller step's error
+#: estimate exceeds this many times the directional derivative's size (``sum |g v|`` or the
+#: estimate's own): no digit of it is left, and a still smaller step is noisier.
+NO_DIGITS = 8.0
+
+
 def _refine_steps(
     fn: Any,
     inputs: Mapping[str, np.ndarray],
@@ -1197,6 +1277,7 @@ def _refine_steps(
     s: Callable[[np.ndarray], float],
     tol: Tolerance,
     fd_dtype: str,
+    grads: Mapping[str, np.ndarray],
 ) -> Generator[ForwardCall, Any, None]:
     """Directions that fail, or pass only on a wide error estimate, measured again at a step 8 times smaller.
 
@@ -1215,17 +1296,49 @@ def _refine_steps(
     the smaller step is its rounding).  The points of the last step taken are the direction's, so
     a user's kink test reads them at that step, where a
     smooth function's curvature no longer passes for a kink.
+
+    A failing direction may have been stepped so far past the function's scale that its numbers
+    measure nothing: sin at ``x = 3.9e6`` stepped by ``h = 23`` has ``D(h)`` and ``D(2h)`` near 0
+    and, by coincidence, close to each other; at ``x = 4.4e13`` (``h = 2.7e8``) ``D(h) ~ 1e-9``
+    with an error estimate a tenth of it, a "clear" miss of a correct ``cos x``.  Two signs tell
+    it: the smaller step's estimate disagrees with the held one beyond both error estimates
+    (:func:`unconverged`), or its error estimate is larger than the held one and larger than
+    rounding explains (truncation error falls with the step; only rounding grows).  Then the
+    direction *searches*: it takes the smaller step's numbers whatever they say and goes on down,
+    to ``h / 8^``:data:`MAX_REFINEMENTS`, until it passes within the fast bound, or fails at three
+    steps in a row that agree, or its error estimate stops falling because of rounding, or no
+    digit is left (:data:`NO_DIGITS`).  A search that ends on a pass only within its error
+    estimate gives the direction back its failing numbers: a failure is overturned only by a pass
+    within the fast bound, as before.  Every smaller step is read with the step its points
+    actually take (:func:`input_rounding`): at ``x = 1e9`` the floats are 1.2e-7 apart and a step
+    of ``0.02`` is bent by 6e-6 of itself; a step bent by more than :data:`RESOLUTION` is not
+    taken.
     """
     eps_fd = fd.machine_epsilon(fd_dtype)
-    for _ in range(REFINEMENTS):
-        pending = [r for r in rows if (_inconclusive(r, tol) or _fails(r, tol)) and not r.get("settled")]
+    failed = {id(r): dict(r) for r in rows if _fails(r, tol)}
+    for round_ in range(MAX_REFINEMENTS):
+        extended = round_ >= REFINEMENTS
+        pending = [
+            r
+            for r in rows
+            if (_inconclusive(r, tol) or _fails(r, tol))
+            and not r.get("settled")
+            and (not extended or r.get("searching"))
+        ]
         if not pending:
-            return
+            break
         steps = [r.get("tried", r["h"]) / 8 for r in pending]
-        outs = yield _richardson_points(fn, inputs, pending, steps, fd_dtype)
+        snapped = [snapped_steps(inputs, r["d"], a, fd_dtype) for r, a in zip(pending, steps, strict=True)]
+        outs = yield ForwardCall(fn, [pt for points, _ in snapped for pt in points], fd_dtype)
         for j, (r, a) in enumerate(zip(pending, steps, strict=True)):
+            r["tried"] = a
+            c, bent = input_rounding(grads, r["d"], snapped[j][1], a)
+            if bent > RESOLUTION:  # x + a v rounds to the inputs' spacing: no smaller step helps
+                r["settled"] = True
+                continue
             plus, minus, plus2, minus2 = (s(o) for o in outs[4 * j : 4 * j + 4])
-            d1, d2 = (plus - minus) / (2 * a), (plus2 - minus2) / (4 * a)
+            d1 = (plus - minus) / (2 * a) + c
+            d2 = (plus2 - minus2) / (4 * a) + c
             evaluated = r["evaluated"]
             rounding = 16 * eps_fd * evaluated / a
             trial = {
@@ -1235,23 +1348,44 @@ def _refine_steps(
                 "error": abs(d1 - d2),
                 "extra": r["extra"] - r["rounding"] + rounding,
             }
-            r["tried"] = a
             miss = abs(trial["p"] - trial["value"])
-            taken = finer_step_taken(
-                _fails(r, tol),
-                miss,
-                tol.fd_allowed(trial["mag"], trial["error"]) + trial["extra"],
-                tol.fd_allowed(trial["mag"]) + trial["extra"],
-                trial["error"],
-                r["error"],
-                _clear_miss(r, tol),
-            )
+            fast = tol.fd_allowed(trial["mag"]) + trial["extra"]
+            failing = _fails(r, tol)
+            held_error = r.get("error", 0.0)
+            taken: bool | None
+            if id(r) in failed and (
+                unconverged(r["value"], held_error, trial["value"], trial["error"], fast)
+                or held_error < trial["error"] > rounding
+            ):
+                # the held numbers were no measurement: search
+                r["searching"] = True
+                no_digits = trial["error"] > NO_DIGITS * max(trial["mag"], abs(trial["value"]))
+                taken = None if no_digits else True
+            else:
+                taken = finer_step_taken(
+                    failing,
+                    miss,
+                    tol.fd_allowed(trial["mag"], trial["error"]) + trial["extra"],
+                    fast,
+                    trial["error"],
+                    r.get("error", math.inf),
+                    _clear_miss(r, tol),
+                )
+                if r.get("searching") and not taken and trial["error"] <= rounding:
+                    # an error estimate no longer falling because of rounding ends the search; a
+                    # failure steps agree on does not: sin at 2.8e10 stepped by 2664 and 333
+                    # (near 848 pi and 106 pi, where sin(8a) ~ 8 sin(a)) agrees with falling error
+                    # estimates on -3.4e-6, and Hypothesis finds such inputs
+                    r["settled"] = True
             if taken is None:
                 r["settled"] = True
             if not taken:
                 continue
             # the smaller step's points become the direction's (a user's kink test reads them)
             r.update(trial, rounding=rounding, h=a, near=(plus, minus), far=(plus2, minus2))
+    for r in rows:
+        if r.get("searching") and _inconclusive(r, tol):  # not overturned within the fast bound
+            r.update(failed[id(r)])
 
 
 def _judge_at_kinks(
