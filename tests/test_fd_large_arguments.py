@@ -33,12 +33,13 @@ def off_vjp(factor: float, index: int = 0):
 
 
 def passes(x: np.ndarray, vjp=cos_vjp) -> bool:
+    fault = None
     try:
         gradoracle.check_gradients_at(np.sin, {"x": x}, vjp=vjp)
     except GradientMismatch as e:
-        assert e.fault is Fault.BACKWARD, str(e)
-        return False
-    return True
+        fault = e.fault
+    assert fault in (None, Fault.BACKWARD)
+    return fault is None
 
 
 # inputs where the first step's numbers failed a correct backward (each one seen, see the docstring)
