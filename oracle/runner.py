@@ -255,6 +255,9 @@ class Comparison:
     analytic: float | None = None
     fd: float | None = None
     magnitude: float | None = None  # m_i of the worst element (what rtol multiplies)
+    #: a finite-difference search that found no step resolving the derivative to the tolerance
+    #: (:func:`_refine_steps`): ``(step, error estimate)`` of its finest numbers, which ``fd`` shows
+    unresolved: tuple[float, float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -895,6 +898,7 @@ def _fd_comparisons(
         )
         analytic = r.get("analytic", None if analytics is None else float(analytics[j]))
         comp = Comparison(
+            unresolved=r.get("unresolved"),
             kind=kind,
             input=name,
             abs_error=abs(p - value),
@@ -1308,8 +1312,9 @@ def _refine_steps(
     to ``h / 8^``:data:`MAX_REFINEMENTS`, until it passes within the fast bound, or fails at three
     steps in a row that agree, or its error estimate stops falling because of rounding, or no
     digit is left (:data:`NO_DIGITS`).  A search that ends on a pass only within its error
-    estimate gives the direction back its failing numbers: a failure is overturned only by a pass
-    within the fast bound, as before.  Every smaller step is read with the step its points
+    estimate fails on the fast bound, showing its finest numbers, and says that finite differences
+    could not decide (:attr:`Comparison.unresolved`): a failure is overturned only by a pass within
+    the fast bound, as before.  Every smaller step is read with the step its points
     actually take (:func:`input_rounding`): at ``x = 1e9`` the floats are 1.2e-7 apart and a step
     of ``0.02`` is bent by 6e-6 of itself; a step bent by more than :data:`RESOLUTION` is not
     taken.
@@ -1384,8 +1389,11 @@ def _refine_steps(
             # the smaller step's points become the direction's (a user's kink test reads them)
             r.update(trial, rounding=rounding, h=a, near=(plus, minus), far=(plus2, minus2))
     for r in rows:
-        if r.get("searching") and _inconclusive(r, tol):  # not overturned within the fast bound
-            r.update(failed[id(r)])
+        if r.get("searching") and _inconclusive(r, tol):
+            # no step resolved it: a failure is overturned only within the fast bound, so the
+            # direction fails on it, showing the finest numbers (not the first step's, which
+            # measured nothing), and the message says that finite differences could not decide
+            r.update(unresolved=(r["h"], r["error"]), error=0.0)
 
 
 def _judge_at_kinks(
@@ -2105,6 +2113,26 @@ def _allowed_text(c: Comparison, tol: Tolerance) -> str:
     return tol.explain(c.allowed, c.magnitude)
 
 
+def _unresolved_hint(c: Comparison, words: Words) -> str:
+    """The hint of a direction no finite-difference step resolved (:attr:`Comparison.unresolved`)."""
+    if c.unresolved is None:
+        return ""
+    step, error = c.unresolved
+    fix = (
+        "pass a closed form (reference=...) to judge the gradient at such inputs, or draw inputs "
+        "where the floats resolve the function's scale"
+        if words.user
+        else "the drawn inputs are beyond what finite differences resolve"
+    )
+    return (
+        f"finite differences could not decide here: the first step (relative to the largest |x|) "
+        f"stepped far past the scale {words.forward} varies on, and at the finest step tried, "
+        f"{sci(step)}, their own error estimate is still {sci(error)}, more than the tolerance "
+        f"(the error above is judged without it: a failure is overturned only by a pass within the "
+        f"tolerance); {fix}"
+    )
+
+
 def _noisy_fd_hint(c: Comparison, tol: Tolerance, words: Words) -> str:
     """A hint when a failing finite-difference comparison's allowance is mostly the finite
     differences' own error (``allowed - fd_rtol * scale`` more than half of it): the forward is
@@ -2243,7 +2271,7 @@ def describe_outcome(
         lines.append(
             f"    |error| {sci(w.abs_error)} > {_allowed_text(w, tol)} (error/tolerance = {w.ratio:.3g})"
         )
-        noisy = _noisy_fd_hint(w, tol, words)
+        noisy = _unresolved_hint(w, words) or _noisy_fd_hint(w, tol, words)
         if noisy:
             lines.append(f"  hint: {noisy}")
         if w.kind == "forward" and words.self_forward:

@@ -108,3 +108,17 @@ def test_unconverged_rule() -> None:
     assert not runner.unconverged(1.0, 0.1, 1.05, 0.01, 0.0)
     assert runner.unconverged(0.05, 0.04, -0.85, 0.05, 1e-7)
     assert not runner.unconverged(0.05, 0.04, 0.0, 0.02, 1e-7)
+
+
+def test_unresolved_failure_says_finite_differences_could_not_decide() -> None:
+    # a correct backward at 7.8e13 still fails (no step resolves it), but the message shows the
+    # finest step's estimate (close to cos x, not the first step's 5.8e-12) and says why
+    with pytest.raises(GradientMismatch) as info:
+        gradoracle.check_gradients_at(np.sin, {"x": np.array([77576679288593.0])}, vjp=cos_vjp)
+    text = str(info.value)
+    assert "finite differences could not decide here" in text
+    assert "finite differences = 0.02670998" in text
+    # an ordinary wrong backward does not get the hint
+    with pytest.raises(GradientMismatch) as info:
+        gradoracle.check_gradients_at(np.sin, {"x": np.array([0.5, 2.0])}, vjp=off_vjp(1.01))
+    assert "could not decide" not in str(info.value)
