@@ -122,3 +122,32 @@ def test_unresolved_failure_says_finite_differences_could_not_decide() -> None:
     with pytest.raises(GradientMismatch) as info:
         gradoracle.check_gradients_at(np.sin, {"x": np.array([0.5, 2.0])}, vjp=off_vjp(1.01))
     assert "could not decide" not in str(info.value)
+
+
+def cos_reference(ct, x):
+    return {"x": ct * np.cos(x)}
+
+
+BEYOND = [np.array([77576679288593.0]), np.array([3e15]), np.array([2e14, 1.0])]
+
+
+def fault_of(x: np.ndarray, vjp) -> Fault | None:
+    try:
+        gradoracle.check_gradients_at(np.sin, {"x": x}, vjp=vjp, reference=cos_reference)
+    except GradientMismatch as e:
+        return e.fault
+    return None
+
+
+@pytest.mark.parametrize("i", range(len(BEYOND)))
+def test_undecided_differences_beside_a_closed_form(i: int) -> None:
+    # beyond what any step resolves, the closed form (reference=) judges: a backward matching it
+    # passes, one 1% off is `backward`; the user's reference is not blamed for the undecided
+    # finite differences
+    assert fault_of(BEYOND[i], cos_vjp) is None
+    assert fault_of(BEYOND[i], off_vjp(1.01)) is Fault.BACKWARD
+
+
+def test_negative_control_undecided_differences_blame_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "settle_undecided", lambda *a: None)
+    assert fault_of(BEYOND[0], cos_vjp) is Fault.ORACLE
