@@ -249,6 +249,17 @@ OWN_STEPS = " (each element at its own step)"
 KINK_NOT_JUDGED = " (the step crosses a kink of your function: not judged along this direction)"
 
 
+def _bend(d: Mapping[str, np.ndarray], step: Mapping[str, np.ndarray], a: float) -> float:
+    """``max |v - s/a| / max |v|``: how far the inputs' floats bend the step ``a v`` into ``s``."""
+    top = max((float(np.max(np.abs(v))) for v in d.values() if np.size(v)), default=0.0)
+    if top == 0.0:
+        return 0.0
+    off = max(
+        float(np.max(np.abs(np.asarray(d[n], dtype=np.float64) - step[n] / a))) for n in d if np.size(d[n])
+    )
+    return off / top
+
+
 def _fd_check(
     kind: str,
     name: str,
@@ -293,7 +304,10 @@ def _fd_check(
     """
     from gradoracle.runner import (
         FINER_MARGIN,
+        MAX_REFINEMENTS,
+        NO_DIGITS,
         REFINEMENTS,
+        RESOLUTION,
         SPREAD,
         Comparison,
         _judge_kink,
@@ -301,6 +315,8 @@ def _fd_check(
         element_scaled,
         finer_step_taken,
         held_miss,
+        snapped_steps,
+        unconverged,
     )
 
     w64 = np.asarray(w, dtype=np.float64)
@@ -356,36 +372,80 @@ def _fd_check(
                     "value": there.value,
                 }
     # failing, or passed only on a wide error estimate: measured again at steps 8, 64 and 512
-    # times smaller (gradoracle.runner._refine_steps), the rounding allowance growing with them
+    # times smaller (gradoracle.runner._refine_steps), the rounding allowance growing with them;
+    # a failure whose numbers measured nothing (a step far past the function's scale) searches on,
+    # down to h / 8^MAX_REFINEMENTS, as in reverse mode
     latest = along_v if current is direction else measured
     step = tried = h
-    for _ in range(REFINEMENTS):
+    rounding_h = rounding * step / h  # the rounding allowance at h (``rounding`` is at ``step``)
+    failed_first = error is not None and abs(value - estimate) > allowed
+    searching = False
+    for round_ in range(MAX_REFINEMENTS):
         miss = abs(value - estimate)
         failing = miss > allowed
         if error is None or not (failing or miss > tol.fd_allowed(mag) + extra):
             break
+        if round_ >= REFINEMENTS and not searching:
+            break
         a = tried = tried / 8
-        pts = yield from at([fd.perturbed(inputs, current, t, fd_dtype) for t in (a, -a, 2 * a, -2 * a)])
+        t_value, t_mag, t_analytic, t_dir, t_base = value, mag, analytic, current, extra - rounding
+        snapped, s_step = snapped_steps(inputs, current, a, fd_dtype)
+        bend = _bend(current, s_step, a)
+        if bend > tol.fd_rtol / 16:
+            # the inputs' floats bend the step (sin at 1e9 stepped by 0.02): measured along the
+            # step they take, s / a, against the checked value there (one more jvp or hvp)
+            if along is None or bend > RESOLUTION:
+                break
+            bent = {n: s_step[n] / a for n in current}
+            there = yield from along(bent)
+            if there is None or (
+                there.direction is not None
+                and not all(np.array_equal(np.asarray(there.direction[n]), bent[n]) for n in bent)
+            ):
+                break
+            t_value, t_mag, t_analytic, t_dir = there.value, there.mag, there.analytic, bent
+            t_base = there.extra - rounding_h
+            pts = yield from at(snapped)
+        else:
+            pts = yield from at([fd.perturbed(inputs, current, t, fd_dtype) for t in (a, -a, 2 * a, -2 * a)])
         s1, s2, s3, s4 = (s(p) for p in pts)
         d1, d2 = (s1 - s2) / (2 * a), (s3 - s4) / (4 * a)
-        extra_a = extra - rounding + rounding * step / a
-        est_a, allowed_a = (4 * d1 - d2) / 3, tol.fd_allowed(mag, abs(d1 - d2)) + extra_a
-        taken = finer_step_taken(
-            failing,
-            abs(value - est_a),
-            allowed_a,
-            tol.fd_allowed(mag) + extra_a,
-            abs(d1 - d2),
-            error,
-            held_miss(miss, allowed, error, estimate),
-        )
+        rounding_a = rounding_h * h / a
+        extra_a = t_base + rounding_a
+        est_a, err_a = (4 * d1 - d2) / 3, abs(d1 - d2)
+        allowed_a = tol.fd_allowed(t_mag, err_a) + extra_a
+        fast_a = tol.fd_allowed(t_mag) + extra_a
+        taken: bool | None
+        if failed_first and (
+            unconverged(estimate - value, error, est_a - t_value, err_a, fast_a) or error < err_a > rounding_a
+        ):
+            searching = True
+            taken = None if err_a > NO_DIGITS * max(t_mag, abs(est_a)) else True
+        else:
+            taken = finer_step_taken(
+                failing,
+                abs(t_value - est_a),
+                allowed_a,
+                fast_a,
+                err_a,
+                error,
+                held_miss(miss, allowed, error, estimate),
+            )
+            if searching and not taken and err_a <= rounding_a:
+                break
         if taken is None:
             break
         if not taken:
             continue
-        estimate, allowed, extra, error = est_a, allowed_a, extra_a, abs(d1 - d2)
-        rounding, step = rounding * step / a, a
+        estimate, allowed, extra, error = est_a, allowed_a, extra_a, err_a
+        value, mag, analytic, current = t_value, t_mag, t_analytic, t_dir
+        rounding, step = rounding_a, a
         latest = {"d": current, "near": pts[:2], "far": pts[2:], "mag": mag, "extra": extra, "value": value}
+    unresolved = None
+    if searching and error is not None and tol.fd_allowed(mag) + extra < abs(value - estimate) <= allowed:
+        # no step resolved it: it fails on the fast bound, and the message says why
+        unresolved = (step, error, allowed)
+        allowed = tol.fd_allowed(mag) + extra
     if abs(value - estimate) > allowed and kinks and far:
         # a kink keeps the one-sided slopes' jump the same at every step; curvature scales it with
         # the step.  Read at the last step taken (where a smooth function is in its quadratic
@@ -420,6 +480,7 @@ def _fd_check(
         autodiff=value if kind.endswith("-fd") else None,
         analytic=value if kind.endswith("-oracle") else analytic,
         fd=estimate,
+        unresolved=unresolved,
     )
 
 
@@ -478,6 +539,11 @@ KINK_TRANSPOSE = "u^T (J v) vs (u^T J) v at the kink probe"
 
 
 def _classify(outcome: Any, mode_fault: Fault) -> None:
+    from gradoracle.runner import settle_undecided
+
+    # finite differences no step resolved, beside a closed form: no finding (reverse mode alike)
+    settle_undecided(outcome, "jvp-analytic", ("jvp-fd", "jvp-oracle"))
+    settle_undecided(outcome, "hvp-analytic", ("hvp-fd", "hvp-oracle"))
     failed = {c.kind for c in outcome.failures}
     transposes = [c for c in outcome.failures if c.kind == "transpose"]
     if transposes and all(c.input.startswith(KINK_TRANSPOSE) for c in transposes):
