@@ -5,6 +5,8 @@ Run: python docs/hostile-probes/large_arguments.py   (about 40 s on 2 cores)
 Prints, for a correct backward and for wrong ones, how many checks fail:
 
 - single inputs, log-uniform in [1e3, 1e12] (48 draws);
+- functions that vary faster than their argument's scale: sin(1/x) at 1e-3..1e-2 and cos(x^2)
+  at 1e2..1e4 (10 inputs of 3 elements, correct and 1.01x off);
 - 10 random inputs of 3, 20 and 200 elements up to 1e12 (basis directions and projections),
   correct and with one element 1.01x off;
 - ``check_gradients`` with Hypothesis drawing ``st.floats(-1e12, 1e12)`` lists, sin and cos,
@@ -61,6 +63,19 @@ def main() -> None:
             bad += fails(np.sin, {"x": x}, vjp=scaled(np.cos))
             caught += fails(np.sin, {"x": x}, vjp=scaled(np.cos, 1.01, n // 2))
         print(f"{n:3d} elements up to 1e12: false failures {bad}/10, one 1.01x off caught {caught}/10")
+
+    fast = {
+        "sin(1/x), x in [1e-3, 1e-2]": (lambda x: np.sin(1 / x), lambda x: -np.cos(1 / x) / x**2, (-3, -2)),
+        "cos(x^2), x in [1e2, 1e4]": (lambda x: np.cos(x**2), lambda x: -2 * x * np.sin(x**2), (2, 4)),
+    }
+    for name, (f, df, (lo, hi)) in fast.items():
+        rng = np.random.default_rng(0)
+        bad = caught = 0
+        for _ in range(10):
+            x = 10 ** rng.uniform(lo, hi, 3)
+            bad += fails(f, {"x": x}, vjp=scaled(df))
+            caught += fails(f, {"x": x}, vjp=scaled(df, 1.01))
+        print(f"{name}: false failures {bad}/10, 1.01x caught {caught}/10")
 
     strategy = {"x": st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=14).map(np.array)}
     for name, f, df in (("sin", np.sin, np.cos), ("cos", np.cos, lambda x: -np.sin(x))):
