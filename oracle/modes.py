@@ -249,17 +249,6 @@ OWN_STEPS = " (each element at its own step)"
 KINK_NOT_JUDGED = " (the step crosses a kink of your function: not judged along this direction)"
 
 
-def _bend(d: Mapping[str, np.ndarray], step: Mapping[str, np.ndarray], a: float) -> float:
-    """``max |v - s/a| / max |v|``: how far the inputs' floats bend the step ``a v`` into ``s``."""
-    top = max((float(np.max(np.abs(v))) for v in d.values() if np.size(v)), default=0.0)
-    if top == 0.0:
-        return 0.0
-    off = max(
-        float(np.max(np.abs(np.asarray(d[n], dtype=np.float64) - step[n] / a))) for n in d if np.size(d[n])
-    )
-    return off / top
-
-
 def _fd_check(
     kind: str,
     name: str,
@@ -305,18 +294,18 @@ def _fd_check(
     from gradoracle.runner import (
         FINER_MARGIN,
         MAX_REFINEMENTS,
-        NO_DIGITS,
         REFINEMENTS,
         RESOLUTION,
         SPREAD,
         Comparison,
         _judge_kink,
         _spread,
+        bend,
         element_scaled,
         finer_step_taken,
         held_miss,
+        search_step,
         snapped_steps,
-        unconverged,
     )
 
     w64 = np.asarray(w, dtype=np.float64)
@@ -390,11 +379,11 @@ def _fd_check(
         a = tried = tried / 8
         t_value, t_mag, t_analytic, t_dir, t_base = value, mag, analytic, current, extra - rounding
         snapped, s_step = snapped_steps(inputs, current, a, fd_dtype)
-        bend = _bend(current, s_step, a)
-        if bend > tol.fd_rtol / 16:
+        bent_by = bend(current, s_step, a)
+        if bent_by > tol.fd_rtol / 16:
             # the inputs' floats bend the step (sin at 1e9 stepped by 0.02): measured along the
             # step they take, s / a, against the checked value there (one more jvp or hvp)
-            if along is None or bend > RESOLUTION:
+            if along is None or bent_by > RESOLUTION:
                 break
             bent = {n: s_step[n] / a for n in current}
             there = yield from along(bent)
@@ -415,14 +404,15 @@ def _fd_check(
         est_a, err_a = (4 * d1 - d2) / 3, abs(d1 - d2)
         allowed_a = tol.fd_allowed(t_mag, err_a) + extra_a
         fast_a = tol.fd_allowed(t_mag) + extra_a
-        taken: bool | None
-        if failed_first and (
-            unconverged(estimate - value, error, est_a - t_value, err_a, fast_a) or error < err_a > rounding_a
-        ):
-            searching = True
-            taken = None if err_a > NO_DIGITS * max(t_mag, abs(est_a)) else True
-        else:
-            taken = finer_step_taken(
+        taken, searching = search_step(
+            failed_first,
+            searching,
+            (estimate - value, error),
+            (est_a - t_value, err_a),
+            fast_a,
+            rounding_a,
+            max(t_mag, abs(est_a)),
+            finer_step_taken(
                 failing,
                 abs(t_value - est_a),
                 allowed_a,
@@ -430,9 +420,8 @@ def _fd_check(
                 err_a,
                 error,
                 held_miss(miss, allowed, error, estimate),
-            )
-            if searching and not taken and err_a <= rounding_a:
-                break
+            ),
+        )
         if taken is None:
             break
         if not taken:

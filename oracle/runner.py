@@ -1213,15 +1213,56 @@ def input_rounding(
     spacing bent the step (:data:`RESOLUTION`).
     """
     c = 0.0
-    bent = top = 0.0
     for n, v in d.items():
-        v64 = np.asarray(v, dtype=np.float64)
-        off = v64 - step[n] / a
+        off = np.asarray(v, dtype=np.float64) - step[n] / a
         c += float(np.sum(np.asarray(grads[n], dtype=np.float64) * off))
-        if v64.size:
-            bent = max(bent, float(np.max(np.abs(off))))
-            top = max(top, float(np.max(np.abs(v64))))
-    return c, (bent / top if top > 0 else 0.0)
+    return c, bend(d, step, a)
+
+
+def bend(d: Mapping[str, np.ndarray], step: Mapping[str, np.ndarray], a: float) -> float:
+    """``max |v - s/a| / max |v|``: how far the inputs' floats bend the step ``a v`` into ``s``
+    (:func:`snapped_steps`)."""
+    top = max((float(np.max(np.abs(v))) for v in d.values() if np.size(v)), default=0.0)
+    if top == 0.0:
+        return 0.0
+    off = max(
+        float(np.max(np.abs(np.asarray(v, dtype=np.float64) - step[n] / a)))
+        for n, v in d.items()
+        if np.size(v)
+    )
+    return off / top
+
+
+def search_step(
+    failed_first: bool,
+    searching: bool,
+    held: tuple[float, float],
+    trial: tuple[float, float],
+    fast: float,
+    rounding: float,
+    size: float,
+    finer: bool | None,
+) -> tuple[bool | None, bool]:
+    """``(taken, searching)`` for a smaller step's numbers (:func:`_refine_steps`, and forward
+    mode's and second order's ``_fd_check``): ``taken`` as :func:`finer_step_taken` says
+    (``finer``), ``None`` to stop.  ``held`` and ``trial`` are ``(estimate - checked value, error
+    estimate)`` of the held numbers and of the smaller step's; ``fast`` the smaller step's fast
+    bound, ``rounding`` its rounding allowance, ``size`` the derivative's size (``sum |g v|`` or
+    the smaller step's estimate, the larger).
+
+    A direction that failed at its first step searches once the smaller step shows the held
+    numbers measured nothing (:func:`unconverged`, or an error estimate grown past what rounding
+    explains): it takes the smaller step's numbers whatever they say, until no digit is left
+    (:data:`NO_DIGITS`).  A searching direction stops where a smaller step is not taken and its
+    error estimate is down to rounding.
+    """
+    (held_miss_, held_error), (miss, error) = held, trial
+    measured_nothing = unconverged(held_miss_, held_error, miss, error, fast) or held_error < error > rounding
+    if failed_first and measured_nothing:
+        return (None if error > NO_DIGITS * size else True), True
+    if searching and not finer and error <= rounding:
+        return None, searching
+    return finer, searching
 
 
 def finer_step_taken(
@@ -1357,18 +1398,15 @@ def _refine_steps(
             miss = abs(trial["p"] - trial["value"])
             fast = tol.fd_allowed(trial["mag"]) + trial["extra"]
             failing = _fails(r, tol)
-            held_error = r.get("error", 0.0)
-            taken: bool | None
-            if id(r) in failed and (
-                unconverged(r["value"], held_error, trial["value"], trial["error"], fast)
-                or held_error < trial["error"] > rounding
-            ):
-                # the held numbers were no measurement: search
-                r["searching"] = True
-                no_digits = trial["error"] > NO_DIGITS * max(trial["mag"], abs(trial["value"]))
-                taken = None if no_digits else True
-            else:
-                taken = finer_step_taken(
+            taken, searching = search_step(
+                id(r) in failed,
+                bool(r.get("searching")),
+                (r["value"] - r["p"], r.get("error", 0.0)),
+                (trial["value"] - r["p"], trial["error"]),
+                fast,
+                rounding,
+                max(trial["mag"], abs(trial["value"])),
+                finer_step_taken(
                     failing,
                     miss,
                     tol.fd_allowed(trial["mag"], trial["error"]) + trial["extra"],
@@ -1376,13 +1414,9 @@ def _refine_steps(
                     trial["error"],
                     r.get("error", math.inf),
                     _clear_miss(r, tol),
-                )
-                if r.get("searching") and not taken and trial["error"] <= rounding:
-                    # an error estimate no longer falling because of rounding ends the search; a
-                    # failure steps agree on does not: sin at 2.8e10 stepped by 2664 and 333
-                    # (near 848 pi and 106 pi, where sin(8a) ~ 8 sin(a)) agrees with falling error
-                    # estimates on -3.4e-6, and Hypothesis finds such inputs
-                    r["settled"] = True
+                ),
+            )
+            r["searching"] = searching
             if taken is None:
                 r["settled"] = True
             if not taken:
