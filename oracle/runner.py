@@ -1149,9 +1149,9 @@ def _per_element_rescue(
 #: passed only on Richardson's wide error estimate (:func:`_refine_steps`).
 REFINEMENTS = 3
 
-#: How many times in all a direction's step may be cut once two of its steps disagreed beyond
-#: both their error estimates (:func:`unconverged`): ``h / 8^12 ~ 1.5e-11 h``, so sin at
-#: ``x = 1e12`` (``h = 6e6``) reaches steps of ``1e-2``, its own scale.
+#: How many times in all a searching direction's step may be cut (:func:`search_step`: its first
+#: numbers measured nothing): ``h / 8^12 ~ 1.5e-11 h``, so sin at ``x = 1e12`` (``h = 6e6``)
+#: reaches steps of ``1e-2``, its own scale.
 MAX_REFINEMENTS = 12
 
 #: A smaller step is not taken where the inputs' spacing bends it too far: where the step its
