@@ -196,8 +196,15 @@ def _answered(values: list[np.ndarray]) -> Generator[Request, Any, list[np.ndarr
 
 
 def _local(f: fd.Forward) -> PointsFn:
-    """``f`` (the oracle's own reference) at each point, computed here."""
-    return lambda points: _answered([np.asarray(f(p)) for p in points])
+    """``f`` (the oracle's own reference) at each point, computed here; a point past the
+    reference's range (inf or nan there) is judged by the finite differences, not warned about."""
+
+    def at(points: Points) -> Any:
+        with np.errstate(all="ignore"):
+            values = [np.asarray(f(p)) for p in points]
+        return _answered(values)
+
+    return at
 
 
 def _adapter_forward(fn: Any, fd_dtype: str) -> PointsFn:
