@@ -899,7 +899,6 @@ def _fd_comparisons(
         )
         analytic = r.get("analytic", None if analytics is None else float(analytics[j]))
         comp = Comparison(
-            unresolved=r.get("unresolved"),
             kind=kind,
             input=name,
             abs_error=abs(p - value),
@@ -909,6 +908,7 @@ def _fd_comparisons(
             autodiff=p if kind == "fd" else None,
             analytic=p if kind == "oracle" else analytic,
             fd=value,
+            unresolved=r.get("unresolved"),
         )
         if worst is None or comp.ratio > worst.ratio:
             worst = comp
@@ -1201,22 +1201,18 @@ def snapped_steps(
 
 def input_rounding(
     grads: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray], step: Mapping[str, np.ndarray], a: float
-) -> tuple[float, float]:
-    """``(<g, v - s/a>, max |v - s/a| / max |v|)`` for the step ``s`` the points of ``D(a)`` take
-    (:func:`snapped_steps`) instead of ``a v``.
+) -> float:
+    """``<g, v - s/a>`` for the step ``s`` the points of ``D(a)`` take (:func:`snapped_steps`)
+    instead of ``a v``.
 
     ``D(a)`` and ``D(2a)`` measure ``<g, s/a>``, not ``<g, v>``: at ``x = 3.9e6`` the floats are
     4.7e-10 apart, so a step of ``6e-3`` is off by 1e-7 of itself, as much as the finite
     differences' tolerance.  Adding ``<g, v - s/a>`` makes them estimates of ``<g, v>`` again
     (exact where ``g`` is the derivative; a wrong ``g`` moves them by ``<g - g*, v - s/a>``, a
-    small part of the miss it has along ``v``).  The second number says how far the inputs'
-    spacing bent the step (:data:`RESOLUTION`).
+    small part of the miss it has along ``v``); :func:`bend` says how far the spacing bent it.
     """
-    c = 0.0
-    for n, v in d.items():
-        off = np.asarray(v, dtype=np.float64) - step[n] / a
-        c += float(np.sum(np.asarray(grads[n], dtype=np.float64) * off))
-    return c, bend(d, step, a)
+    off = {n: np.asarray(v, dtype=np.float64) - step[n] / a for n, v in d.items()}
+    return sum(float(np.sum(np.asarray(grads[n], dtype=np.float64) * off[n])) for n in off)
 
 
 def bend(d: Mapping[str, np.ndarray], step: Mapping[str, np.ndarray], a: float) -> float:
@@ -1351,9 +1347,10 @@ def _refine_steps(
     (:func:`unconverged`), or its error estimate is larger than the held one and larger than
     rounding explains (truncation error falls with the step; only rounding grows).  Then the
     direction *searches*: it takes the smaller step's numbers whatever they say and goes on down,
-    to ``h / 8^``:data:`MAX_REFINEMENTS`, until it passes within the fast bound, or fails at three
-    steps in a row that agree, or its error estimate stops falling because of rounding, or no
-    digit is left (:data:`NO_DIGITS`).  A search that ends on a pass only within its error
+    to ``h / 8^``:data:`MAX_REFINEMENTS`, until it passes within the fast bound, or its error
+    estimate stops falling because of rounding, or no digit is left (:data:`NO_DIGITS`); steps
+    that agree do not end it (near multiples of pi, ``sin(8a) ~ 8 sin(a)``, they agree on a value
+    near 0).  A search that ends on a pass only within its error
     estimate fails on the fast bound, showing its finest numbers, and says that finite differences
     could not decide (:attr:`Comparison.unresolved`): a failure is overturned only by a pass within
     the fast bound, as before.  Every smaller step is read with the step its points
@@ -1362,7 +1359,7 @@ def _refine_steps(
     taken.
     """
     eps_fd = fd.machine_epsilon(fd_dtype)
-    failed = {id(r): dict(r) for r in rows if _fails(r, tol)}
+    failed = {id(r) for r in rows if _fails(r, tol)}
     for round_ in range(MAX_REFINEMENTS):
         extended = round_ >= REFINEMENTS
         pending = [
@@ -1374,15 +1371,18 @@ def _refine_steps(
         ]
         if not pending:
             break
-        steps = [r.get("tried", r["h"]) / 8 for r in pending]
-        snapped = [snapped_steps(inputs, r["d"], a, fd_dtype) for r, a in zip(pending, steps, strict=True)]
-        outs = yield ForwardCall(fn, [pt for points, _ in snapped for pt in points], fd_dtype)
-        for j, (r, a) in enumerate(zip(pending, steps, strict=True)):
-            r["tried"] = a
-            c, bent = input_rounding(grads, r["d"], snapped[j][1], a)
-            if bent > RESOLUTION:  # x + a v rounds to the inputs' spacing: no smaller step helps
-                r["settled"] = True
-                continue
+        measured = []
+        for r in pending:
+            a = r["tried"] = r.get("tried", r["h"]) / 8
+            points, step = snapped_steps(inputs, r["d"], a, fd_dtype)
+            if bend(r["d"], step, a) > RESOLUTION:  # x + a v rounds to the inputs' spacing
+                r["settled"] = True  # no smaller step helps
+            else:
+                measured.append((r, a, points, input_rounding(grads, r["d"], step, a)))
+        if not measured:
+            continue
+        outs = yield ForwardCall(fn, [pt for _, _, points, _ in measured for pt in points], fd_dtype)
+        for j, (r, a, _, c) in enumerate(measured):
             plus, minus, plus2, minus2 = (s(o) for o in outs[4 * j : 4 * j + 4])
             d1 = (plus - minus) / (2 * a) + c
             d2 = (plus2 - minus2) / (4 * a) + c
@@ -1800,15 +1800,14 @@ def settle_undecided(outcome: ExampleOutcome, analytic: str, fd_kinds: Sequence[
     gradient's disagreement with the closed form stands (the notes' closed forms are proven by
     the selftest).
     """
-    undecided = [c for c in outcome.failures if c.kind in fd_kinds and c.unresolved is not None]
+    undecided = [(c, c.unresolved) for c in outcome.failures if c.kind in fd_kinds and c.unresolved]
     if not undecided:
         return
     judged = [c for c in outcome.comparisons if c.kind == analytic]
     if not judged or any(c.failed for c in judged):
-        undecided = [c for c in undecided if c.kind.endswith("oracle")]
-    for c in undecided:
-        assert c.unresolved is not None
-        c.allowed = c.unresolved[2]
+        undecided = [(c, u) for c, u in undecided if c.kind.endswith("oracle")]
+    for c, (_, _, widened) in undecided:
+        c.allowed = widened
 
 
 def _reference_at(ident: Identity, params: Mapping[str, Any], points: Sequence[Any]) -> list[np.ndarray]:
