@@ -1445,16 +1445,21 @@ def _cut_graph_note(
     """For a framework's gradient that failed as ``backward``: when that gradient is exactly 0 for
     every element of the worst input (finite differences are not, or it would have passed), a
     note that nothing connects the output to that input in the framework's graph (one more
-    forward and vjp, on a failing path only), else None."""
+    forward and vjp, on a failing path only), else None.
+
+    The vjp takes the check's own cotangent ``u`` (drawn from the example's seed), not ones: a
+    cut graph gives ``u^T J = 0`` for every ``u``, while ``1^T J = 0`` holds for any function
+    whose outputs sum to a constant (softmax, layer norm, ``x - mean(x)``), connected or not."""
     inner = getattr(adapter, "inner", None)
     if inner is None or fault != Fault.BACKWARD or worst is None or worst.input not in ident.wrt:
         return None
-    from gradoracle.runner import forward_for
+    from gradoracle.runner import _cotangent, forward_for
 
     fn = forward_for(ident, example.params)
     try:
         out = np.asarray(adapter.forward(fn, example.inputs, dtype))
-        grads = adapter.vjp(fn, example.inputs, ident.wrt, np.ones(out.shape, dtype=dtype), dtype).grads
+        u = _cotangent(np.random.default_rng(example.seed), out.shape).astype(dtype)
+        grads = adapter.vjp(fn, example.inputs, ident.wrt, u, dtype).grads
         zero = bool(np.all(np.asarray(grads[worst.input]) == 0))
     except Exception:  # a call failing now: no evidence either way
         return None

@@ -284,6 +284,30 @@ def test_a_wrong_nonzero_framework_gradient_gets_no_cut_graph_note() -> None:  #
     assert info.value.fault == Fault.BACKWARD and "exactly 0 for every element" not in str(info.value)
 
 
+def test_a_wrong_gradient_of_outputs_summing_to_a_constant_gets_no_cut_graph_note() -> None:
+    # x - mean(x) sums to 0 whatever x is: the vjp of a cotangent of ones is exactly 0 for a
+    # connected graph (softmax and layer norm too), so the note's probe takes the check's own
+    # cotangent; with ones it said "nothing connects the output to 'x'" of this connected one
+    torch = pytest.importorskip("torch")
+
+    class Centred(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            return x - x.mean()
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            return 1.5 * (g - g.mean())  # 1.5x off, and 0 for g = ones
+
+    with pytest.raises(GradientMismatch) as info:
+        check_gradients(lambda x: Centred.apply(x), {"x": ("n",)}, framework="torch", examples=3)
+    assert info.value.fault == Fault.BACKWARD and "exactly 0 for every element" not in str(info.value)
+    # the control: the same function cut from the graph still gets the note
+    with pytest.raises(GradientMismatch) as cut:
+        check_gradients(lambda x: x.detach() - x.detach().mean(), {"x": ("n",)}, framework="torch", examples=3)
+    assert "note: torch's gradient for input 'x' is exactly 0 for every element" in str(cut.value)
+
+
 # ---------------------------------------------------------------- session modes the function cannot run
 
 
