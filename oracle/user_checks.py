@@ -76,6 +76,7 @@ from gradoracle.runner import (
     check,
     describe_outcome,
     evaluate_example,
+    forward_for,
 )
 from gradoracle.strategies import SEEDS, Example, values_for
 from gradoracle.tolerances import tolerance_for
@@ -1096,7 +1097,6 @@ def user_identity(
     import sys
 
     user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit(), tree)
-
     def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """The user's forward on the adapter's arrays; the reference forward on NumPy."""
         if ops is REFERENCE_OPS:
@@ -1104,17 +1104,11 @@ def user_identity(
                 return cat.forward(ops, a, p)
             if inner is not None:
                 dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
-                who = f"your function {display_name(forward)}"
-                return inner.forward(
-                    lambda _ops, arrays: framework_value(
-                        framework_unchanged(lambda: user.run_forward(arrays, p), arrays, who),
-                        arrays,
-                        who,
-                        inner,
-                    ),
-                    a,
-                    dtype,
-                )
+                # the check's own forward object (runner.forward_for: one per identity and
+                # params), so a framework compiling per function object (JAX's jit) reuses its
+                # program; a new function per call compiled a program at every evaluation of
+                # the reference (162 programs in one check of expm; 3 GB and an abort after three)
+                return inner.forward(forward_for(ident, p), a, dtype)
             who = f"your function {display_name(forward)}"
             copies = {k: np.array(v) for k, v in a.items()}  # the oracle's own arrays stay untouched
             return user_value(unchanged(lambda: user.run_forward(copies, p), copies, who), who)
