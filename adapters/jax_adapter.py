@@ -116,6 +116,7 @@ casts, so a framework that silently changes dtype is visible to the runner).
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import threading
 from collections import OrderedDict
@@ -187,6 +188,14 @@ AUTO_JIT_AFTER: dict[str, int] = {
 }
 #: How many compiled functions (and call counters) are kept, least recently used first out.
 CACHE_SIZE = 1024
+#: A count alone does not bound what compiled programs hold: XLA's CPU code for one program
+#: takes memory maps per kernel (about 140 for ``jax.scipy.linalg.expm`` of a 3x3 matrix), and a
+#: process past the kernel's limit (``vm.max_map_count``, 65,530 by default on Linux) aborts in
+#: LLVM ("Unable to allocate section memory"), taking every result of the run with it.  So every
+#: :data:`MAP_CHECK_EVERY` programs a cache counts the process's maps, and past
+#: :data:`MAP_SHARE` of the limit it drops its least recently used half (:func:`_relieve_maps`).
+MAP_SHARE = 0.5
+MAP_CHECK_EVERY = 8
 JIT_MODES: tuple[str, ...] = ("auto", "always", "never")
 #: How ``conv_nd`` passes explicit zero padding: ``pad`` (default) pads the input with
 #: ``jnp.pad`` and convolves ``VALID``; ``lax`` hands the pads to ``conv_general_dilated``.
@@ -324,6 +333,9 @@ class _JitCache:
         #: (wrt names, output shape) of the vmapped float64 vjp program per (fn, per-row
         #: shapes, dtype) that also answers finite-difference forwards (SHARED_FD_ELEMENTS)
         self.fd_vjp: OrderedDict[tuple[Any, ...], tuple[tuple[str, ...], tuple[int, ...]]] = OrderedDict()
+        #: programs compiled, and how often the memory maps' budget dropped half of them
+        self.compiles = 0
+        self.relieved = 0
 
     def clear(self) -> None:
         """Forget everything."""
@@ -359,9 +371,48 @@ def _compile(
     """``jax.jit(build())``, remembered under ``key`` (the caller holds ``cache.lock``)."""
     import jax
 
+    cache.compiles += 1
+    if cache.compiles % MAP_CHECK_EVERY == 0:
+        _relieve_maps(cache)
     compiled: Callable[..., Any] = jax.jit(build())
     _remember(cache.compiled, key, compiled)
     return compiled
+
+
+@functools.cache
+def _map_limit() -> int | None:
+    """The kernel's limit on a process's memory maps (``/proc/sys/vm/max_map_count``), or None
+    where there is none to read (not Linux)."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _memory_maps() -> tuple[int, int] | None:
+    """``(maps this process holds, the kernel's limit)`` on Linux, else None."""
+    limit = _map_limit()
+    if limit is None:
+        return None
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return f.read().count(b"\n"), limit
+    except OSError:
+        return None
+
+
+def _relieve_maps(cache: _JitCache) -> None:
+    """Past :data:`MAP_SHARE` of the kernel's limit on memory maps, drop the least recently used
+    half of ``cache``'s compiled programs (their code is unmapped once nothing holds them); a
+    dropped program is compiled again if asked for (from JAX's persistent cache when it is on)."""
+    maps = _memory_maps()
+    if maps is None or maps[0] <= MAP_SHARE * maps[1]:
+        return
+    for _ in range(len(cache.compiled) // 2):
+        cache.compiled.popitem(last=False)
+    cache.relieved += 1
+    gc.collect()  # jit objects in reference cycles would keep their code mapped until then
 
 
 def _cast(arrays: Mapping[str, Any], dtype: str) -> dict[str, np.ndarray]:

@@ -1097,6 +1097,7 @@ def user_identity(
     import sys
 
     user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit(), tree)
+
     def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """The user's forward on the adapter's arrays; the reference forward on NumPy."""
         if ops is REFERENCE_OPS:

@@ -47,9 +47,58 @@ def test_a_new_function_per_reference_evaluation_is_what_the_count_catches() -> 
 
     jax_adapter.clear_cache(JaxAdapter())
     original = user_checks.forward_for
-    user_checks.forward_for = lambda ident, params: (lambda ops, a: ident.forward(ops, a, params))
+    user_checks.forward_for = lambda ident, params: lambda ops, a: ident.forward(ops, a, params)
     try:
         check_gradients(lambda A: jnp.tanh(A) @ A, {"A": ("n", "n")}, framework="jax", examples=12, seed=1)
     finally:
         user_checks.forward_for = original
     assert max(_forward_programs().values()) > 1
+
+
+def _compile_programs(adapter: JaxAdapter, count: int) -> None:
+    """``count`` forward programs, one per input length."""
+    import numpy as np
+
+    def f(ops: Any, a: Any) -> Any:
+        return ops.tanh(a["x"])
+
+    for n in range(1, count + 1):
+        adapter.forward(f, {"x": np.ones(n)}, "float64")
+
+
+def test_a_process_near_its_memory_maps_limit_drops_the_oldest_half_of_its_programs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # past vm.max_map_count, XLA's CPU compiler aborts the process: the cache gives programs back first
+    adapter = JaxAdapter(jit="always")
+    jax_adapter.clear_cache(adapter)
+    cache = adapter._jit_cache
+    relieved = cache.relieved
+    monkeypatch.setattr(jax_adapter, "_memory_maps", lambda: (40_000, 65_530))
+    _compile_programs(adapter, 3 * jax_adapter.MAP_CHECK_EVERY)
+    assert cache.relieved > relieved
+    assert len(cache.compiled) < 3 * jax_adapter.MAP_CHECK_EVERY
+    newest = [key[2] for key in cache.compiled]
+    assert (("x", (3 * jax_adapter.MAP_CHECK_EVERY,)),) in newest  # the recent ones are kept
+    assert (("x", (1,)),) not in newest  # the oldest went
+
+
+def test_a_process_well_inside_its_limit_keeps_every_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = JaxAdapter(jit="always")  # the control: the same programs, few maps
+    jax_adapter.clear_cache(adapter)
+    cache = adapter._jit_cache
+    relieved = cache.relieved
+    monkeypatch.setattr(jax_adapter, "_memory_maps", lambda: (2_000, 65_530))
+    _compile_programs(adapter, 3 * jax_adapter.MAP_CHECK_EVERY)
+    assert cache.relieved == relieved
+    assert len(cache.compiled) == 3 * jax_adapter.MAP_CHECK_EVERY
+
+
+def test_the_memory_maps_are_read_where_the_kernel_has_them() -> None:
+    import sys
+
+    maps = jax_adapter._memory_maps()
+    if not sys.platform.startswith("linux"):
+        assert maps is None
+        return
+    assert maps is not None and 0 < maps[0] < maps[1]
