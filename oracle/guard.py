@@ -209,17 +209,25 @@ class AdapterGuard:
         return self._thread
 
     def _loop(self) -> None:
+        # Nothing of a finished call stays bound in this frame while it waits for the next: the
+        # call's closure holds the adapter, whose collection is what ends this thread (the
+        # guard's finalizer, _forget), and the user's function with its models and tensors.
+        # Held here, one thread per checked adapter lived for the session with all of that.
         while (job := self._jobs.get()) is not None:
             number, func = job
+            del job
             state = _process_state()
             try:
                 answer: tuple[bool, Any] = (True, func())
             except BaseException as exc:
                 answer = (False, exc)
+            del func
             with self._awaited_lock:
                 if self._awaited == number:
                     _restore_process_state(state)  # before the caller resumes
+            del state
             self._results.put((number, *answer))
+            del answer
 
     def call(
         self,

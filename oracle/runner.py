@@ -1525,23 +1525,43 @@ def oracle_sampled(example: Example, every: int) -> bool:
     return crc % every == 0
 
 
-_FORWARDS: dict[tuple[Any, str], Any] = {}
+#: The stable forward objects of :func:`forward_for`, per identity forward (held weakly: a user
+#: check's forward closes over the user's function, its model and tensors, which must go when
+#: the check's identity goes, as they did not: every checked model stayed alive for the session)
+#: and params.  A forward that cannot be weakly referenced is kept in a bounded strong cache.
+_FORWARDS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_STRONG_FORWARDS: dict[tuple[Any, str], Any] = {}
+_STRONG_FORWARDS_SIZE = 256
 
 
 def forward_for(ident: Identity, params: Mapping[str, Any]) -> Any:
-    """``fn(ops, inputs)`` for an identity and its hyperparameters: one stable object per pair,
-    so adapters that cache compiled code per function (JAX's jit) reuse it across examples."""
-    key = (ident.forward, repr(sorted(params.items())))
-    fn = _FORWARDS.get(key)
+    """``fn(ops, inputs) = ident.forward(ops, inputs, params)`` for an identity and its
+    hyperparameters: one stable object per pair, so adapters that cache compiled code per
+    function (JAX's jit) reuse it across examples.  ``fn`` refers to the identity's forward
+    weakly, and is forgotten with it."""
+    forward, key = ident.forward, repr(sorted(params.items()))
+    try:
+        per_params = _FORWARDS.get(forward)
+        if per_params is None:
+            per_params = _FORWARDS[forward] = {}
+        ref: Callable[[], Any] = weakref.ref(forward)
+    except TypeError:  # not weakly referenceable (a builtin): a bounded strong cache
+        per_params = _STRONG_FORWARDS.setdefault((forward, key), {})
+        if len(_STRONG_FORWARDS) > _STRONG_FORWARDS_SIZE:
+            _STRONG_FORWARDS.pop(next(iter(_STRONG_FORWARDS)))
+        ref = lambda: forward  # noqa: E731
+    fn = per_params.get(key)
     if fn is None:
-        forward = ident.forward
-        frozen = dict(params)
+        frozen, name = dict(params), ident.name
 
         def fn(ops: Any, arrays: Mapping[str, Any]) -> Any:
-            return forward(ops, arrays, frozen)
+            target = ref()
+            if target is None:
+                raise RuntimeError(f"the forward of identity {name!r} was called after its identity was gone")
+            return target(ops, arrays, frozen)
 
         fn.__qualname__ = f"{ident.name}{frozen or ''}"
-        _FORWARDS[key] = fn
+        per_params[key] = fn
     return fn
 
 
