@@ -1539,7 +1539,12 @@ def forward_for(ident: Identity, params: Mapping[str, Any]) -> Any:
     hyperparameters: one stable object per pair, so adapters that cache compiled code per
     function (JAX's jit) reuse it across examples.  ``fn`` refers to the identity's forward
     weakly, and is forgotten with it."""
-    forward, key = ident.forward, repr(sorted(params.items()))
+    return forward_of(ident.forward, ident.name, params)
+
+
+def forward_of(forward: Callable[..., Any], name: str, params: Mapping[str, Any]) -> Any:
+    """:func:`forward_for` of a forward ``forward(ops, inputs, params)`` named ``name``."""
+    key = repr(sorted(params.items()))
     try:
         per_params = _FORWARDS.get(forward)
         if per_params is None:
@@ -1552,7 +1557,7 @@ def forward_for(ident: Identity, params: Mapping[str, Any]) -> Any:
         ref = lambda: forward  # noqa: E731
     fn = per_params.get(key)
     if fn is None:
-        frozen, name = dict(params), ident.name
+        frozen = dict(params)
 
         def fn(ops: Any, arrays: Mapping[str, Any]) -> Any:
             target = ref()
@@ -1560,7 +1565,7 @@ def forward_for(ident: Identity, params: Mapping[str, Any]) -> Any:
                 raise RuntimeError(f"the forward of identity {name!r} was called after its identity was gone")
             return target(ops, arrays, frozen)
 
-        fn.__qualname__ = f"{ident.name}{frozen or ''}"
+        fn.__qualname__ = f"{name}{frozen or ''}"
         per_params[key] = fn
     return fn
 

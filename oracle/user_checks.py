@@ -46,6 +46,8 @@ import inspect
 import math
 import os
 import re
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -76,7 +78,7 @@ from gradoracle.runner import (
     check,
     describe_outcome,
     evaluate_example,
-    forward_for,
+    forward_of,
 )
 from gradoracle.strategies import SEEDS, Example, values_for
 from gradoracle.tolerances import tolerance_for
@@ -1012,6 +1014,92 @@ def bounded_magnitude(
         return np.maximum(value, np.where(np.isfinite(bound), bound, 0.0))
 
 
+class _UserForward:
+    """The :class:`Identity` forward of a user check: the user's function on the adapter's
+    arrays, the reference forward on NumPy (``ops is REFERENCE_OPS``).
+
+    One object serves every check of one function and configuration in a process (see
+    :func:`_user_forward`), so a framework that compiles per function object (JAX's jit) reuses
+    its programs across ``check_gradients`` calls: inside a ``@given`` test, one call per
+    example compiled three programs per example before (75 for 25 examples of one shape).  It
+    holds the checks that use it weakly (:meth:`bind`): any live one serves, since they differ
+    in nothing the forward runs, and the user's function goes when its checks go."""
+
+    def __init__(self, forward: Callable[..., Any], cat: Identity | None) -> None:
+        self.forward_name = display_name(forward)
+        self.cat = cat
+        self._bound: list[tuple[weakref.ref[_UserCallables], weakref.ref[Any] | None]] = []
+        self._lock = threading.Lock()
+
+    def bind(self, user: _UserCallables, inner: Any) -> None:
+        """Serve the check of ``user`` (and its framework adapter ``inner``) too."""
+        with self._lock:
+            live = [b for b in self._bound if b[0]() is not None]
+            self._bound = [*live, (weakref.ref(user), None if inner is None else weakref.ref(inner))]
+
+    def _current(self) -> tuple[_UserCallables, Any]:
+        with self._lock:
+            for user_ref, inner_ref in reversed(self._bound):
+                user, inner = user_ref(), None if inner_ref is None else inner_ref()
+                if user is not None and (inner_ref is None or inner is not None):
+                    return user, inner
+        raise RuntimeError(f"the check of {self.forward_name} is over: its forward was called after it")
+
+    def __call__(self, ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
+        user, inner = self._current()
+        who = f"your function {self.forward_name}"
+        if ops is REFERENCE_OPS:
+            if self.cat is not None:
+                return self.cat.forward(ops, a, p)
+            if inner is not None:
+                dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
+                # the check's own forward object (runner.forward_of: one per forward and
+                # params), so a framework compiling per function object (JAX's jit) reuses its
+                # program; a new function per call compiled a program at every evaluation of
+                # the reference (162 programs in one check of expm; 3 GB and an abort after three)
+                return inner.forward(forward_of(self, self.forward_name, p), a, dtype)
+            copies = {k: np.array(v) for k, v in a.items()}  # the oracle's own arrays stay untouched
+            return user_value(unchanged(lambda: user.run_forward(copies, p), copies, who), who)
+        if isinstance(ops, _Recorder):
+            ops.params = dict(p)
+            return user.run_forward(a, p)
+        return framework_value(framework_unchanged(lambda: user.run_forward(a, p), a, who), a, who, inner)
+
+
+#: The shared :class:`_UserForward` objects, per user function (held weakly: the entries go
+#: with the function) and configuration.
+_USER_FORWARDS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _UserForward]] = (
+    weakref.WeakKeyDictionary()
+)
+_USER_FORWARDS_LOCK = threading.Lock()
+
+
+def _user_forward(
+    forward: Callable[..., Any], cat: Identity | None, inner: Any, tree: Any, names: Sequence[str]
+) -> _UserForward:
+    """The :class:`_UserForward` of ``forward``: shared by the checks of one function with the
+    same flat inputs through one stock JAX adapter configuration (the adapter that compiles per
+    function object), a new one otherwise (another adapter may hold state per instance)."""
+    adapter = type(inner)
+    shared = (
+        tree is None
+        and adapter.__module__ == "gradoracle.adapters.jax_adapter"
+        and adapter.__name__ == "JaxAdapter"
+    )
+    if not shared:
+        return _UserForward(forward, cat)
+    key = (None if cat is None else cat.name, str(getattr(inner, "name", "")), tuple(names))
+    with _USER_FORWARDS_LOCK:
+        try:
+            per_key = _USER_FORWARDS.setdefault(forward, {})
+        except TypeError:  # not weakly referenceable or not hashable: not shared
+            return _UserForward(forward, cat)
+        found = per_key.get(key)
+        if found is None:
+            found = per_key[key] = _UserForward(forward, cat)
+        return found
+
+
 def user_identity(
     forward: Callable[..., Any],
     inputs: Any = None,
@@ -1098,26 +1186,8 @@ def user_identity(
 
     user = _UserCallables(forward, vjp, reference, wrt_names, sys.getrecursionlimit(), tree)
 
-    def run_forward(ops: Any, a: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
-        """The user's forward on the adapter's arrays; the reference forward on NumPy."""
-        if ops is REFERENCE_OPS:
-            if cat is not None:
-                return cat.forward(ops, a, p)
-            if inner is not None:
-                dtype = str(np.asarray(next(iter(a.values()))).dtype) if a else "float64"
-                # the check's own forward object (runner.forward_for: one per identity and
-                # params), so a framework compiling per function object (JAX's jit) reuses its
-                # program; a new function per call compiled a program at every evaluation of
-                # the reference (162 programs in one check of expm; 3 GB and an abort after three)
-                return inner.forward(forward_for(ident, p), a, dtype)
-            who = f"your function {display_name(forward)}"
-            copies = {k: np.array(v) for k, v in a.items()}  # the oracle's own arrays stay untouched
-            return user_value(unchanged(lambda: user.run_forward(copies, p), copies, who), who)
-        if isinstance(ops, _Recorder):
-            ops.params = dict(p)
-            return user.run_forward(a, p)
-        who = f"your function {display_name(forward)}"
-        return framework_value(framework_unchanged(lambda: user.run_forward(a, p), a, who), a, who, inner)
+    run_forward = _user_forward(forward, cat, inner, tree, names)
+    run_forward.bind(user, inner)
 
     reference_gradient: Any = None
     if cat is not None:

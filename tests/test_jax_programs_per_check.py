@@ -40,19 +40,60 @@ def test_a_user_check_compiles_one_forward_program_per_shape_and_dtype() -> None
     assert max(programs.values()) == 1, programs
 
 
-def test_a_new_function_per_reference_evaluation_is_what_the_count_catches() -> None:  # the control
+def test_a_new_function_per_reference_evaluation_is_what_the_count_catches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # the control
     import jax.numpy as jnp
 
     from gradoracle import user_checks
 
     jax_adapter.clear_cache(JaxAdapter())
-    original = user_checks.forward_for
-    user_checks.forward_for = lambda ident, params: lambda ops, a: ident.forward(ops, a, params)
-    try:
-        check_gradients(lambda A: jnp.tanh(A) @ A, {"A": ("n", "n")}, framework="jax", examples=12, seed=1)
-    finally:
-        user_checks.forward_for = original
+    monkeypatch.setattr(
+        user_checks, "forward_of", lambda forward, name, params: lambda ops, a: forward(ops, a, params)
+    )
+    check_gradients(lambda A: jnp.tanh(A) @ A, {"A": ("n", "n")}, framework="jax", examples=12, seed=1)
     assert max(_forward_programs().values()) > 1
+
+
+def _in_given(examples: int) -> None:
+    """A ``@given`` test that checks one function once per example (the pytest habit)."""
+    import jax.numpy as jnp
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def f(x: Any) -> Any:
+        return jnp.tanh(x) * x
+
+    @settings(max_examples=examples, deadline=None, database=None)
+    @given(st.integers(0, 3))
+    def test(k: int) -> None:
+        check_gradients(f, {"x": (3,)}, framework="jax", examples=1, seed=k)
+
+    test()
+
+
+def test_the_checks_of_one_function_inside_a_given_test_share_their_programs() -> None:
+    jax_adapter.clear_cache(JaxAdapter())
+    _in_given(12)
+    programs = sum(len(c.compiled) for c in jax_adapter._SHARED_CACHES.values())
+    assert programs <= 3, programs  # one shape: the combined program, the forward in float64 and float32
+
+
+def test_a_forward_per_check_is_what_the_given_count_catches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradoracle import user_checks
+
+    jax_adapter.clear_cache(JaxAdapter())  # the control: one forward object per check, as before
+    monkeypatch.setattr(user_checks, "_USER_FORWARDS", _Forgetful())
+    _in_given(12)
+    programs = sum(len(c.compiled) for c in jax_adapter._SHARED_CACHES.values())
+    assert programs > 12, programs
+
+
+class _Forgetful(dict):  # type: ignore[type-arg]
+    """A cache of user forwards that keeps nothing."""
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return {} if default is None else default
 
 
 def _compile_programs(adapter: JaxAdapter, count: int) -> None:

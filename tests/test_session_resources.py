@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gradoracle import guard, runner
+from gradoracle import guard, runner, user_checks
 from gradoracle.user_checks import check_gradients
 
 
@@ -64,7 +64,15 @@ def test_a_checked_function_and_what_it_closes_over_go_with_the_check() -> None:
 
 
 def test_a_strong_cache_of_forwards_is_what_the_test_catches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_FORWARDS", {})  # the control: forward_for before session 19
+    # the control: forward_for before session 19 (a plain dict), its forwards holding the check
+    monkeypatch.setattr(runner, "_FORWARDS", {})
+    bind = user_checks._UserForward.bind
+
+    def holding(self: Any, user: Any, inner: Any) -> None:
+        self.held = (user, inner)
+        bind(self, user, inner)
+
+    monkeypatch.setattr(user_checks._UserForward, "bind", holding)
     ref = _checked_model()
     gc.collect()
     assert ref() is not None
