@@ -528,9 +528,13 @@ def _rounding_sample(ident: Identity, compute: Callable[[], Any]) -> Any:
     """The float32 evaluation ``compute()`` that samples the rounding (``eta``), or None where a
     user's function or reference cannot give one: it raises in float32 (a matrix singular
     once rounded to float32; a float64 check crashed on it) or is not finite there.  A catalogue
-    identity's float32 evaluation is the oracle's own and must work: its failures propagate."""
+    identity's float32 evaluation is the oracle's own and must work: its failures propagate.
+    Either runs without NumPy warnings: a float64 value past float32's range is inf in float32
+    (inf * 0 in a dense layer's matmul warned "invalid value", an error under ``-W error``), and
+    :func:`_sampled_noise` reads only the finite elements of the sample."""
     if ident.family != "user":
-        return compute()
+        with np.errstate(all="ignore"):
+            return compute()
     try:
         with np.errstate(all="ignore"):
             sample = compute()

@@ -44,3 +44,31 @@ def test_negative_control_the_bare_reference_warns() -> None:
         warnings.simplefilter("error")
         with pytest.raises(RuntimeWarning):
             ident.reference_forward(POINT, {})
+
+
+BEYOND_FLOAT32 = {"X": np.array([[1e39, 1.0]]), "W": np.array([[0.0, 1.0], [1.0, 0.0]]), "b": np.zeros(2)}
+
+
+def test_the_float32_rounding_sample_of_a_value_past_float32s_range_does_not_warn() -> None:
+    # the sample of the oracle's own rounding (eta) evaluates the reference in float32, where
+    # 1e39 is inf and inf * 0 is nan in the matmul: a DB-replayed example warned in the suite
+    from gradoracle.adapters import load_adapter
+    from gradoracle.strategies import Example
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcome = runner.evaluate_example(
+            "dense-layer", load_adapter("numpy"), "float64", Example(BEYOND_FLOAT32, {}, 0)
+        )
+    assert outcome.crash is None
+
+
+def test_negative_control_the_bare_float32_sample_warns() -> None:
+    ident = get_identity("dense-layer")
+    x32 = {k: v.astype(np.float32) for k, v in BEYOND_FLOAT32.items() if k != "X"}
+    with np.errstate(over="ignore"):
+        x32["X"] = BEYOND_FLOAT32["X"].astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning):
+            ident.reference_forward(x32, {})
