@@ -46,14 +46,17 @@ def _adapter_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("gradoracle-adapter-")]
 
 
-def _settle(threads: int) -> int:
-    """The adapter threads alive once the ended ones have ended (at most about 2 s)."""
-    for _ in range(200):
-        gc.collect()
+def _settle(threads: int, wait_s: float = 3.0) -> int:
+    """The adapter threads alive once the ended ones have ended (waits at most ``wait_s``: one
+    collection, then the threads' own exits; a collection costs seconds in a large process, so
+    it is not repeated)."""
+    gc.collect()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
         alive = len(_adapter_threads())
         if alive <= threads:
             return alive
-        time.sleep(0.01)
+        time.sleep(0.02)
     return len(_adapter_threads())
 
 
