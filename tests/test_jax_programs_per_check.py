@@ -19,6 +19,12 @@ from gradoracle.adapters.jax_adapter import JaxAdapter
 from gradoracle.user_checks import check_gradients
 
 
+def _clear_shared() -> None:
+    """Forget what earlier tests compiled in every plain adapter's cache (each jit mode's)."""
+    for cache in jax_adapter._SHARED_CACHES.values():
+        cache.clear()
+
+
 def _forward_programs() -> Counter[tuple[Any, ...]]:
     """Compiled ``forward`` programs of the plain adapters, per (input shapes, dtype)."""
     count: Counter[tuple[Any, ...]] = Counter()
@@ -32,7 +38,7 @@ def _forward_programs() -> Counter[tuple[Any, ...]]:
 def test_a_user_check_compiles_one_forward_program_per_shape_and_dtype() -> None:
     import jax.numpy as jnp
 
-    jax_adapter.clear_cache(JaxAdapter())  # what earlier tests compiled for plain adapters
+    _clear_shared()
     check_gradients(lambda A: jnp.tanh(A) @ A, {"A": ("n", "n")}, framework="jax", examples=12, seed=1)
     programs = _forward_programs()
     shapes = {shapes for shapes, _ in programs}
@@ -47,7 +53,7 @@ def test_a_new_function_per_reference_evaluation_is_what_the_count_catches(
 
     from gradoracle import user_checks
 
-    jax_adapter.clear_cache(JaxAdapter())
+    _clear_shared()
     monkeypatch.setattr(
         user_checks, "forward_of", lambda forward, name, params: lambda ops, a: forward(ops, a, params)
     )
@@ -73,7 +79,7 @@ def _in_given(examples: int) -> None:
 
 
 def test_the_checks_of_one_function_inside_a_given_test_share_their_programs() -> None:
-    jax_adapter.clear_cache(JaxAdapter())
+    _clear_shared()
     _in_given(12)
     programs = sum(len(c.compiled) for c in jax_adapter._SHARED_CACHES.values())
     assert programs <= 3, programs  # one shape: the combined program, the forward in float64 and float32
@@ -82,7 +88,7 @@ def test_the_checks_of_one_function_inside_a_given_test_share_their_programs() -
 def test_a_forward_per_check_is_what_the_given_count_catches(monkeypatch: pytest.MonkeyPatch) -> None:
     from gradoracle import user_checks
 
-    jax_adapter.clear_cache(JaxAdapter())  # the control: one forward object per check, as before
+    _clear_shared()  # the control: one forward object per check, as before
     monkeypatch.setattr(user_checks, "_USER_FORWARDS", _Forgetful())
     _in_given(12)
     programs = sum(len(c.compiled) for c in jax_adapter._SHARED_CACHES.values())
