@@ -11,17 +11,14 @@ small difference of larger terms).  Run: ``python docs/hostile-probes/jax_functi
 
 from __future__ import annotations
 
-import resource
 import sys
-import time
 from typing import Any
 
 import jax
 import jax.nn as jnn
 import jax.numpy as jnp
 import jax.scipy.special as jss
-
-from gradoracle.user_checks import GradientMismatch, check_gradients
+from framework_probe import run  # docs/hostile-probes/framework_probe.py, beside this script
 
 N, MN, NN = {"x": ("n",)}, {"x": ("m", "n")}, {"A": ("n", "n")}
 EYE = jnp.eye
@@ -68,29 +65,5 @@ FUNCTIONS: dict[str, tuple[Any, dict[str, Any]]] = {
 }
 
 
-def main(names: list[str]) -> None:
-    """One line per check: name, dtype, mode, seconds, pass or the message's first lines."""
-    for name in names or list(FUNCTIONS):
-        f, spec = FUNCTIONS[name]
-        for dtype in ("float64", "float32"):
-            for mode in ("vjp", "jvp"):
-                t = time.time()
-                try:
-                    check_gradients(f, spec, framework="jax", dtypes=dtype, modes=mode, examples=30, seed=1)
-                    verdict = "pass"
-                except GradientMismatch as e:
-                    verdict = "FAIL " + " | ".join(line.strip()[:200] for line in str(e).split("\n")[:3])
-                except Exception as e:  # a probe reports whatever happens
-                    verdict = f"ERR {type(e).__name__}: {str(e)[:300]}"
-                print(f"{name:12s} {dtype} {mode} {time.time() - t:5.1f}s {verdict}", flush=True)
-    try:
-        with open("/proc/self/maps") as f:
-            maps: int | str = sum(1 for _ in f)
-    except OSError:
-        maps = "n/a"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    print(f"memory maps at the end: {maps}; peak resident memory: {peak} MB")
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run("jax", FUNCTIONS, sys.argv[1:])

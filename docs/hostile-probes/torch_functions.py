@@ -14,13 +14,11 @@ example passes in float64).  Run: ``python docs/hostile-probes/torch_functions.p
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from gradoracle.user_checks import GradientMismatch, check_gradients
+from framework_probe import run  # docs/hostile-probes/framework_probe.py, beside this script
 
 N, MN, NN = {"x": ("n",)}, {"x": ("m", "n")}, {"A": ("n", "n")}
 
@@ -68,22 +66,5 @@ FUNCTIONS: dict[str, tuple[Any, dict[str, Any]]] = {
 }
 
 
-def main(names: list[str]) -> None:
-    """One line per check: name, dtype, mode, seconds, pass or the message's first lines."""
-    for name in names or list(FUNCTIONS):
-        f, spec = FUNCTIONS[name]
-        for dtype in ("float64", "float32"):
-            for mode in ("vjp", "jvp"):
-                t = time.time()
-                try:
-                    check_gradients(f, spec, framework="torch", dtypes=dtype, modes=mode, examples=30, seed=1)
-                    verdict = "pass"
-                except GradientMismatch as e:
-                    verdict = "FAIL " + " | ".join(line.strip()[:200] for line in str(e).split("\n")[:3])
-                except Exception as e:  # a probe reports whatever happens
-                    verdict = f"ERR {type(e).__name__}: {str(e)[:300]}"
-                print(f"{name:13s} {dtype} {mode} {time.time() - t:5.1f}s {verdict}", flush=True)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run("torch", FUNCTIONS, sys.argv[1:])
