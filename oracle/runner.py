@@ -1534,7 +1534,7 @@ def oracle_sampled(example: Example, every: int) -> bool:
 #: the check's identity goes, as they did not: every checked model stayed alive for the session)
 #: and params.  A forward that cannot be weakly referenced is kept in a bounded strong cache.
 _FORWARDS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-_STRONG_FORWARDS: dict[tuple[Any, str], Any] = {}
+_STRONG_FORWARDS: dict[Any, dict[str, Any]] = {}
 _STRONG_FORWARDS_SIZE = 256
 
 
@@ -1550,15 +1550,13 @@ def forward_of(forward: Callable[..., Any], name: str, params: Mapping[str, Any]
     """:func:`forward_for` of a forward ``forward(ops, inputs, params)`` named ``name``."""
     key = repr(sorted(params.items()))
     try:
-        per_params = _FORWARDS.get(forward)
-        if per_params is None:
-            per_params = _FORWARDS[forward] = {}
         ref: Callable[[], Any] = weakref.ref(forward)
+        per_params = _FORWARDS.setdefault(forward, {})
     except TypeError:  # not weakly referenceable (a builtin): a bounded strong cache
-        per_params = _STRONG_FORWARDS.setdefault((forward, key), {})
+        ref = lambda: forward  # noqa: E731
+        per_params = _STRONG_FORWARDS.setdefault(forward, {})
         if len(_STRONG_FORWARDS) > _STRONG_FORWARDS_SIZE:
             _STRONG_FORWARDS.pop(next(iter(_STRONG_FORWARDS)))
-        ref = lambda: forward  # noqa: E731
     fn = per_params.get(key)
     if fn is None:
         frozen = dict(params)
