@@ -240,6 +240,70 @@ def _positional_only(fn: Callable[..., Any], names: Sequence[str], leading: int)
     )
 
 
+def _signature_known(fn: Callable[..., Any]) -> bool:
+    """Whether Python can read ``fn``'s parameters (a C builtin such as ``torch.atan2`` has none)."""
+    try:
+        inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+#: Callables without a readable signature that took the inputs by position after a call by
+#: keyword failed (:func:`_call_unsigned`), keyed with the number of leading arguments and the
+#: inputs' names: later such calls go by position at once.  Bounded: such
+#: callables are builtins, of which a session checks few.
+_POSITIONAL_CALLABLES: dict[tuple[Any, int, tuple[str, ...]], bool] = {}
+_POSITIONAL_CALLABLES_SIZE = 256
+
+
+def _takes_positionally(fn: Callable[..., Any], leading: int, names: Sequence[str]) -> bool:
+    try:
+        return _POSITIONAL_CALLABLES.get((fn, leading, tuple(names)), False)
+    except TypeError:  # unhashable
+        return False
+
+
+def _exception_text(exc: BaseException) -> str:
+    """``Type: message``, or the type alone where the message cannot be read."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
+
+
+def _call_unsigned(
+    fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], extra: Mapping[str, Any]
+) -> Any:
+    """``fn(*args, **a, **extra)`` for a callable whose parameters cannot be read; where that
+    raises TypeError (``torch.atan2(y=..., x=...)``: its parameters are ``input`` and ``other``),
+    ``fn(*args, *a.values(), **extra)``, the inputs in their order, as for ``np.tanh``.  When both
+    fail, a TypeError that says what was tried and how to name the inputs."""
+    try:
+        return fn(*args, **{**a, **extra})
+    except TypeError as by_keyword:
+        try:
+            out = fn(*args, *a.values(), **extra)
+        except Exception as by_position:
+            label = _label(fn)
+            names = [*(["u"] if args else []), *a]
+            raise TypeError(
+                f"{label} could not be called with the inputs: Python cannot read its parameters, so "
+                f"gradoracle called it by keyword, {label}({', '.join(f'{n}=...' for n in names)}), "
+                f"which raised {_exception_text(by_keyword)}, and by position in the inputs' order, "
+                f"{label}({', '.join(names)}), which raised {_exception_text(by_position)}. Name "
+                f"the inputs after {label}'s parameters, or pass a lambda that takes "
+                f"{', '.join(names)} and calls {label} as it expects"
+            ) from by_keyword
+        try:
+            if len(_POSITIONAL_CALLABLES) >= _POSITIONAL_CALLABLES_SIZE:
+                _POSITIONAL_CALLABLES.pop(next(iter(_POSITIONAL_CALLABLES)))
+            _POSITIONAL_CALLABLES[(fn, len(args), tuple(a))] = True
+        except TypeError:  # unhashable: it is tried by keyword first every time
+            pass
+        return out
+
+
 @dataclass(frozen=True)
 class _UserCallables:
     """The user's forward / vjp / reference and how to call them."""
@@ -270,7 +334,11 @@ class _UserCallables:
         if self.recursion_limit > lowered:
             sys.setrecursionlimit(self.recursion_limit)
         try:
-            return fn(*args, *a.values(), **extra) if positional else fn(*args, **{**a, **extra})
+            if positional or _takes_positionally(fn, len(args), list(a)):
+                return fn(*args, *a.values(), **extra)
+            if not a or _signature_known(fn):
+                return fn(*args, **{**a, **extra})
+            return _call_unsigned(fn, args, a, extra)
         finally:
             if self.recursion_limit > lowered:
                 sys.setrecursionlimit(lowered)
@@ -1312,6 +1380,49 @@ def _inner_adapter(framework: Any, vjp: Callable[..., Any] | None) -> Any:
     return inner
 
 
+def _resolves(module: str, qual: str, f: Any) -> bool:
+    """Whether ``from module import <first part of qual>`` then ``qual`` reaches ``f``, where
+    that can be told (a module already imported); a bound method reached through its class
+    (``Model().forward``) counts as reaching it."""
+    import sys
+
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        return True  # not imported here: the generated import is the best there is
+    try:
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return False
+    if obj is f or getattr(f, "__func__", None) is obj:
+        return True
+    try:  # a classmethod reached through its class is a new bound method, equal to f
+        return inspect.ismethod(obj) and bool(obj == f)
+    except Exception:
+        return False
+
+
+def _public_alias(f: Any, module: str) -> tuple[str, str] | None:
+    """Where ``f``'s own ``__module__.__qualname__`` does not reach it (``torch.atan2`` says
+    ``torch._VariableFunctionsClass.atan2``, which cannot be imported): the module or one of its
+    parents that holds it under its ``__name__``; None when none does."""
+    import sys
+
+    name = getattr(f, "__name__", None)
+    if not isinstance(name, str):
+        return None
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        holder = sys.modules.get(candidate)
+        try:
+            if holder is not None and getattr(holder, name) is f:
+                return candidate, name
+        except Exception:
+            continue
+    return None
+
+
 def _repro(
     forward: Callable[..., Any],
     vjp: Callable[..., Any] | None,
@@ -1364,6 +1475,8 @@ def _repro(
                     "inline or locally: bring it into scope here)"
                 )
             continue
+        if module and qual and "<" not in qual and not _resolves(module, qual, f):
+            module, qual = _public_alias(f, module) or (module, qual)
         if module and qual and "<" not in qual:
             by_module.setdefault(module, []).append(qual.split(".")[0])
             if "." in qual:  # a method, or a function in a class: reached through the class
