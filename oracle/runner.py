@@ -97,7 +97,7 @@ from gradoracle.results import (
 )
 from gradoracle.strategies import Example
 from gradoracle.text import MESSAGE_LIMIT
-from gradoracle.tolerances import Tolerance, sci, tolerance_for
+from gradoracle.tolerances import EPS32, Tolerance, sci, tolerance_for
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 
@@ -1741,6 +1741,34 @@ def _evaluation(
         outcome.fault, outcome.crash = Fault.ADAPTER, f"forward raised {describe_exception(exc)}"
         return outcome
 
+    # 3a. a float32 check without a closed form (a user's framework function) that failed only
+    # on its finite differences: is the float32 gradient as close to the framework's own
+    # float64 one as float32 rounding lets it be, measured at inputs a few ulps away?
+    if (
+        not has_reference
+        and ident.family == "user"
+        and dtype == "float32"
+        and fd_dtype == "float64"
+        and {c.kind for c in outcome.failures} == {"fd"}
+    ):
+        yield from _float32_rounding_rejudge(
+            "fd",
+            vjp_gradient_at(fn, tuple(ident.wrt), u_d64),
+            fn,
+            ident,
+            example,
+            x_d64,
+            params,
+            u_d64,
+            grads,
+            dirs,
+            tol,
+            allowed,
+            outcome,
+            output_scale=float(np.sum(np.abs(u_d64) * out_mag)),
+            steps=steps,
+        )
+
     # 3b. only the finite differences failed (the gradients match the closed form, the vjp's
     # output matches the reference): is the adapter's forward() the function its vjp
     # differentiates?  One more call, on this failing path only.
@@ -1814,6 +1842,143 @@ def _evaluation(
     elif failed & {"analytic", "fd"}:
         outcome.fault = Fault.BACKWARD
     return outcome
+
+
+#: How many perturbed inputs measure the float32 rounding of a gradient without a closed form
+#: (:func:`_float32_rounding_rejudge`), and by how many float32 ulps each element moves at most.
+ROUNDING_PROBES = 6
+ROUNDING_ULPS = 4
+
+
+def _float32_rounding_rejudge(
+    kind: str,
+    gradient_at: Callable[[Mapping[str, np.ndarray], str], Generator[Request, Any, Mapping[str, np.ndarray]]],
+    fn: Any,
+    ident: Identity,
+    example: Example,
+    x_d64: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    u_d64: np.ndarray,
+    grads: Mapping[str, np.ndarray],
+    dirs: Sequence[Mapping[str, np.ndarray]],
+    tol: Tolerance,
+    allowed: Mapping[str, np.ndarray],
+    outcome: ExampleOutcome,
+    output_scale: float,
+    steps: Sequence[float | None] | None = None,
+) -> Generator[Request, Any, None]:
+    """Finite differences judged again with the float32 gradient's measured rounding as ``eta``.
+
+    A check without a closed form allows a float32 gradient ``128 eps_32 max |g|``; a correct
+    gradient that is a small difference of larger terms (``layer_norm``'s, ``normalize``'s) is
+    off by ``eps_32`` times those terms, which nothing in the black box shows.  This measures it,
+    as discrete stochastic arithmetic does: the float32 error of the gradient ``u^T J`` (``grads``,
+    compared as ``kind``), ``e(x) = g_32(x) - g_64(x)`` with ``g_64`` the same function's float64
+    gradient at the same float32 point (``gradient_at(point, dtype)`` asks the adapter for it), at
+    the example's inputs and at :data:`ROUNDING_PROBES` points moved by up to
+    :data:`ROUNDING_ULPS` float32 ulps per element.  Rounding error changes from point to point;
+    a fault of the float32 code (a wrong constant, a missing term) does not, and neither does the
+    exact gradient, which the difference removes.  ``eta = max_k ||e(x_k) - e(x)||_inf`` then
+    enters the allowance as the catalogue's measured rounding does
+    (:meth:`~gradoracle.tolerances.Tolerance.allowed`), and the finite differences are compared
+    again.  Only where the float64 gradient itself passes the same finite differences: its
+    disagreement with them is the backward's, whatever the float32 rounding.  Runs only on a
+    failing example; anything that does not run leaves the failure as it was.
+    """
+    rng = np.random.default_rng([int(example.seed) & 0xFFFFFFFF, 0x20C0])
+    wrt = tuple(ident.wrt)
+    x32 = {k: np.asarray(v, dtype=np.float32) for k, v in x_d64.items()}
+
+    def flat(g: Mapping[str, np.ndarray]) -> np.ndarray:
+        return _flat([np.asarray(g[n], dtype=np.float64) for n in wrt])
+
+    try:
+        g64 = {
+            n: np.asarray(a, dtype=np.float64) for n, a in (yield from gradient_at(x_d64, "float64")).items()
+        }
+        if any(g64[n].shape != np.shape(grads[n]) or not np.all(np.isfinite(g64[n])) for n in wrt):
+            return
+        e0 = flat(grads) - flat(g64)
+        eta = 0.0
+        for _ in range(ROUNDING_PROBES):
+            moved = dict(x32)
+            with np.errstate(all="ignore"):
+                for n in wrt:
+                    ulps = rng.integers(-ROUNDING_ULPS, ROUNDING_ULPS + 1, size=x32[n].shape)
+                    moved[n] = (x32[n].astype(np.float64) * (1.0 + ulps * EPS32)).astype(np.float32)
+            if not all(np.all(np.isfinite(moved[n])) for n in wrt):
+                return
+            low = flat((yield from gradient_at(moved, "float32")))
+            high = flat(
+                (yield from gradient_at({k: v.astype(np.float64) for k, v in moved.items()}, "float64"))
+            )
+            e = low - high
+            if e.shape != e0.shape or not np.all(np.isfinite(e)):
+                return
+            eta = max(eta, float(np.max(np.abs(e - e0))) if e.size else 0.0)
+    except Exception:  # the measurement is a second opinion: the failure stands without it
+        return
+    if eta <= 0.0:
+        return
+    # the float64 gradient against the same finite differences, at its own tolerance
+    tol64 = tolerance_for("float64")
+    scratch = ExampleOutcome(example)
+    slack64 = {
+        n: tol64.allowed(np.full(g64[n].shape, float(np.max(np.abs(g64[n]))) if g64[n].size else 0.0), 0.0)
+        for n in wrt
+    }
+    yield from _fd_comparisons(
+        kind,
+        fn,
+        ident,
+        x_d64,
+        params,
+        u_d64,
+        g64,
+        dirs,
+        "float64",
+        tol64,
+        slack64,
+        scratch,
+        output_scale=output_scale,
+        steps=steps,
+    )
+    if scratch.failures:
+        return
+    widened = {n: allowed[n] + tol.allowed(np.zeros(np.shape(allowed[n])), eta) for n in wrt}
+    again = ExampleOutcome(example)
+    yield from _fd_comparisons(
+        kind,
+        fn,
+        ident,
+        x_d64,
+        params,
+        u_d64,
+        grads,
+        dirs,
+        "float64",
+        tol,
+        widened,
+        again,
+        output_scale=output_scale,
+        steps=steps,
+    )
+    outcome.comparisons[:] = [c for c in outcome.comparisons if c.kind != kind] + again.comparisons
+
+
+def vjp_gradient_at(
+    fn: Any, wrt: tuple[str, ...], u: np.ndarray
+) -> Callable[[Mapping[str, np.ndarray], str], Generator[Request, Any, Mapping[str, np.ndarray]]]:
+    """``gradient_at(point, dtype)`` for :func:`_float32_rounding_rejudge`: ``u^T J`` from the
+    adapter's vjp, in ``dtype``."""
+
+    def at(point: Mapping[str, np.ndarray], dtype: str) -> Generator[Request, Any, Mapping[str, np.ndarray]]:
+        result = yield VjpCall(
+            fn, {k: np.asarray(v, dtype=dtype) for k, v in point.items()}, wrt, u.astype(dtype), dtype
+        )
+        return {n: result.grads[n] for n in wrt}
+
+    return at
 
 
 def settle_undecided(outcome: ExampleOutcome, analytic: str, fd_kinds: Sequence[str]) -> None:
