@@ -26,6 +26,7 @@ adapters never share anything, and an adapter that hung is replaced by a fresh i
 
 from __future__ import annotations
 
+import collections
 import gc
 import importlib
 import os
@@ -308,6 +309,7 @@ def _register(adapter: Any, guard: AdapterGuard) -> None:
 def guard_for(adapter: Any) -> AdapterGuard:
     """The guard of an adapter object: one per instance for its lifetime (made on first use)."""
     with _GUARDS_LOCK:
+        _drain_forgotten()
         entry = _GUARDS.get(id(adapter))
         if entry is not None:
             return entry[0]
@@ -316,12 +318,35 @@ def guard_for(adapter: Any) -> AdapterGuard:
         return guard
 
 
+#: (id, guard) of adapters that are gone, left by their finalizers for the next holder of
+#: :data:`_GUARDS_LOCK` to remove (:func:`_forget`).
+_FORGOTTEN: collections.deque[tuple[int, AdapterGuard]] = collections.deque()
+
+
 def _forget(key: int, guard: AdapterGuard) -> None:
-    with _GUARDS_LOCK:
+    """An adapter's finalizer: its guard's thread ends, and its entry goes.
+
+    It never waits for :data:`_GUARDS_LOCK`.  A finalizer runs wherever the garbage collector
+    runs, which may be inside :func:`guard_for` on this very thread, the lock held (creating a
+    guard allocates and may collect a dead adapter): waiting there deadlocked the process (a
+    test session hung with no CPU, in ``_forget`` under ``_register``).  The entry is queued and
+    removed now if the lock is free, else by the lock's holder."""
+    guard.close()
+    _FORGOTTEN.append((key, guard))
+    if _GUARDS_LOCK.acquire(blocking=False):
+        try:
+            _drain_forgotten()
+        finally:
+            _GUARDS_LOCK.release()
+
+
+def _drain_forgotten() -> None:
+    """Remove the entries :func:`_forget` queued (the caller holds :data:`_GUARDS_LOCK`)."""
+    while _FORGOTTEN:
+        key, guard = _FORGOTTEN.popleft()
         entry = _GUARDS.get(key)
         if entry is not None and entry[0] is guard:
             del _GUARDS[key]
-    guard.close()
 
 
 def _safe_label(adapter: Any) -> str:
@@ -469,6 +494,7 @@ class AdapterSession:
         except AdapterCallError as exc:
             return GuardedAdapter(spec, None, guard, None, f"adapter {label!r} failed to load: {exc}")
         with _GUARDS_LOCK:  # calls made through guard_for(adapter) use the same thread
+            _drain_forgotten()
             _register(adapter, guard)
         try:
             facts = read_facts(adapter, guard, timeout)
