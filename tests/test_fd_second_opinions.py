@@ -308,9 +308,14 @@ def test_exp_at_large_negative_inputs_no_longer_hides_a_wrong_backward() -> None
 
 def test_bounded_magnitude_keeps_sums_of_products_and_drops_exp_of_abs() -> None:
     rng = np.random.default_rng(0)
-    W, x = rng.standard_normal((6, 50)), rng.standard_normal(50)
+    W, x = rng.standard_normal((400, 50)), rng.standard_normal(50)
     m = bounded_magnitude(lambda a: a["W"] @ a["x"], {"W": W, "x": x})
-    np.testing.assert_allclose(m, np.abs(W) @ np.abs(x))  # |W| |x|, the exact term magnitude
+    full = np.abs(W) @ np.abs(x)  # |W| |x|, the exact term magnitude
+    assert np.all(m >= np.abs(W @ x)) and np.all(m <= full * (1 + 1e-12))
+    # |W| |x| is kept unless the float32 evaluation happened to round 64 times better than its
+    # terms' magnitude; how often depends on the BLAS's summation order (one row of the first 6
+    # on an AMD EPYC, none on the earlier machines): 95-97% of 400 rows kept, over three seeds
+    assert np.mean(np.isclose(m, full, rtol=1e-7)) >= 0.9
     e = bounded_magnitude(lambda a: np.exp(a["x"]), {"x": np.array([-30.0, 0.5])})
     assert e[0] < 1e-10  # exp(-30) = 9e-14 and its rounding, not exp(30) = 1e13
     assert e[1] == pytest.approx(np.exp(0.5), rel=1e-3)

@@ -10,7 +10,9 @@ Prints, per function, how many of ``seeds`` (default 5) checks of 30 examples fa
   (``layer_norm``, ``normalize``, soft-target ``cross_entropy``) or not (``softmax``, ``tanh``,
   ``exp``, ``matrix_exp``): each failure is a false one;
 - the same functions with a float32-only backward ``1 + delta`` times the true one
-  (``delta`` = 1e-3, 1e-4, 3e-5, 1e-5): each pass is a miss.
+  (``delta`` = 1e-3, 1e-4, 3e-5, 1e-5), or computed in a lower precision inside the float32
+  function (its gradient rounded to bfloat16; its inputs and cotangent rounded to bfloat16;
+  its inputs rounded to float16): each pass is a miss.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ FAULTY = ("layer_norm", "softmax", "tanh", "exp")
 DELTAS = (1e-3, 1e-4, 3e-5, 1e-5)
 
 
-def float32_off(base: Any, factor: float) -> Any:
-    """``base`` whose float32 backward is ``factor`` times the true one (float64 is exact)."""
+LOWER = ("bf16 gradient", "bf16 inputs", "fp16 inputs")
+
+
+def float32_off(base: Any, factor: float = 1.0, lower: str = "") -> Any:
+    """``base`` whose float32 backward is ``factor`` times the true one, or computed in the
+    ``lower`` precision of :data:`LOWER` (float64 is exact)."""
 
     class Off(torch.autograd.Function):
         @staticmethod
@@ -59,10 +65,17 @@ def float32_off(base: Any, factor: float) -> Any:
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             (x,) = ctx.saved_tensors
+            float32 = x.dtype == torch.float32
+            if float32 and lower == "bf16 inputs":
+                x, g = x.bfloat16().float(), g.bfloat16().float()
+            if float32 and lower == "fp16 inputs":
+                x = x.half().float()
             with torch.enable_grad():
                 xx = x.detach().requires_grad_()
                 (gx,) = torch.autograd.grad(base(xx), xx, g)
-            return gx * factor if x.dtype == torch.float32 else gx
+            if float32 and lower == "bf16 gradient":
+                gx = gx.bfloat16().float()
+            return gx * factor if float32 else gx
 
     return Off.apply
 
@@ -91,6 +104,8 @@ def main() -> None:
         fn, spec = CORRECT[name]
         cells = [f"{d:g}: {failures(float32_off(fn, 1 + d), spec, seeds)}/{seeds}" for d in DELTAS]
         print(f"  float32 off {name:16s} caught " + ", ".join(cells))
+        cells = [f"{low}: {failures(float32_off(fn, lower=low), spec, seeds)}/{seeds}" for low in LOWER]
+        print(f"  float32 low {name:16s} caught " + ", ".join(cells))
     print(f"{time.perf_counter() - start:.0f} s")
 
 
