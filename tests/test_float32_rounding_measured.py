@@ -37,6 +37,14 @@ def normalize(x: Any) -> Any:
     return F.normalize(x, dim=-1)
 
 
+def _true_backward(base: Any, x: Any, g: Any) -> Any:
+    """``g^T J`` of ``base`` at ``x``, by torch's own autodiff."""
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_()
+        (gx,) = torch.autograd.grad(base(xx), xx, g)
+    return gx
+
+
 def _altered(base: Any, in_float32: Any, in_float64: Any = None) -> Any:
     """``base`` with a backward that ``in_float32(g)`` / ``in_float64(g)`` change per dtype."""
 
@@ -49,9 +57,7 @@ def _altered(base: Any, in_float32: Any, in_float64: Any = None) -> Any:
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             (x,) = ctx.saved_tensors
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_()
-                (gx,) = torch.autograd.grad(base(xx), xx, g)
+            gx = _true_backward(base, x, g)
             change = in_float32 if x.dtype == torch.float32 else in_float64
             return gx if change is None else change(gx)
 
@@ -160,10 +166,7 @@ def _forward_altered(base: Any, scale32: float) -> Any:
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             (x,) = ctx.saved_tensors
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_()
-                (gx,) = torch.autograd.grad(base(xx), xx, g)
-            return gx
+            return _true_backward(base, x, g)
 
     return ForwardAltered.apply
 
