@@ -115,7 +115,7 @@ def _accepted(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
     """(keyword names ``fn`` accepts or None for ``**kwargs``, whether it takes a positional first)."""
     try:
         sig = inspect.signature(fn)
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError; or an __eq__ / __signature__ that raises
         return None, True
     params = list(sig.parameters.values())
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -223,7 +223,7 @@ def _positional_only(fn: Callable[..., Any], names: Sequence[str], leading: int)
     ``*args``) for ``leading`` (the cotangent) plus all the inputs."""
     try:
         params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError; or an __eq__ / __signature__ that raises
         return False
     keywords = {
         p.name
@@ -244,7 +244,7 @@ def _signature_known(fn: Callable[..., Any]) -> bool:
     """Whether Python can read ``fn``'s parameters (a C builtin such as ``torch.atan2`` has none)."""
     try:
         inspect.signature(fn)
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError; or a hostile __signature__ that raises
         return False
     return True
 
@@ -258,9 +258,11 @@ _POSITIONAL_CALLABLES_SIZE = 256
 
 
 def _takes_positionally(fn: Callable[..., Any], leading: int, names: Sequence[str]) -> bool:
+    if not _POSITIONAL_CALLABLES:
+        return False
     try:
         return _POSITIONAL_CALLABLES.get((fn, leading, tuple(names)), False)
-    except TypeError:  # unhashable
+    except Exception:  # unhashable, or a __hash__ / __eq__ that raises
         return False
 
 
@@ -299,7 +301,7 @@ def _call_unsigned(
             if len(_POSITIONAL_CALLABLES) >= _POSITIONAL_CALLABLES_SIZE:
                 _POSITIONAL_CALLABLES.pop(next(iter(_POSITIONAL_CALLABLES)))
             _POSITIONAL_CALLABLES[(fn, len(args), tuple(a))] = True
-        except TypeError:  # unhashable: it is tried by keyword first every time
+        except Exception:  # unhashable (or a hash that raises): tried by keyword first every time
             pass
         return out
 
@@ -334,10 +336,12 @@ class _UserCallables:
         if self.recursion_limit > lowered:
             sys.setrecursionlimit(self.recursion_limit)
         try:
-            if positional or _takes_positionally(fn, len(args), list(a)):
+            if positional:
                 return fn(*args, *a.values(), **extra)
             if not a or _signature_known(fn):
                 return fn(*args, **{**a, **extra})
+            if _takes_positionally(fn, len(args), list(a)):
+                return fn(*args, *a.values(), **extra)
             return _call_unsigned(fn, args, a, extra)
         finally:
             if self.recursion_limit > lowered:

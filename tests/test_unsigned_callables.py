@@ -126,3 +126,36 @@ def test_torch_atan2_with_inputs_named_otherwise_is_checked() -> None:
     with pytest.raises((GradientMismatch, TypeError)) as again:  # it raised ImportError
         exec(repro, {})
     assert "Name the inputs after atan2's parameters" in str(again.value)
+
+
+class HostileHash:
+    """A callable (with a signature) whose ``__hash__`` and ``__eq__`` raise."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hashing")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no comparing")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.sin(x)
+
+
+class UnsignedHostileHash(Unsigned):
+    def __hash__(self) -> int:
+        raise RuntimeError("no hashing")
+
+
+def test_a_callable_whose_hash_raises_is_still_checked() -> None:
+    # the positional cache is consulted for signature-less callables only, and a hash that
+    # raises is no hash: the check runs as it did before the cache existed
+    (result,) = check_gradients(
+        HostileHash(), {"x": ("n",)}, vjp=lambda g, x: {"x": g * np.cos(x)}, examples=5
+    )
+    assert result.verdict == "pass", result.message
+    (result,) = check_gradients(UnsignedHostileHash(), {"a": ("n",), "b": ("n",)}, vjp=_vjp(), examples=5)
+    assert result.verdict == "pass", result.message
+    with pytest.raises(GradientMismatch):  # the control
+        check_gradients(
+            HostileHash(), {"x": ("n",)}, vjp=lambda g, x: {"x": 1.02 * g * np.cos(x)}, examples=5
+        )
