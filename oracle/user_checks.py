@@ -111,6 +111,16 @@ class FrameworkUnavailableError(RuntimeError):
 # ----------------------------------------------------------------- the user's function
 
 
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    """``getattr(obj, name, default)`` that also gives ``default`` where reading the attribute
+    raises something else than AttributeError (a callable whose ``__name__`` is a property that
+    raises made the check raise it)."""
+    try:
+        return getattr(obj, name, default)
+    except Exception:
+        return default
+
+
 def _accepted(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
     """(keyword names ``fn`` accepts or None for ``**kwargs``, whether it takes a positional first)."""
     try:
@@ -130,7 +140,7 @@ def _accepted(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
 
 def _label(fn: Callable[..., Any] | None, role: str = "forward") -> str:
     """A Python name for ``fn`` in generated code (``role`` for a lambda: forward, vjp, reference)."""
-    name = getattr(fn, "__name__", None) or type(fn).__name__
+    name = _attr(fn, "__name__", None) or type(fn).__name__
     return role if name == "<lambda>" else str(name)
 
 
@@ -148,9 +158,9 @@ def example_database_key(*functions: Callable[..., Any] | None) -> str:
     for fn in functions:
         while isinstance(fn, functools.partial):
             fn = fn.func
-        code = getattr(fn, "__code__", None)
+        code = _attr(fn, "__code__", None)
         where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else type(fn).__qualname__
-        parts.append(f"{getattr(fn, '__qualname__', '')}@{where}")
+        parts.append(f"{_attr(fn, '__qualname__', '')}@{where}")
     return "|".join(parts)
 
 
@@ -161,9 +171,9 @@ def display_name(fn: Callable[..., Any] | None) -> str:
 
     while isinstance(fn, functools.partial):
         fn = fn.func
-    name = getattr(fn, "__name__", None)
+    name = _attr(fn, "__name__", None)
     if name == "<lambda>":
-        code = getattr(fn, "__code__", None)
+        code = _attr(fn, "__code__", None)
         if code is not None:
             return f"(lambda at {os.path.basename(code.co_filename)}:{code.co_firstlineno})"
         return "a lambda"
@@ -179,7 +189,7 @@ def _callable_instance(fn: Any) -> bool:
     import functools
 
     # functions, methods, classes and builtins all carry a __name__; a partial does not
-    named = getattr(fn, "__name__", None) is not None
+    named = _attr(fn, "__name__", None) is not None
     return callable(fn) and not named and not isinstance(fn, functools.partial)
 
 
@@ -1398,7 +1408,7 @@ def _resolves(module: str, qual: str, f: Any) -> bool:
             obj = getattr(obj, part)
     except Exception:
         return False
-    if obj is f or getattr(f, "__func__", None) is obj:
+    if obj is f or _attr(f, "__func__", None) is obj:
         return True
     try:  # a classmethod reached through its class is a new bound method, equal to f
         return inspect.ismethod(obj) and bool(obj == f)
@@ -1412,7 +1422,7 @@ def _public_alias(f: Any, module: str) -> tuple[str, str] | None:
     parents that holds it under its ``__name__``; None when none does."""
     import sys
 
-    name = getattr(f, "__name__", None)
+    name = _attr(f, "__name__", None)
     if not isinstance(name, str):
         return None
     parts = module.split(".")
@@ -1458,13 +1468,13 @@ def _repro(
     by_module: dict[str, list[str]] = {}
     names: dict[str, str] = {}  # role: the expression that names it in the call
     for f, role in fns:
-        module, qual = getattr(f, "__module__", None), getattr(f, "__qualname__", "")
+        module, qual = _attr(f, "__module__", None), _attr(f, "__qualname__", "")
         names[role] = _label(f, role)
         if _callable_instance(f):
             # an instance (a torch.nn.Module): its class is imported and built again, with the
             # arguments and state the test gave it
             cls = type(f)
-            module, qual = getattr(cls, "__module__", None), getattr(cls, "__qualname__", "")
+            module, qual = _attr(cls, "__module__", None), _attr(cls, "__qualname__", "")
             if module and qual and "<" not in qual:
                 by_module.setdefault(module, []).append(qual.split(".")[0])
                 names[role] = f"{qual}()"

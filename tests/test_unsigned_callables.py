@@ -159,3 +159,30 @@ def test_a_callable_whose_hash_raises_is_still_checked() -> None:
         check_gradients(
             HostileHash(), {"x": ("n",)}, vjp=lambda g, x: {"x": 1.02 * g * np.cos(x)}, examples=5
         )
+
+
+class HostileAttributes:
+    """A callable whose ``__name__``, ``__qualname__``, ``__module__``, ``__code__`` ... raise
+    RuntimeError when read (not AttributeError, which ``getattr(..., default)`` handles)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("__name__", "__qualname__", "__module__", "__wrapped__", "__signature__", "__code__"):
+            raise RuntimeError(f"no {name}")
+        return object.__getattribute__(self, name)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.sin(x)
+
+
+def test_a_callable_whose_attributes_raise_is_still_checked() -> None:
+    # it raised RuntimeError("no __name__") out of the check, before any example ran
+    (result,) = check_gradients(
+        HostileAttributes(), {"x": ("n",)}, vjp=lambda g, x: {"x": g * np.cos(x)}, examples=5
+    )
+    assert result.verdict == "pass", result.message
+    with pytest.raises(GradientMismatch) as info:  # the control
+        check_gradients(
+            HostileAttributes(), {"x": ("n",)}, vjp=lambda g, x: {"x": 1.02 * g * np.cos(x)}, examples=5
+        )
+    assert info.value.fault is Fault.BACKWARD
+    assert "your function HostileAttributes()" in str(info.value)
