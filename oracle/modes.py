@@ -1074,20 +1074,18 @@ def _jvp_by_elements(
     kink the interval of the one-sided slopes, which holds every generalised derivative, with the
     kinked elements' sum judged too).  Returns the worst comparison (localised to an element).
     """
-    from gradoracle.runner import ExampleOutcome, _fd_comparisons, _float32_rounding_rejudge
+    from gradoracle.runner import (
+        ExampleOutcome,
+        _fd_comparisons,
+        _float32_rounding_rejudge,
+        largest_allowance,
+    )
 
     h0 = fd.step_size(fd_dtype, x_d64)
     plan = yield from _basis_plan(ident, fn, x_d, x_d64, params, dtype, h0, settings, np.shape(u_d64))
     dirs = [d for d, _, _, _ in plan]
-    g = {n: np.zeros(np.shape(x_d64[n])) for n in ident.wrt}
-    for d, _, jd, _ in plan:
-        basis = fd.is_basis(d)
-        assert basis is not None  # fd.directions gives basis vectors for inputs this small
-        g[basis[0]].reshape(-1)[basis[1]] = float(np.sum(u_d64 * jd))
-    slack = {
-        n: tol.allowed(np.full(a.shape, float(np.max(np.abs(a))) if a.size else 0.0), 0.0)
-        for n, a in g.items()
-    }
+    g = _by_elements(x_d64, ident.wrt, [(d, jd) for d, _, jd, _ in plan], u_d64)
+    slack = {n: largest_allowance(tol, a) for n, a in g.items()}
     sink = ExampleOutcome(example)
     yield from _fd_comparisons(
         "jvp-fd",
@@ -1118,7 +1116,6 @@ def _jvp_by_elements(
             g,
             dirs,
             tol,
-            slack,
             sink,
             output_scale=output_scale,
         )
@@ -1137,19 +1134,30 @@ def _basis_gradient_at(
 
     def at(point: Mapping[str, np.ndarray], dtype: str) -> Generator[Request, Any, Mapping[str, np.ndarray]]:
         arrays = {k: np.asarray(v, dtype=dtype) for k, v in point.items()}
-        g = {n: np.zeros(np.shape(arrays[n])) for n in wrt}
+        answers = []
         for d in dirs:
-            basis = fd.is_basis(d)
-            if basis is None:
-                raise ValueError("forward mode by elements takes basis directions only")
             result = yield JvpCall(fn, arrays, {n: a.astype(dtype) for n, a in d.items()}, dtype)
-            jd = np.asarray(
-                _validate_array("forward-mode J v", result[1], out_shape, dtype), dtype=np.float64
-            )
-            g[basis[0]].reshape(-1)[basis[1]] = float(np.sum(u * jd))
-        return g
+            answers.append((d, _validate_array("forward-mode J v", result[1], out_shape, dtype)))
+        return _by_elements(arrays, wrt, answers, u)
 
     return at
+
+
+def _by_elements(
+    arrays: Mapping[str, np.ndarray],
+    wrt: Sequence[str],
+    answers: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]],
+    u: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``u^T J`` shaped like the inputs ``wrt``, from ``(e_j, J e_j)`` for basis vectors ``e_j``:
+    element ``j`` is ``u^T (J e_j)``, accumulated in float64 (elements without an answer are 0)."""
+    g = {n: np.zeros(np.shape(arrays[n])) for n in wrt}
+    for d, jd in answers:
+        basis = fd.is_basis(d)
+        if basis is None:  # fd.directions gives basis vectors for inputs this small
+            raise ValueError("forward mode by elements takes basis directions only")
+        g[basis[0]].reshape(-1)[basis[1]] = float(np.sum(u * np.asarray(jd, dtype=np.float64)))
+    return g
 
 
 # ------------------------------------------------------------------------ second order

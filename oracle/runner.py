@@ -1689,10 +1689,7 @@ def _evaluation(
             outcome.comparisons.append(_compare_arrays("analytic", name, grads[name], r, allowed[name], mag))
     else:
         for name in ident.wrt:
-            g64 = np.asarray(grads[name], dtype=np.float64)
-            allowed[name] = tol.allowed(
-                np.full(g64.shape, float(np.max(np.abs(g64))) if g64.size else 0.0), 0.0
-            )
+            allowed[name] = largest_allowance(tol, grads[name])
     out32 = _rounding_sample(ident, lambda: ident.reference_forward(x_32, params))
     eta_f = _sampled_noise(out32, ref_out)
     out_mag = np.maximum(ident.output_magnitude(x_d64, params), np.abs(ref_out))
@@ -1763,7 +1760,6 @@ def _evaluation(
             grads,
             dirs,
             tol,
-            allowed,
             outcome,
             output_scale=float(np.sum(np.abs(u_d64) * out_mag)),
             steps=steps,
@@ -1850,6 +1846,13 @@ ROUNDING_PROBES = 6
 ROUNDING_ULPS = 4
 
 
+def largest_allowance(tol: Tolerance, g: np.ndarray, noise: float = 0.0) -> np.ndarray:
+    """The room of a gradient without a closed form: ``tol.allowed`` with every element's
+    magnitude ``max_j |g_j|`` (no term magnitudes are known) and rounding ``eta = noise``."""
+    g64 = np.asarray(g, dtype=np.float64)
+    return tol.allowed(np.full(g64.shape, float(np.max(np.abs(g64))) if g64.size else 0.0), noise)
+
+
 def _float32_rounding_rejudge(
     kind: str,
     gradient_at: Callable[[Mapping[str, np.ndarray], str], Generator[Request, Any, Mapping[str, np.ndarray]]],
@@ -1862,7 +1865,6 @@ def _float32_rounding_rejudge(
     grads: Mapping[str, np.ndarray],
     dirs: Sequence[Mapping[str, np.ndarray]],
     tol: Tolerance,
-    allowed: Mapping[str, np.ndarray],
     outcome: ExampleOutcome,
     output_scale: float,
     steps: Sequence[float | None] | None = None,
@@ -1879,7 +1881,7 @@ def _float32_rounding_rejudge(
     :data:`ROUNDING_ULPS` float32 ulps per element.  Rounding error changes from point to point;
     a fault of the float32 code (a wrong constant, a missing term) does not, and neither does the
     exact gradient, which the difference removes.  ``eta = max_k ||e(x_k) - e(x)||_inf`` then
-    enters the allowance as the catalogue's measured rounding does
+    enters the allowance :func:`largest_allowance` as the catalogue's measured rounding does
     (:meth:`~gradoracle.tolerances.Tolerance.allowed`), and the finite differences are compared
     again.  Only where the float64 gradient itself passes the same finite differences: its
     disagreement with them is the backward's, whatever the float32 rounding.  Runs only on a
@@ -1923,11 +1925,8 @@ def _float32_rounding_rejudge(
     # the float64 gradient against the same finite differences, at its own tolerance
     tol64 = tolerance_for("float64")
     scratch = ExampleOutcome(example)
-    slack64 = {
-        n: tol64.allowed(np.full(g64[n].shape, float(np.max(np.abs(g64[n]))) if g64[n].size else 0.0), 0.0)
-        for n in wrt
-    }
-    widened = {n: allowed[n] + tol.allowed(np.zeros(np.shape(allowed[n])), eta) for n in wrt}
+    slack64 = {n: largest_allowance(tol64, g64[n]) for n in wrt}
+    widened = {n: largest_allowance(tol, grads[n], eta) for n in wrt}
     again = ExampleOutcome(example)
     try:
         yield from _fd_comparisons(

@@ -81,6 +81,7 @@ from gradoracle.runner import (
     forward_of,
 )
 from gradoracle.strategies import SEEDS, Example, values_for
+from gradoracle.text import safe_str
 from gradoracle.tolerances import tolerance_for
 
 __all__ = [
@@ -276,14 +277,6 @@ def _takes_positionally(fn: Callable[..., Any], leading: int, names: Sequence[st
         return False
 
 
-def _exception_text(exc: BaseException) -> str:
-    """``Type: message``, or the type alone where the message cannot be read."""
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:
-        return type(exc).__name__
-
-
 def _call_unsigned(
     fn: Callable[..., Any], args: tuple[Any, ...], a: Mapping[str, Any], extra: Mapping[str, Any]
 ) -> Any:
@@ -299,11 +292,12 @@ def _call_unsigned(
         except Exception as by_position:
             label = _label(fn)
             names = [*(["u"] if args else []), *a]
+            raised = [f"{type(e).__name__}: {safe_str(e)}" for e in (by_keyword, by_position)]
             raise TypeError(
                 f"{label} could not be called with the inputs: Python cannot read its parameters, so "
                 f"gradoracle called it by keyword, {label}({', '.join(f'{n}=...' for n in names)}), "
-                f"which raised {_exception_text(by_keyword)}, and by position in the inputs' order, "
-                f"{label}({', '.join(names)}), which raised {_exception_text(by_position)}. Name "
+                f"which raised {raised[0]}, and by position in the inputs' order, "
+                f"{label}({', '.join(names)}), which raised {raised[1]}. Name "
                 f"the inputs after {label}'s parameters, or pass a lambda that takes "
                 f"{', '.join(names)} and calls {label} as it expects"
             ) from by_keyword
@@ -348,7 +342,7 @@ class _UserCallables:
         try:
             if positional:
                 return fn(*args, *a.values(), **extra)
-            if not a or _signature_known(fn):
+            if not a or names is not None or _signature_known(fn):  # names: its signature was read
                 return fn(*args, **{**a, **extra})
             if _takes_positionally(fn, len(args), list(a)):
                 return fn(*args, *a.values(), **extra)
